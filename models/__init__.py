@@ -1,0 +1,100 @@
+"""Architectures by name: CIFAR VGG, pre-activation ResNet, DenseNet, and torchvision CNNs.
+
+`create_model(name, num_classes, **kwargs)` is the only constructor other packages need;
+the same (name, num_classes, kwargs) always rebuilds the same architecture.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+
+import torch.nn as nn
+
+__all__ = ["create_model", "available_models", "UnknownArchError", "parse_name"]
+
+OWN_EXAMPLES = ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet20", "preresnet56", "preresnet110",
+                "preresnet164", "densenet40", "densenet100"]
+TV_PREFIX = "tv_"
+
+
+class UnknownArchError(ValueError):
+    """An architecture name that no family recognises."""
+
+
+def available_models() -> list[str]:
+    """Names and patterns for help text."""
+    from .tv import torchvision_names
+
+    return ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet<9n+2> (e.g. preresnet164)",
+            "densenet<3n+4> (e.g. densenet40)"] + [
+        n for n in torchvision_names() if n not in OWN_EXAMPLES] + [
+        f"{TV_PREFIX}<torchvision name> (e.g. {TV_PREFIX}vgg19_bn, {TV_PREFIX}densenet121)"]
+
+
+def parse_name(name: str) -> tuple[str, dict]:
+    """(family, family kwargs) for `name`; our CIFAR families win over torchvision's
+    names (vgg19, densenet121), which stay reachable as tv_<name>."""
+    if not isinstance(name, str):
+        raise UnknownArchError(f"architecture name must be a string, got {name!r}")
+    key = name.strip().lower()
+    m = re.fullmatch(r"vgg(\d+)", key)
+    if m and int(m.group(1)) in (11, 13, 16, 19):
+        return "vgg", {"depth": int(m.group(1))}
+    m = re.fullmatch(r"preresnet(\d+)", key)
+    if m:
+        from .preresnet import check_depth
+
+        check_depth(int(m.group(1)))
+        return "preresnet", {"depth": int(m.group(1))}
+    m = re.fullmatch(r"densenet(\d+)", key)
+    if m:
+        from .densenet import check_depth
+
+        check_depth(int(m.group(1)))
+        return "densenet", {"depth": int(m.group(1))}
+    from .tv import torchvision_names
+
+    tv_names = torchvision_names()
+    tv_key = key[len(TV_PREFIX):] if key.startswith(TV_PREFIX) else key
+    if tv_key in tv_names:
+        return "torchvision", {"name": tv_key}
+    candidates = OWN_EXAMPLES + [n for n in tv_names if n not in OWN_EXAMPLES]
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see available_models()"
+    raise UnknownArchError(f"unknown architecture {name!r}{hint}")
+
+
+def _check_kwargs(name: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name} does not accept argument(s) {', '.join(unknown)}; "
+                         f"it accepts {', '.join(allowed)}")
+
+
+def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """Build an untrained model; all families take 3x32x32 inputs by default.
+
+    vgg*: width, bn_init, cfg. preresnet*: width, bn_init. densenet*: width, growth_rate,
+    bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options.
+    bn_init (default 0.5) sets every BatchNorm γ; None keeps PyTorch's 1.0.
+    """
+    family, fixed = parse_name(name)
+    if family == "vgg":
+        from .vgg import VGG
+
+        _check_kwargs(name, kwargs, ("width", "bn_init", "cfg"))
+        return VGG(num_classes=num_classes, **fixed, **kwargs)
+    if family == "preresnet":
+        from .preresnet import PreResNet
+
+        _check_kwargs(name, kwargs, ("width", "bn_init"))
+        return PreResNet(num_classes=num_classes, **fixed, **kwargs)
+    if family == "densenet":
+        from .densenet import DenseNet
+
+        _check_kwargs(name, kwargs, ("width", "growth_rate", "bn_init"))
+        return DenseNet(num_classes=num_classes, **fixed, **kwargs)
+    from .tv import build_torchvision
+
+    return build_torchvision(fixed["name"], num_classes=num_classes, **kwargs)

@@ -1,0 +1,46 @@
+"""Helpers shared by the architecture modules."""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+
+def scaled(channels: int, width: float) -> int:
+    """A channel count multiplied by `width`, never below one channel."""
+    return max(1, int(round(channels * width)))
+
+
+def check_width(width: float) -> float:
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise ValueError(f"width must be a positive number, got {width!r}")
+    return float(width)
+
+
+def init_batchnorm(model: nn.Module, bn_init: float | None) -> None:
+    """Set every BatchNorm γ to `bn_init` and β to 0 (None keeps PyTorch's defaults).
+
+    Network slimming starts γ at 0.5 so the L1 penalty has room to separate channels.
+    """
+    if bn_init is None:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+            nn.init.constant_(module.weight, float(bn_init))
+            nn.init.zeros_(module.bias)
+
+
+def init_conv_linear(model: nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
+
+
+def check_num_classes(num_classes: int) -> int:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    return num_classes

@@ -1,0 +1,92 @@
+"""The command line: errors are one line without a traceback, --json prints one object, and a tiny
+`compress slim` runs end to end on real CIFAR-10 images."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compress.cli import main
+
+
+def run(args, **kw):
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kw)
+
+
+def run_process(args, env=None):
+    return subprocess.run([sys.executable, "-m", "compress.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_unknown_arch_is_one_line_without_traceback(tmp_path):
+    proc = run_process(["info", "vgg12"])
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "vgg12" in lines[0]
+
+
+def test_info_json_is_one_object_with_integer_counts():
+    result = run(["info", "vgg19", "--json"])
+    assert result.exit_code == 0
+    obj = json.loads(result.stdout)
+    assert obj["params"] == 20_035_018 and obj["macs"] == 398_136_320 and obj["flops"] == 2 * obj["macs"]
+    assert all(isinstance(obj[k], int) for k in ("params", "macs", "flops"))
+
+
+def test_percent_outside_the_unit_interval_is_refused(tmp_path):
+    result = CliRunner().invoke(main, ["slim", "--percent", "1.5", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "(0, 1)" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_and_corrupt_model_dirs(tmp_path):
+    proc = run_process(["prune", str(tmp_path / "none"), "--percent", "0.5", "--out", str(tmp_path / "o")])
+    assert proc.returncode != 0 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "model.json").write_text("{")
+    proc = run_process(["eval", str(tmp_path / "bad"), "--data", str(tmp_path)])
+    assert proc.returncode != 0 and "not valid JSON" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeypatch):
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    out = tmp_path / "run"
+    args = ["slim", "--arch", "vgg11", "--width", "0.25", "--train-limit", "400", "--test-limit", "200",
+            "--epochs", "2", "--finetune-epochs", "1", "--percent", "0.5", "--out", str(out)]
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    for stage in ("sparse", "pruned", "finetuned"):
+        assert (out / stage / "model.json").exists() and (out / stage / "model.safetensors").exists()
+        assert not (out / stage / "train_state").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    st = summary["stages"]
+    assert st["pruned"]["params"] < st["sparse"]["params"] and st["pruned"]["macs"] < st["sparse"]["macs"]
+    assert 0.0 <= st["finetuned"]["accuracy"] <= 1.0
+    assert len((out / "sparse" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (out / "summary.md").read_text().startswith("# Slimming summary")
+
+    # Re-running the finished command redoes nothing.
+    stamp = (out / "finetuned" / "model.json").stat().st_mtime_ns
+    assert run(args).exit_code == 0
+    assert (out / "finetuned" / "model.json").stat().st_mtime_ns == stamp
+
+    evaluated = run(["eval", str(out / "finetuned"), "--test-limit", "200", "--json"])
+    obj = json.loads(evaluated.stdout)
+    assert obj["accuracy"] == pytest.approx(st["finetuned"]["accuracy"], abs=1e-6)
+
+    replay = run(["prune", str(out / "sparse"), "--plan", str(out / "pruned" / "plan.json"), "--out",
+                  str(tmp_path / "replayed")])
+    assert replay.exit_code == 0, replay.output
+    a = json.loads((out / "pruned" / "model.json").read_text())
+    b = json.loads((tmp_path / "replayed" / "model.json").read_text())
+    assert a["widths"] == b["widths"] and a["weights_sha256"] == b["weights_sha256"]
+
+    info = json.loads(run(["info", str(out / "pruned"), "--json"]).stdout)
+    assert info["params"] == st["pruned"]["params"]

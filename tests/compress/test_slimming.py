@@ -1,0 +1,143 @@
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from compress import slimming
+from compress.errors import CompressError
+from models import create_model
+
+EXAMPLE = torch.zeros(1, 3, 32, 32)
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    for bn in slimming.bn_layers(model):
+        n = bn.num_features
+        bn.weight.data = torch.rand(n, generator=gen) + 0.05
+        bn.bias.data = torch.randn(n, generator=gen) * 0.2
+        bn.running_mean.data = torch.randn(n, generator=gen) * 0.1
+        bn.running_var.data = torch.rand(n, generator=gen) + 0.5
+    return model.eval()
+
+
+MODELS = {
+    "vgg11": lambda: create_model("vgg11", width=0.125),
+    "preresnet20": lambda: create_model("preresnet20"),
+    "densenet16": lambda: create_model("densenet16"),
+    "resnet18": lambda: create_model("resnet18"),
+    "mobilenet_v2": lambda: create_model("mobilenet_v2"),
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pruning_is_exact_when_removed_channels_are_zeroed(name):
+    """γ = β = 0 on the channels a plan removes: the physically pruned network gives the same logits."""
+    model = randomize_bn(MODELS[name]())
+    _, plan = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE, min_keep=0.1)
+    assert plan["channels_after"] < plan["channels_before"]
+    slimming.zero_removed_channels(model, plan, EXAMPLE, beta=True)
+    reference = copy.deepcopy(model)
+    pruned, replay = slimming.prune(model, 0.4, EXAMPLE, plan=plan)
+    assert replay["channels_after"] == plan["channels_after"]
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        diff = (pruned(x) - reference(x)).abs().max().item()
+    assert diff < 1e-4
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in reference.parameters())
+
+
+def test_beta_compensation_is_exact_for_1x1_and_linear_consumers():
+    """With γ = 0 but β ≠ 0 the removed channels emit ReLU(β); compensation folds it forward exactly.
+
+    MobileNetV2's pruned BN channels feed 1×1 convolutions and the classifier, where folding is exact.
+    """
+    model = randomize_bn(create_model("mobilenet_v2"), seed=1)
+    _, plan = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE)
+    slimming.zero_removed_channels(model, plan, EXAMPLE, beta=False)
+    reference = copy.deepcopy(model)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        pruned, _ = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE, plan=plan)
+        uncompensated, _ = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE, plan=plan, compensate=False)
+        ref = reference(x)
+        assert (pruned(x) - ref).abs().max().item() < 1e-4
+        assert (uncompensated(x) - ref).abs().max().item() > 1e-2
+
+
+def test_beta_compensation_reduces_error_with_padded_convolutions():
+    """In VGG the consumers are padded 3×3 convs: exact inside, approximate at borders, far better than none."""
+    model = randomize_bn(create_model("vgg11", width=0.25), seed=2)
+    _, plan = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE)
+    slimming.zero_removed_channels(model, plan, EXAMPLE, beta=False)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+        comp, _ = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE, plan=plan)
+        raw, _ = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE, plan=plan, compensate=False)
+        assert (comp(x) - ref).abs().mean() < 0.5 * (raw(x) - ref).abs().mean()
+
+
+def test_l1_subgradient_adds_lambda_sign_gamma():
+    model = create_model("vgg11", width=0.125)
+    bns = slimming.bn_layers(model)
+    bns[0].weight.data[:2] = torch.tensor([-0.3, 0.4])
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    before = [bn.weight.grad.clone() for bn in bns]
+    slimming.add_l1_subgradient(model, 1e-2)
+    for bn, g in zip(bns, before):
+        assert torch.allclose(bn.weight.grad - g, 1e-2 * torch.sign(bn.weight.detach()))
+    assert bns[0].weight.grad[0] - before[0][0] == pytest.approx(-1e-2)
+
+
+def test_global_threshold_is_the_percent_quantile_of_all_gammas():
+    model = create_model("vgg11", width=0.125)
+    gammas = []
+    for i, bn in enumerate(slimming.bn_layers(model)):
+        bn.weight.data = torch.linspace(0.01, 1.0, bn.num_features) * (i + 1)
+        gammas.append(bn.weight.detach().abs())
+    _, groups = slimming.channel_groups(model, EXAMPLE)
+    all_g = torch.cat(gammas).sort().values
+    thr = slimming.global_threshold(groups, model, 0.3)
+    assert thr == pytest.approx(float(all_g[int(0.3 * all_g.numel())]))
+    assert float((all_g < thr).float().mean()) == pytest.approx(0.3, abs=1 / all_g.numel())
+
+
+def test_floor_keeps_a_fraction_of_every_layer():
+    """A layer whose γ are all under the threshold keeps the floor, its largest-γ channels."""
+    scores = torch.tensor([0.01, 0.05, 0.02, 0.04, 0.03, 0.001, 0.0, 0.002, 0.003, 0.004])
+    kept = slimming.choose_kept(scores, threshold=0.5, min_keep=0.2, min_channels=1, round_to=1)
+    assert kept == [1, 3]
+    assert slimming.choose_kept(scores, 0.5, min_keep=0.0, min_channels=1, round_to=1) == [1]
+    assert len(slimming.choose_kept(scores, 0.025, min_keep=0.0, min_channels=1, round_to=4)) == 4
+
+
+def test_floor_protects_a_collapsed_layer_in_a_real_model():
+    model = create_model("vgg11", width=0.25)
+    bns = slimming.bn_layers(model)
+    bns[-1].weight.data.fill_(1e-4)  # late layer driven to zero by sparsity
+    pruned, plan = slimming.prune(model, 0.3, EXAMPLE, min_keep=0.25)
+    last = [g for g in plan["groups"] if bns[-1] is dict(model.named_modules()).get(g["bn_layers"][0])]
+    assert last and last[0]["channels_after"] == -(-last[0]["channels_before"] // 4)
+    assert last[0]["floor_applied"]
+    assert pruned(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_round_to_multiple():
+    model = randomize_bn(create_model("vgg11", width=0.25))
+    _, plan = slimming.prune(model, 0.5, EXAMPLE, round_to=8)
+    for g in plan["groups"]:
+        assert g["channels_after"] % 8 == 0 or g["channels_after"] == g["channels_before"]
+
+
+def test_percent_out_of_range_is_refused():
+    with pytest.raises(CompressError, match="percent"):
+        slimming.prune(create_model("vgg11", width=0.125), 1.0, EXAMPLE)
+
+
+def test_plan_for_another_model_is_refused():
+    _, plan = slimming.prune(randomize_bn(create_model("vgg11", width=0.25)), 0.5, EXAMPLE)
+    with pytest.raises(CompressError, match="channels"):
+        slimming.prune(create_model("vgg11", width=0.125), 0.5, EXAMPLE, plan=plan)
