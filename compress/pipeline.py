@@ -7,7 +7,6 @@ written last, and resumable training state lives beside it until the stage finis
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from compress.artifact import derived_meta, is_model_dir, load_model_dir, save_m
 from compress.atomic import write_json, write_text
 from compress.data import ImageSet, load_dataset
 from compress.errors import CompressError
-from compress.train import Distill, Recipe, evaluate, finish, fit, pick_device
+from compress.train import Distill, Recipe, evaluate, finish, fit, is_main_process, pick_device
 
 
 @dataclass
@@ -48,8 +47,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _check_out_dir(out: Path, resume: bool) -> None:
-    """Refuse to overwrite a finished model directory unless resuming would find it finished anyway."""
+def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CompressError(f"output {out} exists and is not a directory")
 
@@ -63,7 +61,7 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     if resume and is_model_dir(out) and not (out / "train_state").exists():
         _log(f"{out} is already trained; keeping it")
         return json.loads((out / "model.json").read_text())
-    _check_out_dir(out, resume)
+    _check_out_dir(out)
     train, test = data.split("train"), data.split("test")
     kwargs = {"num_classes": len(train.classes), **(arch_kwargs or {})}
     try:
@@ -78,6 +76,8 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     result = fit(model, train, test, out, recipe, mean=mean, std=std, sparsity=sparsity, device=device,
                  seed=seed, resume=resume, compile=compile, progress=progress,
                  desc="sparse" if sparsity > 0 else "train")
+    if not is_main_process():
+        return {}
     meta = {
         "arch": arch, "arch_kwargs": kwargs, "classes": train.classes, "input_size": list(train.input_size),
         "normalization": {"mean": mean, "std": std}, "accuracy": result["last"]["test_accuracy"],
@@ -163,6 +163,8 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     t0 = time.time()
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
                  resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune")
+    if not is_main_process():
+        return {}
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
     new_meta = derived_meta(meta, model_dir, accuracy=result["last"]["test_accuracy"],
                             best_accuracy=result["best"]["test_accuracy"], command=command_line(),

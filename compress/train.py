@@ -106,7 +106,7 @@ def _autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -127,8 +127,10 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = pick_device(device)
     rank, world = _world()
+    if world > 1:
+        device = _init_distributed(device)
+    device = pick_device(device)
     if channels_last is None:
         channels_last = True
     torch.manual_seed(seed + rank)
@@ -171,7 +173,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         bar = tqdm(batches, total=steps, desc=f"{desc} {epoch + 1}/{recipe.epochs}", unit="batch",
-                   leave=False, disable=not (progress and _is_main()), mininterval=1.0, dynamic_ncols=True)
+                   leave=False, disable=not (progress and is_main_process()), mininterval=1.0, dynamic_ncols=True)
         for step, (x, y) in enumerate(bar):
             lr = recipe.lr_at(epoch + step / steps)
             for group in optimizer.param_groups:
@@ -202,7 +204,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
                   "train_accuracy": int(correct) / max(seen, 1), "lr": lr,
                   "img_per_s": seen * world / max(train_time, 1e-9), "epoch_time_s": train_time,
                   "gamma_sparsity": gamma_sparsity(model), "sparsity_lambda": sparsity}
-        if _is_main():
+        if is_main_process():
             test = evaluate(model, test_data, mean, std, device=device, channels_last=channels_last)
             record.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
             history.append(record)
@@ -226,6 +228,20 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
 def finish(out_dir: str | Path) -> None:
     """Drop resumable state once the final model directory is written."""
     shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+
+
+def _init_distributed(device) -> str:
+    """Join the process group that torchrun describes; NCCL on GPUs, gloo on CPUs."""
+    import torch.distributed as dist
+
+    use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return f"cuda:{local}"
+    return "cpu"
 
 
 def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:

@@ -1,0 +1,319 @@
+"""`compress share`: prune single weights, share them through per-layer k-means codebooks, optionally
+fine-tune the centroids, Huffman-code everything into DIR/model.dcz, and report the size at each step.
+
+The output directory is also an ordinary model directory (model.safetensors holds the shared weights
+as float32), so it evaluates and exports like any other; model.dcz is the compressed form of the
+same weights and `decompress` turns it back into a model directory bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
+from compress.sharing.kmeans import kmeans_1d
+from compress.sharing.sparse import encode_positions, magnitude_mask
+
+DCZ_NAME = "model.dcz"
+REPORT_JSON = "share_report.json"
+REPORT_MD = "share_report.md"
+DEFAULT_BITS = "conv=8,fc=5"
+DEFAULT_OFFSET_BITS = "conv=8,fc=5"  # the paper's widths for convolutional and fully connected layers
+MAX_BITS = 12
+
+
+@dataclass
+class BitSpec:
+    """Bits per layer: a value per kind (`conv`, `fc`) with exact module-name overrides."""
+
+    conv: int
+    fc: int
+    layers: dict
+
+    def for_layer(self, name: str, kind: str) -> int:
+        return self.layers.get(name, self.conv if kind == "conv" else self.fc)
+
+
+def parse_bits(spec: str | int, what: str = "--bits", lo: int = 1, hi: int = MAX_BITS,
+               default: tuple[int, int] = (8, 5)) -> BitSpec:
+    """'conv=8,fc=5', a bare '6' for every layer, or 'features.0=4' overrides mixed in; kinds left
+    unnamed keep `default` (conv, fc)."""
+    def value(text: str) -> int:
+        if not re.fullmatch(r"\d+", text.strip()) or not lo <= int(text) <= hi:
+            raise CompressError(f"{what}: {text!r} is not a whole number of bits in [{lo}, {hi}]")
+        return int(text)
+
+    conv, fc = default
+    layers = {}
+    for item in [p for p in str(spec).split(",") if p.strip()]:
+        if "=" not in item:
+            conv = fc = value(item)
+            continue
+        key, val = (s.strip() for s in item.split("=", 1))
+        if not key:
+            raise CompressError(f"{what}: empty layer name in {spec!r}")
+        if key == "conv":
+            conv = value(val)
+        elif key == "fc":
+            fc = value(val)
+        else:
+            layers[key] = value(val)
+    return BitSpec(conv, fc, layers)
+
+
+def weight_masks(model: nn.Module, fraction: float) -> dict[str, np.ndarray]:
+    """Per-layer magnitude pruning masks (True = keep) for every Conv2d/Linear weight."""
+    return {name: magnitude_mask(m.weight.detach().cpu().numpy(), fraction) for name, _, m in shareable_layers(model)}
+
+
+def apply_masks(model: nn.Module, masks: dict[str, np.ndarray]) -> None:
+    with torch.no_grad():
+        for name, _, m in shareable_layers(model):
+            if name in masks:
+                m.weight.mul_(torch.from_numpy(masks[name]).to(m.weight))
+
+
+def shareable_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(module name, 'conv' | 'fc', module) for every Conv2d and Linear layer."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out.append((name, "conv", m))
+        elif isinstance(m, nn.Linear):
+            out.append((name, "fc", m))
+    return out
+
+
+def share_weights(model: nn.Module, bits: BitSpec, offset_bits: BitSpec | None = None,
+                  masks: dict[str, np.ndarray] | None = None) -> list[SharedTensor]:
+    """k-means-share every Conv2d/Linear weight (only the kept ones where `masks` prunes; those layers are
+    stored sparse with `offset_bits`); writes the shared values into `model`."""
+    layers = shareable_layers(model)
+    known = {name for name, _, _ in layers}
+    named = set(bits.layers) | (set(offset_bits.layers) if offset_bits else set())
+    unknown = sorted(named - known)
+    if unknown:
+        raise CompressError(f"no Conv2d/Linear layer named {', '.join(unknown)}; layers are {', '.join(sorted(known))}")
+    if masks and offset_bits is None:
+        raise ValueError("pruned layers need offset bits for their sparse storage")
+    shared = []
+    for name, kind, m in layers:
+        w = m.weight.detach().cpu().numpy().astype(np.float32).ravel()
+        b = bits.for_layer(name, kind)
+        keep = masks[name].ravel() if masks and name in masks else None
+        codebook, labels = kmeans_1d(w if keep is None else w[keep], 1 << b)
+        index = np.full(w.size, -1, dtype=np.int64)
+        index[slice(None) if keep is None else keep] = labels
+        t = SharedTensor(f"{name}.weight", tuple(m.weight.shape), codebook, index, b,
+                         None if keep is None else offset_bits.for_layer(name, kind), {"kind": kind})
+        with torch.no_grad():
+            m.weight.copy_(torch.from_numpy(t.values()).to(m.weight.device, m.weight.dtype))
+        shared.append(t)
+    return shared
+
+
+def _entries(t: SharedTensor) -> int:
+    """Stored entries: every weight when dense; non-zeros plus filler zeros when sparse."""
+    if t.offset_bits is None:
+        return int(t.index.size)
+    offsets, _ = encode_positions(np.flatnonzero(t.index >= 0), t.offset_bits)
+    return int(offsets.size)
+
+
+def layer_table(shared: list[SharedTensor]) -> list[dict]:
+    rows = []
+    for t in shared:
+        nnz = int((t.index >= 0).sum())
+        entries = _entries(t)
+        row = {"name": t.name, "kind": t.stats.get("kind"), "shape": list(t.shape), "bits": t.bits, "k": t.k,
+               "weights": int(t.index.size), "nonzero": nnz, "fillers": entries - nnz if t.offset_bits else 0,
+               "offset_bits": t.offset_bits, "distinct_values": int(np.unique(t.values()).size)}
+        rows.append(row)
+    return rows
+
+
+def size_steps(meta: dict, model: nn.Module, shared: list[SharedTensor], file_bytes: int,
+               accuracy: dict) -> list[dict]:
+    """Bytes (and accuracy) at each compression step, with the ratio against the fp32 baseline.
+
+    Parameters only count (BN running statistics are excluded except in the real file's size)."""
+    total_params = sum(p.numel() for p in model.parameters())
+    other = 4 * (total_params - sum(int(t.index.size) for t in shared))
+    origin = meta.get("origin") or meta.get("parent") or {}
+    steps = []
+    if origin.get("params") and int(origin["params"]) != total_params:
+        steps.append({"step": "fp32 baseline (unpruned parent)", "bytes": 4 * int(origin["params"]),
+                      "params": int(origin["params"]), "accuracy": origin.get("accuracy")})
+        steps.append({"step": "after slimming", "bytes": 4 * total_params, "params": total_params,
+                      "accuracy": accuracy.get("slimmed")})
+    else:
+        steps.append({"step": "fp32 baseline", "bytes": 4 * total_params, "params": total_params,
+                      "accuracy": accuracy.get("slimmed")})
+    entries = {t.name: _entries(t) for t in shared}
+    if any(t.offset_bits is not None for t in shared):
+        # Each surviving weight as float32 plus its relative offset (filler zeros included).
+        nbits = sum(entries[t.name] * (32 + (t.offset_bits or 0)) for t in shared)
+        steps.append({"step": "after weight pruning", "bytes": other + -(-nbits // 8),
+                      "nonzero": sum(int((t.index >= 0).sum()) for t in shared), "accuracy": accuracy.get("pruned")})
+    nbits = sum(entries[t.name] * (t.bits + (t.offset_bits or 0)) + 32 * t.k for t in shared)
+    quant = {"step": "after quantization (weight sharing)", "bytes": other + -(-nbits // 8),
+             "accuracy": accuracy.get("quantized")}
+    if "finetuned" in accuracy:
+        quant["accuracy_after_finetuning"] = accuracy["finetuned"]
+    steps.append(quant)
+    steps.append({"step": "after Huffman coding (model.dcz file)", "bytes": int(file_bytes),
+                  "accuracy": accuracy.get("finetuned", accuracy.get("quantized"))})
+    base = steps[0]["bytes"]
+    for s in steps:
+        s["ratio"] = round(base / s["bytes"], 2) if s["bytes"] else None
+    return steps
+
+
+def _evaluate(model, data, meta, device) -> float | None:
+    if data is None:
+        return None
+    from compress.train import evaluate
+
+    test = data.split("test")
+    if len(test.classes) != len(meta["classes"]):
+        raise CompressError(f"the data has {len(test.classes)} classes, the model {len(meta['classes'])}")
+    norm = meta["normalization"]
+    return evaluate(model, test, norm["mean"], norm["std"], device=device)["accuracy"]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAULT_BITS,
+                offset_bits: str = DEFAULT_OFFSET_BITS, prune: float | None = None, finetune_epochs: int = 0,
+                data=None, lr: float = 1e-4, batch_size: int = 128, device: str | None = None, seed: int = 0,
+                command: str | None = None) -> dict:
+    """Run the sharing pipeline; `data` is a compress.pipeline.DataOptions (needed for accuracy and fine-tuning)."""
+    from compress.artifact import derived_meta, load_model_dir, save_model_dir
+    from compress.atomic import write_json, write_text
+    from compress.measure import layer_widths
+    from compress.train import pick_device
+
+    bit_spec = parse_bits(bits, "--bits")
+    off_spec = parse_bits(offset_bits, "--offset-bits", 1, 16, default=(8, 5))
+    if prune is not None and not 0.0 <= prune < 1.0:
+        raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {prune}")
+    if finetune_epochs and data is None:
+        raise CompressError("--finetune-epochs needs --data")
+    out_dir = Path(out_dir)
+    if Path(model_dir).resolve() == out_dir.resolve():
+        raise CompressError("--out must differ from the input model directory")
+    dev = pick_device(device)
+    model, meta = load_model_dir(model_dir, device=dev)
+    accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
+    prune = prune or None
+    masks = None
+    if prune:
+        masks = weight_masks(model, prune)
+        apply_masks(model, masks)
+        accuracy["pruned"] = _evaluate(model, data, meta, dev)
+        _log(f"pruned {prune:.0%} of the weights of every layer" + (
+            f": accuracy {accuracy['pruned']:.2%}" if accuracy["pruned"] is not None else ""))
+    shared = share_weights(model, bit_spec, off_spec, masks)
+    accuracy["quantized"] = _evaluate(model, data, meta, dev)
+    if accuracy["quantized"] is not None:
+        _log(f"shared weights: accuracy {accuracy['quantized']:.2%}")
+    history = []
+    if finetune_epochs:
+        from compress.sharing.finetune import finetune_centroids
+
+        norm = meta["normalization"]
+        history = finetune_centroids(model, shared, data.split("train"), norm["mean"], norm["std"],
+                                     epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
+                                     log=_log)
+        accuracy["finetuned"] = _evaluate(model, data, meta, dev)
+    final_acc = accuracy.get("finetuned", accuracy["quantized"])
+
+    sharing = {"bits": {"conv": bit_spec.conv, "fc": bit_spec.fc, **bit_spec.layers},
+               "prune_weights": prune, "offset_bits": ({"conv": off_spec.conv, "fc": off_spec.fc, **off_spec.layers}
+                                                       if prune else None),
+               "finetune_epochs": finetune_epochs, "finetune_lr": lr if finetune_epochs else None,
+               "compressed_file": DCZ_NAME}
+    new_meta = derived_meta(meta, model_dir, accuracy=final_acc, sharing=sharing,
+                            command=command or "compress share")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    shared_names = {t.name for t in shared}
+    raw = {k: v for k, v in state.items() if k not in shared_names}
+    embedded = {**new_meta, "widths": layer_widths(model)}
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "model.json").unlink(missing_ok=True)  # the directory is incomplete until the end
+    sizes = write_container(out_dir / DCZ_NAME, embedded, shared, raw)
+    _verify_roundtrip(out_dir / DCZ_NAME, state)
+
+    steps = size_steps(meta, model, shared, sizes["file"], accuracy)
+    report = {"schema": "compress.share/1", "source": str(model_dir), "output": str(out_dir),
+              "compressed_file": str(out_dir / DCZ_NAME), "settings": sharing, "steps": steps,
+              "file_breakdown_bytes": sizes, "accuracy": accuracy, "finetune_history": history,
+              "layers": layer_table(shared), "data": data.describe() if data is not None else None}
+    write_json(out_dir / REPORT_JSON, report)
+    write_text(out_dir / REPORT_MD, report_markdown(report))
+    save_model_dir(model, out_dir, new_meta)
+    return report
+
+
+def _verify_roundtrip(path: Path, state: dict) -> None:
+    """Decode the file just written and insist on bit-identical tensors: a codec bug must not ship."""
+    _, shared, raw = decode_container(path.read_bytes(), str(path))
+    for t in shared:
+        if not np.array_equal(t.values().view(np.uint32), state[t.name].numpy().astype(np.float32).view(np.uint32)):
+            raise RuntimeError(f"{path}: {t.name} does not decode to the shared weights")
+    for k, v in raw.items():
+        if not torch.equal(v, state[k]):
+            raise RuntimeError(f"{path}: {k} does not decode to the stored tensor")
+
+
+def restore_state(shared: list[SharedTensor], raw: dict) -> dict:
+    state = dict(raw)
+    for t in shared:
+        state[t.name] = torch.from_numpy(t.values().copy())
+    return state
+
+
+def decompress(path: str | Path, out_dir: str | Path) -> dict:
+    """Turn a .dcz file back into an ordinary model directory; returns its model.json."""
+    from compress.artifact import build_model, save_model_dir
+
+    path = Path(path)
+    meta, shared, raw = read_container(path)
+    model = build_model(meta)
+    try:
+        model.load_state_dict(restore_state(shared, raw), strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CompressError(f"{path} does not fit its own model description: {first[-1].strip()}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    meta = {**meta, "decompressed_from": {"path": str(path), "sha256": digest}}
+    return save_model_dir(model.eval(), out_dir, meta)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.3f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def report_markdown(report: dict) -> str:
+    lines = ["| step | size | ratio | accuracy |", "| --- | ---: | ---: | ---: |"]
+    for s in report["steps"]:
+        acc = "" if s.get("accuracy") is None else f"{s['accuracy']:.2%}"
+        if s.get("accuracy_after_finetuning") is not None:
+            acc += f" ({s['accuracy_after_finetuning']:.2%} after fine-tuning)"
+        lines.append(f"| {s['step']} | {_mb(s['bytes'])} | {s['ratio']}× | {acc} |")
+    lines += ["", "Sizes count parameters (BatchNorm running statistics excluded) at 32 bits, shared weights at "
+              "their index width plus float32 codebooks, pruned layers with their relative offsets; the last "
+              "row is the real file (header, Huffman tables, BN statistics included)."]
+    return "\n".join(lines) + "\n"

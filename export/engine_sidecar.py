@@ -1,0 +1,82 @@
+"""`X.engine.json` beside every engine: what built it, for what GPU, from which ONNX.
+
+A TensorRT plan only runs on the TensorRT version and GPU model that built it, and fails in
+obscure ways elsewhere; `check_sidecar` refuses early with a one-line reason instead. Pure
+Python, so it runs (and is tested) without TensorRT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from export._files import atomic_write_text
+from export.errors import SidecarError
+
+FORMAT = "compress.engine/1"
+REQUIRED = ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profile", "onnx_sha256",
+            "build_time_s", "engine_size")
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    engine_path = Path(engine_path)
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def capability_str(cc) -> str:
+    """'8.7' from '8.7', (8, 7) or [8, 7]."""
+    if isinstance(cc, str):
+        return cc.strip()
+    major, minor = cc
+    return f"{int(major)}.{int(minor)}"
+
+
+def write_sidecar(engine_path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    missing = [k for k in REQUIRED if k not in info]
+    if missing:
+        raise ValueError(f"engine sidecar lacks {', '.join(missing)}")
+    body = {"format": FORMAT, **info, "compute_capability": capability_str(info["compute_capability"])}
+    return atomic_write_text(sidecar_path(engine_path), json.dumps(body, indent=2) + "\n")
+
+
+def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
+    engine_path = Path(engine_path)
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise SidecarError(f"{engine_path} has no sidecar {path.name}; rebuild it with `compress export --trt` "
+                           "so its TensorRT version and GPU are known")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SidecarError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise SidecarError(f"{path} is not a {FORMAT} sidecar")
+    missing = [k for k in REQUIRED if k not in info]
+    if missing:
+        raise SidecarError(f"{path} lacks {', '.join(missing)}")
+    return info
+
+
+def check_sidecar(engine_path: str | os.PathLike, trt_version: str, gpu_name: str, compute_capability) -> dict:
+    """The sidecar, after checking it matches the running TensorRT and GPU and the engine file itself."""
+    engine_path = Path(engine_path)
+    if not engine_path.is_file():
+        raise SidecarError(f"engine not found: {engine_path}")
+    info = read_sidecar(engine_path)
+    size = engine_path.stat().st_size
+    if int(info["engine_size"]) != size:
+        raise SidecarError(f"{engine_path} is {size} bytes but its sidecar records {info['engine_size']}: "
+                           "the engine was replaced or truncated; rebuild it")
+    if str(info["tensorrt_version"]) != str(trt_version):
+        raise SidecarError(f"{engine_path} was built with TensorRT {info['tensorrt_version']}, this is TensorRT "
+                           f"{trt_version}; rebuild the engine here")
+    cc = capability_str(compute_capability)
+    if capability_str(info["compute_capability"]) != cc:
+        raise SidecarError(f"{engine_path} was built for compute capability {info['compute_capability']} "
+                           f"({info['gpu_name']}), this GPU is {cc} ({gpu_name}); rebuild the engine here")
+    if str(info["gpu_name"]).strip() != str(gpu_name).strip():
+        raise SidecarError(f"{engine_path} was built on {info['gpu_name']}, this GPU is {gpu_name}; "
+                           "rebuild the engine here")
+    return info

@@ -1,0 +1,29 @@
+"""Errors from the export stage. Each carries a one-line message; the CLI prints it without a traceback."""
+
+
+class ExportError(Exception):
+    """A problem the user can act on (bad input file, failed check, missing optional package)."""
+
+
+class ParityError(ExportError):
+    """The exported model's outputs differ from the reference beyond tolerance."""
+
+
+class OnnxFileError(ExportError):
+    """An ONNX file is missing, corrupt, truncated or fails the ONNX checker."""
+
+
+class MissingExtraError(ExportError):
+    """An optional package is not installed; the message names the pip extra that provides it."""
+
+
+class TrtReadinessError(ExportError):
+    """The ONNX graph has constructs TensorRT cannot build."""
+
+
+class EngineBuildError(ExportError):
+    """TensorRT could not parse the ONNX file or build an engine from it."""
+
+
+class SidecarError(ExportError):
+    """An engine's sidecar is missing, unreadable, or disagrees with the running TensorRT or GPU."""

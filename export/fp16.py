@@ -1,0 +1,50 @@
+"""FP16 ONNX with float32 inputs and outputs, made by onnxconverter-common."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+
+from export._files import sha256_file
+from export.errors import ExportError
+from export.metadata import metadata_of, set_metadata
+from export.onnx_file import load_onnx, save_onnx
+
+
+def precision_of(model: onnx.ModelProto) -> str:
+    """fp32, fp16 or int8, from the metadata when present, else from the graph itself."""
+    declared = metadata_of(model).get("precision")
+    if declared in ("fp32", "fp16", "int8"):
+        return declared
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"
+
+
+def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
+    """Write an FP16 copy of an FP32 ONNX file; inputs and outputs stay float32 (Cast at the edges).
+
+    The metadata is carried over with `precision` fp16 and `source_sha256` the FP32 file's hash.
+    """
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = load_onnx(onnx_in)
+    precision = precision_of(model)
+    if precision != "fp32":
+        raise ExportError(f"{onnx_in} is already {precision}; FP16 conversion needs an FP32 model")
+    from onnxconverter_common import float16
+
+    with warnings.catch_warnings():
+        # It warns once per weight whose magnitude is below FP16's range; those become ±1e-7 or 0,
+        # which the parity check then judges as a whole.
+        warnings.simplefilter("ignore")
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    set_metadata(half, {"precision": "fp16", "source_sha256": sha256_file(onnx_in)})
+    try:
+        onnx.checker.check_model(half)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportError(f"FP16 graph fails the ONNX checker: {str(exc).strip().splitlines()[0][:300]}") from exc
+    return save_onnx(half, onnx_out)

@@ -1,0 +1,51 @@
+"""Loading and saving ONNX files with one-line errors for missing, corrupt or truncated input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from export._files import atomic_write_bytes
+from export.errors import OnnxFileError
+
+# Protobuf refuses single messages above 2 GiB; CNNs in this toolkit stay far below.
+_PROTOBUF_LIMIT = 2**31 - 1
+
+
+def load_onnx(path: str | Path, *, check: bool = True, external_data: bool = True) -> onnx.ModelProto:
+    """Parse an ONNX file and (by default) run the ONNX checker on it.
+
+    A truncated file either fails to parse or, when cut at a field boundary, loses the opset
+    imports or the initializers its nodes read; the checker catches those cases.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OnnxFileError(f"ONNX file not found: {path}")
+    if path.stat().st_size == 0:
+        raise OnnxFileError(f"{path} is empty")
+    try:
+        model = onnx.load(str(path), load_external_data=external_data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError or ValueError
+        raise OnnxFileError(f"{path} is not a readable ONNX file (corrupt or truncated?): {_first_line(exc)}") from None
+    if len(model.graph.node) == 0:
+        raise OnnxFileError(f"{path} holds no graph nodes (corrupt or truncated?)")
+    if check:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:  # noqa: BLE001 - ValidationError and friends
+            raise OnnxFileError(f"{path} fails the ONNX checker (corrupt or truncated?): {_first_line(exc)}") from None
+    return model
+
+
+def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:
+    data = model.SerializeToString()
+    if len(data) > _PROTOBUF_LIMIT:
+        raise OnnxFileError(f"model is {len(data) / 2**30:.1f} GiB, beyond the 2 GiB a single ONNX file can hold")
+    return atomic_write_bytes(path, data)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:300]

@@ -1,0 +1,150 @@
+"""`compress share` end to end on a tiny VGG: codebook sizes, sparsity, fine-tuning, size report,
+and decompression back to an identical model directory."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compress.artifact import load_model_dir, save_model_dir
+from compress.errors import CompressError
+from compress.sharing.share import decompress, parse_bits, share_model
+
+ARCH_KWARGS = {"num_classes": 4, "width": 0.125}
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    from models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vgg11", **ARCH_KWARGS)
+    meta = {"arch": "vgg11", "arch_kwargs": ARCH_KWARGS, "classes": ["a", "b", "c", "d"], "input_size": [3, 32, 32],
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "accuracy": 0.5,
+            "origin": {"path": "unpruned", "params": 1_000_000, "accuracy": 0.6}}
+    save_model_dir(model, tmp_path / "src", meta)
+    return tmp_path / "src"
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch):
+    """A tiny ImageFolder with train/ and test/, four classes of 32x32 PNGs."""
+    from PIL import Image
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        for c in range(4):
+            d = tmp_path / "data" / split / f"c{c}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(60 * c, 30, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(d / f"{i}.png")
+    return tmp_path / "data"
+
+
+def layer_weights(model):
+    return {n: m.weight.detach().numpy() for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+
+
+def test_parse_bits():
+    spec = parse_bits("conv=6,fc=3,features.0=2")
+    assert (spec.conv, spec.fc, spec.layers) == (6, 3, {"features.0": 2})
+    assert (parse_bits("4").conv, parse_bits("4").fc) == (4, 4)
+    assert parse_bits("fc=2").conv == 8
+    for bad in ("conv=0", "conv=x", "=3", "conv=13"):
+        with pytest.raises(CompressError):
+            parse_bits(bad)
+
+
+def test_share_limits_distinct_values_and_round_trips(model_dir, tmp_path):
+    report = share_model(model_dir, tmp_path / "shared", bits="conv=3,fc=2")
+    model, meta = load_model_dir(tmp_path / "shared")
+    for name, w in layer_weights(model).items():
+        assert np.unique(w).size <= (4 if name == "classifier" else 8), name
+    assert meta["sharing"]["bits"] == {"conv": 3, "fc": 2}
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["fp32 baseline (unpruned parent)"]["bytes"] == 4_000_000
+    assert steps["fp32 baseline (unpruned parent)"]["accuracy"] == 0.6
+    huff = steps["after Huffman coding (model.dcz file)"]
+    assert huff["bytes"] == (tmp_path / "shared" / "model.dcz").stat().st_size
+    assert huff["ratio"] > steps["after slimming"]["ratio"]
+    on_disk = json.loads((tmp_path / "shared" / "share_report.json").read_text())
+    assert on_disk["steps"] == report["steps"]
+    assert "| after Huffman coding" in (tmp_path / "shared" / "share_report.md").read_text()
+
+    restored_meta = decompress(tmp_path / "shared" / "model.dcz", tmp_path / "restored")
+    restored, _ = load_model_dir(tmp_path / "restored")
+    for (k, a), (k2, b) in zip(model.state_dict().items(), restored.state_dict().items()):
+        assert k == k2 and a.dtype == b.dtype and torch.equal(a, b), k
+    assert restored_meta["weights_sha256"] == meta["weights_sha256"]
+
+
+def test_pruned_sharing_keeps_sparsity(model_dir, tmp_path):
+    report = share_model(model_dir, tmp_path / "shared", bits="conv=4,fc=3", prune=0.6, offset_bits="conv=4,fc=3")
+    model, _ = load_model_dir(tmp_path / "shared")
+    for name, w in layer_weights(model).items():
+        assert (w == 0).mean() >= 0.6 - 1 / w.size, name
+        assert np.unique(w[w != 0]).size <= (8 if name == "classifier" else 16)
+    assert any(row["fillers"] > 0 for row in report["layers"])  # 4-bit offsets need fillers at 60% sparsity
+    assert [s["step"] for s in report["steps"]][2] == "after weight pruning"
+    decompress(tmp_path / "shared" / "model.dcz", tmp_path / "restored")
+    restored, _ = load_model_dir(tmp_path / "restored")
+    for a, b in zip(model.state_dict().values(), restored.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_finetuning_moves_centroids_but_keeps_codebook_and_mask(model_dir, image_folder, tmp_path):
+    from compress.pipeline import DataOptions
+
+    data = DataOptions(str(image_folder))
+    share_model(model_dir, tmp_path / "plain", bits="conv=3,fc=2", prune=0.5)
+    report = share_model(model_dir, tmp_path / "tuned", bits="conv=3,fc=2", prune=0.5, finetune_epochs=2,
+                         data=data, lr=0.01, batch_size=8)
+    plain, _ = load_model_dir(tmp_path / "plain")
+    tuned, meta = load_model_dir(tmp_path / "tuned")
+    moved = False
+    for (name, a), b in zip(layer_weights(plain).items(), layer_weights(tuned).values()):
+        assert np.array_equal(a == 0, b == 0), name  # the pruning mask survives fine-tuning
+        assert np.unique(b).size <= (4 if name == "classifier" else 8) + 1  # + the pruned zero
+        moved |= not np.array_equal(a, b)
+    assert moved
+    assert len(report["finetune_history"]) == 2
+    assert {"slimmed", "pruned", "quantized", "finetuned"} <= set(report["accuracy"])
+    assert meta["accuracy"] == report["accuracy"]["finetuned"]
+
+
+def test_cli_share_and_decompress(model_dir, tmp_path):
+    from compress.cli_share import share
+
+    runner = CliRunner()
+    result = runner.invoke(share, [str(model_dir), "--out", str(tmp_path / "s"), "--bits", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"][-1]["ratio"] > 1
+    result = runner.invoke(share, ["--decompress", str(tmp_path / "s" / "model.dcz"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "model.json").exists()
+
+
+def test_cli_rejects_a_damaged_file_in_one_line(model_dir, tmp_path):
+    from compress.cli import main
+
+    share_model(model_dir, tmp_path / "s", bits="4")
+    dcz = tmp_path / "s" / "model.dcz"
+    blob = bytearray(dcz.read_bytes())
+    blob[len(blob) // 2] ^= 1
+    dcz.write_bytes(bytes(blob))
+    result = CliRunner().invoke(main, ["share", "--decompress", str(dcz), "--out", str(tmp_path / "r")])
+    assert result.exit_code != 0
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "checksum" in lines[0]
+    assert not (tmp_path / "r" / "model.json").exists()
+
+
+def test_cli_needs_data_for_finetuning(model_dir, tmp_path):
+    from compress.cli_share import share
+
+    result = CliRunner().invoke(share, [str(model_dir), "--out", str(tmp_path / "s"), "--finetune-epochs", "1"])
+    assert result.exit_code != 0 and "--data" in result.output

@@ -1,0 +1,332 @@
+"""INT8 post-training quantization: the Q/DQ graph obeys TensorRT's rules, stays close to FP32,
+calibrates deterministically, and the sensitivity scan can keep layers in float."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from compress.errors import CompressError  # noqa: E402
+from compress.quantize import (QuantizeOptions, calibrate, calibration_inputs, prepare, qdq_problems,  # noqa: E402
+                               quantize_model, quantize_qdq, sqnr_db)
+
+CLASSES = ["c0", "c1", "c2", "c3"]
+MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
+SQNR_BOUND_DB = 25.0  # measured ~44 dB for this model and data
+
+
+def pattern_images(rng, label, n):
+    """32x32 images whose class is a horizontal ramp of a class-specific slope, plus noise."""
+    ramp = np.linspace(-1, 1, 32)[None, :] * (label - 1.5) * 50 + 128
+    img = ramp[None, :, :, None] + rng.normal(0, 25, (n, 32, 32, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 16), ("test", 10)):
+        for c, name in enumerate(CLASSES):
+            d = root / split / name
+            d.mkdir(parents=True)
+            for i, img in enumerate(pattern_images(rng, c, n)):
+                Image.fromarray(img).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_cache(tmp_path_factory):
+    """Decoded-dataset caches go to a temporary directory, not the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPRESS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+def tiny_net():
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, len(CLASSES)))
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(image_folder, tmp_path_factory):
+    """A tiny CNN trained briefly on the pattern images, exported with the documented metadata."""
+    export_onnx = pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available").export_onnx
+    from compress.data import load_dataset, normalize
+
+    torch.manual_seed(0)
+    net = tiny_net()
+    train = load_dataset(str(image_folder), "train")
+    x, y = normalize(train.images, MEAN, STD), train.labels
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(30):
+        loss = nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    meta = {"classes": CLASSES, "mean": MEAN, "std": STD, "arch": "tiny", "source_sha256": "ab" * 32,
+            "toolkit_version": "0.1.0"}
+    export_onnx(net, path, input_size=[3, 32, 32], metadata=meta)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quantized(fp32_onnx, image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "tiny-int8.onnx"
+    report = quantize_model(fp32_onnx, out, QuantizeOptions(data=str(image_folder), calib_images=32),
+                            log=lambda _m: None)
+    return out, report
+
+
+def initializers(model):
+    return {t.name: t for t in model.graph.initializer}
+
+
+def test_qdq_graph_follows_tensorrt_rules(quantized):
+    path, _ = quantized
+    model = onnx.load(str(path))
+    inits = initializers(model)
+    consumers = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    ops = [n.op_type for n in model.graph.node]
+    assert not [op for op in ops if op.startswith("QLinear") or op.endswith("Integer")]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    weight_dq = 0
+    for n in model.graph.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        assert n.domain in ("", "ai.onnx")
+        zp = inits[n.input[2]]
+        assert zp.data_type == TensorProto.INT8
+        assert not numpy_helper.to_array(zp).any()
+        scale = numpy_helper.to_array(inits[n.input[1]])
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:
+            w = inits[n.input[0]]
+            assert w.data_type == TensorProto.INT8  # never an int32 (bias) DequantizeLinear
+            user = consumers[n.output[0]][0]
+            assert user.op_type in ("Conv", "Gemm")
+            axis = next(a.i for a in n.attribute if a.name == "axis")
+            assert axis == 0 and scale.shape == (w.dims[0],)
+            weight_dq += 1
+        else:
+            assert scale.size == 1 and scale.ndim == 0
+    assert weight_dq == 3  # two convs and the classifier
+    # Biases (the Gemm's, and the ones BN folding created) stay float32 initializers.
+    for n in model.graph.node:
+        if n.op_type in ("Conv", "Gemm") and len(n.input) > 2:
+            assert inits[n.input[2]].data_type == TensorProto.FLOAT
+    assert qdq_problems(model) == []
+
+
+def test_tensorrt_readiness_checker_accepts_it(quantized):
+    readiness = pytest.importorskip("export.trt_readiness", reason="export.trt_readiness is not available")
+    findings = readiness.check_model(onnx.load(str(quantized[0])))
+    assert readiness.errors(findings) == []
+
+
+def test_metadata_kept_and_precision_int8(quantized, fp32_onnx):
+    src = {p.key: p.value for p in onnx.load(str(fp32_onnx)).metadata_props}
+    out = {p.key: p.value for p in onnx.load(str(quantized[0])).metadata_props}
+    assert out["compress.precision"] == "int8"
+    for key, value in src.items():
+        if key.startswith("compress.") and key != "compress.precision":
+            assert out[key] == value
+
+
+def test_int8_stays_close_to_fp32(quantized):
+    _, report = quantized
+    acc = report["accuracy"]
+    assert acc["images"] == 40
+    assert acc["logit_sqnr_db"] > SQNR_BOUND_DB
+    assert acc["fp32"] > 0.9 and acc["int8"] >= acc["fp32"] - 0.05
+    assert report["weight_layers"] == report["quantized_layers"] == 3
+
+
+def test_report_file(quantized):
+    path, report = quantized
+    on_disk = json.loads(path.with_suffix(".quant.json").read_text())
+    assert on_disk["method"] == "minmax" and on_disk["calib_images"] == 32 and on_disk["seed"] == 0
+    assert on_disk["excluded_layers"] == []
+    assert on_disk["accuracy"]["int8"] == report["accuracy"]["int8"]
+
+
+def scales(path):
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+            if t.name.endswith("_scale")}
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_calibration_is_deterministic_per_seed(fp32_onnx, image_folder, tmp_path, method):
+    prepare(fp32_onnx, tmp_path / "prep.onnx")
+    results = []
+    for run, seed in enumerate((0, 0, 1)):
+        x, _ = calibration_inputs(str(image_folder), 24, seed, MEAN, STD)
+        # 512 bins keep ONNX Runtime's pure-Python KL search short; the command uses 2048.
+        calibrate(tmp_path / "prep.onnx", x, tmp_path / f"c{run}.json", method=method, histogram_bins=512)
+        quantize_qdq(tmp_path / "prep.onnx", tmp_path / f"q{run}.onnx", tmp_path / f"c{run}.json", method=method)
+        assert qdq_problems(onnx.load(str(tmp_path / f"q{run}.onnx"))) == []
+        results.append(scales(tmp_path / f"q{run}.onnx"))
+    assert results[0].keys() == results[1].keys()
+    assert all(np.array_equal(results[0][k], results[1][k]) for k in results[0])
+    # Another seed draws other images, so some activation range moves.
+    assert any(not np.array_equal(results[0][k], results[2][k]) for k in results[0])
+
+
+def test_entropy_calibration_is_not_just_minmax(fp32_onnx, image_folder, tmp_path):
+    prepare(fp32_onnx, tmp_path / "prep.onnx")
+    x, _ = calibration_inputs(str(image_folder), 32, 0, MEAN, STD)
+    for method in ("minmax", "entropy"):
+        calibrate(tmp_path / "prep.onnx", x, tmp_path / f"{method}.json", method=method, histogram_bins=512)
+        quantize_qdq(tmp_path / "prep.onnx", tmp_path / f"{method}.onnx", tmp_path / f"{method}.json", method=method)
+    a, b = scales(tmp_path / "minmax.onnx"), scales(tmp_path / "entropy.onnx")
+    acts = [k for k in a if a[k].size == 1]
+    assert any(b[k] < a[k] * 0.99 for k in acts)  # entropy clips some activation ranges
+
+
+def test_sensitivity_keeps_the_worst_layers_float(fp32_onnx, image_folder, tmp_path):
+    out = tmp_path / "kf.onnx"
+    report = quantize_model(fp32_onnx, out, QuantizeOptions(data=str(image_folder), calib_images=16, keep_float=1,
+                                                            sensitivity_images=20, eval_limit=20),
+                            log=lambda _m: None)
+    rows = report["sensitivity"]["layers"]
+    assert len(rows) == 3 and [r["rank"] for r in rows] == [1, 2, 3]
+    assert all({"layer", "op", "accuracy", "drop", "sqnr_db"} <= set(r) for r in rows)
+    assert report["excluded_layers"] == [rows[0]["layer"]]
+    model = onnx.load(str(out))
+    inits = initializers(model)
+    node = next(n for n in model.graph.node if n.name == rows[0]["layer"])
+    assert inits[node.input[1]].data_type == TensorProto.FLOAT  # its weight was left unquantized
+    assert report["quantized_layers"] == 2
+    assert qdq_problems(model) == []
+
+
+def test_exclude_by_module_path_and_unknown_name(fp32_onnx, image_folder, tmp_path):
+    opts = QuantizeOptions(data=str(image_folder), calib_images=8, exclude=("9",), eval_limit=8)
+    report = quantize_model(fp32_onnx, tmp_path / "ex.onnx", opts, log=lambda _m: None)
+    assert len(report["excluded_layers"]) == 1 and "Gemm" in report["excluded_layers"][0]
+    with pytest.raises(CompressError, match="matches no"):
+        quantize_model(fp32_onnx, tmp_path / "bad.onnx",
+                       QuantizeOptions(data=str(image_folder), calib_images=8, exclude=("nope",)), log=lambda _m: None)
+
+
+def test_refuses_non_fp32_and_bare_onnx(quantized, image_folder, tmp_path):
+    with pytest.raises(CompressError, match="int8"):
+        quantize_model(quantized[0], tmp_path / "again.onnx", QuantizeOptions(data=str(image_folder)),
+                       log=lambda _m: None)
+    bare = onnx.load(str(quantized[0]))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(CompressError, match="compress.mean"):
+        quantize_model(tmp_path / "bare.onnx", tmp_path / "x.onnx", QuantizeOptions(data=str(image_folder)),
+                       log=lambda _m: None)
+
+
+def test_qdq_problems_catches_each_violation(quantized):
+    base = onnx.load(str(quantized[0]))
+
+    def broken(edit):
+        model = onnx.ModelProto()
+        model.CopyFrom(base)
+        edit(model)
+        return qdq_problems(model)
+
+    def nonzero_zero_point(model):
+        name = next(n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear")
+        t = next(t for t in model.graph.initializer if t.name == name)
+        t.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), name))
+
+    def weight_dq(model):
+        names = {t.name for t in model.graph.initializer}
+        return next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in names)
+
+    def per_tensor_weight(model):
+        t = next(t for t in model.graph.initializer if t.name == weight_dq(model).input[1])
+        t.CopyFrom(numpy_helper.from_array(np.array(0.1, np.float32), t.name))
+
+    def int32_input(model):
+        t = next(t for t in model.graph.initializer if t.name == weight_dq(model).input[0])
+        t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.int32), t.name))
+
+    def qlinear(model):
+        model.graph.node.append(helper.make_node("QLinearConv", ["a", "b", "c", "d", "e", "f", "g", "h"], ["o"]))
+
+    def uint8_activation(model):
+        name = next(n.input[2] for n in model.graph.node if n.op_type == "QuantizeLinear")
+        t = next(t for t in model.graph.initializer if t.name == name)
+        t.CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), name))
+
+    assert broken(lambda m: None) == []
+    for edit, words in [(nonzero_zero_point, "non-zero"), (per_tensor_weight, "per-channel"),
+                        (int32_input, "INT32"), (qlinear, "QLinearConv"), (uint8_activation, "UINT8")]:
+        problems = broken(edit)
+        assert problems and any(words in p for p in problems), (edit.__name__, problems)
+
+
+def test_sqnr_db():
+    ref = np.array([1.0, -2.0, 3.0])
+    assert sqnr_db(ref, ref) == float("inf")
+    assert sqnr_db(ref, ref * 1.1) == pytest.approx(20.0)
+
+
+def test_cli_on_a_model_directory(image_folder, tmp_path):
+    from click.testing import CliRunner
+
+    from compress.artifact import save_model_dir
+    from compress.cli import main
+
+    pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available")
+    from models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 4, "width": 0.125}
+    save_model_dir(create_model("vgg11", **kwargs), tmp_path / "m",
+                   {"arch": "vgg11", "arch_kwargs": kwargs, "classes": CLASSES, "input_size": [3, 32, 32],
+                    "normalization": {"mean": MEAN, "std": STD}})
+    out = tmp_path / "vgg-int8.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(tmp_path / "m"), "--data", str(image_folder), "--out", str(out),
+                                       "--calib-images", "8", "--eval-limit", "8", "--exclude", "features.0",
+                                       "--ort-int8-kernels", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["excluded_layers"] == ["/features/features.0/Conv"]
+    assert "int8_ort_kernels" in report["accuracy"]
+    assert (tmp_path / "vgg-int8.fp32.onnx").exists() and out.exists()
+    assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["compress.arch"] == "vgg11"
+
+
+def test_preactivation_batchnorm_stays_float(image_folder, tmp_path):
+    """Pre-activation ResNets keep BatchNormalization nodes ONNX Runtime cannot fold into a Conv; they
+    stay float between Q/DQ pairs, and the graph still obeys the rules."""
+    pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available")
+    from compress.artifact import save_model_dir
+    from models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 4}
+    save_model_dir(create_model("preresnet20", **kwargs).eval(), tmp_path / "m",
+                   {"arch": "preresnet20", "arch_kwargs": kwargs, "classes": CLASSES, "input_size": [3, 32, 32],
+                    "normalization": {"mean": MEAN, "std": STD}})
+    out = tmp_path / "pre-int8.onnx"
+    report = quantize_model(tmp_path / "m", out, QuantizeOptions(data=str(image_folder), calib_images=8, eval_limit=8),
+                            log=lambda _m: None)
+    model = onnx.load(str(out))
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    assert bns, "expected unfolded pre-activation BatchNormalization nodes"
+    inits = initializers(model)
+    for bn in bns:
+        assert all(inits[i].data_type == TensorProto.FLOAT for i in bn.input[1:])
+    assert qdq_problems(model) == []
+    assert report["quantized_layers"] == report["weight_layers"] > 20

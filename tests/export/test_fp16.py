@@ -1,0 +1,37 @@
+"""FP16 ONNX: float32 at the edges, FP16 inside, parity against the FP32 file, metadata carried."""
+
+import onnx
+import pytest
+
+from export._files import sha256_file
+from export.errors import ExportError
+from export.fp16 import convert_fp16, precision_of
+from export.metadata import read_metadata
+from export.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
+from export_helpers import images
+
+
+def test_fp16_copy_keeps_float32_io_and_passes_parity(vgg_onnx, tmp_path):
+    _, fp32 = vgg_onnx
+    fp16 = convert_fp16(fp32, tmp_path / "m.fp16.onnx")
+    model = onnx.load(str(fp16))
+    assert precision_of(model) == "fp16"
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [t for t in model.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert sum(t.ByteSize() for t in model.graph.initializer) < 0.6 * sum(
+        t.ByteSize() for t in onnx.load(str(fp32)).graph.initializer)
+    meta = read_metadata(fp16)
+    assert meta["precision"] == "fp16" and meta["source_sha256"] == sha256_file(fp32)
+    assert meta["classes"] == read_metadata(fp32)["classes"]
+    result = check_parity(fp32, fp16, images(32), min_agreement=FP16_MIN_AGREEMENT, rel_tol=FP16_REL_TOL)
+    assert result.passed and result.max_abs_diff > 0  # really ran in reduced precision
+
+
+def test_converting_twice_is_refused(vgg_onnx, tmp_path):
+    _, fp32 = vgg_onnx
+    fp16 = convert_fp16(fp32, tmp_path / "a.onnx")
+    with pytest.raises(ExportError, match="already fp16"):
+        convert_fp16(fp16, tmp_path / "b.onnx")
+    assert not (tmp_path / "b.onnx").exists()
