@@ -1,0 +1,67 @@
+"""Imports of the optional packages, each raising a message that names the pip extra providing it."""
+
+from __future__ import annotations
+
+from runtime.errors import MissingExtraError
+
+TRT_EXTRA = "pip install 'cnn-compress[trt]'"
+GPU_EXTRA = "pip install 'cnn-compress[gpu]'"
+
+
+def onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingExtraError("onnxruntime is not installed: pip install onnxruntime "
+                                "(onnxruntime-gpu for the CUDA and TensorRT providers)") from None
+    return ort
+
+
+def tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingExtraError(f"TensorRT is not installed: {TRT_EXTRA} "
+                                "(on Jetson, the JetPack python3-libnvinfer package)") from None
+    return trt
+
+
+def cudart():
+    """cuda-python's runtime module: `cuda.bindings.runtime` (12.6+), else the older `cuda.cudart`."""
+    try:
+        from cuda.bindings import runtime as rt
+    except ImportError:
+        try:
+            from cuda import cudart as rt
+        except ImportError:
+            raise MissingExtraError(f"cuda-python is not installed: {TRT_EXTRA}") from None
+    return rt
+
+
+def pynvml():
+    try:
+        import pynvml as nvml
+    except ImportError:
+        raise MissingExtraError(f"nvidia-ml-py (pynvml) is not installed: {GPU_EXTRA}") from None
+    return nvml
+
+
+def pyplot_free_figure():
+    """matplotlib's Figure and Agg canvas, without touching the global pyplot backend."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingExtraError("matplotlib is not installed: pip install matplotlib (part of the core "
+                                "requirements of cnn-compress)") from None
+    return Figure, FigureCanvasAgg
+
+
+def has_module(name: str) -> bool:
+    """Whether `name` can be imported, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

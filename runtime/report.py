@@ -1,0 +1,310 @@
+"""Benchmark reports: `report.json` (schema compress.report/1, the source of truth), `report.md`, PNG plots.
+
+Ratios compare every variant with the first one given. Markdown and plots are rendered from the
+JSON alone, so `load_report` + `write_report` re-renders an old run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+SCHEMA = "compress.report/1"
+SCHEMA_FAMILY = "compress.report/"
+SUPPORTED_MAJOR = 1
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def build_report(variants: list[dict], settings: dict, system: dict, command: str | None = None) -> dict:
+    warnings = [f"{v['name']}: {w}" if not w.startswith(v["name"]) else w for v in variants for w in v["warnings"]]
+    return {
+        "schema": SCHEMA,
+        "date": system.get("date"),
+        "command": command,
+        "settings": settings,
+        "system": system,
+        "variants": variants,
+        "ratios": compute_ratios(variants),
+        "warnings": warnings,
+        "plots": [],
+    }
+
+
+def _p50(variant: dict, batch: int, which: str = "end_to_end") -> float | None:
+    for row in variant.get("latency") or []:
+        if row.get("batch") == batch and row.get("status") == "ok" and row.get(which):
+            return row[which]["p50_ms"]
+    return None
+
+
+def _ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def compute_ratios(variants: list[dict]) -> list[dict]:
+    """Each variant against the first: parameter, MAC and size ratios, accuracy change, p50 speed-up per batch."""
+    if not variants:
+        return []
+    base = variants[0]
+    bm, bf = base.get("model") or {}, base.get("file") or {}
+    b_acc = (base.get("accuracy") or {}).get("accuracy")
+    out = []
+    for v in variants:
+        m, f = v.get("model") or {}, v.get("file") or {}
+        acc = (v.get("accuracy") or {}).get("accuracy")
+        speedup = {}
+        for row in v.get("latency") or []:
+            b = row["batch"]
+            speedup[str(b)] = _ratio(_p50(base, b), _p50(v, b))
+        out.append({
+            "name": v["name"], "vs": base["name"],
+            "params_ratio": _ratio(m.get("params"), bm.get("params")),
+            "macs_ratio": _ratio(m.get("macs"), bm.get("macs")),
+            "size_ratio": _ratio(f.get("size_bytes"), bf.get("size_bytes")),
+            "accuracy_delta": None if acc is None or b_acc is None else acc - b_acc,
+            "speedup_p50": speedup,
+            "note": "speedup = first variant's p50 / this variant's p50 (end-to-end); >1 is faster",
+        })
+    return out
+
+
+# --- validation and loading ----------------------------------------------------------------------
+
+def validate_report(report: dict) -> dict:
+    if not isinstance(report, dict):
+        raise ValueError("a report is a JSON object")
+    schema = report.get("schema")
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_FAMILY):
+        raise ValueError(f"not a benchmark report (schema {schema!r}, expected {SCHEMA})")
+    try:
+        major = int(schema[len(SCHEMA_FAMILY):].split(".")[0])
+    except ValueError:
+        raise ValueError(f"unreadable report schema version {schema!r}") from None
+    if major != SUPPORTED_MAJOR:
+        raise ValueError(f"report schema {schema} is not supported; this toolkit reads {SCHEMA}")
+    for key in ("variants", "settings", "system"):
+        if key not in report:
+            raise ValueError(f"report lacks {key!r}")
+    if not isinstance(report["variants"], list):
+        raise ValueError("report 'variants' must be a list")
+    for i, v in enumerate(report["variants"]):
+        if not isinstance(v, dict) or "name" not in v or v.get("status") not in ("ok", "partial", "failed"):
+            raise ValueError(f"report variant {i} lacks a name or a status of ok/partial/failed")
+    return report
+
+
+def load_report(path: str | Path) -> dict:
+    """A report.json (or a directory holding one), checked for a supported schema version."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"report not found: {path}")
+    try:
+        report = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    return validate_report(report)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n"
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
+    """Write report.json, report.md and (with plots) PNGs into out_dir; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    report["plots"] = []
+    if plots:
+        from runtime.plots import render_plots
+
+        try:
+            for name, path in render_plots(report, out_dir).items():
+                written[name] = path
+                report["plots"].append(path.name)
+        except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the numbers
+            report.setdefault("warnings", []).append(f"plots not written: {exc}")
+    text = to_json(report)
+    _atomic_write(out_dir / "report.md", render_markdown(report).encode())
+    _atomic_write(out_dir / "report.json", text.encode())
+    written["md"] = out_dir / "report.md"
+    written["json"] = out_dir / "report.json"
+    return written
+
+
+# --- markdown ------------------------------------------------------------------------------------
+
+def _fmt(value, spec: str = ".3f", empty: str = "—") -> str:
+    if value is None:
+        return empty
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _mib(n) -> str:
+    return "—" if n is None else f"{n / 2**20:.2f} MiB"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _summary_lines(report: dict) -> list[str]:
+    s, sysinfo, variants = report.get("settings", {}), report.get("system", {}), report.get("variants", [])
+    ratios = {r["name"]: r for r in report.get("ratios", [])}
+    gpu = sysinfo.get("gpu") or {}
+    jetson = sysinfo.get("jetson") or {}
+    libs = sysinfo.get("libraries") or {}
+    git = sysinfo.get("git") or {}
+    lines = ["# Benchmark report", ""]
+    lines += [f"- date: {report.get('date')}", f"- command: `{report.get('command') or '(library call)'}`",
+              f"- machine: {sysinfo.get('cpu_model')} ({sysinfo.get('cpu_count')} CPUs), {sysinfo.get('os')}"]
+    if gpu:
+        lines.append(f"- GPU: {gpu.get('name')} (compute capability {gpu.get('compute_capability', '?')}), "
+                     f"driver {gpu.get('driver', '?')}")
+    if jetson:
+        clocks = jetson.get("clocks") or {}
+        lines.append(f"- Jetson: {jetson.get('model')}, L4T {jetson.get('l4t')}, JetPack "
+                     f"{jetson.get('jetpack') or (jetson.get('jetpack_major') or '?') + '.x'}, power mode "
+                     f"{(jetson.get('nvpmodel') or {}).get('name', '?')}, clocks locked: CPU "
+                     f"{clocks.get('cpu_locked')}, GPU {clocks.get('gpu_locked')}")
+    lines.append("- libraries: " + ", ".join(f"{k} {v}" for k, v in libs.items() if v))
+    if git:
+        lines.append(f"- git: {git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}")
+    budget = f"{s.get('iters')} iterations" if s.get("iters") else f"{s.get('duration_s')} s"
+    lines += [f"- backend: {s.get('backend')}; batches {s.get('batches')}; warm-up {s.get('warmup')}; {budget} "
+              f"per batch; power source {s.get('power_source')}", ""]
+
+    batches = s.get("batches") or []
+    first_b = batches[0] if batches else None
+    last_b = batches[-1] if batches else None
+    lines += ["## Summary", "",
+              "Ratios and speed-ups are against the first variant. MACs count Conv/Gemm/MatMul multiply-accumulates "
+              "for one image; FLOPs = 2 × MACs.", ""]
+    head = ["variant", "status", "precision", "params", "MACs", "size", "accuracy",
+            f"p50 @ b{first_b} (ms)", f"speed-up @ b{first_b}", f"img/s @ b{last_b}", "note"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        m = v.get("model") or {}
+        acc = (v.get("accuracy") or {}).get("accuracy")
+        p50 = _p50(v, first_b) if first_b is not None else None
+        last_row = next((r for r in v.get("latency") or [] if r.get("batch") == last_b and r.get("status") == "ok"),
+                        None)
+        speed = (ratios.get(v["name"]) or {}).get("speedup_p50", {}).get(str(first_b))
+        note = v.get("error") or "; ".join(f"b{r['batch']}: {r['error']}" for r in v.get("latency") or []
+                                          if r.get("status") == "failed")
+        if not note and v.get("warnings"):
+            note = f"{len(v['warnings'])} warning(s)"
+        lines.append("| " + " | ".join(_cell(c) for c in [
+            v["name"], v["status"], v.get("precision") or "—",
+            _fmt(m.get("params"), ","), _fmt(m.get("macs"), ","), _mib((v.get("file") or {}).get("size_bytes")),
+            "—" if acc is None else f"{acc:.2%}", _fmt(p50), "—" if speed is None else f"{speed:.2f}×",
+            _fmt(last_row["throughput_img_s"], ".1f") if last_row else "—", note or ""]) + " |")
+    lines.append("")
+    return lines
+
+
+def render_summary(report: dict) -> str:
+    """The header and the one-row-per-variant table (what the CLI prints)."""
+    return "\n".join(_summary_lines(report))
+
+
+def render_markdown(report: dict) -> str:
+    lines = _summary_lines(report)
+    variants = report.get("variants", [])
+    ratios = {r["name"]: r for r in report.get("ratios", [])}
+    for v in variants:
+        lines += [f"## {v['name']}", "", f"- artifact: `{v['artifact']}` ({v['kind']}), backend {v['backend']}, "
+                  f"status **{v['status']}**"]
+        if v.get("error"):
+            lines += [f"- error: {v['error']}", ""]
+            continue
+        runner = v.get("runner") or {}
+        lines.append(f"- timer: {runner.get('timer')}; device {runner.get('device')}"
+                     + (f"; providers {', '.join(runner['providers'])}" if runner.get("providers") else ""))
+        r = ratios.get(v["name"]) or {}
+        if v is not variants[0]:
+            lines.append(f"- vs {r.get('vs')}: params ×{_fmt(r.get('params_ratio'))}, MACs ×{_fmt(r.get('macs_ratio'))}"
+                         f", size ×{_fmt(r.get('size_ratio'))}, accuracy Δ "
+                         f"{'—' if r.get('accuracy_delta') is None else format(r['accuracy_delta'], '+.2%')}")
+        if v.get("reference_accuracy") is not None:
+            lines.append(f"- accuracy recorded in model.json: {v['reference_accuracy']:.2%}")
+        lines.append("")
+        for which, title in (("end_to_end", "end-to-end (host → device → host)"), ("compute", "compute only")):
+            rows = [row for row in v.get("latency") or [] if row.get(which) or row.get("status") == "failed"]
+            if which == "compute" and not any(row.get("compute") for row in rows):
+                continue
+            lines += [f"Latency, {title}, ms:", "",
+                      "| batch | status | mean | std | min | p50 | p90 | p95 | p99 | max | CV | img/s | iters |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for row in rows:
+                st = row.get(which)
+                if row.get("status") != "ok" or not st:
+                    lines.append(f"| {row['batch']} | failed: {_cell(row.get('error'))} |" + " |" * 11)
+                    continue
+                tput = row["throughput_img_s"] if which == "end_to_end" else row.get("compute_throughput_img_s")
+                lines.append("| " + " | ".join([str(row["batch"]), "ok"] + [_fmt(st[k]) for k in (
+                    "mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")]
+                    + [f"{st['cv']:.1%}", _fmt(tput, ".1f"), str(row.get("iterations"))]) + " |")
+            lines.append("")
+        mem = v.get("memory") or {}
+        host, gpu_mem = mem.get("host") or {}, mem.get("gpu") or {}
+        if host or gpu_mem:
+            lines += ["Memory:", ""]
+            lines.append(f"- model file: {_mib((v.get('file') or {}).get('size_bytes'))}")
+            if host:
+                lines.append(f"- host RSS: {_mib(host.get('rss_before_load_bytes'))} before load, "
+                             f"{_mib(host.get('rss_after_load_bytes'))} after load, "
+                             f"{_mib(host.get('rss_after_run_bytes'))} after the run; process peak "
+                             f"{_mib(host.get('peak_rss_bytes'))} (+{_mib(host.get('peak_rss_growth_bytes'))} "
+                             "during this variant)")
+            for key, value in gpu_mem.items():
+                if key.endswith("_bytes") and value is not None:
+                    lines.append(f"- GPU {key[:-6].replace('_', ' ')}: {_mib(value)}")
+            lines.append("")
+        power = v.get("power")
+        if power:
+            lines += [f"Power ({power.get('source')}: {power.get('rails')}):", "",
+                      "| batch | samples | average W | energy / image (mJ) | GPU util % |", "|---|---|---|---|---|"]
+            for b, w in (power.get("per_batch") or {}).items():
+                lines.append(f"| {b} | {w.get('samples')} | {_fmt(w.get('avg_power_w'), '.2f')} | "
+                             f"{_fmt(w.get('energy_per_image_mj'), '.3f')} | {_fmt(w.get('gpu_util_avg_pct'), '.0f')} |")
+            lines.append("")
+    if report.get("plots"):
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]] + [""]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {_cell(w)}" for w in report["warnings"]] + [""]
+    return "\n".join(lines)

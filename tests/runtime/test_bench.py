@@ -1,0 +1,87 @@
+"""Harness behaviour: settings checks, noise warnings, model.json widths, power windows."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx_builders import tiny_cnn
+
+from runtime.bench import BenchSettings, bench_variant, find_model_json
+from runtime.power import PowerSampler
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backend": "tflite"}, "unknown backend"),
+    ({"batches": (0,)}, "positive"),
+    ({"iters": None}, "exactly one"),
+    ({"iters": 10, "duration_s": 1.0}, "exactly one"),
+    ({"iters": 1}, "at least 2"),
+    ({"warmup": -1}, "warmup"),
+    ({"power": "wall-socket"}, "power"),
+])
+def test_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        BenchSettings(**kwargs)
+
+
+def test_noisy_timings_warn_in_the_row_and_the_variant(tiny_onnx, monkeypatch):
+    from runtime.ort_runner import OrtRunner
+
+    samples = iter([1.0, 1.0, 2.0, 1.0, 3.0, 1.0] * 10)
+    monkeypatch.setattr(OrtRunner, "_step", lambda self, x: (lambda: (next(samples), None)))
+    v = bench_variant(tiny_onnx, BenchSettings(batches=(1,), iters=6, warmup=0), log=lambda m: None)
+    row = v["latency"][0]
+    assert row["end_to_end"]["p50_ms"] == 1.0 and row["end_to_end"]["max_ms"] == 3.0
+    assert row["warnings"] and "coefficient of variation" in row["warnings"][0]
+    assert row["warnings"][0] in v["warnings"]
+
+
+def test_widths_and_reference_accuracy_come_from_model_json(tmp_path):
+    d = tmp_path / "finetuned"
+    d.mkdir()
+    onnx.save(tiny_cnn(), str(d / "model.onnx"))
+    (d / "model.json").write_text(json.dumps({
+        "format": "compress.model/1", "accuracy": 0.91,
+        "widths": {"conv": {"type": "Conv2d", "in_channels": 3, "out_channels": 4, "groups": 1},
+                   "bn": {"type": "BatchNorm2d", "num_features": 4},
+                   "fc": {"type": "Linear", "in_features": 4, "out_features": 10}}}))
+    assert find_model_json(d / "model.onnx", "onnx") == d / "model.json"
+    v = bench_variant(d / "model.onnx", BenchSettings(batches=(2,), iters=2, warmup=0), log=lambda m: None)
+    assert v["status"] == "ok"
+    assert v["widths"] == {"conv": 4, "fc": 10} and v["reference_accuracy"] == 0.91
+
+
+def test_missing_artifact_is_a_failed_row(tmp_path):
+    v = bench_variant(tmp_path / "gone.onnx", BenchSettings(batches=(1,), iters=2), log=lambda m: None)
+    assert v["status"] == "failed" and "not found" in v["error"]
+
+
+def test_power_windows_give_energy_per_image(tiny_onnx, monkeypatch):
+    """A sampler that reads a constant 5 W: energy per image = 5 W x loop time / images."""
+    class FiveWatts(PowerSampler):
+        source = "test"
+
+        def window(self, t0, t1):
+            return {"source": "test", "rails": "R", "samples": 10, "avg_power_w": 5.0}
+
+    monkeypatch.setattr("runtime.power.make_sampler", lambda *a, **k: FiveWatts())
+    v = bench_variant(tiny_onnx, BenchSettings(batches=(2,), iters=4, warmup=0, power="tegrastats"),
+                      power_kind="tegrastats", log=lambda m: None)
+    row = v["latency"][0]
+    assert row["power"]["energy_per_image_mj"] == pytest.approx(5.0 * row["elapsed_s"] / 8 * 1000)
+    assert v["power"]["per_batch"]["2"]["avg_power_w"] == 5.0
+    assert "power_window" not in row
+
+
+def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
+    from onnx_builders import MEAN, STD, reference_logits
+
+    from runtime.accuracy import normalize, onnx_accuracy
+
+    images = np.random.default_rng(1).integers(0, 256, (9, 3, 8, 8), dtype=np.uint8)
+    expected = reference_logits(tiny_cnn(), normalize(images, MEAN, STD)).argmax(1)
+    labels = expected.copy()
+    labels[:3] = (labels[:3] + 1) % 10
+    result = onnx_accuracy(tiny_onnx, images, labels, batch_size=4)
+    assert result == {"accuracy": pytest.approx(6 / 9), "correct": 6, "images": 9}

@@ -1,0 +1,112 @@
+"""`compress bench` end to end on tiny artifacts: JSON on stdout, report files, failed rows, option errors."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx_builders import tiny_cnn
+
+from compress.cli import main
+
+FAST = ["--iters", "3", "--warmup", "1"]
+
+
+def _invoke(args):
+    return CliRunner().invoke(main, ["bench", *args], catch_exceptions=False)
+
+
+def test_json_is_the_only_thing_on_stdout(tiny_onnx):
+    result = _invoke([str(tiny_onnx), "--batch", "1,2", *FAST, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema"] == "compress.report/1"
+    assert [r["batch"] for r in report["variants"][0]["latency"]] == [1, 2]
+    assert report["command"].startswith("compress ")
+    assert "batch 1: p50" in result.stderr  # progress goes to stderr
+
+
+def test_report_directory_with_a_broken_artifact(tiny_onnx, tmp_path):
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny_onnx.read_bytes()[:300])
+    out = tmp_path / "report"
+    result = _invoke([str(tiny_onnx), str(cut), "--batch", "1", *FAST, "--report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| cut.onnx | failed |" in result.stdout
+    saved = json.loads((out / "report.json").read_text())
+    assert [v["status"] for v in saved["variants"]] == ["ok", "failed"]
+    assert (out / "report.md").is_file() and (out / "latency_vs_batch.png").is_file()
+
+
+def test_all_variants_failing_exits_non_zero(tmp_path):
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(b"\x08\x07garbage")
+    result = _invoke([str(cut), "--batch", "1", *FAST])
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch", "1,x"], "comma-separated"),
+    (["--batch", "0"], "positive"),
+    (["--iters", "5", "--duration", "1"], "not both"),
+    (["--no-plots"], "--report"),
+    (["--model-dir", "nodir"], "ARTIFACT=MODEL_DIR"),
+])
+def test_option_errors(tiny_onnx, args, message):
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_unavailable_backend_is_one_line(tiny_onnx):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--backend", "ort-cuda"])
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.output and "Traceback" not in result.output
+
+
+def _image_folder(root, classes, per_class=2):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_model_directory_is_exported_for_onnx_runtime_with_accuracy(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from compress.artifact import save_model_dir
+    from models import create_model
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    classes = [f"k{i}" for i in range(10)]
+    data = _image_folder(tmp_path / "data", classes)
+    torch.manual_seed(0)
+    model_dir = tmp_path / "pruned"
+    save_model_dir(create_model("vgg11", num_classes=10, width=0.125), model_dir,
+                   {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": classes,
+                    "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    result = _invoke([str(model_dir), "--batch", "2", *FAST, "--data", str(data), "--json"])
+    assert result.exit_code == 0, result.output
+    v = json.loads(result.stdout)["variants"][0]
+    assert v["status"] == "ok" and v["artifact"] == str(model_dir) and "temporary ONNX" in v["note"]
+    assert v["accuracy"]["images"] == 20
+    assert v["widths"]["features.0"] == 8  # read from the model directory's model.json
+    meta = json.loads((model_dir / "model.json").read_text())
+    assert (v["model"]["params"], v["model"]["macs"]) == (meta["params"], meta["macs"])
+
+
+def test_static_onnx_rows(tmp_path):
+    path = tmp_path / "static.onnx"
+    onnx.save(tiny_cnn(batch=2), str(path))
+    result = _invoke([str(path), "--batch", "1,2", *FAST, "--json"])
+    v = json.loads(result.stdout)["variants"][0]
+    assert v["status"] == "partial" and [r["status"] for r in v["latency"]] == ["failed", "ok"]

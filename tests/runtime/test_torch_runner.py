@@ -1,0 +1,55 @@
+"""PyTorch reference runners on a model directory, agreeing with the same model run in ONNX Runtime."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the torch backends need PyTorch")
+
+from runtime.errors import ArtifactError  # noqa: E402
+from runtime.runners import open_runner  # noqa: E402
+from runtime.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
+
+CLASSES = [f"c{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from compress.artifact import save_model_dir
+    from export.onnx_export import export_onnx
+    from models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vgg11", num_classes=10, width=0.125).eval()
+    d = tmp_path_factory.mktemp("vgg11")
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": CLASSES,
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
+    save_model_dir(model, d, meta)
+    export_onnx(model, d / "model.onnx", input_size=[3, 32, 32],
+                metadata={"classes": CLASSES, "mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32],
+                          "arch": "vgg11", "precision": "fp32", "source_sha256": "0" * 64, "toolkit_version": "0.1.0"})
+    return d
+
+
+def test_eager_matches_onnx_runtime(model_dir):
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    with open_runner(model_dir, "torch", torch_device="cpu") as ref, open_runner(model_dir / "model.onnx") as ort:
+        assert ref.backend == "torch" and ref.device == "cpu"
+        assert ref.metadata["mean"] == [0.5] * 3 and ref.metadata["classes"] == CLASSES
+        np.testing.assert_allclose(ref.infer(x), ort.infer(x), rtol=1e-4, atol=1e-4)
+        t = ref.measure(x, warmup=1, iters=3)
+        assert t.iterations == 3 and t.compute_ms is None
+
+
+def test_onnx_path_stands_for_its_model_directory(model_dir, tmp_path):
+    assert resolve_model_dir(model_dir / "model.onnx") == model_dir
+    with pytest.raises(ArtifactError, match="not a model directory"):
+        resolve_model_dir(tmp_path)
+
+
+def test_compile_backend_wraps_the_model_with_torch_compile(model_dir, monkeypatch):
+    """torch.compile itself (inductor, minutes on this CPU) is replaced; the wiring is what is tested."""
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda m: calls.append(m) or m)
+    with TorchRunner(model_dir, compile=True, device="cpu") as runner:
+        assert runner.backend == "torch-compile" and len(calls) == 1
+        assert runner.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
