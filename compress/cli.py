@@ -192,7 +192,8 @@ def prune_cmd(model_dir, out, percent, plan_path, min_keep, round_to, no_compens
     acc = "" if meta["accuracy"] is None else f", accuracy right after pruning {meta['accuracy']:.2%}"
     click.echo(f"{out}: channels {p['channels_before']} → {p['channels_after']}, "
                f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
-               f"MACs {p['macs_before']:,} → {meta['macs']:,} ({meta['macs'] / p['macs_before'] - 1:+.1%}){acc}")
+               f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "
+               f"({meta['macs'] / p['macs_before'] - 1:+.1%}){acc}")
 
 
 @main.command()
@@ -244,8 +245,6 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
     """Sparse training → pruning → fine-tuning, in one resumable run."""
     from compress.pipeline import slim as run_slim
 
-    if no_resume and out is not None and Path(out).exists():
-        raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     if preset == "quick":
         arch = arch or QUICK["arch"]
         if width is None and arch.startswith("vgg"):
@@ -266,12 +265,14 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
     out = out or Path("runs") / f"slim-{arch}"
+    if no_resume and Path(out).exists():
+        raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     train_recipe = _recipe(recipe, epochs, batch_size, lr, weight_decay)
     ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay)
     summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed), out, percent=percent,
                        sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=_arch_kwargs(width, None), min_keep=min_keep, round_to=round_to,
-                       distill=distill, device=device, seed=seed, compile=compile_)
+                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))
@@ -289,6 +290,8 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def eval_cmd(model, data_spec, test_limit, device, as_json):
     """Accuracy of a model directory or an .onnx file (run in ONNX Runtime) on the test split."""
+    if not model.exists():
+        raise CompressError(f"model not found: {model}")
     data = _data(data_spec, None, test_limit, 0)
     if model.suffix == ".onnx":
         from compress.onnx_eval import evaluate_onnx

@@ -44,9 +44,16 @@ class ImageSet:
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the images scaled to [0, 1]."""
-        x = self.images.to(torch.float64).div_(255.0)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3))
+        # Chunked sums: a float64 copy of a whole training set would need gigabytes.
+        total = torch.zeros(self.images.shape[1], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for chunk in self.images.split(4096):
+            x = chunk.to(torch.float64).div_(255.0)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square().sum(dim=(0, 2, 3))
+        n = self.images.numel() // self.images.shape[1]
+        mean = total / n
+        std = ((squares - n * mean.square()) / max(n - 1, 1)).clamp_min(0).sqrt()
         return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]
 
 

@@ -47,6 +47,43 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _read_meta_json(out: Path) -> dict:
+    return json.loads((out / "model.json").read_text())
+
+
+def _sync_and_read(out: Path) -> dict:
+    """Under torchrun, other ranks wait for rank 0 to write the model directory, then read it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return _read_meta_json(out)
+
+
+def _finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
+    """A finished stage is reused on resume only if it was made from the same parent weights."""
+    if not resume or not is_model_dir(out) or (out / "train_state").exists():
+        return False
+    if parent_sha is None:
+        return True
+    meta = _read_meta_json(out)
+    made_from = (meta.get("parent") or {}).get("sha256")
+    if made_from == parent_sha:
+        return True
+    _log(f"{out} was made from other weights than its parent has now; redoing it")
+    return False
+
+
+def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10) -> None:
+    """Fail on a bad architecture name or argument before any data is loaded."""
+    from models import create_model
+
+    try:
+        create_model(arch, **{"num_classes": num_classes, **(arch_kwargs or {})})
+    except ValueError as exc:
+        raise CompressError(str(exc)) from None
+
+
 def _check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CompressError(f"output {out} exists and is not a directory")
@@ -58,12 +95,24 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     from models import create_model
 
     out = Path(out)
-    if resume and is_model_dir(out) and not (out / "train_state").exists():
+    settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
+                "data": data.describe()}
+    if _finished(out, resume):
+        meta = _read_meta_json(out)
+        done = {"arch": meta["arch"], "arch_kwargs": {k: v for k, v in meta["arch_kwargs"].items()
+                                                      if k != "num_classes"},
+                "sparsity": meta["training"]["sparsity"], "epochs": meta["training"]["recipe"]["epochs"],
+                "data": meta.get("data")}
+        if done != settings:
+            raise CompressError(f"{out} holds a model trained with other settings; "
+                                "use another --out or --no-resume")
         _log(f"{out} is already trained; keeping it")
-        return json.loads((out / "model.json").read_text())
+        return meta
     _check_out_dir(out)
+    check_arch(arch, arch_kwargs)
     train, test = data.split("train"), data.split("test")
     kwargs = {"num_classes": len(train.classes), **(arch_kwargs or {})}
+    torch.manual_seed(seed)
     try:
         model = create_model(arch, **kwargs)
     except ValueError as exc:
@@ -77,7 +126,7 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
                  seed=seed, resume=resume, compile=compile, progress=progress,
                  desc="sparse" if sparsity > 0 else "train")
     if not is_main_process():
-        return {}
+        return _sync_and_read(out)
     meta = {
         "arch": arch, "arch_kwargs": kwargs, "classes": train.classes, "input_size": list(train.input_size),
         "normalization": {"mean": mean, "std": std}, "accuracy": result["last"]["test_accuracy"],
@@ -89,6 +138,7 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     model.cpu()
     saved = save_model_dir(model, out, meta)
     finish(out)
+    _sync_and_read(out)
     return saved
 
 
@@ -146,10 +196,12 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
                    distill_dir=None, temperature: float = 4.0, alpha: float = 0.9, device=None, seed: int = 0,
                    resume: bool = True, compile: bool = False, progress: bool = True) -> dict:
     out = Path(out)
-    if resume and is_model_dir(out) and not (out / "train_state").exists():
-        _log(f"{out} is already fine-tuned; keeping it")
-        return json.loads((out / "model.json").read_text())
+    if Path(model_dir).resolve() == out.resolve():
+        raise CompressError("--out must differ from the model directory being fine-tuned")
     model, meta = load_model_dir(model_dir)
+    if _finished(out, resume, parent_sha=meta.get("weights_sha256")):
+        _log(f"{out} is already fine-tuned; keeping it")
+        return _read_meta_json(out)
     train, test = data.split("train"), data.split("test")
     _check_classes(meta, train)
     distill = None
@@ -164,7 +216,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
                  resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune")
     if not is_main_process():
-        return {}
+        return _sync_and_read(out)
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
     new_meta = derived_meta(meta, model_dir, accuracy=result["last"]["test_accuracy"],
                             best_accuracy=result["best"]["test_accuracy"], command=command_line(),
@@ -174,6 +226,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     model.cpu()
     saved = save_model_dir(model, out, new_meta)
     finish(out)
+    _sync_and_read(out)
     return saved
 
 
@@ -188,9 +241,10 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
 def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.1,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
-         progress: bool = True) -> dict:
+         progress: bool = True, resume: bool = True) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage."""
     out = Path(out)
+    check_arch(arch, arch_kwargs)
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}
@@ -198,21 +252,27 @@ def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, spars
     _log(f"[1/3] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
     stages["sparse"] = train_model(arch, data, out / "sparse", train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
-                                   progress=progress)
+                                   progress=progress, resume=resume)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
     t = time.time()
     _log(f"[2/3] pruning {percent:.0%} of channels → {out / 'pruned'}")
-    if is_model_dir(out / "pruned") and _same_prune(out / "pruned", percent, min_keep, round_to):
-        stages["pruned"] = json.loads((out / "pruned" / "model.json").read_text())
-    else:
+    sparse_sha = stages["sparse"]["weights_sha256"]
+    if resume and _finished(out / "pruned", True, parent_sha=sparse_sha) and _same_prune(
+            out / "pruned", percent, min_keep, round_to):
+        stages["pruned"] = _read_meta_json(out / "pruned")
+    elif is_main_process():
         stages["pruned"] = prune_model(out / "sparse", out / "pruned", percent=percent, min_keep=min_keep,
                                        round_to=round_to, data=data, device=device)
+        _sync_and_read(out / "pruned")
+    else:
+        stages["pruned"] = _sync_and_read(out / "pruned")
     times["pruned"] = round(time.time() - t, 1)
-    _log(f"      accuracy right after pruning: {stages['pruned']['accuracy']:.2%}")
+    if stages["pruned"].get("accuracy") is not None:
+        _log(f"      accuracy right after pruning: {stages['pruned']['accuracy']:.2%}")
     _log(f"[3/3] fine-tuning ({finetune_recipe.epochs} epochs) → {out / 'finetuned'}")
     stages["finetuned"] = finetune_model(out / "pruned", data, out / "finetuned", finetune_recipe,
                                          distill_dir=(out / "sparse") if distill else None, device=device,
-                                         seed=seed, compile=compile, progress=progress)
+                                         seed=seed, compile=compile, progress=progress, resume=resume)
     times["finetuned"] = stages["finetuned"]["training"]["wall_time_s"]
     summary = build_summary(stages, times, data, percent, sparsity)
     write_json(out / "summary.json", summary)

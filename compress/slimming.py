@@ -254,9 +254,16 @@ def _group_record(g: ChannelGroup, threshold, min_keep, min_channels, removed) -
 
 
 def _apply_plan(groups: list[ChannelGroup], plan: dict) -> float:
-    if plan.get("format") != PLAN_FORMAT:
+    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
         raise CompressError(f"not a {PLAN_FORMAT} plan")
-    by_root = {r["root"]: r for r in plan["groups"]}
+    try:
+        by_root = {r["root"]: r for r in plan["groups"]}
+        for r in by_root.values():
+            r["kept"] = [int(i) for i in r["kept"]]
+            int(r["channels_before"])
+        float(plan["threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CompressError(f"plan is malformed: missing or invalid {exc}") from None
     for g in groups:
         rec = by_root.get(g.root_name)
         if rec is None:

@@ -16,6 +16,7 @@ from torch import nn
 
 from compress.atomic import append_jsonl, atomic_path, write_json
 from compress.data import Batches, ImageSet
+from compress.errors import CompressError
 from compress.slimming import add_l1_subgradient, gamma_sparsity
 
 STATE_DIR = "train_state"
@@ -86,8 +87,8 @@ def pick_device(requested: str | None = None) -> torch.device:
 def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch_size: int = 500,
              channels_last: bool = False) -> dict:
     """Top-1 accuracy (a fraction) and mean cross-entropy on `data`."""
-    model.eval()
     device = torch.device(device)
+    model.eval().to(device)
     correct = 0
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     autocast = _autocast(device)
@@ -147,9 +148,13 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     state_dir = out_dir / STATE_DIR
     if resume and (state_dir / "state.json").exists():
         start_epoch, best, history = _load_state(state_dir, model, optimizer, device)
-        _rewrite_metrics(out_dir, history)
-    elif (out_dir / "metrics.jsonl").exists():
-        (out_dir / "metrics.jsonl").unlink()
+        if is_main_process():
+            _rewrite_metrics(out_dir, history)
+    elif is_main_process():
+        # Starting over: nothing of an earlier run may be mistaken for this one's.
+        finish(out_dir)
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (out_dir / "best.safetensors").unlink(missing_ok=True)
 
     net = model
     if world > 1:
@@ -247,7 +252,10 @@ def _init_distributed(device) -> str:
 def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:
     if world == 1:
         return data
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[rank::world]
+    # Equal shard sizes give every rank the same number of steps; otherwise all-reduce would hang.
+    per_rank = len(data) // world
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    order = order[rank * per_rank:(rank + 1) * per_rank]
     return ImageSet(data.images[order], data.labels[order], data.classes)
 
 
@@ -260,34 +268,47 @@ def _save_weights(model: nn.Module, path: Path) -> None:
 
 
 def _save_state(state_dir: Path, model, optimizer, epoch, best, history) -> None:
-    """Weights, momentum buffers and counters, each file atomic; state.json last marks it usable."""
+    """Weights and momentum buffers under epoch-numbered names, then state.json naming them.
+
+    A kill at any point leaves the previous state.json pointing at files that still exist.
+    """
     from safetensors.torch import save_file
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    _save_weights(model, state_dir / "model.safetensors")
+    _save_weights(model, state_dir / f"model-{epoch}.safetensors")
     params = list(model.parameters())
     buffers = {}
     for i, p in enumerate(params):
         st = optimizer.state.get(p, {})
         if "momentum_buffer" in st and st["momentum_buffer"] is not None:
             buffers[f"momentum.{i}"] = st["momentum_buffer"].detach().cpu().contiguous()
-    with atomic_path(state_dir / "optimizer.safetensors") as tmp:
+    with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
         save_file(buffers, str(tmp))
     write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
                                           "num_params": len(params)})
+    for old in state_dir.glob("*.safetensors"):
+        if not old.name.endswith(f"-{epoch}.safetensors"):
+            old.unlink(missing_ok=True)
 
 
 def _load_state(state_dir: Path, model, optimizer, device):
     from safetensors.torch import load_file
 
-    state = json.loads((state_dir / "state.json").read_text())
-    model.load_state_dict(load_file(str(state_dir / "model.safetensors"), device=str(device)))
-    params = list(model.parameters())
-    if state.get("num_params") != len(params):
-        raise ValueError(f"{state_dir} belongs to a different model; delete it to start over")
-    for key, buf in load_file(str(state_dir / "optimizer.safetensors"), device=str(device)).items():
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+        epoch = int(state["epoch"])
+        params = list(model.parameters())
+        if state.get("num_params") != len(params):
+            raise ValueError("it belongs to a different model")
+        model.load_state_dict(load_file(str(state_dir / f"model-{epoch}.safetensors"), device=str(device)))
+        buffers = load_file(str(state_dir / f"optimizer-{epoch}.safetensors"), device=str(device))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"cannot resume from {state_dir} ({reason}); "
+                            "run with --no-resume to start over") from None
+    for key, buf in buffers.items():
         optimizer.state[params[int(key.split(".")[1])]]["momentum_buffer"] = buf
-    return int(state["epoch"]), state.get("best"), list(state.get("history", []))
+    return epoch, state.get("best"), list(state.get("history", []))
 
 
 def _rewrite_metrics(out_dir: Path, history: list[dict]) -> None:

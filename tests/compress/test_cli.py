@@ -90,3 +90,36 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
 
     info = json.loads(run(["info", str(out / "pruned"), "--json"]).stdout)
     assert info["params"] == st["pruned"]["params"]
+
+    # Another percent on the same run directory: the sparse stage is reused, the later ones redone.
+    sparse_stamp = (out / "sparse" / "model.json").stat().st_mtime_ns
+    assert run([a if a != "0.5" else "0.3" for a in args]).exit_code == 0
+    redone = json.loads((out / "summary.json").read_text())
+    assert redone["percent"] == 0.3
+    assert (out / "sparse" / "model.json").stat().st_mtime_ns == sparse_stamp
+    assert (out / "finetuned" / "model.json").stat().st_mtime_ns != stamp
+    finetuned = json.loads((out / "finetuned" / "model.json").read_text())
+    pruned = json.loads((out / "pruned" / "model.json").read_text())
+    assert finetuned["parent"]["sha256"] == pruned["weights_sha256"]
+
+    refused = CliRunner().invoke(main, [*args, "--no-resume"])
+    assert refused.exit_code != 0 and "--no-resume" in refused.output
+
+
+def test_torchrun_trains_with_two_cpu_processes(tmp_path):
+    """DDP over gloo: both ranks step together, rank 0 alone writes the model directory."""
+    from tests_support import make_image_folder
+
+    data = make_image_folder(tmp_path / "ds", per_class=24, size=32)
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29577",
+         "-m", "compress.cli", "train", "--arch", "vgg11", "--width", "0.125", "--data", str(data),
+         "--epochs", "2", "--recipe", "fast", "--batch-size", "8", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                             "COMPRESS_CACHE": str(tmp_path / "cache")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "model.json").read_text())
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    assert 0.0 <= meta["accuracy"] <= 1.0

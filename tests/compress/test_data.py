@@ -1,24 +1,11 @@
-import io
 import tarfile
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from compress import data as D
 from compress.errors import CompressError
-
-
-def make_folder(root, classes=("cat", "dog"), per_class=6, size=8, splits=("train", "test")):
-    rng = np.random.default_rng(0)
-    for split in splits:
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
+from tests_support import make_image_folder as make_folder
 
 
 @pytest.fixture(autouse=True)

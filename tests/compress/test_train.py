@@ -72,7 +72,7 @@ def test_sparse_training_drives_gamma_down():
         fit(sparse, data, data, d + "/b", recipe, sparsity=1e-2, **common)
 
     def gamma_l1(m):
-        return sum(float(b.weight.abs().sum()) for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
+        return sum(float(b.weight.detach().abs().sum()) for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d))
 
     assert gamma_l1(sparse) < gamma_l1(dense)
 
