@@ -74,6 +74,12 @@ def _finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
     return False
 
 
+def _tag(settings: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10) -> None:
     """Fail on a bad architecture name or argument before any data is loaded."""
     from models import create_model
@@ -124,7 +130,7 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     t0 = time.time()
     result = fit(model, train, test, out, recipe, mean=mean, std=std, sparsity=sparsity, device=device,
                  seed=seed, resume=resume, compile=compile, progress=progress,
-                 desc="sparse" if sparsity > 0 else "train")
+                 desc="sparse" if sparsity > 0 else "train", tag=_tag(settings))
     if not is_main_process():
         return _sync_and_read(out)
     meta = {
@@ -147,10 +153,12 @@ def _wall_time(result: dict, t0: float) -> float:
     return round(sum(r.get("epoch_time_s", 0) for r in result["history"]), 1) or round(time.time() - t0, 1)
 
 
-def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.1,
+def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
-                data: DataOptions | None = None, device=None) -> dict:
-    from compress.slimming import prune
+                data: DataOptions | None = None, recalibrate: int = 2000, device=None) -> dict:
+    """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
+    `recalibrate` training images (0 disables it)."""
+    from compress.slimming import prune, recalibrate_batchnorm
 
     model, meta = load_model_dir(model_dir)
     plan = None
@@ -164,12 +172,22 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
     model, plan = prune(model, percent, example, min_keep=min_keep, min_channels=min_channels,
                         round_to=round_to, compensate=compensate, plan=plan)
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
-    accuracy = None
+    accuracy = uncalibrated = None
+    recalibrated_on = 0
     if data is not None:
         test = data.split("test")
         _check_classes(meta, test)
         norm = meta["normalization"]
-        accuracy = evaluate(model, test, norm["mean"], norm["std"], device=pick_device(device))["accuracy"]
+        dev = pick_device(device)
+        accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
+        if recalibrate > 0:
+            from compress.data import Batches, stratified_subset
+
+            calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
+            recalibrated_on = len(calib)
+            batches = (x for x, _ in Batches(calib, 250, norm["mean"], norm["std"], train=False, device=dev))
+            recalibrate_batchnorm(model, batches)
+            accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         model.cpu()
     out = Path(out)
     (out / "model.json").unlink(missing_ok=True)
@@ -179,7 +197,11 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
                             pruning={"percent": plan["percent"], "threshold": plan["threshold"],
                                      "channels_before": plan["channels_before"],
                                      "channels_after": plan["channels_after"],
-                                     "params_before": before_params, "macs_before": before_macs})
+                                     "params_before": before_params, "macs_before": before_macs,
+                                     "min_keep": plan["min_keep"], "round_to": round_to,
+                                     "accuracy_before_pruning": meta.get("accuracy"),
+                                     "accuracy_uncalibrated": uncalibrated,
+                                     "bn_recalibration_images": recalibrated_on})
     return save_model_dir(model, out, new_meta)
 
 
@@ -213,8 +235,10 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     norm = meta["normalization"]
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
+    tag = _tag({"parent": meta.get("weights_sha256"), "epochs": recipe.epochs, "lr": recipe.lr,
+                "distill": str(distill_dir), "data": data.describe()})
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
-                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune")
+                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag)
     if not is_main_process():
         return _sync_and_read(out)
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
@@ -239,7 +263,7 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
 
 
 def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
-         train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.1,
+         train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage."""
@@ -302,6 +326,8 @@ def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, 
             "data": data.describe(), "percent": percent, "sparsity": sparsity,
             "channels_before": stages["pruned"]["pruning"]["channels_before"],
             "channels_after": stages["pruned"]["pruning"]["channels_after"],
+            "pruned_accuracy_uncalibrated": stages["pruned"]["pruning"].get("accuracy_uncalibrated"),
+            "bn_recalibration_images": stages["pruned"]["pruning"].get("bn_recalibration_images", 0),
             "stages": rows, "command": command_line()}
 
 
@@ -316,5 +342,9 @@ def summary_markdown(s: dict) -> str:
         wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
         lines.append(f"| {name} | {acc} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
+    if s.get("bn_recalibration_images") and s.get("pruned_accuracy_uncalibrated") is not None:
+        lines += ["", f"The pruned model's BN statistics were re-estimated on {s['bn_recalibration_images']} "
+                      f"training images (no weight update); before that it scored "
+                      f"{s['pruned_accuracy_uncalibrated']:.2%}."]
     lines += ["", f"Command: `{s['command']}`", ""]
     return "\n".join(lines)

@@ -186,7 +186,7 @@ def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_
     return sorted(int(i) for i in order[:n_keep])
 
 
-def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_keep: float = 0.1,
+def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_keep: float = 0.2,
           min_channels: int = 1, round_to: int = 1, compensate: bool = True,
           plan: dict | None = None) -> tuple[nn.Module, dict]:
     """Prune `model` in place: a fraction `percent` of BN channels by one global γ threshold.
@@ -368,6 +368,28 @@ def _add_output_offset(mod: nn.Module, delta: torch.Tensor, graph, names) -> Non
         mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype,
                                             device=mod.weight.device))
     mod.bias.add_(delta.to(mod.bias))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches) -> None:
+    """Re-estimate every BN's running statistics on `batches` (inputs only; no weight changes).
+
+    Removing channels shifts the statistics that later BNs were trained on; on a network whose γ are
+    not yet sparse this alone can collapse accuracy to chance, and a few thousand images fix it.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.eval()
 
 
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:

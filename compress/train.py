@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,10 +119,11 @@ def _world() -> tuple[int, int]:
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: str | Path, recipe: Recipe, *,
         mean, std, sparsity: float = 0.0, device=None, seed: int = 0, resume: bool = True,
         distill: Distill | None = None, channels_last: bool | None = None, compile: bool = False,
-        on_epoch=None, progress: bool = True, desc: str = "train") -> dict:
+        on_epoch=None, progress: bool = True, desc: str = "train", tag: str | None = None) -> dict:
     """Train `model`; write per-epoch metrics and resumable state under `out_dir`.
 
-    Returns {"best": {...}, "last": {...}, "history": [...]} with test metrics. The caller writes
+    `tag` identifies what is being trained (settings, parent weights): saved state with another tag is
+    not resumed but discarded. Returns {"best": {...}, "last": {...}, "history": [...]} with test metrics. The caller writes
     the final model directory; this function owns `metrics.jsonl`, `best/` weights and `train_state/`.
     """
     from tqdm import tqdm
@@ -146,6 +148,10 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
                                 weight_decay=recipe.weight_decay)
     start_epoch, best, history = 0, None, []
     state_dir = out_dir / STATE_DIR
+    if resume and (state_dir / "state.json").exists() and _state_tag(state_dir) not in (None, tag):
+        print(f"{state_dir} belongs to another run (other settings or parent weights); starting over",
+              file=sys.stderr)
+        resume = False
     if resume and (state_dir / "state.json").exists():
         start_epoch, best, history = _load_state(state_dir, model, optimizer, device)
         if is_main_process():
@@ -217,7 +223,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
             if best is None or record["test_accuracy"] > best["test_accuracy"]:
                 best = dict(record)
                 _save_weights(model, out_dir / "best.safetensors")
-            _save_state(state_dir, model, optimizer, epoch + 1, best, history)
+            _save_state(state_dir, model, optimizer, epoch + 1, best, history, tag)
             if progress:
                 tqdm.write(f"{desc} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f} "
                            f"train {record['train_accuracy']:.2%} test {record['test_accuracy']:.2%} "
@@ -267,7 +273,14 @@ def _save_weights(model: nn.Module, path: Path) -> None:
         save_file(state, str(tmp))
 
 
-def _save_state(state_dir: Path, model, optimizer, epoch, best, history) -> None:
+def _state_tag(state_dir: Path) -> str | None:
+    try:
+        return json.loads((state_dir / "state.json").read_text()).get("tag")
+    except (OSError, ValueError):
+        return None
+
+
+def _save_state(state_dir: Path, model, optimizer, epoch, best, history, tag=None) -> None:
     """Weights and momentum buffers under epoch-numbered names, then state.json naming them.
 
     A kill at any point leaves the previous state.json pointing at files that still exist.
@@ -285,7 +298,7 @@ def _save_state(state_dir: Path, model, optimizer, epoch, best, history) -> None
     with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
         save_file(buffers, str(tmp))
     write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
-                                          "num_params": len(params)})
+                                          "num_params": len(params), "tag": tag})
     for old in state_dir.glob("*.safetensors"):
         if not old.name.endswith(f"-{epoch}.safetensors"):
             old.unlink(missing_ok=True)
@@ -300,8 +313,8 @@ def _load_state(state_dir: Path, model, optimizer, device):
         params = list(model.parameters())
         if state.get("num_params") != len(params):
             raise ValueError("it belongs to a different model")
-        model.load_state_dict(load_file(str(state_dir / f"model-{epoch}.safetensors"), device=str(device)))
-        buffers = load_file(str(state_dir / f"optimizer-{epoch}.safetensors"), device=str(device))
+        model.load_state_dict(load_file(str(_state_file(state_dir, "model", epoch)), device=str(device)))
+        buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompressError(f"cannot resume from {state_dir} ({reason}); "
@@ -309,6 +322,12 @@ def _load_state(state_dir: Path, model, optimizer, device):
     for key, buf in buffers.items():
         optimizer.state[params[int(key.split(".")[1])]]["momentum_buffer"] = buf
     return epoch, state.get("best"), list(state.get("history", []))
+
+
+def _state_file(state_dir: Path, kind: str, epoch: int) -> Path:
+    numbered = state_dir / f"{kind}-{epoch}.safetensors"
+    # State written before files were numbered by epoch.
+    return numbered if numbered.exists() else state_dir / f"{kind}.safetensors"
 
 
 def _rewrite_metrics(out_dir: Path, history: list[dict]) -> None:

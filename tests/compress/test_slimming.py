@@ -141,3 +141,15 @@ def test_plan_for_another_model_is_refused():
     _, plan = slimming.prune(randomize_bn(create_model("vgg11", width=0.25)), 0.5, EXAMPLE)
     with pytest.raises(CompressError, match="channels"):
         slimming.prune(create_model("vgg11", width=0.125), 0.5, EXAMPLE, plan=plan)
+
+
+def test_recalibration_matches_the_statistics_of_the_data():
+    model = create_model("vgg11", width=0.125).eval()
+    first_bn = slimming.bn_layers(model)[0]
+    first_bn.running_mean.fill_(5.0)
+    x = torch.randn(40, 3, 32, 32)
+    slimming.recalibrate_batchnorm(model, [x[:20], x[20:]])
+    with torch.no_grad():
+        pre = model.features[0](x)
+    assert torch.allclose(first_bn.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert not model.training and first_bn.momentum == 0.1
