@@ -328,18 +328,10 @@ def onnx_logits(path: str | Path, inputs: np.ndarray, batch_size: int = EVAL_BAT
     opts.log_severity_level = 3
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int8_kernels
                                      else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+    from export.parity import run_onnx
+
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    meta = session.get_inputs()[0]
-    fixed = meta.shape[0] if isinstance(meta.shape[0], int) and meta.shape[0] > 0 else None
-    step = fixed or batch_size
-    outs = []
-    for start in range(0, len(inputs), step):
-        chunk = np.ascontiguousarray(inputs[start:start + step], dtype=np.float32)
-        n = len(chunk)
-        if fixed and n < fixed:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-        outs.append(session.run(None, {meta.name: chunk})[0][:n].astype(np.float32))
-    return np.concatenate(outs)
+    return run_onnx(session, inputs, batch_size)
 
 
 def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
