@@ -23,4 +23,5 @@ compress share "$RUN/slim/finetuned" --out "$D/shared" --bits conv=8,fc=5 --prun
 
 # Latency on ONNX Runtime CPU, batch 1 and 32, ratios against the first artifact.
 compress bench "$D/baseline.onnx" "$D/slim.onnx" "$D/slim-int8.onnx" "$D/baseline-int8.onnx" \
-    --backend ort-cpu --batch 1,32 --data cifar10 --report "$D/report"
+    --backend ort-cpu --batch 1,32 --iters 200 --data cifar10 \
+    --model-dir "$D/baseline.onnx=$RUN/baseline" --model-dir "$D/slim.onnx=$RUN/slim/finetuned" --report "$D/report"
