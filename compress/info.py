@@ -40,6 +40,9 @@ def _describe_onnx(path: Path) -> dict:
 
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")
-    counts = count_onnx(path)
+    try:
+        counts = count_onnx(path)
+    except ValueError as exc:  # an unreadable ONNX file
+        raise CompressError(str(exc)) from None
     return {"name": str(path), "arch": None, "params": counts["params"], "macs": counts["macs"],
             "flops": counts["flops"], "accuracy": None, "widths": None}

@@ -16,4 +16,9 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     path = Path(path)
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")
-    return onnx_accuracy(path, data.images.numpy(), data.labels.numpy().astype(np.int64), batch_size=batch_size)
+    from runtime.errors import RuntimeBenchError
+
+    try:
+        return onnx_accuracy(path, data.images.numpy(), data.labels.numpy().astype(np.int64), batch_size=batch_size)
+    except RuntimeBenchError as exc:  # an ONNX file ONNX Runtime cannot load
+        raise CompressError(str(exc)) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from compress.artifact import derived_meta, is_model_dir, load_model_dir, save_model_dir
+from compress.artifact import derived_meta, is_model_dir, load_model_dir, read_meta, save_model_dir
 from compress.atomic import write_json, write_text
 from compress.data import ImageSet, load_dataset
 from compress.errors import CompressError
@@ -47,17 +47,13 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _read_meta_json(out: Path) -> dict:
-    return json.loads((out / "model.json").read_text())
-
-
 def _sync_and_read(out: Path) -> dict:
     """Under torchrun, other ranks wait for rank 0 to write the model directory, then read it."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-    return _read_meta_json(out)
+    return read_meta(out)
 
 
 def _finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
@@ -66,7 +62,7 @@ def _finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
         return False
     if parent_sha is None:
         return True
-    meta = _read_meta_json(out)
+    meta = read_meta(out)
     made_from = (meta.get("parent") or {}).get("sha256")
     if made_from == parent_sha:
         return True
@@ -104,10 +100,11 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
     settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
                 "data": data.describe()}
     if _finished(out, resume):
-        meta = _read_meta_json(out)
+        meta = read_meta(out)
         done = {"arch": meta["arch"], "arch_kwargs": {k: v for k, v in meta["arch_kwargs"].items()
                                                       if k != "num_classes"},
-                "sparsity": meta["training"]["sparsity"], "epochs": meta["training"]["recipe"]["epochs"],
+                "sparsity": (meta.get("training") or {}).get("sparsity"),
+                "epochs": ((meta.get("training") or {}).get("recipe") or {}).get("epochs"),
                 "data": meta.get("data")}
         if done != settings:
             raise CompressError(f"{out} holds a model trained with other settings; "
@@ -225,7 +222,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     model, meta = load_model_dir(model_dir)
     if _finished(out, resume, parent_sha=meta.get("weights_sha256")):
         _log(f"{out} is already fine-tuned; keeping it")
-        return _read_meta_json(out)
+        return read_meta(out)
     train, test = data.split("train"), data.split("test")
     _check_classes(meta, train)
     distill = None
@@ -285,7 +282,7 @@ def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, spars
     sparse_sha = stages["sparse"]["weights_sha256"]
     if resume and _finished(out / "pruned", True, parent_sha=sparse_sha) and _same_prune(
             out / "pruned", percent, min_keep, round_to):
-        stages["pruned"] = _read_meta_json(out / "pruned")
+        stages["pruned"] = read_meta(out / "pruned")
     elif is_main_process():
         stages["pruned"] = prune_model(out / "sparse", out / "pruned", percent=percent, min_keep=min_keep,
                                        round_to=round_to, data=data, device=device)
