@@ -1,12 +1,5 @@
-"""Errors a user can act on: the CLI prints them as one line and exits non-zero."""
-
-import click
+"""Errors a user can act on. Library code raises them as plain exceptions; the CLI prints one line."""
 
 
-class CompressError(click.ClickException):
-    """A problem with the user's input or files, reported without a traceback."""
-
-    exit_code = 2
-
-    def format_message(self) -> str:
-        return self.message
+class CompressError(ValueError):
+    """A problem with the user's input or files, named in the message."""

@@ -117,7 +117,7 @@ def test_finetuning_moves_centroids_but_keeps_codebook_and_mask(model_dir, image
 
 
 def test_cli_share_and_decompress(model_dir, tmp_path):
-    from compress.cli_share import share
+    from compress.cli.share import share
 
     runner = CliRunner()
     result = runner.invoke(share, [str(model_dir), "--out", str(tmp_path / "s"), "--bits", "4", "--json"])
@@ -144,7 +144,7 @@ def test_cli_rejects_a_damaged_file_in_one_line(model_dir, tmp_path):
 
 
 def test_cli_needs_data_for_finetuning(model_dir, tmp_path):
-    from compress.cli_share import share
+    from compress.cli.share import share
 
     result = CliRunner().invoke(share, [str(model_dir), "--out", str(tmp_path / "s"), "--finetune-epochs", "1"])
     assert result.exit_code != 0 and "--data" in result.output

@@ -46,7 +46,12 @@ def quantize(model, data_spec, out, calib_images, method, percentile, exclude, s
       compress quantize runs/x/finetuned --data cifar10 --out runs/x/int8.onnx
       compress quantize model.onnx --data cifar10 --out int8.onnx --sensitivity --keep-float 2
     """
-    from compress.quantize import QuantizeOptions, quantize_model, sensitivity_markdown, summary_markdown
+    from compress.quantize import (
+        QuantizeOptions,
+        quantize_model,
+        sensitivity_markdown,
+        summary_markdown,
+    )
 
     opts = QuantizeOptions(data=data_spec, calib_images=calib_images, method=method, exclude=tuple(exclude),
                            keep_float=keep_float, sensitivity=sensitivity or keep_float > 0,

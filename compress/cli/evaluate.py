@@ -1,0 +1,33 @@
+"""`compress eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compress.cli.options import _data, _emit
+from compress.errors import CompressError
+
+
+@click.command("eval")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--data", "data_spec", default="cifar10", show_default=True)
+@click.option("--test-limit", type=click.IntRange(min=1), default=None)
+@click.option("--device", default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def eval_cmd(model, data_spec, test_limit, device, as_json):
+    """Accuracy of a model directory or an .onnx file (run in ONNX Runtime) on the test split."""
+    if not model.exists():
+        raise CompressError(f"model not found: {model}")
+    data = _data(data_spec, None, test_limit, 0)
+    if model.suffix == ".onnx":
+        from compress.onnx_eval import evaluate_onnx
+
+        result = evaluate_onnx(model, data.split("test"))
+    else:
+        from compress.pipeline import evaluate_model_dir
+
+        result = evaluate_model_dir(model, data, device=device)
+    result = {"model": str(model), "data": data_spec, **result}
+    _emit(result, as_json, f"{model}: accuracy {result['accuracy']:.2%} on {result['images']} images")

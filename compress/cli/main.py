@@ -1,0 +1,102 @@
+"""The `compress` command line. Heavy imports happen inside commands so `--help` stays instant."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+
+import click
+
+from compress import __version__
+from compress.errors import CompressError
+
+DEBUG_ENV = "COMPRESS_DEBUG"
+
+# Commands that live in their own modules: (module, attribute).
+PLUGIN_COMMANDS = {
+    "train": ("compress.cli.train", "train"),
+    "prune": ("compress.cli.prune", "prune_cmd"),
+    "finetune": ("compress.cli.finetune", "finetune"),
+    "slim": ("compress.cli.slim", "slim"),
+    "eval": ("compress.cli.evaluate", "eval_cmd"),
+    "info": ("compress.cli.info", "info"),
+    "export": ("compress.cli.export", "export"),
+    "quantize": ("compress.cli.quantize", "quantize"),
+    "share": ("compress.cli.share", "share"),
+    "bench": ("compress.cli.bench", "bench"),
+}
+
+
+
+class Main(click.Group):
+    """Turns unexpected exceptions into one line unless COMPRESS_DEBUG=1 asks for the traceback."""
+
+    def list_commands(self, ctx):
+        present = {n for n, (module, _) in PLUGIN_COMMANDS.items() if importlib.util.find_spec(module)}
+        return sorted(set(super().list_commands(ctx)) | present)
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in PLUGIN_COMMANDS:
+            module, attr = PLUGIN_COMMANDS[name]
+            try:
+                cmd = getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                raise CompressError(f"command {name!r} is unavailable: {exc}") from None
+        return cmd
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.Abort, click.exceptions.Exit, SystemExit):
+            raise
+        except _user_errors() as exc:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            click.echo(f"Error: {one_line(exc)}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; re-run the same command to continue", err=True)
+            sys.exit(130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            click.echo(f"Error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", err=True)
+            sys.exit(1)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Exceptions that name a problem with the user's input: printed as one line, exit status 2."""
+    kinds: list[type[Exception]] = [CompressError]
+    for module, name in (("export.errors", "ExportError"), ("runtime.errors", "RuntimeBenchError")):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            pass
+    return tuple(kinds)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="compress")
+def main():
+    """Slim, compress, export and benchmark convolutional networks.
+
+    \b
+    Quick start (a few minutes on a laptop CPU):
+      compress slim
+    The paper's VGG-19 recipe (GPU):
+      compress slim --preset paper --arch vgg19 --data cifar10 --out runs/vgg19-paper
+    """
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Options and small helpers shared by several commands."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+QUICK = {"arch": "vgg19", "width": 0.25, "train_limit": 10000, "test_limit": 2000, "epochs": 10,
+         "finetune_epochs": 5, "recipe": "fast"}
+
+
+def data_options(f):
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, subsets, init.")(f)
+    f = click.option("--test-limit", type=click.IntRange(min=1), default=None,
+                     help="Use N test images (stratified).")(f)
+    f = click.option("--train-limit", type=click.IntRange(min=1), default=None,
+                     help="Use N training images (stratified).")(f)
+    f = click.option("--data", "data_spec", default="cifar10", show_default=True,
+                     help="cifar10, cifar100, an ImageFolder dir or a .tar/.tar.gz of one. "
+                          "Offline, COMPRESS_DATA=path/to/cifar10-jpeg.tar.gz stands in for cifar10.")(f)
+    return f
+
+
+def recipe_options(prefix: str = ""):
+    def deco(f):
+        f = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                         help="Peak learning rate (recipe default otherwise).")(f)
+        f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size.")(f)
+        f = click.option("--weight-decay", type=click.FloatRange(min=0), default=None)(f)
+        f = click.option("--recipe", type=click.Choice(["paper", "fast"]), default=None,
+                         help="paper: SGD 0.1 Nesterov, wd 1e-4, batch 64, 160 epochs, ÷10 at 50%/75%; "
+                              "fast: batch 128, wd 5e-4, cosine, for quick runs.")(f)
+        f = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
+        f = click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the model.")(f)
+        f = click.option("--no-resume", is_flag=True, help="Start over instead of continuing an interrupted run.")(f)
+        return f
+    return deco
+
+
+def _data(data_spec, train_limit, test_limit, seed):
+    from compress.pipeline import DataOptions
+
+    return DataOptions(data_spec, train_limit, test_limit, seed)
+
+
+def _recipe(name, epochs, batch_size, lr, weight_decay, default="paper"):
+    from compress.train import Recipe
+
+    return Recipe.named(name or default, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)
+
+
+def _arch_kwargs(width, bn_init):
+    kwargs = {}
+    if width is not None:
+        kwargs["width"] = width
+    if bn_init is not None:
+        kwargs["bn_init"] = bn_init
+    return kwargs
+
+
+def _percent(value):
+    if not 0.0 < value < 1.0:
+        raise click.BadParameter(f"must be a fraction in (0, 1), got {value}", param_hint="--percent")
+    return value
+
+
+def _emit(obj: dict, as_json: bool, human: str) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=2))
+    else:
+        click.echo(human)

@@ -1,0 +1,52 @@
+"""`compress prune`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compress.cli.options import _data, _percent
+
+
+@click.command("prune")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--percent", type=float, default=None, help="Fraction of BN channels to prune, in (0, 1).")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Replay the kept channels of an earlier plan.json instead of thresholding.")
+@click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Floor: every layer keeps at least this fraction of its channels.")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Round kept channels up to a multiple (8 suits tensor cores).")
+@click.option("--no-compensate", is_flag=True, help="Do not fold removed channels' β into the next layer.")
+@click.option("--data", "data_spec", default=None,
+              help="Measure accuracy right after pruning, and re-estimate BN statistics, on this data.")
+@click.option("--recalibrate", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="Training images to re-estimate BN running statistics on after pruning (0: off; needs --data).")
+@click.option("--test-limit", type=click.IntRange(min=1), default=None)
+@click.option("--device", default=None)
+def prune_cmd(model_dir, out, percent, plan_path, min_keep, round_to, no_compensate, data_spec, recalibrate,
+              test_limit, device):
+    """Remove the channels whose BN |γ| falls under one global threshold."""
+    from compress.pipeline import prune_model
+
+    if plan_path is None and percent is None:
+        raise click.UsageError("give --percent or --plan")
+    if percent is not None:
+        _percent(percent)
+    data = _data(data_spec, None, test_limit, 0) if data_spec else None
+    meta = prune_model(model_dir, out, percent=percent or 0.0, min_keep=min_keep, round_to=round_to,
+                       compensate=not no_compensate, plan_path=plan_path, data=data, recalibrate=recalibrate,
+                       device=device)
+    p = meta["pruning"]
+    acc = ""
+    if meta["accuracy"] is not None:
+        acc = f", accuracy right after pruning {meta['accuracy']:.2%}"
+        if p["bn_recalibration_images"]:
+            acc += (f" (BN statistics re-estimated on {p['bn_recalibration_images']} training images; "
+                    f"{p['accuracy_uncalibrated']:.2%} before)")
+    click.echo(f"{out}: channels {p['channels_before']} → {p['channels_after']}, "
+               f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
+               f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "
+               f"({meta['macs'] / p['macs_before'] - 1:+.1%}){acc}")

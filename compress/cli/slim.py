@@ -1,0 +1,80 @@
+"""`compress slim`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compress.cli.options import (
+    QUICK,
+    _arch_kwargs,
+    _data,
+    _percent,
+    _recipe,
+    data_options,
+    recipe_options,
+)
+
+
+@click.command("slim")
+@click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="quick: VGG-19 ×0.25 on 10k images, 10+5 epochs (minutes on a CPU); "
+                   "paper: full data, paper recipe, 160+160 epochs.")
+@click.option("--arch", default=None, help="Architecture (preset: vgg19).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default runs/slim-ARCH).")
+@click.option("--percent", type=float, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--sparsity", type=click.FloatRange(min=0), default=None,
+              help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
+@click.option("--finetune-epochs", type=click.IntRange(min=1), default=None)
+@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Fine-tuning peak learning rate (default: the recipe's).")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
+@data_options
+@recipe_options()
+def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to,
+         distill, data_spec, train_limit, test_limit, seed, lr, batch_size, weight_decay, recipe, device, compile_,
+         no_resume):
+    """Sparse training → pruning → fine-tuning, in one resumable run."""
+    from compress.pipeline import slim as run_slim
+
+    if preset == "quick":
+        arch = arch or QUICK["arch"]
+        if width is None and arch.startswith("vgg"):
+            width = QUICK["width"]
+        train_limit = train_limit or QUICK["train_limit"]
+        test_limit = test_limit or QUICK["test_limit"]
+        epochs = epochs or QUICK["epochs"]
+        finetune_epochs = finetune_epochs or QUICK["finetune_epochs"]
+        recipe = recipe or QUICK["recipe"]
+        percent = 0.5 if percent is None else percent
+    else:
+        arch = arch or "vgg19"
+        epochs = epochs or 160
+        finetune_epochs = finetune_epochs or 160
+        recipe = recipe or "paper"
+        percent = 0.7 if percent is None else percent
+    _percent(percent)
+    if sparsity is None:
+        sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
+    out = out or Path("runs") / f"slim-{arch}"
+    if no_resume and Path(out).exists():
+        raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
+    train_recipe = _recipe(recipe, epochs, batch_size, lr, weight_decay)
+    ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay)
+    summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed), out, percent=percent,
+                       sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
+                       arch_kwargs=_arch_kwargs(width, None), min_keep=min_keep, round_to=round_to,
+                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume)
+    from compress.pipeline import summary_markdown
+
+    click.echo(summary_markdown(summary))
+    click.echo(f"Wrote {out}/sparse, {out}/pruned, {out}/finetuned, {out}/summary.json")
+    if preset == "quick":
+        click.echo("Next: the paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
+                   "--data cifar10 --out runs/vgg19-paper")
