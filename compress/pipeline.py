@@ -76,14 +76,36 @@ def _tag(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10) -> None:
-    """Fail on a bad architecture name or argument before any data is loaded."""
-    from models import create_model
+def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_size: int | None) -> dict:
+    """Constructor arguments recorded in model.json: what rebuilds exactly this architecture."""
+    from models import parse_name
+    from models.user import accepts, is_import_path, resolve_class
 
+    kwargs = dict(arch_kwargs or {})
+    if is_import_path(arch):
+        try:
+            cls = resolve_class(arch)
+        except ValueError as exc:
+            raise CompressError(str(exc)) from None
+        if "num_classes" not in kwargs and accepts(cls, "num_classes"):
+            kwargs["num_classes"] = num_classes
+        return kwargs
     try:
-        create_model(arch, **{"num_classes": num_classes, **(arch_kwargs or {})})
+        family, _ = parse_name(arch)
     except ValueError as exc:
         raise CompressError(str(exc)) from None
+    if family == "torchvision" and input_size is not None:
+        kwargs.setdefault("image_size", int(input_size))
+    return {"num_classes": num_classes, **kwargs}
+
+
+def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input_size: int | None = None) -> None:
+    """Fail on a bad architecture name, constructor argument or input size before any data is loaded."""
+    from compress.artifact import construct
+    from compress.importing import check_input_size
+
+    model = construct(arch, model_kwargs(arch, arch_kwargs, num_classes, input_size))
+    check_input_size(model, arch, input_size or 32)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -91,38 +113,52 @@ def _check_out_dir(out: Path) -> None:
         raise CompressError(f"output {out} exists and is not a directory")
 
 
-def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
+def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
                 arch_kwargs: dict | None = None, device=None, seed: int = 0, resume: bool = True,
-                compile: bool = False, progress: bool = True) -> dict:
-    from models import create_model
-
+                compile: bool = False, progress: bool = True, start_from: str | Path | None = None) -> dict:
+    """Train `arch` from scratch, or continue from the weights of the model directory `start_from`
+    (sparse training of an already trained network: how slimming is used on a real deployment)."""
     out = Path(out)
+    parent = None
+    if start_from is not None:
+        parent = read_meta(start_from)
+        if arch is not None and arch != parent["arch"]:
+            raise CompressError(f"--arch {arch} disagrees with {start_from}, which holds {parent['arch']}")
+        arch = parent["arch"]
+        if getattr(data, "input_size", None) is None and hasattr(data, "input_size"):
+            data.input_size = int(parent["input_size"][-1])
+    if arch is None:
+        raise CompressError("give --arch, or --from a model directory")
+    input_size = getattr(data, "input_size", None)
     settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
-                "data": data.describe()}
+                "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if _finished(out, resume):
         meta = read_meta(out)
-        done = {"arch": meta["arch"], "arch_kwargs": {k: v for k, v in meta["arch_kwargs"].items()
-                                                      if k != "num_classes"},
-                "sparsity": (meta.get("training") or {}).get("sparsity"),
-                "epochs": ((meta.get("training") or {}).get("recipe") or {}).get("epochs"),
-                "data": meta.get("data")}
-        if done != settings:
-            raise CompressError(f"{out} holds a model trained with other settings; "
+        done = (meta.get("training") or {}).get("settings")
+        if done is not None and done != json.loads(json.dumps(settings, default=str)):
+            diff = sorted(k for k in settings if done.get(k) != json.loads(json.dumps(settings[k], default=str)))
+            raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
                                 "use another --out or --no-resume")
         _log(f"{out} is already trained; keeping it")
         return meta
     _check_out_dir(out)
-    check_arch(arch, arch_kwargs)
+    if parent is None:
+        check_arch(arch, arch_kwargs, input_size=input_size)
     train, test = data.split("train"), data.split("test")
-    kwargs = {"num_classes": len(train.classes), **(arch_kwargs or {})}
-    torch.manual_seed(seed)
-    try:
-        model = create_model(arch, **kwargs)
-    except ValueError as exc:
-        raise CompressError(str(exc)) from None
     if train.input_size[1:] != test.input_size[1:]:
         raise CompressError(f"train images are {train.input_size}, test images {test.input_size}")
-    mean, std = train.channel_stats()
+    torch.manual_seed(seed)
+    if parent is not None:
+        model, parent = load_model_dir(start_from)
+        _check_classes(parent, train)
+        kwargs = parent["arch_kwargs"]
+        mean, std = parent["normalization"]["mean"], parent["normalization"]["std"]
+    else:
+        from compress.artifact import construct
+
+        kwargs = model_kwargs(arch, arch_kwargs, len(train.classes), train.input_size[-1])
+        model = construct(arch, kwargs)
+        mean, std = train.channel_stats()
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     result = fit(model, train, test, out, recipe, mean=mean, std=std, sparsity=sparsity, device=device,
@@ -130,13 +166,20 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
                  desc="sparse" if sparsity > 0 else "train", tag=_tag(settings))
     if not is_main_process():
         return _sync_and_read(out)
+    extra = {"data": data.describe()}
+    if parent is not None:
+        extra["parent"] = {"path": str(start_from), "sha256": parent.get("weights_sha256"),
+                           "params": parent.get("params"), "macs": parent.get("macs"),
+                           "accuracy": parent.get("accuracy")}
+        if parent.get("widths"):
+            extra["widths"] = parent["widths"]
     meta = {
         "arch": arch, "arch_kwargs": kwargs, "classes": train.classes, "input_size": list(train.input_size),
         "normalization": {"mean": mean, "std": std}, "accuracy": result["last"]["test_accuracy"],
-        "best_accuracy": result["best"]["test_accuracy"], "data": data.describe(),
+        "best_accuracy": result["best"]["test_accuracy"],
         "training": {"recipe": result["recipe"], "sparsity": sparsity, "seed": seed,
-                     "wall_time_s": _wall_time(result, t0)},
-        "command": command_line(),
+                     "wall_time_s": _wall_time(result, t0), "settings": json.loads(json.dumps(settings, default=str))},
+        "command": command_line(), **extra,
     }
     model.cpu()
     saved = save_model_dir(model, out, meta)
@@ -261,13 +304,19 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
     return evaluate(model, test, norm["mean"], norm["std"], device=pick_device(device))
 
 
-def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
+def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
-         progress: bool = True, resume: bool = True) -> dict:
-    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage."""
+         progress: bool = True, resume: bool = True, start_from: str | Path | None = None) -> dict:
+    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
+
+    With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
+    its trained weights instead of from scratch."""
     out = Path(out)
-    check_arch(arch, arch_kwargs)
+    if start_from is not None:
+        arch = read_meta(start_from)["arch"] if arch is None else arch
+    else:
+        check_arch(arch, arch_kwargs, input_size=getattr(data, "input_size", None))
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}
@@ -275,7 +324,7 @@ def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, spars
     _log(f"[1/3] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
     stages["sparse"] = train_model(arch, data, out / "sparse", train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
-                                   progress=progress, resume=resume)
+                                   progress=progress, resume=resume, start_from=start_from)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
     t = time.time()
     _log(f"[2/3] pruning {percent:.0%} of channels → {out / 'pruned'}")

@@ -23,6 +23,7 @@ PLUGIN_COMMANDS = {
     "slim": ("compress.cli.slim", "slim"),
     "eval": ("compress.cli.evaluate", "eval_cmd"),
     "info": ("compress.cli.info", "info"),
+    "import": ("compress.cli.import_weights", "import_cmd"),
     "export": ("compress.cli.export", "export"),
     "quantize": ("compress.cli.quantize", "quantize"),
     "share": ("compress.cli.share", "share"),
