@@ -52,6 +52,10 @@ class Main(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # One line that names the option at fault; `--help` shows the usage.
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
         except (click.ClickException, click.Abort, click.exceptions.Exit, SystemExit):
             raise
         except _user_errors() as exc:
@@ -81,7 +85,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return tuple(kinds)
 
 
-def one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
