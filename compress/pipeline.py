@@ -258,7 +258,7 @@ def _check_classes(meta: dict, data: ImageSet) -> None:
 
 def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: Recipe, *,
                    distill_dir=None, temperature: float = 4.0, alpha: float = 0.9, device=None, seed: int = 0,
-                   resume: bool = True, compile: bool = False, progress: bool = True) -> dict:
+                   resume: bool = True, compile: bool = False, progress: bool = True, sparsity: float = 0.0) -> dict:
     out = Path(out)
     if Path(model_dir).resolve() == out.resolve():
         raise CompressError("--out must differ from the model directory being fine-tuned")
@@ -278,9 +278,10 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     tag = _tag({"parent": meta.get("weights_sha256"), "epochs": recipe.epochs, "lr": recipe.lr,
-                "distill": str(distill_dir), "data": data.describe()})
+                "distill": str(distill_dir), "data": data.describe(), "sparsity": sparsity})
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
-                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag)
+                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag,
+                 sparsity=sparsity)
     if not is_main_process():
         return _sync_and_read(out)
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
@@ -307,11 +308,18 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
 def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
-         progress: bool = True, resume: bool = True, start_from: str | Path | None = None) -> dict:
+         progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
+         passes: int = 1) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
 
     With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
-    its trained weights instead of from scratch."""
+    its trained weights instead of from scratch. With `passes` > 1 (the paper's multi-pass scheme),
+    prune-and-fine-tune repeats: each pass prunes `percent` of the remaining channels by one global
+    threshold, never more than 1 − `min_keep` of any layer, and every fine-tuning but the last keeps the
+    sparsity penalty so that the next pass finds polarized γ again.
+    """
+    if passes < 1:
+        raise CompressError(f"passes must be >= 1, got {passes}")
     out = Path(out)
     if start_from is not None:
         arch = read_meta(start_from)["arch"] if arch is None else arch
@@ -320,33 +328,45 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}
-    t = time.time()
-    _log(f"[1/3] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
+    total = 1 + 2 * passes
+    _log(f"[1/{total}] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
     stages["sparse"] = train_model(arch, data, out / "sparse", train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
                                    progress=progress, resume=resume, start_from=start_from)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
-    t = time.time()
-    _log(f"[2/3] pruning {percent:.0%} of channels → {out / 'pruned'}")
-    sparse_sha = stages["sparse"]["weights_sha256"]
-    if resume and _finished(out / "pruned", True, parent_sha=sparse_sha) and _same_prune(
-            out / "pruned", percent, min_keep, round_to):
-        stages["pruned"] = read_meta(out / "pruned")
-    elif is_main_process():
-        stages["pruned"] = prune_model(out / "sparse", out / "pruned", percent=percent, min_keep=min_keep,
-                                       round_to=round_to, data=data, device=device)
-        _sync_and_read(out / "pruned")
-    else:
-        stages["pruned"] = _sync_and_read(out / "pruned")
-    times["pruned"] = stages["pruned"]["pruning"].get("wall_time_s", round(time.time() - t, 1))
-    if stages["pruned"].get("accuracy") is not None:
-        _log(f"      accuracy right after pruning: {stages['pruned']['accuracy']:.2%}")
-    _log(f"[3/3] fine-tuning ({finetune_recipe.epochs} epochs) → {out / 'finetuned'}")
-    stages["finetuned"] = finetune_model(out / "pruned", data, out / "finetuned", finetune_recipe,
-                                         distill_dir=(out / "sparse") if distill else None, device=device,
-                                         seed=seed, compile=compile, progress=progress, resume=resume)
-    times["finetuned"] = stages["finetuned"]["training"]["wall_time_s"]
+    source = out / "sparse"
+    for k in range(1, passes + 1):
+        suffix = "" if passes == 1 else f"-{k}"
+        where = out if passes == 1 else out / f"pass{k}"
+        pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
+        step = 2 * k
+        t = time.time()
+        _log(f"[{step}/{total}] pruning {percent:.0%} of channels → {pruned_dir}")
+        parent_sha = read_meta(source)["weights_sha256"]
+        if resume and _finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(
+                pruned_dir, percent, min_keep, round_to):
+            pruned = read_meta(pruned_dir)
+        elif is_main_process():
+            pruned = prune_model(source, pruned_dir, percent=percent, min_keep=min_keep, round_to=round_to,
+                                 data=data, device=device)
+            _sync_and_read(pruned_dir)
+        else:
+            pruned = _sync_and_read(pruned_dir)
+        stages["pruned" + suffix] = pruned
+        times["pruned" + suffix] = pruned["pruning"].get("wall_time_s", round(time.time() - t, 1))
+        if pruned.get("accuracy") is not None:
+            _log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
+        keep_sparse = sparsity if k < passes else 0.0
+        _log(f"[{step + 1}/{total}] fine-tuning ({finetune_recipe.epochs} epochs"
+             f"{f', λ={keep_sparse}' if keep_sparse else ''}) → {tuned_dir}")
+        tuned = finetune_model(pruned_dir, data, tuned_dir, finetune_recipe,
+                               distill_dir=(out / "sparse") if distill else None, device=device, seed=seed,
+                               compile=compile, progress=progress, resume=resume, sparsity=keep_sparse)
+        stages["finetuned" + suffix] = tuned
+        times["finetuned" + suffix] = tuned["training"]["wall_time_s"]
+        source = tuned_dir
     summary = build_summary(stages, times, data, percent, sparsity)
+    summary["passes"] = passes
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
@@ -370,29 +390,36 @@ def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, 
             "macs_reduction": 1 - meta["macs"] / base["macs"],
             "wall_time_s": times.get(name),
         }
+        if "pruning" in meta and name.startswith("pruned"):
+            rows[name]["accuracy_uncalibrated"] = meta["pruning"].get("accuracy_uncalibrated")
+    pruned = [m for n, m in stages.items() if n.startswith("pruned")]
+    first, last = pruned[0]["pruning"], pruned[-1]["pruning"]
     return {"format": "compress.summary/1", "arch": base["arch"], "arch_kwargs": base["arch_kwargs"],
             "data": data.describe(), "percent": percent, "sparsity": sparsity,
-            "channels_before": stages["pruned"]["pruning"]["channels_before"],
-            "channels_after": stages["pruned"]["pruning"]["channels_after"],
-            "pruned_accuracy_uncalibrated": stages["pruned"]["pruning"].get("accuracy_uncalibrated"),
-            "bn_recalibration_images": stages["pruned"]["pruning"].get("bn_recalibration_images", 0),
+            "channels_before": first["channels_before"], "channels_after": last["channels_after"],
+            "pruned_accuracy_uncalibrated": first.get("accuracy_uncalibrated"),
+            "bn_recalibration_images": first.get("bn_recalibration_images", 0),
             "stages": rows, "command": command_line()}
 
 
 def summary_markdown(s: dict) -> str:
     lines = [f"# Slimming summary: {s['arch']}", "",
-             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned {s['percent']:.0%} of BN channels "
-             f"({s['channels_before']} → {s['channels_after']} prunable channels).", "",
-             "| stage | accuracy | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs | wall time |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned {s['percent']:.0%} of BN channels"
+             + (f" per pass, {s['passes']} passes" if s.get("passes", 1) > 1 else "")
+             + f" ({s['channels_before']} → {s['channels_after']} prunable channels).", "",
+             "| stage | accuracy | before BN re-estimation | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs "
+             "| wall time |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in s["stages"].items():
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        raw = r.get("accuracy_uncalibrated")
+        raw = "" if raw is None or raw == r["accuracy"] else f"{raw:.2%}"
         wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
-        lines.append(f"| {name} | {acc} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
+        lines.append(f"| {name} | {acc} | {raw} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
-    if s.get("bn_recalibration_images") and s.get("pruned_accuracy_uncalibrated") is not None:
-        lines += ["", f"The pruned model's BN statistics were re-estimated on {s['bn_recalibration_images']} "
-                      f"training images (no weight update); before that it scored "
-                      f"{s['pruned_accuracy_uncalibrated']:.2%}."]
+    if s.get("bn_recalibration_images"):
+        lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
+                      "training images (no weight update); the column before it shows the accuracy right after "
+                      "pruning without that."]
     lines += ["", f"Command: `{s['command']}`", ""]
     return "\n".join(lines)

@@ -36,14 +36,18 @@ from compress.cli.options import (
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Fine-tuning peak learning rate (default: the recipe's).")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--min-keep", type=click.FloatRange(0, 1), default=None,
+              help="Floor: every layer keeps at least this fraction per pruning (default 0.2; 0.5 with --passes > 1).")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
+@click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Multi-pass slimming (paper Table 4): prune --percent of the remaining channels per pass, "
+                   "at most half of any layer (--min-keep 0.5 unless given), fine-tune after each pass.")
 @arch_options
 @data_options
 @recipe_options()
 def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep,
-         round_to, distill, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
+         round_to, distill, passes, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
          batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
 
@@ -77,6 +81,8 @@ def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epoc
         recipe = recipe or "paper"
         percent = 0.7 if percent is None else percent
     _percent(percent)
+    if min_keep is None:
+        min_keep = 0.5 if passes > 1 else 0.2
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
     out = out or Path("runs") / f"slim-{arch.replace(':', '.')}"
@@ -88,11 +94,12 @@ def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epoc
                        percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=kwargs, min_keep=min_keep, round_to=round_to,
                        distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
-                       start_from=start_from)
+                       start_from=start_from, passes=passes)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))
-    click.echo(f"Wrote {out}/sparse, {out}/pruned, {out}/finetuned, {out}/summary.json")
+    final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
+    click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
     if preset == "quick":
         click.echo("Next: the paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
                    "--data cifar10 --out runs/vgg19-paper")
