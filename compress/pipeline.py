@@ -115,10 +115,21 @@ def _check_out_dir(out: Path) -> None:
 
 def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
                 arch_kwargs: dict | None = None, device=None, seed: int = 0, resume: bool = True,
-                compile: bool = False, progress: bool = True, start_from: str | Path | None = None) -> dict:
+                compile: bool = False, progress: bool = True, start_from: str | Path | None = None,
+                like: str | Path | None = None) -> dict:
     """Train `arch` from scratch, or continue from the weights of the model directory `start_from`
-    (sparse training of an already trained network: how slimming is used on a real deployment)."""
+    (sparse training of an already trained network: how slimming is used on a real deployment).
+
+    With `like` (a pruned model directory), train that pruned architecture from a fresh initialization
+    on the same compute budget as the unpruned network's `recipe.epochs` ("Scratch-B", Liu et al.,
+    ICLR 2019): epochs scale by the MACs ratio, at most doubled, as in that paper.
+    """
     out = Path(out)
+    if like is not None:
+        if start_from is not None:
+            raise CompressError("--like and --from exclude each other")
+        return _train_like(like, data, out, recipe, sparsity=sparsity, device=device, seed=seed, resume=resume,
+                           compile=compile, progress=progress)
     parent = None
     if start_from is not None:
         parent = read_meta(start_from)
@@ -186,6 +197,83 @@ def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Re
     finish(out)
     _sync_and_read(out)
     return saved
+
+
+def scratch_b_epochs(epochs: int, macs_unpruned: int, macs_pruned: int) -> int:
+    """Epochs that spend the unpruned network's training compute on the pruned one, capped at 2×."""
+    ratio = macs_unpruned / max(macs_pruned, 1)
+    return max(epochs, min(2 * epochs, round(epochs * ratio)))
+
+
+def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dict:
+    import dataclasses
+
+    from compress.artifact import build_model
+
+    pruned = read_meta(like)
+    unpruned_macs = (pruned.get("origin") or {}).get("macs") or (pruned.get("pruning") or {}).get("macs_before")
+    if not unpruned_macs:
+        raise CompressError(f"{like} records no unpruned MACs (is it a pruned model directory?)")
+    epochs = scratch_b_epochs(recipe.epochs, int(unpruned_macs), int(pruned["macs"]))
+    budget = {"like": str(like), "base_epochs": recipe.epochs, "epochs": epochs,
+              "macs_ratio": round(int(unpruned_macs) / int(pruned["macs"]), 4)}
+    _log(f"Scratch-B: {pruned['arch']} at the widths of {like}, {epochs} epochs "
+         f"({recipe.epochs} × MACs ratio {budget['macs_ratio']:.2f}, capped at 2×)")
+    recipe = dataclasses.replace(recipe, epochs=epochs)
+    out = Path(out)
+    settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
+                "sparsity": kw["sparsity"]}
+    if _finished(out, kw["resume"]):
+        done = (read_meta(out).get("training") or {}).get("settings")
+        if done == json.loads(json.dumps(settings, default=str)):
+            _log(f"{out} is already trained; keeping it")
+            return read_meta(out)
+        raise CompressError(f"{out} holds a model trained with other settings; use another --out or --no-resume")
+    _check_out_dir(out)
+    if getattr(data, "input_size", None) is None and hasattr(data, "input_size"):
+        data.input_size = int(pruned["input_size"][-1])
+    train, test = data.split("train"), data.split("test")
+    _check_classes(pruned, train)
+    torch.manual_seed(kw["seed"])
+    model = build_model(pruned)
+    _fresh_init(model, pruned["arch"])
+    norm = pruned["normalization"]
+    (out / "model.json").unlink(missing_ok=True)
+    t0 = time.time()
+    result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], sparsity=kw["sparsity"],
+                 device=kw["device"], seed=kw["seed"], resume=kw["resume"], compile=kw["compile"],
+                 progress=kw["progress"], desc="scratch-B", tag=_tag(settings))
+    if not is_main_process():
+        return _sync_and_read(out)
+    meta = {key: pruned[key] for key in ("arch", "arch_kwargs", "classes", "input_size", "normalization")}
+    meta.update(accuracy=result["last"]["test_accuracy"], best_accuracy=result["best"]["test_accuracy"],
+                data=data.describe(), command=command_line(), scratch_b=budget,
+                origin=pruned.get("origin"),
+                training={"recipe": result["recipe"], "sparsity": kw["sparsity"], "seed": kw["seed"],
+                          "wall_time_s": _wall_time(result, t0),
+                          "settings": json.loads(json.dumps(settings, default=str))})
+    model.cpu()
+    saved = save_model_dir(model, out, meta)
+    finish(out)
+    _sync_and_read(out)
+    return saved
+
+
+def _fresh_init(model, arch: str) -> None:
+    """Initialize every layer the way the architecture family does, so no weight is inherited and
+    resized layers are not left with PyTorch's defaults beside re-used ones."""
+    from models import parse_name
+    from models._common import init_batchnorm, init_conv_linear
+    from models.user import is_import_path
+
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+    if not is_import_path(arch) and parse_name(arch)[0] in ("vgg", "preresnet", "densenet"):
+        init_conv_linear(model)
+        init_batchnorm(model, 0.5)
 
 
 def _wall_time(result: dict, t0: float) -> float:

@@ -22,6 +22,9 @@ from compress.cli.options import (
                                            "or package.module:Class for your own nn.Module.")
 @click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
               help="Continue from this model directory's weights (e.g. made by `compress import`).")
+@click.option("--like", "like", type=click.Path(path_type=Path), default=None,
+              help="Scratch-B: train this pruned model directory's architecture from scratch, with --epochs "
+                   "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
 @click.option("--sparsity", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet).")
@@ -31,7 +34,7 @@ from compress.cli.options import (
 @arch_options
 @data_options
 @recipe_options()
-def train(arch, start_from, out, sparsity, epochs, width, bn_init, arch_kwargs_json, data_spec, train_limit,
+def train(arch, start_from, like, out, sparsity, epochs, width, bn_init, arch_kwargs_json, data_spec, train_limit,
           test_limit, seed, input_size, data_mode, lr, batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Train a network, optionally with the L1 sparsity penalty on BN γ.
 
@@ -42,13 +45,13 @@ def train(arch, start_from, out, sparsity, epochs, width, bn_init, arch_kwargs_j
     """
     from compress.pipeline import train_model
 
-    if arch is None and start_from is None:
-        raise click.UsageError("give --arch, or --from a model directory")
+    if arch is None and start_from is None and like is None:
+        raise click.UsageError("give --arch, --from a model directory, or --like a pruned one")
     kwargs = {**_arch_kwargs(width, bn_init), **parse_arch_kwargs(arch_kwargs_json)}
     if start_from is not None and kwargs:
         raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
     meta = train_model(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                        _recipe(recipe, epochs, batch_size, lr, weight_decay), sparsity=sparsity,
                        arch_kwargs=kwargs, device=device, seed=seed,
-                       resume=not no_resume, compile=compile_, start_from=start_from)
+                       resume=not no_resume, compile=compile_, start_from=start_from, like=like)
     click.echo(f"{out}: test accuracy {meta['accuracy']:.2%}, {meta['params']:,} params, {meta['macs']:,} MACs")
