@@ -397,14 +397,15 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
-         passes: int = 1) -> dict:
+         passes: int = 1, sparse_dir: str | Path | None = None) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
 
     With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
     its trained weights instead of from scratch. With `passes` > 1 (the paper's multi-pass scheme),
     prune-and-fine-tune repeats: each pass prunes `percent` of the remaining channels by one global
     threshold, never more than 1 − `min_keep` of any layer, and every fine-tuning but the last keeps the
-    sparsity penalty so that the next pass finds polarized γ again.
+    sparsity penalty so that the next pass finds polarized γ again. `sparse_dir` puts the sparse stage
+    elsewhere than OUT/sparse, so that several runs (pruning ratios) can share one sparse model.
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
@@ -417,12 +418,13 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
     times = {}
     stages = {}
     total = 1 + 2 * passes
-    _log(f"[1/{total}] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
-    stages["sparse"] = train_model(arch, data, out / "sparse", train_recipe, sparsity=sparsity,
+    sparse_dir = Path(sparse_dir) if sparse_dir is not None else out / "sparse"
+    _log(f"[1/{total}] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {sparse_dir}")
+    stages["sparse"] = train_model(arch, data, sparse_dir, train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
                                    progress=progress, resume=resume, start_from=start_from)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
-    source = out / "sparse"
+    source = sparse_dir
     for k in range(1, passes + 1):
         suffix = "" if passes == 1 else f"-{k}"
         where = out if passes == 1 else out / f"pass{k}"
@@ -448,7 +450,7 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
         _log(f"[{step + 1}/{total}] fine-tuning ({finetune_recipe.epochs} epochs"
              f"{f', λ={keep_sparse}' if keep_sparse else ''}) → {tuned_dir}")
         tuned = finetune_model(pruned_dir, data, tuned_dir, finetune_recipe,
-                               distill_dir=(out / "sparse") if distill else None, device=device, seed=seed,
+                               distill_dir=sparse_dir if distill else None, device=device, seed=seed,
                                compile=compile, progress=progress, resume=resume, sparsity=keep_sparse)
         stages["finetuned" + suffix] = tuned
         times["finetuned" + suffix] = tuned["training"]["wall_time_s"]
