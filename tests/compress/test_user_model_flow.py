@@ -49,3 +49,53 @@ def test_own_class_through_the_cli_chain(tmp_path):
     assert (tmp_path / "R.onnx").stat().st_size > 0
     out = _run(tmp_path, "eval", "R.onnx", "--data", data, "--json")
     assert json.loads(out.stdout)["images"] == 32
+
+
+USER_SCRIPT = '''
+import sys
+import torch
+import torch.nn.functional as F
+import compress
+from mynets import MyNet
+
+out = sys.argv[1]
+torch.manual_seed(0)
+model = MyNet(width=8, num_classes=2)
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+reg = compress.SparsityRegularizer(model, 1e-3)
+for step in range(4):
+    x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 2, (8,))
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    reg.step(opt)
+    opt.step()
+plan = compress.prune(model.eval(), torch.zeros(1, 3, 64, 64), percent=0.4)
+plan.save(out + "-plan.json")
+compress.save_model(model, out, arch_kwargs={"width": 8, "num_classes": 2}, classes=["cat", "dog"],
+                    input_size=64, mean=[0.5] * 3, std=[0.25] * 3)
+print(plan.channels_before, plan.channels_after)
+'''
+
+
+@pytest.mark.slow
+def test_own_class_in_python_then_the_cli_in_a_new_process(tmp_path):
+    write_user_module(tmp_path)
+    (tmp_path / "user_script.py").write_text(USER_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    proc = subprocess.run([sys.executable, "user_script.py", "M"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    before, after = map(int, proc.stdout.split())
+    assert after < before
+    meta = json.loads((tmp_path / "M" / "model.json").read_text())
+    assert meta["arch"] == "mynets:MyNet" and meta["input_size"] == [3, 64, 64]
+    data = make_image_folder(tmp_path / "imgs", per_class=4, size=64)
+    ev = _run(tmp_path, "eval", "M", "--data", data, "--json")
+    assert json.loads(ev.stdout)["images"] == 8
+    _run(tmp_path, "export", "M", "--onnx", "M.onnx")
+    bench = _run(tmp_path, "bench", "M.onnx", "--batch", "1", "--iters", "5", "--warmup", "1",
+                 "--report", "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    rows = report["variants"][0]["latency"]
+    assert rows and rows[0]["status"] == "ok" and rows[0]["end_to_end"]["p50_ms"] > 0, bench.stdout
