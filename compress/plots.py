@@ -57,7 +57,7 @@ def gamma_histogram(stages: Mapping[str, Sequence[float]], path: str | Path, *, 
     lo = math.log10(GAMMA_FLOOR)
     bins = [10 ** (lo + (hi - lo) * i / 60) for i in range(61)]
     Figure, Canvas = pyplot_free_figure()
-    fig = Figure(figsize=(6.8, 1.0 + 1.9 * len(data)))
+    fig = Figure(figsize=(6.8, 1.0 + 1.9 * len(data)), layout="constrained")
     for i, (name, vals) in enumerate(data.items()):
         ax = fig.add_subplot(len(data), 1, i + 1)
         ax.hist(vals, bins=bins, color=f"C{i}")
@@ -81,7 +81,7 @@ def kept_channels(layers: Sequence[str], before: Sequence[int], after: Sequence[
     if not (len(layers) == len(before) == len(after)) or not layers:
         raise CompressError("kept_channels needs equally long, non-empty layers, before and after")
     Figure, Canvas = pyplot_free_figure()
-    fig = Figure(figsize=(max(6.0, 0.38 * len(layers) + 2), 4.2))
+    fig = Figure(figsize=(max(6.0, 0.38 * len(layers) + 2), 4.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     xs = list(range(len(layers)))
     ax.bar(xs, before, color="0.8", label="before")
@@ -129,7 +129,7 @@ def training_curves(stages: Mapping[str, Sequence[Mapping]], path: str | Path, *
     if not stages:
         raise CompressError("training_curves needs at least one stage with metrics")
     Figure, Canvas = pyplot_free_figure()
-    fig = Figure(figsize=(7.0, 7.0))
+    fig = Figure(figsize=(7.0, 7.0), layout="constrained")
     panels = [("test_accuracy", "test accuracy"), ("train_loss", "training loss"),
               ("gamma_under_1e-3", "γ under 1e-3")]
     axes = [fig.add_subplot(3, 1, i + 1) for i in range(3)]
