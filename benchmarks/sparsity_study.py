@@ -142,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--percent", type=float, default=0.5)
     ap.add_argument("--ft-lr", type=float, default=0.1, help="fine-tuning peak LR (fast recipe's is 0.1)")
+    ap.add_argument("--no-ft", action="store_true", help="stop after pruning (fine-tune later with --ft-lrs)")
     ap.add_argument("--ft-lrs", default=None, help="comma-separated peak LRs: sweep fine-tuning on the variant's "
                                                   "pruned model (needs the variant's sparse weights)")
     args = ap.parse_args(argv)
@@ -205,6 +206,10 @@ def main(argv=None) -> int:
     _, result["pruned_floor_off"] = prune_eval(model, args.percent, test, mean, std, min_keep=0.0)
     print(f"  pruned (no BN re-estimation): floor 0.2 {result['pruned_floor0.2']['accuracy']:.4f}, "
           f"floor off {result['pruned_floor_off']['accuracy']:.4f}", flush=True)
+    if args.no_ft:
+        result["train_time_s"] = start_time + sparse_time
+        (args.results / f"{args.variant}.json").write_text(json.dumps(result, indent=1))
+        return 0
     result["finetuned"] = finetune(pruned, v["ft"], args.ft_lr, train, test, mean, std,
                                    work / f"{args.variant}-ft")
     result["train_time_s"] = start_time + sparse_time + result["finetuned"]["train_time_s"]
