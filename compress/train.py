@@ -21,6 +21,8 @@ from compress.errors import CompressError
 from compress.sparsity import optimizer_groups, regularizer_for
 
 STATE_DIR = "train_state"
+# Peak fine-tuning LR per recipe, from the sweep in benchmarks/results/sparsity_study.md.
+FINETUNE_LR = {"fast": 0.1}
 
 
 @dataclass
@@ -54,6 +56,13 @@ class Recipe:
             raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(presets)}")
         fields = {**presets[name], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**fields)
+
+    @classmethod
+    def finetuning(cls, name: str, **overrides) -> "Recipe":
+        """The recipe for fine-tuning a pruned model: `paper` is the paper's (same as training); `fast`
+        uses the peak learning rate measured for fine-tuning (benchmarks/results/sparsity_study.md)."""
+        measured = {"fast": {"lr": FINETUNE_LR["fast"]}}
+        return cls.named(name, **{**measured.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
 
     def lr_at(self, progress: float) -> float:
         """Learning rate at `progress` epochs (fractional) into training."""

@@ -187,3 +187,17 @@ def test_polarization_on_hand_made_gammas():
     assert flat["gamma_pruned_max"] == pytest.approx(0.5)
     # Negative γ count by magnitude.
     assert polarization_of(-g, percent=0.5) == p
+
+
+def test_warmup_is_bounded_by_a_tenth_of_the_run():
+    from compress.train import FINETUNE_LR, Recipe
+
+    short = Recipe.named("fast", epochs=1)  # asks for 1 warm-up epoch
+    assert short.warmup == pytest.approx(0.1)
+    assert short.lr_at(0.1) == pytest.approx(0.1)  # peak reached after a tenth, then decays
+    assert short.lr_at(0.99) < 0.01
+    assert Recipe.named("fast", epochs=30).warmup == 1.0
+    ft = Recipe.finetuning("fast", epochs=5)
+    assert ft.lr == FINETUNE_LR["fast"] and ft.warmup == pytest.approx(0.5)
+    assert Recipe.finetuning("fast", epochs=5, lr=0.3).lr == 0.3
+    assert Recipe.finetuning("paper").lr == Recipe.named("paper").lr
