@@ -59,6 +59,9 @@ VARIANTS = {
                     sparsity=SparsityConfig(Budget(1.0), "proximal", gamma_decay=False)),
     "prox-b2-ramp": dict(start=0, sparse=10, ft=5,
                          sparsity=SparsityConfig(Budget(2.0), "proximal", ramp=0.5, gamma_decay=False)),
+    # one schedule, no pipeline change: λ off for the first half, then the whole budget in the second
+    "delay-prox-b1": dict(start=0, sparse=10, ft=5,
+                          sparsity=SparsityConfig(Budget(1.0), "proximal", ramp=(0.5, 0.5), gamma_decay=False)),
     "prox-b1-ramp-wd": dict(start=0, sparse=10, ft=5,
                             sparsity=SparsityConfig(Budget(1.0), "proximal", ramp=0.5, gamma_decay=True)),
 }
@@ -132,6 +135,29 @@ def machine() -> dict:
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
+def table(results: Path) -> str:
+    """The markdown table of every variant's JSON in `results`."""
+    rows = ["| variant | update | strength | γ wd | ramp | epochs (plain+sparse+ft) | sparse acc. | γ < 1e-3 | "
+            "γ < 1e-2 | pruned 50%, floor 0.2, no re-est. | floor off | params −(floor 0.2) | fine-tuned | "
+            "training time |",
+            "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for path in sorted(results.glob("*.json")):
+        r = json.loads(path.read_text())
+        if "sparse" not in r:
+            continue
+        sp = r["sparsity"]
+        strength = f"P = {sp['budget']}" if "budget" in sp else f"λ = {sp['strength']}"
+        ft = r.get("finetuned")
+        rows.append(
+            f"| {r['variant']} | {sp['mode']} | {strength} | {'yes' if sp.get('gamma_decay') else 'no'} | "
+            f"{sp.get('ramp') or '—'} | {r['start_epochs']}+{r['sparse_epochs']}+{r['finetune_epochs']} | "
+            f"{r['sparse']['accuracy']:.2%} | {r['sparse']['gamma_under_1e-3']:.1%} | "
+            f"{r['sparse']['gamma_under_1e-2']:.1%} | {r['pruned_floor0.2']['accuracy']:.2%} | "
+            f"{r['pruned_floor_off']['accuracy']:.2%} | {r['pruned_floor0.2']['params_reduction']:.1%} | "
+            f"{'not run' if ft is None else format(ft['accuracy'], '.2%')} | {r['train_time_s']:.0f} s |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", choices=sorted(VARIANTS))
@@ -145,7 +171,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-ft", action="store_true", help="stop after pruning (fine-tune later with --ft-lrs)")
     ap.add_argument("--ft-lrs", default=None, help="comma-separated peak LRs: sweep fine-tuning on the variant's "
                                                   "pruned model (needs the variant's sparse weights)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of the results so far")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.results))
+        return 0
     if args.list or not args.variant:
         for name, v in VARIANTS.items():
             print(f"{name:18s} start {v['start']} sparse {v['sparse']} ft {v['ft']} {describe(v['sparsity'])}")
