@@ -457,9 +457,46 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
         source = tuned_dir
     summary = build_summary(stages, times, data, percent, sparsity)
     summary["passes"] = passes
+    summary["plots"] = write_plots(out, sparse_dir, stages, passes)
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[str]:
+    """The γ histogram after each stage (the paper's Figure 4), kept channels per layer and the training
+    curves, as PNGs beside summary.md. A plot that fails is reported, never fatal to a finished run."""
+    from safetensors.torch import load_file
+
+    from compress import plots
+    from compress.artifact import WEIGHTS
+
+    dirs = {"sparse": sparse_dir}
+    for k in range(1, passes + 1):
+        where = out if passes == 1 else out / f"pass{k}"
+        suffix = "" if passes == 1 else f"-{k}"
+        dirs["pruned" + suffix] = where / "pruned"
+        dirs["finetuned" + suffix] = where / "finetuned"
+    written = []
+    try:
+        gammas = {}
+        for name, d in dirs.items():
+            bn_names = {n for n, w in stages[name]["widths"].items() if w["type"] == "BatchNorm2d"}
+            state = load_file(str(d / WEIGHTS))
+            gammas[name] = [state[f"{n}.weight"] for n in bn_names if f"{n}.weight" in state]
+        first_plan = json.loads((dirs["pruned" + ("" if passes == 1 else "-1")] / "plan.json").read_text())
+        written.append(plots.gamma_histogram(gammas, out / "gamma_histogram.png",
+                                             threshold=first_plan.get("threshold")).name)
+        for k in range(1, passes + 1):
+            suffix = "" if passes == 1 else f"-{k}"
+            plan = json.loads((dirs["pruned" + suffix] / "plan.json").read_text())
+            written.append(plots.kept_channels_from_plan(plan, out / f"kept_channels{suffix}.png").name)
+        curves = {name: plots.read_metrics(d / "metrics.jsonl") for name, d in dirs.items()
+                  if (d / "metrics.jsonl").exists()}
+        written.append(plots.training_curves(curves, out / "training_curves.png").name)
+    except Exception as exc:  # noqa: BLE001 - plots must not cost a finished run
+        _log(f"warning: plots not written: {type(exc).__name__}: {exc}")
+    return written
 
 
 def _same_prune(pruned_dir: Path, percent, min_keep, round_to) -> bool:
@@ -511,5 +548,7 @@ def summary_markdown(s: dict) -> str:
         lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
                       "training images (no weight update); the column before it shows the accuracy right after "
                       "pruning without that."]
+    if s.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in s["plots"]]
     lines += ["", f"Command: `{s['command']}`", ""]
     return "\n".join(lines)

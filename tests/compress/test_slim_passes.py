@@ -32,6 +32,10 @@ def test_three_passes_prune_further_each_time_and_resume(tmp_path, cifar10_archi
         assert all(g["channels_after"] * 2 >= g["channels_before"] for g in plan["groups"])
     md = (out / "summary.md").read_text()
     assert "3 passes" in md and "finetuned-3" in md
+    assert summary["plots"] == ["gamma_histogram.png", "kept_channels-1.png", "kept_channels-2.png",
+                                "kept_channels-3.png", "training_curves.png"]
+    for name in summary["plots"]:
+        assert (out / name).stat().st_size > 1000 and f"]({name})" in md
     # Intermediate fine-tunings keep the sparsity penalty, the last one does not.
     assert json.loads((out / "pass1" / "finetuned" / "metrics.jsonl").read_text().splitlines()[0])[
         "sparsity_lambda"] > 0
