@@ -99,3 +99,26 @@ def test_own_class_in_python_then_the_cli_in_a_new_process(tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     rows = report["variants"][0]["latency"]
     assert rows and rows[0]["status"] == "ok" and rows[0]["end_to_end"]["p50_ms"] > 0, bench.stdout
+
+
+@pytest.mark.slow
+def test_torchvision_checkpoint_import_slim_export_quantize_bench(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "r18.pth")
+    data = make_image_folder(tmp_path / "imgs", per_class=8, size=64)
+    _run(tmp_path, "import", "r18.pth", "--arch", "resnet18", "--input-size", 64, "--data", data, "--out", "M")
+    meta = json.loads((tmp_path / "M" / "model.json").read_text())
+    assert meta["arch_kwargs"]["image_size"] == 64 and meta["widths"]["conv1"]["in_channels"] == 3
+    _run(tmp_path, "slim", "--from", "M", "--data", data, "--percent", 0.3, "--epochs", 1, "--finetune-epochs", 1,
+         "--batch-size", 8, "--out", "R")
+    summary = json.loads((tmp_path / "R" / "summary.json").read_text())
+    assert summary["stages"]["finetuned"]["macs"] < summary["stages"]["sparse"]["macs"]
+    _run(tmp_path, "export", "R/finetuned", "--onnx", "r18.onnx", "--data", data)
+    _run(tmp_path, "quantize", "r18.onnx", "--data", data, "--calib-images", 8, "--out", "r18-int8.onnx")
+    assert (tmp_path / "r18-int8.onnx").stat().st_size < (tmp_path / "r18.onnx").stat().st_size
+    _run(tmp_path, "bench", "r18.onnx", "r18-int8.onnx", "--batch", "1", "--iters", "5", "--warmup", "1",
+         "--report", "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [v["status"] for v in report["variants"]] == ["ok", "ok"]
