@@ -11,7 +11,7 @@ import re
 
 import torch.nn as nn
 
-__all__ = ["create_model", "available_models", "UnknownArchError", "parse_name"]
+__all__ = ["create_model", "resolved_kwargs", "available_models", "UnknownArchError", "parse_name"]
 
 OWN_EXAMPLES = ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet20", "preresnet56", "preresnet110",
                 "preresnet164", "densenet40", "densenet100"]
@@ -72,11 +72,24 @@ def _check_kwargs(name: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
                          f"it accepts {', '.join(allowed)}")
 
 
+def resolved_kwargs(name: str, kwargs: dict) -> dict:
+    """The kwargs to record next to `name` (in model.json) so that create_model(name, **result)
+    rebuilds exactly the model that create_model(name, **kwargs) builds: choices that other
+    arguments imply (a torchvision network's stem, from image_size) are written out."""
+    family, _fixed = parse_name(name)
+    if family != "torchvision":
+        return dict(kwargs)
+    from .tv import resolved_kwargs as tv_resolved
+
+    return tv_resolved(_fixed["name"], kwargs)
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
     """Build an untrained model; all families take 3x32x32 inputs by default.
 
     vgg*: width, bn_init, cfg. preresnet*: width, bn_init. densenet*: width, growth_rate,
-    bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options.
+    bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options
+    (torchvision's ImageNet stem at image_size >= 64, so its state_dicts load there).
     bn_init (default 0.5) sets every BatchNorm γ; None keeps PyTorch's 1.0.
     """
     family, fixed = parse_name(name)
