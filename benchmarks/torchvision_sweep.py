@@ -45,6 +45,19 @@ PARITY_BATCH = 8
 # Training holds weights, gradients, momentum and torch-pruning's traced graph: ~16 bytes a parameter,
 # which for regnet_y_128gf (644M) is more than this shared 23 GiB machine can give one job.
 DEFAULT_MAX_PARAMS = 200_000_000
+# Diagnoses of the failures met so far, matched against a row's error and the frame that raised it.
+# A failure that matches none is reported as undiagnosed rather than guessed at.
+CAUSES = [
+    (r"update_reshape_index_mapping",
+     "torch-pruning limitation: its dependency graph cannot trace channel_shuffle's 5-D view/transpose "
+     "(VainF/Torch-Pruning#14), so no graph is built"),
+    (r"INDICES element is out of DATA bounds.*prune|prune.*INDICES element is out of DATA bounds",
+     "our slimming code: grouped (not depthwise) conv; prune() keeps different channel positions in each "
+     "group, torch-pruning's ConvPruner.prune_in_channels needs the same positions in every group "
+     "(fix proposed for compress/slimming.py)"),
+    (r"has no BatchNorm", "no BatchNorm2d layers: not slimmable by design (network slimming prunes by BN γ)"),
+    (r"^not run: ", "not attempted"),
+]
 DIAGNOSIS_MARK = "<!-- hand-written diagnosis below: the script keeps everything after this line -->"
 
 
@@ -264,6 +277,16 @@ def _arrow(before, after) -> str:
     return f"{_fmt_count(before)} → {_fmt_count(after)} ({100 * (after - before) / before:+.0f}%)"
 
 
+def _cause(row: dict) -> str:
+    if row.get("ok"):
+        return ""
+    text = f"{row.get('stage', '')} {row.get('error', '')} {row.get('where', '')}"
+    for pattern, cause in CAUSES:
+        if re.search(pattern, row.get("error", "")) or re.search(pattern, text):
+            return cause
+    return "undiagnosed"
+
+
 def _reason(row: dict) -> str:
     if row.get("ok"):
         return "✓"
@@ -296,7 +319,8 @@ def markdown(rows: list[dict], header: dict) -> str:
         "each network ran in its own `nice -n 10` subprocess with one torch thread, on a VM shared with "
         "other jobs (times are indicative only)  ",
         f"Versions: torch {torch.__version__}, torchvision {torchvision.__version__}, torch-pruning "
-        f"{torch_pruning.__version__}, Python {platform.python_version()}",
+        f"{_dist_version('torch-pruning')} (its __version__ says {torch_pruning.__version__}), onnxruntime "
+        f"{_dist_version('onnxruntime')}, onnx {_dist_version('onnx')}, Python {platform.python_version()}",
         "",
         f"Per network: `create_model(name, num_classes=10, image_size=S)` at the smallest S of {list(SIZES)} "
         f"it runs at (torchvision's own stems at 64 px and more), {STEPS} SGD steps (batch {TRAIN_BATCH}, "
@@ -309,8 +333,8 @@ def markdown(rows: list[dict], header: dict) -> str:
         f"**{ok} of {len(rows)} networks pass.**",
         "",
         "| network | input | BN2d | params before → after | MACs before → after | channels kept | "
-        "max \\|Δlogit\\| | max \\|logit\\| | top-1 agree | time | result |",
-        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "max \\|Δlogit\\| | max \\|logit\\| | top-1 agree | time | result | cause |",
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for r in sorted(rows, key=lambda r: r["name"]):
         kept = (f"{r['channels_after']}/{r['channels_before']}" if r.get("channels_before") else "")
@@ -322,8 +346,17 @@ def markdown(rows: list[dict], header: dict) -> str:
         lines.append(f"| {r['name']} | {size} | {r.get('batchnorm2d', '')} | "
                      f"{_arrow(r.get('params_before'), r.get('params_after'))} | "
                      f"{_arrow(r.get('macs_before'), r.get('macs_after'))} | {kept} | {diff} | {scale} | {agree} | {wall} | "
-                     f"{_reason(r).replace('|', '/')} |")
+                     f"{_reason(r).replace('|', '/')} | {_cause(r)} |")
     return "\n".join(lines) + "\n"
+
+
+def _dist_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
 
 
 def _cpu_flags() -> str:
@@ -374,10 +407,16 @@ def main(argv=None) -> int:
                         help="raw rows (default next to the table)")
     parser.add_argument("--update", action="store_true",
                         help="re-run only --names and merge them into the rows already in --json")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the table from --json; run nothing")
     parser.add_argument("--log-dir", type=Path, default=Path(tempfile.gettempdir()) / "torchvision_sweep_logs")
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args.worker)
+    if args.report_only:
+        stored = json.loads(args.json.read_text())
+        write_report(args.out, markdown(stored["rows"], stored["header"]))
+        print(f"table rewritten from {args.json} into {args.out}")
+        return 0
     known = torchvision_names()
     names = known if not args.names else [n.strip() for n in args.names.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
