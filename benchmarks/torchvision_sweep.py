@@ -70,12 +70,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _build_at_smallest_size(name: str):
-    from models import create_model
+    from models import TV_PREFIX, create_model
 
     refused = []
     for size in SIZES:
         try:
-            return create_model(name, num_classes=10, image_size=size), size, refused
+            # tv_ keeps torchvision's vgg11 / densenet121 from resolving to our CIFAR families of that name
+            return create_model(TV_PREFIX + name, num_classes=10, image_size=size), size, refused
         except ValueError as exc:
             if "does not run on" not in str(exc):
                 raise
@@ -322,7 +323,7 @@ def markdown(rows: list[dict], header: dict) -> str:
         f"{_dist_version('torch-pruning')} (its __version__ says {torch_pruning.__version__}), onnxruntime "
         f"{_dist_version('onnxruntime')}, onnx {_dist_version('onnx')}, Python {platform.python_version()}",
         "",
-        f"Per network: `create_model(name, num_classes=10, image_size=S)` at the smallest S of {list(SIZES)} "
+        f"Per network: `create_model('tv_' + name, num_classes=10, image_size=S)` at the smallest S of {list(SIZES)} "
         f"it runs at (torchvision's own stems at 64 px and more), {STEPS} SGD steps (batch {TRAIN_BATCH}, "
         f"random data) with the L1 subgradient λ={SPARSITY:g} on BN γ, BN statistics re-measured on 4 random "
         f"batches, `prune(model, {PERCENT}, x)` "
