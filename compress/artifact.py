@@ -137,8 +137,13 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str], input_
     input_size = [int(v) for v in input_size]
     if len(input_size) != 3 or min(input_size) < 1:
         raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
+    from models import resolved_kwargs
+
     arch = arch or arch_name(model)
-    arch_kwargs = dict(arch_kwargs or {})
+    try:
+        arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))
+    except ValueError as exc:
+        raise CompressError(str(exc)) from None
     try:
         json.dumps(arch_kwargs)
     except TypeError as exc:

@@ -96,7 +96,9 @@ def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_si
         raise CompressError(str(exc)) from None
     if family == "torchvision" and input_size is not None:
         kwargs.setdefault("image_size", int(input_size))
-    return {"num_classes": num_classes, **kwargs}
+    from models import resolved_kwargs
+
+    return resolved_kwargs(arch, {"num_classes": num_classes, **kwargs})
 
 
 def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input_size: int | None = None) -> None:

@@ -37,6 +37,8 @@ def export_onnx(model, out_path: str | Path, *, input_size, metadata: dict[str, 
     """
     import torch
 
+    from export.adaptive_pool import exportable_adaptive_pools
+
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -55,7 +57,7 @@ def export_onnx(model, out_path: str | Path, *, input_size, metadata: dict[str, 
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), exportable_adaptive_pools(model, example):
             # The TorchScript exporter announces its deprecation and tracer caveats on every call.
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), buffer, dynamo=False, opset_version=opset,

@@ -11,7 +11,7 @@ import re
 
 import torch.nn as nn
 
-__all__ = ["create_model", "available_models", "UnknownArchError", "parse_name"]
+__all__ = ["create_model", "resolved_kwargs", "available_models", "UnknownArchError", "parse_name"]
 
 OWN_EXAMPLES = ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet20", "preresnet56", "preresnet110",
                 "preresnet164", "densenet40", "densenet100"]
@@ -72,6 +72,22 @@ def _check_kwargs(name: str, kwargs: dict, allowed: tuple[str, ...]) -> None:
                          f"it accepts {', '.join(allowed)}")
 
 
+def resolved_kwargs(name: str, kwargs: dict) -> dict:
+    """The kwargs to record next to `name` (in model.json) so that create_model(name, **result)
+    rebuilds exactly the model that create_model(name, **kwargs) builds: choices that other
+    arguments imply (a torchvision network's stem, from image_size) are written out."""
+    from .user import is_import_path
+
+    if is_import_path(name):
+        return dict(kwargs)
+    family, _fixed = parse_name(name)
+    if family != "torchvision":
+        return dict(kwargs)
+    from .tv import resolved_kwargs as tv_resolved
+
+    return tv_resolved(_fixed["name"], kwargs)
+
+
 def create_model(name: str, num_classes: int | None = 10, **kwargs) -> nn.Module:
     """Build an untrained model; all families take 3x32x32 inputs by default.
 
@@ -79,7 +95,8 @@ def create_model(name: str, num_classes: int | None = 10, **kwargs) -> nn.Module
     constructor, and `num_classes` too when the constructor takes it (None: never passed).
 
     vgg*: width, bn_init, cfg. preresnet*: width, bn_init. densenet*: width, growth_rate,
-    bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options.
+    bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options
+    (torchvision's ImageNet stem at image_size >= 64, so its state_dicts load there).
     bn_init (default 0.5) sets every BatchNorm γ; None keeps PyTorch's 1.0.
     """
     from .user import accepts, build_user_model, is_import_path, resolve_class

@@ -1,4 +1,10 @@
-"""torchvision classification CNNs, built untrained, optionally with a stem for 32x32 inputs."""
+"""torchvision classification CNNs, built untrained.
+
+At inputs of NATIVE_STEM_MIN_SIZE px and more every network keeps torchvision's own ImageNet stem, so a
+torchvision state_dict (a user's fine-tuned checkpoint) loads into it unchanged. Below that, the
+resnet/resnext/wide_resnet/mobilenet families get a 3x3 stride-1 stem that keeps a 32x32 input's
+resolution; their stem weights then have another shape than torchvision's.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from ._common import check_num_classes, init_batchnorm
 EXCLUDED_PREFIXES = ("vit_", "swin_", "maxvit_")
 # Auxiliary heads return tuples in training mode, which a plain classification loop cannot use.
 NO_AUX = ("googlenet", "inception_v3")
+# The ImageNet stem divides the input by 4 (resnet) before the first block; at 64 px that still leaves
+# 16x16 maps, as the CIFAR stem does at 32 px, so 64 px is where the native stem starts to pay.
+NATIVE_STEM_MIN_SIZE = 64
 
 
 def torchvision_names() -> list[str]:
@@ -22,6 +31,23 @@ def torchvision_names() -> list[str]:
 def supports_cifar_stem(name: str) -> bool:
     return name.startswith(("resnet", "resnext", "wide_resnet")) or name in (
         "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+
+
+def default_cifar_stem(name: str, image_size: int) -> bool:
+    """The stem chosen when the caller does not say: the small one only for CIFAR-sized inputs."""
+    return supports_cifar_stem(name) and image_size < NATIVE_STEM_MIN_SIZE
+
+
+def resolved_kwargs(name: str, kwargs: dict) -> dict:
+    """`kwargs` with the stem choice made explicit (cifar_stem and image_size always present).
+
+    Recording these in model.json keeps a saved model rebuildable even if the default rule changes.
+    """
+    image_size = kwargs.get("image_size", 32)
+    out = dict(kwargs, image_size=image_size)
+    if out.get("cifar_stem") is None and isinstance(image_size, int) and not isinstance(image_size, bool):
+        out["cifar_stem"] = default_cifar_stem(name, image_size)
+    return out
 
 
 def _apply_cifar_stem(name: str, model: nn.Module) -> None:
@@ -90,7 +116,8 @@ def build_torchvision(
     """Untrained torchvision `name` with `num_classes` outputs.
 
     cifar_stem defaults to True for the families that support it (resnet, resnext,
-    wide_resnet, mobilenet_v2/v3) when image_size <= 64. Remaining kwargs go to the
+    wide_resnet, mobilenet_v2/v3) when image_size < 64, and to False otherwise, so a
+    torchvision state_dict loads strictly at 64 px and more. Remaining kwargs go to the
     torchvision builder; `weights` is refused because a model must be rebuildable from
     its name and kwargs alone.
     """
@@ -103,7 +130,7 @@ def build_torchvision(
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
     builder = tvm.get_model_builder(name)
     if cifar_stem is None:
-        cifar_stem = supports_cifar_stem(name) and image_size <= 64
+        cifar_stem = default_cifar_stem(name, image_size)
     if cifar_stem and not supports_cifar_stem(name):
         raise ValueError(f"cifar_stem is only implemented for resnet/resnext/wide_resnet/mobilenet, not {name}")
     kwargs = dict(kwargs, num_classes=num_classes)

@@ -60,3 +60,44 @@ def test_attention_models_not_listed():
     names = torchvision_names()
     assert "resnet18" in names and "mobilenet_v2" in names
     assert not any(n.startswith(("vit_", "swin_", "maxvit")) for n in names)
+
+
+@pytest.mark.parametrize("image_size", [64, 224])
+def test_torchvision_checkpoint_loads_strictly_at_native_sizes(image_size):
+    import torchvision.models as tvm
+
+    for name in ("resnet18", "mobilenet_v2"):
+        state = tvm.get_model(name, weights=None, num_classes=7).state_dict()
+        model = create_model(name, num_classes=7, image_size=image_size)
+        model.load_state_dict(state, strict=True)
+        model.eval()
+        assert model(torch.randn(1, 3, image_size, image_size)).shape == (1, 7)
+
+
+def test_cifar_sized_inputs_keep_the_small_stem():
+    import torchvision.models as tvm
+
+    for size in (32, 48, 63):
+        model = create_model("resnet18", num_classes=7, image_size=size)
+        assert model.conv1.kernel_size == (3, 3) and isinstance(model.maxpool, nn.Identity)
+    state = tvm.resnet18(num_classes=7).state_dict()
+    with pytest.raises(RuntimeError, match="conv1.weight"):
+        create_model("resnet18", num_classes=7, image_size=32).load_state_dict(state, strict=True)
+    assert create_model("mobilenet_v2", image_size=48).features[0][0].stride == (1, 1)
+    assert create_model("mobilenet_v2", image_size=64).features[0][0].stride == (2, 2)
+
+
+def test_resolved_kwargs_record_the_stem_so_a_rebuild_matches():
+    from models import resolved_kwargs
+
+    assert resolved_kwargs("resnet18", {"num_classes": 7, "image_size": 64}) == {
+        "num_classes": 7, "image_size": 64, "cifar_stem": False}
+    assert resolved_kwargs("resnet18", {"num_classes": 7})["cifar_stem"] is True
+    assert resolved_kwargs("squeezenet1_1", {"image_size": 32})["cifar_stem"] is False
+    assert resolved_kwargs("resnet18", {"image_size": 32, "cifar_stem": False})["cifar_stem"] is False
+    assert resolved_kwargs("vgg11", {"width": 0.5}) == {"width": 0.5}
+    for asked in ({"image_size": 48}, {"image_size": 96}, {"image_size": 96, "cifar_stem": True}):
+        kwargs = resolved_kwargs("resnet18", {"num_classes": 3, **asked})
+        first, again = create_model("resnet18", **asked, num_classes=3), create_model("resnet18", **kwargs)
+        assert first.conv1.weight.shape == again.conv1.weight.shape
+        assert type(first.maxpool) is type(again.maxpool)
