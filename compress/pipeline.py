@@ -27,12 +27,15 @@ class DataOptions:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+    input_size: int | None = None
+    mode: str = "auto"
     _cache: dict = field(default_factory=dict, repr=False)
 
     def split(self, name: str) -> ImageSet:
         if name not in self._cache:
             limit = self.train_limit if name == "train" else self.test_limit
-            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed)
+            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed,
+                                             input_size=self.input_size, mode=self.mode)
         return self._cache[name]
 
     def describe(self) -> dict:
@@ -179,11 +182,11 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
         dev = pick_device(device)
         accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         if recalibrate > 0:
-            from compress.data import Batches, stratified_subset
+            from compress.data import stratified_subset
 
             calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
             recalibrated_on = len(calib)
-            batches = (x for x, _ in Batches(calib, 250, norm["mean"], norm["std"], train=False, device=dev))
+            batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=False, device=dev))
             recalibrate_batchnorm(model, batches)
             accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         model.cpu()

@@ -18,7 +18,7 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 def augment_crop_flip(images: torch.Tensor, pad: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pad-and-random-crop plus horizontal flip for a whole uint8 batch, without per-image Python."""
-    n, c, h, w = images.shape
+    n, _c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
     dev = images.device
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)

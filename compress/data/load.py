@@ -15,8 +15,15 @@ from compress.data.cache import cache_file, load_images, plain_tar_file, remove_
 from compress.data.decode import decode_image, image_size
 from compress.data.memory import ImageSet, stratified_indices
 from compress.data.sizing import check_input_size, storage_side, to_storage
-from compress.data.sources import (SPLIT_ALIASES, Source, archive_fingerprint, decompress_to, is_compressed,
-                                   list_archive, list_folder)
+from compress.data.sources import (
+    SPLIT_ALIASES,
+    Source,
+    archive_fingerprint,
+    decompress_to,
+    is_compressed,
+    list_archive,
+    list_folder,
+)
 from compress.data.stream import FileItems, StreamSet, default_workers
 from compress.errors import CompressError
 
@@ -105,15 +112,23 @@ def _load_files(path: Path, split: str, limit, seed: int, side: int | None, mode
         listing = list_archive(path, split)
     if len(listing) == 0:
         raise CompressError(f"{path}: no images found in its {split} split")
-    chosen = torch.arange(len(listing)) if limit is None else stratified_indices(listing.labels, limit, seed)
+    everything = torch.arange(len(listing))
+    chosen = everything if limit is None else stratified_indices(listing.labels, limit, seed)
+    full_bytes, h, w = _decoded_bytes(listing, side)
+    chosen_bytes = full_bytes * len(chosen) // len(listing)
+    avail = available_memory()
     if mode == "auto":
-        mode = _choose(listing, chosen, side, what, workers)
+        mode = "memory" if chosen_bytes < MEMORY_SHARE * avail else "stream"
+        _say(_choice_line(mode, what, len(chosen), h, w, chosen_bytes, avail, workers))
     if mode == "memory":
-        check_fits_memory(_decoded_bytes(listing, chosen, side)[0], what)
-        data = _decode_all(listing, chosen, side)
-        if limit is None:
+        if limit is None or full_bytes < MEMORY_SHARE * avail:
+            # The whole split is memory-sized: decode it once and cache it; limits are subsets of it.
+            check_fits_memory(full_bytes, what)
+            data = _decode_all(listing, everything, side)
             save_images(cached_file, data.stored, data.labels, data.classes)
-        return data
+            return data if limit is None else data.subset(chosen)
+        check_fits_memory(chosen_bytes, what)
+        return _decode_all(listing, chosen, side)
     if not path.is_dir() and is_compressed(path):
         listing = list_archive(path, split, plain_copy=_plain_copy(path, fingerprint))
     at_least = storage_side(side) if side is not None else None
@@ -130,28 +145,22 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _choose(listing: Source, chosen: torch.Tensor, side: int | None, what: str, workers) -> str:
-    """auto: memory when the decoded uint8 images fit comfortably in the available RAM."""
-    nbytes, h, w = _decoded_bytes(listing, chosen, side)
-    avail = available_memory()
-    if nbytes < MEMORY_SHARE * avail:
-        _say(f"data: {what} in memory ({len(chosen)} images of 3x{h}x{w} = {_gb(nbytes)} decoded, "
-             f"under {MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)")
-        return "memory"
-    _say(f"data: {what} streamed from disk by {default_workers() if workers is None else workers} "
-         f"DataLoader workers ({len(chosen)} images of 3x{h}x{w} = {_gb(nbytes)} decoded, over "
-         f"{MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)")
-    return "stream"
+def _choice_line(mode: str, what: str, n: int, h: int, w: int, nbytes: int, avail: int, workers) -> str:
+    size = f"{n} images of 3x{h}x{w} = {_gb(nbytes)} decoded"
+    if mode == "memory":
+        return f"data: {what} in memory ({size}, under {MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)"
+    workers = default_workers() if workers is None else workers
+    return (f"data: {what} streamed from disk by {workers} DataLoader workers ({size}, over "
+            f"{MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)")
 
 
-def _decoded_bytes(listing: Source, chosen: torch.Tensor, side: int | None) -> tuple[int, int, int]:
-    """Bytes the chosen images take decoded (the first image's header stands for all at their own size)."""
+def _decoded_bytes(listing: Source, side: int | None) -> tuple[int, int, int]:
+    """Bytes the whole split takes decoded; at the data's own size, the first image stands for all."""
     if side is not None:
         h = w = storage_side(side)
     else:
-        first = int(chosen[0])
-        h, w = image_size(listing.reader.read(first), listing.reader.name(first))
-    return len(chosen) * 3 * h * w, h, w
+        h, w = image_size(listing.reader.read(0), listing.reader.name(0))
+    return len(listing) * 3 * h * w, h, w
 
 
 def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None) -> ImageSet:

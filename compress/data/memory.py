@@ -41,7 +41,7 @@ class ImageSet:
     def eval_images(self) -> torch.Tensor:
         return self.images
 
-    def subset(self, indices) -> "ImageSet":
+    def subset(self, indices) -> ImageSet:
         indices = torch.as_tensor(indices, dtype=torch.int64)
         return ImageSet(self.stored[indices], self.labels[indices], self.classes, self.crop)
 
@@ -50,7 +50,7 @@ class ImageSet:
         return channel_stats_of(self.images.split(4096))
 
     def batches(self, batch_size: int, mean, std, *, train: bool, device="cpu", seed: int = 0,
-                channels_last: bool = False, drop_last: bool = False) -> "Batches":
+                channels_last: bool = False, drop_last: bool = False) -> Batches:
         return Batches(self, batch_size, mean, std, train=train, device=device, seed=seed,
                        channels_last=channels_last, drop_last=drop_last)
 

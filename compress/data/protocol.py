@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -27,7 +28,7 @@ class ImageData(Protocol):
 
     def __len__(self) -> int: ...
 
-    def subset(self, indices: Iterable[int] | torch.Tensor) -> "ImageData": ...
+    def subset(self, indices: Iterable[int] | torch.Tensor) -> ImageData: ...
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of [0, 1] pixels (estimated on a seeded sample for a big streamed set)."""

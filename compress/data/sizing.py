@@ -59,5 +59,5 @@ def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
     h, w = images.shape[-2:]
     if (h, w) == (height, width):
         return images
-    top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+    top, left = round((h - height) / 2.0), round((w - width) / 2.0)
     return images[..., top:top + height, left:left + width]

@@ -61,7 +61,7 @@ class TarReader:
         if fh is None:
             # A forked DataLoader worker must not share the parent's file position.
             self._handles.clear()
-            fh = self._handles[pid] = open(self.archive, "rb")
+            fh = self._handles[pid] = open(self.archive, "rb")  # noqa: SIM115 - kept open for later reads
         fh.seek(self.offsets[i])
         return fh.read(self.sizes[i])
 
@@ -79,12 +79,22 @@ class TarReader:
         return state
 
 
+def _open_decompressed(path: str):
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    opener = gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head[:3] == b"BZh" else lzma.open
+    return opener(path, "rb")
+
+
 @dataclass
 class CompressedTarReader:
-    """Image bytes from a compressed tar, read in one sequential pass (random access would re-inflate)."""
+    """Image bytes from a compressed tar by their offsets in the decompressed stream. Reads in offset
+    order share one forward pass; tarfile's own per-member iteration would be far slower."""
 
     archive: str
     names: list[str]
+    offsets: list[int]
+    sizes: list[int]
 
     def name(self, i: int) -> str:
         return f"{self.archive}:{self.names[i]}"
@@ -93,12 +103,10 @@ class CompressedTarReader:
         return next(b for _, b in self.read_many([i]))
 
     def read_many(self, indices):
-        wanted = {self.names[i]: i for i in indices}
-        with tarfile.open(self.archive) as tar:
-            for m in tar:
-                i = wanted.get(m.name)
-                if i is not None and m.isfile():
-                    yield i, tar.extractfile(m).read()
+        with _open_decompressed(self.archive) as fh:
+            for i in sorted(indices, key=lambda i: self.offsets[i]):
+                fh.seek(self.offsets[i])
+                yield i, fh.read(self.sizes[i])
 
 
 @dataclass
@@ -219,7 +227,7 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
         reader = TarReader(str(readable), names, [m.offset_data for m in chosen], [m.size for m in chosen],
                            label=str(path))
     else:
-        reader = CompressedTarReader(str(path), names)
+        reader = CompressedTarReader(str(path), names, [m.offset_data for m in chosen], [m.size for m in chosen])
     return Source(path, split, classes, torch.as_tensor(labels, dtype=torch.int64), reader,
                   archive_fingerprint(path))
 
@@ -228,12 +236,9 @@ def decompress_to(path: Path, dest: Path) -> None:
     """Write an uncompressed copy of a .tar.gz / .tar.bz2 / .tar.xz archive to `dest` (atomically)."""
     from compress.atomic import atomic_path
 
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    opener = gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head[:3] == b"BZh" else lzma.open
     with atomic_path(dest) as tmp:
         try:
-            with opener(path, "rb") as src, open(tmp, "wb") as out:
+            with _open_decompressed(str(path)) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, length=1 << 22)
         except (OSError, EOFError, lzma.LZMAError) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:

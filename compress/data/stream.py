@@ -17,8 +17,15 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, get_worker_info
 from compress.data.augment import channel_stats_of, normalize
 from compress.data.decode import decode_image
 from compress.data.memory import check_batch_size, epoch_generator
-from compress.data.sizing import (RRC_RATIO, RRC_SCALE, center_crop, pad_for, storage_side, to_storage,
-                                  uses_random_resized_crop)
+from compress.data.sizing import (
+    RRC_RATIO,
+    RRC_SCALE,
+    center_crop,
+    pad_for,
+    storage_side,
+    to_storage,
+    uses_random_resized_crop,
+)
 from compress.errors import CompressError
 
 WORKERS_ENV = "COMPRESS_WORKERS"
@@ -131,10 +138,10 @@ def _one_line(exc: CompressError) -> CompressError:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     last = lines[-1] if lines else str(exc)
     prefix = "compress.errors.CompressError: "
-    return CompressError(last[len(prefix):] if last.startswith(prefix) else last)
+    return CompressError(last.removeprefix(prefix))
 
 
-def _loader(data: "StreamSet", batch_size: int, *, train: bool, seed: int, drop_last: bool, pin: bool):
+def _loader(data: StreamSet, batch_size: int, *, train: bool, seed: int, drop_last: bool, pin: bool):
     transform = ItemTransform(data.side, data.own_hw, train)
     view = _View(data.items, data.indices, data.labels, transform)
     sampler = _EpochSampler(len(view), seed, shuffle=train)
@@ -156,7 +163,7 @@ def _iterate(loader):
 class StreamBatches:
     """Normalized float batches on `device` from DataLoader workers; same interface as `Batches`."""
 
-    def __init__(self, data: "StreamSet", batch_size: int, mean, std, *, train: bool, device="cpu",
+    def __init__(self, data: StreamSet, batch_size: int, mean, std, *, train: bool, device="cpu",
                  seed: int = 0, channels_last: bool = False, drop_last: bool = False):
         self.device = torch.device(device)
         self.mean, self.std = mean, std
@@ -206,7 +213,7 @@ class StreamSet:
         h, w = (self.side, self.side) if self.side is not None else self.own_hw
         return (3, h, w)
 
-    def subset(self, indices) -> "StreamSet":
+    def subset(self, indices) -> StreamSet:
         indices = torch.as_tensor(indices, dtype=torch.int64)
         return StreamSet(self.items, self.labels[indices], self.classes, self.side, indices=self.indices[indices],
                          workers=self.workers, own_hw=self.own_hw, description=self.description)
