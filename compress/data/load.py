@@ -65,7 +65,8 @@ def load_dataset(spec: str, split: str, limit: int | None = None, seed: int = 0,
     `input_size` N makes every image N×N (see compress.data.sizing); None keeps the data's own size,
     which must then be the same for every image. `mode` is "memory" (decode once into a uint8 cache),
     "stream" (DataLoader workers read files per batch) or "auto" (memory when the decoded images take
-    under a quarter of the available RAM; the choice is printed).
+    under a quarter of the available RAM; the choice is printed). The torchvision CIFAR copies are
+    always held in memory. `workers` sets the DataLoader workers of a streamed set.
     """
     if split not in SPLIT_ALIASES:
         raise CompressError(f"unknown split {split!r}: expected 'train' or 'test'")
@@ -104,7 +105,8 @@ def _load_files(path: Path, split: str, limit, seed: int, side: int | None, mode
             if cached is not None:
                 images, labels, classes = cached
                 if mode == "auto":
-                    _say(f"data: {what} in memory from the decoded cache ({len(labels)} images, {_gb(size)})")
+                    drawn = "" if limit is None else f", {min(limit, len(labels))} drawn"
+                    _say(f"data: {what} in memory from the decoded cache ({len(labels)} images, {_gb(size)}{drawn})")
                 data = ImageSet(images, labels, classes, _crop(side))
                 return data if limit is None else data.subset(stratified_indices(labels, limit, seed))
 

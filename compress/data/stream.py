@@ -99,15 +99,17 @@ class _View(torch.utils.data.Dataset):
         i = self.indices[pos]
         image = self.items.load(i)
         if aug_seed is None:
+            return self.transform(image, self.items.name(i)), self.labels[pos]
+        # transforms v2 draw from the default CPU generator. Seeding only that one: torch.manual_seed
+        # would also queue CUDA/MPS seeding, recording a stack trace per call (a third of the item cost).
+        gen = torch.default_generator
+        saved = gen.get_state() if get_worker_info() is None else None
+        gen.manual_seed(aug_seed)
+        try:
             out = self.transform(image, self.items.name(i))
-        elif get_worker_info() is None:
-            # Loading in the training process itself: leave its random stream as it was.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(aug_seed)
-                out = self.transform(image, self.items.name(i))
-        else:
-            torch.manual_seed(aug_seed)
-            out = self.transform(image, self.items.name(i))
+        finally:
+            if saved is not None:  # loading in the training process itself: leave its random stream as it was
+                gen.set_state(saved)
         return out, self.labels[pos]
 
 
