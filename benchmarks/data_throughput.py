@@ -1,6 +1,6 @@
 """Training img/s of VGG-19 ×0.25 fed from the in-memory uint8 cache vs streaming DataLoader workers.
 
-    python benchmarks/data_throughput.py --threads 1 --images 2048 --batch 32 --steps 30 --loader-batches 100
+    python benchmarks/data_throughput.py --threads 1 --images 4096 --batch 32 --steps 200 --loader-batches 150
 
 Data: a stratified sample of CIFAR-10's training split (the archive named by COMPRESS_DATA), written into
 a temporary folder as JPEGs at 32 px (the original files) and at 64 px (upscaled, quality 90); the
