@@ -115,7 +115,7 @@ def train_rates(data, size: int, batch: int, steps: int, warmup: int, mean, std)
 
 def machine() -> str:
     try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
         lscpu = ""
     model = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), "?")

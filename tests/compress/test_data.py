@@ -1,13 +1,16 @@
+import os
+import sys
 import tarfile
 
 import numpy as np
-
 import pytest
 import torch
+from PIL import Image
+from tests_support import make_image_folder as make_folder
+from tests_support import make_mixed_folder
 
 from compress import data as D
 from compress.errors import CompressError
-from tests_support import make_image_folder as make_folder
 
 
 @pytest.fixture(autouse=True)
@@ -97,14 +100,6 @@ def test_shared_cifar10_copy_loads(cifar10_archive, monkeypatch):
 
 
 # --- images of any size, the content-aware cache, auto mode ---------------------------------------
-
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from PIL import Image  # noqa: E402
-
-from tests_support import make_mixed_folder  # noqa: E402
-
 
 def test_mixed_sizes_need_an_input_size(tmp_path):
     root = make_mixed_folder(tmp_path / "ds")
@@ -270,7 +265,7 @@ def test_large_inputs_train_with_random_resized_crops(tmp_path):
     assert not torch.equal(next(iter(batches))[0], first[0][0])
     # Augmented images are not just the evaluation crop.
     plain = D.normalize(data.images, [0.5] * 3, [0.25] * 3)
-    x, y = first[0]
+    x = first[0][0]
     assert not any(torch.allclose(x[0], plain[i]) for i in range(len(data)))
 
 

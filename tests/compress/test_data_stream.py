@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests_support import make_mixed_folder
 
 from compress import data as D
 from compress.errors import CompressError
-from tests_support import make_mixed_folder
 
 MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
 
@@ -71,7 +71,7 @@ def test_stream_training_is_reproducible_per_seed_and_epoch_whatever_the_workers
 def test_stream_training_at_64_px_uses_random_resized_crops(mixed):
     stream = D.load_dataset(str(mixed), "train", input_size=64, mode="stream", workers=0)
     batches = stream.batches(6, MEAN, STD, train=True, seed=0, channels_last=True)
-    x, y = next(iter(batches))
+    x, _ = next(iter(batches))
     assert x.shape == (6, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
     x2, _ = next(iter(batches))
     assert torch.equal(x, x2)
@@ -118,7 +118,7 @@ def test_own_size_streams_need_one_size(mixed):
 class Shapes(torch.utils.data.Dataset):
     """PIL images of mixed sizes and modes; label = which half is bright."""
 
-    classes = ["left", "right"]
+    classes = ("left", "right")
 
     def __init__(self, n=10):
         self.n = n
