@@ -27,16 +27,20 @@ class DataOptions:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+    input_size: int | None = None
+    mode: str = "auto"
     _cache: dict = field(default_factory=dict, repr=False)
 
     def split(self, name: str) -> ImageSet:
         if name not in self._cache:
             limit = self.train_limit if name == "train" else self.test_limit
-            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed)
+            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed,
+                                             input_size=self.input_size, mode=self.mode)
         return self._cache[name]
 
     def describe(self) -> dict:
-        return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit}
+        return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
+                "input_size": self.input_size}
 
 
 def command_line() -> str:
@@ -138,11 +142,11 @@ def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Re
         if arch is not None and arch != parent["arch"]:
             raise CompressError(f"--arch {arch} disagrees with {start_from}, which holds {parent['arch']}")
         arch = parent["arch"]
-        if getattr(data, "input_size", None) is None and hasattr(data, "input_size"):
+        if data.input_size is None:
             data.input_size = int(parent["input_size"][-1])
     if arch is None:
         raise CompressError("give --arch, or --from a model directory")
-    input_size = getattr(data, "input_size", None)
+    input_size = data.input_size
     settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
                 "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if _finished(out, resume):
@@ -232,7 +236,7 @@ def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dic
             return read_meta(out)
         raise CompressError(f"{out} holds a model trained with other settings; use another --out or --no-resume")
     _check_out_dir(out)
-    if getattr(data, "input_size", None) is None and hasattr(data, "input_size"):
+    if data.input_size is None:
         data.input_size = int(pruned["input_size"][-1])
     train, test = data.split("train"), data.split("test")
     _check_classes(pruned, train)
@@ -312,11 +316,11 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
         dev = pick_device(device)
         accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         if recalibrate > 0:
-            from compress.data import Batches, stratified_subset
+            from compress.data import stratified_subset
 
             calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
             recalibrated_on = len(calib)
-            batches = (x for x, _ in Batches(calib, 250, norm["mean"], norm["std"], train=False, device=dev))
+            batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=False, device=dev))
             recalibrate_batchnorm(model, batches)
             accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         model.cpu()
@@ -415,7 +419,7 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
     if start_from is not None:
         arch = read_meta(start_from)["arch"] if arch is None else arch
     else:
-        check_arch(arch, arch_kwargs, input_size=getattr(data, "input_size", None))
+        check_arch(arch, arch_kwargs, input_size=data.input_size)
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}

@@ -125,7 +125,7 @@ def calibration_inputs(data_spec: str, n: int, seed: int, mean, std, *, split: s
     from compress.data import load_dataset, normalize
 
     data = load_dataset(data_spec, split, limit=n, seed=seed)
-    return normalize(data.images, mean, std).numpy(), data
+    return normalize(data.eval_images(), mean, std).numpy(), data
 
 
 # --- the quantization itself ---------------------------------------------------------------------------
@@ -515,7 +515,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         report["calibration_ranges"] = _ranges_summary(cache)
         if opts.sensitivity or opts.keep_float:
             test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
-            x_eval = normalize(test.images, mean, std).numpy()
+            x_eval = normalize(test.eval_images(), mean, std).numpy()
             rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
                                      workdir=tmp, log=log)
             base = accuracy_of(onnx_logits(prepared, x_eval), test.labels.numpy())
@@ -540,7 +540,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
     report["sizes"] = {"fp32_onnx_bytes": src.stat().st_size, "int8_onnx_bytes": out.stat().st_size}
 
     test = load_dataset(opts.data, "test", limit=opts.eval_limit, seed=opts.seed)
-    x_test = normalize(test.images, mean, std).numpy()
+    x_test = normalize(test.eval_images(), mean, std).numpy()
     y_test = test.labels.numpy()
     log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images")
     ref = onnx_logits(src, x_test)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.atomic import append_jsonl, atomic_path, write_json
-from compress.data import Batches, ImageSet
+from compress.data import ImageSet
 from compress.errors import CompressError
 from compress.sparsity import optimizer_groups, regularizer_for
 
@@ -109,7 +109,7 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     correct = 0
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     autocast = _autocast(device)
-    for x, y in Batches(data, batch_size, mean, std, train=False, device=device, channels_last=channels_last):
+    for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -184,7 +184,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     if compile:
         net = torch.compile(net)
     shard = _shard(train_data, rank, world, seed)
-    batches = Batches(shard, recipe.batch_size, mean, std, train=True, device=device, seed=seed,
+    batches = shard.batches(recipe.batch_size, mean, std, train=True, device=device, seed=seed,
                       channels_last=channels_last, drop_last=len(shard) >= 2 * recipe.batch_size)
     teacher = distill.teacher.to(device).eval() if distill else None
     if teacher is not None and channels_last:
@@ -283,7 +283,7 @@ def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:
     per_rank = len(data) // world
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     order = order[rank * per_rank:(rank + 1) * per_rank]
-    return ImageSet(data.images[order], data.labels[order], data.classes)
+    return data.subset(order)
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:

@@ -65,10 +65,7 @@ def parse_arch_kwargs(text: str | None) -> dict:
 def _data(data_spec, train_limit, test_limit, seed, input_size=None, data_mode="auto"):
     from compress.pipeline import DataOptions
 
-    data = DataOptions(data_spec, train_limit, test_limit, seed)
-    data.input_size = input_size
-    data.mode = data_mode
-    return data
+    return DataOptions(data_spec, train_limit, test_limit, seed, input_size=input_size, mode=data_mode)
 
 
 def _recipe(name, epochs, batch_size, lr, weight_decay, default="paper"):
