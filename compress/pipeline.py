@@ -31,12 +31,32 @@ class DataOptions:
     mode: str = "auto"
     _cache: dict = field(default_factory=dict, repr=False)
 
+    model_size: int | None = None
+
     def split(self, name: str) -> ImageSet:
         if name not in self._cache:
             limit = self.train_limit if name == "train" else self.test_limit
-            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed,
-                                             input_size=self.input_size, mode=self.mode)
+            load = lambda size: load_dataset(self.spec, name, limit=limit, seed=self.seed,  # noqa: E731
+                                             input_size=size, mode=self.mode)
+            if self.input_size is None and self.model_size is not None:
+                # Data at its own size when that is the model's (no resize, the existing cache); resized to
+                # the model's input otherwise, including folders of mixed sizes.
+                try:
+                    data = load(None)
+                except CompressError:
+                    data = None
+                if data is None or tuple(data.input_size[1:]) != (self.model_size, self.model_size):
+                    data = load(self.model_size)
+                self._cache[name] = data
+            else:
+                self._cache[name] = load(self.input_size)
         return self._cache[name]
+
+    def for_model(self, meta: dict) -> "DataOptions":
+        """Let a model's recorded input size decide how images are sized when --input-size is not given."""
+        if self.input_size is None:
+            self.model_size = int(meta["input_size"][-1])
+        return self
 
     def describe(self) -> dict:
         return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
@@ -310,7 +330,7 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
     accuracy = uncalibrated = None
     recalibrated_on = 0
     if data is not None:
-        test = data.split("test")
+        test = data.for_model(meta).split("test")
         _check_classes(meta, test)
         norm = meta["normalization"]
         dev = pick_device(device)
@@ -360,7 +380,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     if _finished(out, resume, parent_sha=meta.get("weights_sha256")):
         _log(f"{out} is already fine-tuned; keeping it")
         return read_meta(out)
-    train, test = data.split("train"), data.split("test")
+    train, test = data.for_model(meta).split("train"), data.split("test")
     _check_classes(meta, train)
     distill = None
     if distill_dir is not None:
@@ -393,7 +413,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
 
 def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
     model, meta = load_model_dir(model_dir)
-    test = data.split("test")
+    test = data.for_model(meta).split("test")
     _check_classes(meta, test)
     norm = meta["normalization"]
     return evaluate(model, test, norm["mean"], norm["std"], device=pick_device(device))
