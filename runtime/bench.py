@@ -195,6 +195,7 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
         v["runner"] = runner.info()
         v["precision"] = runner.metadata.get("precision")
         v["ran_at"] = runner.ran_at
+        _note_quantization(v, runner.metadata, settings.backend)
         sampler = _start_sampler(power_kind, settings, v["warnings"])
         try:
             for batch in settings.batches:
@@ -211,6 +212,28 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     if any(row["status"] != "ok" for row in v["latency"]) or (data is not None and v["accuracy"] is None):
         v["status"] = "partial"
     return v
+
+
+def _note_quantization(v: dict, meta: dict, backend: str) -> None:
+    """Record an INT8 file's target and instruction set, and warn when it runs elsewhere than it was made for."""
+    target = meta.get("quant_target")
+    if target is None:
+        return
+    v["quantization"] = {"target": target, "instruction_set": meta.get("quant_isa"),
+                         "recipe": meta.get("quant_recipe"), "accuracy_session": meta.get("quant_eval_session")}
+    if target == "cpu" and backend in GPU_BACKENDS:
+        v["warnings"].append(f"{v['name']}: quantized with the cpu recipe; TensorRT-style files come from "
+                             "`compress quantize --target trt`")
+    elif target == "trt" and backend == "ort-cpu":
+        v["warnings"].append(f"{v['name']}: quantized with the trt recipe; on ONNX Runtime's CPU kernels "
+                             "`compress quantize --target cpu` is the recipe that keeps accuracy")
+    elif target == "cpu" and meta.get("quant_isa"):
+        from runtime.cpu_features import int8_isa
+
+        here = int8_isa()
+        if here != meta["quant_isa"]:
+            v["warnings"].append(f"{v['name']}: quantized for instruction set {meta['quant_isa']}, this CPU is "
+                                 f"{here}; re-quantize with --cpu-isa {here} (or auto) for this machine")
 
 
 def _failed(v: dict, error: str) -> dict:
