@@ -46,7 +46,7 @@ class Main(click.Group):
             try:
                 cmd = getattr(importlib.import_module(module), attr)
             except ImportError as exc:
-                raise CompressError(f"command {name!r} is unavailable: {exc}") from None
+                raise CompressError(missing_module_message(name, exc)) from None
         return cmd
 
     def invoke(self, ctx):
@@ -62,6 +62,11 @@ class Main(click.Group):
             if os.environ.get(DEBUG_ENV):
                 traceback.print_exc()
             click.echo(f"Error: {one_line(exc)}", err=True)
+            sys.exit(2)
+        except ImportError as exc:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            click.echo(f"Error: {missing_module_message(ctx.invoked_subcommand, exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to continue", err=True)
@@ -83,6 +88,18 @@ def _user_errors() -> tuple[type[Exception], ...]:
         except ImportError:
             pass
     return tuple(kinds)
+
+
+TRAIN_MODULES = ("torch", "torchvision", "torch_pruning", "safetensors", "PIL", "onnxscript", "onnxconverter_common")
+
+
+def missing_module_message(command: str | None, exc: ImportError) -> str:
+    """One line naming the extra that provides the missing module (the core install has no torch)."""
+    missing = (exc.name or "").split(".")[0]
+    if missing in TRAIN_MODULES:
+        return (f"command {command!r} needs {missing}, which is not installed (the core install runs ONNX files "
+                f'only): pip install "cnn-compress[train]"')
+    return f"command {command!r} is unavailable: {one_line(exc)}"
 
 
 def one_line(exc: BaseException | str) -> str:
