@@ -32,6 +32,13 @@ _API = {
     "train": ("compress.pipeline", "train_model"),
     "finetune": ("compress.pipeline", "finetune_model"),
     "slim": ("compress.pipeline", "slim"),
+    # stage one and deployment, over model directories and files
+    "quantize": ("compress.quantize", "quantize_model"),
+    "QuantizeOptions": ("compress.quantize", "QuantizeOptions"),
+    "share": ("compress.sharing.share", "share_model"),
+    "decompress": ("compress.sharing.share", "decompress"),
+    "bench": ("compress.bench", "bench_artifacts"),
+    "BenchSettings": ("runtime.bench", "BenchSettings"),
 }
 
 __all__ = sorted(_API)
