@@ -116,10 +116,10 @@ def test_an_input_size_the_network_cannot_take(tmp_path):
 
     torch.save(create_model("vgg11", width=0.125).state_dict(), tmp_path / "v.pth")
     r = _cli("import", tmp_path / "v.pth", "--arch", "vgg11", "--arch-kwargs", '{"width": 0.125}',
-             "--input-size", 16, "--classes", ",".join("abcdefghij"), "--mean", MEAN, "--std", STD,
+             "--input-size", 8, "--classes", ",".join("abcdefghij"), "--mean", MEAN, "--std", STD,
              "--out", tmp_path / "m")
     assert r.exit_code == 2
-    assert "cannot take 16x16 inputs" in r.output
+    assert "cannot take 8x8 inputs" in r.output
     assert not (tmp_path / "m").exists()
 
 
