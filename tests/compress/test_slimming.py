@@ -98,9 +98,8 @@ def test_global_threshold_is_the_percent_quantile_of_all_gammas():
     for i, bn in enumerate(slimming.bn_layers(model)):
         bn.weight.data = torch.linspace(0.01, 1.0, bn.num_features) * (i + 1)
         gammas.append(bn.weight.detach().abs())
-    _, groups = slimming.channel_groups(model, EXAMPLE)
     all_g = torch.cat(gammas).sort().values
-    thr = slimming.global_threshold(groups, model, 0.3)
+    thr = slimming.global_threshold(model, 0.3)
     assert thr == pytest.approx(float(all_g[int(0.3 * all_g.numel())]))
     assert float((all_g < thr).float().mean()) == pytest.approx(0.3, abs=1 / all_g.numel())
 
