@@ -22,8 +22,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from compress.budget import CostModel, cost_aware_scores, search_threshold
 from compress.channel_select import SelectBatchNorm2d, SelectionSite, apply_selection, find_sites, tp_pruner
 from compress.errors import CompressError
+from compress.measure import count_params_macs
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
@@ -63,6 +65,7 @@ class ChannelGroup:
     bn_names: list[str]
     scores: torch.Tensor  # per root channel: max |γ| over the coupled BNs
     keep: list[int] = field(default_factory=list)
+    importance: torch.Tensor | None = None  # what the threshold compared, when not the scores
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Selection:
     site: SelectionSite
     scores: torch.Tensor  # per BN feature: |γ|
     keep: list[int] = field(default_factory=list)  # positions among the BN's current features
+    importance: torch.Tensor | None = None
 
     @property
     def name(self) -> str:
@@ -239,16 +243,25 @@ def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_
     return sorted(int(i) for i in order[:n_keep])
 
 
-def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_keep: float = 0.2,
-          min_channels: int = 1, round_to: int = 1, compensate: bool = True,
-          plan: dict | None = None) -> tuple[nn.Module, dict]:
-    """Prune `model` in place: BN channels under one global γ threshold, the `percent` quantile.
+def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, *, min_keep: float = 0.2,
+          min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan: dict | None = None,
+          target_macs: float | None = None, target_params: float | None = None,
+          cost_aware: bool = False) -> tuple[nn.Module, dict]:
+    """Prune `model` in place: BN channels under one global γ threshold.
 
-    With `plan` (the dict that an earlier call returned), its kept indices are replayed instead.
+    The threshold is the `percent` quantile of every BN's |γ|; or, with `target_macs` / `target_params`
+    (a fraction F of the unpruned network's), the lowest one whose pruned network keeps at most F of
+    its MACs / parameters (compress.budget), optionally with cost-aware importance. With `plan` (the
+    dict that an earlier call returned), its kept indices are replayed instead.
     Returns the model and the plan describing the decision per group and per selection.
     """
-    if plan is None and not 0.0 < percent < 1.0:
+    targets = {k: v for k, v in (("macs", target_macs), ("params", target_params)) if v is not None}
+    if len(targets) > 1:
+        raise CompressError("give target_macs or target_params, not both")
+    if plan is None and not targets and not (percent is not None and 0.0 < percent < 1.0):
         raise CompressError(f"percent must be in (0, 1), got {percent}")
+    if cost_aware and not targets:
+        raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
     if round_to < 1:
         raise CompressError(f"round_to must be >= 1, got {round_to}")
     if min_channels < 1:
@@ -258,8 +271,15 @@ def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_
     groups, selections = units.groups, units.selections
     if not groups and not selections:
         raise CompressError(f"{type(model).__name__} has no BatchNorm channels to prune")
+    budget = None
     if plan is not None:
         threshold = _apply_plan(units, plan)
+        budget = plan.get("budget")
+    elif targets:
+        threshold, budget = _meet_budget(model, units, example_input, *next(iter(targets.items())), cost_aware,
+                                         compensate, dict(min_keep=min_keep, min_channels=min_channels,
+                                                          round_to=round_to))
+        percent = None
     else:
         threshold = global_threshold(model, percent)
         for unit in [*groups, *selections]:
@@ -278,6 +298,9 @@ def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_
     for s, rec in zip(selections, selection_records):
         apply_selection(model, s.site, s.keep)
         rec["selected"] = s.site.selected()
+    if budget is not None and plan is None:
+        params, macs = count_params_macs(model, tuple(example_input.shape[1:]))
+        budget["met"] = (macs if budget["target"] == "macs" else params) / budget["full"]
     records = group_records + selection_records
     before = sum(r["channels_before"] for r in records)
     after = sum(r["channels_after"] for r in records)
@@ -295,13 +318,37 @@ def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_
         "groups": group_records,
         "selections": selection_records,
     }
+    if budget is not None:
+        new_plan["budget"] = budget
     return model, new_plan
+
+
+def _meet_budget(model, units: PruningUnits, example_input, target: str, fraction: float, cost_aware: bool,
+                 compensate: bool, floor: dict) -> tuple[float, dict]:
+    """Set every unit's kept channels to meet the budget; returns the threshold and the budget record."""
+    costs = CostModel(model, units, example_input, compensate=compensate)
+    if cost_aware:
+        group_scores, selection_scores = cost_aware_scores(costs, target)
+        for unit, imp in zip([*units.groups, *units.selections], [*group_scores, *selection_scores]):
+            unit.importance = imp
+    else:
+        group_scores = [g.scores for g in units.groups]
+        selection_scores = [s.scores for s in units.selections]
+    threshold, found = search_threshold(costs, target, fraction,
+                                        lambda s, thr: choose_kept(s, thr, **floor),
+                                        (group_scores, selection_scores))
+    group_keeps, selection_keeps = found["keeps"]
+    for unit, keep in zip([*units.groups, *units.selections], [*group_keeps, *selection_keeps]):
+        unit.keep = keep
+    return threshold, {"target": target, "asked": fraction, "full": costs.full[target],
+                       "estimated": found["estimate"][target] / costs.full[target],
+                       "importance": f"|γ| / {target} share" if cost_aware else "|γ|"}
 
 
 def _record(unit, threshold: float, names: dict) -> dict:
     s = unit.scores
     n = s.numel()
-    below = int((s <= threshold).sum())
+    below = int(((s if unit.importance is None else unit.importance) <= threshold).sum())
     removed = n - len(unit.keep)
     return {
         **names,
