@@ -152,7 +152,9 @@ def _wall_time(result: dict, t0: float) -> float:
 
 def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
-                data: DataOptions | None = None, recalibrate: int = 2000, device=None) -> dict:
+                data: DataOptions | None = None, recalibrate: int = 2000, device=None,
+                target_macs: float | None = None, target_params: float | None = None,
+                cost_aware: bool = False) -> dict:
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
     `recalibrate` training images (0 disables it)."""
     from compress.slimming import prune, recalibrate_batchnorm
@@ -168,7 +170,8 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
     example = torch.zeros(1, *meta["input_size"])
     before_params, before_macs = meta["params"], meta["macs"]
     model, plan = prune(model, percent, example, min_keep=min_keep, min_channels=min_channels,
-                        round_to=round_to, compensate=compensate, plan=plan)
+                        round_to=round_to, compensate=compensate, plan=plan, target_macs=target_macs,
+                        target_params=target_params, cost_aware=cost_aware)
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
     accuracy = uncalibrated = None
     recalibrated_on = 0
@@ -197,6 +200,7 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
                                      "channels_after": plan["channels_after"],
                                      "params_before": before_params, "macs_before": before_macs,
                                      "min_keep": plan["min_keep"], "round_to": round_to,
+                                     "budget": plan.get("budget"),
                                      "accuracy_before_pruning": meta.get("accuracy"),
                                      "accuracy_uncalibrated": uncalibrated,
                                      "bn_recalibration_images": recalibrated_on,
@@ -264,8 +268,10 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
 def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
-         progress: bool = True, resume: bool = True) -> dict:
-    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage."""
+         progress: bool = True, resume: bool = True, budget: dict | None = None) -> dict:
+    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
+
+    `budget` ({"target_macs": F} or {"target_params": F}) replaces `percent` for pruning."""
     out = Path(out)
     check_arch(arch, arch_kwargs)
     out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +291,7 @@ def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, spars
         stages["pruned"] = read_meta(out / "pruned")
     elif is_main_process():
         stages["pruned"] = prune_model(out / "sparse", out / "pruned", percent=percent, min_keep=min_keep,
-                                       round_to=round_to, data=data, device=device)
+                                       round_to=round_to, data=data, device=device, **(budget or {}))
         _sync_and_read(out / "pruned")
     else:
         stages["pruned"] = _sync_and_read(out / "pruned")

@@ -25,6 +25,10 @@ from compress.cli.options import (
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=float, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned MACs.")
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned parameters.")
 @click.option("--sparsity", type=click.FloatRange(min=0), default=None,
               help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
@@ -37,7 +41,7 @@ from compress.cli.options import (
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
 @data_options
 @recipe_options()
-def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to,
+def slim(preset, arch, out, percent, target_macs, target_params, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to,
          distill, data_spec, train_limit, test_limit, seed, lr, batch_size, weight_decay, recipe, device, compile_,
          no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run."""
@@ -60,6 +64,9 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
         recipe = recipe or "paper"
         percent = 0.7 if percent is None else percent
     _percent(percent)
+    targets = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params)) if v is not None}
+    if len(targets) > 1:
+        raise click.UsageError("give --target-macs or --target-params, not both")
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
     out = out or Path("runs") / f"slim-{arch}"
@@ -70,7 +77,8 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
     summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed), out, percent=percent,
                        sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=_arch_kwargs(width, None), min_keep=min_keep, round_to=round_to,
-                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume)
+                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
+                       budget=targets or None)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))

@@ -80,3 +80,27 @@ def test_bad_budget_arguments_are_refused(kwargs, message):
     kwargs = {"percent": None, **kwargs}
     with pytest.raises(CompressError, match=message):
         slimming.prune(create_model("vgg11", width=0.125), kwargs.pop("percent"), EXAMPLE, **kwargs)
+
+
+def test_prune_command_takes_a_macs_target(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from compress.artifact import save_model_dir
+    from compress.cli import main
+
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125},
+            "classes": [str(i) for i in range(10)], "input_size": [3, 32, 32],
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    saved = save_model_dir(random_bn(create_model("vgg11", width=0.125)), tmp_path / "m", meta)
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--target-macs", "0.6", "--cost-aware",
+                                       "--out", str(tmp_path / "p")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    pruned = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert 0.6 * 0.97 <= pruned["macs"] / saved["macs"] <= 0.6
+    plan = json.loads((tmp_path / "p" / "plan.json").read_text())
+    assert plan["budget"]["asked"] == 0.6 and "met" in result.output
+    both = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--percent", "0.5", "--target-macs", "0.6",
+                                     "--out", str(tmp_path / "q")])
+    assert both.exit_code != 0 and "one of" in both.output
