@@ -197,10 +197,14 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
     """Replace each recorded layer with one of the recorded width, keeping its other settings."""
+    from compress.channel_select import WIDTH_TYPE as SELECT_TYPE
+
     modules = dict(model.named_modules())
     for name, spec in widths.items():
         old = modules.get(name)
-        if old is None or type(old).__name__ != spec.get("type"):
+        # A plain BN of the unpruned architecture becomes a selecting one where slimming put a selection.
+        selects = spec.get("type") == SELECT_TYPE and isinstance(old, nn.BatchNorm2d)
+        if old is None or (type(old).__name__ != spec.get("type") and not selects):
             raise CompressError(f"widths name a layer {name!r} ({spec.get('type')}) that "
                                 f"{type(model).__name__} does not have")
         new = _resized(old, spec)
@@ -209,6 +213,10 @@ def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
 
 
 def _resized(m: nn.Module, spec: dict) -> nn.Module:
+    from compress.channel_select import WIDTH_TYPE, from_width_spec
+
+    if spec.get("type") == WIDTH_TYPE:
+        return from_width_spec(m, spec)
     if isinstance(m, nn.Conv2d):
         bias = spec.get("bias", m.bias is not None)
         if (m.in_channels, m.out_channels, m.groups, m.bias is not None) == (

@@ -309,7 +309,9 @@ def _wall_time(result: dict, t0: float) -> float:
 
 def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
-                data: DataOptions | None = None, recalibrate: int = 2000, device=None) -> dict:
+                data: DataOptions | None = None, recalibrate: int = 2000, device=None,
+                target_macs: float | None = None, target_params: float | None = None,
+                cost_aware: bool = False) -> dict:
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
     `recalibrate` training images (0 disables it)."""
     from compress.slimming import prune, recalibrate_batchnorm
@@ -325,7 +327,8 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
     example = torch.zeros(1, *meta["input_size"])
     before_params, before_macs = meta["params"], meta["macs"]
     model, plan = prune(model, percent, example, min_keep=min_keep, min_channels=min_channels,
-                        round_to=round_to, compensate=compensate, plan=plan)
+                        round_to=round_to, compensate=compensate, plan=plan, target_macs=target_macs,
+                        target_params=target_params, cost_aware=cost_aware)
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
     accuracy = uncalibrated = None
     recalibrated_on = 0
@@ -354,6 +357,7 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
                                      "channels_after": plan["channels_after"],
                                      "params_before": before_params, "macs_before": before_macs,
                                      "min_keep": plan["min_keep"], "round_to": round_to,
+                                     "budget": plan.get("budget"),
                                      "accuracy_before_pruning": meta.get("accuracy"),
                                      "accuracy_uncalibrated": uncalibrated,
                                      "bn_recalibration_images": recalibrated_on,
@@ -423,7 +427,7 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
-         passes: int = 1, sparse_dir: str | Path | None = None) -> dict:
+         passes: int = 1, sparse_dir: str | Path | None = None, budget: dict | None = None) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
 
     With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
@@ -432,6 +436,8 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
     threshold, never more than 1 − `min_keep` of any layer, and every fine-tuning but the last keeps the
     sparsity penalty so that the next pass finds polarized γ again. `sparse_dir` puts the sparse stage
     elsewhere than OUT/sparse, so that several runs (pruning ratios) can share one sparse model.
+    `budget` ({"target_macs": F} or {"target_params": F}) replaces `percent` for pruning: the global
+    threshold is searched so that the pruned network keeps that fraction of the sparse one's cost.
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
@@ -457,14 +463,16 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float
         pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
         step = 2 * k
         t = time.time()
-        _log(f"[{step}/{total}] pruning {percent:.0%} of channels → {pruned_dir}")
+        asked = (", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items()) if budget
+                 else f"{percent:.0%} of channels")
+        _log(f"[{step}/{total}] pruning to {asked} → {pruned_dir}")
         parent_sha = read_meta(source)["weights_sha256"]
         if resume and _finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(
-                pruned_dir, percent, min_keep, round_to):
+                pruned_dir, percent, min_keep, round_to, budget):
             pruned = read_meta(pruned_dir)
         elif is_main_process():
             pruned = prune_model(source, pruned_dir, percent=percent, min_keep=min_keep, round_to=round_to,
-                                 data=data, device=device)
+                                 data=data, device=device, **(budget or {}))
             _sync_and_read(pruned_dir)
         else:
             pruned = _sync_and_read(pruned_dir)
@@ -525,12 +533,18 @@ def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[
     return written
 
 
-def _same_prune(pruned_dir: Path, percent, min_keep, round_to) -> bool:
+def _same_prune(pruned_dir: Path, percent, min_keep, round_to, budget: dict | None = None) -> bool:
     try:
         plan = json.loads((pruned_dir / "plan.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (plan.get("percent"), plan.get("min_keep"), plan.get("round_to")) == (percent, min_keep, round_to)
+    if (plan.get("min_keep"), plan.get("round_to")) != (min_keep, round_to):
+        return False
+    if budget:
+        recorded = plan.get("budget") or {}
+        (key, value), = budget.items()
+        return recorded.get("target") == key.removeprefix("target_") and recorded.get("asked") == value
+    return plan.get("budget") is None and plan.get("percent") == percent
 
 
 def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, sparsity: float) -> dict:
@@ -551,13 +565,24 @@ def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, 
             "data": data.describe(), "percent": percent, "sparsity": sparsity,
             "channels_before": first["channels_before"], "channels_after": last["channels_after"],
             "pruned_accuracy_uncalibrated": first.get("accuracy_uncalibrated"),
+            "budget": _budget_met(first.get("budget"), stages),
             "bn_recalibration_images": first.get("bn_recalibration_images", 0),
             "stages": rows, "command": command_line()}
 
 
+def _budget_met(budget: dict | None, stages: dict) -> dict | None:
+    """The budget asked, and the fraction of the sparse model's cost the final model actually has."""
+    if not budget:
+        return None
+    key = {"macs": "macs", "params": "params"}[budget["target"]]
+    final = [m for n, m in stages.items() if n.startswith("finetuned")][-1]
+    return {**budget, "met": final[key] / stages["sparse"][key]}
+
+
 def summary_markdown(s: dict) -> str:
     lines = [f"# Slimming summary: {s['arch']}", "",
-             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned {s['percent']:.0%} of BN channels"
+             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned "
+             + (f"to a {s['budget']['target']} budget" if s.get("budget") else f"{s['percent']:.0%} of BN channels")
              + (f" per pass, {s['passes']} passes" if s.get("passes", 1) > 1 else "")
              + f" ({s['channels_before']} → {s['channels_after']} prunable channels).", "",
              "| stage | accuracy | before BN re-estimation | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs "
@@ -570,6 +595,10 @@ def summary_markdown(s: dict) -> str:
         wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
         lines.append(f"| {name} | {acc} | {raw} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
+    if s.get("budget"):
+        b = s["budget"]
+        lines += ["", f"Budget: {b['target']} at {b['asked']:.1%} of the sparse model's; met "
+                      f"{b['met']:.2%} (importance: {b.get('importance', '|γ|')})."]
     if s.get("bn_recalibration_images"):
         lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
                       "training images (no weight update); the column before it shows the accuracy right after "

@@ -29,6 +29,10 @@ from compress.cli.options import (
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=float, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned MACs.")
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned parameters.")
 @click.option("--sparsity", type=click.FloatRange(min=0), default=None,
               help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
@@ -46,7 +50,7 @@ from compress.cli.options import (
 @arch_options
 @data_options
 @recipe_options()
-def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep,
+def slim(preset, arch, start_from, out, percent, target_macs, target_params, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep,
          round_to, distill, passes, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
          batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
@@ -83,6 +87,9 @@ def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epoc
     _percent(percent)
     if min_keep is None:
         min_keep = 0.5 if passes > 1 else 0.2
+    targets = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params)) if v is not None}
+    if len(targets) > 1:
+        raise click.UsageError("give --target-macs or --target-params, not both")
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
     out = out or Path("runs") / f"slim-{arch.replace(':', '.')}"
@@ -94,7 +101,7 @@ def slim(preset, arch, start_from, out, percent, sparsity, epochs, finetune_epoc
                        percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=kwargs, min_keep=min_keep, round_to=round_to,
                        distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
-                       start_from=start_from, passes=passes)
+                       start_from=start_from, passes=passes, budget=targets or None)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))
