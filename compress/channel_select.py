@@ -26,7 +26,10 @@ WIDTH_TYPE = "SelectBatchNorm2d"
 # Single-input ops that map channel c to channel c, through which a BN's output may reach its consumer.
 _CHANNELWISE_GRAD_FNS = ("relu", "relu6", "hardtanh", "leakyrelu", "elu", "gelu", "silu", "sigmoid",
                          "hardswish", "avgpool2d", "maxpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d",
-                         "clone", "dropout", "mish")
+                         "clone", "dropout", "mish",
+                         # a global average pool (AdaptiveAvgPool2d(1), x.mean((2, 3))) traces as a mean; the
+                         # consumer's width check in _single_consumer refuses a mean that changed the channels
+                         "mean")
 
 
 class SelectBatchNorm2d(nn.BatchNorm2d):

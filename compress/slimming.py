@@ -66,6 +66,9 @@ class ChannelGroup:
     scores: torch.Tensor  # per root channel: max |γ| over the coupled BNs
     keep: list[int] = field(default_factory=list)
     importance: torch.Tensor | None = None  # what the threshold compared, when not the scores
+    # A grouped convolution among the group's layers splits its channels into `conv_groups` equal runs,
+    # and torch-pruning can only remove the same positions from every run.
+    conv_groups: int = 1
 
 
 @dataclass
@@ -109,9 +112,15 @@ def _output_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
 
 def _dependency_graph(model: nn.Module, example_input: torch.Tensor):
     out_layer = _output_layer(model, example_input)
-    with torch.enable_grad():  # torch-pruning traces through autograd
-        graph = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example_input, customized_pruners={SelectBatchNorm2d: tp_pruner()})
+    try:
+        with torch.enable_grad():  # torch-pruning traces through autograd
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, customized_pruners={SelectBatchNorm2d: tp_pruner()})
+    except (ZeroDivisionError, IndexError, KeyError, AttributeError) as exc:
+        # torch-pruning's tracer fails on some reshapes (channel shuffle's 5-D view, for one).
+        raise CompressError(f"torch-pruning cannot trace {type(model).__name__}'s channel dependencies "
+                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                            ) from None
     return graph, out_layer
 
 
@@ -147,13 +156,32 @@ def pruning_units(model: nn.Module, example_input: torch.Tensor) -> PruningUnits
                     bn_names.append(names[mod])
         if not bn_names:
             continue
+        conv_groups = _conv_group_period(group, mods, n_root)
+        if conv_groups is None:
+            continue  # a grouped convolution whose runs do not line up with the group's channels
         groups.append(ChannelGroup(names[root_dep.target.module], root_dep.target.module, root_dep.handler,
-                                   bn_names, scores))
+                                   bn_names, scores, conv_groups=conv_groups))
     probe = _probe_batch(example_input)
     groups = [g for g in groups if _gated_by_batchnorm(model, graph, g, probe)]
     selections = [Selection(s, s.bn.weight.detach().abs().cpu()) for s in sites]
     model.train(was_training)
     return PruningUnits(graph, groups, selections)
+
+
+def _conv_group_period(group, mods, n_root: int) -> int | None:
+    """How many equal runs a grouped convolution in the group cuts its channels into (1: none); None
+    when a grouped convolution's channels are not the group's channels one to one, which this code
+    does not prune."""
+    period = 1
+    for item, mod in zip(group, mods):
+        if not isinstance(mod, nn.Conv2d) or mod.groups == 1:
+            continue
+        if mod.groups == mod.in_channels == mod.out_channels:
+            continue  # depthwise: torch-pruning couples each input channel with its output channel
+        if list(item.idxs) != list(item.root_idxs) or len(item.idxs) != n_root:
+            return None
+        period = math.lcm(period, mod.groups)
+    return period if n_root % period == 0 else None
 
 
 def channel_groups(model: nn.Module, example_input: torch.Tensor):
@@ -232,8 +260,17 @@ def floor_channels(n: int, min_keep: float, min_channels: int) -> int:
 
 
 def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_channels: int,
-                round_to: int) -> list[int]:
-    """Indices kept in one unit: those above the threshold, topped up to the floor and rounding."""
+                round_to: int, conv_groups: int = 1) -> list[int]:
+    """Indices kept in one unit: those above the threshold, topped up to the floor and rounding.
+
+    With `conv_groups` g > 1 the channels are g equal runs that must keep the same positions: a
+    position is scored by its best channel across the runs, and kept or removed in all of them."""
+    if conv_groups > 1:
+        period = scores.numel() // conv_groups
+        positions = choose_kept(scores.view(conv_groups, period).max(dim=0).values, threshold, min_keep=min_keep,
+                                min_channels=max(1, -(-min_channels // conv_groups)),
+                                round_to=max(1, round_to // math.gcd(round_to, conv_groups)))
+        return sorted(j * period + p for j in range(conv_groups) for p in positions)
     n = scores.numel()
     n_keep = int((scores > threshold).sum())
     n_keep = max(n_keep, floor_channels(n, min_keep, min_channels))
@@ -267,6 +304,9 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     if min_channels < 1:
         raise CompressError(f"min_channels must be >= 1, got {min_channels}")
     model.eval()
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise CompressError(f"{type(model).__name__} has no BatchNorm2d layers: network slimming prunes by "
+                            "BatchNorm γ, so the network needs BatchNorm after its convolutions")
     units = pruning_units(model, example_input)
     groups, selections = units.groups, units.selections
     if not groups and not selections:
@@ -284,7 +324,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
         threshold = global_threshold(model, percent)
         for unit in [*groups, *selections]:
             unit.keep = choose_kept(unit.scores, threshold, min_keep=min_keep, min_channels=min_channels,
-                                    round_to=round_to)
+                                    round_to=round_to, conv_groups=getattr(unit, "conv_groups", 1))
     if compensate:
         _compensate(model, units, example_input)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in groups]
@@ -334,8 +374,9 @@ def _meet_budget(model, units: PruningUnits, example_input, target: str, fractio
     else:
         group_scores = [g.scores for g in units.groups]
         selection_scores = [s.scores for s in units.selections]
+    runs = {id(sc): g.conv_groups for g, sc in zip(units.groups, group_scores)}
     threshold, found = search_threshold(costs, target, fraction,
-                                        lambda s, thr: choose_kept(s, thr, **floor),
+                                        lambda s, thr: choose_kept(s, thr, **floor, conv_groups=runs.get(id(s), 1)),
                                         (group_scores, selection_scores))
     group_keeps, selection_keeps = found["keeps"]
     for unit, keep in zip([*units.groups, *units.selections], [*group_keeps, *selection_keeps]):
