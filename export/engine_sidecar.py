@@ -33,12 +33,16 @@ def capability_str(cc) -> str:
     return f"{int(major)}.{int(minor)}"
 
 
-def write_sidecar(engine_path: str | os.PathLike, info: dict[str, Any]) -> Path:
+def sidecar_text(info: dict[str, Any]) -> str:
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise ValueError(f"engine sidecar lacks {', '.join(missing)}")
     body = {"format": FORMAT, **info, "compute_capability": capability_str(info["compute_capability"])}
-    return atomic_write_text(sidecar_path(engine_path), json.dumps(body, indent=2) + "\n")
+    return json.dumps(body, indent=2) + "\n"
+
+
+def write_sidecar(engine_path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    return atomic_write_text(sidecar_path(engine_path), sidecar_text(info))
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
