@@ -213,3 +213,28 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def move_into(work: str | os.PathLike, out: str | os.PathLike, marker: str = "model.json") -> list[Path]:
+    """Move every file that `work` holds into `out` by rename (both on one file system).
+
+    `marker` (the file whose presence says a directory is complete) is removed from `out` first and moved
+    in last, so at every instant `out` is either marked complete with the old files or unmarked; a kill -9
+    in the middle leaves an unmarked directory that the next run redoes. Returns the final paths.
+    """
+    work, out = Path(work), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = sorted(p.name for p in work.iterdir() if not is_temp_name(p.name))
+    names.sort(key=lambda n: n == marker)
+    (out / marker).unlink(missing_ok=True)
+    moved = []
+    for name in names:
+        src = work / name
+        if src.is_dir():
+            raise ValueError(f"move_into moves files only; {src} is a directory")
+        if src.is_file():
+            os.chmod(src, file_mode())
+        os.replace(src, out / name)
+        moved.append(out / name)
+    _fsync_dir(out)
+    return moved

@@ -181,14 +181,15 @@ def _last_linear(widths: dict) -> tuple[str, int] | None:
     return linears[-1] if linears else None
 
 
-def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: bool = True) -> dict:
+def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: bool = True,
+                        require_format: bool = True) -> dict:
     """model.json once its types, sizes and cross-field counts are right.
 
     With `check_memory`, the weights the recorded widths imply must fit in available memory
     (compress.limits), so a width of 1e9 is refused before anything is allocated.
     """
     meta = _dict(meta, where, "")
-    if meta.get("format") != MODEL_FORMAT:
+    if (require_format or "format" in meta) and meta.get("format") != MODEL_FORMAT:
         raise InvalidFileError(f"{where} is not a {MODEL_FORMAT} file (format {meta.get('format')!r})")
     missing = [k for k in ("arch", "arch_kwargs", "classes", "input_size", "normalization") if k not in meta]
     if missing:
