@@ -62,6 +62,13 @@ def signals_as_exceptions() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def os_error_line(exc: OSError, where: str | os.PathLike) -> str:
+    """One line for a failed read or write: the file at fault (or `where`) and the system's reason."""
+    name = exc.filename if exc.filename is not None else where
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot write {name}: {reason}"
+
+
 def file_mode() -> int:
     """The mode a plain `open(path, "w")` would give a new file under the current umask."""
     mask = os.umask(0)

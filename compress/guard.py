@@ -13,9 +13,11 @@ What belongs to an input:
 
 from __future__ import annotations
 
+import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Union
+from typing import Iterable, Iterator, Union
 
 from compress.errors import CompressError
 
@@ -141,3 +143,42 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
             raise OutputOverlapError(f"{_describe(label, given)} and {_describe(other_label, other)} "
                                      "name the same file")
         seen.setdefault(real, (label, given))
+
+
+@dataclass
+class GuardedOutputs:
+    work: Path               # a hidden scratch directory beside the first output, removed at the end
+    tmp: dict[Path, Path]    # final path -> temporary path; renamed when the block ends normally
+
+
+@contextlib.contextmanager
+def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: str | None = None
+                    ) -> Iterator[GuardedOutputs]:
+    """Everything a command that writes files needs, in one block:
+
+    * `check_outputs(inputs, outputs)` before any work;
+    * the output lock of the first output (a second writer gets one line naming this one);
+    * SIGTERM/SIGHUP raised as exceptions, so cleanup runs on kill as on Ctrl-C;
+    * a scratch directory for intermediates (an FP32 export, calibration files), always removed;
+    * a temporary name per output, renamed in the order given only if the block ends normally.
+
+        with guarded_outputs([("MODEL", src)], [("--out", out), ("the report", report)],
+                             command="compress quantize") as job:
+            fp32 = job.work / "fp32.onnx"          # never OUT.fp32.onnx beside the output
+            ...                                    # write job.tmp[out] and job.tmp[report], check them
+        # here both exist under their final names, or neither does
+    """
+    from compress.atomic import os_error_line, scratch_dir, signals_as_exceptions, staged
+    from compress.lock import output_lock
+
+    labelled = _labelled(outputs)
+    check_outputs(inputs=inputs, outputs=labelled)
+    if not labelled:
+        raise ValueError("guarded_outputs needs at least one output")
+    finals = [p for _, p in labelled]
+    with signals_as_exceptions(), output_lock(finals[0], command, directory=False):
+        try:
+            with scratch_dir(finals[0]) as work, staged(finals) as tmps:
+                yield GuardedOutputs(work=work, tmp=dict(zip(finals, tmps)))
+        except OSError as exc:
+            raise CompressError(os_error_line(exc, finals[0])) from None

@@ -44,16 +44,34 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
             "accuracy": None, "widths": layer_widths(model), "input_size": [3, 32, 32]}
 
 
-def _describe_model_dir(path: Path) -> dict:
-    from compress.artifact import META, read_meta
-    from compress.validate import validate_model_meta
+def load_checked(path: Path):
+    """(model, meta) of a model directory after every check: model.json's fields and sizes, then each
+    tensor's name, dtype and shape against the module model.json describes (refused, never cast)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-    meta = read_meta(path)
-    validate_model_meta(meta, str(path / META))
-    from compress.artifact import load_model_dir
+    from compress.artifact import META, WEIGHTS, build_model, read_meta
+    from compress.validate import check_state, validate_model_meta
+
+    meta = validate_model_meta(read_meta(path), str(path / META))
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise CompressError(f"{path} has {META} but no {WEIGHTS}")
+    model = build_model(meta)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CompressError(f"{weights} is corrupt: {first[:200]}") from None
+    check_state(state, model.state_dict(), str(weights))
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def _describe_model_dir(path: Path) -> dict:
     from compress.measure import count_params_macs, layer_widths
 
-    model, meta = load_model_dir(path)
+    model, meta = load_checked(path)
     params, macs = count_params_macs(model, tuple(meta["input_size"]))
     if params == 0:
         raise CompressError(f"{path} holds a model without parameters")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import signals_as_exceptions
+from compress.atomic import os_error_line, signals_as_exceptions
 from compress.errors import CompressError
 from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
@@ -216,8 +216,11 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
         inputs.append(("--data", Path(data.spec)))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
     with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
-        return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr, batch_size,
-                      device, seed, command)
+        try:
+            return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr,
+                          batch_size, device, seed, command)
+        except OSError as exc:  # a full disk, a read-only directory: one line naming the file
+            raise CompressError(os_error_line(exc, out_dir)) from None
 
 
 def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
@@ -325,9 +328,12 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = {**meta, "decompressed_from": {"path": str(path), "sha256": digest}}
     with output_lock(out_dir, command or "compress share --decompress", directory=True), signals_as_exceptions():
-        with scratch_dir(out_dir / "model.json") as work:
-            full = save_model_dir(model.eval(), work, meta)
-            move_into(work, out_dir)
+        try:
+            with scratch_dir(out_dir / "model.json") as work:
+                full = save_model_dir(model.eval(), work, meta)
+                move_into(work, out_dir)
+        except OSError as exc:
+            raise CompressError(os_error_line(exc, out_dir)) from None
     return full
 
 
