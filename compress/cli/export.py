@@ -243,11 +243,12 @@ def _export_model_dir(model_dir: Path, tmp: Path, out: Path, opset, dynamic_batc
                       atol, min_agreement, say):
     """Export to `tmp` (which becomes `out` once every check has passed) and check parity on it."""
     from compress import __version__
-    from compress.artifact import WEIGHTS, file_sha256, load_model_dir
+    from compress.artifact import WEIGHTS, file_sha256
+    from compress.info import load_checked
     from export.onnx_export import export_onnx
     from export.parity import ACCURACY_TOL, check_parity
 
-    model, meta = load_model_dir(model_dir)
+    model, meta = load_checked(Path(model_dir))
     norm = meta["normalization"]
     metadata = {
         "classes": meta["classes"], "mean": norm["mean"], "std": norm["std"], "input_size": meta["input_size"],

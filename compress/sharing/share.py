@@ -225,13 +225,15 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
 
 def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
            batch_size, device, seed, command) -> dict:
-    from compress.artifact import derived_meta, load_model_dir, save_model_dir
+    from compress.artifact import derived_meta, save_model_dir
     from compress.atomic import move_into, scratch_dir, write_json, write_text
+    from compress.info import load_checked
     from compress.measure import layer_widths
     from compress.train import pick_device
 
     dev = pick_device(device)
-    model, meta = load_model_dir(model_dir, device=dev)
+    model, meta = load_checked(model_dir)
+    model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
     masks = None

@@ -383,3 +383,23 @@ def test_finite_float_refuses_overflow_to_infinity():
     with pytest.raises(click.BadParameter, match="not a finite number"):
         FiniteFloat().convert("1e400", None, None)
     assert FiniteFloat(0, 1).convert("0.25", None, None) == 0.25
+
+
+# --- model.json fields of the wrong type reach no generic "KeyError" fallback ----------------------------------
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m["widths"]["features.0"].pop("in_channels"), "widths.features.0.in_channels"),
+    (lambda m: m.__setitem__("widths", [1]), "widths must be an object"),
+    (lambda m: m["widths"].__setitem__("features.0", 3), "widths.features.0 must be an object"),
+    (lambda m: m.__setitem__("arch_kwargs", [1]), "arch_kwargs must be an object"),
+    (lambda m: m.__setitem__("input_size", "32"), "input_size must be a list"),
+    (lambda m: m["normalization"].__setitem__("mean", "abc"), "normalization.mean must be a list"),
+])
+@pytest.mark.parametrize("command", ["share", "info", "export"])
+def test_model_json_of_the_wrong_shape(work, edit, needle, command):
+    meta = json.loads((work / "vgg" / "model.json").read_text())
+    edit(meta)
+    (work / "vgg" / "model.json").write_text(json.dumps(meta))
+    args = {"share": ["share", work / "vgg", "--out", work / "o"], "info": ["info", work / "vgg"],
+            "export": ["export", work / "vgg", "--onnx", work / "o.onnx"]}[command]
+    refused_unchanged(work, args, "model.json", needle)
