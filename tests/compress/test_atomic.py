@@ -146,3 +146,65 @@ def test_os_error_line_names_the_file():
     line = atomic.os_error_line(OSError(28, "No space left on device", "/x/model.dcz"), "/x")
     assert line == "cannot write /x/model.dcz: No space left on device"
     assert atomic.os_error_line(OSError("odd"), "/x") == "cannot write /x: odd"
+
+
+def test_terminated_names_its_signal():
+    assert "SIGTERM" in str(atomic.Terminated(signal.SIGTERM))
+    assert atomic.Terminated(signal.SIGHUP).signum == signal.SIGHUP
+
+
+def test_temporaries_are_hidden_and_marked(tmp_path):
+    tmp = atomic.temp_name(tmp_path / "deep" / "er" / "m.json")  # missing parents are created
+    assert tmp.parent == tmp_path / "deep" / "er" and tmp.name.startswith(".m.json.") and tmp.name.endswith(".tmp")
+    assert atomic.is_temp_name(tmp.name) and atomic.is_temp_name(".d.abc.partial")
+    assert not atomic.is_temp_name(".lock") and not atomic.is_temp_name("x.tmp") and not atomic.is_temp_name("m.json")
+
+
+def test_a_temporary_replaced_by_a_directory_or_removed_is_still_cleaned(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic.staged([tmp_path / "a", tmp_path / "b"]) as (a, b):
+            a.unlink()
+            a.mkdir()
+            (a / "inner").write_text("x")  # a writer that made a directory at the temporary name
+            b.unlink()  # and one that removed its temporary
+            raise RuntimeError
+    assert names(tmp_path) == []
+
+
+def test_staged_directories_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic.staged_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+
+
+def test_write_json_format_and_write_bytes(tmp_path):
+    atomic.write_json(tmp_path / "a.json", {"z": 1, "a": [1, 2]})
+    assert (tmp_path / "a.json").read_text() == '{\n  "z": 1,\n  "a": [\n    1,\n    2\n  ]\n}\n'
+    atomic.write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01" and names(tmp_path) == ["a.json", "b.bin"]
+
+
+def test_append_jsonl_adds_whole_lines(tmp_path):
+    atomic.append_jsonl(tmp_path / "m.jsonl", {"epoch": 1})
+    atomic.append_jsonl(tmp_path / "m.jsonl", {"epoch": 2, "loss": 0.5})
+    assert (tmp_path / "m.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2, "loss": 0.5}\n'
+
+
+def test_move_into_a_new_nested_directory_without_a_marker(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.bin").write_text("a")
+    (work / ".x.tmp").write_text("left by a failed write")  # temporaries are not published
+    moved = atomic.move_into(work, tmp_path / "new" / "out")
+    assert moved == [tmp_path / "new" / "out" / "a.bin"] and names(tmp_path / "new" / "out") == ["a.bin"]
+    (work / "sub").mkdir()
+    with pytest.raises(ValueError, match="moves files only; .*sub is a directory"):
+        atomic.move_into(work, tmp_path / "out2")
+
+
+def test_os_error_line_without_a_reason():
+    assert atomic.os_error_line(OSError(), "/x") == "cannot write /x: OSError"
