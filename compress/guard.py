@@ -69,7 +69,7 @@ def is_model_dir(path: PathLike) -> bool:
 
 
 def _protected(inputs: list[tuple[str | None, Path]]):
-    """(resolved protected path, phrase naming it, is a whole input) for the files that belong to inputs,
+    """(resolved protected path, phrase naming it) for the inputs and the files that belong to them,
     and (resolved directory, phrase) for plain directories whose existing files all belong to them."""
     files, trees = [], []
     for label, given in inputs:
@@ -77,14 +77,14 @@ def _protected(inputs: list[tuple[str | None, Path]]):
         name = _describe(label, given)
         if real.is_dir():
             if is_model_dir(real):
-                files.append((real, f"the input model directory {name}", True))
+                files.append((real, f"the input model directory {name}"))
                 for member in MODEL_DIR_FILES:
-                    files.append((real / member, f"{member} of the input model directory {name}", False))
+                    files.append((real / member, f"{member} of the input model directory {name}"))
             else:
-                files.append((real, f"the input directory {name}", True))
+                files.append((real, f"the input directory {name}"))
                 trees.append((real, f"a file of the input directory {name}"))
         else:
-            files.append((real, f"the input {name}", True))
+            files.append((real, f"the input {name}"))
     return files, trees
 
 
@@ -102,12 +102,12 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
     "--out" name the option in the message. Two outputs resolving to one file are refused as well.
     """
     protected, trees = _protected(_labelled(inputs))
-    by_path = {p: (phrase, whole) for p, phrase, whole in protected}
+    by_path = dict(protected)
     by_identity = {}
-    for p, phrase, whole in protected:
+    for p, phrase in protected:
         ident = _identity(p)
         if ident is not None:
-            by_identity.setdefault(ident, (phrase, whole))
+            by_identity.setdefault(ident, phrase)
 
     def clash(path: Path):
         real = _real(path)
@@ -118,7 +118,7 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
             return by_identity[ident]
         for tree, phrase in trees:
             if ident is not None and real.is_relative_to(tree):
-                return phrase, False
+                return phrase
         return None
 
     advice = "choose another output (an output must never overwrite an input)"
@@ -127,8 +127,8 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
         candidates.append((label, path, path))
     for label, d in _labelled(out_dirs):
         hit = clash(d)
-        if hit is not None and hit[1]:
-            raise OutputOverlapError(f"{_describe(label, d)} is {hit[0]}: {advice}")
+        if hit is not None:  # the directory is an input, or a file of one
+            raise OutputOverlapError(f"{_describe(label, d)} is {hit}: {advice}")
         for name in dir_files:
             candidates.append((label, d, d / name))
     seen: dict[Path, tuple[str | None, Path]] = {}
@@ -136,7 +136,7 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
         hit = clash(target)
         if hit is not None:
             where = "" if target == given else f" (its {target.name})"
-            raise OutputOverlapError(f"{_describe(label, given)}{where} would overwrite {hit[0]}: {advice}")
+            raise OutputOverlapError(f"{_describe(label, given)}{where} would overwrite {hit}: {advice}")
         real = _real(target)
         if target == given and real in seen:
             other_label, other = seen[real]

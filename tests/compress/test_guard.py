@@ -94,3 +94,34 @@ def test_guarded_outputs_commits_all_or_nothing(tmp_path, model_dir):
     with pytest.raises(OutputOverlapError):
         with guarded_outputs([model_dir], [("--out", model_dir / "model.json")]):
             pass
+
+
+ADVICE = "choose another output (an output must never overwrite an input)"
+
+
+def test_exact_messages(model_dir, tmp_path):
+    src = tmp_path / "a.onnx"
+    src.write_bytes(b"x")
+    cases = [
+        (dict(inputs=src, outputs=src), f"{src} would overwrite the input {src}: {ADVICE}"),
+        (dict(inputs=[("SOURCE", src)], outputs=[("--onnx", src)]),
+         f"--onnx {src} would overwrite the input SOURCE {src}: {ADVICE}"),
+        (dict(inputs=[("MODEL", model_dir)], out_dirs=[("--out", model_dir)]),
+         f"--out {model_dir} is the input model directory MODEL {model_dir}: {ADVICE}"),
+        (dict(inputs=[model_dir], out_dirs=[model_dir / "plan.json"]),
+         f"{model_dir / 'plan.json'} is plan.json of the input model directory {model_dir}: {ADVICE}"),
+        (dict(inputs=[model_dir / "model.json"], out_dirs=[("--out", model_dir)], dir_files=["model.json"]),
+         f"--out {model_dir} (its model.json) would overwrite the input {model_dir / 'model.json'}: {ADVICE}"),
+        (dict(outputs=[("--onnx", tmp_path / "x"), ("--trt", tmp_path / "x")]),
+         f"--trt {tmp_path / 'x'} and --onnx {tmp_path / 'x'} name the same file"),
+        (dict(outputs=[tmp_path / "x", tmp_path / "x"]), f"{tmp_path / 'x'} and {tmp_path / 'x'} name the same file"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(OutputOverlapError) as err:
+            check_outputs(**kwargs)
+        assert str(err.value) == message
+
+
+def test_out_dir_files_may_repeat_across_directories(tmp_path):
+    # Two output directories each write their model.json: different files, no clash.
+    check_outputs(out_dirs=[tmp_path / "a", tmp_path / "b"], dir_files=["model.json"])

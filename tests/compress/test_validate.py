@@ -181,3 +181,104 @@ def test_a_real_model_json_passes(tmp_path):
                     "classes": [str(i) for i in range(10)], "input_size": [3, 32, 32],
                     "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
     validate_model_meta(json.loads((tmp_path / "model.json").read_text()))
+
+
+# --- exact messages for every branch (the message is the user's only clue) --------------------------------
+
+PLAN_MESSAGES = [
+    (lambda p: [], "p must be an object, got list"),
+    (lambda p: {}, "p is not a compress.plan/1 plan (format None)"),
+    (lambda p: {**p, "format": "x"}, "p is not a compress.plan/1 plan (format 'x')"),
+    (lambda p: {k: v for k, v in p.items() if k != "threshold"}, "p lacks threshold"),
+    (lambda p: {**p, "percent": 0}, "p: percent must lie in (0, 1), got 0.0"),
+    (lambda p: {**p, "percent": "0.5"}, "p: percent must be a finite number, got '0.5'"),
+    (lambda p: {**p, "min_keep": 1.5}, "p: min_keep must be <= 1.0, got 1.5"),
+    (lambda p: {**p, "min_keep": -0.1}, "p: min_keep must be >= 0.0, got -0.1"),
+    (lambda p: {**p, "min_channels": -1}, "p: min_channels must be >= 0, got -1"),
+    (lambda p: {**p, "round_to": 0}, "p: round_to must be >= 1, got 0"),
+    (lambda p: {**p, "groups": {}}, "p: groups must be a list, got dict"),
+    (lambda p: {**p, "groups": [3]}, "p: groups[0] must be an object, got int"),
+    (lambda p: {**p, "groups": [{}]}, "p: groups[0].root must be a non-empty string, got None"),
+    (lambda p: {**p, "groups": [{**p["groups"][0], "channels_before": 0}]},
+     "p: group features.0 channels_before must be [1, 1048576], got 0"),
+    (lambda p: {**p, "groups": [{**p["groups"][0], "channels_before": 1 << 21}]},
+     "p: group features.0 channels_before must be [1, 1048576], got 2097152"),
+    (lambda p: {**p, "groups": [{**p["groups"][0], "kept": "0,3"}]}, "p: group features.0 kept must be a list, got str"),
+    (lambda p: {**p, "groups": [p["groups"][0], {**p["groups"][1], "kept": [2, 1, 2, 7]}]},
+     "p: group features.4 kept lists channel 2 more than once"),
+    (lambda p: {**p, "groups": [{**p["groups"][0], "bn_layers": "features.1"}]},
+     "p: group features.0 bn_layers must be a list, got str"),
+    (lambda p: {**p, "groups": [{**p["groups"][0], "channels_after": "2"}]},
+     "p: group features.0 channels_after must be an integer, got '2'"),
+    (lambda p: {**p, "channels_after": -1}, "p: channels_after must be >= 0, got -1"),
+    (lambda p: {**p, "pruned_fraction": 1.5}, "p: pruned_fraction must be <= 1.0, got 1.5"),
+    (lambda p: {**p, "pruned_fraction": -0.5}, "p: pruned_fraction must be >= 0.0, got -0.5"),
+]
+
+
+@pytest.mark.parametrize("edit,message", PLAN_MESSAGES)
+def test_plan_messages(edit, message):
+    with pytest.raises(InvalidFileError) as err:
+        validate_plan(edit(copy.deepcopy(PLAN)), "p")
+    assert str(err.value) == message
+
+
+def test_optional_plan_fields_and_the_default_name():
+    lean = {k: v for k, v in PLAN.items() if k not in ("percent", "min_keep", "min_channels", "round_to",
+                                                       "channels_before", "channels_after", "pruned_fraction")}
+    assert validate_plan(copy.deepcopy(lean)) == lean
+    edge = {**copy.deepcopy(PLAN), "min_keep": 1.0, "min_channels": 0}
+    assert validate_plan(edge) == edge
+    with pytest.raises(InvalidFileError, match=r"^plan.json is not"):
+        validate_plan({})
+
+
+META_MESSAGES = [
+    (lambda m: [], "d must be an object, got list"),
+    (lambda m: {**m, "arch_kwargs": {"num_classes": 3, "width": 0}}, "d: arch_kwargs.width must be > 0.0, got 0"),
+    (lambda m: {**m, "arch_kwargs": {"num_classes": 3, "width": 65}}, "d: arch_kwargs.width must be <= 64.0, got 65"),
+    (lambda m: {**m, "accuracy": -0.1}, "d: accuracy must be >= 0.0, got -0.1"),
+    (lambda m: {**m, "input_size": [65, 32, 32], "normalization": {"mean": [0.5] * 65, "std": [0.5] * 65}},
+     "d: input_size[0] (channels) must be [1, 64], got 65"),
+    (lambda m: {**m, "input_size": [3, 32, 0]}, "d: input_size[2] (width) must be [1, 16384], got 0"),
+    (lambda m: {**m, "normalization": {"mean": [0.5] * 3, "std": [0.25, 0, 0.25]}},
+     "d: normalization.std must be > 0.0, got 0"),
+    (lambda m: {**m, "normalization": []}, "d: normalization must be an object, got list"),
+    (lambda m: {**m, "widths": {"features.0": {"type": "Conv3d"}}},
+     "d: widths.features.0.type must be one of Conv2d, BatchNorm2d, Linear, got 'Conv3d'"),
+    (lambda m: {**m, "widths": {"f": {"type": "Conv2d", "in_channels": 3, "out_channels": 16, "groups": 2}}},
+     "d: widths.f has 3 → 16 channels, not divisible by groups 2"),
+    (lambda m: {**m, "classes": "abc"}, "d: classes must be a list, got str"),
+    (lambda m: {**m, "arch": None}, "d: arch must be a non-empty string, got None"),
+    (lambda m: {**m, "format": None}, "d is not a compress.model/1 file (format None)"),
+    (lambda m: {k: v for k, v in m.items() if k not in ("arch", "classes")}, "d lacks arch, classes"),
+]
+
+
+@pytest.mark.parametrize("edit,message", META_MESSAGES)
+def test_model_json_messages(edit, message):
+    with pytest.raises(InvalidFileError) as err:
+        validate_model_meta(edit(model_meta()), "d")
+    assert str(err.value) == message
+
+
+def test_model_json_edges_that_pass():
+    for over in ({"accuracy": 0.0}, {"accuracy": 1.0}, {"accuracy": None}, {"params": 0, "macs": 0, "flops": 0},
+                 {"widths": None}, {"arch_kwargs": {"num_classes": 3, "width": 64}}):
+        validate_model_meta(model_meta(**over))
+    with pytest.raises(InvalidFileError, match=r"^model.json: accuracy"):
+        validate_model_meta(model_meta(accuracy=3))
+
+
+def test_check_state_exact_messages():
+    expected = {"a": torch.zeros(1), "b": torch.zeros(1), "c": torch.zeros(1)}
+    for state, message in [({"a": torch.zeros(1)}, "m lacks tensor b (and 1 more)"),
+                           ({"a": torch.zeros(1), "b": torch.zeros(1)}, "m lacks tensor c"),
+                           ({**expected, "x": torch.zeros(1), "y": torch.zeros(1)},
+                            "m holds tensor x that the model does not have (and 1 more)"),
+                           ({**expected, "a": torch.zeros(1, dtype=torch.int8)},
+                            "m: tensor a is stored as int8, the model needs float32"),
+                           ({**expected, "b": torch.zeros(2)}, "m: tensor b has shape [2], the model needs [1]")]:
+        with pytest.raises(InvalidFileError) as err:
+            check_state(state, expected, "m")
+        assert str(err.value) == message
