@@ -90,14 +90,14 @@ def validate_plan(plan: Any, where: str = "plan.json") -> dict:
     plan = _dict(plan, where, "")
     if plan.get("format") != PLAN_FORMAT:
         raise InvalidFileError(f"{where} is not a {PLAN_FORMAT} plan (format {plan.get('format')!r})")
-    for key in ("threshold", "groups"):
+    # compress.slimming.prune reads percent and threshold of a replayed plan: both are required.
+    for key in ("percent", "threshold", "groups"):
         if key not in plan:
             raise InvalidFileError(f"{where} lacks {key}")
     _number(plan["threshold"], where, "threshold")
-    if "percent" in plan:
-        percent = _number(plan["percent"], where, "percent")
-        if not 0.0 < percent < 1.0:
-            raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
+    percent = _number(plan["percent"], where, "percent")
+    if not 0.0 < percent < 1.0:
+        raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
     if "min_keep" in plan:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
     for key in ("min_channels", "round_to"):

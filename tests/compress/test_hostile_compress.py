@@ -327,6 +327,24 @@ def test_failed_quantize_of_a_model_dir_leaves_no_fp32_onnx(work):
                              "--calib-images", 4], "classes")
 
 
+@pytest.mark.xfail(strict=True, reason=QUANTIZE_WIRING)
+def test_quantize_interrupted_after_calibration_leaves_nothing(work, monkeypatch):
+    import compress.quantize as quantize
+
+    data = make_images(work / "data", classes=tuple(CLASSES), per_class=1)
+    real = quantize.calibrate
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(quantize, "calibrate", interrupted)
+    before = snapshot(work)
+    result = invoke(["quantize", work / "vgg", "--data", data, "--out", work / "q.onnx", "--calib-images", 4])
+    assert result.exit_code == 130, result.output
+    assert snapshot(work) == before  # no q.onnx, no q.fp32.onnx, no temporaries
+
+
 def test_quantize_of_a_missing_model(work):
     refused_unchanged(work, ["quantize", work / "none", "--out", work / "q.onnx"], "none", "not found")
 

@@ -190,6 +190,7 @@ PLAN_MESSAGES = [
     (lambda p: {}, "p is not a compress.plan/1 plan (format None)"),
     (lambda p: {**p, "format": "x"}, "p is not a compress.plan/1 plan (format 'x')"),
     (lambda p: {k: v for k, v in p.items() if k != "threshold"}, "p lacks threshold"),
+    (lambda p: {k: v for k, v in p.items() if k != "percent"}, "p lacks percent"),
     (lambda p: {**p, "percent": 0}, "p: percent must lie in (0, 1), got 0.0"),
     (lambda p: {**p, "percent": "0.5"}, "p: percent must be a finite number, got '0.5'"),
     (lambda p: {**p, "min_keep": 1.5}, "p: min_keep must be <= 1.0, got 1.5"),
@@ -224,7 +225,7 @@ def test_plan_messages(edit, message):
 
 
 def test_optional_plan_fields_and_the_default_name():
-    lean = {k: v for k, v in PLAN.items() if k not in ("percent", "min_keep", "min_channels", "round_to",
+    lean = {k: v for k, v in PLAN.items() if k not in ("min_keep", "min_channels", "round_to",
                                                        "channels_before", "channels_after", "pruned_fraction")}
     assert validate_plan(copy.deepcopy(lean)) == lean
     edge = {**copy.deepcopy(PLAN), "min_keep": 1.0, "min_channels": 0}
