@@ -1,4 +1,10 @@
-"""`compress info`: size and cost of a model directory, an ONNX file or an architecture name."""
+"""`compress info`: size and cost of a model directory, an ONNX file or an architecture name.
+
+A file is described only after the checks its loader applies: a model directory is loaded (model.json
+validated, weights loaded strictly) and counted from the module itself, and an ONNX file must parse,
+pass the ONNX checker and, when it carries `compress.*` metadata, carry valid metadata. No figures are
+printed for something that could not be loaded.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,7 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
     if path.suffix == ".onnx":
         return _describe_onnx(path)
     if path.is_dir():
-        from compress.artifact import read_meta
-
-        meta = read_meta(path)
-        return {"name": str(path), "arch": meta["arch"], "params": meta["params"], "macs": meta["macs"],
-                "flops": meta["flops"], "accuracy": meta.get("accuracy"), "widths": meta["widths"],
-                "input_size": meta["input_size"]}
+        return _describe_model_dir(path)
     if path.exists():
         raise CompressError(f"{path} is neither a model directory nor an .onnx file")
     from compress.measure import count_params_macs, layer_widths
@@ -26,23 +27,79 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
     kwargs = {"num_classes": num_classes}
     if width is not None:
         kwargs["width"] = width
+    import torch
+
+    from compress.limits import check_allocation
+
     try:
+        # Sized on the meta device first: an absurd --width or --num-classes is refused, not allocated.
+        with torch.device("meta"):
+            probe = create_model(target, **kwargs)
+        check_allocation(sum(p.numel() for p in probe.parameters()), "float32", f"{target} (its weights)")
         model = create_model(target, **kwargs)
-    except ValueError as exc:
-        raise CompressError(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise CompressError(str(exc).strip().splitlines()[0] if str(exc).strip() else f"cannot build {target}") from None
     params, macs = count_params_macs(model)
     return {"name": target, "arch": target, "params": params, "macs": macs, "flops": 2 * macs,
             "accuracy": None, "widths": layer_widths(model), "input_size": [3, 32, 32]}
 
 
+def load_checked(path: Path):
+    """(model, meta) of a model directory after every check: model.json's fields and sizes, then each
+    tensor's name, dtype and shape against the module model.json describes (refused, never cast)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from compress.artifact import META, WEIGHTS, build_model, read_meta
+    from compress.validate import check_state, validate_model_meta
+
+    meta = validate_model_meta(read_meta(path), str(path / META))
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise CompressError(f"{path} has {META} but no {WEIGHTS}")
+    model = build_model(meta)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CompressError(f"{weights} is corrupt: {first[:200]}") from None
+    check_state(state, model.state_dict(), str(weights))
+    model.load_state_dict(state, strict=True)
+    return model.eval(), meta
+
+
+def _describe_model_dir(path: Path) -> dict:
+    from compress.measure import count_params_macs, layer_widths
+
+    model, meta = load_checked(path)
+    params, macs = count_params_macs(model, tuple(meta["input_size"]))
+    if params == 0:
+        raise CompressError(f"{path} holds a model without parameters")
+    return {"name": str(path), "arch": meta["arch"], "params": params, "macs": macs, "flops": 2 * macs,
+            "accuracy": meta.get("accuracy"), "widths": layer_widths(model), "input_size": meta["input_size"]}
+
+
 def _describe_onnx(path: Path) -> dict:
+    from export.errors import ExportError
+    from export.metadata import PREFIX, metadata_of, validate_metadata
+    from export.onnx_file import load_onnx
     from runtime.onnx_flops import count_onnx
 
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")
     try:
-        counts = count_onnx(path)
-    except ValueError as exc:  # an unreadable ONNX file
+        model = load_onnx(path)
+        meta = None
+        if any(p.key.startswith(PREFIX) for p in model.metadata_props):
+            meta = validate_metadata(metadata_of(model), f"{path}: metadata")
+        counts = count_onnx(model)
+    except ExportError as exc:
         raise CompressError(str(exc)) from None
-    return {"name": str(path), "arch": None, "params": counts["params"], "macs": counts["macs"],
-            "flops": counts["flops"], "accuracy": None, "widths": None}
+    except ValueError as exc:  # metadata that can't be right, or a graph the counter cannot read
+        text = (str(exc).strip().splitlines() or ["invalid ONNX file"])[0]
+        raise CompressError(text if str(path) in text else f"{path}: {text}") from None
+    if counts["params"] == 0:
+        raise CompressError(f"{path} holds no weights (no parameters in its graph)")
+    return {"name": str(path), "arch": meta["arch"] if meta else None, "params": counts["params"],
+            "macs": counts["macs"], "flops": counts["flops"], "accuracy": None, "widths": None,
+            "input_size": meta["input_size"] if meta else None}

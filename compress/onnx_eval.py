@@ -11,14 +11,37 @@ from compress.errors import CompressError
 
 
 def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> dict:
+    """{'accuracy', 'correct', 'images'} of the ONNX file on `data`, after checking that the file's metadata
+    is valid and agrees with the data (classes, image size)."""
+    from export.errors import ExportError
+    from export.metadata import checked_metadata
+    from export.onnx_file import load_onnx
     from runtime.accuracy import onnx_accuracy
+    from runtime.errors import RuntimeBenchError
 
     path = Path(path)
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")
-    from runtime.errors import RuntimeBenchError
-
+    try:
+        load_onnx(path)
+        meta = checked_metadata(path)
+    except ExportError as exc:
+        raise CompressError(str(exc)) from None
+    except ValueError as exc:
+        raise CompressError(_first(exc)) from None
+    if len(data) == 0:
+        raise CompressError("the test split holds no images")
+    if len(meta["classes"]) != len(data.classes):
+        raise CompressError(f"{path} has {len(meta['classes'])} classes, the data {len(data.classes)}")
+    if list(data.input_size) != list(meta["input_size"]):
+        raise CompressError(f"the data's images are {list(data.input_size)}, {path} takes {meta['input_size']}")
     try:
         return onnx_accuracy(path, data.eval_images().numpy(), data.labels.numpy().astype(np.int64), batch_size=batch_size)
     except RuntimeBenchError as exc:  # an ONNX file ONNX Runtime cannot load
         raise CompressError(str(exc)) from None
+    except ValueError as exc:  # the graph disagrees with its own metadata
+        raise CompressError(f"{path}: {_first(exc)}") from None
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,4 +1,8 @@
-"""Small file helpers shared by the export modules (atomic writes, hashing)."""
+"""Small file helpers shared by the export modules (atomic writes, hashing).
+
+The export package stands alone (it must not import compress/), so it keeps its own copy of the
+rule: write to a hidden temporary beside the target, give it normal permissions, fsync, rename.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,13 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_mode() -> int:
+    """The mode `open(path, "w")` would give a new file under the current umask (mkstemp gives 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data) -> Path:
     """Write `data` (bytes or any buffer) to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
@@ -25,12 +36,36 @@ def atomic_write_bytes(path: str | os.PathLike, data) -> Path:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), file_mode())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_many(items) -> None:
+    """Write several (path, data) pairs to temporaries first, then rename them in the order given:
+    a failure while writing leaves none of them at its final name."""
+    staged = []
+    try:
+        for path, data in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fchmod(fh.fileno(), file_mode())
+                os.fsync(fh.fileno())
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

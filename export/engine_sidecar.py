@@ -8,7 +8,9 @@ Python, so it runs (and is tested) without TensorRT.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +35,16 @@ def capability_str(cc) -> str:
     return f"{int(major)}.{int(minor)}"
 
 
-def write_sidecar(engine_path: str | os.PathLike, info: dict[str, Any]) -> Path:
+def sidecar_text(info: dict[str, Any]) -> str:
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise ValueError(f"engine sidecar lacks {', '.join(missing)}")
     body = {"format": FORMAT, **info, "compute_capability": capability_str(info["compute_capability"])}
-    return atomic_write_text(sidecar_path(engine_path), json.dumps(body, indent=2) + "\n")
+    return json.dumps(body, indent=2) + "\n"
+
+
+def write_sidecar(engine_path: str | os.PathLike, info: dict[str, Any]) -> Path:
+    return atomic_write_text(sidecar_path(engine_path), sidecar_text(info))
 
 
 def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
@@ -48,15 +54,57 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
         raise SidecarError(f"{engine_path} has no sidecar {path.name}; rebuild it with `compress export --trt` "
                            "so its TensorRT version and GPU are known")
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SidecarError(f"{path} is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise SidecarError(f"{path}: {exc}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise SidecarError(f"{path} is not a {FORMAT} sidecar")
     missing = [k for k in REQUIRED if k not in info]
     if missing:
         raise SidecarError(f"{path} lacks {', '.join(missing)}")
+    _validate(info, path)
     return info
+
+
+def _unique_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key} appears twice")
+        out[key] = value
+    return out
+
+
+def _validate(info: dict, path: Path) -> None:
+    """Types and ranges of every required field: a sidecar value is refused, never cast."""
+    def bad(field, problem):
+        raise SidecarError(f"{path}: {field} {problem}, got {info.get(field)!r:.60}")
+
+    size = info["engine_size"]
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        bad("engine_size", "must be a positive integer")
+    for key in ("tensorrt_version", "gpu_name"):
+        if not isinstance(info[key], str) or not info[key].strip():
+            bad(key, "must be a non-empty string")
+    cc = info["compute_capability"]
+    if not isinstance(cc, str) or not re.fullmatch(r"\d+\.\d+", cc):
+        bad("compute_capability", "must be 'major.minor'")
+    if info["precision"] not in ("fp32", "fp16", "int8"):
+        bad("precision", "must be fp32, fp16 or int8")
+    if not isinstance(info["onnx_sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", info["onnx_sha256"]):
+        bad("onnx_sha256", "must be 64 hex digits")
+    t = info["build_time_s"]
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+        bad("build_time_s", "must be a finite number of seconds")
+    profile = info["profile"]
+    shapes_ok = isinstance(profile, dict) and all(
+        isinstance(profile.get(k), list) and profile[k] and all(isinstance(d, int) and not isinstance(d, bool)
+                                                                 and d > 0 for d in profile[k])
+        for k in ("min", "opt", "max"))
+    if not shapes_ok or not len(profile["min"]) == len(profile["opt"]) == len(profile["max"]):
+        bad("profile", "must hold min, opt and max shapes of positive integers")
 
 
 def check_sidecar(engine_path: str | os.PathLike, trt_version: str, gpu_name: str, compute_capability) -> dict:

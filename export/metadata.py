@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +14,52 @@ PREFIX = "compress."
 REQUIRED = ("classes", "mean", "std", "input_size", "arch", "precision", "source_sha256", "toolkit_version")
 JSON_KEYS = frozenset({"classes", "mean", "std", "input_size"})
 PRECISIONS = ("fp32", "fp16", "int8")
+MAX_SIDE = 1 << 14
+MAX_CHANNELS = 64
 
 
-def validate_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata with short keys, checked for the documented keys and value shapes."""
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def validate_metadata(metadata: dict[str, Any], where: str = "ONNX metadata") -> dict[str, Any]:
+    """The metadata with short keys, checked for the documented keys, types and value shapes.
+
+    Values are refused, never cast: an input size of "32" or 32.0, a NaN mean, duplicate class names.
+    """
     meta = {_short(k): v for k, v in metadata.items()}
     missing = [k for k in REQUIRED if meta.get(k) in (None, "")]
     if missing:
-        raise ValueError(f"ONNX metadata lacks {', '.join(missing)}")
+        raise ValueError(f"{where} lacks {', '.join(PREFIX + k for k in missing)}")
     if meta["precision"] not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {meta['precision']!r}")
-    size = list(meta["input_size"])
-    if len(size) != 3 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(f"input_size must be [C, H, W] positive integers, got {meta['input_size']!r}")
+        raise ValueError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {meta['precision']!r}")
+    size = meta["input_size"]
+    if (not isinstance(size, (list, tuple)) or len(size) != 3 or not all(_is_int(s) and s > 0 for s in size)
+            or size[0] > MAX_CHANNELS or max(size[1:]) > MAX_SIDE):
+        raise ValueError(f"{where}: input_size must be [C, H, W] positive integers (C <= {MAX_CHANNELS}, "
+                         f"H, W <= {MAX_SIDE}), got {meta['input_size']!r}")
     for key in ("mean", "std"):
-        if len(meta[key]) != size[0]:
-            raise ValueError(f"{key} has {len(meta[key])} values for {size[0]} input channels")
+        values = meta[key]
+        if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
+            raise ValueError(f"{where}: {key} must be a list of finite numbers, got {values!r}")
+        if len(values) != size[0]:
+            raise ValueError(f"{where}: {key} has {len(values)} values for {size[0]} input channels")
     if any(float(s) <= 0 for s in meta["std"]):
-        raise ValueError("std values must be positive")
+        raise ValueError(f"{where}: std values must be positive")
+    classes = meta["classes"]
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{where}: classes must be a non-empty list of strings, got {classes!r:.80}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{where}: class {next(c for c in classes if list(classes).count(c) > 1)!r} is listed twice")
+    for key in ("arch", "toolkit_version", "source_sha256"):
+        if not isinstance(meta[key], str):
+            raise ValueError(f"{where}: {key} must be a string, got {meta[key]!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", meta["source_sha256"]):
+        raise ValueError(f"{where}: source_sha256 must be 64 hex digits, got {meta['source_sha256']!r:.80}")
     return meta
 
 
@@ -53,6 +83,8 @@ def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for prop in model.metadata_props:
         key = _short(prop.key)
+        if key in out:
+            raise ValueError(f"ONNX metadata {prop.key} appears twice")
         out[key] = _decode(key, prop.value)
     return out
 
@@ -62,6 +94,15 @@ def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
     from export.onnx_file import load_onnx
 
     return metadata_of(load_onnx(onnx_path, check=False, external_data=False))
+
+
+def checked_metadata(onnx_path: str | Path) -> dict[str, Any]:
+    """Metadata of a toolkit ONNX file, validated; one-line ValueError naming the file otherwise."""
+    try:
+        return validate_metadata(read_metadata(onnx_path), f"{onnx_path}: metadata")
+    except ValueError as exc:
+        text = str(exc)
+        raise ValueError(text if str(onnx_path) in text else f"{onnx_path}: {text}") from None
 
 
 def _decode(key: str, value: str) -> Any:

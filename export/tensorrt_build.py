@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from export._files import atomic_write_bytes, sha256_file
-from export.engine_sidecar import write_sidecar
+from export._files import atomic_write_bytes, atomic_write_many, sha256_file
+from export.engine_sidecar import sidecar_path, sidecar_text
 from export.errors import EngineBuildError, MissingExtraError, TrtReadinessError
 
 TRT_EXTRA = "pip install 'cnn-compress[trt]'"
@@ -147,7 +147,6 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
         raise EngineBuildError("TensorRT built a plan it cannot load back")
     # device_memory_size was removed in TensorRT 11; its _v2 successor exists in 10.x too.
     device_memory = getattr(engine, "device_memory_size_v2", None)
-    atomic_write_bytes(engine_path, plan)
     if cache is not None:
         atomic_write_bytes(timing_cache, config.get_timing_cache().serialize())
 
@@ -161,7 +160,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
         "onnx_sha256": sha256_file(onnx_path),
         "build_time_s": round(build_time, 3),
         "built_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "engine_size": engine_path.stat().st_size,
+        "engine_size": memoryview(plan).nbytes,
         "device_memory_bytes": None if device_memory is None else int(device_memory),
         "strongly_typed": True,
         "builder_optimization_level": opt_level,
@@ -170,7 +169,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
         "timing_cache": None if timing_cache is None else str(timing_cache),
         "metadata": meta,
     }
-    write_sidecar(engine_path, info)
+    # The sidecar lands first: an engine at its final name always has its sidecar beside it.
+    atomic_write_many([(sidecar_path(engine_path), sidecar_text(info).encode()), (engine_path, plan)])
     return info
 
 

@@ -26,8 +26,13 @@ def eval_cmd(model, data_spec, test_limit, device, as_json):
 
         result = evaluate_onnx(model, data.split("test"))
     else:
+        from compress.artifact import META, read_meta
         from compress.pipeline import evaluate_model_dir
+        from compress.validate import validate_model_meta
 
+        validate_model_meta(read_meta(model), str(model / META))
         result = evaluate_model_dir(model, data, device=device)
+    if not result.get("images") or result.get("accuracy") is None:
+        raise CompressError(f"nothing was evaluated: the test split of {data_spec} holds no images")
     result = {"model": str(model), "data": data_spec, **result}
     _emit(result, as_json, f"{model}: accuracy {result['accuracy']:.2%} on {result['images']} images")

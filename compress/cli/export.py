@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.params import FRACTION, NON_NEGATIVE
 from compress.errors import CompressError
 
 RANDOM_INPUTS = 64
@@ -44,9 +45,9 @@ RANDOM_INPUTS = 64
 @click.option("--parity-limit", type=click.IntRange(min=1), default=None,
               help=f"Images for the parity check (default: the whole test split with --data, "
                    f"{RANDOM_INPUTS} random images without).")
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+@click.option("--atol", type=NON_NEGATIVE, default=1e-3, show_default=True,
               help="FP32 parity: largest allowed |logit difference|.")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), default=0.999, show_default=True,
+@click.option("--min-agreement", type=FRACTION, default=0.999, show_default=True,
               help="FP32 parity: smallest allowed top-1 agreement.")
 @click.option("--verbose", is_flag=True, help="TensorRT builder log at INFO level.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
@@ -99,6 +100,10 @@ def _check_trt(source: Path | None, as_json: bool) -> None:
 
 def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx, workspace, timing_cache,
          opt_level, dla_core, data_spec, parity_limit, atol, min_agreement, verbose, say) -> dict:
+    from compress.atomic import signals_as_exceptions, staged
+    from compress.guard import check_outputs
+    from compress.lock import output_lock
+    from export.engine_sidecar import sidecar_path
     from export.tensorrt_build import import_tensorrt, parse_profile
 
     if onnx_out is None and trt_out is None:
@@ -107,9 +112,38 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
         raise click.UsageError("--fp16 and --int8 exclude each other")
     if int8_onnx is not None and trt_out is None:
         raise click.UsageError("--int8 QDQ.onnx builds an engine: add --trt OUT.engine")
+    if int8_onnx is not None and (source is not None or onnx_out is not None):
+        raise click.UsageError("with --int8 the engine comes from the Q/DQ file alone: drop SOURCE and --onnx")
+    if int8_onnx is None and source is None:
+        raise click.UsageError("missing SOURCE: a model directory or an .onnx file")
+    if source is not None and source.suffix == ".onnx" and onnx_out is not None and not fp16:
+        raise click.UsageError("SOURCE is already ONNX: --onnx with an .onnx SOURCE needs --fp16")
+    for option, path in (("--onnx", onnx_out), ("--trt", trt_out)):
+        if path is not None and path.is_dir():
+            raise CompressError(f"{option} {path} is a directory; give a file name")
+
+    # Every output, checked against every input before any work: nothing may overwrite an input.
+    fp32_path = fp16_path = None
+    if int8_onnx is None:
+        fp32_path, fp16_path = _onnx_paths(source, onnx_out, trt_out, fp16)
+    onnx_outputs = []  # (label, final path), written in this run
+    if source is not None and source.suffix != ".onnx":
+        onnx_outputs.append(("--onnx" if onnx_out == fp32_path else "the FP32 ONNX", fp32_path))
+    if fp16_path is not None:
+        onnx_outputs.append(("--onnx" if onnx_out == fp16_path else "the FP16 ONNX", fp16_path))
+    outputs = list(onnx_outputs)
+    if trt_out is not None:
+        outputs += [("--trt", trt_out), ("the engine sidecar", sidecar_path(trt_out))]
+    if timing_cache is not None:
+        outputs.append(("--timing-cache", timing_cache))
+    inputs = [("SOURCE", source), ("--int8", int8_onnx)]
+    if data_spec and Path(data_spec).exists():
+        inputs.append(("--data", Path(data_spec)))
+    check_outputs(inputs=inputs, outputs=outputs)
+
     from export.onnx_file import load_onnx
 
-    # Cheap checks first: a corrupt input file, then a missing TensorRT, before minutes of export work.
+    # Cheap checks next: a corrupt input file, then a missing TensorRT, before minutes of export work.
     for given in (source, int8_onnx):
         if given is not None and given.suffix == ".onnx":
             load_onnx(given)
@@ -123,40 +157,45 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
                 raise click.BadParameter(str(exc), param_hint="--batch") from None
     onnx_batch = _onnx_batch(batch, profile, dynamic_batch)
     report: dict = {}
-
-    if int8_onnx is not None:
-        if source is not None or onnx_out is not None:
-            raise click.UsageError("with --int8 the engine comes from the Q/DQ file alone: drop SOURCE and --onnx")
+    primary = onnx_out or trt_out
+    with signals_as_exceptions(), output_lock(primary, "compress export", directory=False):
         engine_onnx = int8_onnx
-    else:
-        if source is None:
-            raise click.UsageError("missing SOURCE: a model directory or an .onnx file")
-        fp32_path, fp16_path = _onnx_paths(source, onnx_out, trt_out, fp16)
-        inputs = labels = None
-        if source.suffix == ".onnx":
-            if onnx_out is not None and not fp16:
-                raise click.UsageError("SOURCE is already ONNX: --onnx with an .onnx SOURCE needs --fp16")
-        else:
-            inputs, labels, result = _export_model_dir(source, fp32_path, opset, dynamic_batch, onnx_batch,
-                                                       data_spec, parity_limit, atol, min_agreement, say)
-            report["onnx"] = result
-        engine_onnx = fp32_path
-        if fp16 and source.suffix == ".onnx" and onnx_out is None and _precision(source) == "fp16":
-            fp16 = False  # already FP16: build from it as it is
-            engine_onnx = source
-        if fp16:
-            report["fp16"] = _make_fp16(fp32_path, fp16_path, inputs, labels, data_spec, parity_limit, say)
-            engine_onnx = fp16_path
+        if int8_onnx is None:
+            engine_onnx = fp32_path
+            if fp16 and source.suffix == ".onnx" and onnx_out is None and _precision(source) == "fp16":
+                fp16 = False  # already FP16: build from it as it is
+                engine_onnx = source
+                onnx_outputs = [o for o in onnx_outputs if o[1] != fp16_path]
+            finals = [path for _, path in onnx_outputs]
+            lines: list[str] = []
+            # Written under temporary names; renamed only once every parity check has passed.
+            with staged(finals) as tmps:
+                tmp_of = dict(zip(finals, tmps))
+                inputs_x = labels = None
+                fp32_file = fp32_path
+                if source.suffix != ".onnx":
+                    fp32_file = tmp_of[fp32_path]
+                    inputs_x, labels, result = _export_model_dir(source, fp32_file, fp32_path, opset,
+                                                                 dynamic_batch, onnx_batch, data_spec, parity_limit,
+                                                                 atol, min_agreement, lines.append)
+                    report["onnx"] = result
+                if fp16:
+                    report["fp16"] = _make_fp16(fp32_file, tmp_of[fp16_path], fp16_path, inputs_x, labels, data_spec,
+                                                parity_limit, lines.append)
+                    engine_onnx = fp16_path
+            for line in lines:
+                say(line)
 
-    if trt_out is not None:
-        from export.tensorrt_build import build_engine
+        if trt_out is not None:
+            from export.tensorrt_build import build_engine
 
-        wanted = "int8" if int8_onnx is not None else ("fp16" if fp16 else None)
-        info = build_engine(engine_onnx, trt_out, profile=profile, workspace_mb=workspace, timing_cache=timing_cache,
-                            opt_level=opt_level, dla_core=dla_core, precision=wanted, verbose=verbose, log=say)
-        say(f"wrote {trt_out} ({info['precision']}, {info['engine_size'] / 2**20:.1f} MiB, built in "
-            f"{info['build_time_s']:.1f} s on {info['gpu_name']}) and {trt_out.name}.json")
-        report["engine"] = {"path": str(trt_out), **info}
+            wanted = "int8" if int8_onnx is not None else ("fp16" if fp16 else None)
+            info = build_engine(engine_onnx, trt_out, profile=profile, workspace_mb=workspace,
+                                timing_cache=timing_cache, opt_level=opt_level, dla_core=dla_core, precision=wanted,
+                                verbose=verbose, log=say)
+            say(f"wrote {trt_out} ({info['precision']}, {info['engine_size'] / 2**20:.1f} MiB, built in "
+                f"{info['build_time_s']:.1f} s on {info['gpu_name']}) and {trt_out.name}.json")
+            report["engine"] = {"path": str(trt_out), **info}
     return report
 
 
@@ -200,48 +239,78 @@ def _onnx_paths(source: Path, onnx_out, trt_out, fp16) -> tuple[Path, Path | Non
     return fp32, (trt_out.with_suffix(".fp16.onnx") if fp16 else None)
 
 
-def _export_model_dir(model_dir: Path, out: Path, opset, dynamic_batch, batch, data_spec, parity_limit, atol,
-                      min_agreement, say):
+def _export_model_dir(model_dir: Path, tmp: Path, out: Path, opset, dynamic_batch, batch, data_spec, parity_limit,
+                      atol, min_agreement, say):
+    """Export to `tmp` (which becomes `out` once every check has passed) and check parity on it."""
     from compress import __version__
-    from compress.artifact import WEIGHTS, file_sha256, load_model_dir
+    from compress.artifact import WEIGHTS, file_sha256
+    from compress.info import load_checked
     from export.onnx_export import export_onnx
     from export.parity import ACCURACY_TOL, check_parity
 
-    model, meta = load_model_dir(model_dir)
+    model, meta = load_checked(Path(model_dir))
     norm = meta["normalization"]
     metadata = {
         "classes": meta["classes"], "mean": norm["mean"], "std": norm["std"], "input_size": meta["input_size"],
         "arch": meta["arch"], "precision": "fp32", "source_sha256": file_sha256(Path(model_dir) / WEIGHTS),
         "toolkit_version": __version__,
     }
-    export_onnx(model, out, input_size=meta["input_size"], metadata=metadata, opset=opset,
-                dynamic_batch=dynamic_batch, batch=batch)
+    _check_output_width(model, meta, model_dir)
+    try:
+        export_onnx(model, tmp, input_size=meta["input_size"], metadata=metadata, opset=opset,
+                    dynamic_batch=dynamic_batch, batch=batch)
+    except ValueError as exc:  # metadata from model.json that can't be right
+        raise CompressError(f"{Path(model_dir) / 'model.json'}: {exc}") from None
     say(f"wrote {out} (fp32, opset {opset}, {'dynamic batch' if dynamic_batch else f'batch {batch}'}, "
-        f"{out.stat().st_size / 2**20:.1f} MiB)")
+        f"{tmp.stat().st_size / 2**20:.1f} MiB)")
     inputs, labels, what = _parity_inputs(data_spec, parity_limit, norm["mean"], norm["std"], meta["input_size"],
                                           meta["classes"])
-    result = check_parity(model, out, inputs, atol, min_agreement, labels=labels,
-                          accuracy_tol=ACCURACY_TOL if labels is not None else None)
+    result = _named(out, tmp, lambda: check_parity(
+        model, tmp, inputs, atol, min_agreement, labels=labels,
+        accuracy_tol=ACCURACY_TOL if labels is not None else None))
     say(f"parity ONNX Runtime vs torch on {what}: {result.summary()}")
     return inputs, labels, {"path": str(out), "opset": opset, "dynamic_batch": dynamic_batch,
                             "parity_inputs": what, "parity": result.to_dict()}
 
 
-def _make_fp16(fp32_path: Path, fp16_path: Path, inputs, labels, data_spec, parity_limit, say) -> dict:
+def _check_output_width(model, meta: dict, model_dir: Path) -> None:
+    """One output per class, or the exported file would label its logits wrongly."""
+    import torch
+
+    from compress.validate import check_output_width
+
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else "cpu"
+    with torch.no_grad():
+        out = model(torch.zeros(1, *meta["input_size"], device=device))
+    check_output_width(int(out.shape[-1]), meta["classes"], str(Path(model_dir) / "model.json"))
+
+
+def _named(final: Path, tmp: Path, check):
+    """Run a check on a temporary file; its errors name the file the user asked for."""
+    from export.errors import ExportError
+
+    try:
+        return check()
+    except ExportError as exc:
+        raise type(exc)(str(exc).replace(str(tmp), str(final))) from None
+
+
+def _make_fp16(fp32_path: Path, tmp: Path, fp16_path: Path, inputs, labels, data_spec, parity_limit, say) -> dict:
     from export.fp16 import convert_fp16
-    from export.metadata import read_metadata
+    from export.metadata import checked_metadata
     from export.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
 
-    convert_fp16(fp32_path, fp16_path)
+    _named(fp16_path, tmp, lambda: convert_fp16(fp32_path, tmp))
     say(f"wrote {fp16_path} (fp16 weights and compute, float32 input/output, "
-        f"{fp16_path.stat().st_size / 2**20:.1f} MiB)")
+        f"{tmp.stat().st_size / 2**20:.1f} MiB)")
     what = "the same inputs"
     if inputs is None:
-        meta = read_metadata(fp32_path)
+        meta = checked_metadata(fp32_path)
         inputs, labels, what = _parity_inputs(data_spec, parity_limit, meta["mean"], meta["std"],
                                               meta["input_size"], meta.get("classes"))
-    result = check_parity(fp32_path, fp16_path, inputs, min_agreement=FP16_MIN_AGREEMENT, rel_tol=FP16_REL_TOL,
-                          labels=labels)
+    result = _named(fp16_path, tmp, lambda: check_parity(fp32_path, tmp, inputs, min_agreement=FP16_MIN_AGREEMENT,
+                                                         rel_tol=FP16_REL_TOL, labels=labels))
     say(f"parity FP16 vs FP32 ONNX on {what}: {result.summary()}")
     return {"path": str(fp16_path), "parity": result.to_dict()}
 

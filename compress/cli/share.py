@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compress.errors import CompressError
+from compress.cli.params import FiniteFloat
 
 
 @click.command("share", short_help="Weight sharing (k-means codebooks) + Huffman coding into OUT/model.dcz; --decompress back.")
@@ -16,13 +16,13 @@ from compress.errors import CompressError
               help="Output directory (shared model dir + model.dcz + share_report.json/.md).")
 @click.option("--bits", default="conv=8,fc=5", show_default=True,
               help="Index bits per layer kind (k = 2^bits centroids); 'N' for all, 'layer.name=N' overrides.")
-@click.option("--prune-weights", "prune", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--prune-weights", "prune", type=FiniteFloat(0, 1, max_open=True), default=None,
               help="Fraction S of each layer's smallest-magnitude weights to zero first (stored sparse).")
 @click.option("--offset-bits", default="conv=8,fc=5", show_default=True,
               help="Width of the relative sparse offsets of pruned layers (the paper: 8 conv, 5 fc).")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Epochs of centroid fine-tuning (gradients summed per cluster); needs --data.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Plain-SGD learning rate for centroid fine-tuning.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--data", "data_spec", default=None,
@@ -45,9 +45,10 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
     if dcz is not None:
         if model_dir is not None:
             raise click.UsageError("give either MODEL_DIR or --decompress FILE, not both")
+        from compress.pipeline import command_line
         from compress.sharing.share import decompress
 
-        meta = decompress(dcz, out)
+        meta = decompress(dcz, out, command=command_line())
         click.echo(json.dumps({"model_dir": str(out), "params": meta["params"]}) if as_json
                    else f"{out}: restored {meta['arch']} ({meta['params']:,} params) from {dcz}")
         return
@@ -59,12 +60,9 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
     from compress.sharing.share import report_markdown, share_model
 
     data = DataOptions(data_spec, train_limit, test_limit, seed) if data_spec else None
-    try:
-        report = share_model(model_dir, out, bits=bits, offset_bits=offset_bits, prune=prune,
-                             finetune_epochs=finetune_epochs, data=data, lr=lr, batch_size=batch_size,
-                             device=device, seed=seed, command=command_line())
-    except FileNotFoundError as exc:
-        raise CompressError(str(exc)) from None
+    report = share_model(model_dir, out, bits=bits, offset_bits=offset_bits, prune=prune,
+                         finetune_epochs=finetune_epochs, data=data, lr=lr, batch_size=batch_size,
+                         device=device, seed=seed, command=command_line())
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -40,6 +40,10 @@ class ContainerError(CompressError, ValueError):
     """A .dcz file that is not one, is damaged, or comes from an unknown version."""
 
 
+class ContainerNotFoundError(ContainerError, FileNotFoundError):
+    """The .dcz file does not exist."""
+
+
 @dataclass
 class SharedTensor:
     """One weight tensor after sharing: `index[i]` picks a codebook entry, -1 marks a pruned weight."""
@@ -136,28 +140,151 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
     body, digest = blob[:-_DIGEST], blob[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise ContainerError(f"{name} is corrupt or truncated: sha256 checksum mismatch")
-    _, version, _flags, header_len = _PREFIX.unpack_from(body)
+    _, version, flags, header_len = _PREFIX.unpack_from(body)
     if version != VERSION:
         raise ContainerError(f"{name} has format version {version}; this toolkit reads version {VERSION}")
+    if flags != 0:
+        raise ContainerError(f"{name} sets unknown flags {flags:#06x}")
+    if header_len > len(body) - _PREFIX.size:
+        raise ContainerError(f"{name} declares a {header_len}-byte header in a {len(body)}-byte file")
     try:
-        header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + header_len]))
+        header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + header_len]),
+                            object_pairs_hook=_no_duplicate_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ContainerError(f"{name} has an unreadable header") from None
+    except ValueError as exc:
+        raise ContainerError(f"{name} has an invalid header: {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ContainerError(f"{name} has an unknown header format")
     return header, memoryview(body)[_PREFIX.size + header_len:]
 
 
+def _no_duplicate_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class _Header:
+    """Type and range checks of the header's fields, each failure one ContainerError naming the field."""
+
+    def __init__(self, name: str, payload_size: int):
+        self.name, self.payload_size = name, payload_size
+
+    def fail(self, field: str, problem: str):
+        raise ContainerError(f"{self.name}: {field} {problem}")
+
+    def int(self, value, field: str, lo: int = 0, hi: int | None = None) -> int:
+        if not _is_int(value):
+            self.fail(field, f"must be an integer, got {value!r:.60}")
+        if value < lo or (hi is not None and value > hi):
+            self.fail(field, f"must lie in [{lo}, {hi if hi is not None else '∞'}], got {value}")
+        return value
+
+    def ref(self, value, field: str) -> tuple[int, int]:
+        if not isinstance(value, list) or len(value) != 2:
+            self.fail(field, f"must be an [offset, length] pair, got {value!r:.60}")
+        off, length = (self.int(v, field) for v in value)
+        if off + length > self.payload_size:
+            self.fail(field, "points outside the payload")
+        return off, length
+
+    def dict(self, value, field: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(field, f"must be an object, got {type(value).__name__}")
+        return value
+
+    def stream(self, value, field: str, alphabet: int) -> dict:
+        value = self.dict(value, field)
+        for key in ("count", "nbits", "lengths", "chunks", "bits"):
+            if key not in value:
+                self.fail(field, f"lacks {key}")
+        self.int(value["count"], f"{field}.count")
+        self.int(value["nbits"], f"{field}.nbits", 0, 8 * self.payload_size)
+        _, n_lengths = self.ref(value["lengths"], f"{field}.lengths")
+        if n_lengths != alphabet:
+            self.fail(f"{field}.lengths", f"has {n_lengths} code lengths for an alphabet of {alphabet} symbols")
+        _, n_chunks = self.ref(value["chunks"], f"{field}.chunks")
+        if n_chunks % 4 or n_chunks // 4 != -(-value["count"] // CHUNK):
+            self.fail(f"{field}.chunks", f"has {n_chunks} bytes for {value['count']} symbols")
+        self.ref(value["bits"], f"{field}.bits")
+        return value
+
+
+def _check_entries(header: dict, payload_size: int, name: str) -> list[dict]:
+    """Every shared-tensor entry of the header, typed and bounded before anything is allocated."""
+    from compress.limits import check_allocation, element_count
+
+    h = _Header(name, payload_size)
+    if header.get("chunk") != CHUNK:
+        raise ContainerError(f"{name} uses chunks of {header.get('chunk')!r} symbols; expected {CHUNK}")
+    h.dict(header.get("model"), "model")
+    h.ref(header.get("raw"), "raw")
+    entries = header.get("shared")
+    if not isinstance(entries, list):
+        h.fail("shared", "must be a list")
+    seen: set[str] = set()
+    symbols = 0
+    for i, e in enumerate(entries):
+        e = h.dict(e, f"shared[{i}]")
+        tname = e.get("name")
+        if not isinstance(tname, str) or not tname:
+            h.fail(f"shared[{i}].name", f"must be a non-empty string, got {tname!r:.60}")
+        if tname in seen:
+            h.fail(f"tensor {tname}", "appears twice")
+        seen.add(tname)
+        field = f"tensor {tname}"
+        shape = e.get("shape")
+        if not isinstance(shape, list) or not shape:
+            h.fail(f"{field} shape", f"must be a non-empty list, got {shape!r:.60}")
+        for d in shape:
+            h.int(d, f"{field} shape", 1)
+        numel = element_count(shape, f"{name}: {field}")
+        check_allocation(numel, "int64", f"{name}: {field} (shape {shape})")
+        bits = h.int(e.get("bits"), f"{field} bits", 1, 16)
+        k = h.int(e.get("k"), f"{field} k", 1, 1 << bits)
+        offset_bits = e.get("offset_bits")
+        if offset_bits is not None:
+            h.int(offset_bits, f"{field} offset_bits", 1, 16)
+        _, cb_len = h.ref(e.get("codebook"), f"{field} codebook")
+        if cb_len != 4 * k:
+            h.fail(f"{field} codebook", f"has {cb_len} bytes for k = {k} float32 entries")
+        index = h.stream(e.get("index"), f"{field} index", k + (1 if offset_bits is not None else 0))
+        if offset_bits is None:
+            if e.get("offsets") is not None:
+                h.fail(f"{field} offsets", "are present for a dense tensor")
+            if index["count"] != numel:
+                h.fail(f"{field} index", f"holds {index['count']} symbols for {numel} weights")
+        else:
+            offsets = h.stream(e.get("offsets"), f"{field} offsets", 1 << offset_bits)
+            if offsets["count"] != index["count"]:
+                h.fail(f"{field} offsets", f"hold {offsets['count']} entries, the index {index['count']}")
+            if index["count"] > numel:
+                h.fail(f"{field} index", f"holds {index['count']} entries for {numel} weights")
+            symbols += offsets["count"]
+        symbols += index["count"]
+    # The decoder works on whole chunks of int32 symbols, then int64 copies of them.
+    check_allocation(symbols + len(entries) * CHUNK, "int64", f"{name}: the Huffman streams")
+    return entries
+
+
 def decode_container(blob: bytes, name: str = "file") -> tuple[dict, list[SharedTensor], dict]:
-    """(model_json, shared tensors, raw tensors) from file bytes; ContainerError when damaged."""
+    """(model_json, shared tensors, raw tensors) from file bytes; ContainerError when damaged or implausible."""
+    from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
     header, payload = _checked_body(blob, name)
+    entries = _check_entries(header, len(payload), name)
 
     def part(ref) -> bytes:
         off, length = ref
-        if off < 0 or length < 0 or off + length > len(payload):
-            raise ContainerError(f"{name} points outside its payload")
         return bytes(payload[off:off + length])
 
     def stream(h) -> HuffmanStream:
@@ -166,9 +293,6 @@ def decode_container(blob: bytes, name: str = "file") -> tuple[dict, list[Shared
                              np.frombuffer(part(h["chunks"]), "<u4"))
 
     try:
-        if header.get("chunk") != CHUNK:
-            raise ContainerError(f"{name} uses chunks of {header.get('chunk')} symbols; expected {CHUNK}")
-        entries = header["shared"]
         streams, owners = [], []
         for i, e in enumerate(entries):
             streams.append(stream(e["index"]))
@@ -185,8 +309,12 @@ def decode_container(blob: bytes, name: str = "file") -> tuple[dict, list[Shared
         raw = load_safetensors(raw_blob) if raw_blob else {}
     except ContainerError:
         raise
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ContainerError(f"{name} is inconsistent: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ContainerError(f"{name} is inconsistent: {first[:200]}") from None
+    clash = sorted({t.name for t in shared} & set(raw))
+    if clash:
+        raise ContainerError(f"{name}: tensor {clash[0]} is stored both shared and raw")
     return header["model"], shared, raw
 
 
@@ -199,6 +327,8 @@ def _rebuild(entry: dict, codebook_bytes: bytes, symbols: np.ndarray, offsets: n
     k = int(entry["k"])
     if codebook.size != k:
         raise ValueError(f"{entry['name']}: codebook has {codebook.size} entries, header says {k}")
+    if not np.isfinite(codebook).all():
+        raise ValueError(f"{entry['name']}: codebook holds NaN or infinity")
     if offsets is None:
         if symbols.size != numel or (symbols >= k).any():
             raise ValueError(f"{entry['name']}: index stream does not fit the tensor")
@@ -226,5 +356,5 @@ def write_container(path: str | Path, model_json: dict, shared: list[SharedTenso
 def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"compressed model not found: {path}")
+        raise ContainerNotFoundError(f"compressed model not found: {path}")
     return decode_container(path.read_bytes(), str(path))

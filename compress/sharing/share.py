@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from compress.atomic import os_error_line, signals_as_exceptions
 from compress.errors import CompressError
+from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
 from compress.sharing.kmeans import kmeans_1d
 from compress.sharing.sparse import encode_positions, magnitude_mask
@@ -26,6 +28,7 @@ from compress.sharing.sparse import encode_positions, magnitude_mask
 DCZ_NAME = "model.dcz"
 REPORT_JSON = "share_report.json"
 REPORT_MD = "share_report.md"
+OUTPUT_FILES = ("model.safetensors", "model.json", DCZ_NAME, REPORT_JSON, REPORT_MD)
 DEFAULT_BITS = "conv=8,fc=5"
 DEFAULT_OFFSET_BITS = "conv=8,fc=5"  # the paper's widths for convolutional and fully connected layers
 MAX_BITS = 12
@@ -199,22 +202,38 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
                 data=None, lr: float = 1e-4, batch_size: int = 128, device: str | None = None, seed: int = 0,
                 command: str | None = None) -> dict:
     """Run the sharing pipeline; `data` is a compress.pipeline.DataOptions (needed for accuracy and fine-tuning)."""
-    from compress.artifact import derived_meta, load_model_dir, save_model_dir
-    from compress.atomic import write_json, write_text
-    from compress.measure import layer_widths
-    from compress.train import pick_device
-
     bit_spec = parse_bits(bits, "--bits")
     off_spec = parse_bits(offset_bits, "--offset-bits", 1, 16, default=(8, 5))
     if prune is not None and not 0.0 <= prune < 1.0:
         raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {prune}")
     if finetune_epochs and data is None:
         raise CompressError("--finetune-epochs needs --data")
+    from compress.guard import check_outputs
+
     out_dir = Path(out_dir)
-    if Path(model_dir).resolve() == out_dir.resolve():
-        raise CompressError("--out must differ from the input model directory")
+    inputs = [("MODEL_DIR", Path(model_dir))]
+    if data is not None and data.spec and Path(data.spec).exists():
+        inputs.append(("--data", Path(data.spec)))
+    check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
+    with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
+        try:
+            return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr,
+                          batch_size, device, seed, command)
+        except OSError as exc:  # a full disk, a read-only directory: one line naming the file
+            raise CompressError(os_error_line(exc, out_dir)) from None
+
+
+def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
+           batch_size, device, seed, command) -> dict:
+    from compress.artifact import derived_meta, save_model_dir
+    from compress.atomic import move_into, scratch_dir, write_json, write_text
+    from compress.info import load_checked
+    from compress.measure import layer_widths
+    from compress.train import pick_device
+
     dev = pick_device(device)
-    model, meta = load_model_dir(model_dir, device=dev)
+    model, meta = load_checked(model_dir)
+    model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
     masks = None
@@ -251,19 +270,20 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
     raw = {k: v for k, v in state.items() if k not in shared_names}
     embedded = {**new_meta, "widths": layer_widths(model)}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.json").unlink(missing_ok=True)  # the directory is incomplete until the end
-    sizes = write_container(out_dir / DCZ_NAME, embedded, shared, raw)
-    _verify_roundtrip(out_dir / DCZ_NAME, state)
-
-    steps = size_steps(meta, model, shared, sizes["file"], accuracy)
-    report = {"schema": "compress.share/1", "source": str(model_dir), "output": str(out_dir),
-              "compressed_file": str(out_dir / DCZ_NAME), "settings": sharing, "steps": steps,
-              "file_breakdown_bytes": sizes, "accuracy": accuracy, "finetune_history": history,
-              "layers": layer_table(shared), "data": data.describe() if data is not None else None}
-    write_json(out_dir / REPORT_JSON, report)
-    write_text(out_dir / REPORT_MD, report_markdown(report))
-    save_model_dir(model, out_dir, new_meta)
+    # Everything is written and checked in a hidden work directory inside OUT, then renamed into place
+    # with model.json last: a failure (a full disk, say) or an interruption leaves no model.dcz behind.
+    with scratch_dir(out_dir / DCZ_NAME) as work:
+        sizes = write_container(work / DCZ_NAME, embedded, shared, raw)
+        _verify_roundtrip(work / DCZ_NAME, state)
+        steps = size_steps(meta, model, shared, sizes["file"], accuracy)
+        report = {"schema": "compress.share/1", "source": str(model_dir), "output": str(out_dir),
+                  "compressed_file": str(out_dir / DCZ_NAME), "settings": sharing, "steps": steps,
+                  "file_breakdown_bytes": sizes, "accuracy": accuracy, "finetune_history": history,
+                  "layers": layer_table(shared), "data": data.describe() if data is not None else None}
+        write_json(work / REPORT_JSON, report)
+        write_text(work / REPORT_MD, report_markdown(report))
+        save_model_dir(model, work, new_meta)
+        move_into(work, out_dir)
     return report
 
 
@@ -285,21 +305,38 @@ def restore_state(shared: list[SharedTensor], raw: dict) -> dict:
     return state
 
 
-def decompress(path: str | Path, out_dir: str | Path) -> dict:
+def decompress(path: str | Path, out_dir: str | Path, command: str | None = None) -> dict:
     """Turn a .dcz file back into an ordinary model directory; returns its model.json."""
     from compress.artifact import build_model, save_model_dir
+    from compress.atomic import move_into, scratch_dir
+    from compress.guard import check_outputs, is_model_dir
+    from compress.validate import check_state, validate_model_meta
 
-    path = Path(path)
+    path, out_dir = Path(path), Path(out_dir)
+    inputs = [("--decompress", path)]
+    if is_model_dir(path.parent):  # the shared model directory the file belongs to
+        inputs.append(("the directory of", path.parent))
+    check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=("model.safetensors", "model.json"))
     meta, shared, raw = read_container(path)
+    validate_model_meta(meta, f"{path}: the embedded model.json", require_format=False)
     model = build_model(meta)
+    state = restore_state(shared, raw)
+    check_state(state, model.state_dict(), str(path))
     try:
-        model.load_state_dict(restore_state(shared, raw), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise CompressError(f"{path} does not fit its own model description: {first[-1].strip()}") from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = {**meta, "decompressed_from": {"path": str(path), "sha256": digest}}
-    return save_model_dir(model.eval(), out_dir, meta)
+    with output_lock(out_dir, command or "compress share --decompress", directory=True), signals_as_exceptions():
+        try:
+            with scratch_dir(out_dir / "model.json") as work:
+                full = save_model_dir(model.eval(), work, meta)
+                move_into(work, out_dir)
+        except OSError as exc:
+            raise CompressError(os_error_line(exc, out_dir)) from None
+    return full
 
 
 def _mb(n: int) -> str:

@@ -4,17 +4,17 @@ calibrates deterministically, and the sensitivity scan can keep layers in float.
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime.quantization")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from compress.errors import CompressError  # noqa: E402
-from compress.quantize import (QuantizeOptions, calibrate, calibration_inputs, prepare, qdq_problems,  # noqa: E402
-                               quantize_model, quantize_qdq, sqnr_db)
+from compress.errors import CompressError
+from compress.quantize import (QuantizeOptions, calibrate, calibration_inputs, prepare, qdq_problems, quantize_model,
+                               quantize_qdq, sqnr_db)
+from export import trt_readiness
+from export.onnx_export import export_onnx
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -60,7 +60,6 @@ def tiny_net():
 @pytest.fixture(scope="module")
 def fp32_onnx(image_folder, tmp_path_factory):
     """A tiny CNN trained briefly on the pattern images, exported with the documented metadata."""
-    export_onnx = pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available").export_onnx
     from compress.data import load_dataset, normalize
 
     torch.manual_seed(0)
@@ -132,9 +131,8 @@ def test_qdq_graph_follows_tensorrt_rules(quantized):
 
 
 def test_tensorrt_readiness_checker_accepts_it(quantized):
-    readiness = pytest.importorskip("export.trt_readiness", reason="export.trt_readiness is not available")
-    findings = readiness.check_model(onnx.load(str(quantized[0])))
-    assert readiness.errors(findings) == []
+    findings = trt_readiness.check_model(onnx.load(str(quantized[0])))
+    assert trt_readiness.errors(findings) == []
 
 
 def test_metadata_kept_and_precision_int8(quantized, fp32_onnx):
@@ -203,6 +201,9 @@ def test_sensitivity_keeps_the_worst_layers_float(fp32_onnx, image_folder, tmp_p
                             log=lambda _m: None)
     rows = report["sensitivity"]["layers"]
     assert len(rows) == 3 and [r["rank"] for r in rows] == [1, 2, 3]
+    # Worst first: the largest accuracy drop leads, ties broken by the lower SQNR.
+    order = [(-r["drop"], r["sqnr_db"]) for r in rows]
+    assert order == sorted(order) and len({r["layer"] for r in rows}) == 3
     assert all({"layer", "op", "accuracy", "drop", "sqnr_db"} <= set(r) for r in rows)
     assert report["excluded_layers"] == [rows[0]["layer"]]
     model = onnx.load(str(out))
@@ -268,9 +269,34 @@ def test_qdq_problems_catches_each_violation(quantized):
         t = next(t for t in model.graph.initializer if t.name == name)
         t.CopyFrom(numpy_helper.from_array(np.array(0, np.uint8), name))
 
+    def foreign_domain(model):
+        next(n for n in model.graph.node if n.op_type == "QuantizeLinear").domain = "com.microsoft"
+
+    def no_zero_point(model):
+        node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+        del node.input[2]
+
+    def computed_scale(model):
+        node = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+        node.input[1] = "computed_scale"
+
+    def per_channel_activation(model):
+        name = next(n.input[1] for n in model.graph.node if n.op_type == "QuantizeLinear")
+        t = next(t for t in model.graph.initializer if t.name == name)
+        t.CopyFrom(numpy_helper.from_array(np.full(3, 0.1, np.float32), name))
+
+    def wrong_axis(model):
+        node = weight_dq(model)
+        for a in node.attribute:
+            if a.name == "axis":
+                a.i = 1
+
     assert broken(lambda m: None) == []
     for edit, words in [(nonzero_zero_point, "non-zero"), (per_tensor_weight, "per-channel"),
-                        (int32_input, "INT32"), (qlinear, "QLinearConv"), (uint8_activation, "UINT8")]:
+                        (int32_input, "INT32"), (qlinear, "QLinearConv"), (uint8_activation, "UINT8"),
+                        (foreign_domain, "com.microsoft"), (no_zero_point, "no constant zero point"),
+                        (computed_scale, "scale is not a constant"), (per_channel_activation, "one per tensor"),
+                        (wrong_axis, "on axis 1, expected per-channel")]:
         problems = broken(edit)
         assert problems and any(words in p for p in problems), (edit.__name__, problems)
 
@@ -287,7 +313,6 @@ def test_cli_on_a_model_directory(image_folder, tmp_path):
     from compress.artifact import save_model_dir
     from compress.cli import main
 
-    pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available")
     from models import create_model
 
     torch.manual_seed(0)
@@ -310,7 +335,6 @@ def test_cli_on_a_model_directory(image_folder, tmp_path):
 def test_preactivation_batchnorm_stays_float(image_folder, tmp_path):
     """Pre-activation ResNets keep BatchNormalization nodes ONNX Runtime cannot fold into a Conv; they
     stay float between Q/DQ pairs, and the graph still obeys the rules."""
-    pytest.importorskip("export.onnx_export", reason="export.onnx_export is not available")
     from compress.artifact import save_model_dir
     from models import create_model
 

@@ -35,3 +35,34 @@ def test_converting_twice_is_refused(vgg_onnx, tmp_path):
     with pytest.raises(ExportError, match="already fp16"):
         convert_fp16(fp16, tmp_path / "b.onnx")
     assert not (tmp_path / "b.onnx").exists()
+
+
+def _scaled_classifier(src, dst, factor):
+    """Copy of an ONNX file whose classifier weights (FP16 or FP32) are multiplied by `factor`."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
+    init = next(t for t in model.graph.initializer if t.name == gemm.input[1])
+    array = numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array((array * factor).astype(array.dtype), init.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_fp16_tolerance_is_tight_enough_to_catch_a_five_percent_drift(vgg_onnx, tmp_path):
+    """The honest FP16 error sits well inside FP16_REL_TOL, and a 5 % logit drift lies outside it: a bound
+    ten times looser (or tighter) than the one shipped fails this test."""
+    from export.errors import ParityError
+
+    _, fp32 = vgg_onnx
+    fp16 = convert_fp16(fp32, tmp_path / "m.fp16.onnx")
+    x = images(32)
+    honest = check_parity(fp32, fp16, x, min_agreement=FP16_MIN_AGREEMENT, rel_tol=FP16_REL_TOL)
+    assert honest.logit_scale > 1.0  # a real signal (lively model)
+    assert honest.max_abs_diff < 0.25 * honest.atol
+    assert honest.atol == pytest.approx(FP16_REL_TOL * honest.logit_scale)
+    drifted = _scaled_classifier(fp16, tmp_path / "drift.onnx", 1.05)
+    with pytest.raises(ParityError, match="fails parity"):
+        check_parity(fp32, drifted, x, min_agreement=0.0, rel_tol=FP16_REL_TOL)

@@ -82,7 +82,7 @@ def _image_folder(root, classes, per_class=2):
 
 
 def test_model_directory_is_exported_for_onnx_runtime_with_accuracy(tmp_path, monkeypatch):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch (runtime/ installs without it)")
     from compress.artifact import save_model_dir
     from models import create_model
 

@@ -67,3 +67,76 @@ def test_other_files_are_not_containers(tmp_path):
         decode_container(b"PK\x03\x04" + bytes(100))
     with pytest.raises(FileNotFoundError):
         read_container(tmp_path / "missing.dcz")
+
+
+# --- the bit format itself: fixed references, not just round trips ---------------------------------------
+
+# sha256 of reference_container() below, computed once with the format as documented in
+# compress/sharing/container.py. A change of the layout, the Huffman code assignment, the sparse offsets
+# or the header's serialization changes it: bump VERSION and this constant together, on purpose.
+REFERENCE_SHA256 = "af6f2931fe5d3bb22eec4a086674df0bee6096ce56dbb8e0dbfcc810e7ccece0"
+
+
+def reference_container() -> bytes:
+    """A tiny, fully deterministic container: a dense 2-bit tensor, a sparse 3-bit one with 2-bit offsets
+    (a gap long enough to need a filler), and one raw tensor."""
+    dense_index = np.array([0, 1, 2, 3, 3, 3, 3, 2, 0, 3, 3, 1], dtype=np.int64)
+    dense = SharedTensor("conv.weight", (3, 4), np.array([-1.5, -0.25, 0.5, 2.0], np.float32), dense_index, bits=2)
+    sparse_index = np.full(20, -1, dtype=np.int64)
+    sparse_index[[0, 1, 9, 19]] = [4, 0, 7, 4]
+    sparse = SharedTensor("fc.weight", (4, 5), np.arange(8, dtype=np.float32) / 4 - 1, sparse_index, bits=3,
+                          offset_bits=2)
+    raw = {"bn.bias": torch.tensor([0.125, -0.5], dtype=torch.float32)}
+    return encode_container({"arch": "ref", "classes": ["a", "b"]}, [dense, sparse], raw)[0]
+
+
+def test_the_encoder_writes_the_reference_bytes():
+    import hashlib
+
+    assert hashlib.sha256(reference_container()).hexdigest() == REFERENCE_SHA256
+
+
+def hand_built(header: dict, payload: bytes) -> bytes:
+    """Bytes assembled by hand from the documented layout, independent of the encoder."""
+    import hashlib
+    import json
+    import struct
+
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = b"DCZ\x89" + struct.pack("<HHI", 1, 0, len(head)) + head + payload
+    return body + hashlib.sha256(body).digest()
+
+
+def test_decoding_hand_built_bytes():
+    """Codebook [-1, 0.5, 2] with code lengths [1, 2, 2]: canonical codes 0, 10, 11. The symbols
+    2 0 1 2 are the bits 11 0 10 11 = 1101011, packed MSB first into 0xD6 (one zero bit of padding)."""
+    import struct
+
+    codebook = struct.pack("<3f", -1.0, 0.5, 2.0)
+    lengths = bytes([1, 2, 2])
+    chunks = struct.pack("<I", 0)
+    bits = bytes([0b11010110])
+    payload = codebook + lengths + chunks + bits
+    header = {"format": "compress.dcz/1", "chunk": 4096, "model": {"arch": "hand"},
+              "shared": [{"name": "w", "shape": [2, 2], "bits": 2, "k": 3, "offset_bits": None,
+                          "codebook": [0, 12],
+                          "index": {"count": 4, "nbits": 7, "lengths": [12, 3], "chunks": [15, 4], "bits": [19, 1]}}],
+              "raw": [20, 0]}
+    meta, shared, raw = decode_container(hand_built(header, payload), "hand.dcz")
+    assert meta == {"arch": "hand"} and raw == {}
+    assert shared[0].index.tolist() == [2, 0, 1, 2]
+    assert shared[0].values().tolist() == [[2.0, -1.0], [0.5, 2.0]]
+    # One bit more or less than the stream holds is caught.
+    header["shared"][0]["index"]["nbits"] = 6
+    with pytest.raises(ContainerError):
+        decode_container(hand_built(header, payload), "hand.dcz")
+
+
+def test_sparse_positions_and_fillers_in_the_reference():
+    """Positions 0, 1, 9, 19 with 2-bit offsets (cap 3): the gaps 7 and 9 need fillers."""
+    _, shared, raw = decode_container(reference_container())
+    sparse = shared[1]
+    assert np.flatnonzero(sparse.index >= 0).tolist() == [0, 1, 9, 19]
+    assert sparse.index[[0, 1, 9, 19]].tolist() == [4, 0, 7, 4]
+    assert sparse.values().ravel()[[0, 1, 9, 19]].tolist() == [0.0, -1.0, 0.75, 0.0]
+    assert torch.equal(raw["bn.bias"], torch.tensor([0.125, -0.5]))

@@ -1,0 +1,49 @@
+"""Click parameter types that validate numbers at the edge.
+
+click.FloatRange accepts "nan" and "inf": every comparison with NaN is false, so `--lr nan` passes
+any range. `FiniteFloat` refuses non-finite values first, then applies the range, in one line that
+names the option.
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+
+class FiniteFloat(click.FloatRange):
+    """A finite float, optionally within [min, max] (open ends with min_open / max_open)."""
+
+    name = "finite float"
+
+    def __init__(self, min=None, max=None, min_open=False, max_open=False, clamp=False):
+        super().__init__(min=min, max=max, min_open=min_open, max_open=max_open, clamp=clamp)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            text = value.strip()
+        else:
+            text = value
+        try:
+            number = float(text)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+    def __repr__(self) -> str:
+        return f"FiniteFloat({self._describe_range()})" if (self.min is not None or self.max is not None) \
+            else "FiniteFloat"
+
+
+def finite_float(min=None, max=None, min_open=False, max_open=False) -> FiniteFloat:
+    return FiniteFloat(min=min, max=max, min_open=min_open, max_open=max_open)
+
+
+FINITE = FiniteFloat()
+POSITIVE = FiniteFloat(min=0, min_open=True)
+NON_NEGATIVE = FiniteFloat(min=0)
+FRACTION = FiniteFloat(min=0, max=1)
+OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)

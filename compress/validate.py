@@ -1,0 +1,281 @@
+"""Complete checks of the files the toolkit reads: refused when they can't be right, never cast.
+
+Pure functions over already-parsed JSON (and tensors' dtype/shape), so every loader, `info`, and the
+tests call the same code. Each raises `InvalidFileError` (a CompressError) with one line naming the
+file and the field at fault.
+
+* `validate_plan(plan, where)`: a `compress.plan/1` pruning plan.
+* `validate_model_meta(meta, where)`: a `compress.model/1` model.json.
+* `check_state(state, expected, where)`: loaded tensors against the ones a module expects (names,
+  dtypes, shapes): float tensors stored as int8 are refused here rather than cast by load_state_dict.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from compress.errors import CompressError
+
+PLAN_FORMAT = "compress.plan/1"    # compress.slimming.PLAN_FORMAT
+MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
+LAYER_TYPES = {
+    "Conv2d": ("in_channels", "out_channels", "groups"),
+    "BatchNorm2d": ("num_features",),
+    "Linear": ("in_features", "out_features"),
+}
+MAX_WIDTH = 1 << 20       # channels or features of one layer
+MAX_IMAGE_SIDE = 1 << 14  # pixels
+MAX_CHANNELS = 64         # image channels
+
+
+class InvalidFileError(CompressError):
+    """A file whose content can't be right (wrong types, duplicates, disagreeing counts)."""
+
+
+def _where(where: str, field: str) -> str:
+    return f"{where}: {field}" if field else where
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: not a bool, not 1.0, not "1"."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _int(value, where, field, lo=None, hi=None) -> int:
+    if not is_int(value):
+        raise InvalidFileError(f"{_where(where, field)} must be an integer, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise InvalidFileError(f"{_where(where, field)} must be {bounds}, got {value}")
+    return value
+
+
+def _number(value, where, field, lo=None, hi=None, lo_open=False) -> float:
+    if not is_number(value):
+        raise InvalidFileError(f"{_where(where, field)} must be a finite number, got {value!r}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise InvalidFileError(f"{_where(where, field)} must be {'>' if lo_open else '>='} {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise InvalidFileError(f"{_where(where, field)} must be <= {hi}, got {value}")
+    return float(value)
+
+
+def _str(value, where, field) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidFileError(f"{_where(where, field)} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _dict(value, where, field) -> dict:
+    if not isinstance(value, dict):
+        raise InvalidFileError(f"{_where(where, field)} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value, where, field) -> list:
+    if not isinstance(value, list):
+        raise InvalidFileError(f"{_where(where, field)} must be a list, got {type(value).__name__}")
+    return value
+
+
+# --- plan.json -------------------------------------------------------------------------------------
+
+def validate_plan(plan: Any, where: str = "plan.json") -> dict:
+    """The plan itself, once every field has the right type and the counts agree."""
+    plan = _dict(plan, where, "")
+    if plan.get("format") != PLAN_FORMAT:
+        raise InvalidFileError(f"{where} is not a {PLAN_FORMAT} plan (format {plan.get('format')!r})")
+    # compress.slimming.prune reads percent and threshold of a replayed plan: both are required.
+    for key in ("percent", "threshold", "groups"):
+        if key not in plan:
+            raise InvalidFileError(f"{where} lacks {key}")
+    _number(plan["threshold"], where, "threshold")
+    percent = _number(plan["percent"], where, "percent")
+    if not 0.0 < percent < 1.0:
+        raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
+    if "min_keep" in plan:
+        _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
+    for key in ("min_channels", "round_to"):
+        if key in plan:
+            _int(plan[key], where, key, lo=1 if key == "round_to" else 0)
+    groups = _list(plan["groups"], where, "groups")
+    if not groups:
+        raise InvalidFileError(f"{where}: groups is empty")
+    roots: set[str] = set()
+    before_total = after_total = 0
+    for i, g in enumerate(groups):
+        field = f"groups[{i}]"
+        _dict(g, where, field)
+        root = _str(g.get("root"), where, f"{field}.root")
+        field = f"group {root}"
+        if root in roots:
+            raise InvalidFileError(f"{where}: layer {root} appears in two groups")
+        roots.add(root)
+        n = _int(g.get("channels_before"), where, f"{field} channels_before", 1, MAX_WIDTH)
+        kept = _list(g.get("kept"), where, f"{field} kept")
+        if not kept:
+            raise InvalidFileError(f"{where}: {field} keeps no channel")
+        for idx in kept:
+            if not is_int(idx):
+                raise InvalidFileError(f"{where}: {field} kept holds {idx!r}, not an integer channel index")
+            if not 0 <= idx < n:
+                raise InvalidFileError(f"{where}: {field} kept holds {idx}, outside [0, {n})")
+        if len(set(kept)) != len(kept):
+            dup = sorted({i for i in kept if kept.count(i) > 1})
+            raise InvalidFileError(f"{where}: {field} kept lists channel {dup[0]} more than once")
+        if "channels_after" in g and _int(g["channels_after"], where, f"{field} channels_after") != len(kept):
+            raise InvalidFileError(f"{where}: {field} channels_after is {g['channels_after']} but kept lists "
+                                   f"{len(kept)} channels")
+        if "bn_layers" in g:
+            layers = _list(g["bn_layers"], where, f"{field} bn_layers")
+            for name in layers:
+                _str(name, where, f"{field} bn_layers")
+        before_total += n
+        after_total += len(kept)
+    for key, total in (("channels_before", before_total), ("channels_after", after_total)):
+        if key in plan and _int(plan[key], where, key, 0) != total:
+            raise InvalidFileError(f"{where}: {key} is {plan[key]} but the groups add up to {total}")
+    if "pruned_fraction" in plan:
+        frac = _number(plan["pruned_fraction"], where, "pruned_fraction", 0.0, 1.0)
+        if abs(frac - (1 - after_total / before_total)) > 1e-6:
+            raise InvalidFileError(f"{where}: pruned_fraction is {frac} but the groups give "
+                                   f"{1 - after_total / before_total:.6f}")
+    return plan
+
+
+# --- model.json ------------------------------------------------------------------------------------
+
+def _validate_widths(widths, where) -> int:
+    """Check every recorded layer; returns the number of weights they imply (a lower bound)."""
+    widths = _dict(widths, where, "widths")
+    weights = 0
+    for name, spec in widths.items():
+        field = f"widths.{name}"
+        spec = _dict(spec, where, field)
+        kind = spec.get("type")
+        if kind not in LAYER_TYPES:
+            raise InvalidFileError(f"{where}: {field}.type must be one of {', '.join(LAYER_TYPES)}, got {kind!r}")
+        values = {k: _int(spec.get(k), where, f"{field}.{k}", 1, MAX_WIDTH) for k in LAYER_TYPES[kind]}
+        if "bias" in spec and not isinstance(spec["bias"], bool):
+            raise InvalidFileError(f"{where}: {field}.bias must be true or false, got {spec['bias']!r}")
+        if kind == "Conv2d":
+            g = values["groups"]
+            if values["in_channels"] % g or values["out_channels"] % g:
+                raise InvalidFileError(f"{where}: {field} has {values['in_channels']} → {values['out_channels']} "
+                                       f"channels, not divisible by groups {g}")
+            weights += values["in_channels"] // g * values["out_channels"]
+        elif kind == "Linear":
+            weights += values["in_features"] * values["out_features"]
+        else:
+            weights += 4 * values["num_features"]
+    return weights
+
+
+def _last_linear(widths: dict) -> tuple[str, int] | None:
+    linears = [(n, s["out_features"]) for n, s in widths.items() if s.get("type") == "Linear"]
+    return linears[-1] if linears else None
+
+
+def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: bool = True,
+                        require_format: bool = True) -> dict:
+    """model.json once its types, sizes and cross-field counts are right.
+
+    With `check_memory`, the weights the recorded widths imply must fit in available memory
+    (compress.limits), so a width of 1e9 is refused before anything is allocated.
+    """
+    meta = _dict(meta, where, "")
+    if (require_format or "format" in meta) and meta.get("format") != MODEL_FORMAT:
+        raise InvalidFileError(f"{where} is not a {MODEL_FORMAT} file (format {meta.get('format')!r})")
+    missing = [k for k in ("arch", "arch_kwargs", "classes", "input_size", "normalization") if k not in meta]
+    if missing:
+        raise InvalidFileError(f"{where} lacks {', '.join(missing)}")
+    _str(meta["arch"], where, "arch")
+    kwargs = _dict(meta["arch_kwargs"], where, "arch_kwargs")
+    classes = _list(meta["classes"], where, "classes")
+    if not classes:
+        raise InvalidFileError(f"{where}: classes is empty")
+    for c in classes:
+        if not isinstance(c, str):
+            raise InvalidFileError(f"{where}: classes must be strings, got {c!r}")
+    if len(set(classes)) != len(classes):
+        dup = next(c for c in classes if classes.count(c) > 1)
+        raise InvalidFileError(f"{where}: class {dup!r} is listed twice")
+    if "num_classes" in kwargs:
+        n = _int(kwargs["num_classes"], where, "arch_kwargs.num_classes", 1, MAX_WIDTH)
+        if n != len(classes):
+            raise InvalidFileError(f"{where}: arch_kwargs.num_classes is {n} but classes lists {len(classes)}")
+    if "width" in kwargs:
+        _number(kwargs["width"], where, "arch_kwargs.width", 0.0, 64.0, lo_open=True)
+    size = _list(meta["input_size"], where, "input_size")
+    if len(size) != 3:
+        raise InvalidFileError(f"{where}: input_size must be [C, H, W], got {size!r}")
+    _int(size[0], where, "input_size[0] (channels)", 1, MAX_CHANNELS)
+    _int(size[1], where, "input_size[1] (height)", 1, MAX_IMAGE_SIDE)
+    _int(size[2], where, "input_size[2] (width)", 1, MAX_IMAGE_SIDE)
+    norm = _dict(meta["normalization"], where, "normalization")
+    for key in ("mean", "std"):
+        values = _list(norm.get(key), where, f"normalization.{key}")
+        if len(values) != size[0]:
+            raise InvalidFileError(f"{where}: normalization.{key} has {len(values)} values for {size[0]} channels")
+        for v in values:
+            if key == "std":
+                _number(v, where, "normalization.std", 0.0, lo_open=True)
+            else:
+                _number(v, where, "normalization.mean")
+    widths = meta.get("widths")
+    if widths is not None:
+        weights = _validate_widths(widths, where)
+        last = _last_linear(widths)
+        if last is not None and last[1] != len(classes):
+            raise InvalidFileError(f"{where}: the output layer {last[0]} has {last[1]} outputs but classes lists "
+                                   f"{len(classes)}")
+        if check_memory:
+            from compress.limits import check_allocation
+
+            check_allocation(weights, "float32", f"{where}: the widths")
+    if meta.get("accuracy") is not None:
+        _number(meta["accuracy"], where, "accuracy", 0.0, 1.0)
+    for key in ("params", "macs", "flops"):
+        if meta.get(key) is not None:
+            _int(meta[key], where, key, 0)
+    if is_int(meta.get("macs")) and is_int(meta.get("flops")) and meta["flops"] != 2 * meta["macs"]:
+        raise InvalidFileError(f"{where}: flops is {meta['flops']} but macs is {meta['macs']} (flops = 2 × macs)")
+    return meta
+
+
+def check_output_width(out_features: int, classes: list, where: str = "model.json") -> None:
+    """The network built from model.json must have one output per class."""
+    if out_features != len(classes):
+        raise InvalidFileError(f"{where}: the network has {out_features} outputs but classes lists {len(classes)}")
+
+
+# --- tensors ---------------------------------------------------------------------------------------
+
+def check_state(state: Mapping[str, Any], expected: Mapping[str, Any], where: str) -> None:
+    """Loaded tensors (name → tensor or array) against the expected ones (e.g. `module.state_dict()`):
+    the same names, dtypes and shapes. A float parameter stored as int8 is refused, not cast."""
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise InvalidFileError(f"{where} lacks tensor {missing[0]}" + (f" (and {len(missing) - 1} more)"
+                                                                        if len(missing) > 1 else ""))
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise InvalidFileError(f"{where} holds tensor {extra[0]} that the model does not have"
+                               + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for name, want in expected.items():
+        got = state[name]
+        if str(got.dtype) != str(want.dtype):
+            raise InvalidFileError(f"{where}: tensor {name} is stored as {_dtype_name(got.dtype)}, the model "
+                                   f"needs {_dtype_name(want.dtype)}")
+        if tuple(got.shape) != tuple(want.shape):
+            raise InvalidFileError(f"{where}: tensor {name} has shape {list(got.shape)}, the model needs "
+                                   f"{list(want.shape)}")
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")

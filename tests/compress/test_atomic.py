@@ -1,0 +1,210 @@
+"""Atomic writes: the final name only ever holds a finished file; temporaries vanish on failure, Ctrl-C
+and SIGTERM; files get the umask's permissions."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from compress import atomic
+
+
+def names(d):
+    return sorted(os.listdir(d))
+
+
+def test_the_final_name_is_untouched_until_the_block_ends(tmp_path):
+    target = tmp_path / "a.json"
+    target.write_text("old")
+    with atomic.atomic_path(target) as tmp:
+        assert tmp != target and tmp.parent == tmp_path and tmp.name.startswith(".a.json.")
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # never written in place
+    assert target.read_text() == "new" and names(tmp_path) == ["a.json"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path, exc):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(type(exc)):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise exc
+    assert target.read_text() == "old" and names(tmp_path) == ["a.txt"]
+
+
+def test_staged_renames_all_or_nothing_in_order(tmp_path, monkeypatch):
+    order = []
+    real = os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (order.append(os.path.basename(b)), real(a, b)))
+    with atomic.staged([tmp_path / "weights", tmp_path / "model.json"]) as (w, m):
+        w.write_text("w")
+        m.write_text("m")
+        assert names(tmp_path) != ["model.json", "weights"]
+    assert order == ["weights", "model.json"] and names(tmp_path) == ["model.json", "weights"]
+    with pytest.raises(ValueError, match="share one name"):
+        with atomic.staged([tmp_path / "x", tmp_path / "sub" / ".." / "x"]):
+            pass
+
+
+def test_sigterm_inside_a_block_cleans_up(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(atomic.Terminated) as err:
+        with atomic.staged([tmp_path / "a", tmp_path / "b"]) as (a, _):
+            a.write_text("x")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert isinstance(err.value, KeyboardInterrupt) and err.value.signum == signal.SIGTERM
+    assert names(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_signal_handlers_are_restored(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with atomic.signals_as_exceptions():
+        with atomic.signals_as_exceptions():
+            assert signal.getsignal(signal.SIGTERM) is not before
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_permissions_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic.write_json(tmp_path / "r.json", {"a": 1})
+        with atomic.atomic_path(tmp_path / "w.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for f in ("r.json", "w.bin"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == 0o666 & ~mask
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+
+
+def test_export_writes_are_atomic_with_normal_permissions(tmp_path, monkeypatch):
+    from export import _files
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(_files.os, "replace", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(OSError):
+        _files.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old" and names(tmp_path) == ["m.onnx"]
+    monkeypatch.undo()
+    _files.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o666 & ~mask
+    with pytest.raises(OSError):
+        _files.atomic_write_many([(tmp_path / "a", b"a"), (tmp_path / "m.onnx" / "under-a-file", b"b")])
+    assert names(tmp_path) == ["m.onnx"]
+
+
+def test_scratch_dir_is_removed_on_success_and_failure(tmp_path):
+    with atomic.scratch_dir(tmp_path / "out.onnx") as work:
+        (work / "f").write_text("x")
+        assert atomic.is_temp_name(work.name)
+    with pytest.raises(RuntimeError):
+        with atomic.scratch_dir(tmp_path / "out.onnx") as work:
+            raise RuntimeError
+    assert names(tmp_path) == []
+
+
+def test_staged_dir_replaces_an_old_directory_whole(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_text("o")
+    with atomic.staged_dir(tmp_path / "d") as tmp:
+        (tmp / "new").write_text("n")
+        assert (tmp_path / "d" / "old").exists()
+    assert names(tmp_path / "d") == ["new"] and names(tmp_path) == ["d"]
+    with pytest.raises(RuntimeError):
+        with atomic.staged_dir(tmp_path / "d") as tmp:
+            (tmp / "half").write_text("h")
+            raise RuntimeError
+    assert names(tmp_path / "d") == ["new"] and names(tmp_path) == ["d"]
+
+
+def test_move_into_puts_the_marker_last_and_removes_the_old_one_first(tmp_path, monkeypatch):
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    out.mkdir()
+    (out / "model.json").write_text("old")
+    for name in ("model.json", "a.bin", "z.bin"):
+        (work / name).write_text(name)
+    seen = []
+    real = os.replace
+    monkeypatch.setattr(atomic.os, "replace",
+                        lambda a, b: (seen.append((os.path.basename(b), (out / "model.json").exists())), real(a, b)))
+    atomic.move_into(work, out)
+    assert [s[0] for s in seen] == ["a.bin", "z.bin", "model.json"]
+    assert not any(marker for _, marker in seen)  # the old marker went first
+    assert (out / "model.json").read_text() == "model.json" and names(work) == []
+
+
+def test_os_error_line_names_the_file():
+    line = atomic.os_error_line(OSError(28, "No space left on device", "/x/model.dcz"), "/x")
+    assert line == "cannot write /x/model.dcz: No space left on device"
+    assert atomic.os_error_line(OSError("odd"), "/x") == "cannot write /x: odd"
+
+
+def test_terminated_names_its_signal():
+    assert "SIGTERM" in str(atomic.Terminated(signal.SIGTERM))
+    assert atomic.Terminated(signal.SIGHUP).signum == signal.SIGHUP
+
+
+def test_temporaries_are_hidden_and_marked(tmp_path):
+    tmp = atomic.temp_name(tmp_path / "deep" / "er" / "m.json")  # missing parents are created
+    assert tmp.parent == tmp_path / "deep" / "er" and tmp.name.startswith(".m.json.") and tmp.name.endswith(".tmp")
+    assert atomic.is_temp_name(tmp.name) and atomic.is_temp_name(".d.abc.partial")
+    assert not atomic.is_temp_name(".lock") and not atomic.is_temp_name("x.tmp") and not atomic.is_temp_name("m.json")
+
+
+def test_a_temporary_replaced_by_a_directory_or_removed_is_still_cleaned(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic.staged([tmp_path / "a", tmp_path / "b"]) as (a, b):
+            a.unlink()
+            a.mkdir()
+            (a / "inner").write_text("x")  # a writer that made a directory at the temporary name
+            b.unlink()  # and one that removed its temporary
+            raise RuntimeError
+    assert names(tmp_path) == []
+
+
+def test_staged_directories_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic.staged_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+
+
+def test_write_json_format_and_write_bytes(tmp_path):
+    atomic.write_json(tmp_path / "a.json", {"z": 1, "a": [1, 2]})
+    assert (tmp_path / "a.json").read_text() == '{\n  "z": 1,\n  "a": [\n    1,\n    2\n  ]\n}\n'
+    atomic.write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01" and names(tmp_path) == ["a.json", "b.bin"]
+
+
+def test_append_jsonl_adds_whole_lines(tmp_path):
+    atomic.append_jsonl(tmp_path / "m.jsonl", {"epoch": 1})
+    atomic.append_jsonl(tmp_path / "m.jsonl", {"epoch": 2, "loss": 0.5})
+    assert (tmp_path / "m.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2, "loss": 0.5}\n'
+
+
+def test_move_into_a_new_nested_directory_without_a_marker(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a.bin").write_text("a")
+    (work / ".x.tmp").write_text("left by a failed write")  # temporaries are not published
+    moved = atomic.move_into(work, tmp_path / "new" / "out")
+    assert moved == [tmp_path / "new" / "out" / "a.bin"] and names(tmp_path / "new" / "out") == ["a.bin"]
+    (work / "sub").mkdir()
+    with pytest.raises(ValueError, match="moves files only; .*sub is a directory"):
+        atomic.move_into(work, tmp_path / "out2")
+
+
+def test_os_error_line_without_a_reason():
+    assert atomic.os_error_line(OSError(), "/x") == "cannot write /x: OSError"
