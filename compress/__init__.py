@@ -1,6 +1,58 @@
 """Network slimming and deployment compression for convolutional networks.
 
-Importing this package stays cheap (no torch) so that `compress --help` is fast.
+The public API (see the README's "Python API"): everything in ``__all__`` is importable from
+``compress`` directly. Importing the package stays cheap (no torch until a name is used), so that
+``compress --help`` and the torch-free runtime install stay fast.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.2.0"
+
+# name -> (module, attribute); resolved on first use.
+_API = {
+    "CompressError": ("compress.errors", "CompressError"),
+    # training loop pieces
+    "SparsityRegularizer": ("compress.sparsity", "SparsityRegularizer"),
+    # pruning
+    "prune": ("compress.plan", "prune"),
+    "Plan": ("compress.plan", "Plan"),
+    # model directories
+    "save_model": ("compress.artifact", "save_model"),
+    "load_model": ("compress.artifact", "load_model"),
+    "import_weights": ("compress.importing", "import_weights"),
+    # data
+    "load_dataset": ("compress.data", "load_dataset"),
+    "DataOptions": ("compress.pipeline", "DataOptions"),
+    # the stages over model directories, as the CLI runs them
+    "Recipe": ("compress.train", "Recipe"),
+    "evaluate": ("compress.train", "evaluate"),
+    "train": ("compress.pipeline", "train_model"),
+    "finetune": ("compress.pipeline", "finetune_model"),
+    "slim": ("compress.pipeline", "slim"),
+    # stage one and deployment, over model directories and files
+    "quantize": ("compress.quantize", "quantize_model"),
+    "QuantizeOptions": ("compress.quantize", "QuantizeOptions"),
+    "share": ("compress.sharing.share", "share_model"),
+    "decompress": ("compress.sharing.share", "decompress"),
+    "bench": ("compress.bench", "bench_artifacts"),
+    "BenchSettings": ("runtime.bench", "BenchSettings"),
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'compress' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -89,14 +89,86 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def build_model(meta: dict[str, Any]) -> nn.Module:
     """The module described by ``meta`` (architecture + recorded widths), with untrained weights."""
-    from models import create_model
-
-    try:
-        model = create_model(meta["arch"], **meta["arch_kwargs"])
-    except ValueError as exc:
-        raise CompressError(str(exc)) from None
+    model = construct(meta["arch"], meta["arch_kwargs"])
     apply_widths(model, meta.get("widths") or {})
     return model
+
+
+def construct(arch: str, arch_kwargs: dict) -> nn.Module:
+    """The unpruned architecture from its recorded name and constructor arguments, exactly: a user's
+    class gets only the recorded arguments."""
+    from models import create_model
+    from models.user import is_import_path
+
+    if not isinstance(arch_kwargs, dict):
+        raise CompressError(f"arch_kwargs must be a JSON object, got {type(arch_kwargs).__name__}")
+    kwargs = dict(arch_kwargs)
+    if is_import_path(arch):
+        try:
+            return create_model(arch, **{"num_classes": None, **kwargs})
+        except ValueError as exc:
+            raise CompressError(str(exc)) from None
+    try:
+        return create_model(arch, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise CompressError(str(exc)) from None
+
+
+def arch_name(model: nn.Module) -> str:
+    """``package.module:Class`` for a model whose class can be imported again."""
+    cls = type(model)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise CompressError(f"{cls.__qualname__} is defined in a script or a function; move it into an importable "
+                            "module so the saved model can be rebuilt, or pass arch='package.module:Class'")
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def save_model(model: nn.Module, path: str | Path, *, classes: list[str], input_size, mean, std,
+               arch: str | None = None, arch_kwargs: dict | None = None, accuracy: float | None = None,
+               **extra) -> dict[str, Any]:
+    """Save any model (pruned or not) as a model directory that ``load_model`` and every command read.
+
+    `arch` is a registry name or ``package.module:Class`` (default: the model's own class) and
+    `arch_kwargs` the JSON constructor arguments that rebuild the unpruned network; the pruned widths
+    are read off the model. The directory is checked to rebuild before ``model.json`` is written.
+    """
+    if isinstance(input_size, int):
+        input_size = [3, input_size, input_size]
+    input_size = [int(v) for v in input_size]
+    if len(input_size) != 3 or min(input_size) < 1:
+        raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
+    from models import resolved_kwargs
+
+    arch = arch or arch_name(model)
+    try:
+        arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))
+    except ValueError as exc:
+        raise CompressError(str(exc)) from None
+    try:
+        json.dumps(arch_kwargs)
+    except TypeError as exc:
+        raise CompressError(f"arch_kwargs must be JSON-serializable: {exc}") from None
+    meta = {"arch": arch, "arch_kwargs": arch_kwargs, "classes": [str(c) for c in classes],
+            "input_size": input_size, "normalization": {"mean": [float(v) for v in mean],
+                                                        "std": [float(v) for v in std]},
+            "accuracy": accuracy, **extra}
+    rebuilt = build_model({**meta, "widths": layer_widths(model)})
+    _check_same_structure(rebuilt, model, arch)
+    return save_model_dir(model, path, meta)
+
+
+def _check_same_structure(rebuilt: nn.Module, model: nn.Module, arch: str) -> None:
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    for key in list(ours) + [k for k in theirs if k not in ours]:
+        if ours.get(key) != theirs.get(key):
+            raise CompressError(f"{arch} with these arch_kwargs does not rebuild the model: tensor {key} is "
+                                f"{theirs.get(key, 'absent')} there and {ours.get(key, 'absent')} in the model")
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model saved in a model directory, in eval mode, and its metadata."""
+    return load_model_dir(path, device)
 
 
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -125,10 +197,14 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
     """Replace each recorded layer with one of the recorded width, keeping its other settings."""
+    from compress.channel_select import WIDTH_TYPE as SELECT_TYPE
+
     modules = dict(model.named_modules())
     for name, spec in widths.items():
         old = modules.get(name)
-        if old is None or type(old).__name__ != spec.get("type"):
+        # A plain BN of the unpruned architecture becomes a selecting one where slimming put a selection.
+        selects = spec.get("type") == SELECT_TYPE and isinstance(old, nn.BatchNorm2d)
+        if old is None or (type(old).__name__ != spec.get("type") and not selects):
             raise CompressError(f"widths name a layer {name!r} ({spec.get('type')}) that "
                                 f"{type(model).__name__} does not have")
         new = _resized(old, spec)
@@ -137,6 +213,10 @@ def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
 
 
 def _resized(m: nn.Module, spec: dict) -> nn.Module:
+    from compress.channel_select import WIDTH_TYPE, from_width_spec
+
+    if spec.get("type") == WIDTH_TYPE:
+        return from_width_spec(m, spec)
     if isinstance(m, nn.Conv2d):
         bias = spec.get("bias", m.bias is not None)
         if (m.in_channels, m.out_channels, m.groups, m.bias is not None) == (

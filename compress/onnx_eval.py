@@ -19,6 +19,6 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     from runtime.errors import RuntimeBenchError
 
     try:
-        return onnx_accuracy(path, data.images.numpy(), data.labels.numpy().astype(np.int64), batch_size=batch_size)
+        return onnx_accuracy(path, data.eval_images().numpy(), data.labels.numpy().astype(np.int64), batch_size=batch_size)
     except RuntimeBenchError as exc:  # an ONNX file ONNX Runtime cannot load
         raise CompressError(str(exc)) from None

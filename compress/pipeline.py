@@ -27,16 +27,40 @@ class DataOptions:
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
+    input_size: int | None = None
+    mode: str = "auto"
     _cache: dict = field(default_factory=dict, repr=False)
+
+    model_size: int | None = None
 
     def split(self, name: str) -> ImageSet:
         if name not in self._cache:
             limit = self.train_limit if name == "train" else self.test_limit
-            self._cache[name] = load_dataset(self.spec, name, limit=limit, seed=self.seed)
+            load = lambda size: load_dataset(self.spec, name, limit=limit, seed=self.seed,  # noqa: E731
+                                             input_size=size, mode=self.mode)
+            if self.input_size is None and self.model_size is not None:
+                # Data at its own size when that is the model's (no resize, the existing cache); resized to
+                # the model's input otherwise, including folders of mixed sizes.
+                try:
+                    data = load(None)
+                except CompressError:
+                    data = None
+                if data is None or tuple(data.input_size[1:]) != (self.model_size, self.model_size):
+                    data = load(self.model_size)
+                self._cache[name] = data
+            else:
+                self._cache[name] = load(self.input_size)
         return self._cache[name]
 
+    def for_model(self, meta: dict) -> "DataOptions":
+        """Let a model's recorded input size decide how images are sized when --input-size is not given."""
+        if self.input_size is None:
+            self.model_size = int(meta["input_size"][-1])
+        return self
+
     def describe(self) -> dict:
-        return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit}
+        return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
+                "input_size": self.input_size}
 
 
 def command_line() -> str:
@@ -76,14 +100,38 @@ def _tag(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10) -> None:
-    """Fail on a bad architecture name or argument before any data is loaded."""
-    from models import create_model
+def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_size: int | None) -> dict:
+    """Constructor arguments recorded in model.json: what rebuilds exactly this architecture."""
+    from models import parse_name
+    from models.user import accepts, is_import_path, resolve_class
 
+    kwargs = dict(arch_kwargs or {})
+    if is_import_path(arch):
+        try:
+            cls = resolve_class(arch)
+        except ValueError as exc:
+            raise CompressError(str(exc)) from None
+        if "num_classes" not in kwargs and accepts(cls, "num_classes"):
+            kwargs["num_classes"] = num_classes
+        return kwargs
     try:
-        create_model(arch, **{"num_classes": num_classes, **(arch_kwargs or {})})
+        family, _ = parse_name(arch)
     except ValueError as exc:
         raise CompressError(str(exc)) from None
+    if family == "torchvision" and input_size is not None:
+        kwargs.setdefault("image_size", int(input_size))
+    from models import resolved_kwargs
+
+    return resolved_kwargs(arch, {"num_classes": num_classes, **kwargs})
+
+
+def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input_size: int | None = None) -> None:
+    """Fail on a bad architecture name, constructor argument or input size before any data is loaded."""
+    from compress.artifact import construct
+    from compress.importing import check_input_size
+
+    model = construct(arch, model_kwargs(arch, arch_kwargs, num_classes, input_size))
+    check_input_size(model, arch, input_size or 32)
 
 
 def _check_out_dir(out: Path) -> None:
@@ -91,38 +139,63 @@ def _check_out_dir(out: Path) -> None:
         raise CompressError(f"output {out} exists and is not a directory")
 
 
-def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
+def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
                 arch_kwargs: dict | None = None, device=None, seed: int = 0, resume: bool = True,
-                compile: bool = False, progress: bool = True) -> dict:
-    from models import create_model
+                compile: bool = False, progress: bool = True, start_from: str | Path | None = None,
+                like: str | Path | None = None) -> dict:
+    """Train `arch` from scratch, or continue from the weights of the model directory `start_from`
+    (sparse training of an already trained network: how slimming is used on a real deployment).
 
+    With `like` (a pruned model directory), train that pruned architecture from a fresh initialization
+    on the same compute budget as the unpruned network's `recipe.epochs` ("Scratch-B", Liu et al.,
+    ICLR 2019): epochs scale by the MACs ratio, at most doubled, as in that paper.
+    """
     out = Path(out)
+    if like is not None:
+        if start_from is not None:
+            raise CompressError("--like and --from exclude each other")
+        return _train_like(like, data, out, recipe, sparsity=sparsity, device=device, seed=seed, resume=resume,
+                           compile=compile, progress=progress)
+    parent = None
+    if start_from is not None:
+        parent = read_meta(start_from)
+        if arch is not None and arch != parent["arch"]:
+            raise CompressError(f"--arch {arch} disagrees with {start_from}, which holds {parent['arch']}")
+        arch = parent["arch"]
+        if data.input_size is None:
+            data.input_size = int(parent["input_size"][-1])
+    if arch is None:
+        raise CompressError("give --arch, or --from a model directory")
+    input_size = data.input_size
     settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
-                "data": data.describe()}
+                "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if _finished(out, resume):
         meta = read_meta(out)
-        done = {"arch": meta["arch"], "arch_kwargs": {k: v for k, v in meta["arch_kwargs"].items()
-                                                      if k != "num_classes"},
-                "sparsity": (meta.get("training") or {}).get("sparsity"),
-                "epochs": ((meta.get("training") or {}).get("recipe") or {}).get("epochs"),
-                "data": meta.get("data")}
-        if done != settings:
-            raise CompressError(f"{out} holds a model trained with other settings; "
+        done = (meta.get("training") or {}).get("settings")
+        if done is not None and done != json.loads(json.dumps(settings, default=str)):
+            diff = sorted(k for k in settings if done.get(k) != json.loads(json.dumps(settings[k], default=str)))
+            raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
                                 "use another --out or --no-resume")
         _log(f"{out} is already trained; keeping it")
         return meta
     _check_out_dir(out)
-    check_arch(arch, arch_kwargs)
+    if parent is None:
+        check_arch(arch, arch_kwargs, input_size=input_size)
     train, test = data.split("train"), data.split("test")
-    kwargs = {"num_classes": len(train.classes), **(arch_kwargs or {})}
-    torch.manual_seed(seed)
-    try:
-        model = create_model(arch, **kwargs)
-    except ValueError as exc:
-        raise CompressError(str(exc)) from None
     if train.input_size[1:] != test.input_size[1:]:
         raise CompressError(f"train images are {train.input_size}, test images {test.input_size}")
-    mean, std = train.channel_stats()
+    torch.manual_seed(seed)
+    if parent is not None:
+        model, parent = load_model_dir(start_from)
+        _check_classes(parent, train)
+        kwargs = parent["arch_kwargs"]
+        mean, std = parent["normalization"]["mean"], parent["normalization"]["std"]
+    else:
+        from compress.artifact import construct
+
+        kwargs = model_kwargs(arch, arch_kwargs, len(train.classes), train.input_size[-1])
+        model = construct(arch, kwargs)
+        mean, std = train.channel_stats()
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     result = fit(model, train, test, out, recipe, mean=mean, std=std, sparsity=sparsity, device=device,
@@ -130,19 +203,103 @@ def train_model(arch: str, data: DataOptions, out: str | Path, recipe: Recipe, *
                  desc="sparse" if sparsity > 0 else "train", tag=_tag(settings))
     if not is_main_process():
         return _sync_and_read(out)
+    extra = {"data": data.describe()}
+    if parent is not None:
+        extra["parent"] = {"path": str(start_from), "sha256": parent.get("weights_sha256"),
+                           "params": parent.get("params"), "macs": parent.get("macs"),
+                           "accuracy": parent.get("accuracy")}
+        if parent.get("widths"):
+            extra["widths"] = parent["widths"]
     meta = {
         "arch": arch, "arch_kwargs": kwargs, "classes": train.classes, "input_size": list(train.input_size),
         "normalization": {"mean": mean, "std": std}, "accuracy": result["last"]["test_accuracy"],
-        "best_accuracy": result["best"]["test_accuracy"], "data": data.describe(),
+        "best_accuracy": result["best"]["test_accuracy"],
         "training": {"recipe": result["recipe"], "sparsity": sparsity, "seed": seed,
-                     "wall_time_s": _wall_time(result, t0)},
-        "command": command_line(),
+                     "wall_time_s": _wall_time(result, t0), "settings": json.loads(json.dumps(settings, default=str))},
+        "command": command_line(), **extra,
     }
     model.cpu()
     saved = save_model_dir(model, out, meta)
     finish(out)
     _sync_and_read(out)
     return saved
+
+
+def scratch_b_epochs(epochs: int, macs_unpruned: int, macs_pruned: int) -> int:
+    """Epochs that spend the unpruned network's training compute on the pruned one, capped at 2×."""
+    ratio = macs_unpruned / max(macs_pruned, 1)
+    return max(epochs, min(2 * epochs, round(epochs * ratio)))
+
+
+def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dict:
+    import dataclasses
+
+    from compress.artifact import build_model
+
+    pruned = read_meta(like)
+    unpruned_macs = (pruned.get("origin") or {}).get("macs") or (pruned.get("pruning") or {}).get("macs_before")
+    if not unpruned_macs:
+        raise CompressError(f"{like} records no unpruned MACs (is it a pruned model directory?)")
+    epochs = scratch_b_epochs(recipe.epochs, int(unpruned_macs), int(pruned["macs"]))
+    budget = {"like": str(like), "base_epochs": recipe.epochs, "epochs": epochs,
+              "macs_ratio": round(int(unpruned_macs) / int(pruned["macs"]), 4)}
+    _log(f"Scratch-B: {pruned['arch']} at the widths of {like}, {epochs} epochs "
+         f"({recipe.epochs} × MACs ratio {budget['macs_ratio']:.2f}, capped at 2×)")
+    recipe = dataclasses.replace(recipe, epochs=epochs)
+    out = Path(out)
+    settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
+                "sparsity": kw["sparsity"]}
+    if _finished(out, kw["resume"]):
+        done = (read_meta(out).get("training") or {}).get("settings")
+        if done == json.loads(json.dumps(settings, default=str)):
+            _log(f"{out} is already trained; keeping it")
+            return read_meta(out)
+        raise CompressError(f"{out} holds a model trained with other settings; use another --out or --no-resume")
+    _check_out_dir(out)
+    if data.input_size is None:
+        data.input_size = int(pruned["input_size"][-1])
+    train, test = data.split("train"), data.split("test")
+    _check_classes(pruned, train)
+    torch.manual_seed(kw["seed"])
+    model = build_model(pruned)
+    _fresh_init(model, pruned["arch"])
+    norm = pruned["normalization"]
+    (out / "model.json").unlink(missing_ok=True)
+    t0 = time.time()
+    result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], sparsity=kw["sparsity"],
+                 device=kw["device"], seed=kw["seed"], resume=kw["resume"], compile=kw["compile"],
+                 progress=kw["progress"], desc="scratch-B", tag=_tag(settings))
+    if not is_main_process():
+        return _sync_and_read(out)
+    meta = {key: pruned[key] for key in ("arch", "arch_kwargs", "classes", "input_size", "normalization")}
+    meta.update(accuracy=result["last"]["test_accuracy"], best_accuracy=result["best"]["test_accuracy"],
+                data=data.describe(), command=command_line(), scratch_b=budget,
+                origin=pruned.get("origin"),
+                training={"recipe": result["recipe"], "sparsity": kw["sparsity"], "seed": kw["seed"],
+                          "wall_time_s": _wall_time(result, t0),
+                          "settings": json.loads(json.dumps(settings, default=str))})
+    model.cpu()
+    saved = save_model_dir(model, out, meta)
+    finish(out)
+    _sync_and_read(out)
+    return saved
+
+
+def _fresh_init(model, arch: str) -> None:
+    """Initialize every layer the way the architecture family does, so no weight is inherited and
+    resized layers are not left with PyTorch's defaults beside re-used ones."""
+    from models import parse_name
+    from models._common import init_batchnorm, init_conv_linear
+    from models.user import is_import_path
+
+    for module in model.modules():
+        if hasattr(module, "reset_parameters") and module is not model:
+            module.reset_parameters()
+        if hasattr(module, "reset_running_stats"):
+            module.reset_running_stats()
+    if not is_import_path(arch) and parse_name(arch)[0] in ("vgg", "preresnet", "densenet"):
+        init_conv_linear(model)
+        init_batchnorm(model, 0.5)
 
 
 def _wall_time(result: dict, t0: float) -> float:
@@ -152,7 +309,9 @@ def _wall_time(result: dict, t0: float) -> float:
 
 def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
-                data: DataOptions | None = None, recalibrate: int = 2000, device=None) -> dict:
+                data: DataOptions | None = None, recalibrate: int = 2000, device=None,
+                target_macs: float | None = None, target_params: float | None = None,
+                cost_aware: bool = False) -> dict:
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
     `recalibrate` training images (0 disables it)."""
     from compress.slimming import prune, recalibrate_batchnorm
@@ -168,22 +327,23 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
     example = torch.zeros(1, *meta["input_size"])
     before_params, before_macs = meta["params"], meta["macs"]
     model, plan = prune(model, percent, example, min_keep=min_keep, min_channels=min_channels,
-                        round_to=round_to, compensate=compensate, plan=plan)
+                        round_to=round_to, compensate=compensate, plan=plan, target_macs=target_macs,
+                        target_params=target_params, cost_aware=cost_aware)
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
     accuracy = uncalibrated = None
     recalibrated_on = 0
     if data is not None:
-        test = data.split("test")
+        test = data.for_model(meta).split("test")
         _check_classes(meta, test)
         norm = meta["normalization"]
         dev = pick_device(device)
         accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         if recalibrate > 0:
-            from compress.data import Batches, stratified_subset
+            from compress.data import stratified_subset
 
             calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
             recalibrated_on = len(calib)
-            batches = (x for x, _ in Batches(calib, 250, norm["mean"], norm["std"], train=False, device=dev))
+            batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=False, device=dev))
             recalibrate_batchnorm(model, batches)
             accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
         model.cpu()
@@ -197,6 +357,7 @@ def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_k
                                      "channels_after": plan["channels_after"],
                                      "params_before": before_params, "macs_before": before_macs,
                                      "min_keep": plan["min_keep"], "round_to": round_to,
+                                     "budget": plan.get("budget"),
                                      "accuracy_before_pruning": meta.get("accuracy"),
                                      "accuracy_uncalibrated": uncalibrated,
                                      "bn_recalibration_images": recalibrated_on,
@@ -215,7 +376,7 @@ def _check_classes(meta: dict, data: ImageSet) -> None:
 
 def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: Recipe, *,
                    distill_dir=None, temperature: float = 4.0, alpha: float = 0.9, device=None, seed: int = 0,
-                   resume: bool = True, compile: bool = False, progress: bool = True) -> dict:
+                   resume: bool = True, compile: bool = False, progress: bool = True, sparsity: float = 0.0) -> dict:
     out = Path(out)
     if Path(model_dir).resolve() == out.resolve():
         raise CompressError("--out must differ from the model directory being fine-tuned")
@@ -223,7 +384,7 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     if _finished(out, resume, parent_sha=meta.get("weights_sha256")):
         _log(f"{out} is already fine-tuned; keeping it")
         return read_meta(out)
-    train, test = data.split("train"), data.split("test")
+    train, test = data.for_model(meta).split("train"), data.split("test")
     _check_classes(meta, train)
     distill = None
     if distill_dir is not None:
@@ -235,9 +396,10 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     tag = _tag({"parent": meta.get("weights_sha256"), "epochs": recipe.epochs, "lr": recipe.lr,
-                "distill": str(distill_dir), "data": data.describe()})
+                "distill": str(distill_dir), "data": data.describe(), "sparsity": sparsity})
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
-                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag)
+                 resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag,
+                 sparsity=sparsity)
     if not is_main_process():
         return _sync_and_read(out)
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
@@ -255,60 +417,134 @@ def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, re
 
 def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
     model, meta = load_model_dir(model_dir)
-    test = data.split("test")
+    test = data.for_model(meta).split("test")
     _check_classes(meta, test)
     norm = meta["normalization"]
     return evaluate(model, test, norm["mean"], norm["std"], device=pick_device(device))
 
 
-def slim(arch: str, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
+def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
-         progress: bool = True, resume: bool = True) -> dict:
-    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage."""
+         progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
+         passes: int = 1, sparse_dir: str | Path | None = None, budget: dict | None = None) -> dict:
+    """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
+
+    With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
+    its trained weights instead of from scratch. With `passes` > 1 (the paper's multi-pass scheme),
+    prune-and-fine-tune repeats: each pass prunes `percent` of the remaining channels by one global
+    threshold, never more than 1 − `min_keep` of any layer, and every fine-tuning but the last keeps the
+    sparsity penalty so that the next pass finds polarized γ again. `sparse_dir` puts the sparse stage
+    elsewhere than OUT/sparse, so that several runs (pruning ratios) can share one sparse model.
+    `budget` ({"target_macs": F} or {"target_params": F}) replaces `percent` for pruning: the global
+    threshold is searched so that the pruned network keeps that fraction of the sparse one's cost.
+    """
+    if passes < 1:
+        raise CompressError(f"passes must be >= 1, got {passes}")
     out = Path(out)
-    check_arch(arch, arch_kwargs)
+    if start_from is not None:
+        arch = read_meta(start_from)["arch"] if arch is None else arch
+    else:
+        check_arch(arch, arch_kwargs, input_size=data.input_size)
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}
-    t = time.time()
-    _log(f"[1/3] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {out / 'sparse'}")
-    stages["sparse"] = train_model(arch, data, out / "sparse", train_recipe, sparsity=sparsity,
+    total = 1 + 2 * passes
+    sparse_dir = Path(sparse_dir) if sparse_dir is not None else out / "sparse"
+    _log(f"[1/{total}] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {sparse_dir}")
+    stages["sparse"] = train_model(arch, data, sparse_dir, train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
-                                   progress=progress, resume=resume)
+                                   progress=progress, resume=resume, start_from=start_from)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
-    t = time.time()
-    _log(f"[2/3] pruning {percent:.0%} of channels → {out / 'pruned'}")
-    sparse_sha = stages["sparse"]["weights_sha256"]
-    if resume and _finished(out / "pruned", True, parent_sha=sparse_sha) and _same_prune(
-            out / "pruned", percent, min_keep, round_to):
-        stages["pruned"] = read_meta(out / "pruned")
-    elif is_main_process():
-        stages["pruned"] = prune_model(out / "sparse", out / "pruned", percent=percent, min_keep=min_keep,
-                                       round_to=round_to, data=data, device=device)
-        _sync_and_read(out / "pruned")
-    else:
-        stages["pruned"] = _sync_and_read(out / "pruned")
-    times["pruned"] = stages["pruned"]["pruning"].get("wall_time_s", round(time.time() - t, 1))
-    if stages["pruned"].get("accuracy") is not None:
-        _log(f"      accuracy right after pruning: {stages['pruned']['accuracy']:.2%}")
-    _log(f"[3/3] fine-tuning ({finetune_recipe.epochs} epochs) → {out / 'finetuned'}")
-    stages["finetuned"] = finetune_model(out / "pruned", data, out / "finetuned", finetune_recipe,
-                                         distill_dir=(out / "sparse") if distill else None, device=device,
-                                         seed=seed, compile=compile, progress=progress, resume=resume)
-    times["finetuned"] = stages["finetuned"]["training"]["wall_time_s"]
+    source = sparse_dir
+    for k in range(1, passes + 1):
+        suffix = "" if passes == 1 else f"-{k}"
+        where = out if passes == 1 else out / f"pass{k}"
+        pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
+        step = 2 * k
+        t = time.time()
+        asked = (", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items()) if budget
+                 else f"{percent:.0%} of channels")
+        _log(f"[{step}/{total}] pruning to {asked} → {pruned_dir}")
+        parent_sha = read_meta(source)["weights_sha256"]
+        if resume and _finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(
+                pruned_dir, percent, min_keep, round_to, budget):
+            pruned = read_meta(pruned_dir)
+        elif is_main_process():
+            pruned = prune_model(source, pruned_dir, percent=percent, min_keep=min_keep, round_to=round_to,
+                                 data=data, device=device, **(budget or {}))
+            _sync_and_read(pruned_dir)
+        else:
+            pruned = _sync_and_read(pruned_dir)
+        stages["pruned" + suffix] = pruned
+        times["pruned" + suffix] = pruned["pruning"].get("wall_time_s", round(time.time() - t, 1))
+        if pruned.get("accuracy") is not None:
+            _log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
+        keep_sparse = sparsity if k < passes else 0.0
+        _log(f"[{step + 1}/{total}] fine-tuning ({finetune_recipe.epochs} epochs"
+             f"{f', λ={keep_sparse}' if keep_sparse else ''}) → {tuned_dir}")
+        tuned = finetune_model(pruned_dir, data, tuned_dir, finetune_recipe,
+                               distill_dir=sparse_dir if distill else None, device=device, seed=seed,
+                               compile=compile, progress=progress, resume=resume, sparsity=keep_sparse)
+        stages["finetuned" + suffix] = tuned
+        times["finetuned" + suffix] = tuned["training"]["wall_time_s"]
+        source = tuned_dir
     summary = build_summary(stages, times, data, percent, sparsity)
+    summary["passes"] = passes
+    summary["plots"] = write_plots(out, sparse_dir, stages, passes)
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
 
 
-def _same_prune(pruned_dir: Path, percent, min_keep, round_to) -> bool:
+def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[str]:
+    """The γ histogram after each stage (the paper's Figure 4), kept channels per layer and the training
+    curves, as PNGs beside summary.md. A plot that fails is reported, never fatal to a finished run."""
+    from safetensors.torch import load_file
+
+    from compress import plots
+    from compress.artifact import WEIGHTS
+
+    dirs = {"sparse": sparse_dir}
+    for k in range(1, passes + 1):
+        where = out if passes == 1 else out / f"pass{k}"
+        suffix = "" if passes == 1 else f"-{k}"
+        dirs["pruned" + suffix] = where / "pruned"
+        dirs["finetuned" + suffix] = where / "finetuned"
+    written = []
+    try:
+        gammas = {}
+        for name, d in dirs.items():
+            bn_names = {n for n, w in stages[name]["widths"].items() if w["type"] == "BatchNorm2d"}
+            state = load_file(str(d / WEIGHTS))
+            gammas[name] = [state[f"{n}.weight"] for n in bn_names if f"{n}.weight" in state]
+        first_plan = json.loads((dirs["pruned" + ("" if passes == 1 else "-1")] / "plan.json").read_text())
+        written.append(plots.gamma_histogram(gammas, out / "gamma_histogram.png",
+                                             threshold=first_plan.get("threshold")).name)
+        for k in range(1, passes + 1):
+            suffix = "" if passes == 1 else f"-{k}"
+            plan = json.loads((dirs["pruned" + suffix] / "plan.json").read_text())
+            written.append(plots.kept_channels_from_plan(plan, out / f"kept_channels{suffix}.png").name)
+        curves = {name: plots.read_metrics(d / "metrics.jsonl") for name, d in dirs.items()
+                  if (d / "metrics.jsonl").exists()}
+        written.append(plots.training_curves(curves, out / "training_curves.png").name)
+    except Exception as exc:  # noqa: BLE001 - plots must not cost a finished run
+        _log(f"warning: plots not written: {type(exc).__name__}: {exc}")
+    return written
+
+
+def _same_prune(pruned_dir: Path, percent, min_keep, round_to, budget: dict | None = None) -> bool:
     try:
         plan = json.loads((pruned_dir / "plan.json").read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return (plan.get("percent"), plan.get("min_keep"), plan.get("round_to")) == (percent, min_keep, round_to)
+    if (plan.get("min_keep"), plan.get("round_to")) != (min_keep, round_to):
+        return False
+    if budget:
+        recorded = plan.get("budget") or {}
+        (key, value), = budget.items()
+        return recorded.get("target") == key.removeprefix("target_") and recorded.get("asked") == value
+    return plan.get("budget") is None and plan.get("percent") == percent
 
 
 def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, sparsity: float) -> dict:
@@ -321,29 +557,53 @@ def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, 
             "macs_reduction": 1 - meta["macs"] / base["macs"],
             "wall_time_s": times.get(name),
         }
+        if "pruning" in meta and name.startswith("pruned"):
+            rows[name]["accuracy_uncalibrated"] = meta["pruning"].get("accuracy_uncalibrated")
+    pruned = [m for n, m in stages.items() if n.startswith("pruned")]
+    first, last = pruned[0]["pruning"], pruned[-1]["pruning"]
     return {"format": "compress.summary/1", "arch": base["arch"], "arch_kwargs": base["arch_kwargs"],
             "data": data.describe(), "percent": percent, "sparsity": sparsity,
-            "channels_before": stages["pruned"]["pruning"]["channels_before"],
-            "channels_after": stages["pruned"]["pruning"]["channels_after"],
-            "pruned_accuracy_uncalibrated": stages["pruned"]["pruning"].get("accuracy_uncalibrated"),
-            "bn_recalibration_images": stages["pruned"]["pruning"].get("bn_recalibration_images", 0),
+            "channels_before": first["channels_before"], "channels_after": last["channels_after"],
+            "pruned_accuracy_uncalibrated": first.get("accuracy_uncalibrated"),
+            "budget": _budget_met(first.get("budget"), stages),
+            "bn_recalibration_images": first.get("bn_recalibration_images", 0),
             "stages": rows, "command": command_line()}
+
+
+def _budget_met(budget: dict | None, stages: dict) -> dict | None:
+    """The budget asked, and the fraction of the sparse model's cost the final model actually has."""
+    if not budget:
+        return None
+    key = {"macs": "macs", "params": "params"}[budget["target"]]
+    final = [m for n, m in stages.items() if n.startswith("finetuned")][-1]
+    return {**budget, "met": final[key] / stages["sparse"][key]}
 
 
 def summary_markdown(s: dict) -> str:
     lines = [f"# Slimming summary: {s['arch']}", "",
-             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned {s['percent']:.0%} of BN channels "
-             f"({s['channels_before']} → {s['channels_after']} prunable channels).", "",
-             "| stage | accuracy | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs | wall time |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned "
+             + (f"to a {s['budget']['target']} budget" if s.get("budget") else f"{s['percent']:.0%} of BN channels")
+             + (f" per pass, {s['passes']} passes" if s.get("passes", 1) > 1 else "")
+             + f" ({s['channels_before']} → {s['channels_after']} prunable channels).", "",
+             "| stage | accuracy | before BN re-estimation | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs "
+             "| wall time |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in s["stages"].items():
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.2%}"
+        raw = r.get("accuracy_uncalibrated")
+        raw = "" if raw is None or raw == r["accuracy"] else f"{raw:.2%}"
         wall = "" if r["wall_time_s"] is None else f"{r['wall_time_s']:.0f} s"
-        lines.append(f"| {name} | {acc} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
+        lines.append(f"| {name} | {acc} | {raw} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
-    if s.get("bn_recalibration_images") and s.get("pruned_accuracy_uncalibrated") is not None:
-        lines += ["", f"The pruned model's BN statistics were re-estimated on {s['bn_recalibration_images']} "
-                      f"training images (no weight update); before that it scored "
-                      f"{s['pruned_accuracy_uncalibrated']:.2%}."]
+    if s.get("budget"):
+        b = s["budget"]
+        lines += ["", f"Budget: {b['target']} at {b['asked']:.1%} of the sparse model's; met "
+                      f"{b['met']:.2%} (importance: {b.get('importance', '|γ|')})."]
+    if s.get("bn_recalibration_images"):
+        lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
+                      "training images (no weight update); the column before it shows the accuracy right after "
+                      "pruning without that."]
+    if s.get("plots"):
+        lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in s["plots"]]
     lines += ["", f"Command: `{s['command']}`", ""]
     return "\n".join(lines)

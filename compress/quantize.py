@@ -1,8 +1,10 @@
-"""INT8 post-training quantization into a Q/DQ ONNX file that ONNX Runtime and TensorRT both accept.
+"""INT8 post-training quantization into a Q/DQ ONNX file, with the recipe of the target that will run it.
 
 Calibration and the graph rewrite are onnxruntime.quantization's (`quantize_static`); this module
-feeds it calibration images preprocessed exactly as in evaluation, pins the options TensorRT's
-explicit quantization needs, checks the result, and measures what quantization cost:
+feeds it calibration images preprocessed exactly as in evaluation, pins the options of the target,
+checks the result, and measures what quantization cost in the kernels that will run the file.
+
+Target `trt` (TensorRT's explicit quantization; GPUs and Jetson):
 
 * QDQ format (QuantizeLinear/DequantizeLinear pairs around float ops), never QLinear* operators;
 * signed int8 everywhere, symmetric (every zero point is 0);
@@ -10,6 +12,19 @@ explicit quantization needs, checks the result, and measures what quantization c
 * biases stay float32 (no int32 DequantizeLinear);
 * normalization ops (BatchNormalization that ONNX Runtime could not fold into a Conv, as in
   pre-activation ResNets) stay float, so TensorRT sees their parameters as plain constants.
+
+Target `cpu` (ONNX Runtime's CPU execution provider), after ONNX Runtime's quantization guide:
+
+* QDQ format: ONNX Runtime fuses it into its int8 kernels; S8S8 in QOperator format is slow on x86;
+* activations asymmetric (a ReLU output uses all 256 levels), weights symmetric per channel,
+  biases int32 (what the fused QLinearConv consumes);
+* with VNNI (or on ARM): S8S8, the guide's first choice;
+* x86 without VNNI (AVX2, AVX-512 without VNNI): U8S8 with 7-bit weights (`reduce_range`), because
+  the u8 x s8 kernels sum pairs of products into 16 bits (VPMADDUBSW) and saturate otherwise.
+
+Accuracy is measured where the file will run: for `trt`, every Q/DQ executed as written (exact
+products, as TensorRT's int8 kernels compute); for `cpu`, ONNX Runtime's fully optimized session,
+whose fused int8 kernels are the ones a deployment runs.
 """
 
 from __future__ import annotations
@@ -36,6 +51,59 @@ DEFAULT_PERCENTILE = 99.999
 HISTOGRAM_BINS = 2048
 PRECISION_KEY = "compress.precision"
 META_PREFIX = "compress."
+TARGETS = ("trt", "cpu")
+CPU_ISAS = ("auto", "vnni", "avx2", "arm64")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a target wants its INT8 graph: onnxruntime.quantization options plus where accuracy is measured."""
+
+    target: str
+    isa: str | None  # cpu: 'vnni', 'avx2' or 'arm64'; trt: None
+    activation_type: str  # 'int8' or 'uint8'
+    activation_symmetric: bool
+    reduce_range: bool
+    quantize_bias: bool
+    fused_kernels: bool  # measure accuracy in ONNX Runtime's optimized session (its own int8 kernels)
+    weights: str = "int8 symmetric per-channel (output-channel axis)"
+
+    def describe(self) -> dict:
+        sign = {"int8": "S8", "uint8": "U8"}[self.activation_type]
+        return {"target": self.target, "instruction_set": self.isa, "format": "QDQ",
+                "data_types": f"{sign}S8 (activations {self.activation_type}, weights int8)",
+                "activations": f"{self.activation_type} {'symmetric' if self.activation_symmetric else 'asymmetric'}"
+                               " per-tensor",
+                "weights": self.weights + (", 7-bit range (reduce_range)" if self.reduce_range else ""),
+                "bias": "int32" if self.quantize_bias else "float32", "reduce_range": self.reduce_range}
+
+
+def recipe_for(target: str = "trt", isa: str = "auto") -> Recipe:
+    """The INT8 recipe for `target`; for 'cpu', `isa` 'auto' reads this machine's CPU flags."""
+    if target not in TARGETS:
+        raise CompressError(f"unknown --target {target!r}; choose from {', '.join(TARGETS)}")
+    if target == "trt":
+        return Recipe("trt", None, "int8", True, reduce_range=False, quantize_bias=False, fused_kernels=False)
+    if isa not in CPU_ISAS:
+        raise CompressError(f"unknown --cpu-isa {isa!r}; choose from {', '.join(CPU_ISAS)}")
+    if isa == "auto":
+        from runtime.cpu_features import int8_isa
+
+        isa = int8_isa()
+    if isa == "avx2":
+        return Recipe("cpu", "avx2", "uint8", False, reduce_range=True, quantize_bias=True, fused_kernels=True)
+    return Recipe("cpu", isa, "int8", False, reduce_range=False, quantize_bias=True, fused_kernels=True)
+
+
+def eval_session_settings(recipe: Recipe) -> dict:
+    """The ONNX Runtime session the reported INT8 accuracy comes from."""
+    import onnxruntime as ort
+
+    level = "ORT_ENABLE_ALL" if recipe.fused_kernels else "ORT_ENABLE_BASIC"
+    how = ("graph optimizations on: Q/DQ fused into ONNX Runtime's int8 CPU kernels" if recipe.fused_kernels
+           else "Q/DQ executed as written (basic optimizations only), as TensorRT's int8 kernels compute it")
+    return {"provider": "CPUExecutionProvider", "graph_optimization_level": level, "onnxruntime": ort.__version__,
+            "what": how}
 
 
 def _log(msg: str) -> None:
@@ -125,7 +193,7 @@ def calibration_inputs(data_spec: str, n: int, seed: int, mean, std, *, split: s
     from compress.data import load_dataset, normalize
 
     data = load_dataset(data_spec, split, limit=n, seed=seed)
-    return normalize(data.images, mean, std).numpy(), data
+    return normalize(data.eval_images(), mean, std).numpy(), data
 
 
 # --- the quantization itself ---------------------------------------------------------------------------
@@ -155,7 +223,8 @@ def _calibration_method(method: str):
 
 def calibrate(prepared: str | Path, calib: np.ndarray, cache: str | Path, *, method: str = "minmax",
               percentile: float = DEFAULT_PERCENTILE, batch_size: int = CALIB_BATCH,
-              workdir: str | Path | None = None, histogram_bins: int = HISTOGRAM_BINS) -> None:
+              workdir: str | Path | None = None, histogram_bins: int = HISTOGRAM_BINS,
+              symmetric: bool = True) -> None:
     """Collect activation ranges with ONNX Runtime's calibrator and store them in `cache`, the
     calibration cache that quantize_static reads (so several quantizations share one calibration).
 
@@ -177,7 +246,7 @@ def calibrate(prepared: str | Path, calib: np.ndarray, cache: str | Path, *, met
         calibrator = create_calibrator(
             Path(prepared), op_types_to_quantize(), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
             calibrate_method=calibrate_method,
-            extra_options={"symmetric": True, "num_bins": int(histogram_bins), "num_quantized_bins": 255,
+            extra_options={"symmetric": bool(symmetric), "num_bins": int(histogram_bins), "num_quantized_bins": 255,
                            "percentile": float(percentile)})
         # A few batches at a time, merged: memory stays bounded for every method.
         stride = reader.stride()
@@ -190,11 +259,12 @@ def calibrate(prepared: str | Path, calib: np.ndarray, cache: str | Path, *, met
 
 
 def quantize_qdq(prepared: str | Path, out: str | Path, cache: str | Path, *, method: str = "minmax",
-                 exclude=(), only=None) -> None:
-    """quantize_static with the TensorRT-compatible settings above and the ranges in `cache` (from
+                 exclude=(), only=None, recipe: Recipe | None = None) -> None:
+    """quantize_static with the recipe's settings (TensorRT's by default) and the ranges in `cache` (from
     `calibrate` with the same method). `only` restricts quantization to the named nodes."""
     import inspect
 
+    recipe = recipe or recipe_for("trt")
     q = _import_ort_quantization()
     if "calibration_cache_path" not in inspect.signature(q.quantize_static).parameters:
         raise CompressError("this onnxruntime's quantize_static cannot reuse calibration ranges; "
@@ -206,16 +276,18 @@ def quantize_qdq(prepared: str | Path, out: str | Path, cache: str | Path, *, me
         quant_format=q.QuantFormat.QDQ,
         op_types_to_quantize=op_types_to_quantize(),
         per_channel=True,
-        reduce_range=False,
-        activation_type=q.QuantType.QInt8,
+        reduce_range=recipe.reduce_range,
+        activation_type=q.QuantType.QInt8 if recipe.activation_type == "int8" else q.QuantType.QUInt8,
         weight_type=q.QuantType.QInt8,
         nodes_to_quantize=list(only) if only else None,
         nodes_to_exclude=list(exclude) or None,
         calibrate_method=_calibration_method(method),
         extra_options={
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": recipe.activation_symmetric,
             "WeightSymmetric": True,
-            "QuantizeBias": False,  # int32 biases would need DequantizeLinear(int32): not in TensorRT
+            # trt: int32 biases would need DequantizeLinear(int32), which TensorRT lacks; cpu: the fused
+            # QLinearConv takes its bias as int32.
+            "QuantizeBias": recipe.quantize_bias,
         },
         calibration_cache_path=str(cache),
     )
@@ -349,21 +421,23 @@ def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 def layer_sensitivity(prepared: Path, x_eval: np.ndarray, y_eval: np.ndarray, *, method: str,
-                      cache: Path, workdir: Path, log=_log) -> list[dict]:
+                      cache: Path, workdir: Path, log=_log, recipe: Recipe | None = None) -> list[dict]:
     """Quantize one weight layer at a time (with the inputs/outputs it touches) and measure accuracy
-    and logit SQNR against FP32 on held-out images; rows sorted worst first."""
+    and logit SQNR against FP32 on held-out images, in the target's kernels; rows sorted worst first."""
     import onnx
 
+    recipe = recipe or recipe_for("trt")
+    fused = recipe.fused_kernels
     model = onnx.load(str(prepared))
     inits = {t.name: t for t in model.graph.initializer}
-    ref = onnx_logits(prepared, x_eval)
+    ref = onnx_logits(prepared, x_eval, int8_kernels=fused)
     base = accuracy_of(ref, y_eval)
     rows = []
     nodes = weight_nodes(model)
     for i, node in enumerate(nodes):
         out = workdir / f"layer{i}.onnx"
-        quantize_qdq(prepared, out, cache, method=method, only=[node.name])
-        logits = onnx_logits(out, x_eval)
+        quantize_qdq(prepared, out, cache, method=method, only=[node.name], recipe=recipe)
+        logits = onnx_logits(out, x_eval, int8_kernels=fused)
         out.unlink(missing_ok=True)
         acc = accuracy_of(logits, y_eval)
         rows.append({"layer": node.name, "op": node.op_type, "weight_shape": list(inits[node.input[1]].dims),
@@ -422,7 +496,9 @@ class QuantizeOptions:
     eval_limit: int | None = None
     seed: int = 0
     percentile: float = DEFAULT_PERCENTILE
-    int8_kernels: bool = False  # also measure with ONNX Runtime's fused int8 CPU kernels
+    int8_kernels: bool = False  # trt target: also measure with ONNX Runtime's fused int8 CPU kernels
+    target: str = "trt"
+    cpu_isa: str = "auto"  # cpu target: the instruction set to quantize for ('auto': this machine's)
 
 
 def export_model_dir(model_dir: str | Path, out: str | Path) -> Path:
@@ -443,14 +519,20 @@ def export_model_dir(model_dir: str | Path, out: str | Path) -> Path:
     return Path(export_onnx(model, out, input_size=meta["input_size"], metadata=metadata))
 
 
-def _finish_model(quantized: Path, source_props: dict[str, str]):
-    """The quantized graph with the source's compress.* metadata, precision int8, checked."""
+def _finish_model(quantized: Path, source_props: dict[str, str], recipe: Recipe | None = None):
+    """The quantized graph with the source's compress.* metadata, precision int8, the recipe, checked."""
     import onnx
 
+    recipe = recipe or recipe_for("trt")
     model = onnx.load(str(quantized))
     props = {p.key: p.value for p in model.metadata_props}
     props.update({k: v for k, v in source_props.items() if k.startswith(META_PREFIX)})
     props[PRECISION_KEY] = "int8"
+    props[META_PREFIX + "quant_target"] = recipe.target
+    props[META_PREFIX + "quant_recipe"] = json.dumps(recipe.describe(), sort_keys=True)
+    props[META_PREFIX + "quant_eval_session"] = json.dumps(eval_session_settings(recipe), sort_keys=True)
+    if recipe.isa:
+        props[META_PREFIX + "quant_isa"] = recipe.isa
     del model.metadata_props[:]
     for key in sorted(props):
         model.metadata_props.add(key=key, value=props[key])
@@ -458,11 +540,66 @@ def _finish_model(quantized: Path, source_props: dict[str, str]):
     return model
 
 
+def quantize_onnx(src: str | Path, out: str | Path, calib: np.ndarray, *, recipe: Recipe | None = None,
+                  method: str = "minmax", percentile: float = DEFAULT_PERCENTILE, exclude=(),
+                  choose_exclusions=None, source_props: dict[str, str] | None = None) -> dict:
+    """Quantize the FP32 ONNX file `src` into `out` with `recipe`, calibrated on `calib` (normalized
+    float32 N x C x H x W). Checks the graph for its target and writes `out` atomically.
+
+    `choose_exclusions(prepared, cache, workdir, exclude)` may add layers to keep in float once the
+    ranges are known (the sensitivity scan). Returns what the quant report records about the graph.
+    """
+    import onnx
+
+    from compress.atomic import atomic_path
+
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve():
+        raise CompressError(f"--out {out} would overwrite the input")
+    recipe = recipe or recipe_for("trt")
+    if source_props is None:
+        source_props = onnx_metadata(onnx.load(str(src), load_external_data=False))
+    result: dict = {}
+    with tempfile.TemporaryDirectory(prefix="compress-quant-") as tmp:
+        tmp = Path(tmp)
+        prepared = tmp / "prepared.onnx"
+        prepare(src, prepared)
+        prepared_model = onnx.load(str(prepared))
+        excluded = resolve_layers(prepared_model, exclude)
+        cache = tmp / "calibration.json"
+        calibrate(prepared, calib, cache, method=method, percentile=percentile, workdir=tmp,
+                  symmetric=recipe.activation_symmetric)
+        result["calibration_ranges"] = _ranges_summary(cache)
+        if choose_exclusions is not None:
+            excluded = choose_exclusions(prepared, cache, tmp, excluded)
+        quantized = tmp / "quantized.onnx"
+        quantize_qdq(prepared, quantized, cache, method=method, exclude=excluded, recipe=recipe)
+        qmodel = _finish_model(quantized, source_props, recipe)
+    if recipe.target == "trt":
+        errors, warnings, checker = trt_findings(qmodel)
+        if errors:
+            raise CompressError(f"the quantized graph breaks TensorRT's Q/DQ rules: {errors[0]} "
+                                f"({len(errors)} problem(s))")
+        result["trt_readiness"] = {"checker": checker, "errors": 0, "warnings": warnings}
+    else:
+        operator_style = [n.op_type for n in qmodel.graph.node
+                          if n.op_type.startswith("QLinear") or n.op_type.endswith("Integer")]
+        if operator_style:
+            raise CompressError(f"the quantized graph has operator-style ops ({operator_style[0]}); the cpu "
+                                "recipe writes Q/DQ only")
+        result["trt_readiness"] = None
+    with atomic_path(out) as tmp_out:
+        onnx.save_model(qmodel, str(tmp_out))
+    n_weight = len(weight_nodes(prepared_model))
+    result.update(excluded_layers=excluded, quantized_layers=n_weight - len(excluded), weight_layers=n_weight)
+    return result
+
+
 def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, log=_log) -> dict:
     """`compress quantize`: writes OUT.onnx and OUT.quant.json; returns the report."""
     import onnx
 
-    from compress.atomic import atomic_path, write_json
+    from compress.atomic import write_json
     from compress.data import load_dataset, normalize
 
     t0 = time.perf_counter()
@@ -499,58 +636,48 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         raise CompressError(f"{opts.data} has {len(calib_data.classes)} classes, the model {len(classes)}")
     log(f"calibrating on {len(calib)} training images ({opts.method})")
 
+    recipe = recipe_for(opts.target, opts.cpu_isa)
+    session = eval_session_settings(recipe)
     report: dict = {"schema": "compress.quant/1", "source": str(model), "source_onnx": str(src), "onnx": str(out),
                     "data": opts.data, "method": opts.method, "calib_images": int(len(calib)), "calib_split": "train",
                     "seed": opts.seed, "percentile": opts.percentile if opts.method == "percentile" else None,
-                    "format": "QDQ", "activations": "int8 symmetric per-tensor",
-                    "weights": "int8 symmetric per-channel (output-channel axis)", "bias": "float32"}
-    with tempfile.TemporaryDirectory(prefix="compress-quant-") as tmp:
-        tmp = Path(tmp)
-        prepared = tmp / "prepared.onnx"
-        prepare(src, prepared)
-        prepared_model = onnx.load(str(prepared))
-        exclude = resolve_layers(prepared_model, opts.exclude)
-        cache = tmp / "calibration.json"
-        calibrate(prepared, calib, cache, method=opts.method, percentile=opts.percentile, workdir=tmp)
-        report["calibration_ranges"] = _ranges_summary(cache)
-        if opts.sensitivity or opts.keep_float:
-            test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
-            x_eval = normalize(test.images, mean, std).numpy()
-            rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
-                                     workdir=tmp, log=log)
-            base = accuracy_of(onnx_logits(prepared, x_eval), test.labels.numpy())
-            report["sensitivity"] = {"images": len(test), "split": "test", "seed": opts.seed + 1,
-                                     "fp32_accuracy": base, "layers": rows}
-            worst = [r["layer"] for r in rows[:opts.keep_float]]
-            exclude = list(dict.fromkeys(exclude + worst))
-        quantized = tmp / "quantized.onnx"
-        quantize_qdq(prepared, quantized, cache, method=opts.method, exclude=exclude)
-        qmodel = _finish_model(quantized, props)
-    errors, warnings, checker = trt_findings(qmodel)
-    if errors:
-        raise CompressError(f"the quantized graph breaks TensorRT's Q/DQ rules: {errors[0]} "
-                            f"({len(errors)} problem(s))")
-    with atomic_path(out) as tmp_out:
-        onnx.save_model(qmodel, str(tmp_out))
-    report["excluded_layers"] = exclude
-    n_weight = len(weight_nodes(prepared_model))
-    report["quantized_layers"] = n_weight - len(exclude)
-    report["weight_layers"] = n_weight
-    report["trt_readiness"] = {"checker": checker, "errors": 0, "warnings": warnings}
+                    **recipe.describe(), "eval_session": session}
+    if recipe.target == "cpu":
+        from runtime.cpu_features import describe as cpu_describe
+
+        report["machine_cpu"] = cpu_describe()
+        log(f"target cpu, instruction set {recipe.isa}: {report['data_types']}"
+            + (", 7-bit weights (reduce_range)" if recipe.reduce_range else ""))
+
+    def choose_exclusions(prepared: Path, cache: Path, tmp: Path, exclude: list[str]) -> list[str]:
+        if not (opts.sensitivity or opts.keep_float):
+            return exclude
+        test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
+        x_eval = normalize(test.eval_images(), mean, std).numpy()
+        rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
+                                 workdir=tmp, log=log, recipe=recipe)
+        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), test.labels.numpy())
+        report["sensitivity"] = {"images": len(test), "split": "test", "seed": opts.seed + 1,
+                                 "fp32_accuracy": base, "layers": rows}
+        return list(dict.fromkeys(exclude + [r["layer"] for r in rows[:opts.keep_float]]))
+
+    report.update(quantize_onnx(src, out, calib, recipe=recipe, method=opts.method, percentile=opts.percentile,
+                                exclude=opts.exclude, choose_exclusions=choose_exclusions, source_props=props))
     report["sizes"] = {"fp32_onnx_bytes": src.stat().st_size, "int8_onnx_bytes": out.stat().st_size}
 
     test = load_dataset(opts.data, "test", limit=opts.eval_limit, seed=opts.seed)
-    x_test = normalize(test.images, mean, std).numpy()
+    x_test = normalize(test.eval_images(), mean, std).numpy()
     y_test = test.labels.numpy()
-    log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images")
-    ref = onnx_logits(src, x_test)
-    q = onnx_logits(out, x_test)
+    log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images ({session['what']})")
+    ref = onnx_logits(src, x_test, int8_kernels=recipe.fused_kernels)
+    q = onnx_logits(out, x_test, int8_kernels=recipe.fused_kernels)
     fp32_acc, int8_acc = accuracy_of(ref, y_test), accuracy_of(q, y_test)
     report["accuracy"] = {"images": len(test), "fp32": fp32_acc, "int8": int8_acc, "drop": fp32_acc - int8_acc,
                           "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
                           "logit_sqnr_db": sqnr_db(ref, q),
-                          "runtime": "onnxruntime CPUExecutionProvider, Q/DQ executed as written (basic optimizations)"}
-    if opts.int8_kernels:
+                          "runtime": f"onnxruntime {session['onnxruntime']} CPUExecutionProvider, "
+                                     f"{session['graph_optimization_level']}: {session['what']}"}
+    if opts.int8_kernels and not recipe.fused_kernels:
         fused = onnx_logits(out, x_test, int8_kernels=True)
         report["accuracy"]["int8_ort_kernels"] = accuracy_of(fused, y_test)
         report["accuracy"]["int8_ort_kernels_sqnr_db"] = sqnr_db(ref, fused)
@@ -584,12 +711,19 @@ def summary_markdown(report: dict) -> str:
     acc = report["accuracy"]
     lines = ["| model | accuracy | ONNX size |", "| --- | ---: | ---: |",
              f"| FP32 | {acc['fp32']:.2%} | {report['sizes']['fp32_onnx_bytes'] / 2**20:.2f} MiB |",
-             f"| INT8 Q/DQ ({report['method']}, {report['calib_images']} calib images) | {acc['int8']:.2%} | "
+             f"| INT8 Q/DQ for {_target_label(report)} ({report['method']}, {report['calib_images']} calib images) | "
+             f"{acc['int8']:.2%} | "
              f"{report['sizes']['int8_onnx_bytes'] / 2**20:.2f} MiB |",
              *([f"| INT8, ONNX Runtime's fused CPU int8 kernels | {acc['int8_ort_kernels']:.2%} | |"]
                if "int8_ort_kernels" in acc else []),
-             "", f"{acc['images']} test images in ONNX Runtime; top-1 agreement {acc['top1_agreement']:.2%}, "
+             "", f"{acc['images']} test images in {acc['runtime']}; top-1 agreement {acc['top1_agreement']:.2%}, "
              f"logit SQNR {acc['logit_sqnr_db']:.1f} dB; {report['quantized_layers']}/{report['weight_layers']} "
              f"weight layers in int8" + (f", float: {', '.join(report['excluded_layers'])}"
                                           if report["excluded_layers"] else "")]
     return "\n".join(lines) + "\n"
+
+
+def _target_label(report: dict) -> str:
+    if report.get("target") == "cpu":
+        return f"cpu ({report.get('instruction_set')}, {report.get('data_types', '').split(' ')[0]})"
+    return "trt"

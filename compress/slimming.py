@@ -1,8 +1,13 @@
 """Network slimming (Liu et al., ICCV 2017): global BN-γ threshold, physical channel removal.
 
-Channels are removed through torch-pruning's dependency graph, so every layer coupled to a channel
-(residual additions, concatenations, depthwise groups) loses it together. A coupled channel is only as
-unimportant as its most important BatchNorm: its score is the largest |γ| among the BNs that carry it.
+One global threshold over the |γ| of every BN decides; two kinds of unit carry it out:
+
+- groups: channels removed through torch-pruning's dependency graph, so every layer coupled to a
+  channel (residual additions, concatenations, depthwise groups) loses it together. A coupled channel is
+  only as unimportant as its most important BatchNorm: its score is the largest |γ| among its BNs.
+- selections: a BN that reads a shared tensor (a pre-activation ResNet's residual stream, a DenseNet's
+  concatenation) and feeds one consumer loses channels for that consumer alone, as in the paper
+  (compress.channel_select). The shared channels themselves stay.
 
 Before removal the constant that each removed channel still emits (ReLU(β) when γ is zero) is folded
 into the consumers' biases or BN running means: see `_compensate`.
@@ -17,9 +22,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from compress.budget import CostModel, cost_aware_scores, search_threshold
+from compress.channel_select import SelectBatchNorm2d, SelectionSite, apply_selection, find_sites, tp_pruner
 from compress.errors import CompressError
+from compress.measure import count_params_macs
 
-PLAN_FORMAT = "compress.plan/1"
+PLAN_FORMAT = "compress.plan/2"
+OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
 
 
 def bn_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
@@ -56,6 +65,33 @@ class ChannelGroup:
     bn_names: list[str]
     scores: torch.Tensor  # per root channel: max |γ| over the coupled BNs
     keep: list[int] = field(default_factory=list)
+    importance: torch.Tensor | None = None  # what the threshold compared, when not the scores
+    # A grouped convolution among the group's layers splits its channels into `conv_groups` equal runs,
+    # and torch-pruning can only remove the same positions from every run.
+    conv_groups: int = 1
+
+
+@dataclass
+class Selection:
+    """One BN pruned for its own consumer alone (see compress.channel_select)."""
+
+    site: SelectionSite
+    scores: torch.Tensor  # per BN feature: |γ|
+    keep: list[int] = field(default_factory=list)  # positions among the BN's current features
+    importance: torch.Tensor | None = None
+
+    @property
+    def name(self) -> str:
+        return self.site.bn_name
+
+
+@dataclass
+class PruningUnits:
+    """Everything one pruning decision acts on: coupled groups and per-consumer selections."""
+
+    graph: object
+    groups: list[ChannelGroup]
+    selections: list[Selection]
 
 
 def _output_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
@@ -76,26 +112,41 @@ def _output_layer(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
 
 def _dependency_graph(model: nn.Module, example_input: torch.Tensor):
     out_layer = _output_layer(model, example_input)
-    with torch.enable_grad():  # torch-pruning traces through autograd
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    try:
+        with torch.enable_grad():  # torch-pruning traces through autograd
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, customized_pruners={SelectBatchNorm2d: tp_pruner()})
+    except (ZeroDivisionError, IndexError, KeyError, AttributeError) as exc:
+        # torch-pruning's tracer fails on some reshapes (channel shuffle's 5-D view, for one).
+        raise CompressError(f"torch-pruning cannot trace {type(model).__name__}'s channel dependencies "
+                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+                            ) from None
     return graph, out_layer
 
 
-def channel_groups(model: nn.Module, example_input: torch.Tensor):
-    """Every prunable group of coupled channels that contains at least one BatchNorm."""
+def pruning_units(model: nn.Module, example_input: torch.Tensor) -> PruningUnits:
+    """The prunable units of `model`: BN-gated groups of coupled channels, and selection sites.
+
+    A BN that reads a shared tensor (residual stream, concatenation) and feeds one consumer is pruned
+    by selection, for that consumer alone; the group of the shared channels is then left whole, since
+    removing a channel where it is produced would take it from every reader.
+    """
     was_training = model.training
     model.eval()
     graph, out_layer = _dependency_graph(model, example_input)
     names = {m: n for n, m in model.named_modules()}
+    sites = find_sites(model, graph)
+    site_bns = {s.bn for s in sites}
     groups: list[ChannelGroup] = []
     for group in graph.get_all_groups(ignored_layers=[out_layer], root_module_types=(nn.Conv2d, nn.Linear)):
+        mods = [item.dep.target.module for item in group]
+        if any(m in site_bns or isinstance(m, SelectBatchNorm2d) for m in mods):
+            continue
         root_dep = group[0].dep
-        root = root_dep.target.module
         n_root = len(group[0].idxs)
         scores = torch.full((n_root,), -1.0)
         bn_names = []
-        for item in group:
-            mod = item.dep.target.module
+        for item, mod in zip(group, mods):
             if isinstance(mod, nn.BatchNorm2d) and mod.affine:
                 gamma = mod.weight.detach().abs().cpu()
                 idx = torch.as_tensor(item.idxs, dtype=torch.long)
@@ -105,11 +156,38 @@ def channel_groups(model: nn.Module, example_input: torch.Tensor):
                     bn_names.append(names[mod])
         if not bn_names:
             continue
-        groups.append(ChannelGroup(names[root], root, root_dep.handler, bn_names, scores))
+        conv_groups = _conv_group_period(group, mods, n_root)
+        if conv_groups is None:
+            continue  # a grouped convolution whose runs do not line up with the group's channels
+        groups.append(ChannelGroup(names[root_dep.target.module], root_dep.target.module, root_dep.handler,
+                                   bn_names, scores, conv_groups=conv_groups))
     probe = _probe_batch(example_input)
     groups = [g for g in groups if _gated_by_batchnorm(model, graph, g, probe)]
+    selections = [Selection(s, s.bn.weight.detach().abs().cpu()) for s in sites]
     model.train(was_training)
-    return graph, groups
+    return PruningUnits(graph, groups, selections)
+
+
+def _conv_group_period(group, mods, n_root: int) -> int | None:
+    """How many equal runs a grouped convolution in the group cuts its channels into (1: none); None
+    when a grouped convolution's channels are not the group's channels one to one, which this code
+    does not prune."""
+    period = 1
+    for item, mod in zip(group, mods):
+        if not isinstance(mod, nn.Conv2d) or mod.groups == 1:
+            continue
+        if mod.groups == mod.in_channels == mod.out_channels:
+            continue  # depthwise: torch-pruning couples each input channel with its output channel
+        if list(item.idxs) != list(item.root_idxs) or len(item.idxs) != n_root:
+            return None
+        period = math.lcm(period, mod.groups)
+    return period if n_root % period == 0 else None
+
+
+def channel_groups(model: nn.Module, example_input: torch.Tensor):
+    """The dependency graph and the BN-gated groups of coupled channels (selection sites aside)."""
+    units = pruning_units(model, example_input)
+    return units.graph, units.groups
 
 
 def _consumers(graph, group) -> dict[nn.Module, list[int]]:
@@ -159,13 +237,20 @@ def _gated_by_batchnorm(model: nn.Module, graph, g: ChannelGroup, probe: torch.T
     return not varying
 
 
-def global_threshold(groups: list[ChannelGroup], model: nn.Module, percent: float) -> float:
-    """|γ| at the `percent` quantile of every BN channel that belongs to a prunable group."""
-    modules = dict(model.named_modules())
-    seen = []
-    for name in dict.fromkeys(n for g in groups for n in g.bn_names):
-        seen.append(modules[name].weight.detach().abs().flatten().cpu())
-    all_gamma = torch.cat(seen).sort().values
+def all_gammas(model: nn.Module) -> torch.Tensor:
+    """|γ| of every BN in the model, in module order: the population the paper thresholds."""
+    gammas = [bn.weight.detach().abs().flatten().cpu() for bn in bn_layers(model)]
+    if not gammas:
+        raise CompressError(f"{type(model).__name__} has no BatchNorm layer with a scaling factor")
+    return torch.cat(gammas)
+
+
+def global_threshold(model: nn.Module, percent: float) -> float:
+    """|γ| at index int(percent·N) of all N BN scaling factors sorted; channels above it are kept.
+
+    Every BN counts, also those whose channels cannot be removed, as in the paper's code.
+    """
+    all_gamma = all_gammas(model).sort().values
     k = min(int(percent * all_gamma.numel()), all_gamma.numel() - 1)
     return float(all_gamma[k])
 
@@ -175,10 +260,19 @@ def floor_channels(n: int, min_keep: float, min_channels: int) -> int:
 
 
 def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_channels: int,
-                round_to: int) -> list[int]:
-    """Indices kept in one group: those at or above the threshold, topped up to the floor and rounding."""
+                round_to: int, conv_groups: int = 1) -> list[int]:
+    """Indices kept in one unit: those above the threshold, topped up to the floor and rounding.
+
+    With `conv_groups` g > 1 the channels are g equal runs that must keep the same positions: a
+    position is scored by its best channel across the runs, and kept or removed in all of them."""
+    if conv_groups > 1:
+        period = scores.numel() // conv_groups
+        positions = choose_kept(scores.view(conv_groups, period).max(dim=0).values, threshold, min_keep=min_keep,
+                                min_channels=max(1, -(-min_channels // conv_groups)),
+                                round_to=max(1, round_to // math.gcd(round_to, conv_groups)))
+        return sorted(j * period + p for j in range(conv_groups) for p in positions)
     n = scores.numel()
-    n_keep = int((scores >= threshold).sum())
+    n_keep = int((scores > threshold).sum())
     n_keep = max(n_keep, floor_channels(n, min_keep, min_channels))
     if round_to > 1:
         n_keep = min(n, int(math.ceil(n_keep / round_to) * round_to))
@@ -186,38 +280,68 @@ def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_
     return sorted(int(i) for i in order[:n_keep])
 
 
-def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_keep: float = 0.2,
-          min_channels: int = 1, round_to: int = 1, compensate: bool = True,
-          plan: dict | None = None) -> tuple[nn.Module, dict]:
-    """Prune `model` in place: a fraction `percent` of BN channels by one global γ threshold.
+def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, *, min_keep: float = 0.2,
+          min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan: dict | None = None,
+          target_macs: float | None = None, target_params: float | None = None,
+          cost_aware: bool = False) -> tuple[nn.Module, dict]:
+    """Prune `model` in place: BN channels under one global γ threshold.
 
-    With `plan` (the dict that an earlier call returned), its kept indices are replayed instead.
-    Returns the model and the plan describing the decision per group.
+    The threshold is the `percent` quantile of every BN's |γ|; or, with `target_macs` / `target_params`
+    (a fraction F of the unpruned network's), the lowest one whose pruned network keeps at most F of
+    its MACs / parameters (compress.budget), optionally with cost-aware importance. With `plan` (the
+    dict that an earlier call returned), its kept indices are replayed instead.
+    Returns the model and the plan describing the decision per group and per selection.
     """
-    if plan is None and not 0.0 < percent < 1.0:
+    targets = {k: v for k, v in (("macs", target_macs), ("params", target_params)) if v is not None}
+    if len(targets) > 1:
+        raise CompressError("give target_macs or target_params, not both")
+    if plan is None and not targets and not (percent is not None and 0.0 < percent < 1.0):
         raise CompressError(f"percent must be in (0, 1), got {percent}")
+    if cost_aware and not targets:
+        raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
     if round_to < 1:
         raise CompressError(f"round_to must be >= 1, got {round_to}")
+    if min_channels < 1:
+        raise CompressError(f"min_channels must be >= 1, got {min_channels}")
     model.eval()
-    graph, groups = channel_groups(model, example_input)
-    if not groups:
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise CompressError(f"{type(model).__name__} has no BatchNorm2d layers: network slimming prunes by "
+                            "BatchNorm γ, so the network needs BatchNorm after its convolutions")
+    units = pruning_units(model, example_input)
+    groups, selections = units.groups, units.selections
+    if not groups and not selections:
         raise CompressError(f"{type(model).__name__} has no BatchNorm channels to prune")
+    budget = None
     if plan is not None:
-        threshold = _apply_plan(groups, plan)
+        threshold = _apply_plan(units, plan)
+        budget = plan.get("budget")
+    elif targets:
+        threshold, budget = _meet_budget(model, units, example_input, *next(iter(targets.items())), cost_aware,
+                                         compensate, dict(min_keep=min_keep, min_channels=min_channels,
+                                                          round_to=round_to))
+        percent = None
     else:
-        threshold = global_threshold(groups, model, percent)
-        for g in groups:
-            g.keep = choose_kept(g.scores, threshold, min_keep=min_keep, min_channels=min_channels,
-                                 round_to=round_to)
+        threshold = global_threshold(model, percent)
+        for unit in [*groups, *selections]:
+            unit.keep = choose_kept(unit.scores, threshold, min_keep=min_keep, min_channels=min_channels,
+                                    round_to=round_to, conv_groups=getattr(unit, "conv_groups", 1))
     if compensate:
-        _compensate(model, graph, groups, example_input)
-    records = []
+        _compensate(model, units, example_input)
+    group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in groups]
+    selection_records = [_record(s, threshold, {"bn": s.name, "consumer": s.site.consumer_name,
+                                                "input_channels": s.site.in_channels}) for s in selections]
     for g in groups:
-        n = g.scores.numel()
-        removed = sorted(set(range(n)) - set(g.keep))
-        records.append(_group_record(g, threshold, min_keep, min_channels, removed))
+        removed = sorted(set(range(g.scores.numel())) - set(g.keep))
         if removed:
-            graph.get_pruning_group(g.root, g.root_fn, removed).prune()
+            units.graph.get_pruning_group(g.root, g.root_fn, removed).prune()
+    # After the groups: a consumer may lose outputs in a group and inputs to its selection.
+    for s, rec in zip(selections, selection_records):
+        apply_selection(model, s.site, s.keep)
+        rec["selected"] = s.site.selected()
+    if budget is not None and plan is None:
+        params, macs = count_params_macs(model, tuple(example_input.shape[1:]))
+        budget["met"] = (macs if budget["target"] == "macs" else params) / budget["full"]
+    records = group_records + selection_records
     before = sum(r["channels_before"] for r in records)
     after = sum(r["channels_after"] for r in records)
     new_plan = {
@@ -231,59 +355,120 @@ def prune(model: nn.Module, percent: float, example_input: torch.Tensor, *, min_
         "channels_before": before,
         "channels_after": after,
         "pruned_fraction": 1 - after / before,
-        "groups": records,
+        "groups": group_records,
+        "selections": selection_records,
     }
+    if budget is not None:
+        new_plan["budget"] = budget
     return model, new_plan
 
 
-def _group_record(g: ChannelGroup, threshold, min_keep, min_channels, removed) -> dict:
-    s = g.scores
+def _meet_budget(model, units: PruningUnits, example_input, target: str, fraction: float, cost_aware: bool,
+                 compensate: bool, floor: dict) -> tuple[float, dict]:
+    """Set every unit's kept channels to meet the budget; returns the threshold and the budget record."""
+    costs = CostModel(model, units, example_input, compensate=compensate)
+    if cost_aware:
+        group_scores, selection_scores = cost_aware_scores(costs, target)
+        for unit, imp in zip([*units.groups, *units.selections], [*group_scores, *selection_scores]):
+            unit.importance = imp
+    else:
+        group_scores = [g.scores for g in units.groups]
+        selection_scores = [s.scores for s in units.selections]
+    runs = {id(sc): g.conv_groups for g, sc in zip(units.groups, group_scores)}
+    threshold, found = search_threshold(costs, target, fraction,
+                                        lambda s, thr: choose_kept(s, thr, **floor, conv_groups=runs.get(id(s), 1)),
+                                        (group_scores, selection_scores))
+    group_keeps, selection_keeps = found["keeps"]
+    for unit, keep in zip([*units.groups, *units.selections], [*group_keeps, *selection_keeps]):
+        unit.keep = keep
+    return threshold, {"target": target, "asked": fraction, "full": costs.full[target],
+                       "estimated": found["estimate"][target] / costs.full[target],
+                       "importance": f"|γ| / {target} share" if cost_aware else "|γ|"}
+
+
+def _record(unit, threshold: float, names: dict) -> dict:
+    s = unit.scores
     n = s.numel()
-    below = int((s < threshold).sum())
+    below = int(((s if unit.importance is None else unit.importance) <= threshold).sum())
+    removed = n - len(unit.keep)
     return {
-        "root": g.root_name,
-        "bn_layers": g.bn_names,
+        **names,
         "channels_before": n,
-        "channels_after": len(g.keep),
+        "channels_after": len(unit.keep),
         "below_threshold": below,
-        "floor_applied": n - below < len(g.keep) and below > len(removed),
-        "kept": g.keep,
+        "floor_applied": below > removed,
+        "kept": unit.keep,
         "gamma": {"min": float(s.min()), "max": float(s.max()), "mean": float(s.mean()),
                   "median": float(s.median())},
     }
 
 
-def _apply_plan(groups: list[ChannelGroup], plan: dict) -> float:
-    if not isinstance(plan, dict) or plan.get("format") != PLAN_FORMAT:
+def _apply_plan(units: PruningUnits, plan: dict) -> float:
+    if not isinstance(plan, dict) or plan.get("format") not in (PLAN_FORMAT, OLD_PLAN_FORMAT):
         raise CompressError(f"not a {PLAN_FORMAT} plan")
     try:
         by_root = {r["root"]: r for r in plan["groups"]}
-        for r in by_root.values():
+        by_bn = {r["bn"]: r for r in plan.get("selections", [])}
+        for r in [*by_root.values(), *by_bn.values()]:
             r["kept"] = [int(i) for i in r["kept"]]
             int(r["channels_before"])
         float(plan["threshold"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CompressError(f"plan is malformed: missing or invalid {exc}") from None
-    for g in groups:
-        rec = by_root.get(g.root_name)
-        if rec is None:
-            raise CompressError(f"plan has no entry for layer {g.root_name}; was it made for another model?")
-        if rec["channels_before"] != g.scores.numel():
-            raise CompressError(f"plan says {g.root_name} has {rec['channels_before']} channels, "
-                                f"the model has {g.scores.numel()}")
-        if any(not 0 <= i < g.scores.numel() for i in rec["kept"]) or not rec["kept"]:
-            raise CompressError(f"plan keeps invalid channel indices for {g.root_name}")
-        g.keep = sorted(rec["kept"])
-    extra = set(by_root) - {g.root_name for g in groups}
-    if extra:
-        raise CompressError(f"plan names layers the model lacks: {', '.join(sorted(extra)[:3])}")
+    _replay(units.groups, by_root, lambda g: g.root_name, "layer")
+    _replay(units.selections, by_bn, lambda s: s.name, "channel selection at")
     return float(plan["threshold"])
+
+
+def _replay(units, records: dict, name_of, what: str) -> None:
+    for unit in units:
+        name = name_of(unit)
+        rec = records.get(name)
+        n = unit.scores.numel()
+        if rec is None:
+            raise CompressError(f"plan has no entry for {what} {name}; was it made for another model "
+                                f"or by an older version?")
+        if rec["channels_before"] != n:
+            raise CompressError(f"plan says {name} has {rec['channels_before']} channels, the model has {n}")
+        if any(not 0 <= i < n for i in rec["kept"]) or not rec["kept"]:
+            raise CompressError(f"plan keeps invalid channel indices for {name}")
+        unit.keep = sorted(set(rec["kept"]))
+    extra = set(records) - {name_of(u) for u in units}
+    if extra:
+        raise CompressError(f"plan names {what} layers the model lacks: {', '.join(sorted(extra)[:3])}")
+
+
+# --- what a plan removes --------------------------------------------------------------------------------
+
+def _removed_channels(units: PruningUnits):
+    """BN channels a decision removes, and the input channels each consumer loses with them."""
+    graph = units.graph
+    bn_removed: dict[nn.BatchNorm2d, set[int]] = {}
+    removed_in: dict[nn.Module, set[int]] = {}
+    for g in units.groups:
+        removed = sorted(set(range(g.scores.numel())) - set(g.keep))
+        if not removed:
+            continue
+        for item in graph.get_pruning_group(g.root, g.root_fn, removed):
+            mod = item.dep.target.module
+            if isinstance(mod, nn.BatchNorm2d) and mod.affine:
+                bn_removed.setdefault(mod, set()).update(int(i) for i in item.idxs)
+            elif isinstance(mod, (nn.Conv2d, nn.Linear)) and graph.is_in_channel_pruning_fn(item.dep.handler):
+                if isinstance(mod, nn.Conv2d) and mod.groups != 1:
+                    continue  # grouped input channels leave together with their outputs
+                removed_in.setdefault(mod, set()).update(int(i) for i in item.idxs)
+    for s in units.selections:
+        removed = set(range(s.scores.numel())) - set(s.keep)
+        if removed:
+            bn_removed.setdefault(s.site.bn, set()).update(removed)
+            removed_in.setdefault(s.site.consumer, set()).update(removed)
+    return bn_removed, removed_in
 
 
 # --- β compensation ----------------------------------------------------------------------------------
 
 @torch.no_grad()
-def _compensate(model: nn.Module, graph, groups: list[ChannelGroup], example_input: torch.Tensor) -> None:
+def _compensate(model: nn.Module, units: PruningUnits, example_input: torch.Tensor) -> None:
     """Fold what removed channels still contribute into the layers that consume them.
 
     With γ = 0 a removed channel emits a constant (ReLU(β), or whatever the following ops make of
@@ -292,27 +477,14 @@ def _compensate(model: nn.Module, graph, groups: list[ChannelGroup], example_inp
     consumers; for padded k×k convolutions it is exact away from the border, where zero padding
     replaces part of the constant.
     """
-    modules = dict(model.named_modules())
-    names = {m: n for n, m in modules.items()}
-    removed_in: dict[nn.Module, set[int]] = {}
-    saved = {}
-    for g in groups:
-        removed = sorted(set(range(g.scores.numel())) - set(g.keep))
-        if not removed:
-            continue
-        group = graph.get_pruning_group(g.root, g.root_fn, removed)
-        for item in group:
-            mod = item.dep.target.module
-            if isinstance(mod, nn.BatchNorm2d) and mod.affine:
-                saved.setdefault(mod, mod.weight.detach().clone())
-                mod.weight[torch.as_tensor(item.idxs)] = 0.0
-            elif isinstance(mod, (nn.Conv2d, nn.Linear)) and graph.is_in_channel_pruning_fn(item.dep.handler):
-                if isinstance(mod, nn.Conv2d) and mod.groups != 1:
-                    continue  # grouped input channels leave together with their outputs
-                removed_in.setdefault(mod, set()).update(int(i) for i in item.idxs)
+    names = {m: n for n, m in model.named_modules()}
+    bn_removed, removed_in = _removed_channels(units)
     if not removed_in:
-        _restore(saved)
         return
+    saved = {}
+    for bn, idx in bn_removed.items():
+        saved[bn] = bn.weight.detach().clone()
+        bn.weight[torch.as_tensor(sorted(idx))] = 0.0
 
     deltas: dict[nn.Module, torch.Tensor] = {}
 
@@ -337,11 +509,11 @@ def _compensate(model: nn.Module, graph, groups: list[ChannelGroup], example_inp
     finally:
         for h in hooks:
             h.remove()
-    _restore(saved)
+        _restore(saved)
 
     for mod, delta in deltas.items():
         if bool(delta.abs().gt(0).any()):
-            _add_output_offset(mod, delta, graph, names)
+            _add_output_offset(mod, delta, units.graph, names)
 
 
 def _probe_batch(example_input: torch.Tensor) -> torch.Tensor:
@@ -396,19 +568,15 @@ def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Ten
     """Set γ (and β when `beta`) of every BN channel that `plan` removes, without removing it.
 
     The unpruned network treated this way computes what the pruned one must: the reference for
-    exactness checks.
+    exactness checks. For a selection the BN's removed channels then emit ReLU(0) = 0 (ReLU(β) with
+    `beta` false) to its one consumer, which is what dropping them for that consumer means.
     """
-    graph, groups = channel_groups(model, example_input)
-    _apply_plan(groups, plan)
+    units = pruning_units(model, example_input)
+    _apply_plan(units, plan)
+    bn_removed, _ = _removed_channels(units)
     with torch.no_grad():
-        for g in groups:
-            removed = sorted(set(range(g.scores.numel())) - set(g.keep))
-            if not removed:
-                continue
-            for item in graph.get_pruning_group(g.root, g.root_fn, removed):
-                mod = item.dep.target.module
-                if isinstance(mod, nn.BatchNorm2d) and mod.affine:
-                    idx = torch.as_tensor(item.idxs)
-                    mod.weight[idx] = 0.0
-                    if beta:
-                        mod.bias[idx] = 0.0
+        for bn, idx in bn_removed.items():
+            idx = torch.as_tensor(sorted(idx))
+            bn.weight[idx] = 0.0
+            if beta:
+                bn.bias[idx] = 0.0

@@ -16,11 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.atomic import append_jsonl, atomic_path, write_json
-from compress.data import Batches, ImageSet
+from compress.data import ImageSet
 from compress.errors import CompressError
-from compress.slimming import add_l1_subgradient, gamma_sparsity
+from compress.sparsity import optimizer_groups, regularizer_for
 
 STATE_DIR = "train_state"
+# Peak fine-tuning LR per recipe, from the sweep in benchmarks/results/sparsity_study.md.
+FINETUNE_LR = {"fast": 0.1}
 
 
 @dataclass
@@ -36,6 +38,12 @@ class Recipe:
     schedule: str = "step"  # step: ÷10 at 50% and 75%; cosine: cosine decay after warm-up
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
+    warmup_fraction: float = 0.1  # warm-up never takes more than this share of the run
+
+    @property
+    def warmup(self) -> float:
+        """Warm-up epochs actually used: a 1-epoch fine-tune must not be all warm-up."""
+        return min(self.warmup_epochs, self.warmup_fraction * self.epochs)
 
     @classmethod
     def named(cls, name: str, **overrides) -> "Recipe":
@@ -49,15 +57,23 @@ class Recipe:
         fields = {**presets[name], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**fields)
 
+    @classmethod
+    def finetuning(cls, name: str, **overrides) -> "Recipe":
+        """The recipe for fine-tuning a pruned model: `paper` is the paper's (same as training); `fast`
+        uses the peak learning rate measured for fine-tuning (benchmarks/results/sparsity_study.md)."""
+        measured = {"fast": {"lr": FINETUNE_LR["fast"]}}
+        return cls.named(name, **{**measured.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
+
     def lr_at(self, progress: float) -> float:
         """Learning rate at `progress` epochs (fractional) into training."""
-        if self.warmup_epochs and progress < self.warmup_epochs:
-            return self.lr * (progress + 1e-3) / self.warmup_epochs
+        warmup = self.warmup
+        if warmup and progress < warmup:
+            return self.lr * (progress + 1e-3) / warmup
         if self.schedule == "step":
             frac = progress / self.epochs
             return self.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
-        span = max(self.epochs - self.warmup_epochs, 1e-9)
-        t = min(max(progress - self.warmup_epochs, 0.0) / span, 1.0)
+        span = max(self.epochs - warmup, 1e-9)
+        t = min(max(progress - warmup, 0.0) / span, 1.0)
         return 0.5 * self.lr * (1 + math.cos(math.pi * t))
 
 
@@ -93,7 +109,7 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     correct = 0
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     autocast = _autocast(device)
-    for x, y in Batches(data, batch_size, mean, std, train=False, device=device, channels_last=channels_last):
+    for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
@@ -143,8 +159,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov and recipe.momentum > 0,
+    optimizer = torch.optim.SGD(optimizer_groups(model, recipe.weight_decay, sparsity), lr=recipe.lr,
+                                momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
                                 weight_decay=recipe.weight_decay)
     start_epoch, best, history = 0, None, []
     state_dir = out_dir / STATE_DIR
@@ -168,13 +184,16 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     if compile:
         net = torch.compile(net)
     shard = _shard(train_data, rank, world, seed)
-    batches = Batches(shard, recipe.batch_size, mean, std, train=True, device=device, seed=seed,
+    batches = shard.batches(recipe.batch_size, mean, std, train=True, device=device, seed=seed,
                       channels_last=channels_last, drop_last=len(shard) >= 2 * recipe.batch_size)
     teacher = distill.teacher.to(device).eval() if distill else None
     if teacher is not None and channels_last:
         teacher.to(memory_format=torch.channels_last)
     autocast = _autocast(device)
     steps = len(batches)
+    regularizer = regularizer_for(sparsity, model, [recipe.lr_at(e + s / steps)
+                                                    for e in range(recipe.epochs) for s in range(steps)])
+    regularizer.step_index = start_epoch * steps
 
     for epoch in range(start_epoch, recipe.epochs):
         batches.set_epoch(epoch)
@@ -200,7 +219,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            add_l1_subgradient(model, sparsity)
+            regularizer.step(optimizer)
             optimizer.step()
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
@@ -214,7 +233,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1),
                   "train_accuracy": int(correct) / max(seen, 1), "lr": lr,
                   "img_per_s": seen * world / max(train_time, 1e-9), "epoch_time_s": train_time,
-                  "gamma_sparsity": gamma_sparsity(model), "sparsity_lambda": sparsity}
+                  **regularizer.record()}
+        record["gamma_sparsity"] = record["gamma_under_1e-2"]
         if is_main_process():
             test = evaluate(model, test_data, mean, std, device=device, channels_last=channels_last)
             record.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
@@ -231,6 +251,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
                            f"γ<1e-2 {record['gamma_sparsity']:.1%}")
             if on_epoch is not None:
                 on_epoch(record)
+    regularizer.close()
     model.to(memory_format=torch.contiguous_format)
     return {"best": best, "last": history[-1] if history else None, "history": history,
             "recipe": asdict(recipe)}
@@ -262,7 +283,7 @@ def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:
     per_rank = len(data) // world
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     order = order[rank * per_rank:(rank + 1) * per_rank]
-    return ImageSet(data.images[order], data.labels[order], data.classes)
+    return data.subset(order)
 
 
 def _save_weights(model: nn.Module, path: Path) -> None:

@@ -76,6 +76,10 @@ def resolved_kwargs(name: str, kwargs: dict) -> dict:
     """The kwargs to record next to `name` (in model.json) so that create_model(name, **result)
     rebuilds exactly the model that create_model(name, **kwargs) builds: choices that other
     arguments imply (a torchvision network's stem, from image_size) are written out."""
+    from .user import is_import_path
+
+    if is_import_path(name):
+        return dict(kwargs)
     family, _fixed = parse_name(name)
     if family != "torchvision":
         return dict(kwargs)
@@ -84,14 +88,25 @@ def resolved_kwargs(name: str, kwargs: dict) -> dict:
     return tv_resolved(_fixed["name"], kwargs)
 
 
-def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+def create_model(name: str, num_classes: int | None = 10, **kwargs) -> nn.Module:
     """Build an untrained model; all families take 3x32x32 inputs by default.
+
+    `name` may also be ``package.module:Class`` for a user's own nn.Module class: `kwargs` go to its
+    constructor, and `num_classes` too when the constructor takes it (None: never passed).
 
     vgg*: width, bn_init, cfg. preresnet*: width, bn_init. densenet*: width, growth_rate,
     bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options
     (torchvision's ImageNet stem at image_size >= 64, so its state_dicts load there).
     bn_init (default 0.5) sets every BatchNorm γ; None keeps PyTorch's 1.0.
     """
+    from .user import accepts, build_user_model, is_import_path, resolve_class
+
+    if is_import_path(name):
+        if num_classes is not None and "num_classes" not in kwargs and accepts(resolve_class(name), "num_classes"):
+            kwargs = {**kwargs, "num_classes": num_classes}
+        return build_user_model(name, kwargs)
+    if num_classes is None:
+        num_classes = 10
     family, fixed = parse_name(name)
     if family == "vgg":
         from .vgg import VGG

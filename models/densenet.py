@@ -79,7 +79,7 @@ class DenseNet(nn.Module):
         self.trans1, self.trans2 = transitions
         self.bn = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AvgPool2d(8)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)
         init_conv_linear(self)
         init_batchnorm(self, bn_init)

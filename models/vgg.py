@@ -40,10 +40,10 @@ def make_features(cfg: Sequence[CfgItem], width: float = 1.0, in_channels: int =
 
 
 class VGG(nn.Module):
-    """Conv-BN-ReLU stacks from a cfg list, then AvgPool2d(2) and one Linear layer.
+    """Conv-BN-ReLU stacks from a cfg list, then a global average pool and one Linear layer.
 
-    With four 'M' entries a 32x32 input reaches the head at 2x2, which AvgPool2d(2)
-    reduces to 1x1.
+    With four 'M' entries a 32x32 input reaches the head at 2x2, which the pool reduces to 1x1 exactly as
+    the paper's AvgPool2d(2) does; the global pool also takes larger inputs (48, 64 px, ...).
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class VGG(nn.Module):
             raise ValueError("VGG cfg needs at least one conv entry")
         self.cfg = cfg
         self.features = make_features(cfg, width)
-        self.pool = nn.AvgPool2d(2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(scaled(convs[-1], width), num_classes)
         init_conv_linear(self)
         init_batchnorm(self, bn_init)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,10 +36,14 @@ class BenchSettings:
     threads: int | None = None
     device: int = 0
     accuracy_batch: int = 250
+    performance_hint: str = "LATENCY"  # OpenVINO: LATENCY or THROUGHPUT
+    streams: int | None = None  # OpenVINO: NUM_STREAMS (default: what the hint picks)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.performance_hint not in ("LATENCY", "THROUGHPUT"):
+            raise ValueError(f"performance hint must be LATENCY or THROUGHPUT, got {self.performance_hint!r}")
         self.batches = tuple(int(b) for b in self.batches)
         if not self.batches or any(b < 1 for b in self.batches):
             raise ValueError(f"batch sizes must be positive integers, got {list(self.batches)}")
@@ -99,29 +103,53 @@ def resolve_power(settings: BenchSettings) -> str:
 
 def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data: EvalData | None = None,
                   model_dirs: dict[str, str | Path] | None = None, names: list[str] | None = None,
-                  command: str | None = None, log: Callable[[str], None] = _stderr) -> dict:
-    """Benchmark every artifact and return the report (schema compress.report/1)."""
+                  command: str | None = None, log: Callable[[str], None] = _stderr,
+                  backends: list[str] | tuple[str, ...] | None = None) -> dict:
+    """Benchmark every artifact on every backend and return the report (schema compress.report/1).
+
+    `backends` (default: settings.backend alone) runs each artifact on several runtimes in one
+    report; variants are then named "ARTIFACT [BACKEND]" and the report marks the fastest runtime
+    per artifact and batch size.
+    """
     from runtime.report import build_report
     from runtime.sysinfo import collect_system
 
     if not artifacts:
         raise ValueError("no artifacts to benchmark")
+    backends = list(dict.fromkeys(backends or [settings.backend]))
+    for b in backends:
+        if b not in BACKENDS:
+            raise ValueError(f"unknown backend {b!r}; choose one of {', '.join(BACKENDS)}")
     model_dirs = {str(k): v for k, v in (model_dirs or {}).items()}
-    gpu = settings.backend in GPU_BACKENDS
-    system = collect_system(gpu=gpu, device_index=settings.device)
-    power_kind = resolve_power(settings)
-    variants = []
+    gpu_backends = [b for b in backends if b in GPU_BACKENDS]
+    system = collect_system(gpu=bool(gpu_backends), device_index=settings.device)
+    power_kind = resolve_power(replace(settings, backend=gpu_backends[0] if gpu_backends else backends[0]))
+    base_names: list[str] = []
     taken: set[str] = set()
     for i, artifact in enumerate(artifacts):
         name = names[i] if names and i < len(names) else _unique_name(Path(artifact), taken)
         taken.add(name)
-        log(f"[{i + 1}/{len(artifacts)}] {name}: {settings.backend}")
-        variants.append(bench_variant(artifact, settings, name=name, data=data,
-                                      model_dir=model_dirs.get(str(artifact)), power_kind=power_kind, log=log))
-    run_settings = {**asdict(settings), "batches": list(settings.batches), "power_source": power_kind,
+        base_names.append(name)
+    variants = []
+    total = len(artifacts) * len(backends)
+    for i, (artifact, name) in enumerate(zip(artifacts, base_names)):
+        for j, backend in enumerate(backends):
+            shown = name if len(backends) == 1 else f"{name} [{backend}]"
+            log(f"[{i * len(backends) + j + 1}/{total}] {name}: {backend}")
+            v = bench_variant(artifact, replace(settings, backend=backend), name=shown, data=data,
+                              model_dir=model_dirs.get(str(artifact)), power_kind=power_kind, log=log)
+            v["artifact_name"] = name
+            variants.append(v)
+    run_settings = {**asdict(settings), "backend": backends[0], "backends": backends,
+                    "batches": list(settings.batches), "power_source": power_kind,
                     "data": data.spec if data is not None else None,
                     "accuracy_images": int(len(data.labels)) if data is not None else None}
     return build_report(variants, run_settings, system, command)
+
+
+def measured_anything(report: dict) -> bool:
+    """Whether at least one variant has at least one measured batch size."""
+    return any(row.get("status") == "ok" for v in report.get("variants", []) for row in v.get("latency") or [])
 
 
 def _unique_name(path: Path, taken: set[str]) -> str:
@@ -144,6 +172,7 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     kind = artifact_kind(path)
     v: dict = {"name": name or path.name, "artifact": str(path), "kind": kind, "backend": settings.backend,
                "status": "ok", "error": None, "warnings": [], "file": None, "model": None, "precision": None,
+               "ran_at": None,
                "runner": None, "latency": [], "memory": None, "power": None, "accuracy": None,
                "reference_accuracy": None, "widths": None, "model_json": None}
     if not path.exists():
@@ -156,7 +185,8 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     memory.mark("before_load")
     try:
         runner = open_runner(path, settings.backend, threads=settings.threads, device=settings.device,
-                             cuda_graph=settings.cuda_graph)
+                             cuda_graph=settings.cuda_graph, performance_hint=settings.performance_hint,
+                             streams=settings.streams)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes this variant's error row
         log(f"  failed to load: {one_line(exc)}")
         return _failed(v, one_line(exc))
@@ -164,6 +194,8 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
         memory.mark("after_load")
         v["runner"] = runner.info()
         v["precision"] = runner.metadata.get("precision")
+        v["ran_at"] = runner.ran_at
+        _note_quantization(v, runner.metadata, settings.backend)
         sampler = _start_sampler(power_kind, settings, v["warnings"])
         try:
             for batch in settings.batches:
@@ -180,6 +212,28 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     if any(row["status"] != "ok" for row in v["latency"]) or (data is not None and v["accuracy"] is None):
         v["status"] = "partial"
     return v
+
+
+def _note_quantization(v: dict, meta: dict, backend: str) -> None:
+    """Record an INT8 file's target and instruction set, and warn when it runs elsewhere than it was made for."""
+    target = meta.get("quant_target")
+    if target is None:
+        return
+    v["quantization"] = {"target": target, "instruction_set": meta.get("quant_isa"),
+                         "recipe": meta.get("quant_recipe"), "accuracy_session": meta.get("quant_eval_session")}
+    if target == "cpu" and backend in GPU_BACKENDS:
+        v["warnings"].append(f"{v['name']}: quantized with the cpu recipe; TensorRT-style files come from "
+                             "`compress quantize --target trt`")
+    elif target == "trt" and backend == "ort-cpu":
+        v["warnings"].append(f"{v['name']}: quantized with the trt recipe; on ONNX Runtime's CPU kernels "
+                             "`compress quantize --target cpu` is the recipe that keeps accuracy")
+    elif target == "cpu" and meta.get("quant_isa"):
+        from runtime.cpu_features import int8_isa
+
+        here = int8_isa()
+        if here != meta["quant_isa"]:
+            v["warnings"].append(f"{v['name']}: quantized for instruction set {meta['quant_isa']}, this CPU is "
+                                 f"{here}; re-quantize with --cpu-isa {here} (or auto) for this machine")
 
 
 def _failed(v: dict, error: str) -> dict:

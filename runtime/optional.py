@@ -6,15 +6,29 @@ from runtime.errors import MissingExtraError
 
 TRT_EXTRA = "pip install 'cnn-compress[trt]'"
 GPU_EXTRA = "pip install 'cnn-compress[gpu]'"
+OPENVINO_EXTRA = "pip install 'cnn-compress[openvino]'"
 
 
 def onnxruntime():
+    """The onnxruntime module; warns once (one line) when several distributions provide it."""
+    from runtime.ort_packages import warn_once
+
+    warn_once()
     try:
         import onnxruntime as ort
     except ImportError:
         raise MissingExtraError("onnxruntime is not installed: pip install onnxruntime "
-                                "(onnxruntime-gpu for the CUDA and TensorRT providers)") from None
+                                f"(or, for the CUDA and TensorRT providers, {GPU_EXTRA} and see "
+                                "docs/RUNTIME_INSTALL.md)") from None
     return ort
+
+
+def openvino():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MissingExtraError(f"OpenVINO is not installed: {OPENVINO_EXTRA}") from None
+    return ov
 
 
 def tensorrt():

@@ -48,6 +48,7 @@ class OrtRunner(Runner):
         if threads:
             options.intra_op_num_threads = int(threads)
         self.threads = threads
+        self.graph_optimization_level = str(options.graph_optimization_level).rsplit(".", 1)[-1]
         providers = [self._provider_entry(name) for name in PROVIDERS[backend]]
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
@@ -114,7 +115,8 @@ class OrtRunner(Runner):
 
     def info(self) -> dict:
         return {**super().info(), "providers": self.providers, "onnxruntime_version": self._ort.__version__,
-                "intra_op_threads": self.threads or "onnxruntime default"}
+                "intra_op_threads": self.threads or "onnxruntime default",
+                "graph_optimization_level": self.graph_optimization_level}
 
     def gpu_memory(self) -> dict | None:
         if self.backend == "ort-cpu":

@@ -28,6 +28,7 @@ def build_report(variants: list[dict], settings: dict, system: dict, command: st
         "system": system,
         "variants": variants,
         "ratios": compute_ratios(variants),
+        "fastest": fastest_runtimes(variants, settings.get("batches") or []),
         "warnings": warnings,
         "plots": [],
     }
@@ -68,6 +69,27 @@ def compute_ratios(variants: list[dict]) -> list[dict]:
             "speedup_p50": speedup,
             "note": "speedup = first variant's p50 / this variant's p50 (end-to-end); >1 is faster",
         })
+    return out
+
+
+def fastest_runtimes(variants: list[dict], batches: list[int]) -> list[dict]:
+    """Per artifact and batch size, the backend with the lowest p50, when the artifact ran on several."""
+    groups: dict[str, list[dict]] = {}
+    for v in variants:
+        groups.setdefault(v.get("artifact_name") or v["name"], []).append(v)
+    out = []
+    for artifact, group in groups.items():
+        if len({v.get("backend") for v in group}) < 2:
+            continue
+        for b in batches:
+            timed = [(p, v) for v in group if (p := _p50(v, b)) is not None]
+            if not timed:
+                continue
+            best_p50, best = min(timed, key=lambda t: t[0])
+            first = _p50(group[0], b)
+            out.append({"artifact": artifact, "batch": b, "backend": best.get("backend"), "ran_at": best.get("ran_at"),
+                        "p50_ms": best_p50, "vs_first_backend": _ratio(first, best_p50),
+                        "first_backend": group[0].get("backend")})
     return out
 
 
@@ -192,6 +214,10 @@ def _summary_lines(report: dict) -> list[str]:
     lines = ["# Benchmark report", ""]
     lines += [f"- date: {report.get('date')}", f"- command: `{report.get('command') or '(library call)'}`",
               f"- machine: {sysinfo.get('cpu_model')} ({sysinfo.get('cpu_count')} CPUs), {sysinfo.get('os')}"]
+    cpu = sysinfo.get("cpu_features")
+    if cpu:
+        lines.append(f"- CPU features: VNNI {'yes' if cpu.get('vnni') else 'no'}, BF16 "
+                     f"{'yes' if cpu.get('bf16') else 'no'} ({', '.join(cpu.get('flags') or []) or 'none read'})")
     if gpu:
         lines.append(f"- GPU: {gpu.get('name')} (compute capability {gpu.get('compute_capability', '?')}), "
                      f"driver {gpu.get('driver', '?')}")
@@ -205,7 +231,7 @@ def _summary_lines(report: dict) -> list[str]:
     if git:
         lines.append(f"- git: {git.get('commit')}{' (uncommitted changes)' if git.get('dirty') else ''}")
     budget = f"{s.get('iters')} iterations" if s.get("iters") else f"{s.get('duration_s')} s"
-    lines += [f"- backend: {s.get('backend')}; batches {s.get('batches')}; warm-up {s.get('warmup')}; {budget} "
+    lines += [f"- backend: {', '.join(s.get('backends') or [s.get('backend')])}; batches {s.get('batches')}; warm-up {s.get('warmup')}; {budget} "
               f"per batch; power source {s.get('power_source')}", ""]
 
     batches = s.get("batches") or []
@@ -214,7 +240,7 @@ def _summary_lines(report: dict) -> list[str]:
     lines += ["## Summary", "",
               "Ratios and speed-ups are against the first variant. MACs count Conv/Gemm/MatMul multiply-accumulates "
               "for one image; FLOPs = 2 × MACs.", ""]
-    head = ["variant", "status", "precision", "params", "MACs", "size", "accuracy",
+    head = ["variant", "status", "precision (ran at)", "params", "MACs", "size", "accuracy",
             f"p50 @ b{first_b} (ms)", f"speed-up @ b{first_b}", f"img/s @ b{last_b}", "note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for v in variants:
@@ -229,10 +255,47 @@ def _summary_lines(report: dict) -> list[str]:
         if not note and v.get("warnings"):
             note = f"{len(v['warnings'])} warning(s)"
         lines.append("| " + " | ".join(_cell(c) for c in [
-            v["name"], v["status"], v.get("precision") or "—",
+            v["name"], v["status"], _precision_cell(v),
             _fmt(m.get("params"), ","), _fmt(m.get("macs"), ","), _mib((v.get("file") or {}).get("size_bytes")),
             "—" if acc is None else f"{acc:.2%}", _fmt(p50), "—" if speed is None else f"{speed:.2f}×",
             _fmt(last_row["throughput_img_s"], ".1f") if last_row else "—", note or ""]) + " |")
+    lines.append("")
+    lines += _runtime_lines(report)
+    return lines
+
+
+def _precision_cell(v: dict) -> str:
+    file_precision, ran_at = v.get("precision"), v.get("ran_at")
+    if ran_at and ran_at != file_precision:
+        return f"{file_precision or '?'} ({ran_at})"
+    return file_precision or ran_at or "—"
+
+
+def _runtime_lines(report: dict) -> list[str]:
+    """Side by side, per artifact: each backend's p50 per batch with the precision it ran at; fastest in bold."""
+    variants = report.get("variants", [])
+    backends = list(dict.fromkeys(v.get("backend") for v in variants))
+    if len(backends) < 2:
+        return []
+    batches = (report.get("settings") or {}).get("batches") or []
+    fastest = {(f["artifact"], f["batch"]): f["backend"] for f in report.get("fastest") or []}
+    lines = ["## Runtimes side by side", "",
+             "p50 latency in ms (end-to-end) per batch size, each runtime at the precision shown; the fastest "
+             "runtime per artifact and batch is in bold.", ""]
+    head = ["artifact", "runtime", "ran at"] + [f"b{b} p50 (ms)" for b in batches]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for v in variants:
+        artifact = v.get("artifact_name") or v["name"]
+        cells = [artifact, v.get("backend") or "?", _precision_cell(v) if v["status"] != "failed" else "—"]
+        for b in batches:
+            p50 = _p50(v, b)
+            text = _fmt(p50)
+            if p50 is not None and fastest.get((artifact, b)) == v.get("backend"):
+                text = f"**{text}**"
+            cells.append(text)
+        if v["status"] == "failed":
+            cells[-1] = f"not measured: {v.get('error')}"
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
     return lines
 

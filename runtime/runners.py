@@ -10,6 +10,8 @@ Backends (one module each, imported only when chosen):
 | `trt`           | .engine (+ .engine.json sidecar)| runtime.trt_runner      |
 | `torch`         | model directory                 | runtime.torch_runner    |
 | `torch-compile` | model directory                 | runtime.torch_runner    |
+| `openvino`      | .onnx (FP32 / INT8 Q/DQ), f32   | runtime.openvino_runner |
+| `openvino-bf16` | .onnx, bf16 inference precision | runtime.openvino_runner |
 
 A runner measures two latencies per iteration where the device makes them differ: end-to-end
 (host input → device → host output) and compute-only (inputs already on the device). On a CPU
@@ -26,7 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile")
+BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile", "openvino", "openvino-bf16")
+ONNX_BACKENDS = ("ort-cpu", "ort-cuda", "ort-trt", "openvino", "openvino-bf16")
 GPU_BACKENDS = ("ort-cuda", "ort-trt", "trt")
 # Fewest timed iterations in --duration mode, so a spread can always be computed.
 MIN_ITERS = 2
@@ -74,6 +77,11 @@ class Runner:
     def _step(self, x: np.ndarray) -> Callable[[], tuple[float, float | None]]:
         """A callable running one timed iteration on x: returns (end_to_end_ms, compute_ms or None)."""
         raise NotImplementedError
+
+    @property
+    def ran_at(self) -> str | None:
+        """The precision the backend computed in; by default the artifact's own (its metadata)."""
+        return self.metadata.get("precision")
 
     def info(self) -> dict:
         return {"backend": self.backend, "device": self.device, "timer": self.timer,
@@ -173,6 +181,12 @@ def open_runner(artifact: str | Path, backend: str = "ort-cpu", **options) -> Ru
 
         return OrtRunner(artifact, backend=backend, threads=options.get("threads"),
                          device_id=options.get("device", 0))
+    if backend.startswith("openvino"):
+        from runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(artifact, backend=backend, threads=options.get("threads"),
+                              performance_hint=options.get("performance_hint") or "LATENCY",
+                              streams=options.get("streams"))
     if backend == "trt":
         from runtime.trt_runner import TrtRunner
 
@@ -190,7 +204,7 @@ def check_artifact_fits(artifact: Path, backend: str) -> None:
                                                                                  f"{artifact_kind(artifact)} file")
     if not artifact.exists():
         raise ArtifactError(f"artifact not found: {artifact}")
-    if backend.startswith("ort-") and kind != "onnx file":
+    if backend in ONNX_BACKENDS and kind != "onnx file":
         raise ArtifactError(f"{backend} runs .onnx files, {artifact} is a {kind}; "
                             "make one with `compress export MODEL_DIR --onnx OUT.onnx`")
     if backend == "trt" and kind != "engine file":
@@ -220,6 +234,13 @@ def check_backend(backend: str) -> None:
     elif backend == "trt":
         optional.tensorrt()
         optional.cudart()
+    elif backend.startswith("openvino"):
+        optional.openvino()
+        if backend == "openvino-bf16":
+            from runtime.openvino_runner import _no_bf16_message, bf16_supported
+
+            if not bf16_supported():
+                raise BackendUnavailableError(_no_bf16_message())
     elif not optional.has_module("torch"):
         raise MissingExtraError(f"{backend} needs PyTorch: pip install torch (or use an ort-* / trt backend)")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 # Distribution names whose versions a report records (read from package metadata, nothing imported).
 LIBRARIES = {"numpy": "numpy", "onnx": "onnx", "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+             "openvino": "openvino",
              "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12", "tensorrt_cu13"),
              "cuda-python": ("cuda-python", "cuda-bindings"), "nvidia-ml-py": "nvidia-ml-py",
              "matplotlib": "matplotlib", "psutil": "psutil", "torch": "torch", "cnn-compress": "cnn-compress"}
@@ -88,7 +89,9 @@ def memory_total_bytes() -> int | None:
 
 def collect_system(gpu: bool = False, device_index: int = 0) -> dict:
     """Everything a reader needs to judge (or reproduce) the numbers; GPU queries only when `gpu`."""
+    from runtime.cpu_features import describe as cpu_describe
     from runtime.jetson import jetson_info
+    from runtime.ort_packages import installed as ort_installed
 
     info = {
         "date": utc_now(),
@@ -98,6 +101,8 @@ def collect_system(gpu: bool = False, device_index: int = 0) -> dict:
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_features": cpu_describe(),
+        "onnxruntime_distributions": ort_installed(),
         "memory_total_bytes": memory_total_bytes(),
         "libraries": library_versions(),
         "git": git_commit(),

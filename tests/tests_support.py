@@ -17,3 +17,98 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, si
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
     return root
+
+
+# A user's own network, as a user would write it: residual add, concatenation, depthwise and grouped
+# convolutions, squeeze-excitation, a constructor with its own arguments.
+USER_NET_SOURCE = '''
+import torch
+from torch import nn
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, c, r=4):
+        super().__init__()
+        self.fc1 = nn.Conv2d(c, max(1, c // r), 1)
+        self.fc2 = nn.Conv2d(max(1, c // r), c, 1)
+
+    def forward(self, x):
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.pw = nn.Conv2d(c, c, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.se = SqueezeExcite(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.dw(x)))
+        y = self.se(self.bn2(self.pw(y)))
+        return torch.relu(x + y)
+
+
+class MyNet(nn.Module):
+    def __init__(self, width=16, num_classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU())
+        self.block = Block(width)
+        self.left = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.right = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, groups=4, bias=False),
+                                   nn.BatchNorm2d(width), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.block(self.stem(x))
+        x = torch.cat([self.left(x), self.right(x)], 1)
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+class NotAModule:
+    pass
+'''
+
+
+def write_user_module(folder: Path, name: str = "mynets") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    path.write_text(USER_NET_SOURCE)
+    return path
+
+
+MIXED_SIZES = ((40, 30), (50, 70), (33, 33), (96, 64), (21, 45), (64, 64))  # (width, height)
+
+
+def make_mixed_folder(root: Path, classes=("ant", "bee", "cow"), per_class: int = 4,
+                      splits=("train", "test")) -> Path:
+    """An ImageFolder tree of mixed sizes and kinds: RGB PNG and JPEG, grayscale, RGBA, palette."""
+    rng = np.random.default_rng(1)
+    k = 0
+    for split in splits:
+        for c in classes:
+            d = root / split / c
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                w, h = MIXED_SIZES[k % len(MIXED_SIZES)]
+                rgb = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+                kind = k % 5
+                if kind == 0:
+                    Image.fromarray(rgb).save(d / f"{i}.png")
+                elif kind == 1:
+                    Image.fromarray(rgb).save(d / f"{i}.jpg", quality=90)
+                elif kind == 2:
+                    Image.fromarray(rgb[:, :, 0]).save(d / f"{i}.png")  # grayscale
+                elif kind == 3:
+                    alpha = rng.integers(0, 255, (h, w, 1), dtype=np.uint8)
+                    Image.fromarray(np.concatenate([rgb, alpha], axis=2)).save(d / f"{i}.png")  # RGBA
+                else:
+                    Image.fromarray(rgb).convert("P").save(d / f"{i}.png")  # palette
+                k += 1
+    return root

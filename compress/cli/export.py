@@ -259,7 +259,7 @@ def _parity_inputs(data_spec, limit, mean, std, input_size, classes):
             raise CompressError(f"{data_spec} has {len(data.classes)} classes, the model {len(classes)}")
         if list(data.input_size) != list(input_size):
             raise CompressError(f"{data_spec} images are {list(data.input_size)}, the model takes {list(input_size)}")
-        x = normalize(data.images, mean, std).numpy()
+        x = normalize(data.eval_images(), mean, std).numpy()
         return x, data.labels.numpy(), f"{len(data)} test images of {data_spec}"
     n = limit or RANDOM_INPUTS
     gen = torch.Generator().manual_seed(0)

@@ -23,6 +23,7 @@ PLUGIN_COMMANDS = {
     "slim": ("compress.cli.slim", "slim"),
     "eval": ("compress.cli.evaluate", "eval_cmd"),
     "info": ("compress.cli.info", "info"),
+    "import": ("compress.cli.import_weights", "import_cmd"),
     "export": ("compress.cli.export", "export"),
     "quantize": ("compress.cli.quantize", "quantize"),
     "share": ("compress.cli.share", "share"),
@@ -45,18 +46,27 @@ class Main(click.Group):
             try:
                 cmd = getattr(importlib.import_module(module), attr)
             except ImportError as exc:
-                raise CompressError(f"command {name!r} is unavailable: {exc}") from None
+                raise CompressError(missing_module_message(name, exc)) from None
         return cmd
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # One line that names the option at fault; `--help` shows the usage.
+            click.echo(f"Error: {one_line(exc.format_message())}", err=True)
+            sys.exit(exc.exit_code)
         except (click.ClickException, click.Abort, click.exceptions.Exit, SystemExit):
             raise
         except _user_errors() as exc:
             if os.environ.get(DEBUG_ENV):
                 traceback.print_exc()
             click.echo(f"Error: {one_line(exc)}", err=True)
+            sys.exit(2)
+        except ImportError as exc:
+            if os.environ.get(DEBUG_ENV):
+                traceback.print_exc()
+            click.echo(f"Error: {missing_module_message(ctx.invoked_subcommand, exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to continue", err=True)
@@ -80,7 +90,19 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return tuple(kinds)
 
 
-def one_line(exc: BaseException) -> str:
+TRAIN_MODULES = ("torch", "torchvision", "torch_pruning", "safetensors", "PIL", "onnxscript", "onnxconverter_common")
+
+
+def missing_module_message(command: str | None, exc: ImportError) -> str:
+    """One line naming the extra that provides the missing module (the core install has no torch)."""
+    missing = (exc.name or "").split(".")[0]
+    if missing in TRAIN_MODULES:
+        return (f"command {command!r} needs {missing}, which is not installed (the core install runs ONNX files "
+                f'only): pip install "cnn-compress[train]"')
+    return f"command {command!r} is unavailable: {one_line(exc)}"
+
+
+def one_line(exc: BaseException | str) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

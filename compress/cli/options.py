@@ -11,6 +11,11 @@ QUICK = {"arch": "vgg19", "width": 0.25, "train_limit": 10000, "test_limit": 200
 
 
 def data_options(f):
+    f = click.option("--data-mode", type=click.Choice(["auto", "memory", "stream"]), default="auto",
+                     show_default=True, help="memory: decode once into a uint8 cache; stream: read files through "
+                                             "DataLoader workers; auto: memory when it fits.")(f)
+    f = click.option("--input-size", type=click.IntRange(min=8, max=4096), default=None,
+                     help="Train and evaluate at N×N pixels (default: the images' own size, which must be one).")(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, subsets, init.")(f)
     f = click.option("--test-limit", type=click.IntRange(min=1), default=None,
                      help="Use N test images (stratified).")(f)
@@ -38,10 +43,29 @@ def recipe_options(prefix: str = ""):
     return deco
 
 
-def _data(data_spec, train_limit, test_limit, seed):
+def arch_options(f):
+    f = click.option("--arch-kwargs", "arch_kwargs_json", default=None, metavar="JSON",
+                     help="Constructor arguments as a JSON object, e.g. '{\"width\": 0.5}'.")(f)
+    return f
+
+
+def parse_arch_kwargs(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at character {exc.pos})",
+                                 param_hint="--arch-kwargs") from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(f"must be a JSON object, got {type(value).__name__}", param_hint="--arch-kwargs")
+    return value
+
+
+def _data(data_spec, train_limit, test_limit, seed, input_size=None, data_mode="auto"):
     from compress.pipeline import DataOptions
 
-    return DataOptions(data_spec, train_limit, test_limit, seed)
+    return DataOptions(data_spec, train_limit, test_limit, seed, input_size=input_size, mode=data_mode)
 
 
 def _recipe(name, epochs, batch_size, lr, weight_decay, default="paper"):

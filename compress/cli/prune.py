@@ -15,6 +15,12 @@ from compress.cli.options import _data, _percent
 @click.option("--percent", type=float, default=None, help="Fraction of BN channels to prune, in (0, 1).")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Replay the kept channels of an earlier plan.json instead of thresholding.")
+@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned MACs.")
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned parameters.")
+@click.option("--cost-aware", is_flag=True,
+              help="With a target: rank channels by |γ| divided by their share of the target's cost.")
 @click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True,
               help="Floor: every layer keeps at least this fraction of its channels.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
@@ -26,19 +32,23 @@ from compress.cli.options import _data, _percent
               help="Training images to re-estimate BN running statistics on after pruning (0: off; needs --data).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--device", default=None)
-def prune_cmd(model_dir, out, percent, plan_path, min_keep, round_to, no_compensate, data_spec, recalibrate,
-              test_limit, device):
+def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, cost_aware, min_keep, round_to,
+              no_compensate, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
     from compress.pipeline import prune_model
 
-    if plan_path is None and percent is None:
-        raise click.UsageError("give --percent or --plan")
+    chosen = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
+                             ("--target-params", target_params), ("--plan", plan_path)) if v is not None]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --percent, --target-macs, --target-params or --plan")
+    if cost_aware and target_macs is None and target_params is None:
+        raise click.UsageError("--cost-aware needs --target-macs or --target-params")
     if percent is not None:
         _percent(percent)
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
     meta = prune_model(model_dir, out, percent=percent or 0.0, min_keep=min_keep, round_to=round_to,
                        compensate=not no_compensate, plan_path=plan_path, data=data, recalibrate=recalibrate,
-                       device=device)
+                       device=device, target_macs=target_macs, target_params=target_params, cost_aware=cost_aware)
     p = meta["pruning"]
     acc = ""
     if meta["accuracy"] is not None:
@@ -46,6 +56,9 @@ def prune_cmd(model_dir, out, percent, plan_path, min_keep, round_to, no_compens
         if p["bn_recalibration_images"]:
             acc += (f" (BN statistics re-estimated on {p['bn_recalibration_images']} training images; "
                     f"{p['accuracy_uncalibrated']:.2%} before)")
+    if p.get("budget"):
+        b = p["budget"]
+        acc += f"; {b['target']} budget {b['asked']:g} of the unpruned, met {b['met']:.3f}"
     click.echo(f"{out}: channels {p['channels_before']} → {p['channels_after']}, "
                f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
                f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "

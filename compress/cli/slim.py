@@ -12,7 +12,9 @@ from compress.cli.options import (
     _data,
     _percent,
     _recipe,
+    arch_options,
     data_options,
+    parse_arch_kwargs,
     recipe_options,
 )
 
@@ -21,10 +23,16 @@ from compress.cli.options import (
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: VGG-19 ×0.25 on 10k images, 10+5 epochs (minutes on a CPU); "
                    "paper: full data, paper recipe, 160+160 epochs.")
-@click.option("--arch", default=None, help="Architecture (preset: vgg19).")
+@click.option("--arch", default=None, help="Architecture (preset: vgg19), or package.module:Class.")
+@click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
+              help="Start sparse training from this model directory's trained weights (see `compress import`).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=float, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned MACs.")
+@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --percent: keep this fraction of the unpruned parameters.")
 @click.option("--sparsity", type=click.FloatRange(min=0), default=None,
               help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
@@ -32,21 +40,38 @@ from compress.cli.options import (
 @click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Fine-tuning peak learning rate (default: the recipe's).")
 @click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True)
+@click.option("--min-keep", type=click.FloatRange(0, 1), default=None,
+              help="Floor: every layer keeps at least this fraction per pruning (default 0.2; 0.5 with --passes > 1).")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
+@click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Multi-pass slimming (paper Table 4): prune --percent of the remaining channels per pass, "
+                   "at most half of any layer (--min-keep 0.5 unless given), fine-tune after each pass.")
+@arch_options
 @data_options
 @recipe_options()
-def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to,
-         distill, data_spec, train_limit, test_limit, seed, lr, batch_size, weight_decay, recipe, device, compile_,
-         no_resume):
-    """Sparse training → pruning → fine-tuning, in one resumable run."""
+def slim(preset, arch, start_from, out, percent, target_macs, target_params, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep,
+         round_to, distill, passes, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
+         batch_size, weight_decay, recipe, device, compile_, no_resume):
+    """Sparse training → pruning → fine-tuning, in one resumable run.
+
+    \b
+      compress slim                                   # the quick preset: VGG-19 ×0.25 on CIFAR-10
+      compress slim --from imported/ --data imgs/ --percent 0.4 --out runs/mine
+    """
+    from compress.artifact import read_meta
     from compress.pipeline import slim as run_slim
 
+    kwargs = {**_arch_kwargs(width, None), **parse_arch_kwargs(arch_kwargs_json)}
+    if start_from is not None:
+        if kwargs:
+            raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
+        arch = arch or read_meta(start_from)["arch"]
     if preset == "quick":
         arch = arch or QUICK["arch"]
-        if width is None and arch.startswith("vgg"):
+        if width is None and arch.startswith("vgg") and start_from is None and not kwargs:
             width = QUICK["width"]
+            kwargs = {"width": width}
         train_limit = train_limit or QUICK["train_limit"]
         test_limit = test_limit or QUICK["test_limit"]
         epochs = epochs or QUICK["epochs"]
@@ -60,21 +85,28 @@ def slim(preset, arch, out, percent, sparsity, epochs, finetune_epochs, finetune
         recipe = recipe or "paper"
         percent = 0.7 if percent is None else percent
     _percent(percent)
+    if min_keep is None:
+        min_keep = 0.5 if passes > 1 else 0.2
+    targets = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params)) if v is not None}
+    if len(targets) > 1:
+        raise click.UsageError("give --target-macs or --target-params, not both")
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
-    out = out or Path("runs") / f"slim-{arch}"
+    out = out or Path("runs") / f"slim-{arch.replace(':', '.')}"
     if no_resume and Path(out).exists():
         raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     train_recipe = _recipe(recipe, epochs, batch_size, lr, weight_decay)
     ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay)
-    summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed), out, percent=percent,
-                       sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
-                       arch_kwargs=_arch_kwargs(width, None), min_keep=min_keep, round_to=round_to,
-                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume)
+    summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
+                       percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
+                       arch_kwargs=kwargs, min_keep=min_keep, round_to=round_to,
+                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
+                       start_from=start_from, passes=passes, budget=targets or None)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))
-    click.echo(f"Wrote {out}/sparse, {out}/pruned, {out}/finetuned, {out}/summary.json")
+    final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
+    click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
     if preset == "quick":
         click.echo("Next: the paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
                    "--data cifar10 --out runs/vgg19-paper")

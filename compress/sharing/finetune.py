@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.data import Batches, ImageSet
+from compress.data import ImageSet
 from compress.sharing.container import SharedTensor
 
 
@@ -46,7 +46,7 @@ def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: Imag
             for t, c, idx, keep in zip(shared, centroids, indices, keeps):
                 params[t.name].copy_(torch.where(keep, c[idx], torch.zeros((), device=device)).view(t.shape))
 
-    batches = Batches(train, batch_size, mean, std, train=True, device=device, seed=seed, drop_last=len(train) > batch_size)
+    batches = train.batches(batch_size, mean, std, train=True, device=device, seed=seed, drop_last=len(train) > batch_size)
     history = []
     for epoch in range(epochs):
         batches.set_epoch(epoch)

@@ -330,3 +330,58 @@ def test_preactivation_batchnorm_stays_float(image_folder, tmp_path):
         assert all(inits[i].data_type == TensorProto.FLOAT for i in bn.input[1:])
     assert qdq_problems(model) == []
     assert report["quantized_layers"] == report["weight_layers"] > 20
+
+
+@pytest.mark.parametrize("isa", ["avx2", "vnni"])
+def test_cpu_target_follows_onnxruntime_guidance(fp32_onnx, image_folder, tmp_path, isa):
+    """avx2 (no VNNI): U8S8 with 7-bit weights; vnni: S8S8 full range. Both QDQ, asymmetric activations,
+    int32 biases; the accuracy comes from ONNX Runtime's optimized session and the file says so."""
+    out = tmp_path / f"cpu-{isa}.onnx"
+    report = quantize_model(fp32_onnx, out, QuantizeOptions(data=str(image_folder), calib_images=32, eval_limit=40,
+                                                            target="cpu", cpu_isa=isa), log=lambda _m: None)
+    model = onnx.load(str(out))
+    inits = initializers(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and not [op for op in ops if op.startswith("QLinear")]
+    act_zero_types = {inits[n.input[2]].data_type for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert act_zero_types == {TensorProto.UINT8 if isa == "avx2" else TensorProto.INT8}
+    weights = [numpy_helper.to_array(inits[n.input[0]]) for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT8]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert (largest <= 64) if isa == "avx2" else (largest == 127)
+    assert any(t.data_type == TensorProto.INT32 for t in model.graph.initializer)  # quantized biases
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["compress.quant_target"] == "cpu" and meta["compress.quant_isa"] == isa
+    assert json.loads(meta["compress.quant_eval_session"])["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert json.loads(meta["compress.quant_recipe"])["reduce_range"] is (isa == "avx2")
+    assert report["target"] == "cpu" and report["instruction_set"] == isa and report["trt_readiness"] is None
+    assert report["eval_session"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+    assert "ORT_ENABLE_ALL" in report["accuracy"]["runtime"]
+    acc = report["accuracy"]
+    assert acc["int8"] >= acc["fp32"] - 0.05 and acc["logit_sqnr_db"] > 15
+    # The reported INT8 accuracy is the optimized session's, recomputed here independently.
+    import onnxruntime as ort
+
+    from compress.data import load_dataset, normalize
+    test = load_dataset(str(image_folder), "test", limit=40, seed=0)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {sess.get_inputs()[0].name: normalize(test.images, MEAN, STD).numpy()})[0]
+    assert float((logits.argmax(1) == test.labels.numpy()).mean()) == acc["int8"]
+
+
+def test_trt_target_metadata_and_auto_isa(quantized, monkeypatch):
+    meta = {p.key: p.value for p in onnx.load(str(quantized[0])).metadata_props}
+    assert meta["compress.quant_target"] == "trt" and "compress.quant_isa" not in meta
+    assert json.loads(meta["compress.quant_eval_session"])["graph_optimization_level"] == "ORT_ENABLE_BASIC"
+    from compress import quantize as q
+    from runtime import cpu_features
+
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda cpuinfo=None: {"avx2", "fma"})
+    monkeypatch.setattr(cpu_features.platform, "machine", lambda: "x86_64")
+    assert q.recipe_for("cpu").isa == "avx2" and q.recipe_for("cpu").reduce_range
+    monkeypatch.setattr(cpu_features, "cpu_flags", lambda cpuinfo=None: {"avx2", "avx512_vnni"})
+    assert q.recipe_for("cpu").isa == "vnni" and not q.recipe_for("cpu").reduce_range
+    with pytest.raises(CompressError, match="--target"):
+        q.recipe_for("gpu")

@@ -34,10 +34,15 @@ MODELS = {
 
 @pytest.mark.parametrize("name", MODELS)
 def test_pruning_is_exact_when_removed_channels_are_zeroed(name):
-    """γ = β = 0 on the channels a plan removes: the physically pruned network gives the same logits."""
+    """γ = β = 0 on the channels a plan removes: the physically pruned network gives the same logits.
+
+    For a selection, the BN's removed channels then feed ReLU(0) = 0 to its one consumer: the reference
+    for dropping them for that consumer alone."""
     model = randomize_bn(MODELS[name]())
     _, plan = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE, min_keep=0.1)
     assert plan["channels_after"] < plan["channels_before"]
+    if name in ("preresnet20", "densenet16"):  # BNs on the residual stream / concatenation: selections
+        assert any(s["channels_after"] < s["channels_before"] for s in plan["selections"])
     slimming.zero_removed_channels(model, plan, EXAMPLE, beta=True)
     reference = copy.deepcopy(model)
     pruned, replay = slimming.prune(model, 0.4, EXAMPLE, plan=plan)
@@ -98,9 +103,8 @@ def test_global_threshold_is_the_percent_quantile_of_all_gammas():
     for i, bn in enumerate(slimming.bn_layers(model)):
         bn.weight.data = torch.linspace(0.01, 1.0, bn.num_features) * (i + 1)
         gammas.append(bn.weight.detach().abs())
-    _, groups = slimming.channel_groups(model, EXAMPLE)
     all_g = torch.cat(gammas).sort().values
-    thr = slimming.global_threshold(groups, model, 0.3)
+    thr = slimming.global_threshold(model, 0.3)
     assert thr == pytest.approx(float(all_g[int(0.3 * all_g.numel())]))
     assert float((all_g < thr).float().mean()) == pytest.approx(0.3, abs=1 / all_g.numel())
 
@@ -153,3 +157,15 @@ def test_recalibration_matches_the_statistics_of_the_data():
         pre = model.features[0](x)
     assert torch.allclose(first_bn.running_mean, pre.mean(dim=(0, 2, 3)), atol=1e-5)
     assert not model.training and first_bn.momentum == 0.1
+
+
+def test_grouped_convolution_runs_keep_the_same_positions():
+    from compress.slimming import choose_kept
+
+    # Two runs of four channels; position 1 is strong in the second run only, position 3 nowhere.
+    scores = torch.tensor([0.9, 0.0, 0.8, 0.1, 0.7, 0.95, 0.6, 0.05])
+    kept = choose_kept(scores, 0.5, min_keep=0.0, min_channels=1, round_to=1, conv_groups=2)
+    assert kept == [0, 1, 2, 4, 5, 6]
+    # The floor counts positions: 50% of four positions, in both runs.
+    low = choose_kept(torch.zeros(8), 0.5, min_keep=0.5, min_channels=1, round_to=1, conv_groups=2)
+    assert len(low) == 4 and {i % 4 for i in low[:2]} == {i % 4 for i in low[2:]}

@@ -59,15 +59,12 @@ CASES = {
 }
 # Known failures, each with its cause and exception; strict, so a fix makes the test fail until the mark goes.
 XFAIL = {
-    "grouped_conv": "compress/slimming.py keeps arbitrary channel positions in a grouped conv's input; "
-                    "torch-pruning's ConvPruner.prune_in_channels needs the same positions in every group "
-                    "(RuntimeError in index_select)",
     "channel_shuffle": "torch-pruning 1.6 cannot trace channel_shuffle's 5-D view "
                        "(ZeroDivisionError in update_reshape_index_mapping; VainF/Torch-Pruning#14)",
 }
 
 # channel shuffle: ZeroDivisionError today, a one-line CompressError once slimming.py wraps the trace
-XFAIL_RAISES = {"grouped_conv": RuntimeError, "channel_shuffle": (ZeroDivisionError, CompressError)}
+XFAIL_RAISES = {"channel_shuffle": (ZeroDivisionError, CompressError)}
 
 
 def _sparse_steps(model, size, steps=3):
@@ -122,8 +119,6 @@ def test_network_without_batchnorm_is_refused_in_one_line():
     assert "\n" not in str(info.value) and "SqueezeNet" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="proposed wording; compress/slimming.py still says "
-                                       "'has no BatchNorm channels to prune'")
 def test_network_without_batchnorm_names_what_slimming_needs():
     model = create_model("alexnet", image_size=64)
     with pytest.raises(CompressError, match=r"^AlexNet has no BatchNorm2d layers: network slimming prunes by "

@@ -85,3 +85,20 @@ def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
     labels[:3] = (labels[:3] + 1) % 10
     result = onnx_accuracy(tiny_onnx, images, labels, batch_size=4)
     assert result == {"accuracy": pytest.approx(6 / 9), "correct": 6, "images": 9}
+
+
+def test_int8_file_records_its_target_and_warns_off_target(tiny_onnx, tmp_path, monkeypatch):
+    import numpy as np
+
+    from compress.quantize import quantize_onnx, recipe_for
+    from runtime import cpu_features
+    from runtime.bench import BenchSettings, bench_variant
+
+    out = tmp_path / "int8-avx2.onnx"
+    quantize_onnx(tiny_onnx, out, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32),
+                  recipe=recipe_for("cpu", "avx2"))
+    monkeypatch.setattr(cpu_features, "int8_isa", lambda flags=None, machine=None: "vnni")
+    v = bench_variant(out, BenchSettings(batches=(1,), iters=2, warmup=0), log=lambda m: None)
+    assert v["status"] == "ok" and v["quantization"]["target"] == "cpu"
+    assert v["quantization"]["instruction_set"] == "avx2"
+    assert any("re-quantize with --cpu-isa vnni" in w for w in v["warnings"])

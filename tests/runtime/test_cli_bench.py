@@ -110,3 +110,27 @@ def test_static_onnx_rows(tmp_path):
     result = _invoke([str(path), "--batch", "1,2", *FAST, "--json"])
     v = json.loads(result.stdout)["variants"][0]
     assert v["status"] == "partial" and [r["status"] for r in v["latency"]] == ["failed", "ok"]
+
+
+def test_nothing_measured_exits_non_zero_even_when_a_variant_loaded(tmp_path):
+    """A static-batch file asked for another batch size loads, but measures nothing: exit status 1."""
+    path = tmp_path / "static.onnx"
+    onnx.save(tiny_cnn(batch=2), str(path))
+    result = _invoke([str(path), "--batch", "1,4", *FAST])
+    assert result.exit_code == 1
+    assert "nothing was measured" in result.stderr
+
+
+def test_several_backends_side_by_side(tiny_onnx):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed")
+    result = _invoke([str(tiny_onnx), "--backend", "ort-cpu,openvino", "--batch", "1", *FAST, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [v["backend"] for v in report["variants"]] == ["ort-cpu", "openvino"]
+    assert report["fastest"][0]["backend"] in ("ort-cpu", "openvino")
+    assert all(v["ran_at"] == "fp32" for v in report["variants"])
+
+
+def test_unknown_backend_is_a_usage_error(tiny_onnx):
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--backend", "ort-cpu,tvm"])
+    assert result.exit_code == 2 and "unknown backend 'tvm'" in result.output

@@ -14,7 +14,8 @@ BLOCKER = textwrap.dedent("""
     class _NoTorch:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in ("torch", "torchvision"):
-                raise ImportError(f"{name} is blocked in this test")
+                # What Python raises when torch is not installed at all.
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked in this test)", name=name)
             return None
     sys.meta_path.insert(0, _NoTorch())
 """)
@@ -75,3 +76,29 @@ def test_a_benchmark_with_report_runs_without_torch(tmp_path):
     assert "ran ok" in result.stdout
     # The torch backend refuses with a message naming what to install, instead of an ImportError traceback.
     assert "torch backend:" in result.stdout and "pip install torch" in result.stdout
+
+
+def test_cli_bench_runs_and_torch_commands_name_the_extra(tmp_path):
+    """The core install's promise: `compress bench` on ONNX without torch; a torch command fails in one
+    line naming the [train] extra."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from onnx_builders import tiny_cnn
+    import onnx
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save(tiny_cnn(), str(model))
+    cli = "from compress.cli import main\nsys.argv = ['compress'] + sys.argv[1:]\nmain()"
+    bench = subprocess.run([sys.executable, "-c", BLOCKER + cli, "bench", str(model), "--batch", "1", "--iters", "3",
+                            "--warmup", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                                "TMPDIR": str(tmp_path)})
+    assert bench.returncode == 0, bench.stderr
+    assert "| tiny.onnx | ok |" in bench.stdout
+    for args in (["prune", str(tmp_path), "--percent", "0.5", "--out", str(tmp_path / "p")], ["train", "--help"]):
+        result = subprocess.run([sys.executable, "-c", BLOCKER + cli, *args], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        if args[-1] == "--help" and result.returncode == 0:
+            continue  # help texts need no torch
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'pip install "cnn-compress[train]"' in lines[0], result.stderr

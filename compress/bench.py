@@ -1,0 +1,120 @@
+"""Benchmark artifacts, model directories included: the library side of `compress bench`.
+
+`runtime.bench.run_benchmark` measures files (.onnx, .engine) and is torch-free. This module adds
+what needs the training side, only when it is used: a model directory given to an ONNX backend is
+exported to a temporary ONNX file first (torch), and `data_spec` loads labelled test images
+through compress.data (torch). Benchmarking ONNX files without --data imports no torch.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from compress.errors import CompressError
+
+EXPORT_NOTE = "model directory exported to a temporary ONNX file (opset 17, dynamic batch) for {backends}"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str] | None = None,
+                    data_spec: str | None = None, test_limit: int | None = None,
+                    model_dirs: dict[str, str | Path] | None = None, command: str | None = None,
+                    log: Callable[[str], None] = _stderr) -> dict:
+    """Benchmark .onnx/.engine files and model directories on one or more backends; returns the report.
+
+    `settings` is a runtime.bench.BenchSettings. Model directories become temporary ONNX files for
+    the ONNX backends (ort-*, openvino*); their rows keep the directory as the artifact and say so.
+    A failed export becomes that artifact's failed row. Raises CompressError for unusable settings
+    (an unknown or unavailable backend).
+    """
+    from runtime.bench import run_benchmark
+    from runtime.errors import RuntimeBenchError
+    from runtime.runners import ONNX_BACKENDS, check_backend
+
+    if not artifacts:
+        raise CompressError("no artifacts to benchmark")
+    backends = list(dict.fromkeys(backends or [settings.backend]))
+    try:
+        for b in backends:
+            check_backend(b)
+    except (RuntimeBenchError, ValueError) as exc:
+        raise CompressError(str(exc)) from None
+    onnx_backends = [b for b in backends if b in ONNX_BACKENDS]
+    if onnx_backends and len(onnx_backends) != len(backends):
+        raise CompressError(f"backends {', '.join(backends)} run different kinds of artifact; benchmark ONNX "
+                            "backends (ort-*, openvino*) and trt/torch backends in separate runs")
+    model_dirs = {str(Path(k)): Path(v) for k, v in (model_dirs or {}).items()}
+    data = load_eval_data(data_spec, test_limit, log) if data_spec else None
+    with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
+        paths, names, exported, errors = _runnable_paths(artifacts, bool(onnx_backends), Path(tmp), model_dirs, log)
+        report = run_benchmark(paths, settings, data=data, model_dirs=model_dirs, names=names, command=command,
+                               log=log, backends=backends)
+    per_artifact = len(backends)
+    for i, v in enumerate(report["variants"]):
+        k = i // per_artifact
+        if k in exported:
+            v["artifact"] = str(exported[k])
+            v["note"] = EXPORT_NOTE.format(backends=", ".join(onnx_backends))
+        if k in errors:
+            v["status"], v["error"], v["latency"] = "failed", errors[k], []
+    return report
+
+
+def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], None] = _stderr):
+    """Labelled uint8 test images for accuracy (compress.data: needs the [train] extra)."""
+    from runtime.bench import EvalData
+
+    try:
+        from compress.data import load_dataset
+    except ImportError as exc:
+        raise CompressError(f"--data needs the training side ({exc.name or exc}): "
+                            'pip install "cnn-compress[train]"') from None
+    loaded = load_dataset(data_spec, "test", limit=test_limit)
+    data = EvalData(loaded.eval_images().numpy(), loaded.labels.numpy(), list(loaded.classes), data_spec)
+    log(f"accuracy on {len(data.labels)} test images of {data_spec}")
+    return data
+
+
+def _runnable_paths(artifacts, export_dirs: bool, tmp: Path, model_dirs: dict, log):
+    """Paths the backends run and display names; model directories become temporary ONNX files when
+    `export_dirs`. Also returns {index: model directory} for the exported ones and {index: error}."""
+    paths, names = [], []
+    exported: dict[int, Path] = {}
+    errors: dict[int, str] = {}
+    taken: set[str] = set()
+    for artifact in map(Path, artifacts):
+        name = artifact.name or str(artifact)
+        if name in taken:
+            name = str(artifact)
+        taken.add(name)
+        names.append(name)
+        if export_dirs and artifact.is_dir() and (artifact / "model.json").is_file():
+            try:
+                onnx_path = export_model_dir(artifact, tmp / f"{len(paths)}-{artifact.name}.onnx", log)
+            except Exception as exc:  # noqa: BLE001 - the variant becomes a failed row, not a crash
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                errors[len(paths)] = f"export to ONNX failed: {first}"
+                log(f"{artifact}: {errors[len(paths)]}")
+                paths.append(artifact)
+                continue
+            model_dirs.setdefault(str(onnx_path), artifact)
+            exported[len(paths)] = artifact
+            paths.append(onnx_path)
+        else:
+            paths.append(artifact)
+    return paths, names, exported, errors
+
+
+def export_model_dir(model_dir: Path, out: Path, log: Callable[[str], None] = _stderr) -> Path:
+    """FP32 ONNX of a model directory with the documented metadata (needs the [train] extra)."""
+    from compress.quantize import export_model_dir as export
+
+    path = export(model_dir, out)
+    log(f"{model_dir}: exported to a temporary ONNX file")
+    return path

@@ -1,0 +1,59 @@
+"""Image bytes → uint8 RGB C×H×W tensors: grayscale, RGBA, palette and 16-bit images all become RGB."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from compress.errors import CompressError
+
+# Part of every cache key: bump it when decoding or resizing changes what a cached image holds.
+DECODER_VERSION = "2"
+
+
+def _to_rgb(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: keep the top 8 bits instead of clipping everything above 255 to white.
+        from PIL import Image
+
+        arr = np.asarray(img).astype(np.int64).clip(0, 65535)
+        img = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def decode_image(data: bytes, name: str, *, at_least: int | None = None) -> torch.Tensor:
+    """Decode one image to uint8 3×H×W. `at_least` lets JPEG decoding downscale by a power of two
+    while keeping both sides at or above that many pixels (much faster for large photos)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # PIL warns about odd but readable files (palette transparency, EXIF); they decode fine.
+            warnings.simplefilter("ignore")
+            img = Image.open(io.BytesIO(data))
+            if at_least is not None and img.format == "JPEG":
+                img.draft("RGB", (at_least, at_least))
+            img = _to_rgb(img)
+            arr = np.asarray(img, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"cannot decode image {name}: {reason}") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def image_size(data: bytes, name: str) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w, h = Image.open(io.BytesIO(data)).size
+    except Exception as exc:  # noqa: BLE001
+        raise CompressError(f"cannot decode image {name}: {exc}") from None
+    return h, w

@@ -1,0 +1,252 @@
+"""Where image bytes come from: an ImageFolder directory or a tar archive, listed without decoding.
+
+A listing is a `Source`: class names, one label per image, and a picklable reader of image bytes that
+DataLoader workers can use. Its `fingerprint` covers the file list, sizes and modification times, so a
+cache keyed on it goes stale as soon as any image changes.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from compress.errors import CompressError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "val", "validation")}
+
+
+@dataclass
+class FileReader:
+    """Image bytes from files under a root folder."""
+
+    root: str
+    names: list[str]  # relative to root
+
+    def read(self, i: int) -> bytes:
+        with open(os.path.join(self.root, self.names[i]), "rb") as fh:
+            return fh.read()
+
+    def name(self, i: int) -> str:
+        return os.path.join(self.root, self.names[i])
+
+    def read_many(self, indices):
+        for i in indices:
+            yield i, self.read(i)
+
+
+@dataclass
+class TarReader:
+    """Image bytes read straight from an uncompressed tar by offset (random access, one handle per process)."""
+
+    archive: str
+    names: list[str]
+    offsets: list[int]
+    sizes: list[int]
+    label: str = ""  # how to name the source in messages (the user's archive, not a decompressed copy)
+    _handles: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def read(self, i: int) -> bytes:
+        pid = os.getpid()
+        fh = self._handles.get(pid)
+        if fh is None:
+            # A forked DataLoader worker must not share the parent's file position.
+            self._handles.clear()
+            fh = self._handles[pid] = open(self.archive, "rb")  # noqa: SIM115 - kept open for later reads
+        fh.seek(self.offsets[i])
+        return fh.read(self.sizes[i])
+
+    def name(self, i: int) -> str:
+        return f"{self.label or self.archive}:{self.names[i]}"
+
+    def read_many(self, indices):
+        # Archive order keeps reads sequential.
+        for i in sorted(indices, key=lambda i: self.offsets[i]):
+            yield i, self.read(i)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+
+def _open_decompressed(path: str):
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    opener = gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head[:3] == b"BZh" else lzma.open
+    return opener(path, "rb")
+
+
+@dataclass
+class CompressedTarReader:
+    """Image bytes from a compressed tar by their offsets in the decompressed stream. Reads in offset
+    order share one forward pass; tarfile's own per-member iteration would be far slower."""
+
+    archive: str
+    names: list[str]
+    offsets: list[int]
+    sizes: list[int]
+
+    def name(self, i: int) -> str:
+        return f"{self.archive}:{self.names[i]}"
+
+    def read(self, i: int) -> bytes:
+        return next(b for _, b in self.read_many([i]))
+
+    def read_many(self, indices):
+        with _open_decompressed(self.archive) as fh:
+            for i in sorted(indices, key=lambda i: self.offsets[i]):
+                fh.seek(self.offsets[i])
+                yield i, fh.read(self.sizes[i])
+
+
+@dataclass
+class Source:
+    """One split of a folder or archive, listed: what to read, which label, which classes."""
+
+    path: Path
+    split: str
+    classes: list[str]
+    labels: torch.Tensor
+    reader: object
+    fingerprint: str = ""
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+def split_prefix(names, split: str, source: Path) -> str:
+    for alias in SPLIT_ALIASES[split]:
+        if alias in names:
+            return alias
+    raise CompressError(f"{source} has no '{split}/' folder (found: {', '.join(sorted(names)) or 'nothing'})")
+
+
+def _is_image(name: str) -> bool:
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]]) -> list[str]:
+    """Classes of `split`; every class folder has images and train and test name the same classes."""
+    prefix = split_prefix(set(layout), split, source)
+    classes = sorted(layout[prefix])
+    if not classes:
+        raise CompressError(f"{source}/{prefix} has no class folders")
+    for cls in classes:
+        if not layout[prefix][cls]:
+            raise CompressError(f"class folder {source}/{prefix}/{cls} has no images "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
+    other_split = "test" if split == "train" else "train"
+    other = next((a for a in SPLIT_ALIASES[other_split] if a in layout), None)
+    if other is not None and sorted(layout[other]) != classes:
+        raise CompressError(
+            f"{source}: class folders differ between {split} and {other_split} "
+            f"({len(classes)} vs {len(layout[other])} classes); labels would not line up")
+    return classes
+
+
+def list_folder(root: Path, split: str) -> Source:
+    layout: dict[str, dict[str, list]] = {}
+    for top in os.scandir(root):
+        if top.is_dir() and not top.name.startswith("."):
+            layout[top.name] = {c.name: [] for c in os.scandir(top.path)
+                                if c.is_dir() and not c.name.startswith(".")}
+    prefix = split_prefix(set(layout), split, root)
+    digest = hashlib.sha256()
+    names, labels = [], []
+    for cls in sorted(layout[prefix]):
+        files = []
+        for entry in os.scandir(root / prefix / cls):
+            if _is_image(entry.name) and entry.is_file():
+                st = entry.stat()
+                files.append((entry.name, st.st_size, st.st_mtime_ns))
+        files.sort()
+        layout[prefix][cls] = files
+    classes = _check_classes(root, split, layout)
+    for label, cls in enumerate(classes):
+        for name, size, mtime in layout[prefix][cls]:
+            names.append(f"{prefix}/{cls}/{name}")
+            labels.append(label)
+            digest.update(f"{prefix}/{cls}/{name}|{size}|{mtime}\n".encode())
+    return Source(root, split, classes, torch.as_tensor(labels, dtype=torch.int64),
+                  FileReader(str(root), names), digest.hexdigest())
+
+
+def archive_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+
+
+def is_compressed(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
+
+
+def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> Source:
+    """List an archive's images. With `plain_copy` (an uncompressed copy of a compressed archive),
+    images are read from the copy by offset, so workers get random access."""
+    readable = plain_copy or path
+    try:
+        with tarfile.open(readable) as tar:
+            members = tar.getmembers()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise CompressError(f"cannot read archive {path}: {exc}") from None
+    # Archives may wrap everything in one top folder; strip it when present. Only regular files in
+    # split/class/file positions are read: links, devices and '..' paths are ignored.
+    parts = [PurePosixPath(m.name.lstrip("./")).parts for m in members]
+    tops = {p[0] for p in parts if len(p) > 1}
+    strip = 1 if len(tops) == 1 and not (tops & set(SPLIT_ALIASES["train"] + SPLIT_ALIASES["test"])) else 0
+    layout: dict[str, dict[str, list]] = {}
+    for m, p in zip(members, parts):
+        p = p[strip:]
+        if ".." in p or not p or any(part.startswith(".") for part in p[:2]):
+            continue
+        if m.isdir() and len(p) == 2:
+            layout.setdefault(p[0], {}).setdefault(p[1], [])
+        elif m.isfile() and len(p) == 3 and _is_image(p[2]):
+            layout.setdefault(p[0], {}).setdefault(p[1], []).append(m)
+    classes = _check_classes(path, split, layout)
+    prefix = split_prefix(set(layout), split, path)
+    chosen, labels = [], []
+    for label, cls in enumerate(classes):
+        for m in sorted(layout[prefix][cls], key=lambda m: m.name):
+            chosen.append(m)
+            labels.append(label)
+    names = [m.name for m in chosen]
+    if plain_copy is not None or not is_compressed(path):
+        reader = TarReader(str(readable), names, [m.offset_data for m in chosen], [m.size for m in chosen],
+                           label=str(path))
+    else:
+        reader = CompressedTarReader(str(path), names, [m.offset_data for m in chosen], [m.size for m in chosen])
+    return Source(path, split, classes, torch.as_tensor(labels, dtype=torch.int64), reader,
+                  archive_fingerprint(path))
+
+
+def decompress_to(path: Path, dest: Path) -> None:
+    """Write an uncompressed copy of a .tar.gz / .tar.bz2 / .tar.xz archive to `dest` (atomically)."""
+    from compress.atomic import atomic_path
+
+    with atomic_path(dest) as tmp:
+        try:
+            with _open_decompressed(str(path)) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, length=1 << 22)
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # a write failure: the caller degrades
+            raise CompressError(f"cannot read archive {path}: {exc}") from None
+
+
+def open_source(path: Path, split: str) -> Source:
+    if path.is_dir():
+        return list_folder(path, split)
+    return list_archive(path, split)

@@ -1,0 +1,125 @@
+"""Pruning plans as objects: prune any ``nn.Module``, save the decision, load it, replay it.
+
+A plan is data (see docs/ARTIFACTS.md, ``plan.json``): per channel group, the channels before and after,
+the kept indices, the threshold and γ statistics. Replaying a plan on a fresh instance of the same
+architecture removes exactly the recorded channels, whatever that instance's γ are.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+
+
+class Plan:
+    """The pruning decision for one network; ``to_dict()`` is what ``plan.json`` holds."""
+
+    def __init__(self, data: dict[str, Any]):
+        if not isinstance(data, dict):
+            raise CompressError(f"a plan is a JSON object, got {type(data).__name__}")
+        self.data = data
+
+    # --- what it says -------------------------------------------------------------------------
+    @property
+    def percent(self) -> float | None:
+        return self.data.get("percent")
+
+    @property
+    def threshold(self) -> float:
+        return float(self.data["threshold"])
+
+    @property
+    def channels_before(self) -> int:
+        return int(self.data["channels_before"])
+
+    @property
+    def channels_after(self) -> int:
+        return int(self.data["channels_after"])
+
+    @property
+    def groups(self) -> list[dict]:
+        return list(self.data["groups"])
+
+    def kept(self) -> dict[str, list[int]]:
+        """Kept channel indices per group, keyed by the layer that defines the group."""
+        return {g["root"]: list(g["kept"]) for g in self.data["groups"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+    def __repr__(self) -> str:
+        return (f"Plan({len(self.data.get('groups', []))} groups, channels {self.data.get('channels_before')} → "
+                f"{self.data.get('channels_after')})")
+
+    # --- files --------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        from compress.atomic import write_json
+
+        path = Path(path)
+        write_json(path, self.data)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plan":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CompressError(f"plan not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CompressError(f"cannot read plan {path}: {exc}") from None
+        plan = cls(data)
+        plan.validate(source=str(path))
+        return plan
+
+    def validate(self, source: str = "plan") -> None:
+        """Refuse a plan that cannot be right (wrong format, duplicate or non-integer indices, ...)."""
+        try:
+            from compress.validate import validate_plan
+        except ImportError:  # the validators arrive with the hostile-input work
+            from compress.slimming import PLAN_FORMAT
+
+            if self.data.get("format") != PLAN_FORMAT:
+                raise CompressError(f"{source} is not a {PLAN_FORMAT} plan") from None
+            return
+        validate_plan(self.data, source=source)
+
+    # --- replay -------------------------------------------------------------------------------
+    def apply(self, model: nn.Module, example_input: torch.Tensor, *, compensate: bool = True) -> nn.Module:
+        """Remove the recorded channels from `model` (in place) and return it."""
+        from compress.slimming import prune as _prune
+
+        self.validate()
+        model, _ = _prune(model, 0.0, example_input, compensate=compensate, plan=self.data)
+        return model
+
+
+def prune(model: nn.Module, example_input: torch.Tensor, *, percent: float | None = None,
+          min_keep: float = 0.2, round_to: int = 1, compensate: bool = True, **budget) -> Plan:
+    """Network slimming on any ``nn.Module``: remove the channels whose BN |γ| falls under one global
+    threshold, in place, and return the :class:`Plan`.
+
+    `example_input` is one batch of the shape the model takes (e.g. ``torch.zeros(1, 3, 224, 224)``).
+    `percent` is the fraction of BN channels to remove; `budget` keywords (``target_macs=0.5``,
+    ``target_params=0.5``) ask for a cost instead where the slimming code supports them.
+    """
+    from compress.slimming import prune as _prune
+
+    if not isinstance(model, nn.Module):
+        raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(example_input, torch.Tensor):
+        raise CompressError("example_input must be a tensor batch such as torch.zeros(1, 3, 224, 224)")
+    if percent is None and not budget:
+        raise CompressError("give percent (a fraction of channels) or a budget such as target_macs=0.5")
+    try:
+        _, data = _prune(model, percent if percent is not None else 0.0, example_input, min_keep=min_keep,
+                         round_to=round_to, compensate=compensate, **budget)
+    except TypeError as exc:
+        raise CompressError(f"unsupported pruning option: {exc}") from None
+    return Plan(data)

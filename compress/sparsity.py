@@ -1,0 +1,274 @@
+"""L1 sparsity on BatchNorm scaling factors, as one call in any training loop.
+
+    reg = SparsityRegularizer(model, 1e-4)              # λ, the paper's subgradient
+    for x, y in loader:
+        loss = criterion(model(x), y)
+        optimizer.zero_grad(); loss.backward()
+        reg.step(optimizer)                             # between backward() and step()
+        optimizer.step()
+
+Two updates are offered:
+- "subgradient" (Liu et al. 2017) adds λ·sign(γ) to the γ gradients. Under SGD momentum μ the pull is
+  amplified by about 1/(1−μ), and γ hover around zero rather than reaching it.
+- "proximal" (Huang & Wang, ECCV 2018) soft-thresholds γ right after the optimizer step,
+  γ ← sign(γ)·max(|γ| − lr·λ, 0), so channels the loss does not defend end exactly at zero, where
+  removing them (with β folded into the next layer) changes nothing.
+
+Strength that carries across schedules: the pull one γ feels over a run is about λ·Σ lr. A `Budget(P)`
+picks λ = P / Σ_t lr_t·ramp_t for the schedule at hand, so a 15-epoch run and a 160-epoch run pull
+equally hard; `"auto"` is the budget measured to polarize γ without accuracy cost
+(benchmarks/results/sparsity_study.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+
+MODES = ("subgradient", "proximal")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Total pull P = Σ_t λ_t·lr_t on one γ over the run (P/(1−μ) in γ units for the subgradient
+    under momentum μ; exactly P for the proximal update)."""
+
+    pull: float
+
+    def __post_init__(self):
+        if not (isinstance(self.pull, (int, float)) and math.isfinite(self.pull) and self.pull >= 0):
+            raise CompressError(f"sparsity budget must be a finite number >= 0, got {self.pull!r}")
+
+
+# Measured at the quick preset's scale (benchmarks/results/sparsity_study.md): the pull that drives
+# about half the γ of VGG-19 ×0.25 to zero without costing accuracy.
+AUTO_BUDGET = {"proximal": 1.0, "subgradient": 0.1}
+AUTO_MODE = "proximal"
+
+Strength = Union[float, Budget, str]
+
+
+def bn_gammas(model: nn.Module) -> list[nn.Parameter]:
+    """γ of every affine BatchNorm (1d/2d/3d): the factors the penalty acts on, as in the paper."""
+    return [m.weight for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.weight is not None]
+
+
+def _ramp_window(ramp) -> tuple[float, float] | None:
+    if ramp is None or ramp == 0:
+        return None
+    start, end = (0.0, float(ramp)) if isinstance(ramp, (int, float)) else (float(ramp[0]), float(ramp[1]))
+    if not 0.0 <= start <= end <= 1.0:
+        raise CompressError(f"sparsity ramp must be a fraction or (start, end) fractions of the run, got {ramp!r}")
+    return start, end
+
+
+def ramp_factor(progress: float, ramp) -> float:
+    """λ multiplier at `progress` (fraction of the run): 0 before start, linear up to 1 at end."""
+    window = _ramp_window(ramp)
+    if window is None:
+        return 1.0
+    start, end = window
+    if progress < start:
+        return 0.0
+    if progress >= end:
+        return 1.0
+    return (progress - start) / (end - start) if end > start else 1.0
+
+
+def lambda_for_budget(budget: float, lrs: Sequence[float], ramp=None) -> float:
+    """The peak λ for which Σ_t λ·ramp_t·lr_t equals `budget` over the schedule `lrs` (one lr per step)."""
+    n = len(lrs)
+    if n == 0:
+        raise CompressError("a sparsity budget needs the learning-rate schedule (lrs) of at least one step")
+    weighted = sum(lr * ramp_factor(i / n, ramp) for i, lr in enumerate(lrs))
+    if weighted <= 0:
+        raise CompressError("the learning-rate schedule sums to zero where the sparsity ramp is on; "
+                            "no λ can meet a budget")
+    return budget / weighted
+
+
+class SparsityRegularizer:
+    """L1 on BN γ, by subgradient or proximal update; call `step(optimizer)` between backward and step.
+
+    `strength` is λ (a float), a `Budget`, or "auto" (the measured budget for `mode`). A budget and a
+    ramp need the run's schedule: `lrs`, the learning rate of every step, or `total_steps` for a ramp
+    alone. `step_index` counts calls; set it when resuming.
+    """
+
+    def __init__(self, model: nn.Module, strength: Strength = 1e-4, *, mode: str = "subgradient",
+                 lrs: Sequence[float] | None = None, total_steps: int | None = None, ramp=None,
+                 percent: float = 0.5):
+        if mode not in MODES:
+            raise CompressError(f"sparsity mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.mode = mode
+        self.ramp = ramp
+        _ramp_window(ramp)
+        self.percent = percent
+        self.gammas = bn_gammas(model)
+        self._ids = {id(p) for p in self.gammas}
+        self.total_steps = len(lrs) if lrs is not None else total_steps
+        if ramp is not None and ramp != 0 and not self.total_steps:
+            raise CompressError("a sparsity ramp needs the run's length: pass lrs or total_steps")
+        self.budget = None
+        if strength == "auto":
+            strength = Budget(AUTO_BUDGET[mode])
+        if isinstance(strength, Budget):
+            if lrs is None:
+                raise CompressError("a sparsity budget needs the learning-rate schedule: pass lrs")
+            self.budget = strength.pull
+            self.lam = lambda_for_budget(strength.pull, lrs, ramp)
+        elif isinstance(strength, (int, float)) and not isinstance(strength, bool) and strength >= 0 \
+                and math.isfinite(strength):
+            self.lam = float(strength)
+        else:
+            raise CompressError(f"sparsity strength must be λ >= 0, a Budget or 'auto', got {strength!r}")
+        self.step_index = 0
+        self.pull_applied = 0.0  # Σ λ_t·lr_t actually applied (proximal) — a check on the budget
+        self._hooked: dict[int, object] = {}
+        self._pending = 0.0
+
+    def lam_at(self, step: int) -> float:
+        if not self.lam:
+            return 0.0
+        if not self.total_steps:
+            return self.lam
+        return self.lam * ramp_factor(step / self.total_steps, self.ramp)
+
+    @torch.no_grad()
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Apply this step's penalty: call after backward (and after unscaling under AMP), before step."""
+        lam = self.lam_at(self.step_index)
+        self.step_index += 1
+        if self.mode == "subgradient":
+            if lam > 0:
+                for g in self.gammas:
+                    if g.grad is not None:
+                        g.grad.add_(torch.sign(g), alpha=lam)
+            return
+        if optimizer is None:
+            raise CompressError("the proximal sparsity update needs the optimizer: call step(optimizer)")
+        if id(optimizer) not in self._hooked:
+            self._hooked[id(optimizer)] = optimizer.register_step_post_hook(self._shrink)
+        self._pending = lam
+
+    @torch.no_grad()
+    def _shrink(self, optimizer, _args, _kwargs) -> None:
+        lam, self._pending = self._pending, 0.0
+        if lam <= 0:
+            return
+        applied = 0.0
+        for group in optimizer.param_groups:
+            t = group["lr"] * lam
+            for p in group["params"]:
+                if id(p) in self._ids:
+                    p.copy_(torch.sign(p) * torch.clamp(p.abs() - t, min=0.0))
+                    applied = t
+        self.pull_applied += applied
+
+    def close(self) -> None:
+        """Remove the optimizer hooks (proximal mode)."""
+        for handle in self._hooked.values():
+            handle.remove()
+        self._hooked.clear()
+
+    def record(self) -> dict:
+        """What to log per epoch: the setting and how polarized γ are."""
+        return {"sparsity_mode": self.mode, "sparsity_lambda": self.lam_at(max(self.step_index - 1, 0)),
+                "sparsity_budget": self.budget, **polarization_of(self.gammas, self.percent)}
+
+
+def polarization_of(gammas, percent: float = 0.5) -> dict:
+    """How ready γ are for pruning `percent` of them by one global threshold.
+
+    gamma_under_1e-3 / 1e-2: fractions of |γ| below those values. gamma_gap: smallest kept |γ| minus
+    largest pruned |γ|, over the largest |γ| (large = a clean cut). gamma_pruned_max: largest pruned |γ|
+    over the largest (near 0 = pruning removes only channels that already contribute nothing but β).
+    """
+    if isinstance(gammas, torch.Tensor):
+        flat = gammas.detach().abs().flatten().float().cpu()
+    else:
+        parts = [g.detach().abs().flatten().float().cpu() for g in gammas]
+        flat = torch.cat(parts) if parts else torch.zeros(0)
+    out = {"gamma_under_1e-3": 0.0, "gamma_under_1e-2": 0.0, "gamma_gap": 0.0, "gamma_pruned_max": 0.0}
+    if flat.numel() == 0:
+        return out
+    g = flat.sort().values
+    top = float(g[-1]) or 1.0
+    out["gamma_under_1e-3"] = float((g < 1e-3).float().mean())
+    out["gamma_under_1e-2"] = float((g < 1e-2).float().mean())
+    k = min(int(percent * g.numel()), g.numel() - 1)  # as slimming.global_threshold: keep g[k:]
+    if k > 0:
+        out["gamma_gap"] = float(g[k] - g[k - 1]) / top
+        out["gamma_pruned_max"] = float(g[k - 1]) / top
+    return out
+
+
+def polarization(model: nn.Module, percent: float = 0.5) -> dict:
+    return polarization_of(bn_gammas(model), percent)
+
+
+def param_groups(model: nn.Module, weight_decay: float, *, gamma_decay: bool = False,
+                 beta_decay: bool = True) -> list[dict]:
+    """Optimizer parameter groups: weight decay on everything except BN γ (and β with beta_decay=False).
+
+    Weight decay shrinks every γ in proportion to its size; the L1 term is what should decide which
+    channels die, so by default γ are left out of weight decay.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    exempt = set()
+    if not gamma_decay:
+        exempt |= {id(m.weight) for m in bns if m.weight is not None}
+    if not beta_decay:
+        exempt |= {id(m.bias) for m in bns if m.bias is not None}
+    decayed, free = [], []
+    for p in model.parameters():
+        (free if id(p) in exempt else decayed).append(p)
+    groups = [{"params": decayed, "weight_decay": weight_decay}]
+    if free:
+        groups.append({"params": free, "weight_decay": 0.0})
+    return groups
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """A regularizer's settings before the model and schedule exist (what `fit` and the CLI pass).
+
+    `gamma_decay=False` removes BN γ from weight decay while this regularizer is on.
+    """
+
+    strength: Strength = "auto"
+    mode: str = AUTO_MODE
+    ramp: object = None
+    gamma_decay: bool = False
+    percent: float = 0.5
+
+    def build(self, model: nn.Module, lrs: Sequence[float]) -> SparsityRegularizer:
+        return SparsityRegularizer(model, self.strength, mode=self.mode, lrs=lrs, ramp=self.ramp,
+                                   percent=self.percent)
+
+    def describe(self) -> dict:
+        s = self.strength
+        return {"mode": self.mode, "ramp": self.ramp, "gamma_decay": self.gamma_decay, "percent": self.percent,
+                **({"budget": s.pull} if isinstance(s, Budget) else {"strength": s})}
+
+
+def regularizer_for(sparsity, model: nn.Module, lrs: Sequence[float]) -> SparsityRegularizer:
+    """What `fit` uses: a float λ (the paper's subgradient), a SparsityConfig, or a ready regularizer."""
+    if isinstance(sparsity, SparsityRegularizer):
+        return sparsity
+    if isinstance(sparsity, SparsityConfig):
+        return sparsity.build(model, lrs)
+    return SparsityRegularizer(model, float(sparsity or 0.0), mode="subgradient", lrs=lrs)
+
+
+def optimizer_groups(model: nn.Module, weight_decay: float, sparsity) -> list[dict]:
+    """`fit`'s parameter groups: γ leave weight decay only when a SparsityConfig asks for it."""
+    keep = not isinstance(sparsity, SparsityConfig) or sparsity.gamma_decay
+    return param_groups(model, weight_decay, gamma_decay=keep)

@@ -1,0 +1,82 @@
+"""The public API: every name in compress.__all__ resolves, and plans replay what they recorded."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import compress
+from models import create_model
+
+
+def test_every_public_name_resolves():
+    for name in compress.__all__:
+        assert getattr(compress, name) is not None, name
+    with pytest.raises(AttributeError):
+        compress.no_such_name  # noqa: B018
+
+
+def test_importing_the_package_does_not_import_torch():
+    code = "import sys, compress; assert 'torch' not in sys.modules, sorted(sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def _randomized(seed: int):
+    torch.manual_seed(seed)
+    model = create_model("vgg11", width=0.125)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0, 1)
+    return model.eval()
+
+
+def test_a_plan_replays_its_own_channels_on_a_model_with_other_gammas(tmp_path):
+    example = torch.zeros(1, 3, 32, 32)
+    plan = compress.prune(_randomized(0), example, percent=0.5)
+    plan.save(tmp_path / "plan.json")
+    loaded = compress.Plan.load(tmp_path / "plan.json")
+    other = _randomized(1)
+    # The other instance's own γ ranking would keep different channels: replay must not re-rank.
+    own = compress.prune(_randomized(1), example, percent=0.5).kept()
+    assert own != plan.kept()
+    loaded.apply(other, example)
+    replayed = compress.prune(other, example, percent=0.01, min_keep=1.0)  # records the current widths only
+    widths = {g["root"]: g["channels_before"] for g in replayed.groups}
+    assert widths == {root: len(kept) for root, kept in plan.kept().items()}
+
+
+def test_prune_refuses_what_it_cannot_use():
+    with pytest.raises(compress.CompressError, match="percent"):
+        compress.prune(_randomized(0), torch.zeros(1, 3, 32, 32))
+    with pytest.raises(compress.CompressError, match="tensor batch"):
+        compress.prune(_randomized(0), [1, 3, 32, 32], percent=0.5)
+
+
+def test_save_model_needs_an_importable_class(tmp_path):
+    class Local(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(compress.CompressError, match="importable module"):
+        compress.save_model(Local(), tmp_path / "m", classes=["a", "b"], input_size=8, mean=[0.5] * 3,
+                            std=[0.2] * 3)
+    assert not (tmp_path / "m").exists()
+
+
+def test_save_model_refuses_kwargs_that_do_not_rebuild_the_model(tmp_path):
+    model = _randomized(0)
+    with pytest.raises(compress.CompressError, match="does not rebuild|does not have"):
+        compress.save_model(model, tmp_path / "m", arch="vgg13", arch_kwargs={"width": 0.125, "num_classes": 10},
+                            classes=list("abcdefghij"), input_size=32, mean=[0.5] * 3, std=[0.2] * 3)
+    meta = compress.save_model(model, tmp_path / "ok", arch="vgg11", arch_kwargs={"width": 0.125, "num_classes": 10},
+                               classes=list("abcdefghij"), input_size=32, mean=[0.5] * 3, std=[0.2] * 3)
+    loaded, _ = compress.load_model(tmp_path / "ok")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=1e-6)
+    assert meta["arch"] == "vgg11"

@@ -1,0 +1,50 @@
+"""`compress train --like PRUNED`: Scratch-B, the pruned architecture trained from scratch."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from compress.artifact import load_model_dir, save_model_dir
+from compress.cli import main
+from compress.pipeline import prune_model, scratch_b_epochs
+from models import create_model
+
+
+def test_epochs_follow_the_macs_ratio_capped_at_twice():
+    assert scratch_b_epochs(10, 1000, 1000) == 10
+    assert scratch_b_epochs(10, 1500, 1000) == 15
+    assert scratch_b_epochs(10, 5000, 1000) == 20
+    assert scratch_b_epochs(160, 398_000_000, 195_000_000) == 320  # ratio 2.04, capped
+
+
+@pytest.mark.slow
+def test_like_trains_the_pruned_widths_from_fresh_weights(tmp_path, cifar10_archive, monkeypatch):
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    torch.manual_seed(0)
+    model = create_model("vgg11", width=0.125)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0, 1)
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": list("abcdefghij"),
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_model_dir(model, tmp_path / "base", meta)
+    pruned = prune_model(tmp_path / "base", tmp_path / "pruned", percent=0.5)
+    from compress.data import load_dataset
+
+    meta_pruned = json.loads((tmp_path / "pruned" / "model.json").read_text())
+    meta_pruned["classes"] = load_dataset("cifar10", "test", limit=10).classes
+    (tmp_path / "pruned" / "model.json").write_text(json.dumps(meta_pruned))
+    r = CliRunner().invoke(main, ["train", "--like", str(tmp_path / "pruned"), "--epochs", "1", "--recipe", "fast",
+                                  "--train-limit", "100", "--test-limit", "50", "--out", str(tmp_path / "scratch")])
+    assert r.exit_code == 0, r.output
+    out = json.loads((tmp_path / "scratch" / "model.json").read_text())
+    assert out["widths"] == pruned["widths"]
+    expected = scratch_b_epochs(1, pruned["pruning"]["macs_before"], pruned["macs"])
+    assert out["scratch_b"]["epochs"] == expected > 1
+    assert len((tmp_path / "scratch" / "metrics.jsonl").read_text().splitlines()) == expected
+    a, _ = load_model_dir(tmp_path / "pruned")
+    b, _ = load_model_dir(tmp_path / "scratch")
+    first = next(n for n, p in a.named_parameters() if p.dim() == 4)
+    assert not torch.allclose(dict(a.named_parameters())[first], dict(b.named_parameters())[first])

@@ -1,0 +1,203 @@
+import pytest
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.sparsity import (
+    AUTO_BUDGET,
+    Budget,
+    SparsityConfig,
+    SparsityRegularizer,
+    bn_gammas,
+    lambda_for_budget,
+    optimizer_groups,
+    param_groups,
+    polarization_of,
+    ramp_factor,
+)
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+
+
+def backward(model):
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    model.zero_grad()
+    model(x).sum().backward()
+
+
+def test_subgradient_adds_lambda_sign_gamma_to_grads():
+    model = small_net()
+    gammas = bn_gammas(model)
+    with torch.no_grad():
+        gammas[0][:4] *= -1  # both signs present
+    backward(model)
+    before = [g.grad.clone() for g in gammas]
+    reg = SparsityRegularizer(model, 0.25, mode="subgradient")
+    reg.step(None)
+    for g, b in zip(gammas, before):
+        torch.testing.assert_close(g.grad - b, 0.25 * torch.sign(g.detach()))
+    # Other parameters are left alone.
+    conv = model[0].weight
+    backward(model)
+    grad = conv.grad.clone()
+    reg.step(None)
+    torch.testing.assert_close(conv.grad, grad)
+
+
+def test_proximal_zeroes_small_gammas_and_shrinks_the_rest_by_lr_lambda():
+    model = small_net()
+    gamma = bn_gammas(model)[0]
+    with torch.no_grad():
+        gamma.copy_(torch.tensor([0.05, -0.05, 0.3, -0.3, 0.09, 1.0, -2.0, 0.0]))
+        bn_gammas(model)[1].fill_(0.5)
+    # lr 0.1, λ 1: threshold 0.1. No gradient-driven motion: lr only scales the threshold here.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = SparsityRegularizer(model, 1.0, mode="proximal")
+    model.zero_grad()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    reg.step(opt)
+    opt.step()
+    expected = torch.tensor([0.0, 0.0, 0.2, -0.2, 0.0, 0.9, -1.9, 0.0])
+    torch.testing.assert_close(gamma.detach(), expected)
+    assert int((gamma == 0).sum()) == 4  # exactly zero, not merely small
+    torch.testing.assert_close(bn_gammas(model)[1].detach(), torch.full((6,), 0.4))
+    # One hook only, however many steps; a step without reg.step() does not shrink.
+    reg.step(opt)
+    opt.step()
+    opt.step()
+    torch.testing.assert_close(gamma.detach()[5:7], torch.tensor([0.8, -1.8]))
+    assert reg.pull_applied == pytest.approx(0.2)
+    reg.step(opt)
+    reg.close()
+    opt.step()  # hook removed before the step: nothing shrinks
+    torch.testing.assert_close(gamma.detach()[5:7], torch.tensor([0.8, -1.8]))
+
+
+def test_proximal_uses_the_lr_of_the_group_holding_gamma():
+    model = small_net()
+    with torch.no_grad():
+        for g in bn_gammas(model):
+            g.fill_(1.0)
+    groups = param_groups(model, 5e-4)
+    groups[1]["lr"] = 0.5  # γ group
+    opt = torch.optim.SGD(groups, lr=0.01)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    reg = SparsityRegularizer(model, 0.2, mode="proximal")
+    reg.step(opt)
+    opt.step()
+    for g in bn_gammas(model):
+        torch.testing.assert_close(g.detach(), torch.full_like(g, 0.9))
+
+
+def test_proximal_needs_the_optimizer():
+    reg = SparsityRegularizer(small_net(), 1e-3, mode="proximal")
+    with pytest.raises(CompressError, match="optimizer"):
+        reg.step()
+
+
+def test_budget_sets_lambda_from_the_schedule():
+    lrs = [0.1] * 50 + [0.01] * 50  # Σ lr = 5.5
+    assert lambda_for_budget(1.1, lrs) == pytest.approx(0.2)
+    reg = SparsityRegularizer(small_net(), Budget(1.1), mode="proximal", lrs=lrs)
+    assert reg.lam == pytest.approx(0.2)
+    # Twice the schedule, half the λ: the same total pull.
+    assert SparsityRegularizer(small_net(), Budget(1.1), lrs=lrs * 2).lam == pytest.approx(0.1)
+    # A ramp over the first half weights those steps less, so λ rises to keep the pull.
+    ramped = SparsityRegularizer(small_net(), Budget(1.1), lrs=lrs, ramp=0.5)
+    total = sum(ramped.lam_at(i) * lr for i, lr in enumerate(lrs))
+    assert total == pytest.approx(1.1)
+    assert ramped.lam > 0.2
+    auto = SparsityRegularizer(small_net(), "auto", mode="proximal", lrs=lrs)
+    assert auto.lam == pytest.approx(AUTO_BUDGET["proximal"] / 5.5)
+
+
+def test_applied_proximal_pull_matches_the_budget():
+    model = small_net()
+    with torch.no_grad():
+        for g in bn_gammas(model):
+            g.fill_(10.0)  # never reaches zero: every step's shrink is visible
+    lrs = [0.1 * (1 - i / 40) for i in range(40)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = SparsityRegularizer(model, Budget(0.7), mode="proximal", lrs=lrs, ramp=(0.25, 0.5))
+    for lr in lrs:
+        for group in opt.param_groups:
+            group["lr"] = lr
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        reg.step(opt)
+        opt.step()
+    assert reg.pull_applied == pytest.approx(0.7)
+    torch.testing.assert_close(bn_gammas(model)[0].detach(), torch.full((8,), 9.3))
+
+
+def test_ramp_factor_and_bad_settings():
+    assert ramp_factor(0.1, 0.5) == pytest.approx(0.2)
+    assert ramp_factor(0.6, 0.5) == 1.0
+    assert ramp_factor(0.2, (0.3, 0.5)) == 0.0 and ramp_factor(0.4, (0.3, 0.5)) == pytest.approx(0.5)
+    assert ramp_factor(0.5, None) == 1.0
+    with pytest.raises(CompressError, match="ramp"):
+        SparsityRegularizer(small_net(), 1e-4, ramp=0.5)  # no schedule length
+    with pytest.raises(CompressError, match="ramp"):
+        SparsityRegularizer(small_net(), 1e-4, total_steps=10, ramp=(0.6, 0.2))
+    with pytest.raises(CompressError, match="schedule"):
+        SparsityRegularizer(small_net(), Budget(1.0))
+    with pytest.raises(CompressError, match="mode"):
+        SparsityRegularizer(small_net(), 1e-4, mode="l2")
+    with pytest.raises(CompressError, match="strength"):
+        SparsityRegularizer(small_net(), -1.0)
+    with pytest.raises(CompressError, match="budget"):
+        Budget(float("nan"))
+
+
+def test_param_groups_exempt_exactly_the_gammas():
+    model = small_net()
+    groups = param_groups(model, 5e-4)
+    gammas = {id(g) for g in bn_gammas(model)}
+    decayed, free = groups
+    assert decayed["weight_decay"] == 5e-4 and free["weight_decay"] == 0.0
+    assert {id(p) for p in free["params"]} == gammas
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))
+    no_beta = param_groups(model, 5e-4, beta_decay=False)
+    betas = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert {id(p) for p in no_beta[1]["params"]} == gammas | betas
+    # fit(): a plain λ keeps today's optimizer (γ decayed); a config drops γ from weight decay by default.
+    assert len(optimizer_groups(model, 5e-4, 1e-4)) == 1
+    assert {id(p) for p in optimizer_groups(model, 5e-4, SparsityConfig())[1]["params"]} == gammas
+    assert len(optimizer_groups(model, 5e-4, SparsityConfig(gamma_decay=True))) == 1
+
+
+def test_polarization_on_hand_made_gammas():
+    g = torch.tensor([0.0, 1e-4, 5e-4, 5e-3, 0.2, 0.3, 0.4, 1.0])
+    p = polarization_of(g, percent=0.5)
+    assert p["gamma_under_1e-3"] == pytest.approx(3 / 8)
+    assert p["gamma_under_1e-2"] == pytest.approx(4 / 8)
+    # Pruning half removes up to 5e-3 and keeps from 0.2: gap (0.2 - 5e-3) / 1.0.
+    assert p["gamma_gap"] == pytest.approx(0.195)
+    assert p["gamma_pruned_max"] == pytest.approx(5e-3)
+    flat = polarization_of([torch.linspace(0.1, 1.0, 10)], percent=0.5)
+    assert flat["gamma_under_1e-3"] == 0.0
+    assert flat["gamma_gap"] == pytest.approx(0.1)
+    assert flat["gamma_pruned_max"] == pytest.approx(0.5)
+    # Negative γ count by magnitude.
+    assert polarization_of(-g, percent=0.5) == p
+
+
+def test_warmup_is_bounded_by_a_tenth_of_the_run():
+    from compress.train import FINETUNE_LR, Recipe
+
+    short = Recipe.named("fast", epochs=1)  # asks for 1 warm-up epoch
+    assert short.warmup == pytest.approx(0.1)
+    assert short.lr_at(0.1) == pytest.approx(0.1)  # peak reached after a tenth, then decays
+    assert short.lr_at(0.99) < 0.01
+    assert Recipe.named("fast", epochs=30).warmup == 1.0
+    ft = Recipe.finetuning("fast", epochs=5)
+    assert ft.lr == FINETUNE_LR["fast"] and ft.warmup == pytest.approx(0.5)
+    assert Recipe.finetuning("fast", epochs=5, lr=0.3).lr == 0.3
+    assert Recipe.finetuning("paper").lr == Recipe.named("paper").lr
