@@ -48,7 +48,7 @@ DEFAULT_MAX_PARAMS = 200_000_000
 # Diagnoses of the failures met so far, matched against a row's error and the frame that raised it.
 # A failure that matches none is reported as undiagnosed rather than guessed at.
 CAUSES = [
-    (r"update_reshape_index_mapping",
+    (r"update_reshape_index_mapping|cannot trace .*channel dependencies.*ZeroDivisionError",
      "torch-pruning limitation: its dependency graph cannot trace channel_shuffle's 5-D view/transpose "
      "(VainF/Torch-Pruning#14), so no graph is built"),
     (r"INDICES element is out of DATA bounds.*prune|prune.*INDICES element is out of DATA bounds",
