@@ -70,6 +70,9 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
+    """model.json of a model directory, validated completely (types, counts, sizes before allocation)."""
+    from compress.validate import validate_model_meta
+
     path = Path(path)
     if not path.exists():
         raise CompressError(f"model directory not found: {path}")
@@ -79,12 +82,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads((path / META).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CompressError(f"{path / META} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CompressError(f"{path / META} is not a {FORMAT} file")
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise CompressError(f"{path / META} lacks {', '.join(missing)}")
-    return meta
+    return validate_model_meta(meta, str(path / META))
 
 
 def build_model(meta: dict[str, Any]) -> nn.Module:
@@ -186,6 +184,9 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tupl
         state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CompressError(f"{weights} is corrupt: {exc}") from None
+    from compress.validate import check_state
+
+    check_state(state, model.state_dict(), str(weights))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

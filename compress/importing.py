@@ -104,6 +104,14 @@ def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwar
     :class:`compress.pipeline.DataOptions`) or `classes`; normalization from `mean`/`std`, or is measured
     on `data`'s training split. With `data`, the test accuracy is recorded.
     """
+    from compress.pipeline import writing
+
+    with writing(out, [("WEIGHTS", weights)], data):
+        return _import_weights(weights, arch, out, arch_kwargs=arch_kwargs, input_size=input_size, classes=classes,
+                               data=data, mean=mean, std=std, device=device)
+
+
+def _import_weights(weights, arch, out, *, arch_kwargs, input_size, classes, data, mean, std, device) -> dict:
     from compress.artifact import save_model_dir
     from compress.pipeline import command_line, model_kwargs
 

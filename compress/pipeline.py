@@ -6,6 +6,8 @@ written last, and resumable training state lives beside it until the stage finis
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import sys
 import time
@@ -61,6 +63,30 @@ class DataOptions:
     def describe(self) -> dict:
         return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
                 "input_size": self.input_size}
+
+
+@contextlib.contextmanager
+def writing(out: str | Path, inputs=(), data: "DataOptions | None" = None):
+    """Refuse an output that would overwrite an input (before any work), hold OUT's write lock so that a
+    second writer gets one line naming this one, and turn SIGTERM/SIGHUP into exceptions so cleanup
+    runs. Under torchrun only rank 0 writes, so only rank 0 locks."""
+    from compress.atomic import signals_as_exceptions
+    from compress.guard import check_outputs
+    from compress.lock import output_lock
+
+    named = [(label, Path(p)) for label, p in inputs if p is not None]
+    if data is not None:
+        from compress.data import resolve_spec
+
+        source = Path(resolve_spec(data.spec)).expanduser()
+        if source.exists():
+            named.append(("--data", source))
+    check_outputs(inputs=named, out_dirs=[("--out", Path(out))])
+    if not is_main_process():
+        yield
+        return
+    with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
+        yield
 
 
 def command_line() -> str:
@@ -143,6 +169,17 @@ def train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Re
                 arch_kwargs: dict | None = None, device=None, seed: int = 0, resume: bool = True,
                 compile: bool = False, progress: bool = True, start_from: str | Path | None = None,
                 like: str | Path | None = None) -> dict:
+    """Train into the model directory `out` (see _train_model); refuses to overwrite an input."""
+    with writing(out, [("--from", start_from), ("--like", like)], data):
+        return _train_model(arch, data, out, recipe, sparsity=sparsity, arch_kwargs=arch_kwargs, device=device,
+                            seed=seed, resume=resume, compile=compile, progress=progress, start_from=start_from,
+                            like=like)
+
+
+def _train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity: float = 0.0,
+                 arch_kwargs: dict | None = None, device=None, seed: int = 0, resume: bool = True,
+                 compile: bool = False, progress: bool = True, start_from: str | Path | None = None,
+                 like: str | Path | None = None) -> dict:
     """Train `arch` from scratch, or continue from the weights of the model directory `start_from`
     (sparse training of an already trained network: how slimming is used on a real deployment).
 
@@ -307,7 +344,7 @@ def _wall_time(result: dict, t0: float) -> float:
     return round(sum(r.get("epoch_time_s", 0) for r in result["history"]), 1) or round(time.time() - t0, 1)
 
 
-def prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
+def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
                 data: DataOptions | None = None, recalibrate: int = 2000, device=None,
                 target_macs: float | None = None, target_params: float | None = None,
@@ -374,7 +411,7 @@ def _check_classes(meta: dict, data: ImageSet) -> None:
         raise CompressError(f"model expects {meta['input_size']} images, data has {list(data.input_size)}")
 
 
-def finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: Recipe, *,
+def _finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: Recipe, *,
                    distill_dir=None, temperature: float = 4.0, alpha: float = 0.9, device=None, seed: int = 0,
                    resume: bool = True, compile: bool = False, progress: bool = True, sparsity: float = 0.0) -> dict:
     out = Path(out)
@@ -423,7 +460,7 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
     return evaluate(model, test, norm["mean"], norm["std"], device=pick_device(device))
 
 
-def slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
+def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
@@ -531,6 +568,24 @@ def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[
     except Exception as exc:  # noqa: BLE001 - plots must not cost a finished run
         _log(f"warning: plots not written: {type(exc).__name__}: {exc}")
     return written
+
+
+@functools.wraps(_prune_model)
+def prune_model(model_dir, out, **kw) -> dict:
+    with writing(out, [("MODEL_DIR", model_dir), ("--plan", kw.get("plan_path"))], kw.get("data")):
+        return _prune_model(model_dir, out, **kw)
+
+
+@functools.wraps(_finetune_model)
+def finetune_model(model_dir, data, out, recipe, **kw) -> dict:
+    with writing(out, [("MODEL_DIR", model_dir), ("--distill", kw.get("distill_dir"))], data):
+        return _finetune_model(model_dir, data, out, recipe, **kw)
+
+
+@functools.wraps(_slim)
+def slim(arch, data, out, **kw) -> dict:
+    with writing(out, [("--from", kw.get("start_from"))], data):
+        return _slim(arch, data, out, **kw)
 
 
 def _same_prune(pruned_dir: Path, percent, min_keep, round_to, budget: dict | None = None) -> bool:

@@ -80,15 +80,9 @@ class Plan:
 
     def validate(self, source: str = "plan") -> None:
         """Refuse a plan that cannot be right (wrong format, duplicate or non-integer indices, ...)."""
-        try:
-            from compress.validate import validate_plan
-        except ImportError:  # the validators arrive with the hostile-input work
-            from compress.slimming import PLAN_FORMAT
+        from compress.validate import validate_plan
 
-            if self.data.get("format") != PLAN_FORMAT:
-                raise CompressError(f"{source} is not a {PLAN_FORMAT} plan") from None
-            return
-        validate_plan(self.data, source=source)
+        validate_plan(self.data, where=source)
 
     # --- replay -------------------------------------------------------------------------------
     def apply(self, model: nn.Module, example_input: torch.Tensor, *, compensate: bool = True) -> nn.Module:

@@ -4,7 +4,7 @@ Pure functions over already-parsed JSON (and tensors' dtype/shape), so every loa
 tests call the same code. Each raises `InvalidFileError` (a CompressError) with one line naming the
 file and the field at fault.
 
-* `validate_plan(plan, where)`: a `compress.plan/1` pruning plan.
+* `validate_plan(plan, where)`: a `compress.plan/1` or `/2` pruning plan.
 * `validate_model_meta(meta, where)`: a `compress.model/1` model.json.
 * `check_state(state, expected, where)`: loaded tensors against the ones a module expects (names,
   dtypes, shapes): float tensors stored as int8 are refused here rather than cast by load_state_dict.
@@ -17,11 +17,12 @@ from typing import Any, Mapping
 
 from compress.errors import CompressError
 
-PLAN_FORMAT = "compress.plan/1"    # compress.slimming.PLAN_FORMAT
+PLAN_FORMATS = ("compress.plan/1", "compress.plan/2")  # compress.slimming.OLD_PLAN_FORMAT, PLAN_FORMAT
 MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
 LAYER_TYPES = {
     "Conv2d": ("in_channels", "out_channels", "groups"),
     "BatchNorm2d": ("num_features",),
+    "SelectBatchNorm2d": ("num_features", "in_channels"),
     "Linear": ("in_features", "out_features"),
 }
 MAX_WIDTH = 1 << 20       # channels or features of one layer
@@ -88,55 +89,60 @@ def _list(value, where, field) -> list:
 def validate_plan(plan: Any, where: str = "plan.json") -> dict:
     """The plan itself, once every field has the right type and the counts agree."""
     plan = _dict(plan, where, "")
-    if plan.get("format") != PLAN_FORMAT:
-        raise InvalidFileError(f"{where} is not a {PLAN_FORMAT} plan (format {plan.get('format')!r})")
-    # compress.slimming.prune reads percent and threshold of a replayed plan: both are required.
-    for key in ("percent", "threshold", "groups"):
+    if plan.get("format") not in PLAN_FORMATS:
+        raise InvalidFileError(f"{where} is not a compress pruning plan (format {plan.get('format')!r})")
+    for key in ("threshold", "groups"):
         if key not in plan:
             raise InvalidFileError(f"{where} lacks {key}")
     _number(plan["threshold"], where, "threshold")
-    percent = _number(plan["percent"], where, "percent")
-    if not 0.0 < percent < 1.0:
-        raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
+    if plan.get("budget") is None or plan.get("percent") is not None:
+        if "percent" not in plan:
+            raise InvalidFileError(f"{where} lacks percent")
+        percent = _number(plan["percent"], where, "percent")
+        if not 0.0 < percent < 1.0:
+            raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
+    if plan.get("budget") is not None:
+        budget = _dict(plan["budget"], where, "budget")
+        if budget.get("target") not in ("macs", "params"):
+            raise InvalidFileError(f"{where}: budget target must be macs or params, got {budget.get('target')!r}")
+        _number(budget.get("asked"), where, "budget asked", 0.0, 1.0, lo_open=True)
     if "min_keep" in plan:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
     for key in ("min_channels", "round_to"):
         if key in plan:
             _int(plan[key], where, key, lo=1 if key == "round_to" else 0)
     groups = _list(plan["groups"], where, "groups")
-    if not groups:
+    selections = _list(plan.get("selections", []), where, "selections")
+    if not groups and not selections:
         raise InvalidFileError(f"{where}: groups is empty")
-    roots: set[str] = set()
     before_total = after_total = 0
-    for i, g in enumerate(groups):
-        field = f"groups[{i}]"
-        _dict(g, where, field)
-        root = _str(g.get("root"), where, f"{field}.root")
-        field = f"group {root}"
-        if root in roots:
-            raise InvalidFileError(f"{where}: layer {root} appears in two groups")
-        roots.add(root)
-        n = _int(g.get("channels_before"), where, f"{field} channels_before", 1, MAX_WIDTH)
-        kept = _list(g.get("kept"), where, f"{field} kept")
-        if not kept:
-            raise InvalidFileError(f"{where}: {field} keeps no channel")
-        for idx in kept:
-            if not is_int(idx):
-                raise InvalidFileError(f"{where}: {field} kept holds {idx!r}, not an integer channel index")
-            if not 0 <= idx < n:
-                raise InvalidFileError(f"{where}: {field} kept holds {idx}, outside [0, {n})")
-        if len(set(kept)) != len(kept):
-            dup = sorted({i for i in kept if kept.count(i) > 1})
-            raise InvalidFileError(f"{where}: {field} kept lists channel {dup[0]} more than once")
-        if "channels_after" in g and _int(g["channels_after"], where, f"{field} channels_after") != len(kept):
-            raise InvalidFileError(f"{where}: {field} channels_after is {g['channels_after']} but kept lists "
-                                   f"{len(kept)} channels")
-        if "bn_layers" in g:
-            layers = _list(g["bn_layers"], where, f"{field} bn_layers")
-            for name in layers:
-                _str(name, where, f"{field} bn_layers")
-        before_total += n
-        after_total += len(kept)
+    for kind, units, name_key in (("group", groups, "root"), ("selection", selections, "bn")):
+        names: set[str] = set()
+        for i, g in enumerate(units):
+            field = f"{kind}s[{i}]"
+            _dict(g, where, field)
+            name = _str(g.get(name_key), where, f"{field}.{name_key}")
+            field = f"{kind} {name}"
+            if name in names:
+                raise InvalidFileError(f"{where}: layer {name} appears in two {kind}s")
+            names.add(name)
+            n = _int(g.get("channels_before"), where, f"{field} channels_before", 1, MAX_WIDTH)
+            kept = _indices(g.get("kept"), where, f"{field} kept", n)
+            if "channels_after" in g and _int(g["channels_after"], where, f"{field} channels_after") != len(kept):
+                raise InvalidFileError(f"{where}: {field} channels_after is {g['channels_after']} but kept lists "
+                                       f"{len(kept)} channels")
+            if kind == "selection":
+                width = _int(g.get("input_channels"), where, f"{field} input_channels", 1, MAX_WIDTH)
+                if "selected" in g:
+                    selected = _indices(g["selected"], where, f"{field} selected", width)
+                    if len(selected) != len(kept):
+                        raise InvalidFileError(f"{where}: {field} selects {len(selected)} channels but keeps "
+                                               f"{len(kept)}")
+            elif "bn_layers" in g:
+                for layer in _list(g["bn_layers"], where, f"{field} bn_layers"):
+                    _str(layer, where, f"{field} bn_layers")
+            before_total += n
+            after_total += len(kept)
     for key, total in (("channels_before", before_total), ("channels_after", after_total)):
         if key in plan and _int(plan[key], where, key, 0) != total:
             raise InvalidFileError(f"{where}: {key} is {plan[key]} but the groups add up to {total}")
@@ -146,6 +152,22 @@ def validate_plan(plan: Any, where: str = "plan.json") -> dict:
             raise InvalidFileError(f"{where}: pruned_fraction is {frac} but the groups give "
                                    f"{1 - after_total / before_total:.6f}")
     return plan
+
+
+def _indices(value, where: str, field: str, n: int) -> list[int]:
+    """Channel indices: integers (not 1.5, not "1"), in [0, n), none twice, at least one."""
+    kept = _list(value, where, field)
+    if not kept:
+        raise InvalidFileError(f"{where}: {field} keeps no channel")
+    for idx in kept:
+        if not is_int(idx):
+            raise InvalidFileError(f"{where}: {field} holds {idx!r}, not an integer channel index")
+        if not 0 <= idx < n:
+            raise InvalidFileError(f"{where}: {field} holds {idx}, outside [0, {n})")
+    if len(set(kept)) != len(kept):
+        dup = sorted({i for i in kept if kept.count(i) > 1})
+        raise InvalidFileError(f"{where}: {field} lists channel {dup[0]} more than once")
+    return kept
 
 
 # --- model.json ------------------------------------------------------------------------------------
@@ -173,6 +195,11 @@ def _validate_widths(widths, where) -> int:
             weights += values["in_features"] * values["out_features"]
         else:
             weights += 4 * values["num_features"]
+            if kind == "SelectBatchNorm2d":
+                selected = _indices(spec.get("selected"), where, f"{field}.selected", values["in_channels"])
+                if len(selected) != values["num_features"]:
+                    raise InvalidFileError(f"{where}: {field} selects {len(selected)} channels for "
+                                           f"{values['num_features']} features")
     return weights
 
 

@@ -15,6 +15,8 @@ import sys
 
 import torch.nn as nn
 
+from . import UnknownArchError
+
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
@@ -25,16 +27,16 @@ def is_import_path(name: str) -> bool:
 def resolve_class(spec: str) -> type[nn.Module]:
     """The ``nn.Module`` subclass named by ``package.module:Class``."""
     if not _SPEC.match(spec or ""):
-        raise ValueError(f"architecture {spec!r} is not of the form package.module:Class")
+        raise UnknownArchError(f"architecture {spec!r} is not of the form package.module:Class")
     module_name, _, attr = spec.partition(":")
     module = _import(module_name, spec)
     obj = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            raise ValueError(f"{module_name} has no attribute {attr!r} (from --arch {spec})")
+            raise UnknownArchError(f"{module_name} has no attribute {attr!r} (from --arch {spec})")
     if not (inspect.isclass(obj) and issubclass(obj, nn.Module)):
-        raise ValueError(f"{spec} is not an nn.Module class (it is {type(obj).__name__})")
+        raise UnknownArchError(f"{spec} is not an nn.Module class (it is {type(obj).__name__})")
     return obj
 
 
@@ -51,7 +53,7 @@ def _import(module_name: str, spec: str):
             except ModuleNotFoundError:
                 pass
         if missing_is_ours:
-            raise ValueError(f"cannot import module {module_name!r} named by {spec} "
+            raise UnknownArchError(f"cannot import module {module_name!r} named by {spec} "
                              "(is it on PYTHONPATH or in the current directory?)") from None
         raise ValueError(f"importing {module_name} failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - the user's module may raise anything while importing

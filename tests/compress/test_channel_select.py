@@ -89,6 +89,10 @@ def test_selection_with_beta_compensation_is_exact_for_1x1_and_linear_consumers(
     _, plan = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE, min_keep=0.0)
     for g in plan["groups"]:  # only the selections remove channels: their consumers are 1×1 and Linear
         g["kept"] = list(range(g["channels_before"]))
+        g["channels_after"] = g["channels_before"]
+    units = plan["groups"] + plan["selections"]
+    plan["channels_after"] = sum(u["channels_after"] for u in units)
+    plan["pruned_fraction"] = 1 - plan["channels_after"] / plan["channels_before"]
     slimming.zero_removed_channels(model, plan, EXAMPLE, beta=False)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():

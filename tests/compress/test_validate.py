@@ -48,7 +48,7 @@ def test_a_valid_plan_passes_unchanged():
     (lambda p: p.__setitem__("threshold", math.nan), "threshold must be a finite number"),
     (lambda p: p.__setitem__("threshold", "0.1"), "threshold must be a finite number"),
     (lambda p: p.__setitem__("percent", 1.0), "percent must lie in (0, 1)"),
-    (lambda p: p.__setitem__("format", "other"), "is not a compress.plan/1 plan"),
+    (lambda p: p.__setitem__("format", "other"), "is not a compress pruning plan"),
     (lambda p: p.pop("groups"), "lacks groups"),
     (lambda p: p.__setitem__("groups", []), "groups is empty"),
     (lambda p: p["groups"][0].__setitem__("channels_before", "4"), "channels_before must be an integer"),
@@ -187,8 +187,8 @@ def test_a_real_model_json_passes(tmp_path):
 
 PLAN_MESSAGES = [
     (lambda p: [], "p must be an object, got list"),
-    (lambda p: {}, "p is not a compress.plan/1 plan (format None)"),
-    (lambda p: {**p, "format": "x"}, "p is not a compress.plan/1 plan (format 'x')"),
+    (lambda p: {}, "p is not a compress pruning plan (format None)"),
+    (lambda p: {**p, "format": "x"}, "p is not a compress pruning plan (format 'x')"),
     (lambda p: {k: v for k, v in p.items() if k != "threshold"}, "p lacks threshold"),
     (lambda p: {k: v for k, v in p.items() if k != "percent"}, "p lacks percent"),
     (lambda p: {**p, "percent": 0}, "p: percent must lie in (0, 1), got 0.0"),
@@ -246,7 +246,7 @@ META_MESSAGES = [
      "d: normalization.std must be > 0.0, got 0"),
     (lambda m: {**m, "normalization": []}, "d: normalization must be an object, got list"),
     (lambda m: {**m, "widths": {"features.0": {"type": "Conv3d"}}},
-     "d: widths.features.0.type must be one of Conv2d, BatchNorm2d, Linear, got 'Conv3d'"),
+     "d: widths.features.0.type must be one of Conv2d, BatchNorm2d, SelectBatchNorm2d, Linear, got 'Conv3d'"),
     (lambda m: {**m, "widths": {"f": {"type": "Conv2d", "in_channels": 3, "out_channels": 16, "groups": 2}}},
      "d: widths.f has 3 → 16 channels, not divisible by groups 2"),
     (lambda m: {**m, "classes": "abc"}, "d: classes must be a list, got str"),

@@ -135,7 +135,7 @@ def test_classes_disagreeing_with_the_output_width_are_not_exported(work):
     meta = json.loads((work / "vgg" / "model.json").read_text())
     meta["classes"] = meta["classes"][:5]
     (work / "vgg" / "model.json").write_text(json.dumps(meta))
-    refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "o.onnx"], "10 outputs", "classes lists 5")
+    refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "o.onnx"], "num_classes is 10", "classes lists 5")
 
 
 def test_truncated_weights(work):

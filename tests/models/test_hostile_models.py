@@ -43,11 +43,14 @@ def test_absurd_constructor_arguments(name, kwargs, needle):
     refused(name, needle, **kwargs)
 
 
-@pytest.mark.parametrize("name", ["vgg12", "os:system", "../../etc/passwd", ""])
-def test_unknown_or_hostile_names(name):
+@pytest.mark.parametrize("name, needle", [("vgg12", "unknown architecture"), ("../../etc/passwd", "unknown architecture"),
+                                          ("", "unknown architecture"), ("os:system", "not an nn.Module class"),
+                                          ("os.path:join.x", "has no attribute"),
+                                          ("../x:Net", "not of the form package.module:Class")])
+def test_unknown_or_hostile_names(name, needle):
     with pytest.raises(UnknownArchError) as err:
         create_model(name)
-    assert "\n" not in str(err.value) and "unknown architecture" in str(err.value)
+    assert "\n" not in str(err.value) and needle in str(err.value)
 
 
 def test_a_name_that_is_not_a_string():
