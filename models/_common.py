@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch.nn as nn
 
 
@@ -11,8 +13,11 @@ def scaled(channels: int, width: float) -> int:
 
 
 def check_width(width: float) -> float:
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
-        raise ValueError(f"width must be a positive number, got {width!r}")
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not (width > 0 and math.isfinite(width)):
+        raise ValueError(f"width must be a positive finite number, got {width!r}")
+    if width > 64:
+        raise ValueError(f"width {width} would multiply every layer's channels by more than 64; "
+                         "it is a multiplier such as 0.25, 0.5 or 2")
     return float(width)
 
 
@@ -23,6 +28,8 @@ def init_batchnorm(model: nn.Module, bn_init: float | None) -> None:
     """
     if bn_init is None:
         return
+    if isinstance(bn_init, bool) or not isinstance(bn_init, (int, float)) or not math.isfinite(bn_init):
+        raise ValueError(f"bn_init must be a finite number or None, got {bn_init!r}")
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
             nn.init.constant_(module.weight, float(bn_init))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.params import FiniteFloat
 from compress.errors import CompressError
 
 BACKEND_CHOICES = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile", "openvino", "openvino-bf16")
@@ -64,7 +65,7 @@ def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:
               help="Untimed iterations before each batch size.")
 @click.option("--iters", type=click.IntRange(min=2), default=None,
               help=f"Timed iterations per batch size (default {DEFAULT_ITERS}).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--duration", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Instead of --iters: time each batch size for this many seconds.")
 @click.option("--data", "data_spec", default=None,
               help="Also measure each artifact's accuracy on this dataset's test split (cifar10, a folder, a .tar.gz).")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _recipe, data_options, recipe_options
+from compress.cli.params import FiniteFloat
 
 
 @click.command("finetune")
@@ -15,17 +16,18 @@ from compress.cli.options import _data, _recipe, data_options, recipe_options
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--distill", "distill_dir", type=click.Path(path_type=Path), default=None,
               help="Teacher model directory: learn from its soft targets too (Hinton et al.).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True)
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=4.0, show_default=True)
+@click.option("--alpha", type=FiniteFloat(0, 1), default=0.9, show_default=True,
               help="Weight of the soft-target loss.")
 @data_options
 @recipe_options()
-def finetune(model_dir, out, epochs, distill_dir, temperature, alpha, data_spec, train_limit, test_limit, seed, lr,
+def finetune(model_dir, out, epochs, distill_dir, temperature, alpha, data_spec, train_limit, test_limit, seed,
+             input_size, data_mode, lr,
              batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Fine-tune a (pruned) model directory."""
     from compress.pipeline import finetune_model
 
-    meta = finetune_model(model_dir, _data(data_spec, train_limit, test_limit, seed), out,
+    meta = finetune_model(model_dir, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                           _recipe(recipe, epochs, batch_size, lr, weight_decay), distill_dir=distill_dir,
                           temperature=temperature, alpha=alpha, device=device, seed=seed, resume=not no_resume,
                           compile=compile_)

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from compress.cli.params import FiniteFloat
+
 QUICK = {"arch": "vgg19", "width": 0.25, "train_limit": 10000, "test_limit": 2000, "epochs": 10,
          "finetune_epochs": 5, "recipe": "fast"}
 
@@ -29,10 +31,10 @@ def data_options(f):
 
 def recipe_options(prefix: str = ""):
     def deco(f):
-        f = click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+        f = click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None,
                          help="Peak learning rate (recipe default otherwise).")(f)
         f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size.")(f)
-        f = click.option("--weight-decay", type=click.FloatRange(min=0), default=None)(f)
+        f = click.option("--weight-decay", type=FiniteFloat(min=0), default=None)(f)
         f = click.option("--recipe", type=click.Choice(["paper", "fast"]), default=None,
                          help="paper: SGD 0.1 Nesterov, wd 1e-4, batch 64, 160 epochs, ÷10 at 50%/75%; "
                               "fast: batch 128, wd 5e-4, cosine, for quick runs.")(f)

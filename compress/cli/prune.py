@@ -7,21 +7,22 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _percent
+from compress.cli.params import FINITE, FiniteFloat
 
 
 @click.command("prune")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--percent", type=float, default=None, help="Fraction of BN channels to prune, in (0, 1).")
+@click.option("--percent", type=FINITE, default=None, help="Fraction of BN channels to prune, in (0, 1).")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Replay the kept channels of an earlier plan.json instead of thresholding.")
-@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--target-macs", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned MACs.")
-@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
 @click.option("--cost-aware", is_flag=True,
               help="With a target: rank channels by |γ| divided by their share of the target's cost.")
-@click.option("--min-keep", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+@click.option("--min-keep", type=FiniteFloat(0, 1), default=0.2, show_default=True,
               help="Floor: every layer keeps at least this fraction of its channels.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
               help="Round kept channels up to a multiple (8 suits tensor cores).")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from compress.cli.params import FiniteFloat
+
 
 @click.command("quantize")
 @click.argument("model", type=click.Path(path_type=Path))
@@ -27,7 +29,7 @@ import click
               help="Activation range calibration (onnxruntime.quantization's calibrators). entropy is its KL "
                    "search over 2048-bin histograms, which clips ReLU activations hard on CNNs: prefer minmax "
                    "or percentile unless it measures better.")
-@click.option("--percentile", type=click.FloatRange(90, 100, min_open=True), default=99.999, show_default=True,
+@click.option("--percentile", type=FiniteFloat(90, 100, min_open=True), default=99.999, show_default=True,
               help="Percentile of |activation| kept by --method percentile.")
 @click.option("--exclude", multiple=True,
               help="Keep this layer in float: an ONNX node name or a module path (features.0). Repeatable.")

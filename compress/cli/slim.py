@@ -17,6 +17,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
+from compress.cli.params import FINITE, FiniteFloat
 
 
 @click.command("slim")
@@ -28,19 +29,19 @@ from compress.cli.options import (
               help="Start sparse training from this model directory's trained weights (see `compress import`).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/slim-ARCH).")
-@click.option("--percent", type=float, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
-@click.option("--target-macs", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--target-macs", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned MACs.")
-@click.option("--target-params", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
-@click.option("--sparsity", type=click.FloatRange(min=0), default=None,
+@click.option("--sparsity", type=FiniteFloat(min=0), default=None,
               help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
 @click.option("--finetune-epochs", type=click.IntRange(min=1), default=None)
-@click.option("--finetune-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--finetune-lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Fine-tuning peak learning rate (default: the recipe's).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--min-keep", type=click.FloatRange(0, 1), default=None,
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None)
+@click.option("--min-keep", type=FiniteFloat(0, 1), default=None,
               help="Floor: every layer keeps at least this fraction per pruning (default 0.2; 0.5 with --passes > 1).")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")

@@ -8,13 +8,14 @@ import click
 
 from compress.cli.options import (
     _arch_kwargs,
-    arch_options,
-    parse_arch_kwargs,
     _data,
     _recipe,
+    arch_options,
     data_options,
+    parse_arch_kwargs,
     recipe_options,
 )
+from compress.cli.params import FINITE, FiniteFloat
 
 
 @click.command("train")
@@ -26,11 +27,11 @@ from compress.cli.options import (
               help="Scratch-B: train this pruned model directory's architecture from scratch, with --epochs "
                    "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
-@click.option("--sparsity", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--sparsity", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (recipe default otherwise).")
-@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=None, help="VGG width multiplier.")
-@click.option("--bn-init", type=float, default=None, help="Initial BN γ (default 0.5 as in the paper).")
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="VGG width multiplier.")
+@click.option("--bn-init", type=FINITE, default=None, help="Initial BN γ (default 0.5 as in the paper).")
 @arch_options
 @data_options
 @recipe_options()

@@ -9,8 +9,6 @@ import torch
 
 from models import UnknownArchError, create_model
 
-MODELS_FIX = ("models/_common.py must refuse non-finite values (check_width: math.isfinite; bn_init unchecked); "
-              "models/ belongs to another helper - listed for the lead")
 
 
 def refused(name, needle, **kwargs):
@@ -58,7 +56,6 @@ def test_a_name_that_is_not_a_string():
         create_model(None)
 
 
-@pytest.mark.xfail(strict=True, reason=MODELS_FIX)
 @pytest.mark.parametrize("name,kwargs", [("vgg11", {"width": math.inf}), ("preresnet20", {"width": math.inf}),
                                          ("vgg11", {"bn_init": math.nan}), ("vgg11", {"bn_init": math.inf})])
 def test_non_finite_values_are_refused(name, kwargs):

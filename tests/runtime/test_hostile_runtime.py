@@ -9,8 +9,6 @@ import pytest
 from hostile_support import assert_refused, export_onnx_file, invoke, make_model_dir, snapshot
 
 FAST = ["--iters", "2", "--batch", "1", "--warmup", "0"]
-BENCH_FIX = ("compress/cli/bench.py must use compress.cli.params.FiniteFloat for --duration; bench.py belongs to "
-             "another helper - listed for the lead")
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,6 @@ def test_absurd_options_are_refused_in_one_line(work, args, needle, monkeypatch)
     assert snapshot(work) == before
 
 
-@pytest.mark.xfail(strict=True, reason=BENCH_FIX)
 def test_non_finite_duration_is_refused(work):
     # Only NaN is tried: with --duration inf today's bench would time forever.
     assert_refused(invoke(["bench", work / "vgg.onnx", "--batch", "1", "--warmup", "0", "--duration", "nan"]),

@@ -1,0 +1,126 @@
+"""Hostile inputs for the slimming stages (train, prune, finetune, slim, import): refused in one line,
+before any work, with nothing changed or left behind."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from hostile_support import CLASSES, assert_refused, invoke, make_images, make_model_dir, snapshot
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stages")
+    make_model_dir(root / "vgg")
+    make_images(root / "data", classes=tuple(CLASSES))
+    return root
+
+
+@pytest.fixture
+def work(tmp_path, built):
+    w = tmp_path / "w"
+    shutil.copytree(built, w, symlinks=True)
+    return w
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def refused_unchanged(work, args, *needles, code=2):
+    before = snapshot(work)
+    line = assert_refused(invoke(args), *needles, code=code)
+    assert snapshot(work) == before
+    return line
+
+
+@pytest.mark.parametrize("option,value", [("--lr", "nan"), ("--lr", "inf"), ("--sparsity", "inf"),
+                                          ("--sparsity", "nan"), ("--weight-decay", "-inf"), ("--width", "nan")])
+def test_train_refuses_non_finite_numbers(work, option, value):
+    refused_unchanged(work, ["train", "--arch", "vgg11", "--data", work / "data", "--out", work / "t",
+                             option, value], option)
+
+
+@pytest.mark.parametrize("option,value", [("--percent", "nan"), ("--percent", "1.5"), ("--min-keep", "inf"),
+                                          ("--target-macs", "nan"), ("--target-macs", "0")])
+def test_prune_refuses_impossible_numbers(work, option, value):
+    refused_unchanged(work, ["prune", work / "vgg", "--out", work / "p", option, value], option)
+
+
+def test_prune_into_its_own_model_directory(work):
+    refused_unchanged(work, ["prune", work / "vgg", "--percent", "0.5", "--out", work / "vgg"], "--out")
+
+
+def test_prune_into_the_dataset_it_reads(work):
+    refused_unchanged(work, ["prune", work / "vgg", "--percent", "0.5", "--data", work / "data",
+                             "--out", work / "data" / "train"], "--out", "--data")
+
+
+def test_finetune_onto_its_source(work):
+    refused_unchanged(work, ["finetune", work / "vgg", "--data", work / "data", "--out", work / "vgg"], "--out")
+
+
+def test_slim_from_a_directory_into_itself(work):
+    refused_unchanged(work, ["slim", "--from", work / "vgg", "--data", work / "data", "--out", work / "vgg"],
+                      "--out")
+
+
+def test_train_while_another_writer_holds_the_directory(work):
+    from compress.lock import output_lock
+
+    with output_lock(work / "t", "compress train (the other one)", directory=True):
+        before = snapshot(work)
+        assert_refused(invoke(["train", "--arch", "vgg11", "--width", "0.0625", "--data", work / "data",
+                               "--epochs", "1", "--out", work / "t"]), "being written by", "the other one")
+        assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda p: p["groups"][0]["kept"].append(p["groups"][0]["kept"][0]), "more than once"),
+    (lambda p: p["groups"][0]["kept"].__setitem__(0, 1.5), "not an integer"),
+    (lambda p: p["groups"][0]["kept"].__setitem__(0, "1"), "not an integer"),
+    (lambda p: p["groups"][0].__setitem__("channels_before", 10 ** 9), "channels_before"),
+    (lambda p: p.__setitem__("format", "compress.plan/9"), "not a compress pruning plan"),
+])
+def test_prune_refuses_a_plan_that_cannot_be_right(work, edit, needle):
+    assert invoke(["prune", work / "vgg", "--percent", "0.5", "--out", work / "p1"]).exit_code == 0
+    plan = json.loads((work / "p1" / "plan.json").read_text())
+    edit(plan)
+    (work / "bad.json").write_text(json.dumps(plan))
+    refused_unchanged(work, ["prune", work / "vgg", "--plan", work / "bad.json", "--out", work / "p2"], needle)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: m["widths"]["features.0"].__setitem__("out_channels", 10 ** 9), "out_channels"),
+    (lambda m: m.__setitem__("classes", m["classes"][:3]), "classes"),
+    (lambda m: m["normalization"].__setitem__("std", [0.0, 0.1, 0.1]), "normalization.std"),
+])
+def test_stages_refuse_a_model_json_that_cannot_be_right(work, edit, needle):
+    meta = json.loads((work / "vgg" / "model.json").read_text())
+    edit(meta)
+    (work / "vgg" / "model.json").write_text(json.dumps(meta))
+    refused_unchanged(work, ["prune", work / "vgg", "--percent", "0.5", "--out", work / "p"], needle)
+
+
+def test_retraining_a_finished_directory_with_other_settings_names_them(work):
+    args = ["train", "--arch", "vgg11", "--width", "0.0625", "--data", work / "data", "--epochs", "1",
+            "--recipe", "fast", "--out", work / "t"]
+    assert invoke(args).exit_code == 0
+    line = refused_unchanged(work, [*args[:-2], "--sparsity", "1e-3", "--out", work / "t"], "other settings",
+                             "sparsity")
+    assert "epochs" not in line
+
+
+def test_import_onto_its_own_weights_file(work):
+    refused_unchanged(work, ["import", work / "vgg" / "model.safetensors", "--arch", "vgg11", "--arch-kwargs",
+                             '{"width": 0.0625}', "--input-size", "32", "--classes", ",".join(CLASSES),
+                             "--mean", "0.5,0.5,0.5", "--std", "0.2,0.2,0.2", "--out", work / "vgg"], "--out")
+
+
+def test_import_refuses_non_finite_normalization(work):
+    refused_unchanged(work, ["import", work / "vgg" / "model.safetensors", "--arch", "vgg11", "--input-size", "32",
+                             "--classes", ",".join(CLASSES), "--mean", f"0.5,{math.nan},0.5", "--std", "0.2,0.2,0.2",
+                             "--out", work / "m"], "--mean")
