@@ -600,7 +600,9 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
     import onnx
 
     from compress.atomic import write_json
-    from compress.data import load_dataset, normalize
+    from compress.data import load_dataset, normalize, resolve_spec
+    from compress.guard import guarded_outputs
+    from compress.pipeline import command_line
 
     t0 = time.perf_counter()
     model, out = Path(model), Path(out)
@@ -612,77 +614,83 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         raise CompressError(f"unknown --method {opts.method!r}; choose from {', '.join(METHODS)}")
     if opts.calib_images < 1:
         raise CompressError("--calib-images must be positive")
-    if model.is_dir():
-        src = out.with_name(out.stem + ".fp32.onnx")
-        export_model_dir(model, src)
-        log(f"exported {model} to {src}")
-    else:
-        src = model
-    try:
-        source = onnx.load(str(src))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a damaged file
-        raise CompressError(f"{src} is not a readable ONNX file: {str(exc).strip().splitlines()[0][:200]}") from None
-    props = onnx_metadata(source)
-    if props.get(PRECISION_KEY, "fp32") != "fp32":
-        raise CompressError(f"{src} is {props[PRECISION_KEY]}; quantize the fp32 ONNX")
-    mean, std = normalization_of(source, src)
-    _, _, input_size = input_info(source)
+    report_path = out.with_suffix(".quant.json")
+    inputs = [("MODEL", model)]
+    data_path = Path(resolve_spec(opts.data)).expanduser()
+    if data_path.exists():
+        inputs.append(("--data", data_path))
+    with guarded_outputs(inputs, [("--out", out), ("the report", report_path)], command=command_line()) as job:
+        if model.is_dir():
+            src = job.work / "fp32.onnx"  # scratch: never a *.fp32.onnx left beside the output
+            export_model_dir(model, src)
+            log(f"exported {model} to a temporary FP32 ONNX")
+        else:
+            src = model
+        try:
+            source = onnx.load(str(src))
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a damaged file
+            raise CompressError(f"{src} is not a readable ONNX file: {str(exc).strip().splitlines()[0][:200]}") from None
+        props = onnx_metadata(source)
+        if props.get(PRECISION_KEY, "fp32") != "fp32":
+            raise CompressError(f"{src} is {props[PRECISION_KEY]}; quantize the fp32 ONNX")
+        mean, std = normalization_of(source, src)
+        _, _, input_size = input_info(source)
 
-    calib, calib_data = calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std)
-    if list(calib.shape[1:]) != list(input_size):
-        raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}")
-    classes = json.loads(props.get(META_PREFIX + "classes", "null") or "null")
-    if classes is not None and len(classes) != len(calib_data.classes):
-        raise CompressError(f"{opts.data} has {len(calib_data.classes)} classes, the model {len(classes)}")
-    log(f"calibrating on {len(calib)} training images ({opts.method})")
+        calib, calib_data = calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std)
+        if list(calib.shape[1:]) != list(input_size):
+            raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}")
+        classes = json.loads(props.get(META_PREFIX + "classes", "null") or "null")
+        if classes is not None and len(classes) != len(calib_data.classes):
+            raise CompressError(f"{opts.data} has {len(calib_data.classes)} classes, the model {len(classes)}")
+        log(f"calibrating on {len(calib)} training images ({opts.method})")
 
-    recipe = recipe_for(opts.target, opts.cpu_isa)
-    session = eval_session_settings(recipe)
-    report: dict = {"schema": "compress.quant/1", "source": str(model), "source_onnx": str(src), "onnx": str(out),
-                    "data": opts.data, "method": opts.method, "calib_images": int(len(calib)), "calib_split": "train",
-                    "seed": opts.seed, "percentile": opts.percentile if opts.method == "percentile" else None,
-                    **recipe.describe(), "eval_session": session}
-    if recipe.target == "cpu":
-        from runtime.cpu_features import describe as cpu_describe
+        recipe = recipe_for(opts.target, opts.cpu_isa)
+        session = eval_session_settings(recipe)
+        report: dict = {"schema": "compress.quant/1", "source": str(model), "source_onnx": None if model.is_dir() else str(src), "onnx": str(out),
+                        "data": opts.data, "method": opts.method, "calib_images": int(len(calib)), "calib_split": "train",
+                        "seed": opts.seed, "percentile": opts.percentile if opts.method == "percentile" else None,
+                        **recipe.describe(), "eval_session": session}
+        if recipe.target == "cpu":
+            from runtime.cpu_features import describe as cpu_describe
 
-        report["machine_cpu"] = cpu_describe()
-        log(f"target cpu, instruction set {recipe.isa}: {report['data_types']}"
-            + (", 7-bit weights (reduce_range)" if recipe.reduce_range else ""))
+            report["machine_cpu"] = cpu_describe()
+            log(f"target cpu, instruction set {recipe.isa}: {report['data_types']}"
+                + (", 7-bit weights (reduce_range)" if recipe.reduce_range else ""))
 
-    def choose_exclusions(prepared: Path, cache: Path, tmp: Path, exclude: list[str]) -> list[str]:
-        if not (opts.sensitivity or opts.keep_float):
-            return exclude
-        test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
-        x_eval = normalize(test.eval_images(), mean, std).numpy()
-        rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
-                                 workdir=tmp, log=log, recipe=recipe)
-        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), test.labels.numpy())
-        report["sensitivity"] = {"images": len(test), "split": "test", "seed": opts.seed + 1,
-                                 "fp32_accuracy": base, "layers": rows}
-        return list(dict.fromkeys(exclude + [r["layer"] for r in rows[:opts.keep_float]]))
+        def choose_exclusions(prepared: Path, cache: Path, tmp: Path, exclude: list[str]) -> list[str]:
+            if not (opts.sensitivity or opts.keep_float):
+                return exclude
+            test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
+            x_eval = normalize(test.eval_images(), mean, std).numpy()
+            rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
+                                     workdir=tmp, log=log, recipe=recipe)
+            base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), test.labels.numpy())
+            report["sensitivity"] = {"images": len(test), "split": "test", "seed": opts.seed + 1,
+                                     "fp32_accuracy": base, "layers": rows}
+            return list(dict.fromkeys(exclude + [r["layer"] for r in rows[:opts.keep_float]]))
 
-    report.update(quantize_onnx(src, out, calib, recipe=recipe, method=opts.method, percentile=opts.percentile,
-                                exclude=opts.exclude, choose_exclusions=choose_exclusions, source_props=props))
-    report["sizes"] = {"fp32_onnx_bytes": src.stat().st_size, "int8_onnx_bytes": out.stat().st_size}
+        report.update(quantize_onnx(src, job.tmp[out], calib, recipe=recipe, method=opts.method, percentile=opts.percentile,
+                                    exclude=opts.exclude, choose_exclusions=choose_exclusions, source_props=props))
+        report["sizes"] = {"fp32_onnx_bytes": src.stat().st_size, "int8_onnx_bytes": job.tmp[out].stat().st_size}
 
-    test = load_dataset(opts.data, "test", limit=opts.eval_limit, seed=opts.seed)
-    x_test = normalize(test.eval_images(), mean, std).numpy()
-    y_test = test.labels.numpy()
-    log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images ({session['what']})")
-    ref = onnx_logits(src, x_test, int8_kernels=recipe.fused_kernels)
-    q = onnx_logits(out, x_test, int8_kernels=recipe.fused_kernels)
-    fp32_acc, int8_acc = accuracy_of(ref, y_test), accuracy_of(q, y_test)
-    report["accuracy"] = {"images": len(test), "fp32": fp32_acc, "int8": int8_acc, "drop": fp32_acc - int8_acc,
-                          "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
-                          "logit_sqnr_db": sqnr_db(ref, q),
-                          "runtime": f"onnxruntime {session['onnxruntime']} CPUExecutionProvider, "
-                                     f"{session['graph_optimization_level']}: {session['what']}"}
-    if opts.int8_kernels and not recipe.fused_kernels:
-        fused = onnx_logits(out, x_test, int8_kernels=True)
-        report["accuracy"]["int8_ort_kernels"] = accuracy_of(fused, y_test)
-        report["accuracy"]["int8_ort_kernels_sqnr_db"] = sqnr_db(ref, fused)
-    report["time_s"] = round(time.perf_counter() - t0, 2)
-    write_json(out.with_suffix(".quant.json"), _jsonable(report))
+        test = load_dataset(opts.data, "test", limit=opts.eval_limit, seed=opts.seed)
+        x_test = normalize(test.eval_images(), mean, std).numpy()
+        y_test = test.labels.numpy()
+        log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images ({session['what']})")
+        ref = onnx_logits(src, x_test, int8_kernels=recipe.fused_kernels)
+        q = onnx_logits(job.tmp[out], x_test, int8_kernels=recipe.fused_kernels)
+        fp32_acc, int8_acc = accuracy_of(ref, y_test), accuracy_of(q, y_test)
+        report["accuracy"] = {"images": len(test), "fp32": fp32_acc, "int8": int8_acc, "drop": fp32_acc - int8_acc,
+                              "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
+                              "logit_sqnr_db": sqnr_db(ref, q),
+                              "runtime": f"onnxruntime {session['onnxruntime']} CPUExecutionProvider, "
+                                         f"{session['graph_optimization_level']}: {session['what']}"}
+        if opts.int8_kernels and not recipe.fused_kernels:
+            fused = onnx_logits(job.tmp[out], x_test, int8_kernels=True)
+            report["accuracy"]["int8_ort_kernels"] = accuracy_of(fused, y_test)
+            report["accuracy"]["int8_ort_kernels_sqnr_db"] = sqnr_db(ref, fused)
+        report["time_s"] = round(time.perf_counter() - t0, 2)
+        write_json(job.tmp[report_path], _jsonable(report))
     return report
 
 

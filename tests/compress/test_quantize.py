@@ -328,7 +328,10 @@ def test_cli_on_a_model_directory(image_folder, tmp_path):
     report = json.loads(result.stdout)
     assert report["excluded_layers"] == ["/features/features.0/Conv"]
     assert "int8_ort_kernels" in report["accuracy"]
-    assert (tmp_path / "vgg-int8.fp32.onnx").exists() and out.exists()
+    # The FP32 export of a model directory is a scratch file: nothing but OUT and its report is left.
+    assert out.exists() and not (tmp_path / "vgg-int8.fp32.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("vgg-int8")) == [
+        "vgg-int8.onnx", "vgg-int8.quant.json"]
     assert {p.key: p.value for p in onnx.load(str(out)).metadata_props}["compress.arch"] == "vgg11"
 
 
