@@ -23,8 +23,8 @@ equally hard; `"auto"` is the budget measured to polarize γ without accuracy co
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class Budget:
 AUTO_BUDGET = {"proximal": 1.0, "subgradient": 0.1}
 AUTO_MODE = "proximal"
 
-Strength = Union[float, Budget, str]
+Strength = float | Budget | str
 
 
 def bn_gammas(model: nn.Module) -> list[nn.Parameter]:
