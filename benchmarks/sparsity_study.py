@@ -27,11 +27,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from compress.pipeline import DataOptions  # noqa: E402
-from compress.slimming import prune  # noqa: E402
-from compress.sparsity import Budget, SparsityConfig, polarization  # noqa: E402
-from compress.train import Recipe, evaluate, fit  # noqa: E402
-from models import create_model  # noqa: E402
+from compress.pipeline import DataOptions
+from compress.slimming import prune
+from compress.sparsity import Budget, SparsityConfig, polarization
+from compress.train import Recipe, evaluate, fit
+from models import create_model
 
 # The quick preset: VGG-19 ×0.25, 10k stratified train images, 2k test, fast recipe, 10 + 5 epochs.
 ARCH, WIDTH, TRAIN, TEST = "vgg19", 0.25, 10000, 2000

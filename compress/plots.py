@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from compress.atomic import atomic_path
 from compress.errors import CompressError

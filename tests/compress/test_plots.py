@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.plots import gamma_histogram, kept_channels, kept_channels_from_plan, read_metrics, training_curves
+from compress.plots import (
+    gamma_histogram,
+    kept_channels,
+    kept_channels_from_plan,
+    read_metrics,
+    training_curves,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
