@@ -89,6 +89,25 @@ def writing(out: str | Path, inputs=(), data: "DataOptions | None" = None):
         yield
 
 
+def sparsity_json(sparsity):
+    """The sparsity setting as JSON: λ, or the regularizer's description (mode, budget, ...)."""
+    if hasattr(sparsity, "describe"):
+        return sparsity.describe()
+    return float(sparsity or 0.0)
+
+
+def sparsity_on(sparsity) -> bool:
+    return hasattr(sparsity, "describe") or float(sparsity or 0.0) > 0
+
+
+def sparsity_label(sparsity) -> str:
+    if not hasattr(sparsity, "describe"):
+        return f"λ={sparsity}"
+    d = sparsity.describe()
+    amount = f"pull budget {d['budget']}" if "budget" in d else f"strength {d['strength']}"
+    return f"{d['mode']}, {amount}"
+
+
 def command_line() -> str:
     return " ".join(["compress", *sys.argv[1:]]) if sys.argv else "compress"
 
@@ -204,7 +223,8 @@ def _train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: R
     if arch is None:
         raise CompressError("give --arch, or --from a model directory")
     input_size = data.input_size
-    settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity, "epochs": recipe.epochs,
+    settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity_json(sparsity),
+                "epochs": recipe.epochs,
                 "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if _finished(out, resume):
         meta = read_meta(out)
@@ -237,7 +257,7 @@ def _train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: R
     t0 = time.time()
     result = fit(model, train, test, out, recipe, mean=mean, std=std, sparsity=sparsity, device=device,
                  seed=seed, resume=resume, compile=compile, progress=progress,
-                 desc="sparse" if sparsity > 0 else "train", tag=_tag(settings))
+                 desc="sparse" if sparsity_on(sparsity) else "train", tag=_tag(settings))
     if not is_main_process():
         return _sync_and_read(out)
     extra = {"data": data.describe()}
@@ -251,7 +271,7 @@ def _train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: R
         "arch": arch, "arch_kwargs": kwargs, "classes": train.classes, "input_size": list(train.input_size),
         "normalization": {"mean": mean, "std": std}, "accuracy": result["last"]["test_accuracy"],
         "best_accuracy": result["best"]["test_accuracy"],
-        "training": {"recipe": result["recipe"], "sparsity": sparsity, "seed": seed,
+        "training": {"recipe": result["recipe"], "sparsity": sparsity_json(sparsity), "seed": seed,
                      "wall_time_s": _wall_time(result, t0), "settings": json.loads(json.dumps(settings, default=str))},
         "command": command_line(), **extra,
     }
@@ -285,7 +305,7 @@ def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dic
     recipe = dataclasses.replace(recipe, epochs=epochs)
     out = Path(out)
     settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
-                "sparsity": kw["sparsity"]}
+                "sparsity": sparsity_json(kw["sparsity"])}
     if _finished(out, kw["resume"]):
         done = (read_meta(out).get("training") or {}).get("settings")
         if done == json.loads(json.dumps(settings, default=str)):
@@ -312,7 +332,7 @@ def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dic
     meta.update(accuracy=result["last"]["test_accuracy"], best_accuracy=result["best"]["test_accuracy"],
                 data=data.describe(), command=command_line(), scratch_b=budget,
                 origin=pruned.get("origin"),
-                training={"recipe": result["recipe"], "sparsity": kw["sparsity"], "seed": kw["seed"],
+                training={"recipe": result["recipe"], "sparsity": sparsity_json(kw["sparsity"]), "seed": kw["seed"],
                           "wall_time_s": _wall_time(result, t0),
                           "settings": json.loads(json.dumps(settings, default=str))})
     model.cpu()
@@ -433,7 +453,7 @@ def _finetune_model(model_dir: str | Path, data: DataOptions, out: str | Path, r
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     tag = _tag({"parent": meta.get("weights_sha256"), "epochs": recipe.epochs, "lr": recipe.lr,
-                "distill": str(distill_dir), "data": data.describe(), "sparsity": sparsity})
+                "distill": str(distill_dir), "data": data.describe(), "sparsity": sparsity_json(sparsity)})
     result = fit(model, train, test, out, recipe, mean=norm["mean"], std=norm["std"], device=device, seed=seed,
                  resume=resume, distill=distill, compile=compile, progress=progress, desc="finetune", tag=tag,
                  sparsity=sparsity)
@@ -464,7 +484,8 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
          round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
-         passes: int = 1, sparse_dir: str | Path | None = None, budget: dict | None = None) -> dict:
+         passes: int = 1, sparse_dir: str | Path | None = None, budget: dict | None = None,
+         pretrain_recipe: Recipe | None = None) -> dict:
     """Sparse training → pruning → fine-tuning; re-running continues from the last finished stage.
 
     With `start_from` (a model directory, e.g. made by ``compress import``), sparse training starts from
@@ -475,6 +496,9 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     elsewhere than OUT/sparse, so that several runs (pruning ratios) can share one sparse model.
     `budget` ({"target_macs": F} or {"target_params": F}) replaces `percent` for pruning: the global
     threshold is searched so that the pruned network keeps that fraction of the sparse one's cost.
+    `pretrain_recipe` first trains the network without sparsity (OUT/pretrained), and sparse training
+    then starts from it: sparse fine-tuning of a trained model, which is what polarizes γ without an
+    accuracy cost on short schedules (benchmarks/results/sparsity_study.md).
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
@@ -486,9 +510,17 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     out.mkdir(parents=True, exist_ok=True)
     times = {}
     stages = {}
-    total = 1 + 2 * passes
+    total = 1 + 2 * passes + (pretrain_recipe is not None and start_from is None)
+    first = 1
+    if pretrain_recipe is not None and start_from is None:
+        _log(f"[1/{total}] training {arch} without sparsity ({pretrain_recipe.epochs} epochs) → {out / 'pretrained'}")
+        stages["pretrained"] = train_model(arch, data, out / "pretrained", pretrain_recipe, arch_kwargs=arch_kwargs,
+                                           device=device, seed=seed, compile=compile, progress=progress,
+                                           resume=resume)
+        times["pretrained"] = stages["pretrained"]["training"]["wall_time_s"]
+        start_from, arch_kwargs, first = out / "pretrained", None, 2
     sparse_dir = Path(sparse_dir) if sparse_dir is not None else out / "sparse"
-    _log(f"[1/{total}] sparse training {arch} (λ={sparsity}, {train_recipe.epochs} epochs) → {sparse_dir}")
+    _log(f"[{first}/{total}] sparse training {arch} ({sparsity_label(sparsity)}, {train_recipe.epochs} epochs) → {sparse_dir}")
     stages["sparse"] = train_model(arch, data, sparse_dir, train_recipe, sparsity=sparsity,
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
                                    progress=progress, resume=resume, start_from=start_from)
@@ -498,7 +530,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
         suffix = "" if passes == 1 else f"-{k}"
         where = out if passes == 1 else out / f"pass{k}"
         pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
-        step = 2 * k
+        step = first + 2 * k - 1
         t = time.time()
         asked = (", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items()) if budget
                  else f"{percent:.0%} of channels")
@@ -519,7 +551,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
             _log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
         keep_sparse = sparsity if k < passes else 0.0
         _log(f"[{step + 1}/{total}] fine-tuning ({finetune_recipe.epochs} epochs"
-             f"{f', λ={keep_sparse}' if keep_sparse else ''}) → {tuned_dir}")
+             f"{', ' + sparsity_label(keep_sparse) if sparsity_on(keep_sparse) else ''}) → {tuned_dir}")
         tuned = finetune_model(pruned_dir, data, tuned_dir, finetune_recipe,
                                distill_dir=sparse_dir if distill else None, device=device, seed=seed,
                                compile=compile, progress=progress, resume=resume, sparsity=keep_sparse)
@@ -542,7 +574,8 @@ def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[
     from compress import plots
     from compress.artifact import WEIGHTS
 
-    dirs = {"sparse": sparse_dir}
+    dirs = {"pretrained": out / "pretrained"} if "pretrained" in stages else {}
+    dirs["sparse"] = sparse_dir
     for k in range(1, passes + 1):
         where = out if passes == 1 else out / f"pass{k}"
         suffix = "" if passes == 1 else f"-{k}"
@@ -617,7 +650,7 @@ def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, 
     pruned = [m for n, m in stages.items() if n.startswith("pruned")]
     first, last = pruned[0]["pruning"], pruned[-1]["pruning"]
     return {"format": "compress.summary/1", "arch": base["arch"], "arch_kwargs": base["arch_kwargs"],
-            "data": data.describe(), "percent": percent, "sparsity": sparsity,
+            "data": data.describe(), "percent": percent, "sparsity": sparsity_json(sparsity),
             "channels_before": first["channels_before"], "channels_after": last["channels_after"],
             "pruned_accuracy_uncalibrated": first.get("accuracy_uncalibrated"),
             "budget": _budget_met(first.get("budget"), stages),
@@ -634,9 +667,16 @@ def _budget_met(budget: dict | None, stages: dict) -> dict | None:
     return {**budget, "met": final[key] / stages["sparse"][key]}
 
 
+def _sparsity_text(value) -> str:
+    if isinstance(value, dict):
+        amount = f"pull budget {value['budget']}" if "budget" in value else f"strength {value.get('strength')}"
+        return f"{value.get('mode')} L1, {amount}"
+    return f"subgradient L1, λ = {value}"
+
+
 def summary_markdown(s: dict) -> str:
     lines = [f"# Slimming summary: {s['arch']}", "",
-             f"Data `{s['data']['spec']}`; λ = {s['sparsity']}; pruned "
+             f"Data `{s['data']['spec']}`; sparsity {_sparsity_text(s['sparsity'])}; pruned "
              + (f"to a {s['budget']['target']} budget" if s.get("budget") else f"{s['percent']:.0%} of BN channels")
              + (f" per pass, {s['passes']} passes" if s.get("passes", 1) > 1 else "")
              + f" ({s['channels_before']} → {s['channels_after']} prunable channels).", "",

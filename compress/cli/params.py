@@ -47,3 +47,31 @@ POSITIVE = FiniteFloat(min=0, min_open=True)
 NON_NEGATIVE = FiniteFloat(min=0)
 FRACTION = FiniteFloat(min=0, max=1)
 OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)
+
+
+class Sparsity(click.ParamType):
+    """`--sparsity`: λ (a finite number >= 0: the paper's subgradient), `auto` (the measured default:
+    proximal L1 with a pull budget), or `budget:P` (proximal L1 whose total pull over the run is P)."""
+
+    name = "λ|auto|budget:P"
+
+    def convert(self, value, param, ctx):
+        from compress.sparsity import Budget, SparsityConfig
+
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text == "auto":
+            return SparsityConfig()
+        if text.startswith("budget:"):
+            pull = FINITE.convert(text.split(":", 1)[1], param, ctx)
+            if pull <= 0:
+                self.fail(f"a pull budget must be positive, got {pull}", param, ctx)
+            return SparsityConfig(strength=Budget(pull))
+        lam = FINITE.convert(text, param, ctx)
+        if lam < 0:
+            self.fail(f"λ must be >= 0, got {lam}", param, ctx)
+        return lam
+
+
+SPARSITY = Sparsity()

@@ -17,7 +17,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import FINITE, FiniteFloat
+from compress.cli.params import FINITE, SPARSITY, FiniteFloat
 
 
 @click.command("slim")
@@ -34,8 +34,13 @@ from compress.cli.params import FINITE, FiniteFloat
               help="Instead of --percent: keep this fraction of the unpruned MACs.")
 @click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
-@click.option("--sparsity", type=FiniteFloat(min=0), default=None,
-              help="λ (default 1e-4 for VGG, 1e-5 otherwise).")
+@click.option("--sparsity", type=SPARSITY, default=None,
+              help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 with the measured pull budget; "
+                   "the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
+                   "1e-5 otherwise.")
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=None,
+              help="Train this many epochs without sparsity first, then sparse-train from that model "
+                   "(quick preset: 5; 0 with --from or the paper preset).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
 @click.option("--finetune-epochs", type=click.IntRange(min=1), default=None)
 @click.option("--finetune-lr", type=FiniteFloat(min=0, min_open=True), default=None,
@@ -51,7 +56,7 @@ from compress.cli.params import FINITE, FiniteFloat
 @arch_options
 @data_options
 @recipe_options()
-def slim(preset, arch, start_from, out, percent, target_macs, target_params, sparsity, epochs, finetune_epochs, finetune_lr, width, min_keep,
+def slim(preset, arch, start_from, out, percent, target_macs, target_params, sparsity, pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep,
          round_to, distill, passes, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
          batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
@@ -79,6 +84,12 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
         finetune_epochs = finetune_epochs or QUICK["finetune_epochs"]
         recipe = recipe or QUICK["recipe"]
         percent = 0.5 if percent is None else percent
+        if pretrain_epochs is None:
+            pretrain_epochs = 0 if start_from is not None else QUICK["pretrain_epochs"]
+        if sparsity is None:
+            from compress.sparsity import SparsityConfig
+
+            sparsity = SparsityConfig()
     else:
         arch = arch or "vgg19"
         epochs = epochs or 160
@@ -97,12 +108,13 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
     if no_resume and Path(out).exists():
         raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     train_recipe = _recipe(recipe, epochs, batch_size, lr, weight_decay)
-    ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay)
+    ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay, finetuning=True)
+    pre_recipe = _recipe(recipe, pretrain_epochs, batch_size, lr, weight_decay) if pretrain_epochs else None
     summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                        percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=kwargs, min_keep=min_keep, round_to=round_to,
                        distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
-                       start_from=start_from, passes=passes, budget=targets or None)
+                       start_from=start_from, passes=passes, budget=targets or None, pretrain_recipe=pre_recipe)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))

@@ -15,7 +15,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import FINITE, FiniteFloat
+from compress.cli.params import FINITE, SPARSITY, FiniteFloat
 
 
 @click.command("train")
@@ -27,7 +27,7 @@ from compress.cli.params import FINITE, FiniteFloat
               help="Scratch-B: train this pruned model directory's architecture from scratch, with --epochs "
                    "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
-@click.option("--sparsity", type=FiniteFloat(min=0), default=0.0, show_default=True,
+@click.option("--sparsity", type=SPARSITY, default="0", show_default=True,
               help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (recipe default otherwise).")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="VGG width multiplier.")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -59,12 +60,17 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
     monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
     out = tmp_path / "run"
     args = ["slim", "--arch", "vgg11", "--width", "0.25", "--train-limit", "400", "--test-limit", "200",
-            "--epochs", "2", "--finetune-epochs", "1", "--percent", "0.5", "--out", str(out)]
+            "--pretrain-epochs", "1", "--sparsity", "1e-4", "--epochs", "2", "--finetune-epochs", "1", "--percent", "0.5", "--out", str(out)]
     result = run(args)
     assert result.exit_code == 0, result.output
-    for stage in ("sparse", "pruned", "finetuned"):
+    for stage in ("pretrained", "sparse", "pruned", "finetuned"):
         assert (out / stage / "model.json").exists() and (out / stage / "model.safetensors").exists()
         assert not (out / stage / "train_state").exists()
+    # Sparse training continued from the plain pre-training.
+    sparse_meta = json.loads((out / "sparse" / "model.json").read_text())
+    assert sparse_meta["parent"]["sha256"] == json.loads((out / "pretrained" / "model.json").read_text())[
+        "weights_sha256"]
+    assert sparse_meta["training"]["sparsity"] == 1e-4
     summary = json.loads((out / "summary.json").read_text())
     st = summary["stages"]
     assert st["pruned"]["params"] < st["sparse"]["params"] and st["pruned"]["macs"] < st["sparse"]["macs"]
@@ -101,9 +107,9 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
 
     # Another percent on the same run directory: the sparse stage is reused, the later ones redone.
     sparse_stamp = (out / "sparse" / "model.json").stat().st_mtime_ns
-    assert run([a if a != "0.5" else "0.3" for a in args]).exit_code == 0
+    assert run([a if a != "0.5" else "0.9" for a in args]).exit_code == 0
     redone = json.loads((out / "summary.json").read_text())
-    assert redone["percent"] == 0.3
+    assert redone["percent"] == 0.9
     assert (out / "sparse" / "model.json").stat().st_mtime_ns == sparse_stamp
     assert (out / "finetuned" / "model.json").stat().st_mtime_ns != stamp
     finetuned = json.loads((out / "finetuned" / "model.json").read_text())
@@ -203,3 +209,16 @@ def test_interrupt_exits_130(monkeypatch):
 def test_click_exits_pass_through(monkeypatch):
     monkeypatch.setitem(main.commands, "boom", _command_raising(SystemExit(3)))
     assert CliRunner().invoke(main, ["boom"]).exit_code == 3
+
+
+def test_sparsity_option_takes_lambda_auto_or_a_budget():
+    from compress.cli.params import SPARSITY
+    from compress.sparsity import Budget, SparsityConfig
+
+    assert SPARSITY.convert("1e-4", None, None) == 1e-4
+    auto = SPARSITY.convert("auto", None, None)
+    assert isinstance(auto, SparsityConfig) and auto.mode == "proximal" and auto.strength == "auto"
+    assert SPARSITY.convert("budget:2", None, None).strength == Budget(2.0)
+    for bad in ("nan", "-1", "budget:0", "budget:inf", "lots"):
+        with pytest.raises(click.BadParameter):
+            SPARSITY.convert(bad, None, None)

@@ -14,7 +14,8 @@ def test_three_passes_prune_further_each_time_and_resume(tmp_path, cifar10_archi
     monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
     out = tmp_path / "run"
     args = ["slim", "--arch", "vgg11", "--width", "0.125", "--train-limit", "200", "--test-limit", "100",
-            "--epochs", "1", "--finetune-epochs", "1", "--percent", "0.3", "--passes", "3", "--out", str(out)]
+            "--pretrain-epochs", "0", "--epochs", "1", "--finetune-epochs", "1", "--percent", "0.3", "--passes", "3",
+            "--out", str(out)]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == 0, first.output
     summary = json.loads((out / "summary.json").read_text())
