@@ -22,7 +22,7 @@ from compress.sparsity import optimizer_groups, regularizer_for
 
 STATE_DIR = "train_state"
 # Peak fine-tuning LR per recipe, from the sweep in benchmarks/results/sparsity_study.md.
-FINETUNE_LR = {"fast": 0.1}
+FINETUNE_LR = {"fast": 0.1}  # 0.02: 66.05%, 0.05: 67.45%, 0.1: 68.30%, 0.2: 66.80%
 
 
 @dataclass
