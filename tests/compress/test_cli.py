@@ -222,3 +222,44 @@ def test_sparsity_option_takes_lambda_auto_or_a_budget():
     for bad in ("nan", "-1", "budget:0", "budget:inf", "lots"):
         with pytest.raises(click.BadParameter):
             SPARSITY.convert(bad, None, None)
+
+
+def test_errors_go_to_stderr_and_leave_stdout_clean(monkeypatch):
+    from compress.errors import CompressError
+
+    monkeypatch.delenv("COMPRESS_DEBUG", raising=False)
+    for exc in (CompressError("bad file x"), KeyError("percent"), KeyboardInterrupt()):
+        monkeypatch.setitem(main.commands, "boom", _command_raising(exc))
+        result = CliRunner().invoke(main, ["boom"])
+        assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr == "interrupted; re-run the same command to continue\n"
+
+
+def test_an_exception_without_a_message(monkeypatch):
+    monkeypatch.delenv("COMPRESS_DEBUG", raising=False)
+    monkeypatch.setitem(main.commands, "boom", _command_raising(RuntimeError()))
+    result = CliRunner().invoke(main, ["boom"])
+    assert result.exit_code == 1
+    assert result.stderr == "Error: RuntimeError:  (set COMPRESS_DEBUG=1 for the traceback)\n"
+
+
+def test_help_lists_every_command():
+    from compress.cli.main import PLUGIN_COMMANDS
+
+    result = CliRunner().invoke(main, ["--help"])
+    rows = result.output.split("Commands:")[1].splitlines()
+    listed = {ln.split()[0] for ln in rows if ln.startswith("  ") and not ln.startswith("   ")}
+    assert listed == set(PLUGIN_COMMANDS)
+
+
+def test_unknown_and_unavailable_commands(monkeypatch):
+    import importlib
+
+    main_module = importlib.import_module("compress.cli.main")
+
+    result = CliRunner().invoke(main, ["nope"])
+    assert result.exit_code == 2 and "No such command 'nope'" in result.output and "KeyError" not in result.output
+    monkeypatch.setitem(main_module.PLUGIN_COMMANDS, "ghost", ("compress.cli.no_such_module", "ghost"))
+    result = CliRunner().invoke(main, ["ghost"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: command 'ghost' is unavailable: No module named 'compress.cli.no_such_module'")
