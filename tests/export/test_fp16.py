@@ -39,7 +39,6 @@ def test_converting_twice_is_refused(vgg_onnx, tmp_path):
 
 def _scaled_classifier(src, dst, factor):
     """Copy of an ONNX file whose classifier weights (FP16 or FP32) are multiplied by `factor`."""
-    import numpy as np
     from onnx import numpy_helper
 
     model = onnx.load(str(src))
