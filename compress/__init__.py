@@ -16,6 +16,10 @@ _API = {
     "CompressError": ("compress.errors", "CompressError"),
     # training loop pieces
     "SparsityRegularizer": ("compress.sparsity", "SparsityRegularizer"),
+    "SparsityConfig": ("compress.sparsity", "SparsityConfig"),
+    "Budget": ("compress.sparsity", "Budget"),
+    "param_groups": ("compress.sparsity", "param_groups"),
+    "polarization": ("compress.sparsity", "polarization"),
     # pruning
     "prune": ("compress.plan", "prune"),
     "Plan": ("compress.plan", "Plan"),
