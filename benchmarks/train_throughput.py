@@ -25,18 +25,28 @@ from compress.train import Recipe, fit
 from models import create_model
 
 
-def plain_loop(model, batch_size: int, batches: int) -> float:
+def plain_loop(model, batch_size: int, batches: int, regularizer: str | None = None) -> float:
+    """The floor; with `regularizer` ("subgradient" or "proximal"), the same loop plus the public API's
+    one call per step (compress.SparsityRegularizer): what a user's own loop pays for slimming."""
+    import compress
+
     x = torch.randn(batch_size, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch_size,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    reg = compress.SparsityRegularizer(model, 1e-4, mode=regularizer) if regularizer else None
     model.train()
     t0 = time.perf_counter()
     for _ in range(batches):
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if reg is not None:
+            reg.step(opt)
         opt.step()
-    return batch_size * batches / (time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    if reg is not None:
+        reg.close()
+    return batch_size * batches / elapsed
 
 
 def toolkit_loop(model, batch_size: int, batches: int) -> float:
@@ -64,17 +74,21 @@ def main() -> None:
     torch.manual_seed(0)
     model = create_model(args.arch, width=args.width).to(memory_format=torch.channels_last)
     plain_loop(model, args.batch_size, 3)  # warm-up: allocator and kernels
-    plain, toolkit = [], []
-    for _ in range(args.repeats):  # interleaved so drift in machine speed hits both alike
+    plain, toolkit, api_sub, api_prox = [], [], [], []
+    for _ in range(args.repeats):  # interleaved so drift in machine speed hits all alike
         plain.append(plain_loop(model, args.batch_size, args.batches))
+        api_sub.append(plain_loop(model, args.batch_size, args.batches, "subgradient"))
+        api_prox.append(plain_loop(model, args.batch_size, args.batches, "proximal"))
         toolkit.append(toolkit_loop(model, args.batch_size, args.batches))
-    ratios = [t / p for t, p in zip(toolkit, plain)]
     print(f"{args.arch} width {args.width}, batch {args.batch_size}, {args.batches} batches x {args.repeats} "
           f"repeats, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name, xs in (("plain PyTorch", plain), ("toolkit fit()", toolkit)):
-        print(f"  {name:14s} img/s  median {statistics.median(xs):8.1f}  min {min(xs):8.1f}  max {max(xs):8.1f}")
-    print(f"  toolkit / plain       median {statistics.median(ratios):.3f}  min {min(ratios):.3f}  "
-          f"max {max(ratios):.3f}")
+    for name, xs in (("plain PyTorch", plain), ("plain + API subgradient", api_sub),
+                     ("plain + API proximal", api_prox), ("toolkit fit()", toolkit)):
+        print(f"  {name:24s} img/s  median {statistics.median(xs):8.1f}  min {min(xs):8.1f}  max {max(xs):8.1f}")
+    for name, xs in (("API subgradient / plain", api_sub), ("API proximal / plain", api_prox),
+                     ("toolkit fit() / plain", toolkit)):
+        r = [a / p for a, p in zip(xs, plain)]
+        print(f"  {name:24s} median {statistics.median(r):.3f}  min {min(r):.3f}  max {max(r):.3f}")
 
 
 if __name__ == "__main__":
