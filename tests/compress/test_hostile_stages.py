@@ -124,3 +124,44 @@ def test_import_refuses_non_finite_normalization(work):
     refused_unchanged(work, ["import", work / "vgg" / "model.safetensors", "--arch", "vgg11", "--input-size", "32",
                              "--classes", ",".join(CLASSES), "--mean", f"0.5,{math.nan},0.5", "--std", "0.2,0.2,0.2",
                              "--out", work / "m"], "--mean")
+
+
+def _complete_dirs_are_whole(root):
+    """Every directory that looks finished (model.json) has the weights model.json names."""
+    import hashlib
+
+    for meta_path in root.rglob("model.json"):
+        meta = json.loads(meta_path.read_text())
+        weights = meta_path.parent / "model.safetensors"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == meta["weights_sha256"], meta_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module,attr,sig", [
+    ("compress.train", "_save_state", "SIGKILL"),        # mid sparse training, after an epoch's state
+    ("compress.pipeline", "save_model_dir", "SIGKILL"),   # a stage written, the next not started
+    ("compress.slimming", "prune", "SIGINT"),             # channels removed in memory, nothing written
+    ("compress.slimming", "prune", "SIGTERM"),
+])
+def test_slim_killed_at_a_point_resumes_to_the_same_result(work, module, attr, sig):
+    from hostile_support import SIGNALS, pause_at, run_until_marker
+
+    args = ["slim", "--arch", "vgg11", "--width", "0.0625", "--data", work / "data", "--pretrain-epochs", "0",
+            "--epochs", "2", "--finetune-epochs", "1", "--sparsity", "1e-4", "--batch-size", "8",
+            "--out", work / "run"]
+    status, _ = run_until_marker(pause_at(module, attr, args), "PAUSED", SIGNALS[sig], cwd=work)
+    assert status != 0
+    assert not (work / "run" / "summary.json").exists()
+    _complete_dirs_are_whole(work / "run")
+    assert not list((work / "run").rglob(".lock")) or sig == "SIGKILL"
+    finished = {p: p.stat().st_mtime_ns for p in (work / "run").rglob("model.json")}
+    resumed = invoke(args)
+    assert resumed.exit_code == 0, resumed.output
+    summary = json.loads((work / "run" / "summary.json").read_text())
+    assert set(summary["stages"]) == {"sparse", "pruned", "finetuned"}
+    _complete_dirs_are_whole(work / "run")
+    assert len((work / "run" / "sparse" / "metrics.jsonl").read_text().splitlines()) == 2
+    # Resumed, not redone: stages finished before the kill are kept as they were.
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    if attr == "save_model_dir":
+        assert finished, "the kill came after a stage was written"
