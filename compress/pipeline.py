@@ -127,8 +127,12 @@ def _sync_and_read(out: Path) -> dict:
 
 def _finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
     """A finished stage is reused on resume only if it was made from the same parent weights."""
-    if not resume or not is_model_dir(out) or (out / "train_state").exists():
+    if not resume or not is_model_dir(out):
         return False
+    if (out / "train_state").exists():
+        # model.json is written last and removed before training starts, so with it present the stage
+        # finished and was stopped before dropping its resumable state: drop it now.
+        finish(out)
     if parent_sha is None:
         return True
     meta = read_meta(out)
