@@ -50,7 +50,7 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
         raise CompressError(f"backends {', '.join(backends)} run different kinds of artifact; benchmark ONNX "
                             "backends (ort-*, openvino*) and trt/torch backends in separate runs")
     model_dirs = {str(Path(k)): Path(v) for k, v in (model_dirs or {}).items()}
-    data = load_eval_data(data_spec, test_limit, log) if data_spec else None
+    data = load_eval_data(data_spec, test_limit, log, input_size=_input_size(artifacts)) if data_spec else None
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         paths, names, exported, errors = _runnable_paths(artifacts, bool(onnx_backends), Path(tmp), model_dirs, log)
         report = run_benchmark(paths, settings, data=data, model_dirs=model_dirs, names=names, command=command,
@@ -66,16 +66,39 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     return report
 
 
-def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], None] = _stderr):
-    """Labelled uint8 test images for accuracy (compress.data: needs the [train] extra)."""
+def _input_size(artifacts) -> list[int] | None:
+    """[C, H, W] the first artifact takes, from its model.json or ONNX metadata (None when unknown)."""
+    import json
+
+    for artifact in artifacts:
+        path = Path(artifact)
+        try:
+            if (path / "model.json").is_file():
+                return list(json.loads((path / "model.json").read_text())["input_size"])
+            if path.suffix == ".onnx":
+                import onnx
+
+                props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+                if "compress.input_size" in props:
+                    return list(json.loads(props["compress.input_size"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], None] = _stderr,
+                   input_size: list[int] | None = None):
+    """Labelled uint8 test images for accuracy (compress.data: needs the [train] extra), sized for the
+    artifacts' `input_size` when given."""
     from runtime.bench import EvalData
 
     try:
-        from compress.data import load_dataset
+        from compress.data import load_dataset, load_dataset_for
     except ImportError as exc:
         raise CompressError(f"--data needs the training side ({exc.name or exc}): "
                             'pip install "cnn-compress[train]"') from None
-    loaded = load_dataset(data_spec, "test", limit=test_limit)
+    loaded = (load_dataset_for(data_spec, "test", input_size, limit=test_limit) if input_size
+              else load_dataset(data_spec, "test", limit=test_limit))
     data = EvalData(loaded.eval_images().numpy(), loaded.labels.numpy(), list(loaded.classes), data_spec)
     log(f"accuracy on {len(data.labels)} test images of {data_spec}")
     return data

@@ -529,6 +529,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
                                    arch_kwargs=arch_kwargs, device=device, seed=seed, compile=compile,
                                    progress=progress, resume=resume, start_from=start_from)
     times["sparse"] = stages["sparse"]["training"]["wall_time_s"]
+    _warn_if_collapsed(sparse_dir)
     source = sparse_dir
     for k in range(1, passes + 1):
         suffix = "" if passes == 1 else f"-{k}"
@@ -623,6 +624,22 @@ def finetune_model(model_dir, data, out, recipe, **kw) -> dict:
 def slim(arch, data, out, **kw) -> dict:
     with writing(out, [("--from", kw.get("start_from"))], data):
         return _slim(arch, data, out, **kw)
+
+
+def _warn_if_collapsed(sparse_dir: Path) -> None:
+    """A penalty far too strong for the run (a pull budget spent in a few dozen steps) zeroes nearly every
+    γ; every percent then prunes to the floor. Say so: the cure is a smaller --sparsity."""
+    from compress import plots
+
+    try:
+        last = plots.read_metrics(sparse_dir / "metrics.jsonl")[-1]
+    except (OSError, IndexError):
+        return
+    zero = last.get("gamma_under_1e-3")
+    if zero is not None and zero > 0.95:
+        _log(f"warning: sparse training left {zero:.0%} of BN γ under 1e-3; pruning will keep only the floor of "
+             "each layer. The penalty was too strong for this run: give a smaller --sparsity (a λ such as 1e-4, "
+             "or budget:0.2)")
 
 
 def _same_prune(pruned_dir: Path, percent, min_keep, round_to, budget: dict | None = None) -> bool:

@@ -188,11 +188,12 @@ def input_info(model) -> tuple[str, int | None, list[int]]:
     return inputs[0].name, batch, [d.dim_value for d in dims[1:]]
 
 
-def calibration_inputs(data_spec: str, n: int, seed: int, mean, std, *, split: str = "train"):
+def calibration_inputs(data_spec: str, n: int, seed: int, mean, std, *, split: str = "train", input_size=None):
     """Normalized float32 images drawn stratified and seeded from `split`, as evaluation preprocesses them."""
-    from compress.data import load_dataset, normalize
+    from compress.data import load_dataset, load_dataset_for, normalize
 
-    data = load_dataset(data_spec, split, limit=n, seed=seed)
+    data = (load_dataset_for(data_spec, split, input_size, limit=n, seed=seed) if input_size is not None
+            else load_dataset(data_spec, split, limit=n, seed=seed))
     return normalize(data.eval_images(), mean, std).numpy(), data
 
 
@@ -600,7 +601,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
     import onnx
 
     from compress.atomic import write_json
-    from compress.data import load_dataset, normalize, resolve_spec
+    from compress.data import load_dataset_for, normalize, resolve_spec
     from compress.guard import guarded_outputs
     from compress.pipeline import command_line
 
@@ -636,7 +637,8 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         mean, std = normalization_of(source, src)
         _, _, input_size = input_info(source)
 
-        calib, calib_data = calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std)
+        calib, calib_data = calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std,
+                                               input_size=input_size)
         if list(calib.shape[1:]) != list(input_size):
             raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}")
         classes = json.loads(props.get(META_PREFIX + "classes", "null") or "null")
@@ -660,7 +662,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         def choose_exclusions(prepared: Path, cache: Path, tmp: Path, exclude: list[str]) -> list[str]:
             if not (opts.sensitivity or opts.keep_float):
                 return exclude
-            test = load_dataset(opts.data, "test", limit=opts.sensitivity_images, seed=opts.seed + 1)
+            test = load_dataset_for(opts.data, "test", input_size, limit=opts.sensitivity_images, seed=opts.seed + 1)
             x_eval = normalize(test.eval_images(), mean, std).numpy()
             rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
                                      workdir=tmp, log=log, recipe=recipe)
@@ -673,7 +675,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
                                     exclude=opts.exclude, choose_exclusions=choose_exclusions, source_props=props))
         report["sizes"] = {"fp32_onnx_bytes": src.stat().st_size, "int8_onnx_bytes": job.tmp[out].stat().st_size}
 
-        test = load_dataset(opts.data, "test", limit=opts.eval_limit, seed=opts.seed)
+        test = load_dataset_for(opts.data, "test", input_size, limit=opts.eval_limit, seed=opts.seed)
         x_test = normalize(test.eval_images(), mean, std).numpy()
         y_test = test.labels.numpy()
         log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images ({session['what']})")

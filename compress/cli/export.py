@@ -320,10 +320,10 @@ def _parity_inputs(data_spec, limit, mean, std, input_size, classes):
     import numpy as np
     import torch
 
-    from compress.data import load_dataset, normalize
+    from compress.data import load_dataset_for, normalize
 
     if data_spec:
-        data = load_dataset(data_spec, "test", limit=limit)
+        data = load_dataset_for(data_spec, "test", input_size, limit=limit)
         if classes is not None and len(data.classes) != len(classes):
             raise CompressError(f"{data_spec} has {len(data.classes)} classes, the model {len(classes)}")
         if list(data.input_size) != list(input_size):

@@ -14,7 +14,7 @@ recalibration use: ``classes``, ``input_size`` (C, H, W), ``len()``, ``labels``,
 
 from compress.data.augment import augment_crop_flip, normalize, random_resized_crop_flip
 from compress.data.cache import CACHE_ENV, cache_dir
-from compress.data.load import DATA_DIR_ENV, DATA_ENV, MODES, load_dataset, resolve_spec
+from compress.data.load import DATA_DIR_ENV, DATA_ENV, MODES, load_dataset, load_dataset_for, resolve_spec
 from compress.data.memory import Batches, ImageSet, stratified_indices, stratified_subset
 from compress.data.protocol import ImageData
 from compress.data.sources import IMAGE_SUFFIXES, SPLIT_ALIASES
@@ -23,6 +23,6 @@ from compress.data.torch_source import from_torch
 
 __all__ = [
     "CACHE_ENV", "DATA_DIR_ENV", "DATA_ENV", "IMAGE_SUFFIXES", "MODES", "SPLIT_ALIASES", "Batches", "ImageData",
-    "ImageSet", "StreamBatches", "StreamSet", "augment_crop_flip", "cache_dir", "from_torch", "load_dataset",
+    "ImageSet", "StreamBatches", "StreamSet", "augment_crop_flip", "cache_dir", "from_torch", "load_dataset", "load_dataset_for",
     "normalize", "random_resized_crop_flip", "resolve_spec", "stratified_indices", "stratified_subset",
 ]
