@@ -131,11 +131,17 @@ def test_failed_fp16_parity_leaves_neither_file(work, monkeypatch):
     assert "h.onnx" in line and ".tmp" not in line
 
 
-def test_classes_disagreeing_with_the_output_width_are_not_exported(work):
+@pytest.mark.parametrize("drop,needle", [((), "arch_kwargs.num_classes is 10 but classes lists 5"),
+                                         (("num_classes",), "the output layer classifier has 10 outputs"),
+                                         (("num_classes", "widths"), "the network has 10 outputs")])
+def test_classes_disagreeing_with_the_output_width_are_not_exported(work, drop, needle):
     meta = json.loads((work / "vgg" / "model.json").read_text())
     meta["classes"] = meta["classes"][:5]
+    for key in drop:
+        meta["arch_kwargs"].pop(key, None)
+        meta.pop(key, None)
     (work / "vgg" / "model.json").write_text(json.dumps(meta))
-    refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "o.onnx"], "num_classes is 10", "classes lists 5")
+    refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "o.onnx"], "model.json", needle, "5")
 
 
 def test_truncated_weights(work):
