@@ -101,6 +101,11 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
 
     if iters is not None and duration is not None:
         raise click.UsageError("give --iters or --duration, not both")
+    if report_dir is not None:
+        from compress.guard import check_outputs
+
+        check_outputs(inputs=[("ARTIFACT", Path(a)) for a in artifacts], out_dirs=[("--report", report_dir)],
+                      dir_files=("report.json", "report.md"))
     if no_plots and report_dir is None:
         raise click.UsageError("--no-plots only applies with --report DIR")
     batches = _batches(batch_text)

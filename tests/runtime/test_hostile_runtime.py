@@ -80,3 +80,25 @@ def test_non_finite_duration_is_refused(work):
     # Only NaN is tried: with --duration inf today's bench would time forever.
     assert_refused(invoke(["bench", work / "vgg.onnx", "--batch", "1", "--warmup", "0", "--duration", "nan"]),
                    "--duration", usage=True)
+
+
+def test_report_into_an_input_model_directory_is_refused(work):
+    before = snapshot(work)
+    assert_refused(invoke(["bench", work / "vgg", "--iters", "2", "--batch", "1", "--report", work / "vgg"]),
+                   "--report")
+    assert snapshot(work) == before
+
+
+def test_report_files_get_the_umask_permissions(work):
+    import os
+
+    onnx_path = export_onnx_file(work / "vgg", work / "vgg.onnx")
+    old = os.umask(0o022)
+    try:
+        result = invoke(["bench", onnx_path, "--iters", "2", "--warmup", "0", "--batch", "1", "--no-plots",
+                         "--report", work / "r"])
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    for name in ("report.json", "report.md"):
+        assert (work / "r" / name).stat().st_mode & 0o777 == 0o644
