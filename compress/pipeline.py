@@ -25,15 +25,17 @@ from compress.train import Distill, Recipe, evaluate, finish, fit, is_main_proce
 
 @dataclass
 class DataOptions:
+    """A dataset as the stages use it: spec, stratified limits, seed, image size and loading mode; each
+    split is loaded once. `model_size` (set by `for_model`) resizes images only when they differ from it."""
+
     spec: str
     train_limit: int | None = None
     test_limit: int | None = None
     seed: int = 0
     input_size: int | None = None
     mode: str = "auto"
-    _cache: dict = field(default_factory=dict, repr=False)
-
     model_size: int | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def split(self, name: str) -> ImageSet:
         if name not in self._cache:
