@@ -229,8 +229,10 @@ def _train_model(arch: str | None, data: DataOptions, out: str | Path, recipe: R
     if arch is None:
         raise CompressError("give --arch, or --from a model directory")
     input_size = data.input_size
+    import dataclasses
+
     settings = {"arch": arch, "arch_kwargs": arch_kwargs or {}, "sparsity": sparsity_json(sparsity),
-                "epochs": recipe.epochs,
+                "epochs": recipe.epochs, "recipe": dataclasses.asdict(recipe), "seed": seed,
                 "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if _finished(out, resume):
         meta = read_meta(out)

@@ -165,3 +165,18 @@ def test_slim_killed_at_a_point_resumes_to_the_same_result(work, module, attr, s
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     if attr == "save_model_dir":
         assert finished, "the kill came after a stage was written"
+
+
+@pytest.mark.parametrize("change,needle", [(["--lr", "0.05"], "recipe"), (["--seed", "3"], "seed"),
+                                           (["--recipe", "paper"], "recipe")])
+def test_retraining_with_another_lr_seed_or_recipe_is_refused(work, change, needle):
+    args = ["train", "--arch", "vgg11", "--width", "0.0625", "--data", work / "data", "--epochs", "1",
+            "--recipe", "fast", "--out", work / "t"]
+    assert invoke(args).exit_code == 0
+    changed = list(args)
+    for option, value in zip(change[::2], change[1::2]):
+        if option in changed:
+            changed[changed.index(option) + 1] = value
+        else:
+            changed[-2:-2] = [option, value]
+    refused_unchanged(work, changed, "other settings", needle)
