@@ -33,6 +33,11 @@ class FiniteFloat(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return super().convert(number, param, ctx)
 
+    def _describe_range(self) -> str:
+        if self.min is None and self.max is None:
+            return "finite"
+        return super()._describe_range()
+
     def __repr__(self) -> str:
         return f"FiniteFloat({self._describe_range()})" if (self.min is not None or self.max is not None) \
             else "FiniteFloat"
@@ -54,6 +59,9 @@ class Sparsity(click.ParamType):
     proximal L1 with a pull budget), or `budget:P` (proximal L1 whose total pull over the run is P)."""
 
     name = "λ|auto|budget:P"
+
+    def get_metavar(self, param, ctx=None) -> str:  # click upper-cases type names; λ must stay λ
+        return "λ|auto|budget:P"
 
     def convert(self, value, param, ctx):
         from compress.sparsity import Budget, SparsityConfig
