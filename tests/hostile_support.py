@@ -72,6 +72,14 @@ def assert_refused(result, *needles: str, code: int = 2, usage: bool = False) ->
     return line
 
 
+def refused_unchanged(work: Path, args, *needles: str, code: int = 2, usage: bool = False) -> str:
+    """Run the CLI with `args`: refused as `assert_refused` says, with every file under `work` unchanged."""
+    before = snapshot(work)
+    line = assert_refused(invoke(args), *needles, code=code, usage=usage)
+    assert snapshot(work) == before
+    return line
+
+
 def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BN statistics and logits of order 1, so parity checks compare real signals."""
     g = torch.Generator().manual_seed(seed)

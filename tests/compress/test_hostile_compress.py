@@ -15,9 +15,18 @@ import struct
 
 import pytest
 import torch
-
-from hostile_support import (CLASSES, assert_refused, export_onnx_file, invoke, make_images, make_model_dir,
-                             pause_at, run_until_marker, snapshot)
+from hostile_support import (
+    CLASSES,
+    assert_refused,
+    export_onnx_file,
+    invoke,
+    make_images,
+    make_model_dir,
+    pause_at,
+    refused_unchanged,
+    run_until_marker,
+    snapshot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +47,6 @@ def work(tmp_path, built):
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def refused_unchanged(work, args, *needles, code=2, usage=False):
-    before = snapshot(work)
-    result = invoke(args)
-    line = assert_refused(result, *needles, code=code, usage=usage)
-    assert snapshot(work) == before
-    return line
 
 
 # --- share: outputs that are inputs, numbers, locks, faults ----------------------------------------------

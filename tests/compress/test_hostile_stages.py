@@ -6,8 +6,15 @@ import math
 import shutil
 
 import pytest
-
-from hostile_support import CLASSES, assert_refused, invoke, make_images, make_model_dir, snapshot
+from hostile_support import (
+    CLASSES,
+    assert_refused,
+    invoke,
+    make_images,
+    make_model_dir,
+    refused_unchanged,
+    snapshot,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +35,6 @@ def work(tmp_path, built):
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-def refused_unchanged(work, args, *needles, code=2):
-    before = snapshot(work)
-    line = assert_refused(invoke(args), *needles, code=code)
-    assert snapshot(work) == before
-    return line
 
 
 @pytest.mark.parametrize("option,value", [("--lr", "nan"), ("--lr", "inf"), ("--sparsity", "inf"),

@@ -11,10 +11,17 @@ import signal
 
 import onnx
 import pytest
+from hostile_support import (
+    export_onnx_file,
+    invoke,
+    make_images,
+    make_model_dir,
+    pause_at,
+    refused_unchanged,
+    run_until_marker,
+    snapshot,
+)
 from onnx import TensorProto, helper
-
-from hostile_support import (assert_refused, export_onnx_file, invoke, make_images, make_model_dir, pause_at,
-                             run_until_marker, snapshot)
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +40,6 @@ def work(tmp_path, built):
     shutil.copytree(model_dir, w / "vgg")
     shutil.copy(onnx_path, w / "vgg.onnx")
     return w
-
-
-def refused_unchanged(work, args, *needles, code=2, usage=False):
-    before = snapshot(work)
-    result = invoke(args)
-    line = assert_refused(result, *needles, code=code, usage=usage)
-    assert snapshot(work) == before
-    return line
 
 
 # --- an output that is an input --------------------------------------------------------------------
