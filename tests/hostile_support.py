@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from click.testing import CliRunner
+from tests_support import lively  # noqa: F401 - the hostile tests build lively models too
 
 from compress.cli import main
 
@@ -80,24 +81,6 @@ def refused_unchanged(work: Path, args, *needles: str, code: int = 2, usage: boo
     return line
 
 
-def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BN statistics and logits of order 1, so parity checks compare real signals."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        model.eval()
-        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
-        logits = model(torch.randn(16, 3, 32, 32, generator=g))
-        scale = 3.0 / max(float(logits.std()), 1e-12)
-        last.weight.mul_(scale)
-        last.bias.mul_(scale)
-    return model
 
 
 def make_model_dir(path: Path, width: float = 0.0625, classes=CLASSES) -> Path:

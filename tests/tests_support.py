@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -112,3 +113,25 @@ def make_mixed_folder(root: Path, classes=("ant", "bee", "cow"), per_class: int 
                     Image.fromarray(rgb).convert("P").save(d / f"{i}.png")  # palette
                 k += 1
     return root
+
+
+def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BN statistics/affine and logits of order 1, so parity checks compare real signals
+    (a freshly initialised net has identical BN layers and logits near zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+        model.eval()
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+        logits = model(torch.randn(16, 3, 32, 32, generator=g))
+        scale = 3.0 / max(float(logits.std()), 1e-12)
+        last.weight.mul_(scale)
+        if last.bias is not None:
+            last.bias.mul_(scale)
+    return model
