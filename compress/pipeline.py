@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -510,6 +510,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
+    sparsity = _steer_to(sparsity, percent, budget)
     out = Path(out)
     if start_from is not None:
         arch = read_meta(start_from)["arch"] if arch is None else arch
@@ -573,6 +574,16 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _steer_to(sparsity, percent: float, budget: dict | None):
+    """A sparsity config polarizes γ for the percent this run will prune (its 'auto' controller aims at
+    it); under a MACs/params budget the percent is not known in advance and the config's own stays."""
+    from compress.sparsity import SparsityConfig
+
+    if isinstance(sparsity, SparsityConfig) and not budget and sparsity.percent != percent:
+        return replace(sparsity, percent=percent)
+    return sparsity
 
 
 def write_plots(out: Path, sparse_dir: Path, stages: dict, passes: int) -> list[str]:

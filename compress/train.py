@@ -194,6 +194,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     regularizer = regularizer_for(sparsity, model, [recipe.lr_at(e + s / steps)
                                                     for e in range(recipe.epochs) for s in range(steps)])
     regularizer.step_index = start_epoch * steps
+    regularizer.resume_from(history[-1] if history else None)
 
     for epoch in range(start_epoch, recipe.epochs):
         batches.set_epoch(epoch)
