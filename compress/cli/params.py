@@ -55,8 +55,8 @@ OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)
 
 
 class Sparsity(click.ParamType):
-    """`--sparsity`: λ (a finite number >= 0: the paper's subgradient), `auto` (the measured default:
-    proximal L1 with a pull budget), or `budget:P` (proximal L1 whose total pull over the run is P)."""
+    """`--sparsity`: λ (a finite number >= 0: the paper's subgradient), `auto` (the default: proximal L1
+    whose λ is steered until the planned percent of γ sits at zero), or `budget:P` (proximal L1 whose total pull over the run is P)."""
 
     name = "λ|auto|budget:P"
 

@@ -35,8 +35,8 @@ from compress.cli.params import FINITE, SPARSITY, FiniteFloat
 @click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
 @click.option("--sparsity", type=SPARSITY, default=None,
-              help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 with the measured pull budget; "
-                   "the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
+              help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 whose λ is steered until the planned "
+                   "percent of γ sits at zero; the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
                    "1e-5 otherwise.")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=None,
               help="Train this many epochs without sparsity first, then sparse-train from that model "

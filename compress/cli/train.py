@@ -28,7 +28,8 @@ from compress.cli.params import FINITE, SPARSITY, FiniteFloat
                    "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
 @click.option("--sparsity", type=SPARSITY, default="0", show_default=True,
-              help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet).")
+              help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet); 'auto' "
+                   "(proximal, λ steered until half the γ sit at zero) or 'budget:P'.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (recipe default otherwise).")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="VGG width multiplier.")
 @click.option("--bn-init", type=FINITE, default=None, help="Initial BN γ (default 0.5 as in the paper).")
