@@ -376,10 +376,11 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
                 min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
                 data: DataOptions | None = None, recalibrate: int = 2000, device=None,
                 target_macs: float | None = None, target_params: float | None = None,
-                cost_aware: bool = False) -> dict:
+                cost_aware: bool = False, target_latency_ms: float | None = None, backend: str = "ort-cpu") -> dict:
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
-    `recalibrate` training images (0 disables it)."""
-    from compress.slimming import prune, recalibrate_batchnorm
+    `recalibrate` training images (0 disables it). `target_latency_ms` prunes to a p50 latency on
+    `backend`, measured on this machine at batch 1 (compress.latency_budget)."""
+    from compress.slimming import recalibrate_batchnorm
 
     t0 = time.time()
     model, meta = load_model_dir(model_dir)
@@ -391,9 +392,19 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
             raise CompressError(f"cannot read plan {plan_path}: {exc}") from None
     example = torch.zeros(1, *meta["input_size"])
     before_params, before_macs = meta["params"], meta["macs"]
-    model, plan = prune(model, percent, example, min_keep=min_keep, min_channels=min_channels,
-                        round_to=round_to, compensate=compensate, plan=plan, target_macs=target_macs,
-                        target_params=target_params, cost_aware=cost_aware)
+    floor = dict(min_keep=min_keep, min_channels=min_channels, round_to=round_to, compensate=compensate)
+    if target_latency_ms is not None:
+        from compress.latency_budget import prune_to_latency
+
+        if plan is not None or target_macs is not None or target_params is not None:
+            raise CompressError("a latency target excludes a plan and the MACs and parameter targets")
+        model, plan = prune_to_latency(model, example, target_latency_ms, backend=backend, cost_aware=cost_aware,
+                                       log=_log, **floor)
+    else:
+        from compress.slimming import prune
+
+        model, plan = prune(model, percent, example, plan=plan, target_macs=target_macs, target_params=target_params,
+                            cost_aware=cost_aware, **floor)
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
     accuracy = uncalibrated = None
     recalibrated_on = 0
@@ -503,13 +514,21 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     sparsity penalty so that the next pass finds polarized γ again. `sparse_dir` puts the sparse stage
     elsewhere than OUT/sparse, so that several runs (pruning ratios) can share one sparse model.
     `budget` ({"target_macs": F} or {"target_params": F}) replaces `percent` for pruning: the global
-    threshold is searched so that the pruned network keeps that fraction of the sparse one's cost.
+    threshold is searched so that the pruned network keeps that fraction of the sparse one's cost;
+    {"target_latency_ms": MS, "backend": B} keeps the largest MACs fraction whose p50 latency on B, measured
+    on this machine, is at most MS (one pass only: a second would start from a model that meets it).
     `pretrain_recipe` first trains the network without sparsity (OUT/pretrained), and sparse training
     then starts from it: sparse fine-tuning of a trained model, which is what polarizes γ without an
     accuracy cost on short schedules (benchmarks/results/sparsity_study.md).
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
+    if budget and "target_latency_ms" in budget:
+        from compress.latency_budget import check_latency_backend
+
+        if passes > 1:
+            raise CompressError("a latency target prunes once: it cannot be split over passes")
+        check_latency_backend(budget.get("backend", "ort-cpu"))
     sparsity = _steer_to(sparsity, percent, budget)
     out = Path(out)
     if start_from is not None:
@@ -542,9 +561,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
         pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
         step = first + 2 * k - 1
         t = time.time()
-        asked = (", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items()) if budget
-                 else f"{percent:.0%} of channels")
-        _log(f"[{step}/{total}] pruning to {asked} → {pruned_dir}")
+        _log(f"[{step}/{total}] pruning to {_asked_text(budget, percent)} → {pruned_dir}")
         parent_sha = read_meta(source)["weights_sha256"]
         if resume and _finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(
                 pruned_dir, percent, min_keep, round_to, budget):
@@ -574,6 +591,14 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
     return summary
+
+
+def _asked_text(budget: dict | None, percent: float) -> str:
+    if not budget:
+        return f"{percent:.0%} of channels"
+    if "target_latency_ms" in budget:
+        return f"p50 latency {budget['target_latency_ms']:g} ms on {budget.get('backend', 'ort-cpu')}"
+    return ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in budget.items())
 
 
 def _steer_to(sparsity, percent: float, budget: dict | None):
@@ -666,9 +691,18 @@ def _same_prune(pruned_dir: Path, percent, min_keep, round_to, budget: dict | No
         return False
     if budget:
         recorded = plan.get("budget") or {}
-        (key, value), = budget.items()
-        return recorded.get("target") == key.removeprefix("target_") and recorded.get("asked") == value
+        return all(recorded.get(k) == v for k, v in _as_recorded(budget).items())
     return plan.get("budget") is None and plan.get("percent") == percent
+
+
+def _as_recorded(budget: dict) -> dict:
+    """A run's budget option in the terms plan.json records it, for comparing the two on resume. A latency
+    plan made on another machine is kept: its structure was measured there, as the plan says."""
+    if "target_latency_ms" in budget:
+        return {"target": "latency_ms", "asked": budget["target_latency_ms"],
+                "backend": budget.get("backend", "ort-cpu")}
+    (key, value), = budget.items()
+    return {"target": key.removeprefix("target_"), "asked": value}
 
 
 def build_summary(stages: dict, times: dict, data: DataOptions, percent: float, sparsity: float) -> dict:
@@ -698,6 +732,8 @@ def _budget_met(budget: dict | None, stages: dict) -> dict | None:
     """The budget asked, and the fraction of the sparse model's cost the final model actually has."""
     if not budget:
         return None
+    if budget["target"] == "latency_ms":
+        return budget  # fine-tuning keeps the structure, so the latency measured at pruning stands
     key = {"macs": "macs", "params": "params"}[budget["target"]]
     final = [m for n, m in stages.items() if n.startswith("finetuned")][-1]
     return {**budget, "met": final[key] / stages["sparse"][key]}
@@ -710,10 +746,30 @@ def _sparsity_text(value) -> str:
     return f"subgradient L1, λ = {value}"
 
 
+def _budget_phrase(b: dict) -> str:
+    if b["target"] == "latency_ms":
+        return f"to a p50 latency of {b['asked']:g} ms ({b['backend']}, batch {b['batch']})"
+    return f"to a {b['target']} budget"
+
+
+def _budget_sentence(b: dict) -> str:
+    """The budget asked and met, in one sentence of summary.md."""
+    importance = b.get("importance", "|γ|")
+    if b["target"] != "latency_ms":
+        return (f"Budget: {b['target']} at {b['asked']:.1%} of the sparse model's; met {b['met']:.2%} "
+                f"(importance: {importance}).")
+    machine = b.get("machine") or {}
+    return (f"Budget: p50 latency {b['asked']:g} ms at batch {b['batch']} on {b['backend']} "
+            f"({machine.get('cpu_model') or 'this machine'}, threads: {machine.get('threads', '?')}); the sparse model "
+            f"ran at {b['full']:.3f} ms, the pruned one at {b['met']:.3f} ms with {b['macs_met']:.1%} of the MACs "
+            f"({len(b['candidates'])} candidates tried, {b['iterations']} iterations each; importance: {importance}). "
+            f"These latencies hold for that machine, backend and batch, with the ONNX export at opset {b['opset']}.")
+
+
 def summary_markdown(s: dict) -> str:
     lines = [f"# Slimming summary: {s['arch']}", "",
              f"Data `{s['data']['spec']}`; sparsity {_sparsity_text(s['sparsity'])}; pruned "
-             + (f"to a {s['budget']['target']} budget" if s.get("budget") else f"{s['percent']:.0%} of BN channels")
+             + (_budget_phrase(s["budget"]) if s.get("budget") else f"{s['percent']:.0%} of BN channels")
              + (f" per pass, {s['passes']} passes" if s.get("passes", 1) > 1 else "")
              + f" ({s['channels_before']} → {s['channels_after']} prunable channels).", "",
              "| stage | accuracy | before BN re-estimation | params | Δ params | MACs | FLOPs (2×MACs) | Δ MACs "
@@ -727,9 +783,7 @@ def summary_markdown(s: dict) -> str:
         lines.append(f"| {name} | {acc} | {raw} | {r['params']:,} | {-r['params_reduction']:+.1%} | {r['macs']:,} | "
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
     if s.get("budget"):
-        b = s["budget"]
-        lines += ["", f"Budget: {b['target']} at {b['asked']:.1%} of the sparse model's; met "
-                      f"{b['met']:.2%} (importance: {b.get('importance', '|γ|')})."]
+        lines += ["", _budget_sentence(s["budget"])]
     if s.get("bn_recalibration_images"):
         lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
                       "training images (no weight update); the column before it shows the accuracy right after "

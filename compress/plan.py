@@ -102,18 +102,25 @@ def prune(model: nn.Module, example_input: torch.Tensor, *, percent: float | Non
     `example_input` is one batch of the shape the model takes (e.g. ``torch.zeros(1, 3, 224, 224)``).
     `percent` is the fraction of BN channels to remove; `budget` keywords (``target_macs=0.5``,
     ``target_params=0.5``) ask for a cost instead where the slimming code supports them.
+    ``target_latency_ms=MS`` (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``,
+    ``cost_aware``) asks for a p50 latency measured on this machine (compress.latency_budget).
     """
-    from compress.slimming import prune as _prune
-
     if not isinstance(model, nn.Module):
         raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor):
         raise CompressError("example_input must be a tensor batch such as torch.zeros(1, 3, 224, 224)")
     if percent is None and not budget:
         raise CompressError("give percent (a fraction of channels) or a budget such as target_macs=0.5")
+    if "target_latency_ms" in budget:
+        from compress.latency_budget import prune_to_latency as run
+        if percent is not None or {"target_macs", "target_params"} & budget.keys():
+            raise CompressError("give one of percent, target_macs, target_params or target_latency_ms")
+        args = (model, example_input, budget.pop("target_latency_ms"))
+    else:
+        from compress.slimming import prune as run
+        args = (model, percent if percent is not None else 0.0, example_input)
     try:
-        _, data = _prune(model, percent if percent is not None else 0.0, example_input, min_keep=min_keep,
-                         round_to=round_to, compensate=compensate, **budget)
+        _, data = run(*args, min_keep=min_keep, round_to=round_to, compensate=compensate, **budget)
     except TypeError as exc:
         raise CompressError(f"unsupported pruning option: {exc}") from None
     return Plan(data)

@@ -282,6 +282,25 @@ def choose_kept(scores: torch.Tensor, threshold: float, *, min_keep: float, min_
     return sorted(int(i) for i in order[:n_keep])
 
 
+def _prunable_units(model: nn.Module, example_input: torch.Tensor) -> PruningUnits:
+    """pruning_units, refusing a network that gives slimming nothing to act on."""
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        raise CompressError(f"{type(model).__name__} has no BatchNorm2d layers: network slimming prunes by "
+                            "BatchNorm γ, so the network needs BatchNorm after its convolutions")
+    units = pruning_units(model, example_input)
+    if not units.groups and not units.selections:
+        raise CompressError(f"{type(model).__name__} has no BatchNorm channels to prune")
+    return units
+
+
+def check_floor(*, round_to: int, min_channels: int) -> None:
+    """Refuse rounding and floor settings no unit could honour."""
+    if round_to < 1:
+        raise CompressError(f"round_to must be >= 1, got {round_to}")
+    if min_channels < 1:
+        raise CompressError(f"min_channels must be >= 1, got {min_channels}")
+
+
 def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, *, min_keep: float = 0.2,
           min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan: dict | None = None,
           target_macs: float | None = None, target_params: float | None = None,
@@ -301,18 +320,10 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
         raise CompressError(f"percent must be in (0, 1), got {percent}")
     if cost_aware and not targets:
         raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
-    if round_to < 1:
-        raise CompressError(f"round_to must be >= 1, got {round_to}")
-    if min_channels < 1:
-        raise CompressError(f"min_channels must be >= 1, got {min_channels}")
+    check_floor(round_to=round_to, min_channels=min_channels)
     model.eval()
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        raise CompressError(f"{type(model).__name__} has no BatchNorm2d layers: network slimming prunes by "
-                            "BatchNorm γ, so the network needs BatchNorm after its convolutions")
-    units = pruning_units(model, example_input)
+    units = _prunable_units(model, example_input)
     groups, selections = units.groups, units.selections
-    if not groups and not selections:
-        raise CompressError(f"{type(model).__name__} has no BatchNorm channels to prune")
     budget = None
     if plan is not None:
         threshold = _apply_plan(units, plan)
@@ -365,10 +376,9 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     return model, new_plan
 
 
-def _meet_budget(model, units: PruningUnits, example_input, target: str, fraction: float, cost_aware: bool,
-                 compensate: bool, floor: dict) -> tuple[float, dict]:
-    """Set every unit's kept channels to meet the budget; returns the threshold and the budget record."""
-    costs = CostModel(model, units, example_input, compensate=compensate)
+def _budget_scores(units: PruningUnits, costs: CostModel, target: str, cost_aware: bool, floor: dict):
+    """The scores a budget search thresholds, per group and selection, and the function that picks one
+    unit's kept channels from its scores; cost-aware importance is stored on the units for the plan."""
     if cost_aware:
         group_scores, selection_scores = cost_aware_scores(costs, target)
         for unit, imp in zip([*units.groups, *units.selections], [*group_scores, *selection_scores]):
@@ -377,9 +387,34 @@ def _meet_budget(model, units: PruningUnits, example_input, target: str, fractio
         group_scores = [g.scores for g in units.groups]
         selection_scores = [s.scores for s in units.selections]
     runs = {id(sc): g.conv_groups for g, sc in zip(units.groups, group_scores)}
-    threshold, found = search_threshold(costs, target, fraction,
-                                        lambda s, thr: choose_kept(s, thr, **floor, conv_groups=runs.get(id(s), 1)),
-                                        (group_scores, selection_scores))
+    choose = lambda s, thr: choose_kept(s, thr, **floor, conv_groups=runs.get(id(s), 1))  # noqa: E731
+    return (group_scores, selection_scores), choose
+
+
+def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "macs", *, min_keep: float = 0.2,
+                 min_channels: int = 1, round_to: int = 1, compensate: bool = True,
+                 cost_aware: bool = False) -> float:
+    """The smallest `target_{target}` fraction that pruning to a budget accepts: every unit at its floor.
+
+    Half a MAC (or parameter) above the floor's cost, so that the float round trip cannot refuse the
+    floor itself while nothing larger fits (costs are integers). 1.0 or more: nothing can be pruned.
+    """
+    check_floor(round_to=round_to, min_channels=min_channels)
+    model.eval()
+    units = _prunable_units(model, example_input)
+    costs = CostModel(model, units, example_input, compensate=compensate)
+    (group_scores, selection_scores), choose = _budget_scores(
+        units, costs, target, cost_aware, dict(min_keep=min_keep, min_channels=min_channels, round_to=round_to))
+    keeps = ([choose(s, math.inf) for s in group_scores], [choose(s, math.inf) for s in selection_scores])
+    return (costs.cost(keeps)[target] + 0.5) / costs.full[target]
+
+
+def _meet_budget(model, units: PruningUnits, example_input, target: str, fraction: float, cost_aware: bool,
+                 compensate: bool, floor: dict) -> tuple[float, dict]:
+    """Set every unit's kept channels to meet the budget; returns the threshold and the budget record."""
+    costs = CostModel(model, units, example_input, compensate=compensate)
+    scores, choose = _budget_scores(units, costs, target, cost_aware, floor)
+    threshold, found = search_threshold(costs, target, fraction, choose, scores)
     group_keeps, selection_keeps = found["keeps"]
     for unit, keep in zip([*units.groups, *units.selections], [*group_keeps, *selection_keeps]):
         unit.keep = keep

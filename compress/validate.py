@@ -103,9 +103,12 @@ def validate_plan(plan: Any, where: str = "plan.json") -> dict:
             raise InvalidFileError(f"{where}: percent must lie in (0, 1), got {percent}")
     if plan.get("budget") is not None:
         budget = _dict(plan["budget"], where, "budget")
-        if budget.get("target") not in ("macs", "params"):
-            raise InvalidFileError(f"{where}: budget target must be macs or params, got {budget.get('target')!r}")
-        _number(budget.get("asked"), where, "budget asked", 0.0, 1.0, lo_open=True)
+        if budget.get("target") not in ("macs", "params", "latency_ms"):
+            raise InvalidFileError(f"{where}: budget target must be macs, params or latency_ms, "
+                                   f"got {budget.get('target')!r}")
+        # A latency is asked in milliseconds, a cost as a fraction of the unpruned network's.
+        _number(budget.get("asked"), where, "budget asked", 0.0, None if budget["target"] == "latency_ms" else 1.0,
+                lo_open=True)
     if "min_keep" in plan:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
     for key in ("min_channels", "round_to"):

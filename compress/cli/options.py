@@ -100,3 +100,24 @@ def _emit(obj: dict, as_json: bool, human: str) -> None:
         click.echo(json.dumps(obj, indent=2))
     else:
         click.echo(human)
+
+
+def latency_budget(target_latency: float | None, backend: str | None) -> dict:
+    """The pruning keywords of --target-latency/--backend; --backend alone is a usage error."""
+    if target_latency is None:
+        if backend is not None:
+            raise click.UsageError("--backend says what --target-latency is measured with; give --target-latency")
+        return {}
+    from compress.latency_budget import check_latency_backend
+
+    backend = backend or "ort-cpu"
+    check_latency_backend(backend)  # before a slimming run spends hours training for it
+    return {"target_latency_ms": target_latency, "backend": backend}
+
+
+def budget_text(b: dict) -> str:
+    """A plan's budget, asked and met, for the one-line report of a pruning command."""
+    if b["target"] == "latency_ms":
+        return (f"p50 latency budget {b['asked']:g} ms on {b['backend']} (unpruned {b['full']:.3f} ms), "
+                f"met {b['met']:.3f} ms with {b['macs_met']:.1%} of the MACs")
+    return f"{b['target']} budget {b['asked']:g} of the unpruned, met {b['met']:.3f}"

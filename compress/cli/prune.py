@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _percent
-from compress.cli.params import FINITE, FiniteFloat
+from compress.cli.options import _data, _percent, budget_text, latency_budget
+from compress.cli.params import FINITE, POSITIVE, FiniteFloat
 
 
 @click.command("prune")
@@ -20,8 +20,14 @@ from compress.cli.params import FINITE, FiniteFloat
               help="Instead of --percent: keep this fraction of the unpruned MACs.")
 @click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
+@click.option("--target-latency", type=POSITIVE, default=None, metavar="MS",
+              help="Instead of --percent: keep the most MACs whose p50 latency at batch 1 on --backend, measured "
+                   "on this machine, is at most MS milliseconds.")
+@click.option("--backend", default=None, metavar="B",
+              help="Runtime that --target-latency is measured with: ort-cpu (default), openvino, openvino-bf16.")
 @click.option("--cost-aware", is_flag=True,
-              help="With a target: rank channels by |γ| divided by their share of the target's cost.")
+              help="With a target: rank channels by |γ| divided by their share of the target's cost "
+                   "(MACs for --target-latency).")
 @click.option("--min-keep", type=FiniteFloat(0, 1), default=0.2, show_default=True,
               help="Floor: every layer keeps at least this fraction of its channels.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
@@ -33,23 +39,26 @@ from compress.cli.params import FINITE, FiniteFloat
               help="Training images to re-estimate BN running statistics on after pruning (0: off; needs --data).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--device", default=None)
-def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, cost_aware, min_keep, round_to,
-              no_compensate, data_spec, recalibrate, test_limit, device):
+def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,
+              min_keep, round_to, no_compensate, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
     from compress.pipeline import prune_model
 
     chosen = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
-                             ("--target-params", target_params), ("--plan", plan_path)) if v is not None]
+                             ("--target-params", target_params), ("--target-latency", target_latency),
+                             ("--plan", plan_path)) if v is not None]
     if len(chosen) != 1:
-        raise click.UsageError("give one of --percent, --target-macs, --target-params or --plan")
-    if cost_aware and target_macs is None and target_params is None:
-        raise click.UsageError("--cost-aware needs --target-macs or --target-params")
+        raise click.UsageError("give one of --percent, --target-macs, --target-params, --target-latency or --plan")
+    if cost_aware and target_macs is None and target_params is None and target_latency is None:
+        raise click.UsageError("--cost-aware needs --target-macs, --target-params or --target-latency")
+    latency = latency_budget(target_latency, backend)
     if percent is not None:
         _percent(percent)
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
     meta = prune_model(model_dir, out, percent=percent or 0.0, min_keep=min_keep, round_to=round_to,
                        compensate=not no_compensate, plan_path=plan_path, data=data, recalibrate=recalibrate,
-                       device=device, target_macs=target_macs, target_params=target_params, cost_aware=cost_aware)
+                       device=device, target_macs=target_macs, target_params=target_params, cost_aware=cost_aware,
+                       **latency)
     p = meta["pruning"]
     acc = ""
     if meta["accuracy"] is not None:
@@ -58,8 +67,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, co
             acc += (f" (BN statistics re-estimated on {p['bn_recalibration_images']} training images; "
                     f"{p['accuracy_uncalibrated']:.2%} before)")
     if p.get("budget"):
-        b = p["budget"]
-        acc += f"; {b['target']} budget {b['asked']:g} of the unpruned, met {b['met']:.3f}"
+        acc += "; " + budget_text(p["budget"])
     click.echo(f"{out}: channels {p['channels_before']} → {p['channels_after']}, "
                f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
                f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "

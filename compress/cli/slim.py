@@ -14,10 +14,11 @@ from compress.cli.options import (
     _recipe,
     arch_options,
     data_options,
+    latency_budget,
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import FINITE, SPARSITY, FiniteFloat
+from compress.cli.params import FINITE, POSITIVE, SPARSITY, FiniteFloat
 
 
 @click.command("slim")
@@ -34,6 +35,11 @@ from compress.cli.params import FINITE, SPARSITY, FiniteFloat
               help="Instead of --percent: keep this fraction of the unpruned MACs.")
 @click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --percent: keep this fraction of the unpruned parameters.")
+@click.option("--target-latency", type=POSITIVE, default=None, metavar="MS",
+              help="Instead of --percent: keep the most MACs whose p50 latency at batch 1 on --backend, measured "
+                   "on this machine, is at most MS milliseconds (one pass).")
+@click.option("--backend", default=None, metavar="B",
+              help="Runtime that --target-latency is measured with: ort-cpu (default), openvino, openvino-bf16.")
 @click.option("--sparsity", type=SPARSITY, default=None,
               help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 whose λ is steered until the planned "
                    "percent of γ sits at zero; the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
@@ -56,9 +62,10 @@ from compress.cli.params import FINITE, SPARSITY, FiniteFloat
 @arch_options
 @data_options
 @recipe_options()
-def slim(preset, arch, start_from, out, percent, target_macs, target_params, sparsity, pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep,
-         round_to, distill, passes, arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr,
-         batch_size, weight_decay, recipe, device, compile_, no_resume):
+def slim(preset, arch, start_from, out, percent, target_macs, target_params, target_latency, backend, sparsity,
+         pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, distill, passes,
+         arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr, batch_size,
+         weight_decay, recipe, device, compile_, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
 
     \b
@@ -68,6 +75,7 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
     from compress.artifact import read_meta
     from compress.pipeline import slim as run_slim
 
+    budget = _budget(percent, target_macs, target_params, target_latency, backend, passes)
     kwargs = {**_arch_kwargs(width, None), **parse_arch_kwargs(arch_kwargs_json)}
     if start_from is not None:
         if kwargs:
@@ -99,9 +107,6 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
     _percent(percent)
     if min_keep is None:
         min_keep = 0.5 if passes > 1 else 0.2
-    targets = {k: v for k, v in (("target_macs", target_macs), ("target_params", target_params)) if v is not None}
-    if len(targets) > 1:
-        raise click.UsageError("give --target-macs or --target-params, not both")
     if sparsity is None:
         sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
     out = out or Path("runs") / f"slim-{arch.replace(':', '.')}"
@@ -114,7 +119,7 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
                        percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
                        arch_kwargs=kwargs, min_keep=min_keep, round_to=round_to,
                        distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
-                       start_from=start_from, passes=passes, budget=targets or None, pretrain_recipe=pre_recipe)
+                       start_from=start_from, passes=passes, budget=budget, pretrain_recipe=pre_recipe)
     from compress.pipeline import summary_markdown
 
     click.echo(summary_markdown(summary))
@@ -123,3 +128,19 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, spa
     if preset == "quick":
         click.echo("Next: the paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
                    "--data cifar10 --out runs/vgg19-paper")
+
+
+def _budget(percent, target_macs, target_params, target_latency, backend, passes) -> dict | None:
+    """The pruning budget of the run (None: --percent), refusing options that ask for two at once."""
+    given = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
+                            ("--target-params", target_params), ("--target-latency", target_latency)) if v is not None]
+    if len(given) > 1:
+        raise click.UsageError(f"give one of --percent, --target-macs, --target-params or --target-latency, "
+                               f"not {' and '.join(given)}")
+    if target_latency is not None and passes > 1:
+        raise click.UsageError("--target-latency prunes once: drop --passes")
+    budget = latency_budget(target_latency, backend)
+    for key, value in (("target_macs", target_macs), ("target_params", target_params)):
+        if value is not None:
+            budget[key] = value
+    return budget or None

@@ -50,6 +50,46 @@ def test_prune_refuses_impossible_numbers(work, option, value):
     refused_unchanged(work, ["prune", work / "vgg", "--out", work / "p", option, value], option)
 
 
+@pytest.mark.parametrize("extra,needles", [
+    (["--target-latency", "2", "--percent", "0.5"], ["give one of", "--target-latency"]),
+    (["--target-latency", "2", "--target-macs", "0.5"], ["give one of"]),
+    (["--target-latency", "2", "--plan", "plan.json"], ["give one of"]),
+    (["--backend", "openvino", "--percent", "0.5"], ["--backend", "give --target-latency"]),
+])
+def test_prune_takes_one_budget_and_a_backend_only_with_a_latency_target(work, extra, needles):
+    refused_unchanged(work, ["prune", work / "vgg", "--out", work / "p", *extra], *needles, usage=True)
+
+
+@pytest.mark.parametrize("option,value", [("--target-latency", "0"), ("--target-latency", "nan"),
+                                          ("--target-latency", "-1")])
+def test_prune_refuses_a_latency_that_is_not_a_positive_number(work, option, value):
+    refused_unchanged(work, ["prune", work / "vgg", "--out", work / "p", option, value], option, usage=True)
+
+
+@pytest.mark.parametrize("backend,needle", [("trt", "measured on ort-cpu"), ("ort-cuda", "got backend 'ort-cuda'"),
+                                            ("onnx", "got backend 'onnx'")])
+def test_prune_refuses_a_backend_latency_cannot_be_measured_on(work, backend, needle):
+    refused_unchanged(work, ["prune", work / "vgg", "--out", work / "p", "--target-latency", "2",
+                             "--backend", backend], needle)
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["--target-latency", "2", "--percent", "0.5"], ["not --percent and --target-latency"]),
+    (["--target-latency", "2", "--target-params", "0.5"], ["not --target-params and --target-latency"]),
+    (["--target-macs", "0.5", "--percent", "0.5"], ["not --percent and --target-macs"]),
+    (["--target-latency", "2", "--passes", "2"], ["--target-latency prunes once"]),
+    (["--backend", "ort-cpu"], ["give --target-latency"]),
+])
+def test_slim_takes_one_budget_before_any_training(work, extra, needles):
+    refused_unchanged(work, ["slim", "--arch", "vgg11", "--data", work / "data", "--out", work / "run", *extra],
+                      *needles, usage=True)
+
+
+def test_slim_refuses_a_latency_backend_before_any_training(work):
+    refused_unchanged(work, ["slim", "--arch", "vgg11", "--data", work / "data", "--out", work / "run",
+                             "--target-latency", "2", "--backend", "trt"], "got backend 'trt'")
+
+
 def test_prune_into_its_own_model_directory(work):
     refused_unchanged(work, ["prune", work / "vgg", "--percent", "0.5", "--out", work / "vgg"], "--out")
 
