@@ -1,0 +1,50 @@
+"""prune_model's BN re-estimation: skipped exactly when pruning removed only channels at zero."""
+
+import pytest
+import torch
+
+from compress.artifact import save_model_dir
+from compress.data import load_dataset
+from compress.pipeline import DataOptions, prune_model, summary_markdown
+from models import create_model
+
+
+def trained_like(tmp_path, dead_fraction: float):
+    """A VGG-11 ×0.125 whose first `dead_fraction` of channels per BN have γ exactly 0 (or tiny but not)."""
+    torch.manual_seed(0)
+    model = create_model("vgg11", width=0.125)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.0)
+            m.weight.data[: int(dead_fraction * m.num_features)] = 0.0
+    classes = load_dataset("cifar10", "test", limit=10).classes
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": classes,
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_model_dir(model, tmp_path / "base", meta)
+    return tmp_path / "base"
+
+
+@pytest.mark.parametrize("dead, exact", [(0.6, True), (0.0, False)])
+def test_bn_statistics_are_re_estimated_only_when_pruning_changed_the_function(tmp_path, cifar10_archive,
+                                                                                monkeypatch, dead, exact):
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    base = trained_like(tmp_path, dead)
+    data = DataOptions("cifar10", train_limit=200, test_limit=100)
+    meta = prune_model(base, tmp_path / "pruned", percent=0.5, data=data, recalibrate=100)
+    pruning = meta["pruning"]
+    assert pruning["exact_removal"] is exact
+    assert pruning["bn_recalibration_images"] == (0 if exact else 100)
+    if exact:
+        # Nothing re-estimated: the accuracy is the one measured right after pruning.
+        assert meta["accuracy"] == pruning["accuracy_uncalibrated"]
+
+
+def test_summary_says_when_statistics_were_kept():
+    row = {"accuracy": 0.8, "params": 10, "params_reduction": 0.5, "macs": 10, "flops": 20, "macs_reduction": 0.5,
+           "wall_time_s": 1.0}
+    s = {"arch": "vgg11", "data": {"spec": "cifar10"}, "sparsity": 0.0, "percent": 0.5, "channels_before": 8,
+         "channels_after": 4, "stages": {"pruned": row}, "command": "compress slim", "exact_removal": True,
+         "bn_recalibration_images": 0}
+    assert "kept as trained, without re-estimation" in summary_markdown(s)
+    s.update(exact_removal=False, bn_recalibration_images=100)
+    assert "re-estimated on 100" in summary_markdown(s)
