@@ -23,10 +23,10 @@ proximal update depends on λ against that channel's loss gradient, not on the p
 same pull has a small λ that the loss outweighs (issue 11's CPU reference: P = 1 over 5,850 steps left
 4.5% of γ at zero). So `"auto"` (proximal) steers λ by what it is for: it starts from the measured budget
 (benchmarks/results/sparsity_study.md) and, a few hundred times per run, compares the |γ| below which
-`percent` (+2%) of the γ lie with a straight line from its starting value to zero at half the run. It
+`percent` (+2%) of the γ lie with a straight line from its starting value to zero at 70% of the run. It
 raises λ while that quantile is above the line and lowers it, never under the budget's λ, while below,
-or while more than the goal (+2%) sit at zero. The second half of the run then trains the network with those channels held at zero,
-which is what makes pruning them lossless.
+or while more than the goal (+2%) sit at zero. The rest of the run then trains the network with those
+channels held at zero, which is what makes pruning them lossless.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ AUTO_MODE = "proximal"
 
 # The polarization controller behind "auto" (proximal): what counts as zero, the margin over the planned
 # percent, the fraction of the run by which it should be reached, how many times per run λ is adjusted
-# and by what factor (1.06 per check compounds to ~1,000× over the first half, ample for any scale).
+# and by what factor (1.06 per check compounds to ~10^4× by AUTO_REACH, ample for any scale). AUTO_REACH
+# 0.7 was measured against 0.5 and 0.85: benchmarks/results/cpu_reference_auto_2026-11-25/README.md.
 ZERO = 1e-3
 AUTO_MARGIN = 0.02
 AUTO_REACH = 0.7

@@ -83,13 +83,22 @@ def prepare(args) -> None:
                 m.weight.data = torch.randn(m.num_features, generator=gen).abs()
         _export(model, out / "fp32.onnx", input_size, registry)
         example = torch.zeros(1, *input_size)
-        prune_kwargs = {}
+        prune_kwargs = {"round_to": args.round_to}
         params = inspect.signature(prune).parameters
         if args.target_macs is not None:
             if "target_macs" not in params:
                 raise SystemExit("--target-macs needs compress.slimming.prune(target_macs=...), not in this checkout")
             prune_kwargs["target_macs"] = args.target_macs
-        slim, plan = prune(model, args.percent, example, **prune_kwargs)
+        if args.target_latency_ratio is not None:
+            # The latency budget as a fraction of this machine's own unpruned p50 (ort-cpu, batch 1), so
+            # that the same command asks the same thing of any CPU.
+            from compress.latency_budget import HarnessTimer, LatencySettings, prune_to_latency
+
+            full_ms = HarnessTimer(LatencySettings(backend="ort-cpu"))(model, example)["p50_ms"]
+            slim, plan = prune_to_latency(model, example, args.target_latency_ratio * full_ms, backend="ort-cpu",
+                                          round_to=args.round_to, log=_log)
+        else:
+            slim, plan = prune(model, args.percent, example, **prune_kwargs)
         _export(slim.eval(), out / "slimmed.onnx", input_size, registry)
         rng = np.random.default_rng(args.seed)
         calib = rng.standard_normal((args.calib_images, *input_size)).astype(np.float32)
@@ -97,7 +106,9 @@ def prepare(args) -> None:
             quantize_onnx(out / f"{src}.onnx", out / f"{dst}.onnx", calib, recipe=recipe)
         (out / "prepare.json").write_text(json.dumps({
             "model": name, "registry": registry, "kwargs": kwargs, "input_size": input_size, "seed": args.seed,
-            "percent": args.percent, "target_macs": args.target_macs, "pruned_fraction": plan["pruned_fraction"],
+            "percent": args.percent, "target_macs": args.target_macs, "round_to": args.round_to,
+            "target_latency_ratio": args.target_latency_ratio, "budget": plan.get("budget"),
+            "pruned_fraction": plan["pruned_fraction"],
             "weights": UNTRAINED + " (BatchNorm γ ~ |N(0,1)|, seeded)", "int8_recipe": recipe.describe(),
             "calibration": f"{args.calib_images} random N(0,1) images"}, indent=2))
         _log(f"{name}: wrote {', '.join(v + '.onnx' for v in VARIANTS)} in {out}")
@@ -220,6 +231,10 @@ def main(argv=None) -> None:
             p.add_argument("--percent", type=float, default=0.5, help="slimming: fraction of BN channels removed")
             p.add_argument("--target-macs", type=float, default=None,
                            help="slimming to a MACs budget instead (needs prune(target_macs=...))")
+            p.add_argument("--round-to", type=int, default=1, help="slimming: keep channel counts multiples of this")
+            p.add_argument("--target-latency-ratio", type=float, default=None,
+                           help="slimming to a latency budget instead: this fraction of the unpruned p50 "
+                                "(ort-cpu, batch 1) measured here (compress.latency_budget)")
             p.add_argument("--cpu-isa", default="auto", choices=["auto", "vnni", "avx2", "arm64"])
             p.add_argument("--calib-images", type=int, default=32)
             p.add_argument("--seed", type=int, default=0)
