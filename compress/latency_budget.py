@@ -13,6 +13,10 @@ under the target, which need not be the last one tried. Two fractions that give 
 timed once. The figure holds for this machine, backend, batch and thread count only; the plan records
 them, with every candidate tried.
 
+The chosen structure is then timed again: a p50 near the target can fall on the right side by chance,
+so the next smaller feasible structure is taken while the fresh figure misses, and the plan's `met` is
+the fresh figure.
+
 An unpruned network that already meets the target is refused (CompressError), not pruned to a no-op:
 a plan that removes nothing is rarely what was meant, and the message gives the measured latency to
 ask again with. A slimming run keeps its sparse model, so asking again costs no training.
@@ -73,6 +77,7 @@ class Candidate:
     macs_met: float
     p50_ms: float
     cv: float
+    confirmed_p50_ms: float | None = None  # the chosen structure (and any rejected on the way), timed again
 
 
 # A measuring function: the (pruned) model and one example batch → the harness's summary of its latency
@@ -155,7 +160,7 @@ class _Trials:
         self.tried: list[Candidate] = []
         self._by_structure: dict = {}
 
-    def time(self, fraction: float) -> Candidate:
+    def _build(self, fraction: float):
         from compress.slimming import prune
 
         trial = copy.deepcopy(self.model)
@@ -164,6 +169,10 @@ class _Trials:
             _, plan = prune(trial, None, self.example, target_macs=fraction, **self.options)
             structure = tuple(tuple(u["kept"]) for u in [*plan["groups"], *plan["selections"]])
             macs = plan["budget"]["met"]
+        return trial, structure, macs
+
+    def time(self, fraction: float) -> Candidate:
+        trial, structure, macs = self._build(fraction)
         if structure not in self._by_structure:
             self._by_structure[structure] = self.measure(trial, self.example)
         stats = self._by_structure[structure]
@@ -171,6 +180,13 @@ class _Trials:
         self.tried.append(found)
         self.log(f"latency: {macs:.1%} of the MACs → p50 {found.p50_ms:.3f} ms (cv {found.cv:.1%})")
         return found
+
+    def retime(self, candidate: Candidate) -> float:
+        """A fresh measurement of a candidate's structure (the cache is bypassed on purpose)."""
+        trial, _, _ = self._build(candidate.macs_fraction)
+        p50 = float(self.measure(trial, self.example)["p50_ms"])
+        self.log(f"latency: {candidate.macs_met:.1%} of the MACs timed again → p50 {p50:.3f} ms")
+        return p50
 
 
 def search_fraction(model: nn.Module, example_input: torch.Tensor, target_ms: float, *, prune_options: dict,
@@ -205,8 +221,17 @@ def search_fraction(model: nn.Module, example_input: torch.Tensor, target_ms: fl
             lo = mid
         else:
             hi = mid
-    feasible = [c for c in trials.tried if c.macs_fraction < 1.0 and c.p50_ms <= target_ms]
-    return max(feasible, key=lambda c: c.macs_fraction), full, trials.tried
+    # A p50 near the target can be on the right side by chance (measured: a structure chosen 2.4% under its
+    # target timed 6% over it a minute later). The choice is timed again, and the next smaller feasible
+    # structure is taken while the fresh figure misses.
+    feasible = sorted({c.macs_fraction: c for c in trials.tried if c.macs_fraction < 1.0 and c.p50_ms <= target_ms}
+                      .values(), key=lambda c: -c.macs_fraction)
+    for candidate in feasible:
+        candidate.confirmed_p50_ms = trials.retime(candidate)
+        if candidate.confirmed_p50_ms <= target_ms:
+            return candidate, full, trials.tried
+    raise CompressError(f"target latency {target_ms:g} ms on {backend}: no structure held it when timed again "
+                        f"({len(feasible)} tried; the machine may be busy): run on a quiet machine or ask for more")
 
 
 def prune_to_latency(model: nn.Module, example_input: torch.Tensor, target_ms: float, *, backend: str = "ort-cpu",
@@ -239,7 +264,8 @@ def prune_to_latency(model: nn.Module, example_input: torch.Tensor, target_ms: f
 
 def _record(target_ms: float, best: Candidate, full: Candidate, tried: list[Candidate],
             settings: LatencySettings, macs_budget: dict) -> dict:
-    return {"target": "latency_ms", "asked": target_ms, "met": best.p50_ms, "full": full.p50_ms,
+    return {"target": "latency_ms", "asked": target_ms, "met": best.confirmed_p50_ms, "met_in_search": best.p50_ms,
+            "full": full.p50_ms,
             "statistic": STATISTIC, "backend": settings.backend, "batch": settings.batch,
             "iterations": settings.iters, "warmup": settings.warmup, "opset": OPSET,
             "macs_fraction": best.macs_fraction, "macs_met": macs_budget["met"],

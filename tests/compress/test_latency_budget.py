@@ -73,7 +73,41 @@ def test_a_structure_timed_once_is_not_timed_again():
     timer = MacsTimer(macs_of(model))
     _, _, tried = search(model, 5.5, timer, steps=16)  # converging steps repeat structures
     structures = {c.macs_met for c in tried}
-    assert timer.calls == len(structures) < len(tried)
+    # One more call: the choice is timed again, on purpose.
+    assert timer.calls == len(structures) + 1 < len(tried) + 1
+
+
+class SlowerSecondTime(MacsTimer):
+    """Times every structure once as MacsTimer does, but the ones above `cut` run slower when timed again."""
+
+    def __init__(self, full_macs, cut, factor=1.5):
+        super().__init__(full_macs)
+        self.cut, self.factor, self.seen = cut, factor, set()
+
+    def __call__(self, model, example):
+        f = macs_of(model) / self.full
+        again = f in self.seen
+        self.seen.add(f)
+        self.calls += 1
+        return {"p50_ms": self.ms(f) * (self.factor if again and f > self.cut else 1.0), "cv": 0.01}
+
+
+def test_a_choice_that_misses_when_timed_again_gives_way_to_the_next_smaller_one():
+    model = tiny_vgg()
+    timer = SlowerSecondTime(macs_of(model), cut=0.45)
+    best, _, tried = search(model, 5.5, timer)
+    feasible = sorted({c.macs_fraction for c in tried if c.macs_fraction < 1.0 and c.p50_ms <= 5.5}, reverse=True)
+    assert best.macs_met <= 0.45 and best.macs_fraction < feasible[0]
+    assert best.confirmed_p50_ms <= 5.5
+    rejected = [c for c in tried if c.confirmed_p50_ms is not None and c.confirmed_p50_ms > 5.5]
+    assert rejected and all(c.macs_fraction > best.macs_fraction for c in rejected)
+
+
+def test_no_choice_holding_on_re_timing_is_a_one_line_error():
+    model = tiny_vgg()
+    timer = SlowerSecondTime(macs_of(model), cut=0.0, factor=100.0)
+    with pytest.raises(CompressError, match="no structure held it when timed again"):
+        search(model, 5.5, timer)
 
 
 def test_prune_to_latency_records_the_budget_in_the_plan_and_replays():
