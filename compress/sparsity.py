@@ -171,9 +171,10 @@ class SparsityRegularizer:
             return torch.zeros(0)
         return torch.cat([g.detach().abs().flatten() for g in self.gammas]).float().sort().values
 
-    def goal_quantile(self) -> float:
-        """|γ| at the goal fraction (percent + margin): zero once that many γ are at zero."""
-        g = self._sorted_gammas()
+    def goal_quantile(self, g: torch.Tensor | None = None) -> float:
+        """|γ| at the goal fraction (percent + margin): zero once that many γ are at zero. `g`: the sorted
+        |γ| when the caller has them already."""
+        g = self._sorted_gammas() if g is None else g
         if not g.numel():
             return 0.0
         return float(g[min(max(math.ceil(self._goal() * g.numel()) - 1, 0), g.numel() - 1)])
@@ -196,7 +197,7 @@ class SparsityRegularizer:
         g = self._sorted_gammas()
         if not g.numel():
             return
-        quantile = self.goal_quantile()
+        quantile = self.goal_quantile(g)
         if self.start_quantile is None:
             self.start_quantile, self._last_quantile = quantile or ZERO, quantile
             return
@@ -345,7 +346,7 @@ class SparsityConfig:
 
     def describe(self) -> dict:
         s = self.strength
-        steer = {"auto_rule": "zero-fraction controller"} if s == "auto" and self.mode == "proximal" else {}
+        steer = {"auto_rule": "goal-quantile controller"} if s == "auto" and self.mode == "proximal" else {}
         return {"mode": self.mode, "ramp": self.ramp, "gamma_decay": self.gamma_decay, "percent": self.percent,
                 **({"budget": s.pull} if isinstance(s, Budget) else {"strength": s}), **steer}
 
