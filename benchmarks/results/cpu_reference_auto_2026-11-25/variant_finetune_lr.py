@@ -1,4 +1,4 @@
-"""Fine-tuning peak LR on a losslessly pruned CPU-reference model. Usage: ftexp.py SPARSE_DIR OUT LR"""
+"""Fine-tuning peak LR on a losslessly pruned CPU-reference model. Usage: python variant_finetune_lr.py SPARSE_DIR OUT LR"""
 import sys
 from pathlib import Path
 from compress.pipeline import DataOptions, prune_model, finetune_model

@@ -1,4 +1,4 @@
-"""Issue 11 CPU reference variant: sparse-fine-tuning peak LR. Usage: exp.py LR OUT"""
+"""Issue 11 CPU reference variant: sparse-fine-tuning peak LR. Usage: python variant_sparse_lr.py LR OUT"""
 import sys
 from compress.pipeline import DataOptions, slim
 from compress.sparsity import SparsityConfig

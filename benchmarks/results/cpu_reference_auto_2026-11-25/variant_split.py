@@ -1,4 +1,4 @@
-"""Issue 11 CPU reference split variant. Usage: exp2.py SPARSE_EPOCHS FT_EPOCHS OUT"""
+"""Issue 11 CPU reference split variant. Usage: python variant_split.py SPARSE_EPOCHS FT_EPOCHS OUT"""
 import sys
 from compress.pipeline import DataOptions, slim, summary_markdown
 from compress.sparsity import SparsityConfig
