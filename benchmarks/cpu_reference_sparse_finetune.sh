@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11's CPU reference with the recipe the sparsity study chose: VGG-19 ×0.25 on the shared CIFAR-10
-# copy (50k training images), 15 plain epochs + 15 sparse epochs (proximal L1, pull budget auto) = the
+# copy (50k training images), 15 plain epochs + 15 sparse epochs (proximal L1, steered `auto`) = the
 # reference's 30 sparse epochs, prune 50%, 15 fine-tuning epochs; and the 30-epoch baseline with the same
 # recipe. The two runs go side by side with one thread each; each resumes where it stopped.
 #
