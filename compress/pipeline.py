@@ -408,13 +408,14 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
     plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
     accuracy = uncalibrated = None
     recalibrated_on = 0
+    exact = _exact_removal(plan, cost_aware)
     if data is not None:
         test = data.for_model(meta).split("test")
         _check_classes(meta, test)
         norm = meta["normalization"]
         dev = pick_device(device)
         accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
-        if recalibrate > 0 and not _exact_removal(plan, cost_aware):
+        if recalibrate > 0 and not exact:
             from compress.data import stratified_subset
 
             calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
@@ -437,7 +438,7 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
                                      "accuracy_before_pruning": meta.get("accuracy"),
                                      "accuracy_uncalibrated": uncalibrated,
                                      "bn_recalibration_images": recalibrated_on,
-                                     "exact_removal": _exact_removal(plan, cost_aware),
+                                     "exact_removal": exact,
                                      "wall_time_s": round(time.time() - t0, 1)})
     return save_model_dir(model, out, new_meta)
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from compress.cli.params import FiniteFloat
+from compress.cli.params import POSITIVE, FiniteFloat
 
 # The quick preset: 15 epochs in all on 10k images, as sparse fine-tuning of a briefly trained model
 # (5 plain + 5 sparse + 5 fine-tuning), which polarizes γ where 10 sparse epochs from scratch did not
@@ -44,6 +44,24 @@ def recipe_options(prefix: str = ""):
         f = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
         f = click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the model.")(f)
         f = click.option("--no-resume", is_flag=True, help="Start over instead of continuing an interrupted run.")(f)
+        return f
+    return deco
+
+
+def budget_options(latency_note: str = ""):
+    """--target-macs, --target-params, --target-latency and --backend: the budgets `prune` and `slim` share,
+    each an alternative to --percent. `latency_note` ends --target-latency's help (e.g. a command's limit)."""
+    def deco(f):
+        f = click.option("--backend", default=None, metavar="B",
+                         help="Runtime that --target-latency is measured with: ort-cpu (default), openvino, "
+                              "openvino-bf16.")(f)
+        f = click.option("--target-latency", type=POSITIVE, default=None, metavar="MS",
+                         help="Instead of --percent: keep the most MACs whose p50 latency at batch 1 on --backend, "
+                              f"measured on this machine, is at most MS milliseconds{latency_note}.")(f)
+        f = click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
+                         help="Instead of --percent: keep this fraction of the unpruned parameters.")(f)
+        f = click.option("--target-macs", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
+                         help="Instead of --percent: keep this fraction of the unpruned MACs.")(f)
         return f
     return deco
 

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _percent, budget_text, latency_budget
-from compress.cli.params import FINITE, POSITIVE, FiniteFloat
+from compress.cli.options import (
+    _data,
+    _percent,
+    budget_options,
+    budget_text,
+    latency_budget,
+)
+from compress.cli.params import FINITE, FiniteFloat
 
 
 @click.command("prune")
@@ -16,15 +22,7 @@ from compress.cli.params import FINITE, POSITIVE, FiniteFloat
 @click.option("--percent", type=FINITE, default=None, help="Fraction of BN channels to prune, in (0, 1).")
 @click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Replay the kept channels of an earlier plan.json instead of thresholding.")
-@click.option("--target-macs", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
-              help="Instead of --percent: keep this fraction of the unpruned MACs.")
-@click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
-              help="Instead of --percent: keep this fraction of the unpruned parameters.")
-@click.option("--target-latency", type=POSITIVE, default=None, metavar="MS",
-              help="Instead of --percent: keep the most MACs whose p50 latency at batch 1 on --backend, measured "
-                   "on this machine, is at most MS milliseconds.")
-@click.option("--backend", default=None, metavar="B",
-              help="Runtime that --target-latency is measured with: ort-cpu (default), openvino, openvino-bf16.")
+@budget_options()
 @click.option("--cost-aware", is_flag=True,
               help="With a target: rank channels by |γ| divided by their share of the target's cost "
                    "(MACs for --target-latency).")

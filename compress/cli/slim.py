@@ -13,12 +13,13 @@ from compress.cli.options import (
     _percent,
     _recipe,
     arch_options,
+    budget_options,
     data_options,
     latency_budget,
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import FINITE, POSITIVE, SPARSITY, FiniteFloat
+from compress.cli.params import FINITE, SPARSITY, FiniteFloat
 
 
 @click.command("slim")
@@ -31,15 +32,7 @@ from compress.cli.params import FINITE, POSITIVE, SPARSITY, FiniteFloat
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
-@click.option("--target-macs", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
-              help="Instead of --percent: keep this fraction of the unpruned MACs.")
-@click.option("--target-params", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=None,
-              help="Instead of --percent: keep this fraction of the unpruned parameters.")
-@click.option("--target-latency", type=POSITIVE, default=None, metavar="MS",
-              help="Instead of --percent: keep the most MACs whose p50 latency at batch 1 on --backend, measured "
-                   "on this machine, is at most MS milliseconds (one pass).")
-@click.option("--backend", default=None, metavar="B",
-              help="Runtime that --target-latency is measured with: ort-cpu (default), openvino, openvino-bf16.")
+@budget_options(" (one pass)")
 @click.option("--sparsity", type=SPARSITY, default=None,
               help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 whose λ is steered until the planned "
                    "percent of γ sits at zero; the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
