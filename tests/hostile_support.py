@@ -15,10 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from click.testing import CliRunner
-from tests_support import lively  # noqa: F401 - the hostile tests build lively models too
+from tests_support import lively, make_image_folder
 
 from compress.cli import main
 
@@ -110,16 +109,7 @@ def export_onnx_file(model_dir: Path, out: Path) -> Path:
 
 
 def make_images(root: Path, classes=("a", "b"), per_class: int = 4, size: int = 32) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
+    return make_image_folder(root, classes=classes, per_class=per_class, size=size)
 
 
 def run_until_marker(code: str, marker: str, sig: int, cwd: Path, timeout: float = 120.0):

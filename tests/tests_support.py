@@ -115,6 +115,22 @@ def make_mixed_folder(root: Path, classes=("ant", "bee", "cow"), per_class: int 
     return root
 
 
+def randomize_bn(model: torch.nn.Module, seed: int = 0, stats: bool = True) -> torch.nn.Module:
+    """Spread-out BN γ (some near zero, as after sparse training) and β, for pruning tests; with `stats`,
+    random running statistics too. Every BN draws from one seeded generator, in `bn_layers` order."""
+    from compress import slimming
+
+    gen = torch.Generator().manual_seed(seed)
+    for bn in slimming.bn_layers(model):
+        n = bn.num_features
+        bn.weight.data = torch.rand(n, generator=gen) + 0.05
+        bn.bias.data = torch.randn(n, generator=gen) * 0.2
+        if stats:
+            bn.running_mean.data = torch.randn(n, generator=gen) * 0.1
+            bn.running_var.data = torch.rand(n, generator=gen) + 0.5
+    return model.eval()
+
+
 def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Random BN statistics/affine and logits of order 1, so parity checks compare real signals
     (a freshly initialised net has identical BN layers and logits near zero)."""

@@ -4,28 +4,19 @@ import copy
 
 import pytest
 import torch
+from tests_support import randomize_bn
 
 from compress import slimming
 from compress.errors import CompressError
-from compress.measure import count_params_macs
-from compress.measure import layer_widths
+from compress.measure import count_params_macs, layer_widths
 from models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 
 
-def random_bn(model, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    for bn in slimming.bn_layers(model):
-        n = bn.num_features
-        bn.weight.data = torch.rand(n, generator=gen) + 0.05
-        bn.bias.data = torch.randn(n, generator=gen) * 0.2
-    return model.eval()
-
-
 @pytest.mark.slow
 def test_half_the_macs_of_vgg19():
-    model = random_bn(create_model("vgg19"))
+    model = randomize_bn(create_model("vgg19"), stats=False)
     _, macs0 = count_params_macs(model)
     pruned, plan = slimming.prune(model, None, EXAMPLE, target_macs=0.5)
     _, macs1 = count_params_macs(pruned)
@@ -40,7 +31,7 @@ def test_half_the_macs_of_vgg19():
 def test_estimated_cost_is_the_measured_cost(arch, kwargs, target):
     """Selections, depthwise groups and compensation biases: the search's estimate is what pruning gives
     (MACs exactly; parameters bounded from above, as compensation adds no bias where it has nothing to fold)."""
-    model = random_bn(create_model(arch, **kwargs))
+    model = randomize_bn(create_model(arch, **kwargs), stats=False)
     _, plan = slimming.prune(model, None, EXAMPLE, **{f"target_{target}": 0.6})
     b = plan["budget"]
     if target == "macs":
@@ -51,7 +42,7 @@ def test_estimated_cost_is_the_measured_cost(arch, kwargs, target):
 
 def test_cost_aware_importance_meets_the_budget_with_fewer_channels():
     """Dividing γ by each channel's MACs share removes expensive channels first."""
-    model = random_bn(create_model("vgg11", width=0.25))
+    model = randomize_bn(create_model("vgg11", width=0.25), stats=False)
     _, plain = slimming.prune(copy.deepcopy(model), None, EXAMPLE, target_macs=0.5)
     _, aware = slimming.prune(copy.deepcopy(model), None, EXAMPLE, target_macs=0.5, cost_aware=True)
     assert aware["budget"]["importance"] != plain["budget"]["importance"]
@@ -60,7 +51,7 @@ def test_cost_aware_importance_meets_the_budget_with_fewer_channels():
 
 
 def test_budget_plan_replays():
-    model = random_bn(create_model("preresnet20", width=0.5))
+    model = randomize_bn(create_model("preresnet20", width=0.5), stats=False)
     pruned, plan = slimming.prune(copy.deepcopy(model), None, EXAMPLE, target_params=0.5, min_keep=0.1)
     replayed, again = slimming.prune(model, None, EXAMPLE, plan=plan)
     assert layer_widths(replayed) == layer_widths(pruned)
@@ -69,7 +60,7 @@ def test_budget_plan_replays():
 
 def test_unreachable_budget_is_refused_with_the_reachable_minimum():
     with pytest.raises(CompressError, match="cannot be met.*at least"):
-        slimming.prune(random_bn(create_model("vgg11", width=0.125)), None, EXAMPLE, target_macs=0.05,
+        slimming.prune(randomize_bn(create_model("vgg11", width=0.125), stats=False), None, EXAMPLE, target_macs=0.05,
                        min_keep=0.5)
 
 
@@ -93,7 +84,7 @@ def test_prune_command_takes_a_macs_target(tmp_path):
     meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125},
             "classes": [str(i) for i in range(10)], "input_size": [3, 32, 32],
             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    saved = save_model_dir(random_bn(create_model("vgg11", width=0.125)), tmp_path / "m", meta)
+    saved = save_model_dir(randomize_bn(create_model("vgg11", width=0.125), stats=False), tmp_path / "m", meta)
     result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--target-macs", "0.6", "--cost-aware",
                                        "--out", str(tmp_path / "p")], catch_exceptions=False)
     assert result.exit_code == 0, result.output

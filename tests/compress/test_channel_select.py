@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from tests_support import randomize_bn
 from torch import nn
 
 from compress import slimming
@@ -19,17 +20,6 @@ EXAMPLE = torch.zeros(1, 3, 32, 32)
 # Half width keeps these tests quick; the structure, and so the logic under test, is the same.
 SHARED = {"preresnet20": lambda: create_model("preresnet20", width=0.5),
           "densenet10": lambda: create_model("densenet10")}
-
-
-def random_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    for bn in slimming.bn_layers(model):
-        n = bn.num_features
-        bn.weight.data = torch.rand(n, generator=gen) + 0.05
-        bn.bias.data = torch.randn(n, generator=gen) * 0.2
-        bn.running_mean.data = torch.randn(n, generator=gen) * 0.1
-        bn.running_var.data = torch.rand(n, generator=gen) + 0.5
-    return model.eval()
 
 
 def official_counts(model: nn.Module, percent: float) -> list[int]:
@@ -56,7 +46,7 @@ def kept_per_bn(model: nn.Module, plan: dict) -> list[int]:
 @pytest.mark.parametrize("percent", [0.4, 0.6])
 @pytest.mark.parametrize("arch", list(SHARED))
 def test_per_bn_counts_equal_the_official_logic_with_the_floor_off(arch, percent):
-    model = random_bn(SHARED[arch](), seed=1)
+    model = randomize_bn(SHARED[arch](), seed=1)
     expected = official_counts(model, percent)
     assert min(expected) >= 1  # the floor's one channel must not matter for the comparison
     pruned, plan = slimming.prune(copy.deepcopy(model), percent, EXAMPLE, min_keep=0.0, min_channels=1)
@@ -66,7 +56,7 @@ def test_per_bn_counts_equal_the_official_logic_with_the_floor_off(arch, percent
 
 
 def test_preresnet_keeps_the_residual_stream_and_selects_per_block():
-    model = random_bn(SHARED["preresnet20"]())
+    model = randomize_bn(SHARED["preresnet20"]())
     widths_before = layer_widths(model)
     pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
     sites = {s["bn"] for s in plan["selections"]}
@@ -85,7 +75,7 @@ def test_preresnet_keeps_the_residual_stream_and_selects_per_block():
 def test_selection_with_beta_compensation_is_exact_for_1x1_and_linear_consumers():
     """γ = 0, β ≠ 0 on a selection's removed channels: they emit ReLU(β) to the 1×1 conv (or the
     classifier) that follows, and compensation folds it there exactly."""
-    model = random_bn(SHARED["preresnet20"](), seed=4)
+    model = randomize_bn(SHARED["preresnet20"](), seed=4)
     _, plan = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE, min_keep=0.0)
     for g in plan["groups"]:  # only the selections remove channels: their consumers are 1×1 and Linear
         g["kept"] = list(range(g["channels_before"]))
@@ -105,7 +95,7 @@ def test_selection_with_beta_compensation_is_exact_for_1x1_and_linear_consumers(
 
 @pytest.mark.parametrize("arch", list(SHARED))
 def test_a_second_pass_narrows_the_selection_and_stays_exact(arch):
-    first, plan1 = slimming.prune(random_bn(SHARED[arch](), seed=5), 0.4, EXAMPLE, min_keep=0.0)
+    first, plan1 = slimming.prune(randomize_bn(SHARED[arch](), seed=5), 0.4, EXAMPLE, min_keep=0.0)
     _, plan2 = slimming.prune(copy.deepcopy(first), 0.3, EXAMPLE, min_keep=0.0)
     assert plan2["channels_before"] == plan1["channels_after"] > plan2["channels_after"]
     reference = copy.deepcopy(first)
@@ -121,7 +111,7 @@ def test_a_second_pass_narrows_the_selection_and_stays_exact(arch):
 
 @pytest.mark.parametrize("arch", list(SHARED))
 def test_model_directory_and_plan_replay_rebuild_the_selection(tmp_path, arch):
-    model = random_bn(SHARED[arch](), seed=6)
+    model = randomize_bn(SHARED[arch](), seed=6)
     unpruned = copy.deepcopy(model)
     pruned, plan = slimming.prune(model, 0.5, EXAMPLE)
     kwargs = {"num_classes": 10, **({"width": 0.5} if arch.startswith("preresnet") else {})}
@@ -144,7 +134,7 @@ def test_onnx_export_gathers_constant_indices(tmp_path):
 
     from export.onnx_export import export_onnx
 
-    model, _ = slimming.prune(random_bn(create_model("densenet10"), seed=7), 0.5, EXAMPLE)
+    model, _ = slimming.prune(randomize_bn(create_model("densenet10"), seed=7), 0.5, EXAMPLE)
     meta = {"arch": "densenet10", "classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3,
             "source_sha256": "0" * 64, "toolkit_version": "0.1.0"}
     path = export_onnx(model, tmp_path / "m.onnx", input_size=[3, 32, 32], metadata=meta)

@@ -2,24 +2,13 @@ import copy
 
 import pytest
 import torch
-from torch import nn
+from tests_support import randomize_bn
 
 from compress import slimming
 from compress.errors import CompressError
 from models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    for bn in slimming.bn_layers(model):
-        n = bn.num_features
-        bn.weight.data = torch.rand(n, generator=gen) + 0.05
-        bn.bias.data = torch.randn(n, generator=gen) * 0.2
-        bn.running_mean.data = torch.randn(n, generator=gen) * 0.1
-        bn.running_var.data = torch.rand(n, generator=gen) + 0.5
-    return model.eval()
 
 
 MODELS = {

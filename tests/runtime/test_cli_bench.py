@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -68,27 +67,17 @@ def test_unavailable_backend_is_one_line(tiny_onnx):
     assert "CUDAExecutionProvider" in result.output and "Traceback" not in result.output
 
 
-def _image_folder(root, classes, per_class=2):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for c in classes:
-            d = root / split / c
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return root
-
-
 def test_model_directory_is_exported_for_onnx_runtime_with_accuracy(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch", reason="the torch backend needs PyTorch (runtime/ installs without it)")
+    # tests_support imports torch: only after the skip above.
+    from tests_support import make_image_folder
+
     from compress.artifact import save_model_dir
     from models import create_model
 
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
     classes = [f"k{i}" for i in range(10)]
-    data = _image_folder(tmp_path / "data", classes)
+    data = make_image_folder(tmp_path / "data", classes, per_class=2, size=32)
     torch.manual_seed(0)
     model_dir = tmp_path / "pruned"
     save_model_dir(create_model("vgg11", num_classes=10, width=0.125), model_dir,

@@ -18,7 +18,7 @@ def model_dir(tmp_path_factory):
     from export.onnx_export import export_onnx
     from models import create_model
 
-    from hostile_support import lively
+    from tests_support import lively
 
     torch.manual_seed(0)
     # Logits of order 1 (random BN statistics, a scaled classifier): a tolerance means something only
