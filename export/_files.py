@@ -1,4 +1,4 @@
-"""Small file helpers shared by the export modules (atomic writes, hashing).
+"""Small file helpers shared by the export modules (atomic writes, hashing, strict JSON objects).
 
 The export package stands alone (it must not import compress/), so it keeps its own copy of the
 rule: write to a hidden temporary beside the target, give it normal permissions, fsync, rename.
@@ -70,3 +70,14 @@ def atomic_write_many(items) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def unique_keys(pairs):
+    """json `object_pairs_hook` that refuses an object naming a key twice (json keeps the last silently,
+    so a hand-edited file could say two things and mean one)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice")
+        out[key] = value
+    return out

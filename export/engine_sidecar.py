@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from export._files import atomic_write_text
+from export._files import atomic_write_text, unique_keys
 from export.errors import SidecarError
 
 FORMAT = "compress.engine/1"
@@ -54,7 +54,7 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
         raise SidecarError(f"{engine_path} has no sidecar {path.name}; rebuild it with `compress export --trt` "
                            "so its TensorRT version and GPU are known")
     try:
-        info = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
+        info = json.loads(path.read_text(), object_pairs_hook=unique_keys)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SidecarError(f"{path} is not valid JSON: {exc}") from None
     except ValueError as exc:
@@ -66,15 +66,6 @@ def read_sidecar(engine_path: str | os.PathLike) -> dict[str, Any]:
         raise SidecarError(f"{path} lacks {', '.join(missing)}")
     _validate(info, path)
     return info
-
-
-def _unique_keys(pairs):
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key} appears twice")
-        out[key] = value
-    return out
 
 
 def _validate(info: dict, path: Path) -> None:

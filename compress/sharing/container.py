@@ -28,6 +28,7 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.sharing.huffman import CHUNK, HuffmanStream, decode_streams, encode_auto
+from export._files import unique_keys
 
 MAGIC = b"DCZ\x89"
 VERSION = 1
@@ -149,7 +150,7 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
         raise ContainerError(f"{name} declares a {header_len}-byte header in a {len(body)}-byte file")
     try:
         header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + header_len]),
-                            object_pairs_hook=_no_duplicate_keys)
+                            object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ContainerError(f"{name} has an unreadable header") from None
     except ValueError as exc:
@@ -157,15 +158,6 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ContainerError(f"{name} has an unknown header format")
     return header, memoryview(body)[_PREFIX.size + header_len:]
-
-
-def _no_duplicate_keys(pairs):
-    out = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {key!r} appears twice")
-        out[key] = value
-    return out
 
 
 def _is_int(v) -> bool:

@@ -58,3 +58,12 @@ def test_writing_needs_every_documented_field(tmp_path):
     with pytest.raises(ValueError, match="engine_size"):
         write_sidecar(tmp_path / "x.engine", INFO)
     assert not sidecar_path(tmp_path / "x.engine").exists()
+
+
+def test_a_key_written_twice_is_refused(engine):
+    text = sidecar_path(engine).read_text()
+    doubled = text.replace('"precision": "fp16"', '"precision": "int8", "precision": "fp16"', 1)
+    assert doubled != text
+    sidecar_path(engine).write_text(doubled)
+    with pytest.raises(SidecarError, match="'precision' appears twice"):
+        read_sidecar(engine)
