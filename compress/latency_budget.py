@@ -236,7 +236,7 @@ def search_fraction(model: nn.Module, example_input: torch.Tensor, target_ms: fl
 
 def prune_to_latency(model: nn.Module, example_input: torch.Tensor, target_ms: float, *, backend: str = "ort-cpu",
                      batch: int = 1, iters: int = 100, warmup: int = 10, threads: int | None = None, steps: int = 6,
-                     min_keep: float = 0.2, min_channels: int = 1, round_to: int = 1, compensate: bool = True,
+                     min_keep: float = 0.2, min_channels: int = 1, round_to: int | str = 1, compensate: bool = True,
                      cost_aware: bool = False, measure: Measure | None = None,
                      log: Callable[[str], None] = lambda _msg: None) -> tuple[nn.Module, dict]:
     """Prune `model` in place to the largest MACs fraction measured at or under `target_ms` (p50, ms).
@@ -251,10 +251,11 @@ def prune_to_latency(model: nn.Module, example_input: torch.Tensor, target_ms: f
     settings = LatencySettings(backend=backend, batch=batch, iters=iters, warmup=warmup, threads=threads,
                                steps=steps)
     measure = measure or HarnessTimer(settings)
+    from compress.slimming import prune, resolve_round_to
+
+    round_to = resolve_round_to(round_to)
     options = dict(min_keep=min_keep, min_channels=min_channels, round_to=round_to, compensate=compensate,
                    cost_aware=cost_aware)
-    from compress.slimming import prune
-
     best, full, tried = search_fraction(model, example_input, float(target_ms), prune_options=options,
                                         measure=measure, steps=steps, backend=backend, log=log)
     model, plan = prune(model, None, example_input, target_macs=best.macs_fraction, **options)

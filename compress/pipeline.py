@@ -16,11 +16,25 @@ from pathlib import Path
 
 import torch
 
-from compress.artifact import derived_meta, is_model_dir, load_model_dir, read_meta, save_model_dir
+from compress.artifact import (
+    derived_meta,
+    is_model_dir,
+    load_model_dir,
+    read_meta,
+    save_model_dir,
+)
 from compress.atomic import write_json, write_text
 from compress.data import ImageSet, load_dataset
 from compress.errors import CompressError
-from compress.train import Distill, Recipe, evaluate, finish, fit, is_main_process, pick_device
+from compress.train import (
+    Distill,
+    Recipe,
+    evaluate,
+    finish,
+    fit,
+    is_main_process,
+    pick_device,
+)
 
 
 @dataclass
@@ -373,15 +387,16 @@ def _wall_time(result: dict, t0: float) -> float:
 
 
 def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_keep: float = 0.2,
-                min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan_path=None,
+                min_channels: int = 1, round_to: int | str = 1, compensate: bool = True, plan_path=None,
                 data: DataOptions | None = None, recalibrate: int = 2000, device=None,
                 target_macs: float | None = None, target_params: float | None = None,
                 cost_aware: bool = False, target_latency_ms: float | None = None, backend: str = "ort-cpu") -> dict:
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
     `recalibrate` training images (0 disables it). `target_latency_ms` prunes to a p50 latency on
     `backend`, measured on this machine at batch 1 (compress.latency_budget)."""
-    from compress.slimming import recalibrate_batchnorm
+    from compress.slimming import recalibrate_batchnorm, resolve_round_to
 
+    round_to = resolve_round_to(round_to)
     t0 = time.time()
     model, meta = load_model_dir(model_dir)
     plan = None
@@ -513,7 +528,7 @@ def evaluate_model_dir(model_dir, data: DataOptions, device=None) -> dict:
 
 def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: float, sparsity: float,
          train_recipe: Recipe, finetune_recipe: Recipe, arch_kwargs: dict | None = None, min_keep: float = 0.2,
-         round_to: int = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
+         round_to: int | str = 1, distill: bool = False, device=None, seed: int = 0, compile: bool = False,
          progress: bool = True, resume: bool = True, start_from: str | Path | None = None,
          passes: int = 1, sparse_dir: str | Path | None = None, budget: dict | None = None,
          pretrain_recipe: Recipe | None = None) -> dict:
@@ -535,6 +550,9 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
     """
     if passes < 1:
         raise CompressError(f"passes must be >= 1, got {passes}")
+    from compress.slimming import resolve_round_to
+
+    round_to = resolve_round_to(round_to)
     if budget and "target_latency_ms" in budget:
         from compress.latency_budget import check_latency_backend
 

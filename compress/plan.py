@@ -95,7 +95,7 @@ class Plan:
 
 
 def prune(model: nn.Module, example_input: torch.Tensor, *, percent: float | None = None,
-          min_keep: float = 0.2, round_to: int = 1, compensate: bool = True, **budget) -> Plan:
+          min_keep: float = 0.2, round_to: int | str = 1, compensate: bool = True, **budget) -> Plan:
     """Network slimming on any ``nn.Module``: remove the channels whose BN |γ| falls under one global
     threshold, in place, and return the :class:`Plan`.
 

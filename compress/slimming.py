@@ -23,7 +23,13 @@ import torch_pruning as tp
 from torch import nn
 
 from compress.budget import CostModel, cost_aware_scores, search_threshold
-from compress.channel_select import SelectBatchNorm2d, SelectionSite, apply_selection, find_sites, tp_pruner
+from compress.channel_select import (
+    SelectBatchNorm2d,
+    SelectionSite,
+    apply_selection,
+    find_sites,
+    tp_pruner,
+)
 from compress.errors import CompressError
 from compress.measure import count_params_macs
 
@@ -293,6 +299,18 @@ def _prunable_units(model: nn.Module, example_input: torch.Tensor) -> PruningUni
     return units
 
 
+def resolve_round_to(value: int | str) -> int:
+    """`round_to` as a number: 'auto' is ONNX Runtime's NCHWc channel block on this CPU (16 with AVX-512,
+    8 with AVX2, 1 elsewhere), the multiple whose widths its fast CPU convolutions need."""
+    if value == "auto":
+        from runtime.cpu_features import nchwc_block
+
+        return nchwc_block()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CompressError(f"round_to must be a whole number >= 1 or 'auto', got {value!r}")
+    return value
+
+
 def check_floor(*, round_to: int, min_channels: int) -> None:
     """Refuse rounding and floor settings no unit could honour."""
     if round_to < 1:
@@ -302,7 +320,7 @@ def check_floor(*, round_to: int, min_channels: int) -> None:
 
 
 def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, *, min_keep: float = 0.2,
-          min_channels: int = 1, round_to: int = 1, compensate: bool = True, plan: dict | None = None,
+          min_channels: int = 1, round_to: int | str = 1, compensate: bool = True, plan: dict | None = None,
           target_macs: float | None = None, target_params: float | None = None,
           cost_aware: bool = False) -> tuple[nn.Module, dict]:
     """Prune `model` in place: BN channels under one global γ threshold.
@@ -320,6 +338,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
         raise CompressError(f"percent must be in (0, 1), got {percent}")
     if cost_aware and not targets:
         raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
+    round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
     model.eval()
     units = _prunable_units(model, example_input)
@@ -399,6 +418,7 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
     Half a MAC (or parameter) above the floor's cost, so that the float round trip cannot refuse the
     floor itself while nothing larger fits (costs are integers). 1.0 or more: nothing can be pruned.
     """
+    round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
     model.eval()
     units = _prunable_units(model, example_input)

@@ -66,6 +66,17 @@ def budget_options(latency_note: str = ""):
     return deco
 
 
+def resolved_round_to(value: int | str) -> int:
+    """--round-to as a number; `auto` is resolved here so that the run says what it chose."""
+    if value != "auto":
+        return value
+    from compress.slimming import resolve_round_to
+
+    block = resolve_round_to("auto")
+    click.echo(f"--round-to auto: {block} (ONNX Runtime's CPU convolution block on this machine)", err=True)
+    return block
+
+
 def arch_options(f):
     f = click.option("--arch-kwargs", "arch_kwargs_json", default=None, metavar="JSON",
                      help="Constructor arguments as a JSON object, e.g. '{\"width\": 0.5}'.")(f)

@@ -83,3 +83,27 @@ class Sparsity(click.ParamType):
 
 
 SPARSITY = Sparsity()
+
+
+class RoundTo(click.ParamType):
+    """`--round-to`: a whole number >= 1, or `auto` (ONNX Runtime's NCHWc channel block on this CPU)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        else:
+            text = str(value).strip().lower()
+            if text == "auto":
+                return "auto"
+            try:
+                number = int(text)
+            except ValueError:
+                self.fail(f"{value!r} is neither a whole number nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is under 1", param, ctx)
+        return number
+
+
+ROUND_TO = RoundTo()

@@ -262,3 +262,13 @@ def test_unknown_and_unavailable_commands(monkeypatch):
     result = CliRunner().invoke(main, ["ghost"])
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: command 'ghost' is unavailable: No module named 'compress.cli.no_such_module'")
+
+
+def test_round_to_option_takes_a_whole_number_or_auto():
+    from compress.cli.params import ROUND_TO
+
+    assert ROUND_TO.convert("16", None, None) == 16 and ROUND_TO.convert(8, None, None) == 8
+    assert ROUND_TO.convert(" AUTO ", None, None) == "auto"
+    for bad in ("0", "-8", "1.5", "nan", "sixteen"):
+        with pytest.raises(click.BadParameter):
+            ROUND_TO.convert(bad, None, None)

@@ -1,4 +1,6 @@
-"""prune_model's BN re-estimation: skipped exactly when pruning removed only channels at zero."""
+"""prune_model: BN re-estimation skipped exactly when pruning removed only channels at zero; `round_to="auto"`."""
+
+import json
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from compress.pipeline import DataOptions, prune_model, summary_markdown
 from models import create_model
 
 
-def trained_like(tmp_path, dead_fraction: float):
+def trained_like(tmp_path, dead_fraction: float, classes=None):
     """A VGG-11 ×0.125 whose first `dead_fraction` of channels per BN have γ exactly 0 (or tiny but not)."""
     torch.manual_seed(0)
     model = create_model("vgg11", width=0.125)
@@ -17,7 +19,7 @@ def trained_like(tmp_path, dead_fraction: float):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.weight.data.uniform_(0.5, 1.0)
             m.weight.data[: int(dead_fraction * m.num_features)] = 0.0
-    classes = load_dataset("cifar10", "test", limit=10).classes
+    classes = classes or load_dataset("cifar10", "test", limit=10).classes
     meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": classes,
             "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     save_model_dir(model, tmp_path / "base", meta)
@@ -48,3 +50,20 @@ def test_summary_says_when_statistics_were_kept():
     assert "kept as trained, without re-estimation" in summary_markdown(s)
     s.update(exact_removal=False, bn_recalibration_images=100)
     assert "re-estimated on 100" in summary_markdown(s)
+
+
+def test_round_to_auto_rounds_to_this_cpus_convolution_block(tmp_path, monkeypatch):
+    import runtime.cpu_features
+    from compress.errors import CompressError
+
+    monkeypatch.setattr(runtime.cpu_features, "nchwc_block", lambda: 4)
+    base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
+    assert prune_model(base, tmp_path / "pruned", percent=0.5, round_to="auto")["pruning"]["round_to"] == 4
+    plan = json.loads((tmp_path / "pruned" / "plan.json").read_text())
+    assert plan["round_to"] == 4
+    widths = [g["channels_after"] for g in plan["groups"]]
+    assert all(w % 4 == 0 for w in widths) and any(w % 8 for w in widths)
+    for bad in ("8", True, 2.0):
+        with pytest.raises(CompressError, match="round_to must be a whole number"):
+            prune_model(base, tmp_path / f"bad-{bad}", percent=0.5, round_to=bad)
+        assert not (tmp_path / f"bad-{bad}").exists()

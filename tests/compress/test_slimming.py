@@ -124,6 +124,18 @@ def test_round_to_multiple():
         assert g["channels_after"] % 8 == 0 or g["channels_after"] == g["channels_before"]
 
 
+def test_round_to_auto_is_the_cpu_convolution_block(monkeypatch):
+    import runtime.cpu_features
+
+    monkeypatch.setattr(runtime.cpu_features, "nchwc_block", lambda: 4)
+    model = randomize_bn(create_model("vgg11", width=0.25))
+    _, plan = slimming.prune(model, 0.5, EXAMPLE, round_to="auto")
+    assert plan["round_to"] == 4
+    assert all(g["channels_after"] % 4 == 0 for g in plan["groups"])
+    with pytest.raises(CompressError, match="whole number >= 1 or 'auto'"):
+        slimming.prune(create_model("vgg11", width=0.25), 0.5, EXAMPLE, round_to="sixteen")
+
+
 def test_percent_out_of_range_is_refused():
     with pytest.raises(CompressError, match="percent"):
         slimming.prune(create_model("vgg11", width=0.125), 1.0, EXAMPLE)

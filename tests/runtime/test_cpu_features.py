@@ -24,3 +24,14 @@ def test_bf16_and_description():
     assert has_vnni(cpu_flags(ZEN4)) and not has_vnni(cpu_flags(HASWELL))
     d = describe(cpu_flags(ZEN4))
     assert d["vnni"] and d["bf16"] and "avx512_vnni" in d["flags"] and "fpu" not in d["flags"]
+
+
+def test_nchwc_block_follows_the_vector_width():
+    from runtime.cpu_features import nchwc_block
+
+    assert nchwc_block(cpu_flags(ZEN4), "x86_64") == 16
+    assert nchwc_block(cpu_flags(SKYLAKE_SP), "x86_64") == 16
+    assert nchwc_block(cpu_flags(HASWELL), "x86_64") == 8
+    assert nchwc_block(cpu_flags(ALDER), "x86_64") == 8
+    assert nchwc_block({"sse4_2"}, "x86_64") == 1
+    assert nchwc_block(cpu_flags(GRAVITON), "aarch64") == 1
