@@ -43,6 +43,15 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _round_to(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--round-to must be >= 1 or auto, got {value}")
+    return value
+
+
 def _export(model, path: Path, input_size, arch: str) -> None:
     from export.onnx_export import export_onnx
 
@@ -106,7 +115,7 @@ def prepare(args) -> None:
             quantize_onnx(out / f"{src}.onnx", out / f"{dst}.onnx", calib, recipe=recipe)
         (out / "prepare.json").write_text(json.dumps({
             "model": name, "registry": registry, "kwargs": kwargs, "input_size": input_size, "seed": args.seed,
-            "percent": args.percent, "target_macs": args.target_macs, "round_to": args.round_to,
+            "percent": args.percent, "target_macs": args.target_macs, "round_to": plan["round_to"],
             "target_latency_ratio": args.target_latency_ratio, "budget": plan.get("budget"),
             "pruned_fraction": plan["pruned_fraction"],
             "weights": UNTRAINED + " (BatchNorm γ ~ |N(0,1)|, seeded)", "int8_recipe": recipe.describe(),
@@ -231,7 +240,8 @@ def main(argv=None) -> None:
             p.add_argument("--percent", type=float, default=0.5, help="slimming: fraction of BN channels removed")
             p.add_argument("--target-macs", type=float, default=None,
                            help="slimming to a MACs budget instead (needs prune(target_macs=...))")
-            p.add_argument("--round-to", type=int, default=1, help="slimming: keep channel counts multiples of this")
+            p.add_argument("--round-to", type=_round_to, default=1,
+                           help="slimming: keep channel counts multiples of this; auto: ONNX Runtime's CPU block here")
             p.add_argument("--target-latency-ratio", type=float, default=None,
                            help="slimming to a latency budget instead: this fraction of the unpruned p50 "
                                 "(ort-cpu, batch 1) measured here (compress.latency_budget)")
