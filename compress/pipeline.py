@@ -16,25 +16,11 @@ from pathlib import Path
 
 import torch
 
-from compress.artifact import (
-    derived_meta,
-    is_model_dir,
-    load_model_dir,
-    read_meta,
-    save_model_dir,
-)
+from compress.artifact import derived_meta, is_model_dir, load_model_dir, read_meta, save_model_dir
 from compress.atomic import write_json, write_text
 from compress.data import ImageSet, load_dataset
 from compress.errors import CompressError
-from compress.train import (
-    Distill,
-    Recipe,
-    evaluate,
-    finish,
-    fit,
-    is_main_process,
-    pick_device,
-)
+from compress.train import Distill, Recipe, evaluate, finish, fit, is_main_process, pick_device
 
 
 @dataclass

@@ -104,6 +104,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, *, percent: float | Non
     ``target_params=0.5``) ask for a cost instead where the slimming code supports them.
     ``target_latency_ms=MS`` (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``,
     ``cost_aware``) asks for a p50 latency measured on this machine (compress.latency_budget).
+    `round_to` rounds kept widths up to a multiple; ``"auto"`` is ONNX Runtime's CPU convolution block on
+    this machine (16 with AVX-512, 8 with AVX2).
     """
     if not isinstance(model, nn.Module):
         raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")

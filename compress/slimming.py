@@ -23,13 +23,7 @@ import torch_pruning as tp
 from torch import nn
 
 from compress.budget import CostModel, cost_aware_scores, search_threshold
-from compress.channel_select import (
-    SelectBatchNorm2d,
-    SelectionSite,
-    apply_selection,
-    find_sites,
-    tp_pruner,
-)
+from compress.channel_select import SelectBatchNorm2d, SelectionSite, apply_selection, find_sites, tp_pruner
 from compress.errors import CompressError
 from compress.measure import count_params_macs
 
