@@ -380,9 +380,8 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
     """Prune a model directory; with `data`, measure accuracy and re-estimate BN statistics on
     `recalibrate` training images (0 disables it). `target_latency_ms` prunes to a p50 latency on
     `backend`, measured on this machine at batch 1 (compress.latency_budget)."""
-    from compress.slimming import recalibrate_batchnorm, resolve_round_to
+    from compress.slimming import recalibrate_batchnorm
 
-    round_to = resolve_round_to(round_to)
     t0 = time.time()
     model, meta = load_model_dir(model_dir)
     plan = None
@@ -434,7 +433,7 @@ def _prune_model(model_dir: str | Path, out: str | Path, *, percent: float, min_
                                      "channels_before": plan["channels_before"],
                                      "channels_after": plan["channels_after"],
                                      "params_before": before_params, "macs_before": before_macs,
-                                     "min_keep": plan["min_keep"], "round_to": round_to,
+                                     "min_keep": plan["min_keep"], "round_to": plan["round_to"],
                                      "budget": plan.get("budget"),
                                      "accuracy_before_pruning": meta.get("accuracy"),
                                      "accuracy_uncalibrated": uncalibrated,
@@ -538,6 +537,7 @@ def _slim(arch: str | None, data: DataOptions, out: str | Path, *, percent: floa
         raise CompressError(f"passes must be >= 1, got {passes}")
     from compress.slimming import resolve_round_to
 
+    # Resolved once here, not only where pruning happens: a resumed run compares it with plan.json's number.
     round_to = resolve_round_to(round_to)
     if budget and "target_latency_ms" in budget:
         from compress.latency_budget import check_latency_backend
