@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from compress.data import load_dataset, stratified_indices
 from compress.data.stream import default_workers
-from models import create_model
+from compress.models import create_model
 
 
 def make_folder(archive: Path, root: Path, n: int, size: int) -> int:

@@ -1,7 +1,7 @@
 """Does the harness measure what a bare ONNX Runtime loop measures? Same model, same process, batch 1.
 
 The bare loop is the floor: an InferenceSession on the CPU provider, `sess.run` in a plain loop
-timed with time.perf_counter. The harness is `runtime.bench.bench_variant` with the ort-cpu backend,
+timed with time.perf_counter. The harness is `compress.runtime.bench.bench_variant` with the ort-cpu backend,
 exactly what `compress bench` runs. Both make a fresh session every round and alternate which goes
 first, so drift in the machine's load hits both alike; each round times the same number of
 iterations after the same warm-up, with the same intra-op thread setting. One extra round runs first
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def export_vgg19(out: Path, width: float) -> Path:
-    from export.onnx_export import export_onnx
-    from models import create_model
+    from compress.exporting.onnx_export import export_onnx
+    from compress.models import create_model
 
     meta = {"classes": [f"class{i}" for i in range(10)], "mean": [0.4914, 0.4822, 0.4465],
             "std": [0.247, 0.2435, 0.2616], "input_size": [3, 32, 32], "arch": "vgg19", "precision": "fp32",
@@ -63,7 +63,7 @@ def bare_loop(path: Path, x: np.ndarray, warmup: int, iters: int, threads: int |
 
 def harness_loop(path: Path, warmup: int, iters: int, threads: int | None) -> tuple[dict, dict]:
     """The harness's own statistics for batch 1 (and its whole report row)."""
-    from runtime.bench import BenchSettings, bench_variant
+    from compress.runtime.bench import BenchSettings, bench_variant
 
     settings = BenchSettings(backend="ort-cpu", batches=(1,), warmup=warmup, iters=iters, power="none",
                              threads=threads)
@@ -90,8 +90,8 @@ def main(argv=None) -> int:
 
     import onnxruntime as ort
 
-    from runtime.accuracy import normalize
-    from runtime.sysinfo import cpu_model
+    from compress.runtime.accuracy import normalize
+    from compress.runtime.sysinfo import cpu_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = args.onnx or export_vgg19(Path(tmp) / "vgg19.onnx", args.width)

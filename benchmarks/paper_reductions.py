@@ -35,7 +35,7 @@ from compress import slimming
 from compress.atomic import write_text
 from compress.data import Batches, load_dataset
 from compress.measure import count_params_macs
-from models import create_model
+from compress.models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]

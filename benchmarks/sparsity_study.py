@@ -31,7 +31,7 @@ from compress.pipeline import DataOptions
 from compress.slimming import prune
 from compress.sparsity import Budget, SparsityConfig, polarization
 from compress.train import Recipe, evaluate, fit
-from models import create_model
+from compress.models import create_model
 
 # The quick preset: VGG-19 ×0.25, 10k stratified train images, 2k test, fast recipe, 10 + 5 epochs.
 ARCH, WIDTH, TRAIN, TEST = "vgg19", 0.25, 10000, 2000

@@ -1,14 +1,14 @@
 """Does every torchvision classification CNN slim? Sparse steps, prune 30%, ONNX export, parity.
 
-For each name that `models.tv.torchvision_names()` lists, in its own `nice`d subprocess with one
+For each name that `compress.models.tv.torchvision_names()` lists, in its own `nice`d subprocess with one
 thread and a timeout (a hang or a crash costs one row, not the sweep):
 
-1. build it untrained with `models.create_model(name, num_classes=10, image_size=S)` at the
+1. build it untrained with `compress.models.create_model(name, num_classes=10, image_size=S)` at the
    smallest size S of SIZES the network accepts (64 px for most; torchvision's own stems there);
 2. a few SGD steps on random data with `compress.slimming.add_l1_subgradient`;
 3. `compress.slimming.prune(model, 0.3, x)` with its default floor (min_keep 0.2);
 4. check the pruned model runs, and that its parameters and MACs dropped;
-5. `export.onnx_export.export_onnx`, then `export.parity.check_parity` in ONNX Runtime on a batch.
+5. `compress.exporting.onnx_export.export_onnx`, then `compress.exporting.parity.check_parity` in ONNX Runtime on a batch.
 
 Networks go cheapest first (torchvision's GFLOPs at 224 px), so a total time cap leaves the big ones
 as "not run: time cap" rows instead of silently dropping them.
@@ -70,7 +70,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _build_at_smallest_size(name: str):
-    from models import TV_PREFIX, create_model
+    from compress.models import TV_PREFIX, create_model
 
     refused = []
     for size in SIZES:
@@ -155,8 +155,8 @@ def run_one(name: str, work: Path, row: dict) -> None:
         raise RuntimeError("pruning did not reduce both params and MACs")
 
     row["stage"] = "onnx export"
-    from export.onnx_export import export_onnx
-    from export.parity import check_parity
+    from compress.exporting.onnx_export import export_onnx
+    from compress.exporting.parity import check_parity
 
     t0 = time.perf_counter()
     meta = {"classes": [f"c{i}" for i in range(10)], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
@@ -394,7 +394,7 @@ def write_report(path: Path, text: str) -> None:
 
 
 def main(argv=None) -> int:
-    from models.tv import torchvision_names
+    from compress.models.tv import torchvision_names
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", metavar="NAME", help="run one network and print its row as JSON")

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from compress.data import ImageSet
 from compress.train import Recipe, fit
-from models import create_model
+from compress.models import create_model
 
 
 def plain_loop(model, batch_size: int, batches: int, regularizer: str | None = None) -> float:

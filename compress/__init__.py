@@ -42,7 +42,7 @@ _API = {
     "share": ("compress.sharing.share", "share_model"),
     "decompress": ("compress.sharing.share", "decompress"),
     "bench": ("compress.bench", "bench_artifacts"),
-    "BenchSettings": ("runtime.bench", "BenchSettings"),
+    "BenchSettings": ("compress.runtime.bench", "BenchSettings"),
 }
 
 __all__ = sorted(_API)

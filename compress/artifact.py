@@ -95,8 +95,8 @@ def build_model(meta: dict[str, Any]) -> nn.Module:
 def construct(arch: str, arch_kwargs: dict) -> nn.Module:
     """The unpruned architecture from its recorded name and constructor arguments, exactly: a user's
     class gets only the recorded arguments."""
-    from models import create_model
-    from models.user import is_import_path
+    from compress.models import create_model
+    from compress.models.user import is_import_path
 
     if not isinstance(arch_kwargs, dict):
         raise CompressError(f"arch_kwargs must be a JSON object, got {type(arch_kwargs).__name__}")
@@ -135,7 +135,7 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str], input_
     input_size = [int(v) for v in input_size]
     if len(input_size) != 3 or min(input_size) < 1:
         raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
-    from models import resolved_kwargs
+    from compress.models import resolved_kwargs
 
     arch = arch or arch_name(model)
     try:

@@ -1,6 +1,6 @@
 """Benchmark artifacts, model directories included: the library side of `compress bench`.
 
-`runtime.bench.run_benchmark` measures files (.onnx, .engine) and is torch-free. This module adds
+`compress.runtime.bench.run_benchmark` measures files (.onnx, .engine) and is torch-free. This module adds
 what needs the training side, only when it is used: a model directory given to an ONNX backend is
 exported to a temporary ONNX file first (torch), and `data_spec` loads labelled test images
 through compress.data (torch). Benchmarking ONNX files without --data imports no torch.
@@ -33,9 +33,9 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     A failed export becomes that artifact's failed row. Raises CompressError for unusable settings
     (an unknown or unavailable backend).
     """
-    from runtime.bench import run_benchmark
-    from runtime.errors import RuntimeBenchError
-    from runtime.runners import ONNX_BACKENDS, check_backend
+    from compress.runtime.bench import run_benchmark
+    from compress.runtime.errors import RuntimeBenchError
+    from compress.runtime.runners import ONNX_BACKENDS, check_backend
 
     if not artifacts:
         raise CompressError("no artifacts to benchmark")
@@ -90,7 +90,7 @@ def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], 
                    input_size: list[int] | None = None):
     """Labelled uint8 test images for accuracy (compress.data: needs the [train] extra), sized for the
     artifacts' `input_size` when given."""
-    from runtime.bench import EvalData
+    from compress.runtime.bench import EvalData
 
     try:
         from compress.data import load_dataset, load_dataset_for

@@ -22,7 +22,7 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
     if path.exists():
         raise CompressError(f"{path} is neither a model directory nor an .onnx file")
     from compress.measure import count_params_macs, layer_widths
-    from models import create_model
+    from compress.models import create_model
 
     kwargs = {"num_classes": num_classes}
     if width is not None:
@@ -80,10 +80,10 @@ def _describe_model_dir(path: Path) -> dict:
 
 
 def _describe_onnx(path: Path) -> dict:
-    from export.errors import ExportError
-    from export.metadata import PREFIX, metadata_of, validate_metadata
-    from export.onnx_file import load_onnx
-    from runtime.onnx_flops import count_onnx
+    from compress.exporting.errors import ExportError
+    from compress.exporting.metadata import PREFIX, metadata_of, validate_metadata
+    from compress.exporting.onnx_file import load_onnx
+    from compress.runtime.onnx_flops import count_onnx
 
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")

@@ -87,8 +87,8 @@ Measure = Callable[[nn.Module, torch.Tensor], dict]
 
 def check_latency_backend(backend: str) -> None:
     """Refuse a backend a latency target cannot be measured with here, before any work is done."""
-    from runtime.errors import RuntimeBenchError
-    from runtime.runners import check_backend
+    from compress.runtime.errors import RuntimeBenchError
+    from compress.runtime.runners import check_backend
 
     LatencySettings(backend=backend)
     try:
@@ -105,9 +105,9 @@ class HarnessTimer:
         self.settings = settings
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> dict:
-        from runtime.errors import RuntimeBenchError
-        from runtime.runners import open_runner
-        from runtime.stats import summarize
+        from compress.runtime.errors import RuntimeBenchError
+        from compress.runtime.runners import open_runner
+        from compress.runtime.stats import summarize
 
         s = self.settings
         input_size = [int(d) for d in example_input.shape[1:]]
@@ -126,8 +126,8 @@ class HarnessTimer:
 
 def _export(model: nn.Module, path: Path, input_size: list[int]) -> Path:
     from compress import __version__
-    from export.errors import ExportError
-    from export.onnx_export import export_onnx
+    from compress.exporting.errors import ExportError
+    from compress.exporting.onnx_export import export_onnx
 
     # The file is timed and deleted, never shipped: placeholder metadata satisfies the schema.
     metadata = {"classes": ["class0"], "mean": [0.0] * input_size[0], "std": [1.0] * input_size[0],
@@ -141,7 +141,7 @@ def _export(model: nn.Module, path: Path, input_size: list[int]) -> Path:
 
 def machine_description(settings: LatencySettings) -> dict:
     """Enough to tell whether the figures could apply elsewhere: CPU, cores, runtime version, threads."""
-    from runtime.sysinfo import cpu_model, library_versions
+    from compress.runtime.sysinfo import cpu_model, library_versions
 
     library = "openvino" if settings.backend.startswith("openvino") else "onnxruntime"
     return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine(),

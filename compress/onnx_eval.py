@@ -13,11 +13,11 @@ from compress.errors import CompressError
 def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> dict:
     """{'accuracy', 'correct', 'images'} of the ONNX file on `data`, after checking that the file's metadata
     is valid and agrees with the data (classes, image size)."""
-    from export.errors import ExportError
-    from export.metadata import checked_metadata
-    from export.onnx_file import load_onnx
-    from runtime.accuracy import onnx_accuracy
-    from runtime.errors import RuntimeBenchError
+    from compress.exporting.errors import ExportError
+    from compress.exporting.metadata import checked_metadata
+    from compress.exporting.onnx_file import load_onnx
+    from compress.runtime.accuracy import onnx_accuracy
+    from compress.runtime.errors import RuntimeBenchError
 
     path = Path(path)
     if not path.is_file():

@@ -153,8 +153,8 @@ def _tag(settings: dict) -> str:
 
 def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_size: int | None) -> dict:
     """Constructor arguments recorded in model.json: what rebuilds exactly this architecture."""
-    from models import parse_name
-    from models.user import accepts, is_import_path, resolve_class
+    from compress.models import parse_name
+    from compress.models.user import accepts, is_import_path, resolve_class
 
     kwargs = dict(arch_kwargs or {})
     if is_import_path(arch):
@@ -171,7 +171,7 @@ def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_si
         raise CompressError(str(exc)) from None
     if family == "torchvision" and input_size is not None:
         kwargs.setdefault("image_size", int(input_size))
-    from models import resolved_kwargs
+    from compress.models import resolved_kwargs
 
     return resolved_kwargs(arch, {"num_classes": num_classes, **kwargs})
 
@@ -353,9 +353,9 @@ def _train_like(like, data: DataOptions, out: Path, recipe: Recipe, **kw) -> dic
 def _fresh_init(model, arch: str) -> None:
     """Initialize every layer the way the architecture family does, so no weight is inherited and
     resized layers are not left with PyTorch's defaults beside re-used ones."""
-    from models import parse_name
-    from models._common import init_batchnorm, init_conv_linear
-    from models.user import is_import_path
+    from compress.models import parse_name
+    from compress.models._common import init_batchnorm, init_conv_linear
+    from compress.models.user import is_import_path
 
     for module in model.modules():
         if hasattr(module, "reset_parameters") and module is not model:

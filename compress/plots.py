@@ -14,7 +14,7 @@ from pathlib import Path
 
 from compress.atomic import atomic_path
 from compress.errors import CompressError
-from runtime.optional import pyplot_free_figure
+from compress.runtime.optional import pyplot_free_figure
 
 # |γ| at or below this are drawn in the first bin: exact zeros from the proximal update included.
 GAMMA_FLOOR = 1e-6

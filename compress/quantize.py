@@ -87,7 +87,7 @@ def recipe_for(target: str = "trt", isa: str = "auto") -> Recipe:
     if isa not in CPU_ISAS:
         raise CompressError(f"unknown --cpu-isa {isa!r}; choose from {', '.join(CPU_ISAS)}")
     if isa == "auto":
-        from runtime.cpu_features import int8_isa
+        from compress.runtime.cpu_features import int8_isa
 
         isa = int8_isa()
     if isa == "avx2":
@@ -374,13 +374,13 @@ def qdq_problems(model) -> list[str]:
 def trt_findings(model) -> tuple[list[str], list[str], str]:
     """(errors, warnings, checker name) from export.trt_readiness when present, else from qdq_problems."""
     try:
-        from export.trt_readiness import check_model
+        from compress.exporting.trt_readiness import check_model
     except ImportError:
         return qdq_problems(model), [], "compress.quantize.qdq_problems"
     findings = check_model(model)
     errs = [str(f) for f in findings if getattr(f, "severity", "error") == "error"]
     warns = [str(f) for f in findings if getattr(f, "severity", "error") != "error"]
-    return errs + qdq_problems(model), warns, "export.trt_readiness + compress.quantize.qdq_problems"
+    return errs + qdq_problems(model), warns, "compress.exporting.trt_readiness + compress.quantize.qdq_problems"
 
 
 # --- measuring -------------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def onnx_logits(path: str | Path, inputs: np.ndarray, batch_size: int = EVAL_BAT
     opts.log_severity_level = 3
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int8_kernels
                                      else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-    from export.parity import run_onnx
+    from compress.exporting.parity import run_onnx
 
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     return run_onnx(session, inputs, batch_size)
@@ -508,7 +508,7 @@ def export_model_dir(model_dir: str | Path, out: str | Path) -> Path:
     from compress.artifact import WEIGHTS, file_sha256, load_model_dir
 
     try:
-        from export.onnx_export import export_onnx
+        from compress.exporting.onnx_export import export_onnx
     except ImportError as exc:
         raise CompressError(f"exporting a model directory needs the export package ({exc}); "
                             "give an .onnx file instead") from None
@@ -653,7 +653,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
                         "seed": opts.seed, "percentile": opts.percentile if opts.method == "percentile" else None,
                         **recipe.describe(), "eval_session": session}
         if recipe.target == "cpu":
-            from runtime.cpu_features import describe as cpu_describe
+            from compress.runtime.cpu_features import describe as cpu_describe
 
             report["machine_cpu"] = cpu_describe()
             log(f"target cpu, instruction set {recipe.isa}: {report['data_types']}"

@@ -297,7 +297,7 @@ def resolve_round_to(value: int | str) -> int:
     """`round_to` as a number: 'auto' is ONNX Runtime's NCHWc channel block on this CPU (16 with AVX-512,
     8 with AVX2, 1 elsewhere), the multiple whose widths its fast CPU convolutions need."""
     if value == "auto":
-        from runtime.cpu_features import nchwc_block
+        from compress.runtime.cpu_features import nchwc_block
 
         return nchwc_block()
     if isinstance(value, bool) or not isinstance(value, int):

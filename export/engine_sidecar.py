@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from export._files import atomic_write_text, unique_keys
-from export.errors import SidecarError
+from compress.exporting._files import atomic_write_text, unique_keys
+from compress.exporting.errors import SidecarError
 
 FORMAT = "compress.engine/1"
 REQUIRED = ("tensorrt_version", "gpu_name", "compute_capability", "precision", "profile", "onnx_sha256",

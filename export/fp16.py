@@ -7,10 +7,10 @@ from pathlib import Path
 
 import onnx
 
-from export._files import sha256_file
-from export.errors import ExportError
-from export.metadata import metadata_of, set_metadata
-from export.onnx_file import load_onnx, save_onnx
+from compress.exporting._files import sha256_file
+from compress.exporting.errors import ExportError
+from compress.exporting.metadata import metadata_of, set_metadata
+from compress.exporting.onnx_file import load_onnx, save_onnx
 
 
 def precision_of(model: onnx.ModelProto) -> str:

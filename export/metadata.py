@@ -91,7 +91,7 @@ def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:
 
 def read_metadata(onnx_path: str | Path) -> dict[str, Any]:
     """Metadata of an ONNX file without loading its weights."""
-    from export.onnx_file import load_onnx
+    from compress.exporting.onnx_file import load_onnx
 
     return metadata_of(load_onnx(onnx_path, check=False, external_data=False))
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import onnx
 
-from export.errors import ExportError
-from export.metadata import set_metadata, validate_metadata
-from export.onnx_file import save_onnx
+from compress.exporting.errors import ExportError
+from compress.exporting.metadata import set_metadata, validate_metadata
+from compress.exporting.onnx_file import save_onnx
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -37,7 +37,7 @@ def export_onnx(model, out_path: str | Path, *, input_size, metadata: dict[str, 
     """
     import torch
 
-    from export.adaptive_pool import exportable_adaptive_pools
+    from compress.exporting.adaptive_pool import exportable_adaptive_pools
 
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset must be an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from export._files import atomic_write_bytes
-from export.errors import OnnxFileError
+from compress.exporting._files import atomic_write_bytes
+from compress.exporting.errors import OnnxFileError
 
 # Protobuf refuses single messages above 2 GiB; CNNs in this toolkit stay far below.
 _PROTOBUF_LIMIT = 2**31 - 1

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.errors import OnnxFileError, ParityError
+from compress.exporting.errors import OnnxFileError, ParityError
 
 FP32_ATOL = 1e-3
 FP32_MIN_AGREEMENT = 0.999

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from export._files import atomic_write_bytes, atomic_write_many, sha256_file
-from export.engine_sidecar import sidecar_path, sidecar_text
-from export.errors import EngineBuildError, MissingExtraError, TrtReadinessError
+from compress.exporting._files import atomic_write_bytes, atomic_write_many, sha256_file
+from compress.exporting.engine_sidecar import sidecar_path, sidecar_text
+from compress.exporting.errors import EngineBuildError, MissingExtraError, TrtReadinessError
 
 TRT_EXTRA = "pip install 'cnn-compress[trt]'"
 
@@ -86,10 +86,10 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
     `profile` sets min:opt:max of the batch dimension (default 1:8:32; a static batch must match it).
     `precision`, when given, must agree with what the ONNX file holds.
     """
-    from export.fp16 import precision_of
-    from export.metadata import metadata_of
-    from export.onnx_file import load_onnx
-    from export.trt_readiness import check_model, errors
+    from compress.exporting.fp16 import precision_of
+    from compress.exporting.metadata import metadata_of
+    from compress.exporting.onnx_file import load_onnx
+    from compress.exporting.trt_readiness import check_model, errors
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     model = load_onnx(onnx_path)

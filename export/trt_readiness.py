@@ -80,7 +80,7 @@ def check_model(model: onnx.ModelProto) -> list[Finding]:
 
 
 def check_file(path: str | Path) -> list[Finding]:
-    from export.onnx_file import load_onnx
+    from compress.exporting.onnx_file import load_onnx
 
     return check_model(load_onnx(path))
 

@@ -45,7 +45,7 @@ def runner_accuracy(runner, images: np.ndarray, labels: np.ndarray, batch_size: 
 def onnx_accuracy(path: str | Path, images: np.ndarray, labels: np.ndarray, batch_size: int = 250,
                   backend: str = "ort-cpu") -> dict:
     """Accuracy of an ONNX file in ONNX Runtime (used by `compress eval MODEL.onnx`)."""
-    from runtime.ort_runner import OrtRunner
+    from compress.runtime.ort_runner import OrtRunner
 
     with OrtRunner(path, backend=backend) as runner:
         return runner_accuracy(runner, images, labels, batch_size)

@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.runners import BACKENDS, GPU_BACKENDS, artifact_kind, open_runner
-from runtime.stats import noise_warning, summarize, throughput
+from compress.runtime.runners import BACKENDS, GPU_BACKENDS, artifact_kind, open_runner
+from compress.runtime.stats import noise_warning, summarize, throughput
 
 INPUT_SEED = 0
 # Fewer power samples than this in a window give no trustworthy average.
@@ -75,7 +75,7 @@ def _stderr(msg: str) -> None:
 
 def one_line(exc: BaseException) -> str:
     """The first line of an error; foreign exception types keep their name so the line stays meaningful."""
-    from runtime.errors import RuntimeBenchError
+    from compress.runtime.errors import RuntimeBenchError
 
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
@@ -87,15 +87,15 @@ def one_line(exc: BaseException) -> str:
 def resolve_power(settings: BenchSettings) -> str:
     if settings.power != "auto":
         return settings.power
-    from runtime.jetson import is_jetson
-    from runtime.optional import has_module
+    from compress.runtime.jetson import is_jetson
+    from compress.runtime.optional import has_module
 
     if is_jetson():
         import shutil
 
         return "tegrastats" if shutil.which("tegrastats") else "none"
     if settings.backend in GPU_BACKENDS and has_module("pynvml"):
-        from runtime.nvml import power_available
+        from compress.runtime.nvml import power_available
 
         return "nvml" if power_available(settings.device) else "none"
     return "none"
@@ -111,8 +111,8 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     report; variants are then named "ARTIFACT [BACKEND]" and the report marks the fastest runtime
     per artifact and batch size.
     """
-    from runtime.report import build_report
-    from runtime.sysinfo import collect_system
+    from compress.runtime.report import build_report
+    from compress.runtime.sysinfo import collect_system
 
     if not artifacts:
         raise ValueError("no artifacts to benchmark")
@@ -166,7 +166,7 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
                   data: EvalData | None = None, model_dir: str | Path | None = None, power_kind: str = "none",
                   log: Callable[[str], None] = _stderr) -> dict:
     """One report row: file, counts, widths, then per-batch latency, memory, power and accuracy."""
-    from runtime.hostmem import HostMemory
+    from compress.runtime.hostmem import HostMemory
 
     path = Path(artifact)
     kind = artifact_kind(path)
@@ -228,7 +228,7 @@ def _note_quantization(v: dict, meta: dict, backend: str) -> None:
         v["warnings"].append(f"{v['name']}: quantized with the trt recipe; on ONNX Runtime's CPU kernels "
                              "`compress quantize --target cpu` is the recipe that keeps accuracy")
     elif target == "cpu" and meta.get("quant_isa"):
-        from runtime.cpu_features import int8_isa
+        from compress.runtime.cpu_features import int8_isa
 
         here = int8_isa()
         if here != meta["quant_isa"]:
@@ -260,7 +260,7 @@ def file_info(path: Path, kind: str) -> dict:
 
 
 def _model_counts(path: Path, kind: str, warnings: list) -> dict | None:
-    from runtime.onnx_flops import count_onnx
+    from compress.runtime.onnx_flops import count_onnx
 
     try:
         if kind == "onnx":
@@ -328,7 +328,7 @@ def _attach_model_json(v: dict, path: Path, kind: str, model_dir) -> None:
 
 
 def _input(runner, batch: int) -> np.ndarray:
-    from runtime.accuracy import normalize
+    from compress.runtime.accuracy import normalize
 
     if runner.input_shape is None:
         raise ValueError(f"{runner.path.name}: input size unknown (no static shape, no compress.input_size)")
@@ -373,7 +373,7 @@ def _bench_batch(runner, batch: int, settings: BenchSettings, v: dict, sampler, 
 def _start_sampler(kind: str, settings: BenchSettings, warnings: list):
     if kind == "none":
         return None
-    from runtime.power import make_sampler
+    from compress.runtime.power import make_sampler
 
     try:
         sampler = make_sampler(kind, settings.power_interval_ms, settings.device).start()
@@ -387,7 +387,7 @@ def _start_sampler(kind: str, settings: BenchSettings, warnings: list):
 
 
 def _finish_power(v: dict, sampler) -> None:
-    from runtime.power import energy_per_image_mj
+    from compress.runtime.power import energy_per_image_mj
 
     if sampler.error:
         v["warnings"].append(f"power sampling ({sampler.source}): {sampler.error}")
@@ -411,7 +411,7 @@ def _finish_power(v: dict, sampler) -> None:
 
 
 def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> dict | None:
-    from runtime.accuracy import runner_accuracy
+    from compress.runtime.accuracy import runner_accuracy
 
     classes = (runner.metadata or {}).get("classes")
     if classes and data.classes and len(classes) != len(data.classes):

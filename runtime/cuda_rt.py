@@ -9,8 +9,8 @@ import ctypes
 
 import numpy as np
 
-from runtime.errors import CudaError
-from runtime.optional import cudart
+from compress.runtime.errors import CudaError
+from compress.runtime.optional import cudart
 
 
 def call(result, what: str):

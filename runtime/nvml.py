@@ -9,7 +9,7 @@ import os
 
 
 def _init():
-    from runtime.optional import pynvml
+    from compress.runtime.optional import pynvml
 
     nvml = pynvml()
     nvml.nvmlInit()

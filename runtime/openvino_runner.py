@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ArtifactError, BackendUnavailableError
-from runtime.optional import openvino
-from runtime.runners import Runner, decode_metadata
+from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.optional import openvino
+from compress.runtime.runners import Runner, decode_metadata
 
 PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -168,7 +168,7 @@ def _plain(value):
 
 
 def _no_bf16_message() -> str:
-    from runtime.cpu_features import BF16_FLAGS, cpu_flags
+    from compress.runtime.cpu_features import BF16_FLAGS, cpu_flags
 
     flags = cpu_flags()
     return (f"openvino-bf16 needs a CPU with BF16 ({' or '.join(BF16_FLAGS)}); this CPU has neither "

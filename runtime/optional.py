@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import MissingExtraError
+from compress.runtime.errors import MissingExtraError
 
 TRT_EXTRA = "pip install 'cnn-compress[trt]'"
 GPU_EXTRA = "pip install 'cnn-compress[gpu]'"
@@ -11,7 +11,7 @@ OPENVINO_EXTRA = "pip install 'cnn-compress[openvino]'"
 
 def onnxruntime():
     """The onnxruntime module; warns once (one line) when several distributions provide it."""
-    from runtime.ort_packages import warn_once
+    from compress.runtime.ort_packages import warn_once
 
     warn_once()
     try:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ArtifactError, BackendUnavailableError
-from runtime.optional import onnxruntime
-from runtime.runners import Runner, decode_metadata
+from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.optional import onnxruntime
+from compress.runtime.runners import Runner, decode_metadata
 
 PROVIDERS = {
     "ort-cpu": ["CPUExecutionProvider"],
@@ -121,7 +121,7 @@ class OrtRunner(Runner):
     def gpu_memory(self) -> dict | None:
         if self.backend == "ort-cpu":
             return None
-        from runtime.nvml import process_memory_bytes
+        from compress.runtime.nvml import process_memory_bytes
 
         return {"nvml_process_bytes": process_memory_bytes(self.device_id)}
 

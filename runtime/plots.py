@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from runtime.optional import pyplot_free_figure
+from compress.runtime.optional import pyplot_free_figure
 
 
 def _ok_rows(v: dict, which: str = "end_to_end") -> list[dict]:
@@ -13,7 +13,7 @@ def _ok_rows(v: dict, which: str = "end_to_end") -> list[dict]:
 
 
 def _save(fig, canvas_cls, path: Path) -> Path:
-    from runtime.report import _atomic_write
+    from compress.runtime.report import _atomic_write
 
     canvas_cls(fig)
     buf = io.BytesIO()

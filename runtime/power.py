@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from runtime.jetson import board_power_mw, parse_tegrastats_line
+from compress.runtime.jetson import board_power_mw, parse_tegrastats_line
 
 
 class PowerSampler:
@@ -143,7 +143,7 @@ class NvmlSampler(PowerSampler):
         self.rails = "nvmlDeviceGetPowerUsage (GPU board)"
 
     def start(self) -> "NvmlSampler":
-        from runtime.optional import pynvml
+        from compress.runtime.optional import pynvml
 
         nvml = pynvml()
         try:

@@ -173,7 +173,7 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict[
     written: dict[str, Path] = {}
     report["plots"] = []
     if plots:
-        from runtime.plots import render_plots
+        from compress.runtime.plots import render_plots
 
         try:
             for name, path in render_plots(report, out_dir).items():

@@ -4,14 +4,14 @@ Backends (one module each, imported only when chosen):
 
 | name            | artifact                        | module                  |
 | --------------- | ------------------------------- | ----------------------- |
-| `ort-cpu`       | .onnx                           | runtime.ort_runner      |
-| `ort-cuda`      | .onnx                           | runtime.ort_runner      |
-| `ort-trt`       | .onnx                           | runtime.ort_runner      |
-| `trt`           | .engine (+ .engine.json sidecar)| runtime.trt_runner      |
-| `torch`         | model directory                 | runtime.torch_runner    |
-| `torch-compile` | model directory                 | runtime.torch_runner    |
-| `openvino`      | .onnx (FP32 / INT8 Q/DQ), f32   | runtime.openvino_runner |
-| `openvino-bf16` | .onnx, bf16 inference precision | runtime.openvino_runner |
+| `ort-cpu`       | .onnx                           | compress.runtime.ort_runner      |
+| `ort-cuda`      | .onnx                           | compress.runtime.ort_runner      |
+| `ort-trt`       | .onnx                           | compress.runtime.ort_runner      |
+| `trt`           | .engine (+ .engine.json sidecar)| compress.runtime.trt_runner      |
+| `torch`         | model directory                 | compress.runtime.torch_runner    |
+| `torch-compile` | model directory                 | compress.runtime.torch_runner    |
+| `openvino`      | .onnx (FP32 / INT8 Q/DQ), f32   | compress.runtime.openvino_runner |
+| `openvino-bf16` | .onnx, bf16 inference precision | compress.runtime.openvino_runner |
 
 A runner measures two latencies per iteration where the device makes them differ: end-to-end
 (host input → device → host output) and compute-only (inputs already on the device). On a CPU
@@ -177,28 +177,28 @@ def open_runner(artifact: str | Path, backend: str = "ort-cpu", **options) -> Ru
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     check_artifact_fits(artifact, backend)
     if backend.startswith("ort-"):
-        from runtime.ort_runner import OrtRunner
+        from compress.runtime.ort_runner import OrtRunner
 
         return OrtRunner(artifact, backend=backend, threads=options.get("threads"),
                          device_id=options.get("device", 0))
     if backend.startswith("openvino"):
-        from runtime.openvino_runner import OpenVinoRunner
+        from compress.runtime.openvino_runner import OpenVinoRunner
 
         return OpenVinoRunner(artifact, backend=backend, threads=options.get("threads"),
                               performance_hint=options.get("performance_hint") or "LATENCY",
                               streams=options.get("streams"))
     if backend == "trt":
-        from runtime.trt_runner import TrtRunner
+        from compress.runtime.trt_runner import TrtRunner
 
         return TrtRunner(artifact, device=options.get("device", 0), cuda_graph=options.get("cuda_graph", False))
-    from runtime.torch_runner import TorchRunner
+    from compress.runtime.torch_runner import TorchRunner
 
     return TorchRunner(artifact, compile=backend == "torch-compile", device=options.get("torch_device"))
 
 
 def check_artifact_fits(artifact: Path, backend: str) -> None:
     """Refuse an artifact the backend cannot run, with the command that makes the right one."""
-    from runtime.errors import ArtifactError
+    from compress.runtime.errors import ArtifactError
 
     kind = {"model_dir": "model directory", "unknown": "file of unknown kind"}.get(artifact_kind(artifact),
                                                                                  f"{artifact_kind(artifact)} file")
@@ -216,14 +216,14 @@ def check_artifact_fits(artifact: Path, backend: str) -> None:
 
 def check_backend(backend: str) -> None:
     """Fail early, once, when the backend's packages are missing (instead of once per artifact)."""
-    from runtime import optional
-    from runtime.errors import BackendUnavailableError, MissingExtraError
+    from compress.runtime import optional
+    from compress.runtime.errors import BackendUnavailableError, MissingExtraError
 
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend.startswith("ort-"):
         ort = optional.onnxruntime()
-        from runtime.ort_runner import PROVIDERS
+        from compress.runtime.ort_runner import PROVIDERS
 
         wanted = PROVIDERS[backend][0]
         if wanted not in ort.get_available_providers():
@@ -237,7 +237,7 @@ def check_backend(backend: str) -> None:
     elif backend.startswith("openvino"):
         optional.openvino()
         if backend == "openvino-bf16":
-            from runtime.openvino_runner import _no_bf16_message, bf16_supported
+            from compress.runtime.openvino_runner import _no_bf16_message, bf16_supported
 
             if not bf16_supported():
                 raise BackendUnavailableError(_no_bf16_message())

@@ -89,9 +89,9 @@ def memory_total_bytes() -> int | None:
 
 def collect_system(gpu: bool = False, device_index: int = 0) -> dict:
     """Everything a reader needs to judge (or reproduce) the numbers; GPU queries only when `gpu`."""
-    from runtime.cpu_features import describe as cpu_describe
-    from runtime.jetson import jetson_info
-    from runtime.ort_packages import installed as ort_installed
+    from compress.runtime.cpu_features import describe as cpu_describe
+    from compress.runtime.jetson import jetson_info
+    from compress.runtime.ort_packages import installed as ort_installed
 
     info = {
         "date": utc_now(),
@@ -110,11 +110,11 @@ def collect_system(gpu: bool = False, device_index: int = 0) -> dict:
         "gpu": None,
     }
     if gpu:
-        from runtime.nvml import gpu_summary
+        from compress.runtime.nvml import gpu_summary
 
         info["gpu"] = gpu_summary(device_index)
         try:
-            from runtime import cuda_rt
+            from compress.runtime import cuda_rt
 
             name, cc = cuda_rt.gpu_identity(device_index)
             info["gpu"] = {**(info["gpu"] or {}), "name": name, "compute_capability": cc,

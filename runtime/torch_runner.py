@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ArtifactError, MissingExtraError
-from runtime.runners import Runner
+from compress.runtime.errors import ArtifactError, MissingExtraError
+from compress.runtime.runners import Runner
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ArtifactError
-from runtime.optional import tensorrt
-from runtime.runners import Runner
+from compress.runtime.errors import ArtifactError
+from compress.runtime.optional import tensorrt
+from compress.runtime.runners import Runner
 
 _NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
                 "INT64": np.int64, "BOOL": np.bool_}
@@ -38,7 +38,7 @@ class TrtRunner(Runner):
 
     def __init__(self, path: str | Path, device: int = 0, cuda_graph: bool = False, check_sidecar: bool = True):
         super().__init__(path)
-        from runtime import cuda_rt
+        from compress.runtime import cuda_rt
 
         self._cu = cuda_rt
         self._buffers: dict[str, tuple] = {}
@@ -174,7 +174,7 @@ class TrtRunner(Runner):
                 weights = int(engine.get_engine_stat(stat))
             except Exception:  # noqa: BLE001 - informational
                 weights = None
-        from runtime.nvml import process_memory_bytes
+        from compress.runtime.nvml import process_memory_bytes
 
         return {
             "engine_device_memory_bytes": None if device_memory is None else int(device_memory),
@@ -216,8 +216,8 @@ class TrtRunner(Runner):
 
 
 def _checked_sidecar(path: Path, trt_version: str, gpu_name: str, capability: str) -> dict:
-    from export.engine_sidecar import check_sidecar
-    from export.errors import SidecarError
+    from compress.exporting.engine_sidecar import check_sidecar
+    from compress.exporting.errors import SidecarError
 
     try:
         return check_sidecar(path, trt_version, gpu_name, capability)

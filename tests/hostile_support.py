@@ -85,7 +85,7 @@ def refused_unchanged(work: Path, args, *needles: str, code: int = 2, usage: boo
 def make_model_dir(path: Path, width: float = 0.0625, classes=CLASSES) -> Path:
     """A tiny VGG-11 model directory (about 37k parameters)."""
     from compress.artifact import save_model_dir
-    from models import create_model
+    from compress.models import create_model
 
     torch.manual_seed(0)
     model = lively(create_model("vgg11", num_classes=len(classes), width=width))
@@ -98,7 +98,7 @@ def make_model_dir(path: Path, width: float = 0.0625, classes=CLASSES) -> Path:
 def export_onnx_file(model_dir: Path, out: Path) -> Path:
     from compress import __version__
     from compress.artifact import load_model_dir
-    from export.onnx_export import export_onnx
+    from compress.exporting.onnx_export import export_onnx
 
     model, meta = load_model_dir(model_dir)
     export_onnx(model, out, input_size=[3, 32, 32],

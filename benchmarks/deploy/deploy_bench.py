@@ -53,7 +53,7 @@ def _round_to(text: str) -> int | str:
 
 
 def _export(model, path: Path, input_size, arch: str) -> None:
-    from export.onnx_export import export_onnx
+    from compress.exporting.onnx_export import export_onnx
 
     meta = {"classes": [str(i) for i in range(model_classes(model))], "mean": MEAN, "std": STD,
             "input_size": input_size, "arch": arch, "precision": "fp32", "source_sha256": "0" * 64,
@@ -74,7 +74,7 @@ def prepare(args) -> None:
 
     from compress.quantize import quantize_onnx, recipe_for
     from compress.slimming import prune
-    from models import create_model
+    from compress.models import create_model
 
     torch.set_num_threads(1)
     recipe = recipe_for("cpu", args.cpu_isa)
@@ -124,8 +124,8 @@ def prepare(args) -> None:
 
 
 def bench(args) -> None:
-    from runtime.bench import BenchSettings, run_benchmark
-    from runtime.report import to_json
+    from compress.runtime.bench import BenchSettings, run_benchmark
+    from compress.runtime.report import to_json
 
     settings = BenchSettings(batches=tuple(args.batches), iters=args.iters, warmup=args.warmup,
                              threads=args.threads)

@@ -96,8 +96,8 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
       compress bench vgg.onnx vgg-int8-cpu.onnx --backend ort-cpu,openvino,openvino-bf16 --batch 1,32
     """
     from compress.bench import bench_artifacts
-    from runtime.bench import BenchSettings, measured_anything
-    from runtime.report import render_summary, to_json, write_report
+    from compress.runtime.bench import BenchSettings, measured_anything
+    from compress.runtime.report import render_summary, to_json, write_report
 
     if iters is not None and duration is not None:
         raise click.UsageError("give --iters or --duration, not both")

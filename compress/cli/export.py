@@ -62,7 +62,7 @@ def export(source, onnx_out, trt_out, check_trt, opset, batch, dynamic_batch, fp
       compress export --trt vgg-int8.engine --int8 vgg-int8.onnx
       compress export --check-trt vgg-int8.onnx
     """
-    from export.errors import ExportError
+    from compress.exporting.errors import ExportError
 
     say = (lambda _msg: None) if as_json else click.echo
     try:
@@ -80,7 +80,7 @@ def export(source, onnx_out, trt_out, check_trt, opset, batch, dynamic_batch, fp
 
 
 def _check_trt(source: Path | None, as_json: bool) -> None:
-    from export.trt_readiness import check_file, errors
+    from compress.exporting.trt_readiness import check_file, errors
 
     if source is None or source.suffix != ".onnx":
         raise click.UsageError("--check-trt needs an .onnx file: compress export --check-trt MODEL.onnx")
@@ -103,8 +103,8 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
     from compress.atomic import signals_as_exceptions, staged
     from compress.guard import check_outputs
     from compress.lock import output_lock
-    from export.engine_sidecar import sidecar_path
-    from export.tensorrt_build import import_tensorrt, parse_profile
+    from compress.exporting.engine_sidecar import sidecar_path
+    from compress.exporting.tensorrt_build import import_tensorrt, parse_profile
 
     if onnx_out is None and trt_out is None:
         raise click.UsageError("give --onnx OUT.onnx, --trt OUT.engine, or --check-trt")
@@ -141,7 +141,7 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
         inputs.append(("--data", Path(data_spec)))
     check_outputs(inputs=inputs, outputs=outputs)
 
-    from export.onnx_file import load_onnx
+    from compress.exporting.onnx_file import load_onnx
 
     # Cheap checks next: a corrupt input file, then a missing TensorRT, before minutes of export work.
     for given in (source, int8_onnx):
@@ -187,7 +187,7 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
                 say(line)
 
         if trt_out is not None:
-            from export.tensorrt_build import build_engine
+            from compress.exporting.tensorrt_build import build_engine
 
             wanted = "int8" if int8_onnx is not None else ("fp16" if fp16 else None)
             info = build_engine(engine_onnx, trt_out, profile=profile, workspace_mb=workspace,
@@ -200,8 +200,8 @@ def _run(source, onnx_out, trt_out, opset, batch, dynamic_batch, fp16, int8_onnx
 
 
 def _precision(path: Path) -> str:
-    from export.fp16 import precision_of
-    from export.onnx_file import load_onnx
+    from compress.exporting.fp16 import precision_of
+    from compress.exporting.onnx_file import load_onnx
 
     return precision_of(load_onnx(path, check=False))
 
@@ -245,8 +245,8 @@ def _export_model_dir(model_dir: Path, tmp: Path, out: Path, opset, dynamic_batc
     from compress import __version__
     from compress.artifact import WEIGHTS, file_sha256
     from compress.info import load_checked
-    from export.onnx_export import export_onnx
-    from export.parity import ACCURACY_TOL, check_parity
+    from compress.exporting.onnx_export import export_onnx
+    from compress.exporting.parity import ACCURACY_TOL, check_parity
 
     model, meta = load_checked(Path(model_dir))
     norm = meta["normalization"]
@@ -288,7 +288,7 @@ def _check_output_width(model, meta: dict, model_dir: Path) -> None:
 
 def _named(final: Path, tmp: Path, check):
     """Run a check on a temporary file; its errors name the file the user asked for."""
-    from export.errors import ExportError
+    from compress.exporting.errors import ExportError
 
     try:
         return check()
@@ -297,9 +297,9 @@ def _named(final: Path, tmp: Path, check):
 
 
 def _make_fp16(fp32_path: Path, tmp: Path, fp16_path: Path, inputs, labels, data_spec, parity_limit, say) -> dict:
-    from export.fp16 import convert_fp16
-    from export.metadata import checked_metadata
-    from export.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
+    from compress.exporting.fp16 import convert_fp16
+    from compress.exporting.metadata import checked_metadata
+    from compress.exporting.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
 
     _named(fp16_path, tmp, lambda: convert_fp16(fp32_path, tmp))
     say(f"wrote {fp16_path} (fp16 weights and compute, float32 input/output, "

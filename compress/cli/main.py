@@ -82,7 +82,7 @@ class Main(click.Group):
 def _user_errors() -> tuple[type[Exception], ...]:
     """Exceptions that name a problem with the user's input: printed as one line, exit status 2."""
     kinds: list[type[Exception]] = [CompressError]
-    for module, name in (("export.errors", "ExportError"), ("runtime.errors", "RuntimeBenchError")):
+    for module, name in (("compress.exporting.errors", "ExportError"), ("compress.runtime.errors", "RuntimeBenchError")):
         try:
             kinds.append(getattr(importlib.import_module(module), name))
         except ImportError:

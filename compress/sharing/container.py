@@ -28,7 +28,7 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.sharing.huffman import CHUNK, HuffmanStream, decode_streams, encode_auto
-from export._files import unique_keys
+from compress.exporting._files import unique_keys
 
 MAGIC = b"DCZ\x89"
 VERSION = 1

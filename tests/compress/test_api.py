@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import compress
-from models import create_model
+from compress.models import create_model
 
 
 def test_every_public_name_resolves():

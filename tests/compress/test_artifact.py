@@ -8,7 +8,7 @@ import torch
 from compress import slimming
 from compress.artifact import load_model_dir, save_model_dir
 from compress.errors import CompressError
-from models import create_model
+from compress.models import create_model
 
 META = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.25}, "classes": [str(i) for i in range(10)],
         "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}

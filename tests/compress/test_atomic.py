@@ -83,7 +83,7 @@ def test_permissions_follow_the_umask(tmp_path, mask):
 
 
 def test_export_writes_are_atomic_with_normal_permissions(tmp_path, monkeypatch):
-    from export import _files
+    from compress.exporting import _files
 
     mask = os.umask(0o022)
     os.umask(mask)

@@ -9,7 +9,7 @@ from tests_support import randomize_bn
 from compress import slimming
 from compress.errors import CompressError
 from compress.measure import count_params_macs, layer_widths
-from models import create_model
+from compress.models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 

@@ -14,7 +14,7 @@ from compress import slimming
 from compress.artifact import load_model_dir, save_model_dir
 from compress.channel_select import SelectBatchNorm2d
 from compress.measure import layer_widths
-from models import create_model
+from compress.models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 # Half width keeps these tests quick; the structure, and so the logic under test, is the same.
@@ -132,7 +132,7 @@ def test_model_directory_and_plan_replay_rebuild_the_selection(tmp_path, arch):
 def test_onnx_export_gathers_constant_indices(tmp_path):
     import onnxruntime as ort
 
-    from export.onnx_export import export_onnx
+    from compress.exporting.onnx_export import export_onnx
 
     model, _ = slimming.prune(randomize_bn(create_model("densenet10"), seed=7), 0.5, EXAMPLE)
     meta = {"arch": "densenet10", "classes": [str(i) for i in range(10)], "mean": [0.5] * 3, "std": [0.25] * 3,

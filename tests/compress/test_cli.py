@@ -173,8 +173,8 @@ def test_unexpected_exceptions_become_one_line(monkeypatch, exc, expected, code)
 ])
 def test_user_errors_are_one_line_with_status_2(monkeypatch, exc, expected):
     from compress.errors import CompressError
-    from export.errors import ExportError
-    from runtime.errors import RuntimeBenchError
+    from compress.exporting.errors import ExportError
+    from compress.runtime.errors import RuntimeBenchError
 
     kind = {"compress": CompressError, "export": ExportError, "runtime": RuntimeBenchError}[exc]
     monkeypatch.delenv("COMPRESS_DEBUG", raising=False)

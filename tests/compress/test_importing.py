@@ -111,7 +111,7 @@ def test_bad_architectures_get_one_line(tmp_path, user_module, arch, kwargs, mes
 
 
 def test_an_input_size_the_network_cannot_take(tmp_path):
-    from models import create_model
+    from compress.models import create_model
 
     torch.save(create_model("vgg11", width=0.125).state_dict(), tmp_path / "v.pth")
     r = _cli("import", tmp_path / "v.pth", "--arch", "vgg11", "--arch-kwargs", '{"width": 0.125}',

@@ -14,7 +14,7 @@ import compress
 from compress import latency_budget
 from compress.errors import CompressError
 from compress.measure import count_params_macs, layer_widths
-from models import create_model
+from compress.models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 

@@ -8,7 +8,7 @@ import torch
 from compress.artifact import save_model_dir
 from compress.data import load_dataset
 from compress.pipeline import DataOptions, prune_model, summary_markdown
-from models import create_model
+from compress.models import create_model
 
 
 def trained_like(tmp_path, dead_fraction: float, classes=None):
@@ -53,10 +53,10 @@ def test_summary_says_when_statistics_were_kept():
 
 
 def test_round_to_auto_rounds_to_this_cpus_convolution_block(tmp_path, monkeypatch):
-    import runtime.cpu_features
+    import compress.runtime.cpu_features
     from compress.errors import CompressError
 
-    monkeypatch.setattr(runtime.cpu_features, "nchwc_block", lambda: 4)
+    monkeypatch.setattr(compress.runtime.cpu_features, "nchwc_block", lambda: 4)
     base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
     assert prune_model(base, tmp_path / "pruned", percent=0.5, round_to="auto")["pruning"]["round_to"] == 4
     plan = json.loads((tmp_path / "pruned" / "plan.json").read_text())

@@ -13,8 +13,8 @@ from torch import nn
 from compress.errors import CompressError
 from compress.quantize import (QuantizeOptions, calibrate, calibration_inputs, prepare, qdq_problems, quantize_model,
                                quantize_qdq, sqnr_db)
-from export import trt_readiness
-from export.onnx_export import export_onnx
+from compress.exporting import trt_readiness
+from compress.exporting.onnx_export import export_onnx
 
 CLASSES = ["c0", "c1", "c2", "c3"]
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -313,7 +313,7 @@ def test_cli_on_a_model_directory(image_folder, tmp_path):
     from compress.artifact import save_model_dir
     from compress.cli import main
 
-    from models import create_model
+    from compress.models import create_model
 
     torch.manual_seed(0)
     kwargs = {"num_classes": 4, "width": 0.125}
@@ -339,7 +339,7 @@ def test_preactivation_batchnorm_stays_float(image_folder, tmp_path):
     """Pre-activation ResNets keep BatchNormalization nodes ONNX Runtime cannot fold into a Conv; they
     stay float between Q/DQ pairs, and the graph still obeys the rules."""
     from compress.artifact import save_model_dir
-    from models import create_model
+    from compress.models import create_model
 
     torch.manual_seed(0)
     kwargs = {"num_classes": 4}
@@ -403,7 +403,7 @@ def test_trt_target_metadata_and_auto_isa(quantized, monkeypatch):
     assert meta["compress.quant_target"] == "trt" and "compress.quant_isa" not in meta
     assert json.loads(meta["compress.quant_eval_session"])["graph_optimization_level"] == "ORT_ENABLE_BASIC"
     from compress import quantize as q
-    from runtime import cpu_features
+    from compress.runtime import cpu_features
 
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda cpuinfo=None: {"avx2", "fma"})
     monkeypatch.setattr(cpu_features.platform, "machine", lambda: "x86_64")

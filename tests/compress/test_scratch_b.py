@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from compress.artifact import load_model_dir, save_model_dir
 from compress.cli import main
 from compress.pipeline import prune_model, scratch_b_epochs
-from models import create_model
+from compress.models import create_model
 
 
 def test_epochs_follow_the_macs_ratio_capped_at_twice():

@@ -6,7 +6,7 @@ from tests_support import randomize_bn
 
 from compress import slimming
 from compress.errors import CompressError
-from models import create_model
+from compress.models import create_model
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 
@@ -125,9 +125,9 @@ def test_round_to_multiple():
 
 
 def test_round_to_auto_is_the_cpu_convolution_block(monkeypatch):
-    import runtime.cpu_features
+    import compress.runtime.cpu_features
 
-    monkeypatch.setattr(runtime.cpu_features, "nchwc_block", lambda: 4)
+    monkeypatch.setattr(compress.runtime.cpu_features, "nchwc_block", lambda: 4)
     model = randomize_bn(create_model("vgg11", width=0.25))
     _, plan = slimming.prune(model, 0.5, EXAMPLE, round_to="auto")
     assert plan["round_to"] == 4

@@ -6,7 +6,7 @@ import torch
 
 from compress.data import ImageSet
 from compress.train import Recipe, distillation_loss, fit
-from models import create_model
+from compress.models import create_model
 
 
 def tiny_data(n=64, seed=0):

@@ -174,7 +174,7 @@ def test_check_state_works_on_numpy_arrays():
 
 def test_a_real_model_json_passes(tmp_path):
     from compress.artifact import save_model_dir
-    from models import create_model
+    from compress.models import create_model
 
     save_model_dir(create_model("vgg11", width=0.0625), tmp_path,
                    {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.0625},

@@ -8,8 +8,8 @@ from export_helpers import lively, metadata
 @pytest.fixture(scope="session")
 def vgg_onnx(tmp_path_factory):
     """A small exported VGG (model, path), shared by tests that only read it."""
-    from export.onnx_export import export_onnx
-    from models import create_model
+    from compress.exporting.onnx_export import export_onnx
+    from compress.models import create_model
 
     model = lively(create_model("vgg11", num_classes=10, width=0.125))
     path = tmp_path_factory.mktemp("vgg") / "vgg11.onnx"

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from export.adaptive_pool import averaging_matrix, exportable_adaptive_pools
-from export.onnx_export import export_onnx
-from export.parity import check_parity
+from compress.exporting.adaptive_pool import averaging_matrix, exportable_adaptive_pools
+from compress.exporting.onnx_export import export_onnx
+from compress.exporting.parity import check_parity
 
 META = {"classes": ["a", "b", "c"], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "arch": "test",
         "source_sha256": "0" * 64, "toolkit_version": "test"}

@@ -29,7 +29,7 @@ def run_process(args):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from compress.artifact import save_model_dir
-    from models import create_model
+    from compress.models import create_model
 
     out = tmp_path_factory.mktemp("md") / "vgg"
     model = lively(create_model("vgg11", num_classes=10, width=0.125))
@@ -41,7 +41,7 @@ def model_dir(tmp_path_factory):
 
 def test_onnx_and_fp16_from_a_model_dir(model_dir, tmp_path):
     from compress.artifact import file_sha256
-    from export.metadata import read_metadata
+    from compress.exporting.metadata import read_metadata
 
     out = tmp_path / "vgg.onnx"
     result = run(["export", model_dir, "--onnx", out, "--fp16", "--parity-limit", 16, "--json"])

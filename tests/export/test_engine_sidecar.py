@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from export.engine_sidecar import check_sidecar, read_sidecar, sidecar_path, write_sidecar
-from export.errors import SidecarError
+from compress.exporting.engine_sidecar import check_sidecar, read_sidecar, sidecar_path, write_sidecar
+from compress.exporting.errors import SidecarError
 
 INFO = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": (8, 7), "precision": "fp16",
         "profile": {"input": "input", "min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [32, 3, 32, 32]},

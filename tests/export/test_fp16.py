@@ -3,11 +3,11 @@
 import onnx
 import pytest
 
-from export._files import sha256_file
-from export.errors import ExportError
-from export.fp16 import convert_fp16, precision_of
-from export.metadata import read_metadata
-from export.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
+from compress.exporting._files import sha256_file
+from compress.exporting.errors import ExportError
+from compress.exporting.fp16 import convert_fp16, precision_of
+from compress.exporting.metadata import read_metadata
+from compress.exporting.parity import FP16_MIN_AGREEMENT, FP16_REL_TOL, check_parity
 from export_helpers import images
 
 
@@ -53,7 +53,7 @@ def _scaled_classifier(src, dst, factor):
 def test_fp16_tolerance_is_tight_enough_to_catch_a_five_percent_drift(vgg_onnx, tmp_path):
     """The honest FP16 error sits well inside FP16_REL_TOL, and a 5 % logit drift lies outside it: a bound
     ten times looser (or tighter) than the one shipped fails this test."""
-    from export.errors import ParityError
+    from compress.exporting.errors import ParityError
 
     _, fp32 = vgg_onnx
     fp16 = convert_fp16(fp32, tmp_path / "m.fp16.onnx")

@@ -122,9 +122,9 @@ def test_failed_fp32_parity_leaves_no_onnx(work):
 
 
 def test_failed_fp16_parity_leaves_neither_file(work, monkeypatch):
-    import export.parity
+    import compress.exporting.parity
 
-    monkeypatch.setattr(export.parity, "FP16_REL_TOL", 1e-9)
+    monkeypatch.setattr(compress.exporting.parity, "FP16_REL_TOL", 1e-9)
     line = refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "h.onnx", "--fp16",
                                     "--parity-limit", 4], "fails parity")
     assert "h.onnx" in line and ".tmp" not in line
@@ -231,8 +231,8 @@ SIDECAR = {"format": "compress.engine/1", "tensorrt_version": "10.3.0", "gpu_nam
     ({"profile": {"min": [1]}}, "profile"),
 ])
 def test_sidecar_fields_of_the_wrong_type(tmp_path, change, needle):
-    from export.engine_sidecar import check_sidecar
-    from export.errors import SidecarError
+    from compress.exporting.engine_sidecar import check_sidecar
+    from compress.exporting.errors import SidecarError
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 100)
@@ -245,8 +245,8 @@ def test_sidecar_fields_of_the_wrong_type(tmp_path, change, needle):
 
 
 def test_sidecar_with_duplicate_keys_or_nan(tmp_path):
-    from export.engine_sidecar import read_sidecar
-    from export.errors import SidecarError
+    from compress.exporting.engine_sidecar import read_sidecar
+    from compress.exporting.errors import SidecarError
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"\0" * 100)
@@ -264,15 +264,15 @@ def test_sidecar_with_duplicate_keys_or_nan(tmp_path):
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_during_parity_leaves_no_onnx(work, monkeypatch, sig):
     """In-process: the signal arrives while the ONNX file exists under its temporary name only."""
-    import export.parity
+    import compress.exporting.parity
 
-    real = export.parity.check_parity
+    real = compress.exporting.parity.check_parity
 
     def interrupted(*args, **kwargs):
         real(*args, **kwargs)
         os.kill(os.getpid(), getattr(signal, sig))
 
-    monkeypatch.setattr(export.parity, "check_parity", interrupted)
+    monkeypatch.setattr(compress.exporting.parity, "check_parity", interrupted)
     before = snapshot(work)
     result = invoke(["export", work / "vgg", "--onnx", work / "o.onnx", "--parity-limit", 2])
     assert result.exit_code == 130, result.output
@@ -283,7 +283,7 @@ def test_signal_during_parity_leaves_no_onnx(work, monkeypatch, sig):
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
 def test_killed_export_process_leaves_no_final_name(work, sig):
     """A real process, signalled from outside after its ONNX file is written and checked."""
-    code = pause_at("export.parity", "check_parity",
+    code = pause_at("compress.exporting.parity", "check_parity",
                     ["export", work / "vgg", "--onnx", work / "o.onnx", "--fp16", "--parity-limit", 2])
     status, err = run_until_marker(code, "PAUSED", getattr(signal, sig), work)
     assert not (work / "o.onnx").exists() and not (work / "o.fp32.onnx").exists()

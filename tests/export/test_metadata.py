@@ -5,7 +5,7 @@ import json
 import onnx
 import pytest
 
-from export.metadata import metadata_of, read_metadata, set_metadata
+from compress.exporting.metadata import metadata_of, read_metadata, set_metadata
 from export_helpers import CLASSES, MEAN, STD
 
 

@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
-from export.onnx_export import export_onnx
-from export.parity import check_parity
-from models import create_model
+from compress.exporting.onnx_export import export_onnx
+from compress.exporting.parity import check_parity
+from compress.models import create_model
 from export_helpers import images, lively, metadata
 
 FAMILIES = {
@@ -59,7 +59,7 @@ def test_parity_in_onnx_runtime(tmp_path, arch, pruned):
 
 
 def test_dynamic_batch_gives_the_same_per_sample_outputs(vgg_onnx):
-    from export.parity import onnx_session
+    from compress.exporting.parity import onnx_session
 
     _, path = vgg_onnx
     session = onnx_session(path)

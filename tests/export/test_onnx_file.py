@@ -2,8 +2,8 @@
 
 import pytest
 
-from export.errors import OnnxFileError
-from export.onnx_file import load_onnx
+from compress.exporting.errors import OnnxFileError
+from compress.exporting.onnx_file import load_onnx
 
 
 def test_a_good_file_loads(vgg_onnx):

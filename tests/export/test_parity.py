@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.errors import OnnxFileError, ParityError
-from export.parity import check_parity
+from compress.exporting.errors import OnnxFileError, ParityError
+from compress.exporting.parity import check_parity
 from export_helpers import images
 
 

@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from export.errors import MissingExtraError, OnnxFileError, TrtReadinessError
-from export.tensorrt_build import BatchProfile, build_engine, import_tensorrt, parse_profile
+from compress.exporting.errors import MissingExtraError, OnnxFileError, TrtReadinessError
+from compress.exporting.tensorrt_build import BatchProfile, build_engine, import_tensorrt, parse_profile
 
 
 def test_batch_profiles():
@@ -67,7 +67,7 @@ def _gpu_ready() -> str | None:
     if importlib.util.find_spec("cuda") is None:
         return "cuda-python is not installed (pip install 'cnn-compress[trt]')"
     try:
-        from export.tensorrt_build import gpu_identity
+        from compress.exporting.tensorrt_build import gpu_identity
 
         gpu_identity()
     except Exception as exc:  # noqa: BLE001
@@ -80,9 +80,9 @@ def _gpu_ready() -> str | None:
 def test_fp16_engine_builds_and_its_sidecar_matches(vgg_onnx, tmp_path):
     import tensorrt as trt
 
-    from export.engine_sidecar import check_sidecar
-    from export.fp16 import convert_fp16
-    from export.tensorrt_build import gpu_identity
+    from compress.exporting.engine_sidecar import check_sidecar
+    from compress.exporting.fp16 import convert_fp16
+    from compress.exporting.tensorrt_build import gpu_identity
 
     _, fp32 = vgg_onnx
     fp16 = convert_fp16(fp32, tmp_path / "m.fp16.onnx")

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from export.trt_readiness import ERROR, WARNING, check_model, errors
+from compress.exporting.trt_readiness import ERROR, WARNING, check_model, errors
 
 
 def _graph(nodes, inits, opset=13, out_shape=None):

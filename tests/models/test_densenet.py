@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import create_model
-from models.densenet import DenseLayer, check_depth
+from compress.models import create_model
+from compress.models.densenet import DenseLayer, check_depth
 
 
 def count_params(model):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models import UnknownArchError, create_model
+from compress.models import UnknownArchError, create_model
 
 
 

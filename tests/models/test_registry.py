@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import UnknownArchError, available_models, create_model, parse_name
+from compress.models import UnknownArchError, available_models, create_model, parse_name
 
 
 @pytest.mark.parametrize("name,family", [

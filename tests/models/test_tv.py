@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import create_model
-from models.tv import torchvision_names
+from compress.models import create_model
+from compress.models.tv import torchvision_names
 
 
 def bn_weights(model):
@@ -88,7 +88,7 @@ def test_cifar_sized_inputs_keep_the_small_stem():
 
 
 def test_resolved_kwargs_record_the_stem_so_a_rebuild_matches():
-    from models import resolved_kwargs
+    from compress.models import resolved_kwargs
 
     assert resolved_kwargs("resnet18", {"num_classes": 7, "image_size": 64}) == {
         "num_classes": 7, "image_size": 64, "cifar_stem": False}

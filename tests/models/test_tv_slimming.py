@@ -15,7 +15,7 @@ from torch import nn
 from compress.errors import CompressError
 from compress.measure import count_params
 from compress.slimming import add_l1_subgradient, prune, recalibrate_batchnorm
-from models import create_model
+from compress.models import create_model
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,8 @@ def _sparse_steps(model, size, steps=3):
     pytest.param(c, marks=pytest.mark.xfail(strict=True, raises=XFAIL_RAISES[c], reason=XFAIL[c]))
     if c in XFAIL else c for c in CASES])
 def test_structure_slims_and_exports(case, tmp_path):
-    from export.onnx_export import export_onnx
-    from export.parity import check_parity
+    from compress.exporting.onnx_export import export_onnx
+    from compress.exporting.parity import check_parity
 
     torch.manual_seed(0)
     build, size, structural = CASES[case]

@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import create_model
-from models.vgg import CFGS, VGG
+from compress.models import create_model
+from compress.models.vgg import CFGS, VGG
 
 
 def count_params(model):

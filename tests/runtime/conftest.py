@@ -21,8 +21,8 @@ def tiny_onnx(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def vgg19_onnx(tmp_path_factory) -> Path:
     """VGG-19 (CIFAR, width 1.0) exported by the toolkit's exporter, BatchNorm kept in the graph."""
-    from export.onnx_export import export_onnx
-    from models import create_model
+    from compress.exporting.onnx_export import export_onnx
+    from compress.models import create_model
 
     path = tmp_path_factory.mktemp("vgg19") / "vgg19.onnx"
     meta = {"classes": CLASSES, "mean": MEAN, "std": STD, "input_size": [3, 32, 32], "arch": "vgg19",

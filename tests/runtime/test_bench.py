@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx_builders import tiny_cnn
 
-from runtime.bench import BenchSettings, bench_variant, find_model_json
-from runtime.power import PowerSampler
+from compress.runtime.bench import BenchSettings, bench_variant, find_model_json
+from compress.runtime.power import PowerSampler
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -26,7 +26,7 @@ def test_settings_are_checked(kwargs, message):
 
 
 def test_noisy_timings_warn_in_the_row_and_the_variant(tiny_onnx, monkeypatch):
-    from runtime.ort_runner import OrtRunner
+    from compress.runtime.ort_runner import OrtRunner
 
     samples = iter([1.0, 1.0, 2.0, 1.0, 3.0, 1.0] * 10)
     monkeypatch.setattr(OrtRunner, "_step", lambda self, x: (lambda: (next(samples), None)))
@@ -65,7 +65,7 @@ def test_power_windows_give_energy_per_image(tiny_onnx, monkeypatch):
         def window(self, t0, t1):
             return {"source": "test", "rails": "R", "samples": 10, "avg_power_w": 5.0}
 
-    monkeypatch.setattr("runtime.power.make_sampler", lambda *a, **k: FiveWatts())
+    monkeypatch.setattr("compress.runtime.power.make_sampler", lambda *a, **k: FiveWatts())
     v = bench_variant(tiny_onnx, BenchSettings(batches=(2,), iters=4, warmup=0, power="tegrastats"),
                       power_kind="tegrastats", log=lambda m: None)
     row = v["latency"][0]
@@ -77,7 +77,7 @@ def test_power_windows_give_energy_per_image(tiny_onnx, monkeypatch):
 def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
     from onnx_builders import MEAN, STD, reference_logits
 
-    from runtime.accuracy import normalize, onnx_accuracy
+    from compress.runtime.accuracy import normalize, onnx_accuracy
 
     images = np.random.default_rng(1).integers(0, 256, (9, 3, 8, 8), dtype=np.uint8)
     expected = reference_logits(tiny_cnn(), normalize(images, MEAN, STD)).argmax(1)
@@ -91,8 +91,8 @@ def test_int8_file_records_its_target_and_warns_off_target(tiny_onnx, tmp_path, 
     import numpy as np
 
     from compress.quantize import quantize_onnx, recipe_for
-    from runtime import cpu_features
-    from runtime.bench import BenchSettings, bench_variant
+    from compress.runtime import cpu_features
+    from compress.runtime.bench import BenchSettings, bench_variant
 
     out = tmp_path / "int8-avx2.onnx"
     quantize_onnx(tiny_onnx, out, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32),

@@ -73,7 +73,7 @@ def test_model_directory_is_exported_for_onnx_runtime_with_accuracy(tmp_path, mo
     from tests_support import make_image_folder
 
     from compress.artifact import save_model_dir
-    from models import create_model
+    from compress.models import create_model
 
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
     classes = [f"k{i}" for i in range(10)]

@@ -1,6 +1,6 @@
 """CPU flags → the INT8 recipe class and BF16 support, from /proc/cpuinfo text."""
 
-from runtime.cpu_features import cpu_flags, describe, has_bf16, has_vnni, int8_isa
+from compress.runtime.cpu_features import cpu_flags, describe, has_bf16, has_vnni, int8_isa
 
 ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n"
 HASWELL = "processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse avx avx2 fma\n"
@@ -27,7 +27,7 @@ def test_bf16_and_description():
 
 
 def test_nchwc_block_follows_the_vector_width():
-    from runtime.cpu_features import nchwc_block
+    from compress.runtime.cpu_features import nchwc_block
 
     assert nchwc_block(cpu_flags(ZEN4), "x86_64") == 16
     assert nchwc_block(cpu_flags(SKYLAKE_SP), "x86_64") == 16

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from runtime.jetson import (board_power_mw, clock_state, is_jetson, jetpack_major, jetson_info, parse_l4t_release,
+from compress.runtime.jetson import (board_power_mw, clock_state, is_jetson, jetpack_major, jetson_info, parse_l4t_release,
                             parse_nvpmodel, parse_tegrastats_line)
-from runtime.power import TegrastatsSampler, energy_per_image_mj
+from compress.runtime.power import TegrastatsSampler, energy_per_image_mj
 
 JP5_AGX_ORIN = (
     "11-24-2026 10:15:02 RAM 8215/30536MB (lfb 5063x4MB) SWAP 0/15268MB (cached 0MB) "

@@ -5,7 +5,7 @@ import onnx
 import pytest
 from onnx_builders import grouped_convs, matmul_head, quantized_and_half, tiny_cnn
 
-from runtime.onnx_flops import count_onnx
+from compress.runtime.onnx_flops import count_onnx
 
 VGG19_PARAMS = 20_035_018  # conv + BN γ/β + linear, BN kept in the graph by the exporter
 VGG19_MACS = 398_136_320
@@ -70,8 +70,8 @@ def test_shared_initializer_counts_once():
                                          ("densenet16", {"width": 0.5})])
 def test_agrees_with_the_torch_counter(tmp_path, arch, kwargs):
     from compress.measure import count_params_macs
-    from export.onnx_export import export_onnx
-    from models import create_model
+    from compress.exporting.onnx_export import export_onnx
+    from compress.models import create_model
     from onnx_builders import CLASSES
 
     model = create_model(arch, num_classes=10, **kwargs)

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx_builders import tiny_cnn
 
-from runtime.errors import BackendUnavailableError, MissingExtraError
-from runtime.runners import open_runner
+from compress.runtime.errors import BackendUnavailableError, MissingExtraError
+from compress.runtime.runners import open_runner
 
 ov = pytest.importorskip("openvino", reason="OpenVINO is not installed (pip install 'cnn-compress[openvino]')")
 
@@ -42,7 +42,7 @@ def test_fp32_matches_onnx_runtime(tiny_onnx):
 
 
 def test_bf16_matches_within_bfloat16_tolerance(tiny_onnx):
-    from runtime.openvino_runner import bf16_supported
+    from compress.runtime.openvino_runner import bf16_supported
 
     if not bf16_supported():
         pytest.skip("this CPU has no BF16 (avx512_bf16 / amx_bf16)")
@@ -82,12 +82,12 @@ def test_static_batch_and_metadata(tmp_path):
 
 
 def test_bf16_refused_without_cpu_support(tiny_onnx, monkeypatch):
-    from runtime import openvino_runner
+    from compress.runtime import openvino_runner
 
     monkeypatch.setattr(openvino_runner, "bf16_supported", lambda core=None: False)
     with pytest.raises(BackendUnavailableError, match="BF16"):
         open_runner(tiny_onnx, "openvino-bf16")
-    from runtime.bench import BenchSettings, run_benchmark
+    from compress.runtime.bench import BenchSettings, run_benchmark
 
     report = run_benchmark([tiny_onnx], BenchSettings(batches=(1,), iters=3, warmup=1),
                            backends=["ort-cpu", "openvino-bf16"], log=lambda m: None)
@@ -102,8 +102,8 @@ def test_missing_openvino_names_the_extra(tiny_onnx, monkeypatch):
 
 
 def test_side_by_side_report_marks_the_fastest(tiny_onnx, tmp_path):
-    from runtime.bench import BenchSettings, run_benchmark
-    from runtime.report import render_markdown
+    from compress.runtime.bench import BenchSettings, run_benchmark
+    from compress.runtime.report import render_markdown
 
     report = run_benchmark([tiny_onnx], BenchSettings(batches=(1, 2), iters=5, warmup=1),
                            backends=["ort-cpu", "openvino"], log=lambda m: None)

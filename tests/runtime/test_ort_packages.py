@@ -4,7 +4,7 @@ from importlib import metadata
 
 import pytest
 
-from runtime import ort_packages
+from compress.runtime import ort_packages
 
 
 def fake_versions(present: dict[str, str]):

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx_builders import CLASSES, MEAN, STD, reference_logits, tiny_cnn
 
-from runtime.errors import ArtifactError, BackendUnavailableError
-from runtime.ort_runner import OrtRunner
-from runtime.runners import open_runner
+from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.ort_runner import OrtRunner
+from compress.runtime.runners import open_runner
 
 
 def _x(n, seed=0):
@@ -92,7 +92,7 @@ def test_silent_fallback_to_cpu_is_refused(tiny_onnx, monkeypatch):
     fake = types.SimpleNamespace(
         __version__=real.__version__, SessionOptions=real.SessionOptions, InferenceSession=FallbackSession,
         get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr("runtime.ort_runner.onnxruntime", lambda: fake)
+    monkeypatch.setattr("compress.runtime.ort_runner.onnxruntime", lambda: fake)
     with pytest.raises(BackendUnavailableError, match="fell back"):
         OrtRunner(tiny_onnx, backend="ort-cuda")
 

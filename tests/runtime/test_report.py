@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx_builders import CLASSES, tiny_cnn
 
-from runtime.bench import BenchSettings, EvalData, run_benchmark
-from runtime.report import SCHEMA, compute_ratios, load_report, render_markdown, to_json, write_report
+from compress.runtime.bench import BenchSettings, EvalData, run_benchmark
+from compress.runtime.report import SCHEMA, compute_ratios, load_report, render_markdown, to_json, write_report
 
 SETTINGS = BenchSettings(batches=(1, 3), iters=3, warmup=1, power="none")
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from runtime.stats import noise_warning, summarize, throughput
+from compress.runtime.stats import noise_warning, summarize, throughput
 
 
 def test_known_sample():

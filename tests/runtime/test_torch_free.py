@@ -6,7 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import runtime
+import compress.runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKER = textwrap.dedent("""
@@ -28,12 +28,12 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_every_runtime_module_imports_without_torch(tmp_path):
-    modules = sorted(m.name for m in pkgutil.iter_modules(runtime.__path__))
+    modules = sorted(m.name for m in pkgutil.iter_modules(compress.runtime.__path__))
     assert {"runners", "ort_runner", "trt_runner", "torch_runner", "report", "onnx_flops", "jetson"} <= set(modules)
     result = _run(f"""
         import importlib
         for name in {modules!r}:
-            importlib.import_module("runtime." + name)
+            importlib.import_module("compress.runtime." + name)
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch got imported"
         try:
             import torch
@@ -54,9 +54,9 @@ def test_a_benchmark_with_report_runs_without_torch(tmp_path):
     onnx.save(tiny_cnn(), str(model))
     result = _run(f"""
         import numpy as np
-        from runtime.bench import BenchSettings, EvalData, run_benchmark
-        from runtime.report import write_report, load_report
-        from runtime.runners import open_runner
+        from compress.runtime.bench import BenchSettings, EvalData, run_benchmark
+        from compress.runtime.report import write_report, load_report
+        from compress.runtime.runners import open_runner
         data = EvalData(np.zeros((4, 3, 8, 8), np.uint8), np.zeros(4, np.int64), [], "zeros")
         report = run_benchmark([{str(model)!r}], BenchSettings(batches=(1, 2), iters=3, warmup=1), data=data,
                                log=lambda m: None)

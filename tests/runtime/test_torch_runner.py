@@ -5,9 +5,9 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the torch backends need PyTorch")
 
-from runtime.errors import ArtifactError  # noqa: E402
-from runtime.runners import open_runner  # noqa: E402
-from runtime.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
+from compress.runtime.errors import ArtifactError  # noqa: E402
+from compress.runtime.runners import open_runner  # noqa: E402
+from compress.runtime.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
 
 CLASSES = [f"c{i}" for i in range(10)]
 
@@ -15,8 +15,8 @@ CLASSES = [f"c{i}" for i in range(10)]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     from compress.artifact import save_model_dir
-    from export.onnx_export import export_onnx
-    from models import create_model
+    from compress.exporting.onnx_export import export_onnx
+    from compress.models import create_model
 
     from tests_support import lively
 

@@ -10,13 +10,13 @@ import onnx
 import pytest
 from onnx_builders import tiny_cnn
 
-from runtime.errors import ArtifactError, CudaError, MissingExtraError
-from runtime.optional import has_module
+from compress.runtime.errors import ArtifactError, CudaError, MissingExtraError
+from compress.runtime.optional import has_module
 
 
 def _gpu_count() -> int:
     try:
-        from runtime.optional import cudart
+        from compress.runtime.optional import cudart
 
         err, count = cudart().cudaGetDeviceCount()
         return int(count) if int(err) == 0 else 0
@@ -35,7 +35,7 @@ def test_missing_tensorrt_names_the_extra(tmp_path):
         pytest.skip("TensorRT is installed here")
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not a plan")
-    from runtime.runners import open_runner
+    from compress.runtime.runners import open_runner
 
     with pytest.raises(MissingExtraError, match=r"cnn-compress\[trt\]"):
         open_runner(engine, "trt")
@@ -43,8 +43,8 @@ def test_missing_tensorrt_names_the_extra(tmp_path):
 
 @pytest.mark.skipif(not (has_module("cuda.bindings") or has_module("cuda.cudart")), reason="cuda-python not installed")
 def test_cuda_results_are_checked():
-    from runtime.cuda_rt import call
-    from runtime.optional import cudart
+    from compress.runtime.cuda_rt import call
+    from compress.runtime.optional import cudart
 
     rt = cudart()
     assert call((rt.cudaError_t.cudaSuccess, 7), "x") == 7
@@ -56,7 +56,7 @@ def test_cuda_results_are_checked():
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
-    from export.tensorrt_build import BatchProfile, build_engine
+    from compress.exporting.tensorrt_build import BatchProfile, build_engine
 
     d = tmp_path_factory.mktemp("trt")
     onnx_path = d / "tiny.onnx"
@@ -73,7 +73,7 @@ def _x(n):
 @pytest.mark.trt
 @pytest.mark.parametrize("cuda_graph", [False, True], ids=["stream", "cuda-graph"])
 def test_engine_matches_onnx_runtime_and_times_both_spans(engine, cuda_graph):
-    from runtime.runners import open_runner
+    from compress.runtime.runners import open_runner
 
     onnx_path, engine_path = engine
     with open_runner(engine_path, "trt", cuda_graph=cuda_graph) as trt_run, open_runner(onnx_path) as ref:
@@ -93,7 +93,7 @@ def test_engine_matches_onnx_runtime_and_times_both_spans(engine, cuda_graph):
 @needs_trt
 @pytest.mark.trt
 def test_engine_with_a_mismatched_sidecar_is_refused(engine, tmp_path):
-    from runtime.trt_runner import TrtRunner
+    from compress.runtime.trt_runner import TrtRunner
 
     _, engine_path = engine
     copy = tmp_path / "copy.engine"
@@ -108,7 +108,7 @@ def test_engine_with_a_mismatched_sidecar_is_refused(engine, tmp_path):
 @needs_trt
 @pytest.mark.trt
 def test_bench_report_for_an_engine(engine):
-    from runtime.bench import BenchSettings, bench_variant
+    from compress.runtime.bench import BenchSettings, bench_variant
 
     onnx_path, engine_path = engine
     v = bench_variant(engine_path, BenchSettings(backend="trt", batches=(1, 4, 8), iters=5, warmup=2, power="none"),

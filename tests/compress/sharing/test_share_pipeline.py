@@ -17,7 +17,7 @@ ARCH_KWARGS = {"num_classes": 4, "width": 0.125}
 
 @pytest.fixture
 def model_dir(tmp_path):
-    from models import create_model
+    from compress.models import create_model
 
     torch.manual_seed(0)
     model = create_model("vgg11", **ARCH_KWARGS)
