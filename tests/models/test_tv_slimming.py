@@ -14,7 +14,8 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.measure import count_params
-from compress.slimming import add_l1_subgradient, prune, recalibrate_batchnorm
+from compress.slimming import prune, recalibrate_batchnorm
+from compress.sparsity import SparsityRegularizer
 from compress.models import create_model
 
 pytestmark = pytest.mark.slow
@@ -70,12 +71,13 @@ XFAIL_RAISES = {"channel_shuffle": (ZeroDivisionError, CompressError)}
 def _sparse_steps(model, size, steps=3):
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    l1 = SparsityRegularizer(model, 1e-3)
     for _ in range(steps):
         x, y = torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
-        add_l1_subgradient(model, 1e-3)
+        l1.step()
         opt.step()
     recalibrate_batchnorm(model, [torch.randn(4, 3, size, size) for _ in range(3)])
 
