@@ -49,29 +49,40 @@ empty_like full_like rand randn rand_like randn_like linspace meshgrid tensor as
 
 
 class UnionFind:
+    """Joins collected as index arrays and resolved at once (vectorised: a network has 10^5 to 10^6 slots)."""
+
     def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
+        self.n = n
+        self._a: list[np.ndarray] = []
+        self._b: list[np.ndarray] = []
 
-    def find(self, a: int) -> int:
-        parent = self.parent
-        root = a
-        while parent[root] != root:
-            root = parent[root]
-        while parent[a] != root:
-            parent[a], a = root, parent[a]
-        return int(root)
-
-    def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)  # the earliest slot stays the root: a stable order
+    def union(self, a, b) -> None:
+        self._a.append(np.atleast_1d(np.asarray(a, dtype=np.int64)))
+        self._b.append(np.atleast_1d(np.asarray(b, dtype=np.int64)))
 
     def union_ranges(self, a: int, b: int, n: int) -> None:
-        for i in range(n):
-            self.union(a + i, b + i)
+        if n > 0:
+            self.union(np.arange(a, a + n), np.arange(b, b + n))
 
     def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+        """Per slot, the smallest slot it is joined to (min-label hooking with pointer jumping)."""
+        label = np.arange(self.n, dtype=np.int64)
+        if not self._a:
+            return label
+        a, b = np.concatenate(self._a), np.concatenate(self._b)
+        while True:
+            la, lb = label[a], label[b]
+            differ = la != lb
+            if not differ.any():
+                return label
+            low = np.minimum(la, lb)[differ]
+            np.minimum.at(label, la[differ], low)
+            np.minimum.at(label, lb[differ], low)
+            while True:
+                jumped = label[label]
+                if np.array_equal(jumped, label):
+                    break
+                label = jumped
 
 
 @dataclass
@@ -215,8 +226,8 @@ def _frozen_why(m: nn.Module) -> str:
 def _join_runs(cm: ChannelMap, v: Value, groups: int) -> None:
     """A grouped convolution takes the same positions from each of its `groups` runs."""
     start, period = cm.offsets[v.id], v.channels // groups
-    for j in range(1, groups):
-        cm.uf.union_ranges(start, start + j * period, period)
+    if groups > 1:
+        cm.uf.union(np.tile(np.arange(start, start + period), groups - 1), np.arange(start + period, start + v.channels))
 
 
 # --- functions ---------------------------------------------------------------------------------------
@@ -335,9 +346,7 @@ def _reshape(cm: ChannelMap, node: Node) -> bool:
     if len(out.shape) == 2 and out.shape[1] == src.shape[1] * inner:
         # Flattening (N, C, H, W) to (N, C·H·W): channel c becomes features c·H·W ... (c+1)·H·W - 1.
         a, b = cm.offsets[src.id], cm.offsets[out.id]
-        for c in range(src.shape[1]):
-            for k in range(inner):
-                cm.uf.union(a + c, b + c * inner + k)
+        cm.uf.union(np.repeat(np.arange(a, a + src.shape[1]), inner), np.arange(b, b + src.shape[1] * inner))
         return True
     return False
 
@@ -402,7 +411,9 @@ def _split(cm: ChannelMap, node: Node) -> bool:
     if at != src.channels:
         return False
     how = args[1] if len(args) > 1 else kwargs.get("split_size_or_sections", kwargs.get("chunks"))
-    equal = node.op == "chunk" or isinstance(how, int) or len(set(sizes)) == 1
+    # Parts stay equal when the code computes them so (chunk, one size for all); sizes given as a list
+    # can follow the pruning part by part (compress.slimming.splits).
+    equal = node.op == "chunk" or isinstance(how, int)
     cm.splits.append(SplitPart(node, parts, equal and len(set(sizes)) == 1))
     return True
 

@@ -64,9 +64,19 @@ class Chooser:
         best = {}  # class -> its score (the largest over its root channels)
         for i, c in enumerate(classes):
             best[c] = max(best.get(c, -math.inf), float(scores[i]))
+        rank = lambda c: -best.get(c, -math.inf)  # noqa: E731
+        for parts in self.units.equal_parts.get(id(unit), ()):
+            # Equal parts keep the mean of what the threshold kept in each, each its best channels.
+            counts = [len(p & kept_classes) for p in parts]
+            target = max(1, math.ceil(sum(counts) / len(parts)),
+                         *(sum(best.get(c) == math.inf for c in p) for p in parts))
+            for p in parts:
+                ordered = sorted(p, key=rank)
+                kept_classes.difference_update(ordered[target:])
+                kept_classes.update(ordered[:target])
         for segment in self.units.segments.get(id(unit), ()):
             if not segment & kept_classes:
-                kept_classes.add(max(segment, key=lambda c: best.get(c, -math.inf)))
+                kept_classes.add(min(segment, key=rank))
         for _ in range(4):  # adding to one part can add to another that shares a class; settle
             changed = False
             for parts in self.units.equal_parts.get(id(unit), ()):

@@ -139,7 +139,8 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     for s, rec in zip(units.selections, selection_records):
         s.site.bn = modules[s.name]
         rec["selected"] = s.site.selected()
-    check = self_check(model, backup, removal, deltas, probe, compensate=opts.compensate)
+    # One image is enough to see a changed function; the doubled reference batch makes it two forwards.
+    check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate)
     if budget is not None and opts.plan is None:
         params, macs = count_params_macs(model, tuple(example_input.shape[1:]))
         budget["met"] = (macs if budget["target"] == "macs" else params) / budget["full"]
@@ -256,12 +257,23 @@ def _plan(opts: PruneOptions, percent, threshold, group_records, selection_recor
         "groups": group_records,
         "selections": selection_records,
         "skipped": units.skipped,
+        "split_sizes": _split_records(units),
         "check": check,
         "seconds": round(seconds, 3),
     }
     if budget is not None:
         new_plan["budget"] = budget
     return new_plan
+
+
+def _split_records(units: PruningUnits) -> list[dict]:
+    """Split sizes rewritten in module attributes (they are not widths: a model directory must record them)."""
+    from compress.slimming.removal import removal_of
+
+    sizes = removal_of(units).split_sizes
+    return [{"module": b.module_name, "attribute": b.attribute, "sizes": sizes[id(b.split)]}
+            for b in units.analysis.split_bindings
+            if b.attribute is not None and sizes[id(b.split)] != [len(p) for p in b.split.parts]]
 
 
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:

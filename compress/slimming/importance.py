@@ -18,6 +18,7 @@ of every BN's γ), a budget finds the lowest threshold that meets it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -113,16 +114,14 @@ def scores_of(importance, units, model: nn.Module) -> None:
 
 
 def _is_tp(importance) -> bool:
-    try:
-        import torch_pruning as tp
-    except ImportError:
-        return False
-    return isinstance(importance, tp.importance.Importance)
+    # A Torch-Pruning importance can only exist if torch_pruning is imported; importing it otherwise
+    # would cost seconds for nothing.
+    tp = sys.modules.get("torch_pruning")
+    return tp is not None and isinstance(importance, tp.importance.Importance)
 
 
 def _tp_score(importance: Callable, unit: Unit) -> torch.Tensor:
     """Build a Torch-Pruning group (root first, full indices) from the unit and score it."""
-    import torch_pruning as tp
     from torch_pruning.dependency import Dependency, Group
     from torch_pruning.dependency.node import Node
     from torch_pruning.pruner import function

@@ -112,26 +112,45 @@ def _leaves(obj) -> list:
     return []
 
 
+class _ReadLog:
+    """Where watched shapes report; detached after the trace, so a shape a model keeps (ultralytics'
+    Detect caches its input shape) holds nothing of the trace."""
+
+    def __init__(self, reads: list):
+        self.reads: list | None = reads
+
+    def note(self, v: "Value", scope: str) -> None:
+        if self.reads is not None:
+            self.reads.append((v, scope))
+
+
 class _WatchedShape(tuple):
     """A tensor's shape that reports when code reads its channel count (dim 1)."""
 
-    def __new__(cls, size, dims, on_read):
+    def __new__(cls, size, dims=(), log=None, value=None, scope=""):
         obj = super().__new__(cls, size)
-        obj._dims, obj._on_read = tuple(dims), on_read
+        obj._dims, obj._log, obj._value, obj._scope = tuple(dims), log, value, scope
         return obj
+
+    def _read(self) -> None:
+        if self._log is not None:
+            self._log.note(self._value, self._scope)
 
     def __getitem__(self, i):
         got = super().__getitem__(i)
         if isinstance(i, slice):
-            return _WatchedShape(got, self._dims[i], self._on_read)
+            return _WatchedShape(got, self._dims[i], self._log, self._value, self._scope)
         if self._dims[i] == 1:
-            self._on_read()
+            self._read()
         return got
 
     def __iter__(self):
         if 1 in self._dims:
-            self._on_read()
+            self._read()
         return super().__iter__()
+
+    def __reduce__(self):
+        return torch.Size, (tuple(self),)
 
     def numel(self) -> int:
         return torch.Size(self).numel()
@@ -150,6 +169,7 @@ class _Recorder(TorchFunctionMode):
         self.layer_depth = 0
         self.pending: list[list[Value]] = []
         self.channel_reads: list[tuple[Value, str]] = []
+        self.read_log = _ReadLog(self.channel_reads)
         self.busy = False  # our own bookkeeping runs under the mode too: not the model's code
 
     # -- values ---------------------------------------------------------------------------------------
@@ -226,7 +246,7 @@ class _Recorder(TorchFunctionMode):
             if dim is not None and dim % max(t.dim(), 1) == 1:
                 self.channel_reads.append((v, scope))
             return out
-        return _WatchedShape(out, range(len(out)), lambda: self.channel_reads.append((v, scope)))
+        return _WatchedShape(out, range(len(out)), self.read_log, v, scope)
 
     # -- module hooks ---------------------------------------------------------------------------------
     def pre_hook(self, module, args):
@@ -285,6 +305,7 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
                             f"{tuple(example_input.shape)}: {type(exc).__name__}: {first[0] if first else ''}"
                             ) from None
     finally:
+        rec.read_log.reads = None
         for h in hooks:
             h.remove()
         model.train(was_training)

@@ -104,6 +104,7 @@ def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Te
     try:
         analysis = Analysis(model, example_input)
         units = PruningUnits(analysis, [], [])
+        _frozen_batchnorms(analysis, units)
         _groups(analysis, units)
         _selections(analysis, units)
         _constraints(analysis, units)
@@ -114,6 +115,16 @@ def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Te
     finally:
         model.train(was_training)
     return units
+
+
+def _frozen_batchnorms(analysis: Analysis, units: PruningUnits) -> None:
+    """A BN this code cannot prune (a subclass with state of its own, one applied twice) is named in the plan."""
+    for layer in analysis.cmap.layers:
+        if layer.kind == "frozen" and isinstance(layer.module, nn.modules.batchnorm._BatchNorm):
+            cls = analysis.classes_of(layer.out_value)
+            reason = analysis.classes.frozen.get(int(cls[0])) if len(cls) else None
+            units.skipped.append({"layers": [layer.name], "channels": len(cls),
+                                  "reason": reason or f"{type(layer.module).__name__} is not pruned"})
 
 
 # --- groups ------------------------------------------------------------------------------------------
@@ -197,20 +208,20 @@ def _make_group(analysis: Analysis, root, cls: np.ndarray, bns: list, units: Pru
 
 def _class_scores(analysis: Analysis, bns: list, distinct: list) -> list[float]:
     """Per class: the largest, over its BNs, of the mean |γ| of that BN's channels in the class."""
-    best = {c: -1.0 for c in distinct}
+    index = {c: i for i, c in enumerate(distinct)}
+    best = np.full(len(distinct), -1.0)
     for layer in bns:
         bn = layer.module
         if not bn.affine:
             continue
-        gamma = bn.weight.detach().abs().float().cpu().numpy()
-        cls = analysis.classes_of(layer.out_value)
-        sums: dict[int, list] = {}
-        for i, c in enumerate(cls.tolist()):
-            if c in best:
-                sums.setdefault(c, []).append(gamma[i])
-        for c, vals in sums.items():
-            best[c] = max(best[c], float(np.mean(vals)))
-    return [best[c] for c in distinct]
+        gamma = bn.weight.detach().abs().double().cpu().numpy()
+        pos = np.array([index.get(int(c), -1) for c in analysis.classes_of(layer.out_value)])
+        inside = pos >= 0
+        sums = np.bincount(pos[inside], weights=gamma[inside], minlength=len(distinct))
+        counts = np.bincount(pos[inside], minlength=len(distinct))
+        has = counts > 0
+        best[has] = np.maximum(best[has], sums[has] / counts[has])
+    return best.tolist()
 
 
 # --- selections --------------------------------------------------------------------------------------
