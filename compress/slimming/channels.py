@@ -37,6 +37,7 @@ adaptive_avg_pool1d adaptive_avg_pool2d adaptive_avg_pool3d adaptive_max_pool1d 
 adaptive_max_pool3d max_pool2d_with_indices lp_pool2d interpolate upsample upsample_nearest upsample_bilinear
 erf log log1p sin cos hardshrink softshrink tanhshrink positive nan_to_num
 """.split())
+_DTYPE_ONLY = frozenset({"to", "type", "type_as"})  # another tensor only lends its dtype or device
 ELEMENTWISE = frozenset("add sub mul div truediv floordiv pow maximum minimum fmax fmin where lerp addcmul "
                         "addcdiv rsub remainder fmod atan2 hypot".split())
 REDUCTIONS = frozenset("mean sum amax amin std var logsumexp nansum nanmean prod".split())
@@ -238,7 +239,9 @@ def _function(cm: ChannelMap, node: Node) -> None:
         return  # the viewed tensor is not read after the write: nothing observes it
     handled = False
     try:
-        if op in CHANNELWISE:
+        if op in CHANNELWISE and len(node.inputs) > 1 and op not in _DTYPE_ONLY:
+            handled = _elementwise(cm, node)  # clamp(x, min=tensor): the bounds are operands too
+        elif op in CHANNELWISE:
             handled = _channelwise(cm, node)
         elif op in ELEMENTWISE or op in ("max", "min") and _binary(node):
             handled = _elementwise(cm, node)

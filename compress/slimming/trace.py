@@ -282,14 +282,16 @@ class _Recorder(TorchFunctionMode):
                 self.scopes.pop()
 
 
-def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
-    """Record one eval-mode forward of `model` on a batch of two shaped like `example_input`."""
+def _batch(example_input: torch.Tensor, n: int) -> torch.Tensor:
+    x = example_input[:1].expand(n, *example_input.shape[1:]).clone()
+    if n > 1 and x.is_floating_point():  # distinct samples
+        x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x)
+    return x
+
+
+def _record(model: nn.Module, x: torch.Tensor) -> Trace:
     rec = _Recorder(model)
-    x = example_input[:1].expand(2, *example_input.shape[1:]).clone()
-    x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(x)  # two distinct samples
     hooks = []
-    was_training = model.training
-    model.eval()
     try:
         for m in model.modules():
             hooks.append(m.register_forward_pre_hook(rec.pre_hook))
@@ -297,6 +299,26 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
         inp = rec._new(x, "input", None)
         with torch.no_grad(), rec:
             out = model(x)
+    finally:
+        rec.read_log.reads = None
+        for h in hooks:
+            h.remove()
+    outputs = [rec.values[id(t)] for t in _leaves(out) if id(t) in rec.values]
+    return Trace(rec.nodes, rec.all_values, [inp], outputs, rec.channel_reads, rec.names)
+
+
+def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
+    """Record one eval-mode forward of `model` on a batch of two shaped like `example_input` (of one, for
+    a model that only takes one)."""
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            return _record(model, _batch(example_input, 2))
+        except CompressError:
+            raise
+        except Exception:
+            return _record(model, _batch(example_input, 1))
     except CompressError:
         raise
     except Exception as exc:  # the user's forward failed on its own example input
@@ -305,12 +327,7 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
                             f"{tuple(example_input.shape)}: {type(exc).__name__}: {first[0] if first else ''}"
                             ) from None
     finally:
-        rec.read_log.reads = None
-        for h in hooks:
-            h.remove()
         model.train(was_training)
-    outputs = [rec.values[id(t)] for t in _leaves(out) if id(t) in rec.values]
-    return Trace(rec.nodes, rec.all_values, [inp], outputs, rec.channel_reads, rec.names)
 
 
 def spec_tensors(spec: Any) -> list[Value]:

@@ -59,13 +59,10 @@ CASES = {
     "dense_concat": (_small_densenet, 64, lambda n, m: ".denselayer" in n and n.endswith("conv1")),
 }
 # Known failures, each with its cause and exception; strict, so a fix makes the test fail until the mark goes.
-XFAIL = {
-    "channel_shuffle": "torch-pruning 1.6 cannot trace channel_shuffle's 5-D view "
-                       "(ZeroDivisionError in update_reshape_index_mapping; VainF/Torch-Pruning#14)",
-}
-
-# channel shuffle: ZeroDivisionError today, a one-line CompressError once slimming.py wraps the trace
-XFAIL_RAISES = {"channel_shuffle": (ZeroDivisionError, CompressError)}
+# (channel shuffle's 5-D view, which torch-pruning could not trace, now leaves those channels alone and the
+# rest of each block prunes: compress.slimming.channels.)
+XFAIL: dict[str, str] = {}
+XFAIL_RAISES: dict[str, tuple] = {}
 
 
 def _sparse_steps(model, size, steps=3):
