@@ -14,7 +14,6 @@ whole cost before (10 to 14 minutes for YOLOv8n on two cores); now only these fe
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
