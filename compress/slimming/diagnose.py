@@ -15,13 +15,18 @@ from compress.slimming.selfcheck import _replacement_hooks, relative_difference
 from compress.slimming.compensate import restore, silence
 
 
-def failing_module(model: nn.Module, probe: torch.Tensor) -> str:
+def failing_module(model: nn.Module, probe: torch.Tensor) -> tuple[str | None, str]:
+    """(name, "name (Class)") of the innermost module running when the forward raised."""
     stack: list[str] = []
     names = {m: n for n, m in model.named_modules()}
     hooks = []
+
+    def leave(_mod, _args, _out):
+        stack.pop()  # returns None: a forward hook's return value would replace the output
+
     for m in model.modules():
         hooks.append(m.register_forward_pre_hook(lambda mod, _a: stack.append(names[mod])))
-        hooks.append(m.register_forward_hook(lambda mod, _a, _o: stack.pop()))
+        hooks.append(m.register_forward_hook(leave))
     try:
         with torch.no_grad():
             model(probe)
@@ -31,7 +36,7 @@ def failing_module(model: nn.Module, probe: torch.Tensor) -> str:
         for h in hooks:
             h.remove()
     name = next((n for n in reversed(stack) if n), None)
-    return f"{name} ({type(model.get_submodule(name)).__name__})" if name else "its top-level forward"
+    return name, f"{name} ({type(model.get_submodule(name)).__name__})" if name else "its top-level forward"
 
 
 def _record(model: nn.Module) -> tuple[list, dict]:
@@ -58,7 +63,8 @@ def _kept_channels(name: str, removal, n: int) -> list[int] | None:
 
 @torch.no_grad()
 def first_divergence(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
-                     compensate: bool, tol: float) -> str:
+                     compensate: bool, tol: float) -> tuple[str | None, str]:
+    """(name, "name (Class)") of the first module, in the reference's order, whose output differs."""
     hooks, (order, ref_out) = _record(reference)
     saved = silence(reference, removal.bn, beta=not compensate)
     replace = _replacement_hooks(reference, removal, deltas, 0)
@@ -84,5 +90,5 @@ def first_divergence(pruned: nn.Module, reference: nn.Module, removal, deltas: d
                 continue
             want = want[:, torch.as_tensor(kept, device=want.device)]
         if relative_difference([got], [want]) > tol:
-            return f"{name or 'the top level'} ({type(reference.get_submodule(name)).__name__})"
-    return "no single module (only the final outputs differ)"
+            return name or None, f"{name or 'the top level'} ({type(reference.get_submodule(name)).__name__})"
+    return None, "no single module (only the final outputs differ)"

@@ -28,6 +28,7 @@ from compress.slimming.units import PruningUnits, pruning_units
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
 PROBE_IMAGES = 2
+ATTEMPTS = 3  # a self-check failure leaves the units at the failing module alone and tries again, twice
 
 
 @dataclass
@@ -76,7 +77,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and what a failure restores
     try:
-        return model, _prune(model, backup, percent, example_input, opts, importance)
+        return model, _attempts(model, backup, percent, example_input, opts, importance)
     except CompressError:
         _restore(model, backup)
         raise
@@ -88,6 +89,56 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     except BaseException:
         _restore(model, backup)
         raise
+
+
+def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance) -> dict:
+    """Prune; where the self-check finds the network changed at a module, leave the units whose channels
+    pass that module alone and prune the rest (a decision replayed from a plan is never altered)."""
+    from compress.slimming.selfcheck import SelfCheckError
+
+    excluded: dict[str, str] = {}
+    for attempt in range(ATTEMPTS):
+        try:
+            return _prune(model, backup, percent, example_input, opts, importance, excluded)
+        except SelfCheckError as exc:
+            names = set() if opts.plan is not None or attempt == ATTEMPTS - 1 else \
+                _units_at(exc.units, exc.module) - excluded.keys()
+            if not names:
+                raise
+            _restore(model, copy.deepcopy(backup))
+            excluded.update(dict.fromkeys(names, f"pruning them changed the network at {exc.module} (self-check)"))
+    raise AssertionError("unreachable")
+
+
+def _units_at(units, module: str | None) -> set[str]:
+    """The units whose channels are read or made inside `module`."""
+    if not module or units is None:
+        return set()
+    analysis = units.analysis
+    touched: set[int] = set()
+    for node in analysis.trace.nodes:
+        if node.scope == module or node.scope.startswith(module + "."):
+            for v in [*node.inputs, *node.outputs]:
+                touched.update(analysis.classes_of(v).tolist())
+    return {_name(u) for u in [*units.groups, *units.selections] if set(u.class_of.tolist()) & touched}
+
+
+def _name(unit) -> str:
+    return unit.root_name if hasattr(unit, "root_name") else unit.name
+
+
+def _exclude(units: PruningUnits, excluded: dict[str, str], model: nn.Module) -> None:
+    for kind in ("groups", "selections"):
+        kept = []
+        for u in getattr(units, kind):
+            if _name(u) in excluded:
+                units.skipped.append({"layers": [_name(u)], "channels": int(u.scores.numel()), "reason": excluded[_name(u)]})
+            else:
+                kept.append(u)
+        setattr(units, kind, kept)
+    if not units.groups and not units.selections:
+        raise CompressError(f"{type(model).__name__} has no BatchNorm channels left to prune "
+                            f"({next(iter(excluded.values()))})")
 
 
 def _restore(model: nn.Module, backup: nn.Module) -> None:
@@ -114,15 +165,17 @@ def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.T
     return units
 
 
-def _prune(model, backup, percent, example_input, opts: PruneOptions, importance) -> dict:
+def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict) -> dict:
     from compress.slimming.compensate import fold_deltas, measure_deltas
     from compress.slimming.removal import removal_of
-    from compress.slimming.selfcheck import self_check
+    from compress.slimming.selfcheck import SelfCheckError, self_check
     from compress.slimming.surgery import apply_removal
 
     started = time.perf_counter()
     probe = probe_batch(example_input)
     units = prunable_units(model, example_input, probe)
+    if excluded:
+        _exclude(units, excluded, model)
     if opts.plan is None:
         check_round_to(units, opts.round_to)
     if not isinstance(importance, str):
@@ -140,7 +193,11 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         s.site.bn = modules[s.name]
         rec["selected"] = s.site.selected()
     # One image is enough to see a changed function; the doubled reference batch makes it two forwards.
-    check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate)
+    try:
+        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate)
+    except SelfCheckError as exc:
+        exc.units = units
+        raise
     if budget is not None and opts.plan is None:
         params, macs = count_params_macs(model, tuple(example_input.shape[1:]))
         budget["met"] = (macs if budget["target"] == "macs" else params) / budget["full"]

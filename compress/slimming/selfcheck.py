@@ -27,6 +27,15 @@ from torch import nn
 from compress.errors import CompressError
 from compress.slimming.compensate import restore, silence
 
+class SelfCheckError(CompressError):
+    """The pruned network is not what pruning says it is; `module` names where it first went wrong."""
+
+    def __init__(self, message: str, module: str | None):
+        super().__init__(message)
+        self.module = module
+        self.units = None  # set by the engine: the units of the attempt that failed
+
+
 TOLERANCE = {torch.float16: 5e-2, torch.bfloat16: 5e-2}  # every other dtype: DEFAULT_TOLERANCE
 DEFAULT_TOLERANCE = 1e-4
 
@@ -136,20 +145,21 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
             except Exception as exc:  # a broken network: say where it breaks
                 from compress.slimming.diagnose import failing_module
 
-                where = failing_module(pruned, probe)
-                raise CompressError(f"the pruned {type(reference).__name__} fails in {where} "
-                                    f"({type(exc).__name__}: {_first_line(exc)}); the model is left unchanged"
-                                    ) from None
+                module, where = failing_module(pruned, probe)
+                raise SelfCheckError(f"the pruned {type(reference).__name__} fails in {where} "
+                                     f"({type(exc).__name__}: {_first_line(exc)}); the model is left unchanged",
+                                     module) from None
             forwards += 1
         diff = relative_difference(got, want)
         if not diff <= tol:
             from compress.slimming.diagnose import first_divergence
 
-            where = first_divergence(pruned, reference, removal, deltas, probe, compensate=compensate, tol=tol)
+            module, where = first_divergence(pruned, reference, removal, deltas, probe, compensate=compensate,
+                                             tol=tol)
             shown = "a different output structure" if diff == float("inf") else f"max relative difference {diff:.1e}"
-            raise CompressError(f"pruning would change {type(reference).__name__}'s output beyond the self-check "
-                                f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "
-                                "the model is left unchanged")
+            raise SelfCheckError(f"pruning would change {type(reference).__name__}'s output beyond the self-check "
+                                 f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "
+                                 "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
     finally:
         pruned.train(was[0])

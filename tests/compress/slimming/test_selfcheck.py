@@ -118,3 +118,28 @@ def test_ghostnet_never_leaves_an_empty_convolution():
     assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
     with torch.no_grad():
         assert pruned(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
+class CountKeptInCode(nn.Module):
+    """Uses a channel count it stored at construction: nothing in the forward shows it to the trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = 8
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.b(self.a(x))
+        return self.head(x.reshape(x.shape[0], self.c, -1).mean(-1))
+
+
+def test_channels_that_break_the_network_are_left_alone_and_the_rest_prunes():
+    """The first attempt breaks at the reshape; the channels read there stay, the others go."""
+    model = randomize_bn(CountKeptInCode())
+    pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
+    assert pruned.b[0].out_channels == 8 and pruned.a[0].out_channels < 8
+    assert plan["skipped"] == [{"layers": ["b.0"], "channels": 8,
+                                "reason": "pruning them changed the network at head (self-check)"}]
+    assert plan["check"]["max_relative_difference"] <= 1e-4
