@@ -3,13 +3,14 @@
 The modules, in the order a pruning runs through them:
 
 - trace: one recorded forward (every op, its arguments, every tensor's shape);
-- channels: which channels must go together (classes) and which must stay (frozen, with the reason);
+- channels and ops: which channels must go together (classes) and which must stay (frozen, with the
+  reason); fused: which BatchNorm subclasses can be pruned and keep their behaviour;
 - sites, units, gating, splits: the units a decision acts on (groups, consumer-side selections), their
-  scores, and the splits whose sizes must follow;
+  scores, whether their BNs gate them, and the splits whose sizes must follow;
 - importance, decide (and compress.budget): what each unit keeps;
 - removal, compensate, surgery: what goes, β folded forward, layers cut in place;
-- selfcheck (and diagnose): the pruned network against the silenced unpruned one;
-- engine: `prune` itself, budgets and plan replay.
+- selfcheck and diagnose: the pruned network against the silenced unpruned one, and where it differs;
+- engine: `prune` itself, budgets, plan replay, and the attempts after a failed check.
 """
 
 from compress.slimming.batchnorm import (all_gammas, bn_layers, check_floor, global_threshold,
