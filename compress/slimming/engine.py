@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -63,6 +63,9 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     selection, the channels before and after and the kept indices, what was left alone and why
     (`skipped`), and the self-check (`check`). On any failure the model is left as it was.
     """
+    unknown = sorted(set(options) - {f.name for f in fields(PruneOptions)})
+    if unknown:
+        raise TypeError(f"prune() got an unexpected keyword argument {unknown[0]!r}")
     opts = PruneOptions(**options)
     targets = opts.targets()
     if len(targets) > 1:
