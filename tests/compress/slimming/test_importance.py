@@ -1,5 +1,5 @@
 """Pluggable importance: |γ| by default, the cost-aware score as one more importance, a user callable and
-a Torch-Pruning importance, each checked; round_to no unit can honour is refused."""
+a Torch-Pruning importance, each checked."""
 
 import copy
 
@@ -72,10 +72,3 @@ def test_an_importance_that_gives_no_usable_score_is_refused(importance, message
     with pytest.raises(CompressError, match=message):
         slimming.prune(model, 0.4, EXAMPLE, importance=importance)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-
-
-def test_round_to_larger_than_every_unit_is_refused_naming_the_bound():
-    """--round-to 1000000000 exited 0 having pruned nothing."""
-    with pytest.raises(CompressError, match=r"^round_to 1000000000 is larger than every prunable unit \(the widest "
-                                            r"has 128 channels\): nothing could be pruned; use a round_to of at most 128$"):
-        slimming.prune(_model(), 0.5, EXAMPLE, round_to=1_000_000_000)
