@@ -23,11 +23,10 @@ from compress.measure import count_params_macs
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.slimming.units import PruningUnits, pruning_units
+from compress.slimming.units import PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
-PROBE_IMAGES = 2
 ATTEMPTS = 3  # a self-check failure leaves the units at the failing module alone and tries again, twice
 
 
@@ -147,13 +146,6 @@ def _exclude(units: PruningUnits, excluded: dict[str, str], model: nn.Module) ->
 def _restore(model: nn.Module, backup: nn.Module) -> None:
     """Put the unpruned layers back into `model` (the same object; its own hooks stay)."""
     model.__dict__.update({k: v for k, v in backup.__dict__.items() if "hook" not in k})
-
-
-def probe_batch(example_input: torch.Tensor, n: int = PROBE_IMAGES) -> torch.Tensor:
-    """A batch with varied content, so measured constants are not artefacts of one input."""
-    gen = torch.Generator().manual_seed(0)
-    shape = (n, *example_input.shape[1:])
-    return torch.randn(shape, generator=gen).to(example_input.device, example_input.dtype)
 
 
 def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None) -> PruningUnits:

@@ -28,6 +28,7 @@ from compress.slimming import channels as ch
 from compress.slimming.trace import trace
 
 PRODUCERS = ("conv", "linear", "grouped")
+PROBE_IMAGES = 2
 CONSUMERS = ("conv", "linear", "grouped")
 
 
@@ -97,6 +98,13 @@ class Analysis:
         return np.array([int(c) in self.classes.frozen for c in cls], dtype=bool)
 
 
+def probe_batch(example_input: torch.Tensor, n: int = PROBE_IMAGES) -> torch.Tensor:
+    """A batch with varied content, so measured constants are not artefacts of one input."""
+    gen = torch.Generator().manual_seed(0)
+    shape = (n, *example_input.shape[1:])
+    return torch.randn(shape, generator=gen).to(example_input.device, example_input.dtype)
+
+
 def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None) -> PruningUnits:
     """The prunable units of `model`: BN-gated groups of coupled channels, and selection sites."""
     was_training = model.training
@@ -111,7 +119,7 @@ def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Te
         if units.groups:
             from compress.slimming.gating import keep_gated
 
-            keep_gated(model, units, probe if probe is not None else example_input)
+            keep_gated(model, units, probe if probe is not None else probe_batch(example_input))
     finally:
         model.train(was_training)
     return units
