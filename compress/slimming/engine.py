@@ -179,6 +179,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     removal = removal_of(units)
     deltas = measure_deltas(model, removal, probe) if opts.compensate else {}
     fold_deltas(model, units.analysis, deltas)
+    gone_gamma = _removed_gamma_max(model, removal)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in units.groups]
     selection_records = [_record(s, threshold, {"bn": s.name, "consumer": s.site.consumer_name,
                                                 "input_channels": s.site.in_channels}) for s in units.selections]
@@ -196,8 +197,22 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     if budget is not None and opts.plan is None:
         params, macs = count_params_macs(model, tuple(example_input.shape[1:]))
         budget["met"] = (macs if budget["target"] == "macs" else params) / budget["full"]
-    return _plan(opts, percent, threshold, group_records, selection_records, budget, units, check, importance,
+    plan = _plan(opts, percent, threshold, group_records, selection_records, budget, units, check, importance,
                  time.perf_counter() - started)
+    plan["removed_gamma_max"] = gone_gamma
+    return plan
+
+
+def _removed_gamma_max(model: nn.Module, removal) -> float:
+    """The largest |γ| among the removed BN channels: under 1e-3 or so, pruning changed nothing, whatever
+    the importance that chose them."""
+    modules = dict(model.named_modules())
+    worst = 0.0
+    for name, idx in removal.bn.items():
+        bn = modules[name]
+        if bn.affine and idx:
+            worst = max(worst, float(bn.weight.detach()[torch.as_tensor(idx, device=bn.weight.device)].abs().max()))
+    return worst
 
 
 def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptions, importance):

@@ -30,6 +30,7 @@ def _unchanged(model, widths, state, modules):
 
 def test_every_plan_records_its_check():
     _, plan = slimming.prune(_vgg(), 0.5, EXAMPLE)
+    assert 0 < plan["removed_gamma_max"] <= plan["threshold"]  # what a stage reads to call a pruning exact
     check = plan["check"]
     assert check["max_relative_difference"] <= check["tolerance"] == 1e-4
     assert check["forwards"] == 2 and check["seconds"] >= 0 and check["approximation"] is not None
