@@ -103,7 +103,8 @@ def test_export_leaves_the_module_as_it_was(tmp_path):
     ({"opset": 18}, "opset"),
     ({"opset": 12}, "opset"),
     ({"batch": 0}, "batch"),
-    ({"metadata": {k: v for k, v in metadata().items() if k != "classes"}}, "classes"),
+    ({"metadata": metadata(classes=["cat", "cat"])}, "listed twice"),  # classes may be absent (detectors), never wrong
+    ({"metadata": metadata(classes=[])}, "classes"),
     ({"metadata": metadata(precision="bf16")}, "precision"),
     ({"metadata": metadata(mean=[0.5])}, "mean"),
     ({"input_size": [3, 64, 64]}, "input_size"),
