@@ -88,7 +88,9 @@ def describe(model: nn.Module) -> tuple[str, dict] | None:
 
 
 def _describe_timm(model: nn.Module) -> tuple[str, dict]:
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:  # timm before 0.9 called it default_cfg
+        cfg = getattr(model, "default_cfg", None) or {}
     name = cfg.get("architecture") if isinstance(cfg, dict) else None
     if not isinstance(name, str):
         raise ValueError(f"cannot tell how timm built this {type(model).__name__} (it has no pretrained_cfg "
