@@ -42,6 +42,14 @@ def is_known_factory(spec: str) -> bool:
     return spec in TIMM_FACTORIES
 
 
+def takes_argument(target, name: str) -> bool:
+    """Arguments a known factory forwards through **kwargs: timm's create_model passes num_classes and
+    in_chans to every architecture."""
+    module = getattr(target, "__module__", "") or ""
+    return (getattr(target, "__name__", "") == "create_model" and module.startswith("timm.")
+            and name in ("num_classes", "in_chans"))
+
+
 def check_arguments(spec: str, kwargs: dict) -> dict:
     """The arguments to call a known entry point with, after refusing those that would fetch or read
     anything; other entry points get `kwargs` unchanged."""

@@ -45,11 +45,14 @@ def task_arguments(spec: str, kwargs: dict) -> dict:
         cfg = packaged_cfg(cfg)
     if not isinstance(cfg, dict):
         raise ValueError(f"{spec}: cfg must be a dict or a cfg file name, got {type(cfg).__name__}")
-    kwargs["cfg"] = check_cfg(copy.deepcopy(cfg), spec)
     for key, hi in (("ch", 64), ("nc", MAX_CLASSES)):
         value = kwargs.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi):
             raise ValueError(f"{spec}: {key} must be an integer in 1..{hi}, got {value!r:.40}")
+    cfg = copy.deepcopy(cfg)
+    if kwargs.get("nc"):
+        cfg["nc"] = kwargs["nc"]  # what ultralytics would do, without its log line about overriding
+    kwargs["cfg"] = check_cfg(cfg, spec)
     return kwargs
 
 

@@ -32,12 +32,12 @@ def check_spec(spec: str) -> None:
         raise UnknownArchError(f"architecture {spec!r} is not of the form package.module:Class")
 
 
-def resolve_class(spec: str) -> type[nn.Module]:
-    """The ``nn.Module`` subclass named by ``package.module:Class`` (a name the user gave)."""
-    obj = resolve(spec)
-    if not inspect.isclass(obj):
-        raise UnknownArchError(f"{spec} is not an nn.Module class (it is {type(obj).__name__})")
-    return obj
+def resolve_class(spec: str):
+    """The ``nn.Module`` subclass (or known factory, or factory of a trusted module) that a name the user
+    gave (``package.module:Name``) names."""
+    from .trust import is_trusted, trusted_entries
+
+    return resolve(spec, functions=is_trusted(spec, trusted_entries()))
 
 
 def resolve(spec: str, *, search_cwd: bool = True, functions: bool = False):
@@ -84,7 +84,11 @@ def _import(module_name: str, spec: str, search_cwd: bool):
 
 def accepts(cls, name: str) -> bool:
     """True when the constructor names a parameter `name`; a bare **kwargs does not count, because
-    what it forwards to is unknown."""
+    what it forwards to is unknown (except for known factories: timm's create_model takes num_classes)."""
+    from .factories import takes_argument
+
+    if takes_argument(cls, name):
+        return True
     try:
         return name in inspect.signature(cls).parameters
     except (TypeError, ValueError):
