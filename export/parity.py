@@ -61,8 +61,9 @@ class ParityResult:
                     f"(tolerance {worst['atol']:.3g}, values up to {worst['scale']:.3g})"
                     + (f"; beyond tolerance: {', '.join(bad)}" if bad else "") + f" on {self.images} inputs")
             return text
-        text = (f"max |Δlogit| {self.max_abs_diff:.3g} (atol {self.atol:.3g}), top-1 agreement "
-                f"{self.top1_agreement:.2%} (min {self.min_agreement:.2%}) on {self.images} inputs")
+        agreement = ("" if self.top1_agreement is None else
+                     f", top-1 agreement {self.top1_agreement:.2%} (min {self.min_agreement:.2%})")
+        text = f"max |Δlogit| {self.max_abs_diff:.3g} (atol {self.atol:.3g}){agreement} on {self.images} inputs"
         if self.accuracy_reference is not None:
             text += (f"; accuracy reference {self.accuracy_reference:.2%}, ONNX Runtime {self.accuracy_onnx:.2%} "
                      f"(Δ {100 * (self.accuracy_onnx - self.accuracy_reference):+.2f} pp)")

@@ -120,3 +120,23 @@ def test_fp16_tolerance_applies_to_each_output_and_labels_need_a_classifier(tmp_
     with pytest.raises(ValueError, match="several outputs"):
         check_parity(model, path, images(4), labels=np.zeros(4, dtype=np.int64))
     assert result.to_dict()["outputs"][0]["name"] == "logits"
+
+
+def test_a_single_output_without_a_class_axis_is_compared_without_agreement(tmp_path):
+    import torch
+
+    from compress.exporting.onnx_export import export_onnx
+    from export_helpers import metadata
+
+    class Score(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((1, 2, 3))
+
+    model = Score().eval()
+    path = export_onnx(model, tmp_path / "s.onnx", input_size=[3, 32, 32], metadata=metadata())
+    result = check_parity(model, path, images(4))
+    assert result.passed and result.top1_agreement is None and "agreement" not in result.summary()
