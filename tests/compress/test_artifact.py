@@ -182,3 +182,20 @@ def test_construction_beyond_memory_stops_before_initialization(tmp_path, monkey
     monkeypatch.setattr(compress.limits, "available_memory", lambda: 2 ** 30)
     with pytest.raises(CompressError, match="builds tensors of more than .* beyond the 1.0 GiB"):
         load_model_dir(tmp_path / "m")
+
+
+@pytest.mark.parametrize("command", [["info"], ["export", "--onnx", "o.onnx"]])
+def test_the_cli_refuses_a_directory_with_nonfinite_weights(tmp_path, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from compress.cli.main import main
+
+    save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
+
+    def poison(state):
+        state["classifier.weight"][0, 0] = float("inf")
+    _rewrite_weights(tmp_path / "m" / "model.safetensors", poison)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [command[0], "m", *command[1:]])
+    assert result.exit_code == 2 and "tensor classifier.weight holds 1 non-finite" in result.output, result.output
+    assert not (tmp_path / "o.onnx").exists()
