@@ -61,16 +61,6 @@ def env_entries() -> tuple[str, ...]:
     return parse_entries(os.environ.get(ENV, ""), f"environment variable {ENV}")  # type: ignore[return-value]
 
 
-def trust_in_environment(modules: Iterable[str]) -> None:
-    """Add `modules` to COMPRESS_TRUSTED_CODE for this process and the processes it starts (the CLI's
-    ``--trust``); data-loader and distributed workers inherit it."""
-    added = parse_entries(list(modules), "--trust")
-    if added is True or not added:
-        return
-    current = [e for e in os.environ.get(ENV, "").split(",") if e.strip()]
-    os.environ[ENV] = ",".join(dict.fromkeys(current + list(added)))
-
-
 @contextlib.contextmanager
 def trusting(*modules: str) -> Iterator[None]:
     """Trust `modules` (``pkg``, ``pkg.mod`` or ``pkg.mod:Name``) for model directories loaded in this block."""

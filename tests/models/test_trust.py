@@ -129,10 +129,11 @@ def test_other_code_of_installed_packages_is_refused(arch, kwargs, no_ambient_tr
         build_from_file(arch, kwargs)
 
 
-def test_the_toolkits_own_functions_are_not_entry_points(no_ambient_trust):
+def test_the_toolkits_own_functions_are_not_entry_points(evil_cwd):
+    # build_user_model would import a module of the caller's choosing, searching the current directory.
     with pytest.raises(ValueError, match="not an nn.Module class"):
-        build_from_file("compress.models.trust:trust_in_environment", {"modules": ["evilmod"]})
-    assert ENV not in os.environ
+        build_from_file("compress.models.user:build_user_model", {"spec": "evilmod:Net", "kwargs": {}})
+    assert not (evil_cwd / "MARKER").exists() and "evilmod" not in sys.modules
 
 
 # --- a trusted import path --------------------------------------------------------------------------------
