@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from compress import atomic
+from compress.runtime import atomic
 
 
 def names(d):

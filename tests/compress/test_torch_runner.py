@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="the torch backends need PyTorch")
 
 from compress.runtime.errors import ArtifactError  # noqa: E402
 from compress.runtime.runners import open_runner  # noqa: E402
-from compress.runtime.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
+from compress.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
 
 CLASSES = [f"c{i}" for i in range(10)]
 
