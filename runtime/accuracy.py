@@ -35,7 +35,7 @@ def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | 
         return f"it returns {len(output_shapes)} outputs; accuracy is measured on classifiers (one output)"
     shape = tuple(output_shapes[0])
     if len(shape) != 2:
-        return f"its output has shape {list(shape)}; a classifier's is batch x classes"
+        return f"its output is {' x '.join(['N', *map(str, shape[1:])])}; a classifier's is N x classes"
     if shape[1] != num_classes:
         return f"it outputs {shape[1]} logits for {num_classes} classes"
     return None

@@ -18,8 +18,8 @@ import numpy as np
 
 from compress.runtime import engine_sidecar
 from compress.runtime.errors import ArtifactError
-from compress.runtime.onnx_metadata import check_metadata
 from compress.runtime.input_files import MAX_ENGINE_BYTES, check_regular_file, read_regular_file
+from compress.runtime.onnx_metadata import check_metadata
 from compress.runtime.optional import cudart, tensorrt
 from compress.runtime.runner_base import Runner
 
