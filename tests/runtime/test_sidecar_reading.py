@@ -1,5 +1,5 @@
-"""Sidecars read by the runtime: a FIFO, a huge file or a deeply nested one is refused in one line.
-(Matching, mismatching and malformed sidecars: tests/export/test_engine_sidecar.py, through the writer.)"""
+"""Sidecars read by the runtime (compress.runtime.engine_sidecar): a FIFO, a huge file or a deeply nested one
+is refused in one line. (Matching, mismatching and malformed sidecars: tests/export/test_engine_sidecar.py.)"""
 
 import json
 import os
