@@ -171,14 +171,18 @@ def staged(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
 def scratch_dir(beside: str | os.PathLike) -> Iterator[Path]:
     """A hidden working directory beside `beside` (same file system, so results can be renamed out of
     it), removed on every exit: success, failure, Ctrl-C or SIGTERM."""
-    beside = Path(beside)
-    beside.parent.mkdir(parents=True, exist_ok=True)
     with signals_as_exceptions():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{beside.name}.", suffix=PARTIAL_SUFFIX, dir=beside.parent))
+        tmp = _hidden_dir(Path(beside))
         try:
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hidden_dir(beside: Path, infix: str = "") -> Path:
+    """A new hidden `.NAME.*.partial` directory beside `beside`, its parents made first."""
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{beside.name}.{infix}", suffix=PARTIAL_SUFFIX, dir=beside.parent))
 
 
 def _write_all(fd: int, data) -> None:
@@ -247,15 +251,13 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     place, so an interruption leaves the old directory (possibly under a hidden name) or the new one,
     never a half-built one under the final name."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with signals_as_exceptions():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+        tmp = _hidden_dir(path)
         try:
             yield tmp
             os.chmod(tmp, dir_mode())
-            old = None
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=PARTIAL_SUFFIX, dir=path.parent))
+            old = _hidden_dir(path, "old.") if path.exists() else None
+            if old is not None:
                 os.replace(path, old)
             os.replace(tmp, path)
             _fsync_dir(path.parent)
