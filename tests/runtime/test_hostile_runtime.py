@@ -353,3 +353,14 @@ def test_a_deep_report_is_refused_in_one_line(tmp_path):
     (tmp_path / "report.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ValueError, match="deeper than 64 levels"):
         load_report(tmp_path)
+
+
+def test_eval_of_an_onnx_file_with_nonfinite_logits_is_refused(tmp_path, monkeypatch):
+    """`compress eval X.onnx` measures through the runtime's accuracy: no 10.00% from NaN logits."""
+    from onnx_builders import CLASSES, tiny_cnn, with_nonfinite_weights
+    from tests_support import make_image_folder
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    data = make_image_folder(tmp_path / "data", CLASSES, per_class=1, size=8)
+    path = _save(with_nonfinite_weights(tiny_cnn()), tmp_path / "nan.onnx")
+    assert_refused(invoke(["eval", path, "--data", data]), "nan.onnx outputs NaN or infinite logits")
