@@ -158,7 +158,7 @@ def test_torch_backend_with_overflowing_logits_reports_no_accuracy(tmp_path):
     d = make_model_dir(tmp_path / "m")
     model, meta = load_model_dir(d)
     with torch.no_grad():
-        model.classifier.weight.mul_(3e38)
+        model.classifier.weight.fill_(3e38)  # finite weights (saved as they are), logits beyond float32
     save_model_dir(model, tmp_path / "big", {k: meta[k] for k in ("arch", "arch_kwargs", "classes", "input_size",
                                                                   "normalization")})
     data = make_image_folder(tmp_path / "data", [f"c{i}" for i in range(10)], per_class=1, size=32)
