@@ -378,12 +378,14 @@ class _Run:
         step = tally.first_nonfinite()
         if step is None:
             return
-        where = (f"the last good state (epoch {self.saved_epoch}) stays in {self.state_dir}" if self.saved_epoch
-                 else "no epoch was saved")
         raise NonFiniteLoss(f"{self.opts.desc}: the loss became NaN or infinite at epoch {epoch + 1}, step "
                             f"{step + 1}/{self.steps} (learning rate {self.recipe.lr_at(epoch + step / self.steps):g}); "
-                            f"training stopped, {where} and no model was written: lower --lr, or check the "
-                            "data and the weights")
+                            f"training stopped, {self._kept()}: lower --lr, or check the data and the weights")
+
+    def _kept(self) -> str:
+        if self.saved_epoch:
+            return f"the last good state (epoch {self.saved_epoch}) stays in {self.state_dir} and no model was written"
+        return "no epoch had been saved and no model was written"
 
     def end_epoch(self, epoch: int, record: dict, test_data) -> None:
         if not is_main_process():
@@ -392,8 +394,8 @@ class _Run:
         test = evaluate(self.model, test_data, self.mean, self.std, device=self.device,
                         channels_last=self.channels_last)
         if not math.isfinite(test["loss"]):
-            raise NonFiniteLoss(f"{opts.desc}: the test loss after epoch {epoch + 1} is NaN or infinite; training "
-                                f"stopped and no model was written (the last saved state is epoch {self.saved_epoch})")
+            raise NonFiniteLoss(f"{opts.desc}: the test loss after epoch {epoch + 1} is NaN or infinite (the weights "
+                                f"diverged); training stopped, {self._kept()}: lower --lr")
         record.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
         self.history.append(record)
         append_jsonl(self.out_dir / "metrics.jsonl", record)
