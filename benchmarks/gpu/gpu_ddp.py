@@ -26,7 +26,7 @@ class DdpScale:
 
 
 FULL = DdpScale(("--arch", "vgg19"), 5000, 1000, 64)
-DRY = DdpScale(("--arch", "vgg19", "--width", "0.0625"), 64, 32, 32)
+DRY = DdpScale(("--arch", "vgg19", "--width", "0.0625"), 32, 16, 16)
 
 
 def _free_port() -> int:

@@ -56,13 +56,11 @@ def plan_epochs(scale: RowScale, seconds: float, n_train: int, n_test: int, spee
     return best
 
 
-def run(scale: RowScale, data_spec: str, work: Path, device: str, seconds: float, speed: dict) -> dict:
-    """Plan the schedule for `seconds`, then run baseline, sparse training, pruning and fine-tuning."""
-    from compress.data import load_dataset
-
-    n_train = scale.train_limit or len(load_dataset(data_spec, "train").labels)
-    n_test = scale.test_limit or len(load_dataset(data_spec, "test").labels)
-    plan = plan_epochs(scale, seconds, n_train, n_test, speed)
+def run(scale: RowScale, data_spec: str, work: Path, device: str, seconds: float, speed: dict,
+        sizes: tuple[int, int]) -> dict:
+    """Plan the schedule for `seconds` (`sizes`: training and test images), then run baseline, sparse
+    training, pruning and fine-tuning."""
+    plan = plan_epochs(scale, seconds, *sizes, speed)
     if plan["epochs"] < 1:
         return {"status": "skipped", "reason": plan["reason"], "plan": plan}
     epochs, compiled = plan["epochs"], plan["mode"] == "compiled"

@@ -33,13 +33,13 @@ class Scale:
     compile_first: bool = False  # compile at the first batch size before the other batch sizes' eager variants
 
 
-FULL = Scale("vgg19", {}, (64, 1024), 2.0, 10, {64: 200, 1024: 24}, 1000, "inductor", 75.0)
+FULL = Scale("vgg19", {}, (64, 1024), 2.0, 10, {64: 200, 1024: 24}, 1000, "inductor", 60.0)
 # Toy sizes for the CPU dry run. Inductor's C++ code generation alone took 97 s for VGG-11 ×0.125 on the
 # 2-core development VM (2026-12-04), so the dry run compiles with aot_eager: the same torch.compile path
 # (Dynamo capture, AOTAutograd), without the code generation.
 # The dry run compiles first: on a loaded VM its eager variants can use up its budget, and the point of the
 # dry run is that every path ran once.
-DRY = Scale("vgg19", {"width": 0.0625}, (64, 128), 0.1, 1, {64: 3, 128: 2}, 64, "aot_eager", 15.0, True)
+DRY = Scale("vgg19", {"width": 0.0625}, (64, 128), 0.1, 1, {64: 3, 128: 2}, 64, "aot_eager", 8.0, True)
 
 
 def _sync(device: torch.device) -> None:

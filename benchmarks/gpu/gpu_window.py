@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -98,8 +99,19 @@ class Results:
 
     def save(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1, default=str, allow_nan=False))
+        tmp.write_text(json.dumps(finite(self.data), indent=1, default=str, allow_nan=False))
         os.replace(tmp, self.path)
+
+
+def finite(value):
+    """The same structure with NaN and infinities as None: a strange figure must not cost the file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
 
 
 class Tee:
