@@ -255,7 +255,8 @@ def markdown(result: dict) -> list[str]:
     lines = ["## Training throughput", "",
              f"VGG-19 on CIFAR-10 images ({result['scale']['arch']} {result['scale']['arch_kwargs'] or 'full width'}), "
              f"device {result['device']}. Plain loop: a fixed batch; fit(): the toolkit's loop with the data and its "
-             "augmentation on the device. img/s of the timed steps (fit(): its second epoch).", "",
+             "augmentation on the device. img/s of the timed steps (fit(): its second epoch). fp32 is PyTorch's "
+             "default, under which cuDNN convolutions may use TF32 (the environment section records the flags).", "",
              "| variant | status | img/s | note |", "|---|---|---:|---|"]
     for r in result["variants"]:
         note = r.get("reason") or ", ".join(f"{k} {r[k]}" for k in ("optimizer", "compile_s", "precision")

@@ -106,6 +106,8 @@ class Session:
         self.work.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("COMPRESS_CACHE", str(self.work / "cache"))
         self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not self.dry else "cpu"))
+        if not self.dry and self.device.type != "cuda":
+            raise SystemExit("run.py: no CUDA device here; the full sizes would take hours on a CPU (use --dry-run)")
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # every variant alike (fit() turns it on for itself)
         if self.dry and self.device.type == "cpu":
