@@ -241,6 +241,12 @@ def markdown(report: dict) -> list[str]:
         lines.append(f"| {p['network']} | {p['mode']} | {p['precision']} | {p['batch']} | {p['macs_ratio']:.2f} | "
                      f"{p['speedup_compute_p50']:.2f}× | {p['speedup_end_to_end_p50']:.2f}× | "
                      f"{p['speedup_over_macs_ratio']:.2f} |")
+    at_256 = [p for p in report.get("gpu_pairs", []) if p["network"] == "vgg19-slim70-r8" and p["batch"] == max(
+        (q["batch"] for q in report.get("gpu_pairs", [])), default=0)]
+    for p in sorted(at_256, key=lambda p: -p["speedup_over_macs_ratio"])[:1]:
+        lines += ["", f"Slimmed VGG-19 at batch {p['batch']}: at best {p['speedup_compute_p50']:.2f}× faster ({p['mode']} "
+                      f"{p['precision']}) for a MACs ratio of {p['macs_ratio']:.2f}: {p['speedup_over_macs_ratio']:.2f} of "
+                      f"it (acceptance: ≥ 0.8: {'yes' if p['speedup_over_macs_ratio'] >= 0.8 else 'no'})."]
     if report.get("skipped"):
         lines += ["", "Not measured:", ""] + [f"- {s['variant']}: {s['reason']}" for s in report["skipped"]]
     return lines + [""]
