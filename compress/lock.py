@@ -53,15 +53,31 @@ def _describe(info: dict | None) -> str:
     return f"pid {info.get('pid')} ({info.get('command') or 'compress'}, since {info.get('started')})"
 
 
+def _cannot_write(path, exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else path
+    return f"cannot write {path}: {exc.strerror or exc} ({where})"
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, command: str | None = None,
                 directory: bool | None = None) -> Iterator[Path]:
     """Hold the write lock of the output `path` for the duration of the block (see lock_path)."""
     target = lock_path(path, directory)
     created = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # The lock is every command's first write: a read-only or full output folder is named here, in
+        # one line, before any work.
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompressError(_cannot_write(path, exc)) from None
     while True:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            if created:
+                with contextlib.suppress(OSError):
+                    target.parent.rmdir()
+            raise CompressError(_cannot_write(path, exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,8 +98,11 @@ def output_lock(path: str | os.PathLike, command: str | None = None,
     try:
         info = {"pid": os.getpid(), "command": command,
                 "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(info) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+        except OSError as exc:
+            raise CompressError(_cannot_write(path, exc)) from None
         yield target
     finally:
         with contextlib.suppress(OSError):
