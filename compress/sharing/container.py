@@ -153,10 +153,16 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
                             object_pairs_hook=unique_keys)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ContainerError(f"{name} has an unreadable header") from None
+    except RecursionError:
+        raise ContainerError(f"{name} has a header nested deeper than JSON parsing allows") from None
     except ValueError as exc:
         raise ContainerError(f"{name} has an invalid header: {exc}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ContainerError(f"{name} has an unknown header format")
+    from compress.limits import MAX_JSON_DEPTH, json_depth
+
+    if json_depth(header) > MAX_JSON_DEPTH:
+        raise ContainerError(f"{name} has a header nested deeper than {MAX_JSON_DEPTH} levels (MAX_JSON_DEPTH)")
     return header, memoryview(body)[_PREFIX.size + header_len:]
 
 
@@ -346,7 +352,11 @@ def write_container(path: str | Path, model_json: dict, shared: list[SharedTenso
 
 
 def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
+    from compress.limits import check_allocation, regular_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ContainerNotFoundError(f"compressed model not found: {path}")
+    size = regular_file(path).st_size  # a FIFO or /dev/zero would never finish reading
+    check_allocation(size, "uint8", f"{path} ({size:,} bytes)")
     return decode_container(path.read_bytes(), str(path))

@@ -24,6 +24,7 @@ from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
 from compress.sharing.kmeans import kmeans_1d
 from compress.sharing.sparse import encode_positions, magnitude_mask
+from compress.validate import check_finite
 
 DCZ_NAME = "model.dcz"
 REPORT_JSON = "share_report.json"
@@ -49,21 +50,32 @@ class BitSpec:
 def parse_bits(spec: str | int, what: str = "--bits", lo: int = 1, hi: int = MAX_BITS,
                default: tuple[int, int] = (8, 5)) -> BitSpec:
     """'conv=8,fc=5', a bare '6' for every layer, or 'features.0=4' overrides mixed in; kinds left
-    unnamed keep `default` (conv, fc)."""
+    unnamed keep `default` (conv, fc). A kind or layer given twice (conv=4,conv=5, or a bare '6' with
+    conv=4) is refused: which one wins would depend on the order."""
     def value(text: str) -> int:
         if not re.fullmatch(r"\d+", text.strip()) or not lo <= int(text) <= hi:
             raise CompressError(f"{what}: {text!r} is not a whole number of bits in [{lo}, {hi}]")
         return int(text)
 
+    given: dict[str, str] = {}  # key -> the item that set it
+
+    def once(key: str, item: str) -> None:
+        if key in given:
+            raise CompressError(f"{what}: {key} is given twice ({given[key]!r} and {item!r}) in {spec!r}")
+        given[key] = item
+
     conv, fc = default
     layers = {}
-    for item in [p for p in str(spec).split(",") if p.strip()]:
+    for item in [p.strip() for p in str(spec).split(",") if p.strip()]:
         if "=" not in item:
+            once("conv", item)
+            once("fc", item)
             conv = fc = value(item)
             continue
         key, val = (s.strip() for s in item.split("=", 1))
         if not key:
             raise CompressError(f"{what}: empty layer name in {spec!r}")
+        once(key, item)
         if key == "conv":
             conv = value(val)
         elif key == "fc":
@@ -233,6 +245,7 @@ def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec,
 
     dev = pick_device(device)
     model, meta = load_checked(model_dir)
+    check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
     model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
@@ -255,6 +268,9 @@ def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec,
         history = finetune_centroids(model, shared, data.split("train"), norm["mean"], norm["std"],
                                      epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
                                      log=_log)
+        # A learning rate that overflows the centroids must not ship as a complete-looking model.
+        check_finite({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     f"the centroids after {finetune_epochs} fine-tuning epoch(s) at lr {lr}")
         accuracy["finetuned"] = _evaluate(model, data, meta, dev)
     final_acc = accuracy.get("finetuned", accuracy["quantized"])
 
@@ -322,6 +338,7 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     model = build_model(meta)
     state = restore_state(shared, raw)
     check_state(state, model.state_dict(), str(path))
+    check_finite(state, str(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
