@@ -42,6 +42,8 @@ MAX_SEED = 2 ** 32 - 1        # the widest seed every RNG we use accepts (numpy'
 MAX_JSON_BYTES = 64 << 20     # model.json, plan.json, ONNX metadata values (a VGG-19 plan is ~100 kB)
 MAX_JSON_DEPTH = 64           # nesting of JSON arrays and objects (ours nest at most 5 deep)
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # learning rates, decays, γ: what a float32 tensor can hold
+
 # Never refuse small allocations because of a misread memory figure.
 _FLOOR = 64 * 2**20
 
@@ -107,6 +109,18 @@ def check_count(value: int, bound: int, what: str, bound_name: str) -> int:
     if value > bound:
         raise TooLargeError(f"{what} is {value:,}, over the bound of {bound:,} ({bound_name})")
     return value
+
+
+def check_float32(value: Any, what: str, *, positive: bool = False) -> float:
+    """A finite number that a float32 tensor can hold: 1e308 passes float() but overflows torch's
+    optimizers ("value cannot be converted to type float without overflow")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+        raise CompressError(f"{what} must be a finite number, got {value!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise CompressError(f"{what} is {value:g}, beyond what float32 can hold ({FLOAT32_MAX:.3g}, FLOAT32_MAX)")
+    if positive and value <= 0:
+        raise CompressError(f"{what} must be > 0, got {value:g}")
+    return float(value)
 
 
 def check_seed(seed: Any, what: str = "seed") -> int:

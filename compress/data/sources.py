@@ -164,8 +164,10 @@ def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]],
                                 "rename it") from None
     for cls in classes:
         if not layout[prefix][cls]:
+            found = (present or {}).get(f"{prefix}/{cls}", [])
+            holds = f"it holds {', '.join(found[:3])}{' and more' if len(found) > 3 else ''}; " if found else ""
             raise CompressError(f"class folder {source}/{prefix}/{cls} has no images "
-                                f"({', '.join(IMAGE_SUFFIXES)})")
+                                f"({holds}images are {', '.join(IMAGE_SUFFIXES)})")
     other_split = "test" if split == "train" else "train"
     other = next((a for a in SPLIT_ALIASES[other_split] if a in layout), None)
     if other is not None and sorted(layout[other]) != classes:
@@ -182,17 +184,21 @@ def list_folder(root: Path, split: str) -> Source:
             layout[top.name] = {c.name: [] for c in os.scandir(top.path)
                                 if c.is_dir() and not c.name.startswith(".")}
     prefix = split_prefix(set(layout), split, root)
+    present: dict[str, list[str]] = {}
     digest = hashlib.sha256()
     names, labels = [], []
     for cls in sorted(layout[prefix]):
-        files = []
+        files, others = [], []
         for entry in os.scandir(root / prefix / cls):
             if _is_image(entry.name) and entry.is_file():
                 st = entry.stat()
                 files.append((entry.name, st.st_size, st.st_mtime_ns))
+            elif len(others) < 4:
+                others.append(entry.name)
         files.sort()
         layout[prefix][cls] = files
-    classes = _check_classes(root, split, layout)
+        present[f"{prefix}/{cls}"] = sorted(others)
+    classes = _check_classes(root, split, layout, present)
     for label, cls in enumerate(classes):
         for name, size, mtime in layout[prefix][cls]:
             names.append(f"{prefix}/{cls}/{name}")
@@ -241,6 +247,8 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
             layout.setdefault(p[0], {}).setdefault(p[1], []).append(m)
         elif m.isfile() and len(p) > 1:
             present[p[0]].append("/".join(p[1:]))
+            if len(p) == 3:
+                present.setdefault(f"{p[0]}/{p[1]}", []).append(p[2])
     classes = _check_classes(path, split, layout, present)
     prefix = split_prefix(set(layout), split, path)
     chosen, labels = [], []

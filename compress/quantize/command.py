@@ -180,6 +180,23 @@ def check_options(opts: QuantizeOptions) -> None:
         raise CompressError(f"--percentile must be a finite number in (0, 100], got {opts.percentile!r}")
     check_seed(opts.seed, "--seed")
     check_seed(opts.seed + 1, "--seed + 1 (the sensitivity images' seed)")
+    _check_companions(opts)
+
+
+def _check_companions(opts: QuantizeOptions) -> None:
+    """Options that only mean something with another one are refused without it, rather than ignored."""
+    if opts.percentile != DEFAULT_PERCENTILE and opts.method != "percentile":
+        raise CompressError(f"--percentile applies to --method percentile, not {opts.method}")
+    if opts.cpu_isa != "auto" and opts.target != "cpu":
+        raise CompressError(f"--cpu-isa applies to --target cpu, not {opts.target}")
+    if opts.int8_kernels and opts.target == "cpu":
+        raise CompressError("--ort-int8-kernels applies to --target trt; the cpu target is measured in those "
+                            "kernels already")
+    names = list(opts.exclude)
+    if any(not isinstance(n, str) or not n.strip() for n in names):
+        raise CompressError(f"--exclude takes layer names, got an empty one in {names}")
+    if len(set(names)) != len(names):
+        raise CompressError(f"--exclude names {next(n for n in names if names.count(n) > 1)!r} twice")
 
 
 def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
@@ -200,7 +217,7 @@ def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
     props = onnx_metadata(source)
     if props.get(PRECISION_KEY, "fp32") != "fp32":
         raise CompressError(f"{src} is {props[PRECISION_KEY]}; quantize the fp32 ONNX")
-    check_quantizable(source, src)
+    check_quantizable(source, model)  # named as the user gave it, not as the scratch export
     return src, source
 
 
@@ -226,9 +243,9 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
     with guarded_outputs(inputs, [("--out", out), ("the report", report_path)], command=command_line()) as job:
         src, source = read_source(model, job.work, log)
         props = onnx_metadata(source)
-        mean, std = normalization_of(source, src)
+        mean, std = normalization_of(source, model)
         _, _, input_size = input_info(source)
-        classes = classes_of(source, src)
+        classes = classes_of(source, model)
         del source  # the graph and its weights: calibration reads the file again
 
         calib, calib_data = calibration.calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std,

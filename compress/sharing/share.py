@@ -205,6 +205,18 @@ def _evaluate(model, data, meta, device) -> float | None:
     return evaluate(model, test, norm["mean"], norm["std"], device=device)["accuracy"]
 
 
+def is_write_error(exc: BaseException) -> bool:
+    """An OSError, or safetensors' own error wrapping one (its writer is Rust: "I/O error: ...")."""
+    return isinstance(exc, OSError) or (type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc))
+
+
+def write_error_line(exc: BaseException, out_dir: Path) -> str:
+    if isinstance(exc, OSError):
+        return os_error_line(exc, out_dir)
+    reason = str(exc).split("I/O error:", 1)[-1].strip()
+    return f"cannot write {out_dir / 'model.safetensors'}: {reason}"
+
+
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -220,6 +232,12 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
         raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {prune}")
     if finetune_epochs and data is None:
         raise CompressError("--finetune-epochs needs --data")
+    if not prune and str(offset_bits) != DEFAULT_OFFSET_BITS:
+        raise CompressError("--offset-bits applies to layers pruned by --prune-weights; give --prune-weights too")
+    from compress.limits import check_float32, check_seed
+
+    check_seed(seed, "--seed")
+    check_float32(lr, "--lr", positive=True)
     from compress.guard import check_outputs
 
     out_dir = Path(out_dir)
@@ -231,8 +249,10 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
         try:
             return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr,
                           batch_size, device, seed, command)
-        except OSError as exc:  # a full disk, a read-only directory: one line naming the file
-            raise CompressError(os_error_line(exc, out_dir)) from None
+        except Exception as exc:  # noqa: BLE001 - a full disk, a read-only directory: one line naming the file
+            if not is_write_error(exc):
+                raise
+            raise CompressError(write_error_line(exc, out_dir)) from None
 
 
 def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
@@ -351,8 +371,10 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
             with scratch_dir(out_dir / "model.json") as work:
                 full = save_model_dir(model.eval(), work, meta)
                 move_into(work, out_dir)
-        except OSError as exc:
-            raise CompressError(os_error_line(exc, out_dir)) from None
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
+            if not is_write_error(exc):
+                raise
+            raise CompressError(write_error_line(exc, out_dir)) from None
     return full
 
 
