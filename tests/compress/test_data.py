@@ -275,3 +275,18 @@ def test_subset_and_limit_agree(tmp_path):
     limited = D.load_dataset(str(root), "train", limit=7, seed=5, input_size=16, mode="memory")
     picked = full.subset(D.stratified_indices(full.labels, 7, seed=5))
     assert torch.equal(limited.images, picked.images) and torch.equal(limited.labels, picked.labels)
+
+
+def test_a_split_folder_without_class_folders_is_described_as_it_is(tmp_path):
+    """An archive whose train/ holds only text files has a train/ folder: the message says what it holds."""
+    from compress.data.sources import list_archive
+
+    for split in ("train", "test"):
+        (tmp_path / "d" / split).mkdir(parents=True)
+        (tmp_path / "d" / split / "notes.txt").write_text("x")
+    with tarfile.open(tmp_path / "d.tar", "w") as tar:
+        for f in sorted((tmp_path / "d").rglob("*.txt")):
+            tar.add(f, arcname=str(f.relative_to(tmp_path / "d")))
+    with pytest.raises(CompressError, match=r"d.tar: train/ holds no class folder with images \(found notes.txt; "
+                                            r"expected train/CLASS/IMAGE"):
+        list_archive(tmp_path / "d.tar", "train")
