@@ -194,7 +194,8 @@ def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: s
             ...                                    # write job.tmp[out] and job.tmp[report], check them
         # here both exist under their final names, or neither does
     """
-    from compress.atomic import os_error_line, scratch_dir, signals_as_exceptions, staged
+    from compress.atomic import scratch_dir, signals_as_exceptions, staged
+    from compress.errors import write_failure
     from compress.lock import output_lock
 
     labelled = _labelled(outputs)
@@ -206,5 +207,8 @@ def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: s
         try:
             with scratch_dir(finals[0]) as work, staged(finals) as tmps:
                 yield GuardedOutputs(work=work, tmp=dict(zip(finals, tmps)))
-        except OSError as exc:
-            raise CompressError(os_error_line(exc, finals[0])) from None
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
+            line = write_failure(exc, finals[0])
+            if line is None:
+                raise
+            raise CompressError(line) from None

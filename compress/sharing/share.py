@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import os_error_line, signals_as_exceptions
-from compress.errors import CompressError
+from compress.atomic import signals_as_exceptions
+from compress.errors import CompressError, write_failure
 from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
 from compress.sharing.kmeans import kmeans_1d
@@ -205,18 +205,6 @@ def _evaluate(model, data, meta, device) -> float | None:
     return evaluate(model, test, norm["mean"], norm["std"], device=device)["accuracy"]
 
 
-def is_write_error(exc: BaseException) -> bool:
-    """An OSError, or safetensors' own error wrapping one (its writer is Rust: "I/O error: ...")."""
-    return isinstance(exc, OSError) or (type(exc).__name__ == "SafetensorError" and "I/O error" in str(exc))
-
-
-def write_error_line(exc: BaseException, out_dir: Path) -> str:
-    if isinstance(exc, OSError):
-        return os_error_line(exc, out_dir)
-    reason = str(exc).split("I/O error:", 1)[-1].strip()
-    return f"cannot write {out_dir / 'model.safetensors'}: {reason}"
-
-
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -247,23 +235,41 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
     with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
         try:
-            return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr,
-                          batch_size, device, seed, command)
+            return _share(Path(model_dir), out_dir, _Request(bit_spec, off_spec, prune, finetune_epochs, data, lr,
+                                                             batch_size, device, seed, command))
         except Exception as exc:  # noqa: BLE001 - a full disk, a read-only directory: one line naming the file
-            if not is_write_error(exc):
+            line = write_failure(exc, out_dir)
+            if line is None:
                 raise
-            raise CompressError(write_error_line(exc, out_dir)) from None
+            raise CompressError(line) from None
 
 
-def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
-           batch_size, device, seed, command) -> dict:
+@dataclass(frozen=True)
+class _Request:
+    """share_model's checked settings, handed to the work as one value."""
+
+    bit_spec: BitSpec
+    off_spec: BitSpec
+    prune: float | None
+    finetune_epochs: int
+    data: object
+    lr: float
+    batch_size: int
+    device: str | None
+    seed: int
+    command: str | None
+
+
+def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     from compress.artifact import derived_meta, save_model_dir
     from compress.atomic import move_into, scratch_dir, write_json, write_text
     from compress.info import load_checked
     from compress.measure import layer_widths
     from compress.train import pick_device
 
-    dev = pick_device(device)
+    bit_spec, off_spec, prune, finetune_epochs, data = req.bit_spec, req.off_spec, req.prune, req.finetune_epochs, req.data
+    lr, batch_size, seed, command = req.lr, req.batch_size, req.seed, req.command
+    dev = pick_device(req.device)
     model, meta = load_checked(model_dir)
     check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
     model = model.to(dev)
@@ -372,9 +378,10 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
                 full = save_model_dir(model.eval(), work, meta)
                 move_into(work, out_dir)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
-            if not is_write_error(exc):
+            line = write_failure(exc, out_dir)
+            if line is None:
                 raise
-            raise CompressError(write_error_line(exc, out_dir)) from None
+            raise CompressError(line) from None
     return full
 
 

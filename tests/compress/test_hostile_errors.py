@@ -50,6 +50,8 @@ def writers(w, out):
         "share --decompress": ["share", "--decompress", w / "shared" / "model.dcz", "--out", out / "r"],
         "quantize": ["quantize", w / "vgg.onnx", "--data", data, "--out", out / "q.onnx", "--calib-images", "4",
                      "--eval-limit", "4"],
+        "quantize a model directory": ["quantize", m, "--data", data, "--out", out / "q.onnx", "--calib-images", "4",
+                                       "--eval-limit", "4"],
         "export": ["export", m, "--onnx", out / "e.onnx"],
         "prune": ["prune", m, "--percent", "0.5", "--out", out / "p"],
         "train": ["train", "--arch", "vgg11", "--width", "0.0625", "--data", data, "--out", out / "t", "--epochs",
@@ -84,15 +86,18 @@ def test_a_read_only_output_folder(shared, command, monkeypatch):
 
 # --- a full disk -------------------------------------------------------------------------------------------
 
-FULL = 16 * 1024  # bytes a file may grow to: lock files and small JSON fit, no weights or ONNX file does
+FULL = 4096  # bytes a file may grow to: lock files and report.md fit; report.json, weights and ONNX files do not
+STAGES_WRITES = ("stages (compress/stages/, the model-directory writers): a failed write is one line naming the file "
+                 "(compress.errors.write_failure) and leaves no partial directory")
 
 
 @pytest.mark.parametrize("command", [
-    "share", "share --decompress", "quantize",
+    "share", "share --decompress", "quantize", "quantize a model directory",
     pytest.param("export", marks=xfail("the CLI round / ecosystem", "export's writes: one line naming the file")),
-    pytest.param("import", marks=xfail("stages", "compress/importing.py / stages: one line naming the file")),
-    pytest.param("bench --report", marks=xfail("runtime", "a failed bench --report leaves no partial report, "
-                                                          "one line naming the file")),
+    pytest.param("import", marks=xfail("stages", STAGES_WRITES)),
+    pytest.param("prune", marks=xfail("stages", STAGES_WRITES + "; today a lone plan.json is left")),
+    pytest.param("bench --report", marks=xfail("runtime", "a failed bench --report leaves no partial report "
+                                                          "(today a lone report.md), one line naming the file")),
 ])
 def test_a_full_disk(shared, command):
     out = shared / "out"

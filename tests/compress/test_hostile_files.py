@@ -110,6 +110,14 @@ def test_a_plan_that_is_a_fifo_or_a_device(work, kind):
                           "not a regular file")
 
 
+@xfail("stages", "compress/plan.py Plan.load: compress.limits.read_json (regular files only)")
+def test_the_library_refuses_a_plan_that_is_a_fifo(work):
+    from compress import CompressError, Plan
+
+    with deadline(10), pytest.raises(CompressError, match="FIFO"):
+        Plan.load(special(work, "fifo"))
+
+
 @pytest.mark.parametrize("kind", ["fifo", "zero"])
 def test_a_dcz_that_is_a_fifo_or_a_device(work, kind):
     dcz = special(work, kind)
