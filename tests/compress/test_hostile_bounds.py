@@ -49,21 +49,13 @@ def plan_with(**group):
 # --- plans --------------------------------------------------------------------------------------------
 
 def test_a_plan_with_9_6_million_indices_is_refused_at_once():
-    """The case from the issue: still running after 300 s. The kept list is longer than its layer."""
+    """The case from the issue: still running after 300 s. The kept list is longer than its layer. (`prune
+    --plan` reaches this check through compress.slimming; test_hostile_stages covers that wiring.)"""
     from compress.validate import InvalidFileError, validate_plan
 
     plan = plan_with(kept=[0] * 9_600_000)
     with deadline(5), pytest.raises(InvalidFileError, match="lists 9,600,000 channels of a layer that has 4"):
         validate_plan(plan, "plan.json")
-
-
-def test_prune_refuses_a_plan_with_a_huge_kept_list(work):
-    import json
-
-    (work / "plan.json").write_text(json.dumps(plan_with(channels_before=1 << 20, kept=[0] * 100_000)))
-    with deadline(60):
-        refused_unchanged(work, ["prune", work / "vgg", "--plan", work / "plan.json", "--out", work / "p"],
-                          "features.0", "more than once")
 
 
 def test_a_plan_with_more_groups_than_max_layers():

@@ -227,7 +227,7 @@ def test_plan_json_a_stranger_wrote(work, content):
         text = plan.read_text()
         plan.write_text(text[:text.rindex("}")] + ', "groups": []}')
     elif content == "NaN":
-        plan.write_text(plan.read_text().replace('"percent": 0.5', '"percent": 0.5, "x": NaN'))
+        plan.write_text(plan.read_text().replace('"threshold": 0.1', '"threshold": NaN'))
     else:
         _hostile_json(plan, content)
     with memory_cap(), deadline(20):
