@@ -322,3 +322,18 @@ def fresh_copy(template: Path, dest: Path) -> Path:
 
     shutil.copytree(template, dest, symlinks=True)
     return dest
+
+
+def bench_refused(work: Path, args, *needles: str) -> str:
+    """bench's way of refusing an artifact: its row says why, then one summary line, exit status 1
+    (test_hostile_runtime's convention). Every needle appears in the output; nothing changed."""
+    before = snapshot(work)
+    result = invoke(args)
+    out = result.output
+    assert result.exit_code in (1, 2) and "Traceback" not in out, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("Error") and "COMPRESS_DEBUG" not in out, out
+    for needle in needles:
+        assert needle in out, f"{needle!r} not in {out!r}"
+    assert snapshot(work) == before
+    return out

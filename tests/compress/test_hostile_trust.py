@@ -13,7 +13,7 @@ import sys
 import uuid
 
 import pytest
-from hostile_support import FAILURES, fresh_copy, invoke, refused_unchanged, snapshot, workspace
+from hostile_support import FAILURES, bench_refused, fresh_copy, invoke, refused_unchanged, snapshot, workspace
 
 TRUST = pytest.mark.xfail(strict=True, raises=FAILURES,
                           reason="issue 18: fixed by ecosystem (trust: models/user.py imports an arch read from a "
@@ -40,7 +40,9 @@ def stranger(tmp_path, tmp_path_factory, monkeypatch):
     (root / f"{module}.py").write_text(EVIL)
     (root / "vgg").rename(root / "m")
     meta = json.loads((root / "m" / "model.json").read_text())
-    (root / "m" / "model.json").write_text(json.dumps({**meta, "arch": f"{module}:Net"}))
+    # A pruned directory's record too, so `train --like m` reaches the architecture.
+    (root / "m" / "model.json").write_text(json.dumps({**meta, "arch": f"{module}:Net",
+                                                        "pruning": {"macs_before": 2 * meta["macs"]}}))
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "path", list(sys.path))  # today's loader inserts the cwd: undo it afterwards
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
@@ -70,8 +72,9 @@ def commands(root):
                                      "train --like", "slim --from"])
 def test_a_model_directory_naming_a_module_in_the_current_directory(stranger, command):
     root, module = stranger
-    refused_unchanged(root, commands(root)[command], module)
-    assert not (root / "PWNED").exists()
+    refused = bench_refused if command == "bench" else refused_unchanged
+    refused(root, commands(root)[command], module)
+    assert not (root / "PWNED").exists() and module not in sys.modules
 
 
 @TRUST
