@@ -117,7 +117,8 @@ def parse_json(data: bytes | bytearray | str, what: str, *, max_bytes: int = DEF
         raise InputFileError(f"{what} nests JSON too deeply to parse") from None
     found = _non_finite(value) if watch.seen else None
     if found is not None:
-        raise InputFileError(f"{what}: {found[0]} is {found[1]!r}, which JSON does not allow (only finite numbers)")
+        kind = "NaN" if math.isnan(found[1]) else "Infinity"
+        raise InputFileError(f"{what}: {found[0]} is {found[1]!r}; {kind} is not a JSON number (only finite numbers)")
     return value
 
 

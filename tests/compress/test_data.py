@@ -315,3 +315,18 @@ def test_on_the_cpu_the_images_are_not_copied():
 def test_a_seed_no_generator_takes_is_refused_naming_it(seed):
     with pytest.raises(CompressError, match="seed"):
         D.stratified_indices(torch.arange(10) % 2, 4, seed=seed)
+
+
+def test_a_split_folder_without_class_folders_is_described_as_it_is(tmp_path):
+    """An archive whose train/ holds only text files has a train/ folder: the message says what it holds."""
+    from compress.data.sources import list_archive
+
+    for split in ("train", "test"):
+        (tmp_path / "d" / split).mkdir(parents=True)
+        (tmp_path / "d" / split / "notes.txt").write_text("x")
+    with tarfile.open(tmp_path / "d.tar", "w") as tar:
+        for f in sorted((tmp_path / "d").rglob("*.txt")):
+            tar.add(f, arcname=str(f.relative_to(tmp_path / "d")))
+    with pytest.raises(CompressError, match=r"d.tar: train/ holds no class folder with images \(found notes.txt; "
+                                            r"expected train/CLASS/IMAGE"):
+        list_archive(tmp_path / "d.tar", "train")
