@@ -113,9 +113,12 @@ def from_width_spec(old: nn.BatchNorm2d, spec: dict) -> SelectBatchNorm2d:
         selected = [int(i) for i in spec.get("selected", range(n))]
     except (KeyError, TypeError, ValueError) as exc:
         raise CompressError(f"{WIDTH_TYPE} width entry is malformed: {exc}") from None
-    if "batchnorm" in spec and spec["batchnorm"] != _base_class(type(old)).__name__:
-        raise CompressError(f"{WIDTH_TYPE} width entry selects for a {spec['batchnorm']}, the model has a "
-                            f"{_base_class(type(old)).__name__} there")
+    # The entry names the class that selected; a plain entry on a BN subclass would add (or drop) what the
+    # subclass does (timm's BatchNormAct2d: its activation) to the saved network: refused either way.
+    base = _base_class(type(old)).__name__
+    if spec.get("batchnorm", "BatchNorm2d") != base:
+        raise CompressError(f"{WIDTH_TYPE} width entry selects for a {spec.get('batchnorm', 'BatchNorm2d')}, "
+                            f"the model has a {base} there")
     if type(old) is nn.BatchNorm2d or type(old) is SelectBatchNorm2d:
         return SelectBatchNorm2d(n, c, old.eps, old.momentum, old.affine, old.track_running_stats, index=selected)
     shell = copy.deepcopy(old)  # the subclass with its children (activation, drop); tensors resized below

@@ -100,3 +100,18 @@ def test_a_bn_subclass_with_unknown_state_is_left_alone_and_the_plan_says_why():
     only_scaled(EXAMPLE)
     with pytest.raises(CompressError, match=r"^Sequential has no BatchNorm channels to prune \(.*extra"):
         slimming.prune(randomize_bn(only_scaled), 0.5, EXAMPLE)
+
+
+def test_a_pruned_timm_network_with_fused_selections_saves_and_loads(tmp_path):
+    import compress
+
+    model = randomize_bn(timm.create_model("densenet121", growth_rate=8, block_config=(2, 2), num_classes=10), seed=3)
+    plan = compress.prune(model, EXAMPLE, percent=0.4, min_keep=0.0)
+    assert any(s["channels_after"] < s["channels_before"] for s in plan.data["selections"])
+    compress.save_model(model, tmp_path / "m", classes=[str(i) for i in range(10)], input_size=64,
+                        mean=[0.5] * 3, std=[0.25] * 3)
+    loaded, _ = compress.load_model(tmp_path / "m")
+    assert [type(m) for m in loaded.modules()] == [type(m) for m in model.modules()]
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
