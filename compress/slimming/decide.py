@@ -95,8 +95,8 @@ def check_round_to(units, round_to: int) -> None:
     """Refuse a rounding no unit could honour: it would silently prune nothing."""
     widths = [u.scores.numel() for u in [*units.groups, *units.selections]]
     if widths and round_to > max(widths):
-        raise CompressError(f"round_to {round_to} is larger than every prunable unit (the widest has {max(widths)} "
-                            f"channels): nothing could be pruned; use a round_to of at most {max(widths)}")
+        raise CompressError(f"round_to {round_to} (--round-to) is larger than every prunable unit (the widest has "
+                            f"{max(widths)} channels): nothing could be pruned; use a round_to of at most {max(widths)}")
 
 
 def apply_plan(units, plan: dict) -> float:

@@ -18,8 +18,9 @@ EXAMPLE = torch.zeros(1, 3, 32, 32)
 
 def test_round_to_larger_than_every_unit_is_refused_naming_the_bound():
     """--round-to 1000000000 exited 0 having pruned nothing."""
-    with pytest.raises(CompressError, match=r"^round_to 1000000000 is larger than every prunable unit \(the widest "
-                                            r"has 128 channels\): nothing could be pruned; use a round_to of at most 128$"):
+    with pytest.raises(CompressError, match=r"^round_to 1000000000 \(--round-to\) is larger than every prunable unit "
+                                            r"\(the widest has 128 channels\): nothing could be pruned; use a round_to of "
+                                            r"at most 128$"):
         slimming.prune(randomize_bn(create_model("vgg11", width=0.25)), 0.5, EXAMPLE, round_to=1_000_000_000)
 
 
