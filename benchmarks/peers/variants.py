@@ -24,6 +24,8 @@ class Variant:
 VARIANTS = {
     "distill": Variant("toolkit + `--distill` (fine-tuning taught by its sparse model)"),
     "distill-a05": Variant("toolkit + distillation at α = 0.5 (`compress finetune --distill SPARSE --alpha 0.5`)"),
+    "ft-lr05": Variant("toolkit, fine-tuning at peak LR 0.05 (`--finetune-lr 0.05`)"),
+    "sparse-lr05": Variant("toolkit, sparse stage at peak LR 0.05 (`--lr 0.05`), pruned to the default's MACs"),
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
 }
 
@@ -44,6 +46,12 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
     if name == "distill":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
         wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device, ["--distill"])
+    elif name == "ft-lr05":
+        toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
+        wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device, ["--finetune-lr", "0.05"])
+    elif name == "sparse-lr05":
+        wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device,
+                            ["--lr", "0.05", "--target-macs", repr(_macs_fraction(where))])
     elif name == "distill-a05":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
         wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
@@ -54,10 +62,11 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    return results.slim_record(out, variant.label, wall + _reused_train_s(out, name), target_macs=target)
+    reused = 0.0 if name == "sparse-lr05" else _reused_train_s(out)
+    return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
 
-def _reused_train_s(out: Path, _name: str) -> float:
+def _reused_train_s(out: Path) -> float:
     """Training time of the stages copied from the default, so that a variant's wall time is its whole run's."""
     stages = ["sparse"]
     total = 0.0
