@@ -100,20 +100,47 @@ def _done(where: Path, item: str) -> bool:
     return (where / f"{item}.json").exists()
 
 
+def _unmatched(where: Path, method: str) -> bool:
+    import tp_methods
+
+    path = where / f"{method}.json"
+    return method.startswith("tp-") and path.exists() and \
+        abs(json.loads(path.read_text())["macs_error"]) > tp_methods.MATCH_TOLERANCE
+
+
+def _drop_unmatched(where: Path, method: str) -> None:
+    """A peer whose MACs missed the target by more than the tolerance (made before the search could top up
+    past a rounding jump) is pruned and fine-tuned again; its second stage is kept."""
+    import shutil
+
+    if not _unmatched(where, method):
+        return
+    path = where / f"{method}.json"
+    print(f"== {where}: {method} missed the MACs target; pruning and fine-tuning it again", file=sys.stderr)
+    path.unlink()
+    for stage in ("pruned", "finetuned"):
+        shutil.rmtree(where / method / stage, ignore_errors=True)
+
+
 def train_phase(cfg: dict, out: Path, args) -> None:
     """Run every pending (net, seed, method) whose inputs are finished; wait for those held elsewhere."""
     chosen = methods(args)
-    pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in ["pretrained", *chosen]]
+    # The comparison first, seed by seed; then each ablation variant over every seed, one variant at a time.
+    main = ["pretrained", "toolkit", *PEERS]
+    pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in main]
+    pending += [(net, seed, m) for net in cfg["nets"] for m in chosen if m not in main for seed in cfg["seeds"]]
     while pending:
         progressed = False
         for net, seed, m in list(pending):
             where = out / net / f"seed{seed}"
-            if _done(where, m):
+            if _done(where, m) and not _unmatched(where, m):
                 pending.remove((net, seed, m))
                 continue
             if not all(_done(where, d) for d in _needs(m)):
                 continue
             with RunLock(where / f"{m}.lock") as held:
+                if held:
+                    _drop_unmatched(where, m)
                 if not held or _done(where, m):
                     continue
                 t0 = time.time()

@@ -102,11 +102,14 @@ def regularizer(method: str, model: nn.Module, example: torch.Tensor, num_classe
 
 class FloorImportance:
     """A Torch-Pruning importance whose top channels of every group rank above all others, so that a
-    global ranking never takes a layer under the toolkit's floor: ceil(min_keep·n) channels, rounded up
-    to `round_to` (Torch-Pruning rounds the kept count down to `round_to`, which keeps this many)."""
+    global ranking never takes a layer under the toolkit's floor: ceil(min_keep·n) channels of the layer's
+    original width n, rounded up to `round_to` (Torch-Pruning rounds the kept count down to `round_to`,
+    which keeps this many). `widths` ({module name: original channels}) and `names` ({module: name}) give
+    the original widths once a model has been pruned; without them the current width is used."""
 
-    def __init__(self, base, min_keep: float, round_to: int):
+    def __init__(self, base, min_keep: float, round_to: int, widths: dict | None = None, names: dict | None = None):
         self.base, self.min_keep, self.round_to = base, min_keep, max(1, int(round_to))
+        self.widths, self.names = widths or {}, names or {}
 
     def floor(self, n: int) -> int:
         keep = max(1, math.ceil(self.min_keep * n))
@@ -117,17 +120,26 @@ class FloorImportance:
         if imp is None:
             return None
         imp = imp.clone().float()
-        top = torch.topk(imp, self.floor(imp.numel())).indices
+        original = self.widths.get(self.names.get(group[0].dep.target.module), imp.numel())
+        top = torch.topk(imp, min(imp.numel(), self.floor(original))).indices
         imp[top] = math.inf
         return imp
 
 
+def widths_of(model: nn.Module) -> dict[str, int]:
+    """Output channels of every convolution and linear layer, by module name: the floors' reference."""
+    return {name: (m.out_channels if isinstance(m, nn.Conv2d) else m.out_features)
+            for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
 def _pruner(method: str, model: nn.Module, example, ratio: float, *, min_keep: float, round_to: int,
-            num_classes: int):
+            num_classes: int, widths: dict | None = None):
     m = METHODS[method]
     kwargs = {"reg": m.reg} if m.reg is not None else {}
-    return m.pruner(model, example, importance=FloorImportance(m.importance(), min_keep, round_to),
-                    global_pruning=True, pruning_ratio=ratio, round_to=round_to if round_to > 1 else None,
+    names = {module: name for name, module in model.named_modules()}
+    importance = FloorImportance(m.importance(), min_keep, round_to, widths, names)
+    return m.pruner(model, example, importance=importance, global_pruning=True, pruning_ratio=ratio,
+                    round_to=round_to if round_to > 1 else None,
                     ignored_layers=[classifier_of(model, num_classes)], **kwargs)
 
 
@@ -146,31 +158,100 @@ def _largest_ratio(pruner) -> float:
 
 
 def prune(method: str, model: nn.Module, example: torch.Tensor, ratio: float, *, min_keep: float, round_to: int,
-          num_classes: int) -> nn.Module:
-    """Prune `model` in place with the method's importance at `ratio` (global ranking, floor kept)."""
-    _pruner(method, model, example, ratio, min_keep=min_keep, round_to=round_to, num_classes=num_classes).step()
+          num_classes: int, blocks: list | None = None) -> nn.Module:
+    """Prune `model` in place with the method's importance at `ratio` (global ranking, floor kept), then
+    remove the recorded `blocks` ([module name, channel indices]) that `match_macs` added."""
+    widths = widths_of(model)
+    _pruner(method, model, example, ratio, min_keep=min_keep, round_to=round_to, num_classes=num_classes,
+            widths=widths).step()
+    for name, idxs in blocks or []:
+        remove_block(model, example, name, idxs)
     return model
 
 
-def match_macs(method: str, model: nn.Module, example: torch.Tensor, target_macs: int, *, min_keep: float,
-               round_to: int, num_classes: int) -> dict:
-    """Bisect the pruning ratio until a pruned copy of `model` has `target_macs` (within SEARCH_STOP), and
-    return the closest candidate: {"ratio", "macs", "params", "error", "matched", "candidates"}."""
-    probe = _pruner(method, copy.deepcopy(model), example, 0.0, min_keep=min_keep, round_to=round_to,
-                    num_classes=num_classes)
+def remove_block(model: nn.Module, example: torch.Tensor, name: str, idxs: list[int]) -> None:
+    """Remove output channels `idxs` of layer `name` with everything Torch-Pruning couples to them."""
+    module = model.get_submodule(name)
+    fn = tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    group = graph.get_pruning_group(module, fn, idxs)
+    if not graph.check_pruning_group(group):
+        raise ValueError(f"removing channels {idxs} of {name} would empty a layer")
+    group.prune()
+
+
+def least_important_blocks(method: str, model: nn.Module, example: torch.Tensor, widths: dict, *,
+                           min_keep: float, round_to: int, num_classes: int) -> list[tuple]:
+    """Per group, its `round_to` least important channels above the floor, as (the importance at which a
+    global threshold would take them, module name, indices), least important first."""
+    pruner = _pruner(method, model, example, 0.0, min_keep=min_keep, round_to=round_to, num_classes=num_classes,
+                     widths=widths)
+    names = {module: name for name, module in model.named_modules()}
+    blocks = []
+    for group in pruner.DG.get_all_groups(ignored_layers=pruner.ignored_layers,
+                                          root_module_types=pruner.root_module_types):
+        imp = pruner.estimate_importance(group)
+        if imp is None or imp.numel() <= round_to:
+            continue
+        take = torch.argsort(imp)[:round_to]
+        if torch.isfinite(imp[take]).all():
+            blocks.append((float(imp[take].max()), names[group[0].dep.target.module], sorted(int(i) for i in take)))
+    return sorted(blocks)
+
+
+def _bisect(method, model, example, target_macs, **floor) -> list[dict]:
+    probe = _pruner(method, copy.deepcopy(model), example, 0.0, **floor)
     lo, hi = 0.0, _largest_ratio(probe)
     candidates = []
     for _ in range(SEARCH_STEPS):
         ratio = (lo + hi) / 2
-        trial = prune(method, copy.deepcopy(model), example, ratio, min_keep=min_keep, round_to=round_to,
-                      num_classes=num_classes)
+        trial = prune(method, copy.deepcopy(model), example, ratio, **floor)
         macs, params = count(trial, example)
-        candidates.append({"ratio": ratio, "macs": macs, "params": params, "error": macs / target_macs - 1})
+        candidates.append({"ratio": ratio, "blocks": [], "macs": macs, "params": params,
+                           "error": macs / target_macs - 1})
         if abs(candidates[-1]["error"]) <= SEARCH_STOP:
             break
         if macs > target_macs:
             lo = ratio
         else:
             hi = ratio
+    return candidates
+
+
+def _top_up(method, model, example, target_macs, start: dict, **floor) -> dict:
+    """From a candidate above the target, remove whole `round_to` blocks, least important first (skipping
+    any that would go more than MATCH_TOLERANCE under the target), until the MACs are within SEARCH_STOP:
+    the global ranking at block granularity, where one more step of the threshold jumps past the target."""
+    widths = widths_of(model)
+    current = prune(method, copy.deepcopy(model), example, start["ratio"], **floor)
+    blocks, macs, params = [], start["macs"], start["params"]
+    while macs > target_macs * (1 + SEARCH_STOP):
+        for _, name, idxs in least_important_blocks(method, current, example, widths, **floor):
+            trial = copy.deepcopy(current)
+            remove_block(trial, example, name, idxs)
+            t_macs, t_params = count(trial, example)
+            if t_macs >= target_macs * (1 - MATCH_TOLERANCE):
+                current, macs, params = trial, t_macs, t_params
+                blocks.append([name, idxs])
+                break
+        else:
+            break
+    return {"ratio": start["ratio"], "blocks": blocks, "macs": macs, "params": params,
+            "error": macs / target_macs - 1}
+
+
+def match_macs(method: str, model: nn.Module, example: torch.Tensor, target_macs: int, *, min_keep: float,
+               round_to: int, num_classes: int) -> dict:
+    """The pruning of a copy of `model` whose MACs are closest to `target_macs`: the ratio is bisected
+    (Torch-Pruning's global ranking); when the rounding makes the ranking jump past the target, whole
+    blocks are then removed from the closest pruning above it, least important first. Returns {"ratio",
+    "blocks", "macs", "params", "error", "matched", "candidates"}."""
+    floor = dict(min_keep=min_keep, round_to=round_to, num_classes=num_classes)
+    candidates = _bisect(method, model, example, target_macs, **floor)
     best = min(candidates, key=lambda c: abs(c["error"]))
+    above = [c for c in candidates if c["macs"] > target_macs]
+    if abs(best["error"]) > SEARCH_STOP and above:
+        topped = _top_up(method, model, example, target_macs, min(above, key=lambda c: c["macs"]), **floor)
+        candidates.append(topped)
+        best = min(candidates, key=lambda c: abs(c["error"]))
     return {**best, "matched": abs(best["error"]) <= MATCH_TOLERANCE, "candidates": candidates}

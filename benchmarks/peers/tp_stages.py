@@ -77,10 +77,10 @@ def prune_stage(parent_dir: Path, out: Path, data, *, method: str, target_macs: 
     search = tp_methods.match_macs(method, model, example, target_macs, min_keep=min_keep, round_to=round_to,
                                    num_classes=n_classes)
     tp_methods.prune(method, model, example, search["ratio"], min_keep=min_keep, round_to=round_to,
-                     num_classes=n_classes)
+                     num_classes=n_classes, blocks=search["blocks"])
     macs, params = tp_methods.count(model, example)
     if (macs, params) != (search["macs"], search["params"]):
-        raise RuntimeError(f"{method}: pruning at ratio {search['ratio']} gave {macs} MACs, the search "
+        raise RuntimeError(f"{method}: pruning at ratio {search['ratio']} (+ {len(search['blocks'])} blocks) gave {macs} MACs, the search "
                            f"{search['macs']}; the pruning is not reproducible")
     norm = parent["normalization"]
     acc = compress.evaluate(model, data.split("test"), norm["mean"], norm["std"], device=device or "cpu")
