@@ -141,3 +141,20 @@ def test_search_matches_the_target_macs():
 def test_classifier_must_exist():
     with pytest.raises(ValueError, match="no Linear layer with 7 outputs"):
         tp_methods.classifier_of(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 10)), 7)
+
+
+@pytest.mark.parametrize("method", sorted(tp_methods.METHODS))
+def test_search_gets_past_the_rounding_jumps_and_replays(method):
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    full, _ = tp_methods.count(model, example)
+    target = int(full * 0.55)
+    found = tp_methods.match_macs(method, model, example, target, min_keep=0.2, round_to=16, num_classes=10)
+    assert found["matched"], {k: v for k, v in found.items() if k != "candidates"}
+    bisected = min((c for c in found["candidates"] if not c["blocks"]), key=lambda c: abs(c["error"]))
+    assert abs(found["error"]) <= abs(bisected["error"])
+    pruned = tp_methods.prune(method, copy.deepcopy(model), example, found["ratio"], min_keep=0.2, round_to=16,
+                              num_classes=10, blocks=found["blocks"])
+    assert tp_methods.count(pruned, example) == (found["macs"], found["params"])
+    floor = tp_methods.FloorImportance(None, 0.2, 16).floor
+    for n, k in zip(_conv_widths(model), _conv_widths(pruned)):
+        assert floor(n) <= k <= n and k % 16 == 0
