@@ -149,6 +149,7 @@ def train_phase(cfg: dict, out: Path, args) -> None:
                 print(f"== {net} seed {seed}: {m} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
             pending.remove((net, seed, m))
             progressed = True
+            break  # rescan from the top: what this run finished may have unblocked an earlier item
         if pending and not progressed:
             time.sleep(args.poll)
 
