@@ -26,6 +26,8 @@ VARIANTS = {
     "distill-a05": Variant("toolkit + distillation at α = 0.5 (`compress finetune --distill SPARSE --alpha 0.5`)"),
     "ft-lr05": Variant("toolkit, fine-tuning at peak LR 0.05 (`--finetune-lr 0.05`)"),
     "sparse-lr05": Variant("toolkit, sparse stage at peak LR 0.05 (`--lr 0.05`), pruned to the default's MACs"),
+    "costweighted": Variant("toolkit, sparse stage's pull weighted by each channel's MACs, pruned to the default's "
+                            "MACs (prototype: `cost_weighted.py`)"),
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
 }
 
@@ -52,6 +54,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
     elif name == "sparse-lr05":
         wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device,
                             ["--lr", "0.05", "--target-macs", repr(_macs_fraction(where))])
+    elif name == "costweighted":
+        wall = _cost_weighted(where, out, cfg, seed, args)
     elif name == "distill-a05":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
         wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
@@ -62,7 +66,7 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    reused = 0.0 if name == "sparse-lr05" else _reused_train_s(out)
+    reused = 0.0 if name in ("sparse-lr05", "costweighted") else _reused_train_s(out)
     return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
 
@@ -74,3 +78,25 @@ def _reused_train_s(out: Path) -> float:
         meta = json.loads((out / stage / "model.json").read_text())
         total += float((meta.get("training") or {}).get("wall_time_s") or 0.0)
     return total
+
+
+def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """`compress.slim` from the shared plain model with the cost-weighted penalty, steered to hold at zero
+    the share of channels that a MACs budget equal to the default's would remove, then pruned to it."""
+    import time
+
+    import compress
+    from compress.train import Recipe
+    from cost_weighted import CostWeightedConfig, percent_for
+
+    fraction = _macs_fraction(where)
+    plain, _ = compress.load_model(where / "pretrained")
+    round_to = results.target_of(where)[1]
+    goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
+    t0 = time.time()
+    compress.slim(None, results.data_for(cfg, seed), out, percent=0.5, sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to),
+                  train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
+                  finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]),
+                  min_keep=cfg["min_keep"], round_to="auto", start_from=where / "pretrained", seed=seed,
+                  progress=args.progress, budget={"target_macs": fraction}, device=args.device)
+    return time.time() - t0
