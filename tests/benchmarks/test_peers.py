@@ -71,7 +71,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     assert "to be timed" not in (out / "table.md").read_text()
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
-    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware"]
+    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -80,7 +80,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         assert r["method"] == name and abs(r["macs"] / target - 1) <= 0.01, name
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
-                  "costaware": ["sparse"], "sparse-lr05": []}[name]
+                  "costaware": ["sparse"], "sparse-lr05": [], "costweighted": []}[name]
         for stage in reused:
             assert sha(where / name / stage) == sha(where / "toolkit" / stage), (name, stage)
     assert "`--distill`" in (out / "table.md").read_text()
@@ -158,3 +158,24 @@ def test_search_gets_past_the_rounding_jumps_and_replays(method):
     floor = tp_methods.FloorImportance(None, 0.2, 16).floor
     for n, k in zip(_conv_widths(model), _conv_widths(pruned)):
         assert floor(n) <= k <= n and k % 16 == 0
+
+
+def test_cost_weighted_pull_spares_the_floor_and_favours_expensive_channels():
+    from cost_weighted import CostWeightedRegularizer, channel_costs, percent_for
+
+    model = _vgg()
+    costs = channel_costs(model)
+    assert [c.numel() for c in costs] == [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert costs[2][0] > costs[-1][0]  # a channel of a 16×16 map costs more than one of a 2×2 map
+    reg = CostWeightedRegularizer(model, 1.0, mode="proximal", lrs=[0.1] * 10, min_keep=0.2, round_to=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [g.detach().abs().clone() for g in reg.gammas]
+    reg.step(opt)
+    opt.step()
+    shrunk = [(b - g.detach().abs()) for b, g in zip(before, reg.gammas)]
+    assert float(shrunk[0].max()) == 0.0  # a 16-channel layer is all floor at round_to 16: never pulled
+    kept = torch.topk(before[2], 16).indices  # the 32-channel layer's floor: its 16 largest γ
+    assert float(shrunk[2][kept].abs().max()) == 0.0 and float(shrunk[2].max()) > 0
+    # Removing the most expensive channels first reaches a MACs budget with fewer channels than the share
+    # of MACs removed.
+    assert 0 < percent_for(model, 0.55, min_keep=0.2, round_to=16) < 0.45
