@@ -1,0 +1,213 @@
+"""This toolkit against Torch-Pruning at equal MACs, side by side, as one resumable command (issue 20).
+
+    COMPRESS_DATA=/path/to/cifar10-jpeg.tar.gz OMP_NUM_THREADS=1 \
+        python benchmarks/peers/run.py --scale quick --out runs/peers-quick              # train + table
+    python benchmarks/peers/run.py --scale quick --out runs/peers-quick --phase time     # on a quiet machine
+    python benchmarks/peers/run.py --scale quick --out runs/peers-quick --phase table
+
+Per network and seed: `compress train` makes the shared plain model; `compress slim --from` it is the
+toolkit's default (quick preset, `--round-to auto`); each Torch-Pruning method then trains its second
+stage from the same plain model with the same recipe, prunes once to the toolkit's MACs (searched ratio,
+the same floor and rounding) and fine-tunes for the same epochs. Every finished (seed, method) is a JSON
+file that a rerun skips; an interrupted one resumes from its last finished stage or epoch. Several
+processes may share one OUT: each takes the (seed, method) runs nobody holds.
+
+Scales:
+  tiny   mechanics only (the test suite): VGG-11 ×0.25, 300/200 images, 1 + 1 + 1 epochs, seed 0.
+  quick  the quick preset's setting: VGG-19 ×0.25, 10k training images, the full 10k test set,
+         5 plain + 5 sparse + 5 fine-tuning epochs, seeds 0, 1, 2.
+  cpu    VGG-19 ×0.25 and PreResNet-56 on all 50k images, 15 + 15 + 15 epochs, seed 0 (hours on a CPU).
+  full   VGG-19 and PreResNet-56 on all 50k images, 30 + 30 + 30 epochs, seeds 0, 1, 2 (a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import RunLock, atomic_json, machine  # noqa: E402
+
+VGG19Q = ("vgg19", {"width": 0.25})
+SCALES = {
+    "tiny": {"nets": {"vgg11x0.25": ("vgg11", {"width": 0.25})}, "train_limit": 300, "test_limit": 200,
+             "plain_epochs": 1, "sparse_epochs": 1, "finetune_epochs": 1, "seeds": [0]},
+    "quick": {"nets": {"vgg19x0.25": VGG19Q}, "train_limit": 10000, "test_limit": 10000,
+              "plain_epochs": 5, "sparse_epochs": 5, "finetune_epochs": 5, "seeds": [0, 1, 2]},
+    "cpu": {"nets": {"vgg19x0.25": VGG19Q, "preresnet56": ("preresnet56", {})}, "train_limit": 50000,
+            "test_limit": 10000, "plain_epochs": 15, "sparse_epochs": 15, "finetune_epochs": 15, "seeds": [0]},
+    "full": {"nets": {"vgg19": ("vgg19", {}), "preresnet56": ("preresnet56", {})}, "train_limit": 50000,
+             "test_limit": 10000, "plain_epochs": 30, "sparse_epochs": 30, "finetune_epochs": 30,
+             "seeds": [0, 1, 2]},
+}
+COMMON = {"recipe": "fast", "min_keep": 0.2}  # the quick preset's recipe and the toolkit's default floor
+PEERS = ["tp-bnscale", "tp-groupnorm", "tp-l1"]
+
+
+def config(args) -> dict:
+    cfg = {**COMMON, **SCALES[args.scale], "data": args.data}
+    if args.seeds:
+        cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
+    if args.nets:
+        cfg["nets"] = {k: v for k, v in cfg["nets"].items() if k in args.nets.split(",")}
+    return cfg
+
+
+def methods(args) -> list[str]:
+    import variants
+
+    chosen = ["toolkit", *PEERS] + [v for v in (args.variants or "").split(",") if v]
+    unknown = [m for m in chosen if m not in ("toolkit", *PEERS, *variants.VARIANTS)]
+    if unknown:
+        raise SystemExit(f"unknown variants: {', '.join(unknown)}; choose from {', '.join(variants.VARIANTS)}")
+    return chosen
+
+
+def _needs(method: str) -> list[str]:
+    import variants
+
+    if method == "pretrained":
+        return []
+    if method == "toolkit":
+        return ["pretrained"]
+    if method in PEERS:
+        return ["pretrained", "toolkit"]
+    return ["pretrained", *variants.VARIANTS[method].needs]
+
+
+def run_one(method: str, net: str, seed: int, cfg: dict, out: Path, args) -> None:
+    """Run one (net, seed, method) to its result file."""
+    import results
+    import toolkit
+
+    arch, kwargs = cfg["nets"][net]
+    where = out / net / f"seed{seed}"
+    if method == "pretrained":
+        wall = toolkit.pretrain(cfg, arch, kwargs, seed, where / "pretrained", args.device)
+        atomic_json(where / "pretrained.json", {"wall_s": round(wall, 1)})
+        return
+    record = results.collect(method, where, cfg, seed, args)
+    record.update(net=net, arch=arch, arch_kwargs=kwargs, scale=args.scale)
+    atomic_json(where / f"{method}.json", record)
+
+
+def _done(where: Path, item: str) -> bool:
+    return (where / f"{item}.json").exists()
+
+
+def _unmatched(where: Path, method: str) -> bool:
+    import tp_methods
+
+    path = where / f"{method}.json"
+    return method.startswith("tp-") and path.exists() and \
+        abs(json.loads(path.read_text())["macs_error"]) > tp_methods.MATCH_TOLERANCE
+
+
+def _drop_unmatched(where: Path, method: str) -> None:
+    """A peer whose MACs missed the target by more than the tolerance (made before the search could top up
+    past a rounding jump) is pruned and fine-tuned again; its second stage is kept."""
+    import shutil
+
+    if not _unmatched(where, method):
+        return
+    path = where / f"{method}.json"
+    print(f"== {where}: {method} missed the MACs target; pruning and fine-tuning it again", file=sys.stderr)
+    path.unlink()
+    for stage in ("pruned", "finetuned"):
+        shutil.rmtree(where / method / stage, ignore_errors=True)
+
+
+def train_phase(cfg: dict, out: Path, args) -> None:
+    """Run every pending (net, seed, method) whose inputs are finished; wait for those held elsewhere."""
+    chosen = methods(args)
+    # The comparison first, seed by seed; then each ablation variant over every seed, one variant at a time.
+    main = ["pretrained", "toolkit", *PEERS]
+    pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in main]
+    pending += [(net, seed, m) for net in cfg["nets"] for m in chosen if m not in main for seed in cfg["seeds"]]
+    while pending:
+        progressed = False
+        for net, seed, m in list(pending):
+            where = out / net / f"seed{seed}"
+            if _done(where, m) and not _unmatched(where, m):
+                pending.remove((net, seed, m))
+                continue
+            if not all(_done(where, d) for d in _needs(m)):
+                continue
+            with RunLock(where / f"{m}.lock") as held:
+                if held:
+                    _drop_unmatched(where, m)
+                if not held or _done(where, m):
+                    continue
+                t0 = time.time()
+                print(f"== {net} seed {seed}: {m}", file=sys.stderr, flush=True)
+                run_one(m, net, seed, cfg, out, args)
+                print(f"== {net} seed {seed}: {m} done in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            pending.remove((net, seed, m))
+            progressed = True
+            break  # rescan from the top: what this run finished may have unblocked an earlier item
+        if pending and not progressed:
+            time.sleep(args.poll)
+
+
+def write_table(cfg: dict, out: Path, args) -> str:
+    import report
+    import timing
+
+    parts = [f"# This toolkit against Torch-Pruning at equal MACs: scale `{args.scale}`", "",
+             f"Command: `python benchmarks/peers/run.py {' '.join(sys.argv[1:])}`  ",
+             f"Machine: {machine()}  ", f"Written: {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", ""]
+    everything = {}
+    for net in cfg["nets"]:
+        runs = []
+        for where in sorted((out / net).glob("seed*")):
+            latency = timing.latency_of(where)
+            for p in sorted(where.glob("*.json")):
+                if p.stem not in ("pretrained", "timing"):
+                    runs.append({**json.loads(p.read_text()), "latency_ms": latency.get(p.stem, {})})
+        if not runs:
+            continue
+        summary = report.summarize(runs)
+        everything[net] = {"summary": summary, "runs": runs}
+        parts += [f"## {net}", "", *report.table(summary), "", "Acceptance (issue 20):", "",
+                  *report.acceptance(summary), "", "Per seed:", "", *report.per_seed(runs), ""]
+    atomic_json(out / "results.json", everything)
+    text = "\n".join(parts)
+    (out / "table.md").write_text(text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", choices=sorted(SCALES), default="tiny")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--phase", choices=["train", "time", "table"], default="train",
+                    help="train (then write the table), time (latency; run on a quiet machine), table")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
+    ap.add_argument("--nets", default=None, help="comma-separated networks of the scale (default: all)")
+    ap.add_argument("--variants", default=None, help="comma-separated ablation variants of the toolkit to add")
+    ap.add_argument("--data", default="cifar10")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--iters", type=int, default=200, help="timing: iterations per batch size")
+    ap.add_argument("--poll", type=float, default=60.0, help="seconds between checks for runs held elsewhere")
+    ap.add_argument("--progress", action="store_true", help="show per-batch progress bars")
+    args = ap.parse_args(argv)
+    cfg = config(args)
+    out = args.out or Path("runs") / f"peers-{args.scale}"
+    out.mkdir(parents=True, exist_ok=True)
+    if args.phase == "train":
+        train_phase(cfg, out, args)
+    elif args.phase == "time":
+        import timing
+
+        timing.time_all(cfg, out, args)
+    print(write_table(cfg, out, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

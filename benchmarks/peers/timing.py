@@ -1,0 +1,81 @@
+"""The latency phase: every method's final network on ONNX Runtime and OpenVINO (CPU), batch 1 and 32.
+
+Run it alone on a quiet machine (`--phase time`): one `compress bench` per network and seed times all of
+that seed's final model directories (exported to ONNX, opset 17, by the harness), once in the methods'
+order and once reversed, so that drift in the machine's speed does not favour whoever runs first; the
+figure kept is the median of the rounds' p50s. OUT/NET/seedS/timing.json holds them, and the table
+takes them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import atomic_json
+
+BACKENDS = "ort-cpu,openvino"
+BATCHES = "1,32"
+
+
+def _bench(dirs: list[Path], iters: int, log: Path) -> dict:
+    cmd = [sys.executable, "-m", "compress.cli", "bench", *map(str, dirs), "--backend", BACKENDS, "--batch",
+           BATCHES, "--iters", str(iters), "--json"]
+    with open(log, "a") as err:
+        err.write(f"\n$ {' '.join(cmd)}\n")
+        err.flush()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compress bench failed (exit {proc.returncode}); see {log}")
+    return json.loads(proc.stdout)
+
+
+def p50s(report: dict) -> dict[str, dict[str, float]]:
+    """{artifact path: {"BACKEND@BATCH": p50 ms}} of a `compress bench` report; failures are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for variant in report["variants"]:
+        if variant.get("status") != "ok":
+            continue
+        cells = out.setdefault(str(Path(variant["artifact"])), {})
+        for row in variant.get("latency") or []:
+            if row.get("status") == "ok":
+                cells[f"{variant['backend']}@{row['batch']}"] = row["end_to_end"]["p50_ms"]
+    return out
+
+
+def time_seed(where: Path, iters: int, rounds: int = 2) -> dict:
+    """Time every finished method of one seed; {method: {"BACKEND@BATCH": median p50 ms}}."""
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(where.glob("*.json"))
+               if p.stem not in ("pretrained", "timing")}
+    dirs = {m: where / r["final_dir"] for m, r in records.items()}
+    order = list(dirs)
+    samples: dict[str, dict[str, list[float]]] = {m: {} for m in order}
+    by_path = {str(d): m for m, d in dirs.items()}
+    for k in range(rounds):
+        sequence = order if k % 2 == 0 else order[::-1]
+        for path, cells in p50s(_bench([dirs[m] for m in sequence], iters, where / "timing.log")).items():
+            for key, ms in cells.items():
+                samples[by_path[path]].setdefault(key, []).append(ms)
+    result = {m: {key: statistics.median(v) for key, v in cells.items()} for m, cells in samples.items()}
+    atomic_json(where / "timing.json", {"iters": iters, "rounds": rounds, "p50_ms": result, "samples": samples})
+    return result
+
+
+def time_all(cfg: dict, out: Path, args) -> None:
+    for net in cfg["nets"]:
+        for seed in cfg["seeds"]:
+            where = out / net / f"seed{seed}"
+            if not (where / "toolkit.json").exists():
+                print(f"{where}: nothing trained yet; skipped", file=sys.stderr)
+                continue
+            print(f"== timing {net} seed {seed}", file=sys.stderr, flush=True)
+            time_seed(where, args.iters)
+
+
+def latency_of(where: Path) -> dict[str, dict[str, float]]:
+    """The timing phase's figures for one seed, {method: {"BACKEND@BATCH": ms}}, or {} before it ran."""
+    path = where / "timing.json"
+    return json.loads(path.read_text())["p50_ms"] if path.exists() else {}

@@ -1,0 +1,102 @@
+"""Ablation variants of the toolkit's recipe (issue 20, part 2), each a paired comparison with the default:
+it starts from the same plain model and, where it differs only in a later stage, from the default's own
+finished stages.
+
+    python benchmarks/peers/run.py --scale quick --out runs/peers-quick --variants distill,costaware
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import results
+import toolkit
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    needs: list = field(default_factory=lambda: ["toolkit"])
+
+
+VARIANTS = {
+    "distill": Variant("toolkit + `--distill` (fine-tuning taught by its sparse model)"),
+    "distill-a05": Variant("toolkit + distillation at α = 0.5 (`compress finetune --distill SPARSE --alpha 0.5`)"),
+    "ft-lr05": Variant("toolkit, fine-tuning at peak LR 0.05 (`--finetune-lr 0.05`)"),
+    "sparse-lr05": Variant("toolkit, sparse stage at peak LR 0.05 (`--lr 0.05`), pruned to the default's MACs"),
+    "costweighted": Variant("toolkit, sparse stage's pull weighted by each channel's MACs, pruned to the default's "
+                            "MACs (prototype: `cost_weighted.py`)"),
+    "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
+}
+
+
+def _macs_fraction(where: Path) -> float:
+    """The default's pruned MACs as a fraction of its sparse model's (the toolkit's own counter, which
+    `--target-macs` uses)."""
+    base = where / "toolkit"
+    sparse = json.loads((base / "sparse" / "model.json").read_text())
+    pruned = json.loads((base / "pruned" / "model.json").read_text())
+    return pruned["macs"] / sparse["macs"]
+
+
+def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
+    variant = VARIANTS[name]
+    out = where / name
+    target = results.target_of(where)[0]
+    if name == "distill":
+        toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
+        wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device, ["--distill"])
+    elif name == "ft-lr05":
+        toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
+        wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device, ["--finetune-lr", "0.05"])
+    elif name == "sparse-lr05":
+        wall = toolkit.slim(cfg, seed, where / "pretrained", out, args.device,
+                            ["--lr", "0.05", "--target-macs", repr(_macs_fraction(where))])
+    elif name == "costweighted":
+        wall = _cost_weighted(where, out, cfg, seed, args)
+    elif name == "distill-a05":
+        toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
+        wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
+    elif name == "costaware":
+        toolkit.reuse_stages(where / "toolkit", out, ["sparse"])
+        wall = toolkit.prune(cfg, out / "sparse", out, args.device,
+                             ["--target-macs", repr(_macs_fraction(where)), "--cost-aware"])
+        wall += toolkit.finetune(cfg, seed, out, args.device)
+    else:
+        raise KeyError(name)
+    reused = 0.0 if name in ("sparse-lr05", "costweighted") else _reused_train_s(out)
+    return results.slim_record(out, variant.label, wall + reused, target_macs=target)
+
+
+def _reused_train_s(out: Path) -> float:
+    """Training time of the stages copied from the default, so that a variant's wall time is its whole run's."""
+    stages = ["sparse"]
+    total = 0.0
+    for stage in stages:
+        meta = json.loads((out / stage / "model.json").read_text())
+        total += float((meta.get("training") or {}).get("wall_time_s") or 0.0)
+    return total
+
+
+def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """`compress.slim` from the shared plain model with the cost-weighted penalty, steered to hold at zero
+    the share of channels that a MACs budget equal to the default's would remove, then pruned to it."""
+    import time
+
+    import compress
+    from compress.train import Recipe
+    from cost_weighted import CostWeightedConfig, percent_for
+
+    fraction = _macs_fraction(where)
+    plain, _ = compress.load_model(where / "pretrained")
+    round_to = results.target_of(where)[1]
+    goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
+    t0 = time.time()
+    compress.slim(None, results.data_for(cfg, seed), out, percent=0.5, sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to),
+                  train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
+                  finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]),
+                  min_keep=cfg["min_keep"], round_to="auto", start_from=where / "pretrained", seed=seed,
+                  progress=args.progress, budget={"target_macs": fraction}, device=args.device)
+    return time.time() - t0

@@ -1,0 +1,181 @@
+"""benchmarks/peers: the Torch-Pruning side-by-side benchmark at its tiny scale, and its pruning helpers."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ROOT / "benchmarks" / "peers"
+sys.path.insert(0, str(PEERS))
+
+import tp_methods  # noqa: E402
+
+METHODS = ["toolkit", "tp-bnscale", "tp-groupnorm", "tp-l1"]
+
+
+def _run(out: Path, archive: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COMPRESS_DATA": str(archive), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(PEERS / "run.py"), "--scale", "tiny", "--out", str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archive):
+    out = tmp_path / "peers"
+    where = out / "vgg11x0.25" / "seed0"
+    # A lock left by a process that no longer exists must not block the run.
+    where.mkdir(parents=True)
+    (where / "tp-l1.lock").write_text("999999999")
+    t0 = time.time()
+    proc = _run(out, cifar10_archive)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = time.time() - t0
+    records = {m: json.loads((where / f"{m}.json").read_text()) for m in METHODS}
+    target = records["toolkit"]["macs"]
+    for method, r in records.items():
+        assert r["method"] == method and r["seed"] == 0
+        assert 0.0 <= r["pruned_accuracy"] <= 1.0 and 0.0 <= r["final_accuracy"] <= 1.0
+        assert r["macs_target"] == target and abs(r["macs"] / target - 1) <= 0.01, method
+        assert r["round_to"] == records["toolkit"]["round_to"]
+        assert (where / r["final_dir"] / "model.json").exists()
+    assert not list(where.glob("*.lock"))
+    stamps = {m: (where / f"{m}.json").stat().st_mtime for m in METHODS}
+
+    # A rerun finds every (seed, method) finished and redoes none of them.
+    t0 = time.time()
+    proc = _run(out, cifar10_archive)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
+    assert time.time() - t0 < first
+    table = (out / "table.md").read_text()
+    for label in ("`compress slim`", "BNScalePruner", "GroupNormPruner", "MagnitudePruner L1"):
+        assert label in table
+    assert "to be timed" in table and "Machine:" in table
+
+    # The timing phase is separate and fills the latency columns.
+    proc = _run(out, cifar10_archive, "--phase", "time", "--iters", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    timing = json.loads((where / "timing.json").read_text())["p50_ms"]
+    assert set(timing) == set(METHODS)
+    for cells in timing.values():
+        assert set(cells) == {"ort-cpu@1", "ort-cpu@32", "openvino@1", "openvino@32"}
+        assert all(ms > 0 for ms in cells.values())
+    assert "to be timed" not in (out / "table.md").read_text()
+
+    # Ablation variants join the same directory; those that differ only later reuse the default's stages.
+    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted"]
+    proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
+    sha = lambda d: json.loads((d / "model.json").read_text())["weights_sha256"]  # noqa: E731
+    for name in variants:
+        r = json.loads((where / f"{name}.json").read_text())
+        assert r["method"] == name and abs(r["macs"] / target - 1) <= 0.01, name
+        reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
+                  "costaware": ["sparse"], "sparse-lr05": [], "costweighted": []}[name]
+        for stage in reused:
+            assert sha(where / name / stage) == sha(where / "toolkit" / stage), (name, stage)
+    assert "`--distill`" in (out / "table.md").read_text()
+
+
+def _vgg():
+    from compress.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vgg19", width=0.25, num_classes=10)
+    with torch.no_grad():  # distinct γ, as after training, so that rankings have no ties
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand_like(m.weight))
+    return model.eval()
+
+
+def _conv_widths(model):
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+@pytest.mark.parametrize("method", sorted(tp_methods.METHODS))
+def test_floor_holds_at_the_largest_ratio_and_the_classifier_is_kept(method):
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    before = _conv_widths(model)
+    probe = tp_methods._pruner(method, copy.deepcopy(model), example, 0.0, min_keep=0.2, round_to=16,
+                               num_classes=10)
+    ratio = tp_methods._largest_ratio(probe)
+    pruned = tp_methods.prune(method, copy.deepcopy(model), example, ratio, min_keep=0.2, round_to=16,
+                              num_classes=10)
+    after = _conv_widths(pruned)
+    floor = tp_methods.FloorImportance(None, 0.2, 16).floor
+    assert after != before
+    for n, k in zip(before, after):
+        assert floor(n) <= k <= n and k % 16 == 0
+    assert pruned.classifier.out_features == 10
+    assert pruned(example).shape == (1, 10)
+
+
+def test_floor_rounds_the_toolkits_way():
+    floor = tp_methods.FloorImportance(None, 0.2, 16).floor
+    assert [floor(n) for n in (16, 32, 64, 128)] == [16, 16, 16, 32]
+    assert tp_methods.FloorImportance(None, 0.2, 1).floor(128) == 26
+
+
+def test_search_matches_the_target_macs():
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    full, _ = tp_methods.count(model, example)
+    found = tp_methods.match_macs("tp-bnscale", model, example, int(full * 0.45), min_keep=0.2, round_to=1,
+                                  num_classes=10)
+    assert found["matched"] and abs(found["error"]) <= tp_methods.MATCH_TOLERANCE
+    pruned = tp_methods.prune("tp-bnscale", copy.deepcopy(model), example, found["ratio"], min_keep=0.2, round_to=1,
+                              num_classes=10)
+    assert tp_methods.count(pruned, example) == (found["macs"], found["params"])
+    assert _conv_widths(model)[-1] == 128  # the search prunes copies, never the model it is given
+
+
+def test_classifier_must_exist():
+    with pytest.raises(ValueError, match="no Linear layer with 7 outputs"):
+        tp_methods.classifier_of(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 10)), 7)
+
+
+@pytest.mark.parametrize("method", sorted(tp_methods.METHODS))
+def test_search_gets_past_the_rounding_jumps_and_replays(method):
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    full, _ = tp_methods.count(model, example)
+    target = int(full * 0.55)
+    found = tp_methods.match_macs(method, model, example, target, min_keep=0.2, round_to=16, num_classes=10)
+    assert found["matched"], {k: v for k, v in found.items() if k != "candidates"}
+    bisected = min((c for c in found["candidates"] if not c["blocks"]), key=lambda c: abs(c["error"]))
+    assert abs(found["error"]) <= abs(bisected["error"])
+    pruned = tp_methods.prune(method, copy.deepcopy(model), example, found["ratio"], min_keep=0.2, round_to=16,
+                              num_classes=10, blocks=found["blocks"])
+    assert tp_methods.count(pruned, example) == (found["macs"], found["params"])
+    floor = tp_methods.FloorImportance(None, 0.2, 16).floor
+    for n, k in zip(_conv_widths(model), _conv_widths(pruned)):
+        assert floor(n) <= k <= n and k % 16 == 0
+
+
+def test_cost_weighted_pull_spares_the_floor_and_favours_expensive_channels():
+    from cost_weighted import CostWeightedRegularizer, channel_costs, percent_for
+
+    model = _vgg()
+    costs = channel_costs(model)
+    assert [c.numel() for c in costs] == [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert costs[2][0] > costs[-1][0]  # a channel of a 16×16 map costs more than one of a 2×2 map
+    reg = CostWeightedRegularizer(model, 1.0, mode="proximal", lrs=[0.1] * 10, min_keep=0.2, round_to=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [g.detach().abs().clone() for g in reg.gammas]
+    reg.step(opt)
+    opt.step()
+    shrunk = [(b - g.detach().abs()) for b, g in zip(before, reg.gammas)]
+    assert float(shrunk[0].max()) == 0.0  # a 16-channel layer is all floor at round_to 16: never pulled
+    kept = torch.topk(before[2], 16).indices  # the 32-channel layer's floor: its 16 largest γ
+    assert float(shrunk[2][kept].abs().max()) == 0.0 and float(shrunk[2].max()) > 0
+    # Removing the most expensive channels first reaches a MACs budget with fewer channels than the share
+    # of MACs removed.
+    assert 0 < percent_for(model, 0.55, min_keep=0.2, round_to=16) < 0.45
