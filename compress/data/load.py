@@ -25,7 +25,7 @@ from compress.data.sources import (
     list_folder,
 )
 from compress.data.stream import FileItems, StreamSet, default_workers
-from compress.errors import CompressError
+from compress.errors import CompressError, MixedImageSizes
 
 DATA_ENV = "COMPRESS_DATA"
 DATA_DIR_ENV = "COMPRESS_DATA_DIR"
@@ -183,7 +183,7 @@ def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None) -> Imag
             out = torch.empty((len(slot), *img.shape), dtype=torch.uint8)
             first_name = reader.name(i)
         elif img.shape != out.shape[1:]:
-            raise CompressError(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
+            raise MixedImageSizes(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
                                 f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
         out[slot[i]] = img
         filled += 1
