@@ -1,6 +1,10 @@
-"""`compress train --like PRUNED`: Scratch-B, the pruned architecture trained from scratch."""
+"""The training stage: Scratch-B (`compress train --like PRUNED`, the pruned architecture trained from scratch),
+training on from a model directory, and torchrun."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,8 +12,10 @@ from click.testing import CliRunner
 
 from compress.artifact import load_model_dir, save_model_dir
 from compress.cli import main
-from compress.pipeline import prune_model, scratch_b_epochs
 from compress.models import create_model
+from compress.request import PruneRequest
+from compress.stages.prune import prune
+from compress.stages.train import scratch_b_epochs
 
 
 def test_epochs_follow_the_macs_ratio_capped_at_twice():
@@ -30,7 +36,7 @@ def test_like_trains_the_pruned_widths_from_fresh_weights(tmp_path, cifar10_arch
     meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": list("abcdefghij"),
             "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     save_model_dir(model, tmp_path / "base", meta)
-    pruned = prune_model(tmp_path / "base", tmp_path / "pruned", percent=0.5)
+    pruned = prune(tmp_path / "base", tmp_path / "pruned", PruneRequest(percent=0.5))
     from compress.data import load_dataset
 
     meta_pruned = json.loads((tmp_path / "pruned" / "model.json").read_text())
@@ -48,3 +54,27 @@ def test_like_trains_the_pruned_widths_from_fresh_weights(tmp_path, cifar10_arch
     b, _ = load_model_dir(tmp_path / "scratch")
     first = next(n for n, p in a.named_parameters() if p.dim() == 4)
     assert not torch.allclose(dict(a.named_parameters())[first], dict(b.named_parameters())[first])
+
+
+def test_torchrun_trains_with_two_cpu_processes(tmp_path):
+    """DDP over gloo: both ranks step together, rank 0 alone writes the model directory."""
+    from tests_support import make_image_folder
+
+    data = make_image_folder(tmp_path / "ds", per_class=24, size=32)
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29577",
+         "-m", "compress.cli", "train", "--arch", "vgg11", "--width", "0.125", "--data", str(data),
+         "--epochs", "2", "--recipe", "fast", "--batch-size", "8", "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                             "COMPRESS_CACHE": str(tmp_path / "cache")}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((out / "model.json").read_text())
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["epoch"] for ln in lines] == [1, 2]
+    # The recorded accuracy is what evaluating the written model gives on the same 2 x 24 test images.
+    evaluated = CliRunner().invoke(main, ["eval", str(out), "--data", str(data), "--json"], catch_exceptions=False,
+                                   env={"COMPRESS_CACHE": str(tmp_path / "cache")})
+    assert evaluated.exit_code == 0, evaluated.output
+    obj = json.loads(evaluated.stdout)
+    assert obj["images"] == 48 and meta["accuracy"] == pytest.approx(obj["accuracy"], abs=1e-9)
