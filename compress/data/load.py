@@ -236,18 +236,3 @@ def _load_torchvision_cifar(name: str, split: str, side: int | None) -> ImageSet
         images = torch.cat([to_storage(chunk, s) for chunk in images.split(2048)])
     return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), list(ds.classes), _crop(side))
 
-
-def load_dataset_for(spec: str, split: str, input_size, limit: int | None = None, seed: int = 0, **kw):
-    """One split as a model with `input_size` ([C, H, W] or N) sees it: at the images' own size when that
-    is the model's (no resize, the existing cache), resized by the evaluation transform otherwise (also
-    for folders of mixed sizes)."""
-    side = int(input_size[-1]) if not isinstance(input_size, int) else int(input_size)
-    try:
-        data = load_dataset(spec, split, limit=limit, seed=seed, **kw)
-    except CompressError as exc:
-        if "input_size" not in str(exc):  # only mixed sizes are fixed by resizing
-            raise
-        data = None
-    if data is None or tuple(data.input_size[1:]) != (side, side):
-        data = load_dataset(spec, split, limit=limit, seed=seed, input_size=side, **kw)
-    return data
