@@ -39,8 +39,6 @@ def finetune(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: 
 def _finetune(model_dir: Path, data: DataOptions, out: Path, recipe: Recipe, teacher: tuple, sparsity,
               run: RunOptions) -> dict:
     distill_dir, temperature, alpha = teacher
-    if model_dir.resolve() == out.resolve():
-        raise CompressError("--out must differ from the model directory being fine-tuned")
     model, meta = load_model_dir(model_dir)
     if finished(out, run.resume, parent_sha=meta.get("weights_sha256")):
         log(f"{out} is already fine-tuned; keeping it")
