@@ -12,7 +12,7 @@ from compress.cli.params import POSITIVE, FiniteFloat
 # How a pruning request's keywords read on the command line, for its conflict messages.
 OPTION_NAMES = {"percent": "--percent", "target_macs": "--target-macs", "target_params": "--target-params",
                 "target_latency_ms": "--target-latency", "backend": "--backend", "importance='cost'": "--cost-aware",
-                "passes": "--passes"}
+                "passes": "--passes", "plan_path": "--plan"}
 
 
 def data_options(f):

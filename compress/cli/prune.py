@@ -39,24 +39,15 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
     from compress.stages.prune import prune
     from compress.stages.summary import budget_text
 
-    if plan_path is not None:
-        given = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
-                                ("--target-params", target_params), ("--target-latency", target_latency),
-                                ("--cost-aware", cost_aware or None)) if v is not None]
-        if given:  # a plan replays the channels it recorded
-            raise click.UsageError("give one of --percent, --target-macs, --target-params, --target-latency or "
-                                   f"--plan, not --plan and {given[0]}")
     if percent is not None:
         _percent(percent)
+    data = _data(data_spec, None, test_limit, 0) if data_spec else None
     with as_usage():
         request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,
                                target_latency_ms=target_latency, backend=backend,
                                importance="cost" if cost_aware else "gamma", min_keep=min_keep,
                                round_to=resolved_round_to(round_to), compensate=not no_compensate)
-        if plan_path is None:
-            request.require_target()
-    data = _data(data_spec, None, test_limit, 0) if data_spec else None
-    meta = prune(model_dir, out, request, plan_path=plan_path, data=data, recalibrate=recalibrate, device=device)
+        meta = prune(model_dir, out, request, plan_path=plan_path, data=data, recalibrate=recalibrate, device=device)
     p = meta["pruning"]
     acc = ""
     if meta["accuracy"] is not None:

@@ -14,7 +14,7 @@ from compress.artifact import derived_meta, load_model_dir, save_model_dir
 from compress.atomic import write_json
 from compress.data.options import DataOptions
 from compress.errors import CompressError
-from compress.request import PruneRequest, slimming_keywords
+from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
 from compress.stages._run import check_classes, command_line, log, writing
 from compress.train import evaluate, pick_device
 
@@ -41,11 +41,12 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
     is measured and, unless every removed channel had |γ| at zero, BN statistics are re-estimated on
     `recalibrate` training images (0 disables it). A latency target is measured on this machine.
     """
-    if plan_path is not None and request.target is not None:
-        raise CompressError(f"a plan replays the channels it recorded: give {plan_path} or {request.target}, "
-                            "not both")
-    if plan_path is None:
-        request.require_target()
+    if plan_path is not None and (request.target is not None or request.importance != "gamma"):
+        # A plan replays the channels it recorded: a target, or an importance to rank them by, asks for another.
+        raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}, not {4} and {5}", *TARGETS, "plan_path",
+                              request.target or COST)
+    if plan_path is None and request.target is None:
+        raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}", *TARGETS, "plan_path")
     request = check_request(request)
     with writing(out, [("MODEL_DIR", model_dir), ("--plan", plan_path)], data):
         return _prune(Path(model_dir), Path(out), request, plan_path, data, recalibrate, device)

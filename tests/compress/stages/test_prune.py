@@ -67,9 +67,12 @@ def test_a_plan_and_a_target_exclude_each_other_and_one_is_needed(tmp_path):
     base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
     first = prune(base, tmp_path / "pruned", PruneRequest(percent=0.5))
     plan = tmp_path / "pruned" / "plan.json"
-    with pytest.raises(CompressError, match="a plan replays the channels it recorded"):
+    with pytest.raises(CompressError, match="target_latency_ms or plan_path, not plan_path and target_macs"):
         prune(base, tmp_path / "both", PruneRequest(target_macs=0.5), plan_path=plan)
-    with pytest.raises(CompressError, match="give one of percent, target_macs, target_params or target_latency_ms"):
+    with pytest.raises(CompressError, match="not plan_path and importance='cost'"):
+        prune(base, tmp_path / "both", PruneRequest(importance="cost"), plan_path=plan)
+    with pytest.raises(CompressError, match="give one of percent, target_macs, target_params, target_latency_ms or "
+                                            "plan_path$"):
         prune(base, tmp_path / "neither")
     assert not (tmp_path / "both").exists() and not (tmp_path / "neither").exists()
     replayed = prune(base, tmp_path / "replayed", plan_path=plan)
