@@ -145,10 +145,7 @@ def _train_like(like: Path, data: DataOptions, out: Path, recipe: Recipe, sparsi
     settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
                 "sparsity": sparsity_json(sparsity)}
     if finished(out, run.resume):
-        if (read_meta(out).get("training") or {}).get("settings") == as_json(settings):
-            log(f"{out} is already trained; keeping it")
-            return read_meta(out)
-        raise CompressError(f"{out} holds a model trained with other settings; use another --out or --no-resume")
+        return _kept(out, settings)
     check_out_dir(out)
     data = data.for_model(pruned)
     train_set, test_set = data.split("train"), data.split("test")
