@@ -2,7 +2,8 @@
 
 The plain loop is the floor: a fixed pre-normalized batch, forward, cross-entropy, backward, SGD step.
 The toolkit's loop adds what real training needs: shuffled batches from the uint8 cache, batched crop +
-flip, normalization, the L1 subgradient on BN γ, progress bar and metrics. Both run in channels_last.
+flip, normalization, the L1 subgradient on BN γ, progress output and metrics. Both run in channels_last.
+The GPU counterpart, with bf16, torch.compile and CUDA graphs, is benchmarks/gpu/gpu_throughput.py.
 
     python benchmarks/train_throughput.py --width 0.25 --batches 40 --repeats 5
     python benchmarks/train_throughput.py --width 1.0 --batches 6 --repeats 3
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.data import ImageSet
-from compress.train import Recipe, fit
+from compress.train import FitOptions, Recipe, fit
 from compress.models import create_model
 
 
@@ -57,8 +58,8 @@ def toolkit_loop(model, batch_size: int, batches: int) -> float:
     test = ImageSet(train.images[:8], train.labels[:8], train.classes)
     recipe = Recipe.named("fast", epochs=1, batch_size=batch_size, lr=0.01, warmup_epochs=0.0)
     with tempfile.TemporaryDirectory() as d:
-        result = fit(model, train, test, d, recipe, mean=[0.5] * 3, std=[0.25] * 3, sparsity=1e-4,
-                     progress=True, resume=False)
+        result = fit(model, train, test, d, recipe, mean=[0.5] * 3, std=[0.25] * 3,
+                     options=FitOptions(sparsity=1e-4, resume=False))
     return result["last"]["img_per_s"]
 
 

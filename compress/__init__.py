@@ -11,6 +11,9 @@ import importlib
 
 __version__ = "0.2.0"
 
+# The runtime's backend registry learns the PyTorch backends (torch, torch-compile) from this side.
+from compress import torch_backends as _torch_backends  # noqa: E402,F401
+
 # name -> (module, attribute); resolved on first use.
 _API = {
     "CompressError": ("compress.errors", "CompressError"),

@@ -1,12 +1,14 @@
 """Model directories: ``model.safetensors`` + ``model.json``, rebuilt without unpickling anything.
 
 A pruned network is rebuilt by constructing its unpruned architecture, resizing every Conv2d,
-BatchNorm2d and Linear to the widths recorded in ``model.json``, and loading the weights strictly.
-See docs/ARTIFACTS.md.
+BatchNorm2d and Linear to the widths recorded in ``model.json`` (compress.widths), and loading the weights
+strictly (compress.weights_file). The code a directory names is imported only when the user trusts it
+(compress.models.trust). See docs/ARTIFACTS.md and docs/SECURITY.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -20,6 +22,8 @@ from compress import __version__
 from compress.atomic import atomic_path, write_json
 from compress.errors import CompressError
 from compress.measure import count_params_macs, layer_widths
+from compress.weights_file import check_finite, read_weights
+from compress.widths import apply_widths
 
 FORMAT = "compress.model/1"
 WEIGHTS = "model.safetensors"
@@ -40,16 +44,18 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Write weights and metadata; ``model.json`` goes last, so its presence marks a complete directory."""
+    """Write weights and metadata; ``model.json`` goes last, so its presence marks a complete directory.
+    A network holding NaN or Inf is refused before anything is written."""
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"model metadata lacks {', '.join(missing)}")
     from safetensors.torch import save_file
 
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    check_finite(state, f"the model to save in {out_dir}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META).unlink(missing_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp))
     params, macs = count_params_macs(model, tuple(meta["input_size"]))
@@ -85,31 +91,72 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return validate_model_meta(meta, str(path / META))
 
 
-def build_model(meta: dict[str, Any]) -> nn.Module:
-    """The module described by ``meta`` (architecture + recorded widths), with untrained weights."""
-    model = construct(meta["arch"], meta["arch_kwargs"])
+def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Module:
+    """The module a model.json (`where`) describes (architecture + recorded widths), with untrained weights.
+
+    Its arch is a file's word: an import path must be a known entry point or one the user trusts (`trust`,
+    COMPRESS_TRUSTED_CODE, ``compress --trust``; see docs/SECURITY.md), checked before anything is imported.
+    Construction stops once its tensors exceed the memory available."""
+    from compress.models import build_from_file
+
+    with _bounded_construction(f"{where}: {meta['arch']}"):
+        try:
+            model = build_from_file(meta["arch"], meta["arch_kwargs"], trust=trust, where=where)
+        except (ValueError, TypeError) as exc:
+            raise CompressError(_first_line(exc)) from None
     apply_widths(model, meta.get("widths") or {})
     return model
 
 
 def construct(arch: str, arch_kwargs: dict) -> nn.Module:
-    """The unpruned architecture from its recorded name and constructor arguments, exactly: a user's
-    class gets only the recorded arguments."""
+    """The unpruned architecture from a name and constructor arguments the user gave (typed or in code),
+    exactly: a user's class gets only the recorded arguments."""
     from compress.models import create_model
     from compress.models.user import is_import_path
 
     if not isinstance(arch_kwargs, dict):
         raise CompressError(f"arch_kwargs must be a JSON object, got {type(arch_kwargs).__name__}")
     kwargs = dict(arch_kwargs)
-    if is_import_path(arch):
-        try:
-            return create_model(arch, **{"num_classes": None, **kwargs})
-        except ValueError as exc:
-            raise CompressError(str(exc)) from None
     try:
+        if is_import_path(arch):
+            return create_model(arch, **{"num_classes": None, **kwargs})
         return create_model(arch, **kwargs)
     except (ValueError, TypeError) as exc:
-        raise CompressError(str(exc)) from None
+        raise CompressError(_first_line(exc)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+@contextlib.contextmanager
+def _bounded_construction(what: str):
+    """Count every parameter and buffer registered while a model is built; refuse (before its values are
+    initialized) once they exceed the memory available, so that a crafted model.json cannot make the
+    toolkit allocate without bound."""
+    from torch.nn.modules import module as _module
+
+    from compress.limits import available_memory, human_bytes
+
+    limit = available_memory()
+    total = 0
+
+    def count(_module_obj, _name, tensor):
+        nonlocal total
+        if tensor is not None:
+            total += tensor.numel() * tensor.element_size()
+            if total > limit:
+                raise CompressError(f"{what} builds tensors of more than {human_bytes(total)}, beyond the "
+                                    f"{human_bytes(limit)} of memory available")
+        return None
+
+    handles = [_module.register_module_parameter_registration_hook(count),
+               _module.register_module_buffer_registration_hook(count)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def arch_name(model: nn.Module) -> str:
@@ -121,14 +168,29 @@ def arch_name(model: nn.Module) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def save_model(model: nn.Module, path: str | Path, *, classes: list[str], input_size, mean, std,
+def guess_arch(model: nn.Module) -> tuple[str, dict]:
+    """(arch, arch_kwargs) that rebuild `model` when the caller names none: timm and ultralytics models by
+    their factory and recorded arguments, any other model by its class."""
+    from compress.models.factories import describe
+
+    try:
+        found = describe(model)
+    except ValueError as exc:
+        raise CompressError(_first_line(exc)) from None
+    return found if found is not None else (arch_name(model), {})
+
+
+def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None = None, input_size, mean, std,
                arch: str | None = None, arch_kwargs: dict | None = None, accuracy: float | None = None,
                **extra) -> dict[str, Any]:
     """Save any model (pruned or not) as a model directory that ``load_model`` and every command read.
 
-    `arch` is a registry name or ``package.module:Class`` (default: the model's own class) and
-    `arch_kwargs` the JSON constructor arguments that rebuild the unpruned network; the pruned widths
-    are read off the model. The directory is checked to rebuild before ``model.json`` is written.
+    `arch` is a registry name, ``package.module:Class`` or a factory (default: timm's ``create_model`` for a
+    timm model, the ultralytics task model with its cfg for an ultralytics one, else the model's own
+    class); `arch_kwargs` are the JSON constructor arguments that rebuild the unpruned network (added to
+    those read off a timm or ultralytics model). The pruned widths are read off the model. Before
+    ``model.json`` is written, the directory is checked to rebuild the model: the same tensors, and the
+    same outputs on a probe input. `classes` defaults to an ultralytics model's `names`.
     """
     if isinstance(input_size, int):
         input_size = [3, input_size, input_size]
@@ -137,22 +199,41 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str], input_
         raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
     from compress.models import resolved_kwargs
 
-    arch = arch or arch_name(model)
+    if arch is None:
+        arch, guessed = guess_arch(model)
+        arch_kwargs = {**guessed, **(arch_kwargs or {})}
+    classes = _classes_of(model, classes)
     try:
         arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))
     except ValueError as exc:
         raise CompressError(str(exc)) from None
     try:
-        json.dumps(arch_kwargs)
-    except TypeError as exc:
+        json.dumps(arch_kwargs, allow_nan=False)
+    except (TypeError, ValueError) as exc:
         raise CompressError(f"arch_kwargs must be JSON-serializable: {exc}") from None
     meta = {"arch": arch, "arch_kwargs": arch_kwargs, "classes": [str(c) for c in classes],
             "input_size": input_size, "normalization": {"mean": [float(v) for v in mean],
                                                         "std": [float(v) for v in std]},
             "accuracy": accuracy, **extra}
-    rebuilt = build_model({**meta, "widths": layer_widths(model)})
+    from compress.validate import validate_model_meta
+
+    validate_model_meta({**meta, "widths": layer_widths(model)}, "the model's metadata", check_memory=False,
+                        require_format=False)
+    check_finite(model.state_dict(), "the model to save")
+    rebuilt = construct(arch, arch_kwargs)
+    apply_widths(rebuilt, layer_widths(model))
     _check_same_structure(rebuilt, model, arch)
+    _check_same_outputs(rebuilt, model, arch, input_size)
     return save_model_dir(model, path, meta)
+
+
+def _classes_of(model: nn.Module, classes) -> list[str]:
+    if classes is not None:
+        return list(classes)
+    names = getattr(model, "names", None)  # ultralytics: {index: name}
+    if isinstance(names, dict) and sorted(names) == list(range(len(names))) and names:
+        return [str(names[i]) for i in range(len(names))]
+    raise CompressError("give the class names (classes=[...]): the model does not list them")
 
 
 def _check_same_structure(rebuilt: nn.Module, model: nn.Module, arch: str) -> None:
@@ -164,83 +245,58 @@ def _check_same_structure(rebuilt: nn.Module, model: nn.Module, arch: str) -> No
                                 f"{theirs.get(key, 'absent')} there and {ours.get(key, 'absent')} in the model")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The model saved in a model directory, in eval mode, and its metadata."""
-    return load_model_dir(path, device)
+@torch.no_grad()
+def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_size: list[int]) -> None:
+    """The rebuilt network, given the model's weights, computes what the model computes (in eval mode):
+    arguments that change behaviour but no shape (an activation, a pooling type) are caught here."""
+    from compress.exporting.outputs import flatten_outputs
+
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    rebuilt.to(device).eval()
+    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        want = flatten_outputs(model(x))
+        got = flatten_outputs(rebuilt(x))
+    except Exception as exc:  # noqa: BLE001 - a user's forward may raise anything
+        raise CompressError(f"the model does not run on a {input_size} input: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from None
+    finally:
+        model.train(was_training)
+    if [n for n, _ in want] != [n for n, _ in got]:
+        raise CompressError(f"{arch} with these arch_kwargs returns {[n for n, _ in got]}, the model "
+                            f"{[n for n, _ in want]}")
+    for (name, a), (_, b) in zip(want, got):
+        scale = float(a.abs().max()) if a.numel() else 0.0
+        diff = float((a.float() - b.float()).abs().max()) if a.shape == b.shape and a.numel() else 0.0
+        if a.shape != b.shape or diff > 1e-5 * max(scale, 1e-6):
+            raise CompressError(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
+                                f"{name} (differs by {diff:.3g}); pass the arguments it was built with in arch_kwargs")
 
 
-def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model in eval mode from its directory alone."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load_model(path: str | Path, device: str | torch.device = "cpu", *, trust=None) -> tuple[nn.Module, dict[str, Any]]:
+    """The model saved in a model directory, in eval mode, and its metadata.
 
+    `trust` names modules (``"pkg"``, ``"pkg.mod"``, ``"pkg.mod:Class"``, a list, or True for any) whose code
+    the directory may import when its arch is an import path; see docs/SECURITY.md."""
+    return load_model_dir(path, device, trust=trust)
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu", *,
+                   trust=None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model in eval mode from its directory alone (weights checked: header, names, dtypes,
+    shapes, finite values)."""
     path = Path(path)
     meta = read_meta(path)
-    model = build_model(meta)
     weights = path / WEIGHTS
     if not weights.is_file():
         raise CompressError(f"{path} has {META} but no {WEIGHTS}")
-    try:
-        state = load_file(str(weights), device=str(device))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CompressError(f"{weights} is corrupt: {exc}") from None
-    from compress.validate import check_state
-
-    check_state(state, model.state_dict(), str(weights))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
-        raise CompressError(f"{weights} does not fit {meta['arch']} with the widths in {META}: {detail}") from None
+    model = build_model(meta, trust=trust, where=str(path / META))
+    read_weights(weights, model, device, where=f"{meta['arch']} with the widths in {META}")
     return model.to(device).eval(), meta
-
-
-def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
-    """Replace each recorded layer with one of the recorded width, keeping its other settings."""
-    from compress.channel_select import WIDTH_TYPE as SELECT_TYPE
-
-    modules = dict(model.named_modules())
-    for name, spec in widths.items():
-        old = modules.get(name)
-        # A plain BN of the unpruned architecture becomes a selecting one where slimming put a selection.
-        selects = spec.get("type") == SELECT_TYPE and isinstance(old, nn.BatchNorm2d)
-        if old is None or (type(old).__name__ != spec.get("type") and not selects):
-            raise CompressError(f"widths name a layer {name!r} ({spec.get('type')}) that "
-                                f"{type(model).__name__} does not have")
-        new = _resized(old, spec)
-        if new is not old:
-            _set_submodule(model, name, new)
-
-
-def _resized(m: nn.Module, spec: dict) -> nn.Module:
-    from compress.channel_select import WIDTH_TYPE, from_width_spec
-
-    if spec.get("type") == WIDTH_TYPE:
-        return from_width_spec(m, spec)
-    if isinstance(m, nn.Conv2d):
-        bias = spec.get("bias", m.bias is not None)
-        if (m.in_channels, m.out_channels, m.groups, m.bias is not None) == (
-                spec["in_channels"], spec["out_channels"], spec["groups"], bias):
-            return m
-        return nn.Conv2d(spec["in_channels"], spec["out_channels"], m.kernel_size, m.stride, m.padding,
-                         m.dilation, spec["groups"], bias, m.padding_mode)
-    if isinstance(m, nn.BatchNorm2d):
-        if m.num_features == spec["num_features"]:
-            return m
-        return nn.BatchNorm2d(spec["num_features"], m.eps, m.momentum, m.affine, m.track_running_stats)
-    if isinstance(m, nn.Linear):
-        bias = spec.get("bias", m.bias is not None)
-        if (m.in_features, m.out_features, m.bias is not None) == (spec["in_features"], spec["out_features"], bias):
-            return m
-        return nn.Linear(spec["in_features"], spec["out_features"], bias)
-    raise CompressError(f"cannot resize a {type(m).__name__}")
-
-
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def derived_meta(parent_meta: dict[str, Any], parent_dir: str | Path | None, **updates) -> dict[str, Any]:

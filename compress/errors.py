@@ -1,8 +1,28 @@
 """Errors a user can act on. Library code raises them as plain exceptions; the CLI prints one line."""
 
+from __future__ import annotations
+
+import os
+
 
 class CompressError(ValueError):
     """A problem with the user's input or files, named in the message."""
+
+
+def write_failure(exc: BaseException, where: str | os.PathLike) -> str | None:
+    """One line for a write that failed (a full disk, a read-only folder), or None when `exc` is not one.
+
+    An OSError names its file; safetensors' writer (Rust) wraps the OS error in its own exception type
+    ("Error while serializing: I/O error: File too large (os error 27)"), which is recognised by its text.
+    """
+    if isinstance(exc, OSError):
+        name = exc.filename if exc.filename is not None else where
+        return f"cannot write {name}: {exc.strerror or exc or type(exc).__name__}"
+    text = str(exc)
+    if type(exc).__name__ == "SafetensorError" and "I/O error:" in text:
+        reason = text.split("I/O error:", 1)[1].strip()
+        return f"cannot write {where}: {reason}"
+    return None
 
 
 class MixedImageSizes(CompressError):

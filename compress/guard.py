@@ -5,6 +5,11 @@ Commands call `check_outputs` before doing any work. Paths are compared after re
 or a link to the source is refused like the source itself. Writing a *new* file beside an input
 (`runs/x/finetuned/model.onnx`) stays allowed.
 
+Inputs must be regular files or directories (compress.limits.regular_file): a FIFO given as --plan
+or --data would block forever and /dev/zero would be read forever, so both are refused here, before
+anything opens them. An output that exists must be a regular file (or, for an output directory, a
+directory): `--out /dev/null` is refused rather than renamed over.
+
 What belongs to an input:
 * a file input: the file itself;
 * a model directory (holds model.json or model.safetensors): the files listed in MODEL_DIR_FILES;
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Union
@@ -101,7 +107,9 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
     Each of the three takes paths, (label, path) pairs or a {label: path} dict; labels such as
     "--out" name the option in the message. Two outputs resolving to one file are refused as well.
     """
-    protected, trees = _protected(_labelled(inputs))
+    inputs, outputs, out_dirs = _labelled(inputs), _labelled(outputs), _labelled(out_dirs)
+    _check_kinds(inputs, outputs, out_dirs)
+    protected, trees = _protected(inputs)
     by_path = dict(protected)
     by_identity = {}
     for p, phrase in protected:
@@ -123,9 +131,9 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
 
     advice = "choose another output (an output must never overwrite an input)"
     candidates: list[tuple[str | None, Path, Path]] = []  # (label, as given, file that will be written)
-    for label, path in _labelled(outputs):
+    for label, path in outputs:
         candidates.append((label, path, path))
-    for label, d in _labelled(out_dirs):
+    for label, d in out_dirs:
         hit = clash(d)
         if hit is not None:  # the directory is an input, or a file of one
             raise OutputOverlapError(f"{_describe(label, d)} is {hit}: {advice}")
@@ -143,6 +151,24 @@ def check_outputs(inputs: Iterable = (), outputs: Iterable = (), out_dirs: Itera
             raise OutputOverlapError(f"{_describe(label, given)} and {_describe(other_label, other)} "
                                      "name the same file")
         seen.setdefault(real, (label, given))
+
+
+def _check_kinds(inputs, outputs, out_dirs) -> None:
+    """Existing inputs are regular files or directories; existing outputs are what they will be replaced
+    with. Missing inputs are left to the command, which words "not found" in its own terms."""
+    from compress.limits import NotRegularFileError, kind_of, regular_file
+
+    for label, path in inputs:
+        if os.path.exists(path):
+            regular_file(path, label or "the input", directory_ok=True)
+    for label, path in outputs:
+        if os.path.exists(path) and not os.path.isdir(path):
+            regular_file(path, label or "the output")
+    for label, path in out_dirs:
+        if os.path.exists(path):
+            mode = os.stat(path).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):  # a regular file is refused by the command
+                raise NotRegularFileError(f"{_describe(label, Path(path))} is {kind_of(mode)}, not a directory")
 
 
 @dataclass
@@ -168,7 +194,8 @@ def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: s
             ...                                    # write job.tmp[out] and job.tmp[report], check them
         # here both exist under their final names, or neither does
     """
-    from compress.atomic import os_error_line, scratch_dir, signals_as_exceptions, staged
+    from compress.atomic import scratch_dir, signals_as_exceptions, staged
+    from compress.errors import write_failure
     from compress.lock import output_lock
 
     labelled = _labelled(outputs)
@@ -180,5 +207,8 @@ def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: s
         try:
             with scratch_dir(finals[0]) as work, staged(finals) as tmps:
                 yield GuardedOutputs(work=work, tmp=dict(zip(finals, tmps)))
-        except OSError as exc:
-            raise CompressError(os_error_line(exc, finals[0])) from None
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
+            line = write_failure(exc, finals[0])
+            if line is None:
+                raise
+            raise CompressError(line) from None

@@ -46,25 +46,18 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
 
 def load_checked(path: Path):
     """(model, meta) of a model directory after every check: model.json's fields and sizes, then each
-    tensor's name, dtype and shape against the module model.json describes (refused, never cast)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    tensor's name, dtype and shape against the module model.json describes (refused, never cast), the
+    safetensors header and finite values (compress.weights_file)."""
     from compress.artifact import META, WEIGHTS, build_model, read_meta
-    from compress.validate import check_state, validate_model_meta
+    from compress.validate import validate_model_meta
+    from compress.weights_file import read_weights
 
     meta = validate_model_meta(read_meta(path), str(path / META))
     weights = path / WEIGHTS
     if not weights.is_file():
         raise CompressError(f"{path} has {META} but no {WEIGHTS}")
     model = build_model(meta)
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CompressError(f"{weights} is corrupt: {first[:200]}") from None
-    check_state(state, model.state_dict(), str(weights))
-    model.load_state_dict(state, strict=True)
+    read_weights(weights, model, where=meta["arch"])
     return model.eval(), meta
 
 

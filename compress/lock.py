@@ -53,15 +53,38 @@ def _describe(info: dict | None) -> str:
     return f"pid {info.get('pid')} ({info.get('command') or 'compress'}, since {info.get('started')})"
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; one that holds files stays
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _cannot_write(path, exc: OSError) -> str:
+    where = exc.filename if exc.filename is not None else path
+    return f"cannot write {path}: {exc.strerror or exc} ({where})"
+
+
 @contextlib.contextmanager
 def output_lock(path: str | os.PathLike, command: str | None = None,
                 directory: bool | None = None) -> Iterator[Path]:
     """Hold the write lock of the output `path` for the duration of the block (see lock_path)."""
     target = lock_path(path, directory)
-    created = not target.parent.exists()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # The folders this lock creates, deepest first: a run that wrote nothing removes them all again.
+    created = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    try:
+        # The lock is every command's first write: a read-only or full output folder is named here, in
+        # one line, before any work.
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CompressError(_cannot_write(path, exc)) from None
     while True:
-        fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            _remove_empty(created)
+            raise CompressError(_cannot_write(path, exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,13 +105,14 @@ def output_lock(path: str | os.PathLike, command: str | None = None,
     try:
         info = {"pid": os.getpid(), "command": command,
                 "started": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.write(fd, (json.dumps(info) + "\n").encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, (json.dumps(info) + "\n").encode())
+        except OSError as exc:
+            raise CompressError(_cannot_write(path, exc)) from None
         yield target
     finally:
         with contextlib.suppress(OSError):
             os.unlink(target)
         os.close(fd)
-        if created:  # a run that wrote nothing leaves no empty directory behind
-            with contextlib.suppress(OSError):
-                target.parent.rmdir()
+        _remove_empty(created)  # a run that wrote nothing leaves no empty directory behind

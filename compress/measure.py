@@ -47,22 +47,14 @@ def count_params_macs(model: nn.Module, input_size=(3, 32, 32)) -> tuple[int, in
 
 
 def layer_widths(model: nn.Module) -> dict[str, dict]:
-    """Shape-defining attributes of every Conv2d, BatchNorm2d and Linear, keyed by module name.
-
-    A BN pruned by consumer-side selection is recorded with its input width and selected channels.
-    """
-    from compress.channel_select import SelectBatchNorm2d, width_spec
+    """Shape-defining attributes of every Conv2d, BatchNorm2d and Linear (and their subclasses, whose entry
+    also names their class), keyed by module name. A BN pruned by consumer-side selection is recorded with
+    its input width and selected channels. See compress.widths."""
+    from compress.widths import layer_spec
 
     widths = {}
     for name, m in model.named_modules():
-        if isinstance(m, SelectBatchNorm2d):  # a BN reading some channels of a wider input
-            widths[name] = width_spec(m)
-        elif isinstance(m, nn.Conv2d):
-            widths[name] = {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
-                            "groups": m.groups, "bias": m.bias is not None}
-        elif isinstance(m, nn.BatchNorm2d):
-            widths[name] = {"type": "BatchNorm2d", "num_features": m.num_features}
-        elif isinstance(m, nn.Linear):
-            widths[name] = {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features,
-                             "bias": m.bias is not None}
+        spec = layer_spec(m)
+        if spec is not None:
+            widths[name] = spec
     return widths

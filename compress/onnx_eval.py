@@ -12,9 +12,10 @@ from compress.errors import CompressError
 
 def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> dict:
     """{'accuracy', 'correct', 'images'} of the ONNX file on `data`, after checking that the file's metadata
-    is valid and agrees with the data (classes, image size)."""
+    is valid and agrees with the data (classes, image size). Accuracy is measured for classifiers only: a
+    file with several outputs, or without class names, is refused."""
     from compress.exporting.errors import ExportError
-    from compress.exporting.metadata import checked_metadata
+    from compress.exporting.metadata import checked_metadata, class_names
     from compress.exporting.onnx_file import load_onnx
     from compress.runtime.accuracy import onnx_accuracy
     from compress.runtime.errors import RuntimeBenchError
@@ -23,16 +24,21 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     if not path.is_file():
         raise CompressError(f"ONNX file not found: {path}")
     try:
-        load_onnx(path)
+        proto = load_onnx(path)
         meta = checked_metadata(path)
     except ExportError as exc:
         raise CompressError(str(exc)) from None
     except ValueError as exc:
         raise CompressError(_first(exc)) from None
+    outputs = [o.name for o in proto.graph.output]
+    classes = class_names(meta)
+    if len(outputs) != 1 or classes is None:
+        why = f"it has {len(outputs)} outputs" if len(outputs) != 1 else "its metadata names no classes"
+        raise CompressError(f"{path} is not a classifier ({why}); accuracy is measured for classifiers only")
     if len(data) == 0:
         raise CompressError("the test split holds no images")
-    if len(meta["classes"]) != len(data.classes):
-        raise CompressError(f"{path} has {len(meta['classes'])} classes, the data {len(data.classes)}")
+    if len(classes) != len(data.classes):
+        raise CompressError(f"{path} has {len(classes)} classes, the data {len(data.classes)}")
     if list(data.input_size) != list(meta["input_size"]):
         raise CompressError(f"the data's images are {list(data.input_size)}, {path} takes {meta['input_size']}")
     try:

@@ -1,80 +1,46 @@
-"""Training loop for sparse training, fine-tuning and distillation, resumable at every epoch."""
+"""Training loop for sparse training, fine-tuning and distillation, resumable at every saved epoch.
+
+    result = fit(model, train, test, "runs/x", Recipe.named("paper"), mean=m, std=s,
+                 options=FitOptions(sparsity=1e-4, compile=True))
+
+On a GPU the loop keeps the decoded uint8 images on the device (augmented there as whole-batch tensor
+ops), runs bf16 autocast in channels_last, uses the fused SGD kernel, and syncs with the host only every
+CHECK_STEPS steps (to check the loss is finite) and at the end of an epoch.
+"""
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.atomic import append_jsonl, atomic_path, write_json
+from compress.atomic import append_jsonl
 from compress.data import ImageSet
 from compress.errors import CompressError
+from compress.progress import Progress, say
+from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
 from compress.sparsity import optimizer_groups, regularizer_for
+from compress.train_state import STATE_DIR, finish, load_state, rewrite_metrics, save_weights, state_tag
+from compress.train_state import save_state as _save_state  # looked up at call time: tests pause here
 
-STATE_DIR = "train_state"
-# Peak fine-tuning LR per recipe, from the sweep in benchmarks/results/sparsity_study.md.
-FINETUNE_LR = {"fast": 0.1}  # 0.02: 66.05%, 0.05: 67.45%, 0.1: 68.30%, 0.2: 66.80%
+# The loss is checked for NaN/inf every this many steps (one host sync) and at the end of every epoch.
+CHECK_STEPS = 50
+# On a GPU an epoch of CIFAR takes seconds, and writing 2 × the weights each epoch would cost more than
+# 10% of the run: state is then saved at most this often (and after the last epoch).
+GPU_CHECKPOINT_S = 30.0
+MAX_SEED = 2 ** 63 - 1
 
 
-@dataclass
-class Recipe:
-    """Optimizer and schedule. `paper` is Liu et al.'s; `fast` converges in tens of epochs."""
-
-    epochs: int = 160
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    schedule: str = "step"  # step: ÷10 at 50% and 75%; cosine: cosine decay after warm-up
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    warmup_fraction: float = 0.1  # warm-up never takes more than this share of the run
-
-    @property
-    def warmup(self) -> float:
-        """Warm-up epochs actually used: a 1-epoch fine-tune must not be all warm-up."""
-        return min(self.warmup_epochs, self.warmup_fraction * self.epochs)
-
-    @classmethod
-    def named(cls, name: str, **overrides) -> "Recipe":
-        presets = {
-            "paper": {},
-            "fast": {"batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
-                     "warmup_epochs": 1.0, "epochs": 30},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(presets)}")
-        fields = {**presets[name], **{k: v for k, v in overrides.items() if v is not None}}
-        return cls(**fields)
-
-    @classmethod
-    def finetuning(cls, name: str, **overrides) -> "Recipe":
-        """The recipe for fine-tuning a pruned model: `paper` is the paper's (same as training); `fast`
-        uses the peak learning rate measured for fine-tuning (benchmarks/results/sparsity_study.md)."""
-        measured = {"fast": {"lr": FINETUNE_LR["fast"]}}
-        return cls.named(name, **{**measured.get(name, {}), **{k: v for k, v in overrides.items() if v is not None}})
-
-    def lr_at(self, progress: float) -> float:
-        """Learning rate at `progress` epochs (fractional) into training."""
-        warmup = self.warmup
-        if warmup and progress < warmup:
-            return self.lr * (progress + 1e-3) / warmup
-        if self.schedule == "step":
-            frac = progress / self.epochs
-            return self.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
-        span = max(self.epochs - warmup, 1e-9)
-        t = min(max(progress - warmup, 0.0) / span, 1.0)
-        return 0.5 * self.lr * (1 + math.cos(math.pi * t))
+class NonFiniteLoss(CompressError):
+    """Training reached a NaN or infinite loss and stopped."""
 
 
 @dataclass
@@ -82,6 +48,41 @@ class Distill:
     teacher: nn.Module
     temperature: float = 4.0
     alpha: float = 0.9  # weight of the soft-target term
+
+
+@dataclass
+class FitOptions:
+    """How `fit` trains, beside the model, the data and the recipe.
+
+    sparsity: λ (the paper's subgradient), a SparsityConfig or a ready SparsityRegularizer.
+    channels_last: None = on. autocast: bf16 autocast on CUDA (no effect on a CPU).
+    compile: True compiles with inductor; a string names another torch.compile backend. Shapes are
+    static, so a second stage of the same architecture in one process reuses the compiled code.
+    tag: identifies what is trained (settings, parent weights); saved state with another tag is discarded.
+    checkpoint_every_s: None = after every epoch on a CPU, at most every GPU_CHECKPOINT_S on a GPU.
+    """
+
+    sparsity: object = 0.0
+    device: str | torch.device | None = None
+    seed: int = 0
+    resume: bool = True
+    distill: Distill | None = None
+    channels_last: bool | None = None
+    autocast: bool = True
+    compile: bool | str = False
+    on_epoch: Callable[[dict], None] | None = None
+    progress: bool = True
+    desc: str = "train"
+    tag: str | None = None
+    checkpoint_every_s: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise CompressError(f"seed (--seed) must be a whole number in [0, 2**63 - 1], got {self.seed!r}")
+        every = self.checkpoint_every_s
+        if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float))
+                                  or not math.isfinite(every) or every < 0):
+            raise CompressError(f"checkpoint_every_s must be a finite number >= 0, got {every!r}")
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float,
@@ -106,20 +107,20 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     """Top-1 accuracy (a fraction) and mean cross-entropy on `data`."""
     device = torch.device(device)
     model.eval().to(device)
-    correct = 0
+    correct = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     autocast = _autocast(device)
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
-        correct += int((logits.argmax(1) == y).sum())
+        correct += (logits.argmax(1) == y).sum()
     n = len(data)
-    return {"accuracy": correct / n, "loss": float(loss_sum) / n, "images": n}
+    return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n, "images": n}
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
+def _autocast(device: torch.device, enabled: bool = True):
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
@@ -132,138 +133,253 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _under_torchrun() -> bool:
+    """torchrun sets these for every worker, also with --nproc_per_node=1 (a process group of one)."""
+    return "LOCAL_RANK" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: str | Path, recipe: Recipe, *,
-        mean, std, sparsity: float = 0.0, device=None, seed: int = 0, resume: bool = True,
-        distill: Distill | None = None, channels_last: bool | None = None, compile: bool = False,
-        on_epoch=None, progress: bool = True, desc: str = "train", tag: str | None = None) -> dict:
+        mean, std, options: FitOptions | None = None, **overrides) -> dict:
     """Train `model`; write per-epoch metrics and resumable state under `out_dir`.
 
-    `tag` identifies what is being trained (settings, parent weights): saved state with another tag is
-    not resumed but discarded. Returns {"best": {...}, "last": {...}, "history": [...]} with test metrics. The caller writes
-    the final model directory; this function owns `metrics.jsonl`, `best/` weights and `train_state/`.
+    `options` (a FitOptions) says how; keywords named like its fields override it (the older call form,
+    ``fit(..., sparsity=1e-4, progress=False)``). Returns {"best", "last", "history", "recipe",
+    "distributed"} with test metrics. The caller writes the final model directory; this function owns
+    `metrics.jsonl`, `best.safetensors` and `train_state/`. A NaN or infinite loss stops training with
+    NonFiniteLoss and leaves the last saved state as it was.
     """
-    from tqdm import tqdm
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rank, world = _world()
-    if world > 1:
-        device = _init_distributed(device)
-    device = pick_device(device)
-    if channels_last is None:
-        channels_last = True
-    torch.manual_seed(seed + rank)
-    if device.type == "cpu":
-        # The L1 penalty drives γ towards zero; denormal floats would make CPU kernels crawl.
-        torch.set_flush_denormal(True)
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(optimizer_groups(model, recipe.weight_decay, sparsity), lr=recipe.lr,
-                                momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
-                                weight_decay=recipe.weight_decay)
-    start_epoch, best, history = 0, None, []
-    state_dir = out_dir / STATE_DIR
-    if resume and (state_dir / "state.json").exists() and _state_tag(state_dir) not in (None, tag):
-        print(f"{state_dir} belongs to another run (other settings or parent weights); starting over",
-              file=sys.stderr)
-        resume = False
-    if resume and (state_dir / "state.json").exists():
-        start_epoch, best, history = _load_state(state_dir, model, optimizer, device)
-        if is_main_process():
-            _rewrite_metrics(out_dir, history)
-    elif is_main_process():
-        # Starting over: nothing of an earlier run may be mistaken for this one's.
-        finish(out_dir)
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        (out_dir / "best.safetensors").unlink(missing_ok=True)
-
-    net = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if compile:
-        net = torch.compile(net)
-    shard = _shard(train_data, rank, world, seed)
-    batches = shard.batches(recipe.batch_size, mean, std, train=True, device=device, seed=seed,
-                      channels_last=channels_last, drop_last=len(shard) >= 2 * recipe.batch_size)
-    teacher = distill.teacher.to(device).eval() if distill else None
-    if teacher is not None and channels_last:
-        teacher.to(memory_format=torch.channels_last)
-    autocast = _autocast(device)
-    steps = len(batches)
-    regularizer = regularizer_for(sparsity, model, [recipe.lr_at(e + s / steps)
-                                                    for e in range(recipe.epochs) for s in range(steps)])
-    regularizer.step_index = start_epoch * steps
-    regularizer.resume_from(history[-1] if history else None)
-
-    for epoch in range(start_epoch, recipe.epochs):
-        batches.set_epoch(epoch)
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(batches, total=steps, desc=f"{desc} {epoch + 1}/{recipe.epochs}", unit="batch",
-                   leave=False, disable=not (progress and is_main_process()), mininterval=1.0, dynamic_ncols=True)
-        for step, (x, y) in enumerate(bar):
-            lr = recipe.lr_at(epoch + step / steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                logits = net(x)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = teacher(x)
-                    loss = distillation_loss(logits.float(), t_logits.float(), y, distill.temperature,
-                                             distill.alpha, recipe.label_smoothing)
-                else:
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            regularizer.step(optimizer)
-            optimizer.step()
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.numel()
-            if step % 20 == 0 and seen:
-                elapsed = time.perf_counter() - t0
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{int(correct) / seen:.3f}",
-                                img_s=f"{seen * world / max(elapsed, 1e-9):.0f}", refresh=False)
-        bar.close()
-        train_time = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1),
-                  "train_accuracy": int(correct) / max(seen, 1), "lr": lr,
-                  "img_per_s": seen * world / max(train_time, 1e-9), "epoch_time_s": train_time,
-                  **regularizer.record()}
-        record["gamma_sparsity"] = record["gamma_under_1e-2"]
-        if is_main_process():
-            test = evaluate(model, test_data, mean, std, device=device, channels_last=channels_last)
-            record.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
-            history.append(record)
-            append_jsonl(out_dir / "metrics.jsonl", record)
-            if best is None or record["test_accuracy"] > best["test_accuracy"]:
-                best = dict(record)
-                _save_weights(model, out_dir / "best.safetensors")
-            _save_state(state_dir, model, optimizer, epoch + 1, best, history, tag)
-            if progress:
-                tqdm.write(f"{desc} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.3f} "
-                           f"train {record['train_accuracy']:.2%} test {record['test_accuracy']:.2%} "
-                           f"lr {lr:.4f} {record['img_per_s']:.0f} img/s "
-                           f"γ<1e-2 {record['gamma_sparsity']:.1%}")
-            if on_epoch is not None:
-                on_epoch(record)
-    regularizer.close()
+    known = {f.name for f in fields(FitOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise TypeError(f"fit() got unknown option(s) {', '.join(unknown)}; FitOptions has {', '.join(sorted(known))}")
+    run = _Run(model, recipe, Path(out_dir), replace(options or FitOptions(), **overrides))
+    run.prepare(train_data, mean, std)
+    try:
+        for epoch in range(run.start_epoch, recipe.epochs):
+            record = run.train_epoch(epoch)
+            run.end_epoch(epoch, record, test_data)
+    finally:
+        run.regularizer.close()
     model.to(memory_format=torch.contiguous_format)
-    return {"best": best, "last": history[-1] if history else None, "history": history,
-            "recipe": asdict(recipe)}
+    return {"best": run.best, "last": run.history[-1] if run.history else None, "history": run.history,
+            "recipe": asdict(recipe), "distributed": run.distributed}
 
 
-def finish(out_dir: str | Path) -> None:
-    """Drop resumable state once the final model directory is written."""
-    shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+class _Run:
+    """One call of `fit`: the model, optimizer, batches and bookkeeping, split into steps of the loop."""
+
+    def __init__(self, model: nn.Module, recipe: Recipe, out_dir: Path, opts: FitOptions):
+        self.model, self.recipe, self.out_dir, self.opts = model, recipe, out_dir, opts
+        self.rank, self.world = _world()
+        self.distributed = None
+        if self.world > 1 or _under_torchrun():
+            self.distributed = _init_distributed(opts.device, self.world)
+        self.device = pick_device(self.distributed["device"] if self.distributed else opts.device)
+        self.channels_last = True if opts.channels_last is None else opts.channels_last
+        self.state_dir = out_dir / STATE_DIR
+        self.start_epoch, self.best, self.history = 0, None, []
+        self.show = opts.progress and is_main_process()
+        every = opts.checkpoint_every_s
+        self.checkpoint_every = (GPU_CHECKPOINT_S if self.device.type == "cuda" else 0.0) if every is None else every
+        self.last_saved = time.monotonic()
+        self.saved_epoch = 0
+        self.best_weights = None  # the best epoch's weights, until the next checkpoint writes them
+
+    def prepare(self, train_data, mean, std) -> None:
+        opts, model, device = self.opts, self.model, self.device
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(opts.seed + self.rank)
+        if device.type == "cpu":
+            # The L1 penalty drives γ towards zero; denormal floats would make CPU kernels crawl.
+            torch.set_flush_denormal(True)
+        else:
+            torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest kernels once
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = _optimizer(model, self.recipe, opts.sparsity, device)
+        self._resume_or_reset()
+        net = model
+        if self.distributed:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if opts.compile:
+            backend = opts.compile if isinstance(opts.compile, str) else "inductor"
+            net = torch.compile(net, backend=backend, dynamic=False)
+        self.net = net
+        shard = _shard(train_data, self.rank, self.world, opts.seed)
+        bs = self.recipe.batch_size
+        self.batches = shard.batches(bs, mean, std, train=True, device=device, seed=opts.seed,
+                                     channels_last=self.channels_last, drop_last=len(shard) >= 2 * bs)
+        self.mean, self.std = mean, std
+        self.teacher = opts.distill.teacher.to(device).eval() if opts.distill else None
+        if self.teacher is not None and self.channels_last:
+            self.teacher.to(memory_format=torch.channels_last)
+        self.autocast = _autocast(device, opts.autocast)
+        self.steps = steps = len(self.batches)
+        lrs = [self.recipe.lr_at(e + s / steps) for e in range(self.recipe.epochs) for s in range(steps)]
+        self.regularizer = regularizer_for(opts.sparsity, model, lrs)
+        self.regularizer.step_index = self.start_epoch * steps
+        self.regularizer.resume_from(self.history[-1] if self.history else None)
+
+    def _resume_or_reset(self) -> None:
+        opts, state_dir = self.opts, self.state_dir
+        resume = opts.resume and (state_dir / "state.json").exists()
+        if resume and state_tag(state_dir) not in (None, opts.tag):
+            print(f"{state_dir} belongs to another run (other settings or parent weights); starting over",
+                  file=sys.stderr)
+            resume = False
+        if resume:
+            self.start_epoch, self.best, self.history = load_state(state_dir, self.model, self.optimizer, self.device)
+            self.saved_epoch = self.start_epoch
+            if is_main_process():
+                rewrite_metrics(self.out_dir, self.history)
+        elif is_main_process():
+            # Starting over: nothing of an earlier run may be mistaken for this one's.
+            finish(self.out_dir)
+            (self.out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            (self.out_dir / "best.safetensors").unlink(missing_ok=True)
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.batches.set_epoch(epoch)
+        self.net.train()
+        tally = _Tally(self.device)
+        t0 = time.perf_counter()
+        lr = self.recipe.lr_at(epoch)
+        with Progress(self.steps, f"{self.opts.desc} {epoch + 1}/{self.recipe.epochs}", unit="batch",
+                      enabled=self.show) as bar:
+            for step, (x, y) in enumerate(self.batches):
+                lr = self._step(x, y, epoch + step / self.steps, tally)
+                bar.update()
+                if (step + 1) % CHECK_STEPS == 0:
+                    self._check_finite(tally, epoch)
+                if bar.due():
+                    bar.show(**tally.postfix(time.perf_counter() - t0, self.world))
+        self._check_finite(tally, epoch)
+        seconds = time.perf_counter() - t0
+        seen = max(tally.seen, 1)
+        record = {"epoch": epoch + 1, "train_loss": float(tally.loss_sum) / seen,
+                  "train_accuracy": int(tally.correct) / seen, "lr": lr,
+                  "img_per_s": tally.seen * self.world / max(seconds, 1e-9), "epoch_time_s": seconds,
+                  **self.regularizer.record()}
+        record["gamma_sparsity"] = record["gamma_under_1e-2"]
+        if self.distributed:
+            record.update(ddp_backend=self.distributed["backend"], world_size=self.world)
+        return record
+
+    def _step(self, x, y, progress: float, tally: "_Tally") -> float:
+        recipe, optimizer = self.recipe, self.optimizer
+        lr = recipe.lr_at(progress)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast:
+            logits = self.net(x)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits = self.teacher(x)
+                d = self.opts.distill
+                loss = distillation_loss(logits.float(), t_logits.float(), y, d.temperature, d.alpha,
+                                         recipe.label_smoothing)
+            else:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.regularizer.step(optimizer)
+        optimizer.step()
+        tally.add(loss, logits, y)
+        return lr
+
+    def _check_finite(self, tally: "_Tally", epoch: int) -> None:
+        step = tally.first_nonfinite()
+        if step is None:
+            return
+        raise NonFiniteLoss(f"{self.opts.desc}: the loss became NaN or infinite at epoch {epoch + 1}, step "
+                            f"{step + 1}/{self.steps} (learning rate {self.recipe.lr_at(epoch + step / self.steps):g}); "
+                            f"training stopped, {self._kept()}: lower --lr, or check the data and the weights")
+
+    def _kept(self) -> str:
+        if self.saved_epoch:
+            return f"the last good state (epoch {self.saved_epoch}) stays in {self.state_dir} and no model was written"
+        return "no epoch had been saved and no model was written"
+
+    def end_epoch(self, epoch: int, record: dict, test_data) -> None:
+        if not is_main_process():
+            return
+        opts = self.opts
+        test = evaluate(self.model, test_data, self.mean, self.std, device=self.device,
+                        channels_last=self.channels_last)
+        if not math.isfinite(test["loss"]):
+            raise NonFiniteLoss(f"{opts.desc}: the test loss after epoch {epoch + 1} is NaN or infinite (the weights "
+                                f"diverged); training stopped, {self._kept()}: lower --lr")
+        record.update({"test_loss": test["loss"], "test_accuracy": test["accuracy"]})
+        self.history.append(record)
+        append_jsonl(self.out_dir / "metrics.jsonl", record)
+        if self.best is None or record["test_accuracy"] > self.best["test_accuracy"]:
+            self.best = dict(record)
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        last = epoch + 1 == self.recipe.epochs
+        if last or time.monotonic() - self.last_saved >= self.checkpoint_every:
+            self._checkpoint(epoch + 1)
+        if self.show:
+            say(f"{opts.desc} epoch {epoch + 1}/{self.recipe.epochs}: loss {record['train_loss']:.3f} "
+                f"train {record['train_accuracy']:.2%} test {record['test_accuracy']:.2%} "
+                f"lr {record['lr']:.4f} {record['img_per_s']:.0f} img/s γ<1e-2 {record['gamma_sparsity']:.1%}")
+        if opts.on_epoch is not None:
+            opts.on_epoch(record)
+
+    def _checkpoint(self, epoch: int) -> None:
+        if self.best_weights is not None:
+            save_weights(self.best_weights, self.out_dir / "best.safetensors")
+            self.best_weights = None
+        _save_state(self.state_dir, self.model, self.optimizer, epoch, self.best, self.history, self.opts.tag)
+        self.saved_epoch, self.last_saved = epoch, time.monotonic()
 
 
-def _init_distributed(device) -> str:
+class _Tally:
+    """An epoch's sums kept on the device (no host sync per step), and the last CHECK_STEPS losses."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.recent = torch.zeros(CHECK_STEPS, device=device)
+        self.seen = self.steps_done = self.checked = 0
+
+    def add(self, loss, logits, y) -> None:
+        loss = loss.detach()
+        self.recent[self.steps_done % CHECK_STEPS] = loss
+        self.loss_sum += loss * y.numel()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += y.numel()
+        self.steps_done += 1
+
+    def first_nonfinite(self) -> int | None:
+        """The step (in this epoch) of the first non-finite loss since the last check, or None."""
+        start, end = self.checked, self.steps_done
+        self.checked = end
+        if end == start:
+            return None
+        slots = [(s % CHECK_STEPS) for s in range(start, end)]
+        bad = ~torch.isfinite(self.recent[slots])
+        if not bool(bad.any()):
+            return None
+        return start + int(bad.nonzero()[0, 0])
+
+    def postfix(self, seconds: float, world: int) -> dict:
+        seen = max(self.seen, 1)
+        return {"loss": f"{float(self.loss_sum) / seen:.3f}", "acc": f"{int(self.correct) / seen:.3f}",
+                "img_s": f"{self.seen * world / max(seconds, 1e-9):.0f}"}
+
+
+def _optimizer(model: nn.Module, recipe: Recipe, sparsity, device: torch.device) -> torch.optim.Optimizer:
+    groups = optimizer_groups(model, recipe.weight_decay, sparsity)
+    kwargs = dict(lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+                  weight_decay=recipe.weight_decay)
+    if device.type == "cuda":
+        # One fused kernel for the whole update instead of a few per parameter tensor.
+        kwargs["fused"] = True
+    return torch.optim.SGD(groups, **kwargs)
+
+
+def _init_distributed(device, world: int) -> dict:
     """Join the process group that torchrun describes; NCCL on GPUs, gloo on CPUs."""
     import torch.distributed as dist
 
@@ -273,8 +389,10 @@ def _init_distributed(device) -> str:
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        return f"cuda:{local}"
-    return "cpu"
+        where = f"cuda:{local}"
+    else:
+        where = "cpu"
+    return {"backend": dist.get_backend(), "world_size": world, "device": where}
 
 
 def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:
@@ -285,75 +403,3 @@ def _shard(data: ImageSet, rank: int, world: int, seed: int) -> ImageSet:
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
     order = order[rank * per_rank:(rank + 1) * per_rank]
     return data.subset(order)
-
-
-def _save_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-
-
-def _state_tag(state_dir: Path) -> str | None:
-    try:
-        return json.loads((state_dir / "state.json").read_text()).get("tag")
-    except (OSError, ValueError):
-        return None
-
-
-def _save_state(state_dir: Path, model, optimizer, epoch, best, history, tag=None) -> None:
-    """Weights and momentum buffers under epoch-numbered names, then state.json naming them.
-
-    A kill at any point leaves the previous state.json pointing at files that still exist.
-    """
-    from safetensors.torch import save_file
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    _save_weights(model, state_dir / f"model-{epoch}.safetensors")
-    params = list(model.parameters())
-    buffers = {}
-    for i, p in enumerate(params):
-        st = optimizer.state.get(p, {})
-        if "momentum_buffer" in st and st["momentum_buffer"] is not None:
-            buffers[f"momentum.{i}"] = st["momentum_buffer"].detach().cpu().contiguous()
-    with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
-        save_file(buffers, str(tmp))
-    write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
-                                          "num_params": len(params), "tag": tag})
-    for old in state_dir.glob("*.safetensors"):
-        if not old.name.endswith(f"-{epoch}.safetensors"):
-            old.unlink(missing_ok=True)
-
-
-def _load_state(state_dir: Path, model, optimizer, device):
-    from safetensors.torch import load_file
-
-    try:
-        state = json.loads((state_dir / "state.json").read_text())
-        epoch = int(state["epoch"])
-        params = list(model.parameters())
-        if state.get("num_params") != len(params):
-            raise ValueError("it belongs to a different model")
-        model.load_state_dict(load_file(str(_state_file(state_dir, "model", epoch)), device=str(device)))
-        buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CompressError(f"cannot resume from {state_dir} ({reason}); "
-                            "run with --no-resume to start over") from None
-    for key, buf in buffers.items():
-        optimizer.state[params[int(key.split(".")[1])]]["momentum_buffer"] = buf
-    return epoch, state.get("best"), list(state.get("history", []))
-
-
-def _state_file(state_dir: Path, kind: str, epoch: int) -> Path:
-    numbered = state_dir / f"{kind}-{epoch}.safetensors"
-    # State written before files were numbered by epoch.
-    return numbered if numbered.exists() else state_dir / f"{kind}.safetensors"
-
-
-def _rewrite_metrics(out_dir: Path, history: list[dict]) -> None:
-    # Epochs after the last saved state were lost with the interruption; forget their lines too.
-    from compress.atomic import write_text
-
-    write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))

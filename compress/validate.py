@@ -8,6 +8,10 @@ file and the field at fault.
 * `validate_model_meta(meta, where)`: a `compress.model/1` model.json.
 * `check_state(state, expected, where)`: loaded tensors against the ones a module expects (names,
   dtypes, shapes): float tensors stored as int8 are refused here rather than cast by load_state_dict.
+* `check_finite(tensors, where)`: NaN or infinity in weights, naming the first tensor that holds one.
+
+Every list and count is bounded (compress.limits) before it is looped over: a plan's kept lists by the
+layer's channel count (and by the model's, when `channels` is given), the layers by MAX_LAYERS.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ import math
 from typing import Any, Mapping
 
 from compress.errors import CompressError
+from compress.limits import (
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_IMAGE_SIDE,
+    MAX_LAYERS,
+    MAX_PLAN_CHANNELS,
+    MAX_WIDTH,
+    check_count,
+)
 
 PLAN_FORMATS = ("compress.plan/1", "compress.plan/2")  # compress.slimming.OLD_PLAN_FORMAT, PLAN_FORMAT
 MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
@@ -25,9 +38,6 @@ LAYER_TYPES = {
     "SelectBatchNorm2d": ("num_features", "in_channels"),
     "Linear": ("in_features", "out_features"),
 }
-MAX_WIDTH = 1 << 20       # channels or features of one layer
-MAX_IMAGE_SIDE = 1 << 14  # pixels
-MAX_CHANNELS = 64         # image channels
 
 
 class InvalidFileError(CompressError):
@@ -86,9 +96,45 @@ def _list(value, where, field) -> list:
 
 # --- plan.json -------------------------------------------------------------------------------------
 
-def validate_plan(plan: Any, where: str = "plan.json") -> dict:
-    """The plan itself, once every field has the right type and the counts agree."""
+def validate_plan(plan: Any, where: str = "plan.json", channels: Mapping[str, int] | None = None) -> dict:
+    """The plan itself, once every field has the right type and the counts agree.
+
+    Lists are bounded before they are looped over: groups and selections by MAX_LAYERS, their channels
+    by MAX_PLAN_CHANNELS in all, each kept list by its layer's channel count. With `channels` (BN name or
+    group root → the model's channel count), a layer's channels_before must be the model's."""
     plan = _dict(plan, where, "")
+    _plan_settings(plan, where)
+    groups = _list(plan["groups"], where, "groups")
+    selections = _list(plan.get("selections", []), where, "selections")
+    if not groups and not selections:
+        raise InvalidFileError(f"{where}: groups is empty")
+    check_count(len(groups) + len(selections), MAX_LAYERS, f"{where}: the number of groups and selections",
+                "MAX_LAYERS")
+    units = (("group", groups, "root"), ("selection", selections, "bn"))
+    # The bound before any list is looped over; each value's own type and range are checked in order below.
+    total = sum(g["channels_before"] for _, items, _ in units for g in items
+                if isinstance(g, dict) and is_int(g.get("channels_before")) and 0 < g["channels_before"] <= MAX_WIDTH)
+    check_count(total, MAX_PLAN_CHANNELS, f"{where}: the channels of all groups", "MAX_PLAN_CHANNELS")
+    before_total = after_total = 0
+    for kind, items, name_key in units:
+        names: set[str] = set()
+        for i, g in enumerate(items):
+            n, kept = _plan_unit(_dict(g, where, f"{kind}s[{i}]"), kind, i, name_key, names, where, channels)
+            before_total += n
+            after_total += kept
+    for key, total in (("channels_before", before_total), ("channels_after", after_total)):
+        if key in plan and _int(plan[key], where, key, 0) != total:
+            raise InvalidFileError(f"{where}: {key} is {plan[key]} but the groups add up to {total}")
+    if "pruned_fraction" in plan:
+        frac = _number(plan["pruned_fraction"], where, "pruned_fraction", 0.0, 1.0)
+        if abs(frac - (1 - after_total / before_total)) > 1e-6:
+            raise InvalidFileError(f"{where}: pruned_fraction is {frac} but the groups give "
+                                   f"{1 - after_total / before_total:.6f}")
+    return plan
+
+
+def _plan_settings(plan: dict, where: str) -> None:
+    """format, threshold, percent or budget, and the floors."""
     if plan.get("format") not in PLAN_FORMATS:
         raise InvalidFileError(f"{where} is not a compress pruning plan (format {plan.get('format')!r})")
     for key in ("threshold", "groups"):
@@ -113,63 +159,61 @@ def validate_plan(plan: Any, where: str = "plan.json") -> dict:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
     for key in ("min_channels", "round_to"):
         if key in plan:
-            _int(plan[key], where, key, lo=1 if key == "round_to" else 0)
-    groups = _list(plan["groups"], where, "groups")
-    selections = _list(plan.get("selections", []), where, "selections")
-    if not groups and not selections:
-        raise InvalidFileError(f"{where}: groups is empty")
-    before_total = after_total = 0
-    for kind, units, name_key in (("group", groups, "root"), ("selection", selections, "bn")):
-        names: set[str] = set()
-        for i, g in enumerate(units):
-            field = f"{kind}s[{i}]"
-            _dict(g, where, field)
-            name = _str(g.get(name_key), where, f"{field}.{name_key}")
-            field = f"{kind} {name}"
-            if name in names:
-                raise InvalidFileError(f"{where}: layer {name} appears in two {kind}s")
-            names.add(name)
-            n = _int(g.get("channels_before"), where, f"{field} channels_before", 1, MAX_WIDTH)
-            kept = _indices(g.get("kept"), where, f"{field} kept", n)
-            if "channels_after" in g and _int(g["channels_after"], where, f"{field} channels_after") != len(kept):
-                raise InvalidFileError(f"{where}: {field} channels_after is {g['channels_after']} but kept lists "
-                                       f"{len(kept)} channels")
-            if kind == "selection":
-                width = _int(g.get("input_channels"), where, f"{field} input_channels", 1, MAX_WIDTH)
-                if "selected" in g:
-                    selected = _indices(g["selected"], where, f"{field} selected", width)
-                    if len(selected) != len(kept):
-                        raise InvalidFileError(f"{where}: {field} selects {len(selected)} channels but keeps "
-                                               f"{len(kept)}")
-            elif "bn_layers" in g:
-                for layer in _list(g["bn_layers"], where, f"{field} bn_layers"):
-                    _str(layer, where, f"{field} bn_layers")
-            before_total += n
-            after_total += len(kept)
-    for key, total in (("channels_before", before_total), ("channels_after", after_total)):
-        if key in plan and _int(plan[key], where, key, 0) != total:
-            raise InvalidFileError(f"{where}: {key} is {plan[key]} but the groups add up to {total}")
-    if "pruned_fraction" in plan:
-        frac = _number(plan["pruned_fraction"], where, "pruned_fraction", 0.0, 1.0)
-        if abs(frac - (1 - after_total / before_total)) > 1e-6:
-            raise InvalidFileError(f"{where}: pruned_fraction is {frac} but the groups give "
-                                   f"{1 - after_total / before_total:.6f}")
-    return plan
+            value = _int(plan[key], where, key, lo=1 if key == "round_to" else 0)
+            check_count(value, MAX_WIDTH, f"{where}: {key}", "MAX_WIDTH, the widest layer")
+
+
+def _plan_unit(g: dict, kind: str, i: int, name_key: str, names: set, where: str,
+               channels: Mapping[str, int] | None) -> tuple[int, int]:
+    """One group or selection: (channels before, channels kept)."""
+    name = _str(g.get(name_key), where, f"{kind}s[{i}].{name_key}")
+    field = f"{kind} {name}"
+    if name in names:
+        raise InvalidFileError(f"{where}: layer {name} appears in two {kind}s")
+    names.add(name)
+    n = _int(g.get("channels_before"), where, f"{field} channels_before", 1, MAX_WIDTH)
+    if channels is not None:
+        if name not in channels:
+            raise InvalidFileError(f"{where}: {field} names no BatchNorm layer of the model")
+        if channels[name] != n:
+            raise InvalidFileError(f"{where}: {field} has channels_before {n}, the model's layer has "
+                                   f"{channels[name]}")
+    kept = _indices(g.get("kept"), where, f"{field} kept", n)
+    if "channels_after" in g and _int(g["channels_after"], where, f"{field} channels_after") != len(kept):
+        raise InvalidFileError(f"{where}: {field} channels_after is {g['channels_after']} but kept lists "
+                               f"{len(kept)} channels")
+    if kind == "selection":
+        width = _int(g.get("input_channels"), where, f"{field} input_channels", 1, MAX_WIDTH)
+        if "selected" in g:
+            selected = _indices(g["selected"], where, f"{field} selected", width)
+            if len(selected) != len(kept):
+                raise InvalidFileError(f"{where}: {field} selects {len(selected)} channels but keeps "
+                                       f"{len(kept)}")
+    elif "bn_layers" in g:
+        layers = _list(g["bn_layers"], where, f"{field} bn_layers")
+        check_count(len(layers), MAX_LAYERS, f"{where}: {field} bn_layers", "MAX_LAYERS")
+        for layer in layers:
+            _str(layer, where, f"{field} bn_layers")
+    return n, len(kept)
 
 
 def _indices(value, where: str, field: str, n: int) -> list[int]:
-    """Channel indices: integers (not 1.5, not "1"), in [0, n), none twice, at least one."""
+    """Channel indices: integers (not 1.5, not "1"), in [0, n), none twice, at least one, at most n
+    (checked first, so a list of millions is refused before it is looped over)."""
     kept = _list(value, where, field)
     if not kept:
         raise InvalidFileError(f"{where}: {field} keeps no channel")
+    if len(kept) > n:
+        raise InvalidFileError(f"{where}: {field} lists {len(kept):,} channels of a layer that has {n}")
+    seen: set[int] = set()
     for idx in kept:
         if not is_int(idx):
             raise InvalidFileError(f"{where}: {field} holds {idx!r}, not an integer channel index")
         if not 0 <= idx < n:
             raise InvalidFileError(f"{where}: {field} holds {idx}, outside [0, {n})")
-    if len(set(kept)) != len(kept):
-        dup = sorted({i for i in kept if kept.count(i) > 1})
-        raise InvalidFileError(f"{where}: {field} lists channel {dup[0]} more than once")
+        if idx in seen:
+            raise InvalidFileError(f"{where}: {field} lists channel {idx} more than once")
+        seen.add(idx)
     return kept
 
 
@@ -178,6 +222,7 @@ def _indices(value, where: str, field: str, n: int) -> list[int]:
 def _validate_widths(widths, where) -> int:
     """Check every recorded layer; returns the number of weights they imply (a lower bound)."""
     widths = _dict(widths, where, "widths")
+    check_count(len(widths), MAX_LAYERS, f"{where}: the number of layers in widths", "MAX_LAYERS")
     weights = 0
     for name, spec in widths.items():
         field = f"widths.{name}"
@@ -229,9 +274,12 @@ def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: b
     classes = _list(meta["classes"], where, "classes")
     if not classes:
         raise InvalidFileError(f"{where}: classes is empty")
+    check_count(len(classes), MAX_CLASSES, f"{where}: the number of classes", "MAX_CLASSES")
     for c in classes:
         if not isinstance(c, str):
             raise InvalidFileError(f"{where}: classes must be strings, got {c!r}")
+        if not c.strip():
+            raise InvalidFileError(f"{where}: classes holds an empty name")
     if len(set(classes)) != len(classes):
         dup = next(c for c in classes if classes.count(c) > 1)
         raise InvalidFileError(f"{where}: class {dup!r} is listed twice")
@@ -309,3 +357,25 @@ def check_state(state: Mapping[str, Any], expected: Mapping[str, Any], where: st
 
 def _dtype_name(dtype) -> str:
     return str(dtype).replace("torch.", "")
+
+
+def check_finite(tensors: Mapping[str, Any], where: str) -> None:
+    """NaN or infinity in any floating-point tensor (torch or numpy) is refused, naming the first one:
+    a network with one NaN weight answers every image with the same class, silently."""
+    import numpy as np
+
+    for name, t in tensors.items():
+        if hasattr(t, "is_floating_point"):
+            if not t.is_floating_point():
+                continue
+            bad = int((~t.detach().isfinite()).sum())
+            total = t.numel()
+        else:
+            arr = np.asarray(t)
+            if arr.dtype.kind not in "fc":
+                continue
+            bad = int((~np.isfinite(arr)).sum())
+            total = arr.size
+        if bad:
+            raise InvalidFileError(f"{where}: tensor {name} holds NaN or infinity ({bad:,} of {total:,} values); "
+                                   "non-finite weights are refused")

@@ -1,5 +1,7 @@
 """Errors from the export stage. Each carries a one-line message; the CLI prints it without a traceback."""
 
+from compress.runtime import errors as _runtime_errors
+
 
 class ExportError(Exception):
     """A problem the user can act on (bad input file, failed check, missing optional package)."""
@@ -25,5 +27,5 @@ class EngineBuildError(ExportError):
     """TensorRT could not parse the ONNX file or build an engine from it."""
 
 
-class SidecarError(ExportError):
-    """An engine's sidecar is missing, unreadable, or disagrees with the running TensorRT or GPU."""
+# The runtime reads and checks engine sidecars, so their error is the runtime's (an ArtifactError).
+SidecarError = _runtime_errors.SidecarError

@@ -11,7 +11,8 @@ from typing import Any
 import onnx
 
 PREFIX = "compress."
-REQUIRED = ("classes", "mean", "std", "input_size", "arch", "precision", "source_sha256", "toolkit_version")
+# `classes` is optional: a detector may have none, or name them by index ({"0": "person", ...}).
+REQUIRED = ("mean", "std", "input_size", "arch", "precision", "source_sha256", "toolkit_version")
 JSON_KEYS = frozenset({"classes", "mean", "std", "input_size"})
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_SIDE = 1 << 14
@@ -50,17 +51,45 @@ def validate_metadata(metadata: dict[str, Any], where: str = "ONNX metadata") ->
             raise ValueError(f"{where}: {key} has {len(values)} values for {size[0]} input channels")
     if any(float(s) <= 0 for s in meta["std"]):
         raise ValueError(f"{where}: std values must be positive")
-    classes = meta["classes"]
-    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"{where}: classes must be a non-empty list of strings, got {classes!r:.80}")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"{where}: class {next(c for c in classes if list(classes).count(c) > 1)!r} is listed twice")
+    if meta.get("classes") is not None:
+        meta["classes"] = _checked_classes(meta["classes"], where)
+    else:
+        meta.pop("classes", None)
     for key in ("arch", "toolkit_version", "source_sha256"):
         if not isinstance(meta[key], str):
             raise ValueError(f"{where}: {key} must be a string, got {meta[key]!r}")
     if not re.fullmatch(r"[0-9a-f]{64}", meta["source_sha256"]):
         raise ValueError(f"{where}: source_sha256 must be 64 hex digits, got {meta['source_sha256']!r:.80}")
     return meta
+
+
+def _checked_classes(classes, where: str):
+    """A non-empty list of distinct names, or a non-empty {index: name} mapping (keys as strings)."""
+    if isinstance(classes, dict):
+        if not classes or not all(isinstance(v, str) for v in classes.values()):
+            raise ValueError(f"{where}: classes must map indices to names, got {classes!r:.80}")
+        out = {}
+        for key, name in classes.items():
+            text = str(key)
+            if isinstance(key, bool) or not text.isdigit() or len(text) > 9 or text in out:
+                raise ValueError(f"{where}: class index {key!r:.20} must be a distinct non-negative integer")
+            out[text] = name
+        return out
+    if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{where}: classes must be a non-empty list of strings, got {classes!r:.80}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"{where}: class {next(c for c in classes if list(classes).count(c) > 1)!r} is listed twice")
+    return classes
+
+
+def class_names(meta: dict[str, Any]) -> list[str] | None:
+    """The class names in index order, or None when the metadata names none (or names them sparsely)."""
+    classes = meta.get("classes")
+    if isinstance(classes, dict):
+        if sorted(int(k) for k in classes) != list(range(len(classes))):
+            return None
+        return [classes[str(i)] for i in range(len(classes))]
+    return list(classes) if classes else None
 
 
 def encode(value: Any) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compress.exporting.errors import OnnxFileError, ParityError
+from compress.exporting.outputs import flatten_outputs
 
 FP32_ATOL = 1e-3
 FP32_MIN_AGREEMENT = 0.999
@@ -17,37 +18,62 @@ FP32_MIN_AGREEMENT = 0.999
 FP16_REL_TOL = 2e-2
 FP16_MIN_AGREEMENT = 0.99
 ACCURACY_TOL = 0.0005  # 0.05 percentage points
+# Graphs with several outputs (boxes in pixels, scores, feature maps) are compared each on its own scale:
+# within FP32_ATOL and FP32_REL_TOL of its largest value, so that an output of tiny values is checked too.
+FP32_REL_TOL = 1e-4
+FP32_ABS_FLOOR = 1e-12
 
 
 @dataclass
 class ParityResult:
+    """Agreement of an ONNX file with its reference. For a classifier (one output of N×classes logits)
+    `top1_agreement` is measured; for other graphs it is None, and `outputs` holds one entry per output
+    (name, shape, max |Δ|, scale, tolerance), every one of which must be within its tolerance."""
+
     images: int
     max_abs_diff: float
     atol: float
-    top1_agreement: float
+    top1_agreement: float | None
     min_agreement: float
     logit_scale: float
     accuracy_reference: float | None = None
     accuracy_onnx: float | None = None
     accuracy_tol: float | None = None
+    outputs: list[dict] | None = None
 
     @property
     def passed(self) -> bool:
-        ok = self.max_abs_diff <= self.atol and self.top1_agreement >= self.min_agreement
+        if self.outputs is not None:
+            ok = all(o["max_abs_diff"] <= o["atol"] for o in self.outputs)
+        else:
+            ok = self.max_abs_diff <= self.atol
+        if self.top1_agreement is not None:
+            ok = ok and self.top1_agreement >= self.min_agreement
         if self.accuracy_tol is not None and self.accuracy_reference is not None:
             ok = ok and abs(self.accuracy_reference - self.accuracy_onnx) <= self.accuracy_tol
         return ok
 
     def summary(self) -> str:
-        text = (f"max |Δlogit| {self.max_abs_diff:.3g} (atol {self.atol:.3g}), top-1 agreement "
-                f"{self.top1_agreement:.2%} (min {self.min_agreement:.2%}) on {self.images} inputs")
+        if self.outputs is not None:
+            worst = max(self.outputs, key=lambda o: o["max_abs_diff"] / max(o["atol"], 1e-30))
+            bad = [o["name"] for o in self.outputs if o["max_abs_diff"] > o["atol"]]
+            text = (f"{len(self.outputs)} outputs; worst {worst['name']}: max |Δ| {worst['max_abs_diff']:.3g} "
+                    f"(tolerance {worst['atol']:.3g}, values up to {worst['scale']:.3g})"
+                    + (f"; beyond tolerance: {', '.join(bad)}" if bad else "") + f" on {self.images} inputs")
+            return text
+        agreement = ("" if self.top1_agreement is None else
+                     f", top-1 agreement {self.top1_agreement:.2%} (min {self.min_agreement:.2%})")
+        text = f"max |Δlogit| {self.max_abs_diff:.3g} (atol {self.atol:.3g}){agreement} on {self.images} inputs"
         if self.accuracy_reference is not None:
             text += (f"; accuracy reference {self.accuracy_reference:.2%}, ONNX Runtime {self.accuracy_onnx:.2%} "
                      f"(Δ {100 * (self.accuracy_onnx - self.accuracy_reference):+.2f} pp)")
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
+        out = {**asdict(self), "passed": self.passed}
+        if self.outputs is None:
+            out.pop("outputs")
+        return out
 
 
 def onnx_session(onnx_path: str | Path, threads: int | None = None):
@@ -69,29 +95,43 @@ def onnx_session(onnx_path: str | Path, threads: int | None = None):
 
 
 def run_onnx(session, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for `inputs`, in chunks; a static batch dimension is honoured by padding the last chunk."""
+    """The first output (the logits of a classifier) for `inputs`, in chunks."""
+    return run_onnx_outputs(session, inputs, batch_size)[0][1]
+
+
+def run_onnx_outputs(session, inputs: np.ndarray, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
+    """Every output, by name, for `inputs`, in chunks; a static batch dimension is honoured by padding the
+    last chunk."""
     meta = session.get_inputs()[0]
+    names = [o.name for o in session.get_outputs()]
     static = meta.shape[0] if isinstance(meta.shape[0], int) else None
     step = static or batch_size
-    outs = []
+    outs: list[list[np.ndarray]] = [[] for _ in names]
     for start in range(0, len(inputs), step):
         chunk = np.ascontiguousarray(inputs[start:start + step], dtype=np.float32)
         n = len(chunk)
         if static and n < static:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], static - n, axis=0)])
-        outs.append(session.run(None, {meta.name: chunk})[0][:n].astype(np.float32))
-    return np.concatenate(outs)
+        for i, value in enumerate(session.run(None, {meta.name: chunk})):
+            outs[i].append(np.asarray(value)[:n].astype(np.float32))
+    return [(name, np.concatenate(parts)) for name, parts in zip(names, outs)]
 
 
 def reference_fn(reference, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
-    """Turn a torch module, an ONNX path or a numpy callable into `f(inputs) -> logits`."""
+    """Turn a torch module, an ONNX path or a numpy callable into `f(inputs) -> logits` (the first output)."""
+    outputs = reference_outputs_fn(reference, batch_size)
+    return lambda x: outputs(x)[0][1]
+
+
+def reference_outputs_fn(reference, batch_size: int = 256) -> Callable[[np.ndarray], list[tuple[str, np.ndarray]]]:
+    """Turn a torch module, an ONNX path or a numpy callable into `f(inputs) -> [(name, output), ...]`."""
     if isinstance(reference, (str, Path)):
         session = onnx_session(reference)
-        return lambda x: run_onnx(session, x, batch_size)
+        return lambda x: run_onnx_outputs(session, x, batch_size)
     if _is_torch_module(reference):
         return _torch_fn(reference, batch_size)
     if callable(reference):
-        return lambda x: np.asarray(reference(x), dtype=np.float32)
+        return lambda x: _named_arrays(reference(x))
     raise TypeError(f"reference must be a torch module, an ONNX path or a callable, got {type(reference).__name__}")
 
 
@@ -99,38 +139,80 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
                  min_agreement: float = FP32_MIN_AGREEMENT, *, labels: np.ndarray | None = None,
                  rel_tol: float | None = None, accuracy_tol: float | None = None, batch_size: int = 256,
                  raise_on_failure: bool = True) -> ParityResult:
-    """Compare logits of `reference` and the ONNX file on `inputs` (float32 N×C×H×W, normalized).
+    """Compare every output of `reference` and the ONNX file on `inputs` (float32 N×C×H×W, normalized).
 
-    `rel_tol`, when given, replaces `atol` by `rel_tol × max|reference logit|` (for FP16).
-    With `labels`, both accuracies are measured; `accuracy_tol` then bounds their difference.
-    Raises ParityError when beyond tolerance unless `raise_on_failure` is False.
+    A classifier (one output) is judged as before: max |Δlogit| within `atol` (or `rel_tol` × max|logit|
+    when given, for FP16) and top-1 agreement. A graph with several outputs is judged output by output,
+    each against its own scale: within `rel_tol` × its max |value| when given, else within `atol` and
+    FP32_REL_TOL × its max |value|, so that an output of small values is not passed by an absolute bound.
+    With `labels` (classifiers only), both accuracies are measured; `accuracy_tol` then bounds their
+    difference. Raises ParityError when beyond tolerance unless `raise_on_failure` is False.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
     if inputs.ndim != 4 or len(inputs) == 0:
         raise ValueError(f"inputs must be a non-empty N×C×H×W array, got shape {inputs.shape}")
-    ref = reference_fn(reference, batch_size)(inputs)
-    got = run_onnx(onnx_session(onnx_path), inputs, batch_size)
-    if ref.shape != got.shape:
-        raise ParityError(f"{onnx_path}: output shape {got.shape} differs from the reference {ref.shape}")
-    if not np.isfinite(got).all():
-        raise ParityError(f"{onnx_path}: ONNX Runtime produced non-finite logits")
-    scale = float(np.abs(ref).max())
-    if rel_tol is not None:
-        atol = rel_tol * max(scale, np.finfo(np.float32).tiny)
-    result = ParityResult(
-        images=len(inputs), max_abs_diff=float(np.abs(ref - got).max()), atol=float(atol),
-        top1_agreement=float((ref.argmax(1) == got.argmax(1)).mean()), min_agreement=float(min_agreement),
-        logit_scale=scale)
+    ref = reference_outputs_fn(reference, batch_size)(inputs)
+    got = run_onnx_outputs(onnx_session(onnx_path), inputs, batch_size)
+    if len(ref) != len(got):
+        raise ParityError(f"{onnx_path}: {len(got)} outputs ({', '.join(n for n, _ in got)}), the reference "
+                          f"returns {len(ref)}")
+    for (name, r), (_, g) in zip(ref, got):
+        if r.shape != g.shape:
+            what = "output shape" if len(got) == 1 else f"output {name} has shape"
+            raise ParityError(f"{onnx_path}: {what} {g.shape} differs from the reference {r.shape}")
+        if not np.isfinite(g).all():
+            what = "logits" if len(got) == 1 else f"values in output {name}"
+            raise ParityError(f"{onnx_path}: ONNX Runtime produced non-finite {what}")
+    if len(got) == 1:
+        result = _classifier_result(ref[0][1], got[0][1], atol, min_agreement, rel_tol, len(inputs))
+    else:
+        if labels is not None:
+            raise ValueError("labels measure a classifier's accuracy; this graph has several outputs")
+        result = _outputs_result(ref, got, atol, min_agreement, rel_tol, len(inputs))
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(inputs):
             raise ValueError(f"{len(labels)} labels for {len(inputs)} inputs")
-        result.accuracy_reference = float((ref.argmax(1) == labels).mean())
-        result.accuracy_onnx = float((got.argmax(1) == labels).mean())
+        ref0, got0 = ref[0][1], got[0][1]
+        result.accuracy_reference = float((ref0.argmax(1) == labels).mean())
+        result.accuracy_onnx = float((got0.argmax(1) == labels).mean())
         result.accuracy_tol = accuracy_tol
     if raise_on_failure and not result.passed:
         raise ParityError(f"{onnx_path} fails parity: {result.summary()}")
     return result
+
+
+def _classifier_result(ref: np.ndarray, got: np.ndarray, atol, min_agreement, rel_tol, images) -> ParityResult:
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    if rel_tol is not None:
+        atol = rel_tol * max(scale, np.finfo(np.float32).tiny)
+    agreement = float((ref.argmax(1) == got.argmax(1)).mean()) if ref.ndim >= 2 and ref.size else None
+    return ParityResult(images=images, max_abs_diff=float(np.abs(ref - got).max()) if ref.size else 0.0,
+                        atol=float(atol), top1_agreement=agreement, min_agreement=float(min_agreement),
+                        logit_scale=scale)
+
+
+def _outputs_result(ref, got, atol, min_agreement, rel_tol, images) -> ParityResult:
+    rows = []
+    for (name, r), (_, g) in zip(ref, got):
+        scale = float(np.abs(r).max()) if r.size else 0.0
+        if rel_tol is not None:
+            tol = rel_tol * max(scale, np.finfo(np.float32).tiny)
+        else:
+            tol = min(float(atol), max(FP32_REL_TOL * scale, FP32_ABS_FLOOR))
+        diff = float(np.abs(r - g).max()) if r.size else 0.0
+        rows.append({"name": name, "shape": list(r.shape), "max_abs_diff": diff, "scale": scale, "atol": tol})
+    worst = max(rows, key=lambda o: o["max_abs_diff"] / max(o["atol"], 1e-30))
+    return ParityResult(images=images, max_abs_diff=worst["max_abs_diff"], atol=worst["atol"], top1_agreement=None,
+                        min_agreement=float(min_agreement), logit_scale=max(o["scale"] for o in rows), outputs=rows)
+
+
+def _named_arrays(out) -> list[tuple[str, np.ndarray]]:
+    try:
+        flat = flatten_outputs(out)
+    except ValueError:  # a plain list of numbers is one output
+        flat = [("logits", out)]
+    return [(n, np.asarray(v, dtype=np.float32)) for n, v in flat]
 
 
 def _is_torch_module(obj) -> bool:
@@ -140,22 +222,27 @@ def _is_torch_module(obj) -> bool:
     return torch is not None and isinstance(obj, torch.nn.Module)
 
 
-def _torch_fn(model, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+def _torch_fn(model, batch_size: int) -> Callable[[np.ndarray], list[tuple[str, np.ndarray]]]:
     import torch
 
-    def run(x: np.ndarray) -> np.ndarray:
+    def run(x: np.ndarray) -> list[tuple[str, np.ndarray]]:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
         was_training = model.training
         model.eval()
-        outs = []
+        names: list[str] = []
+        parts: list[list[np.ndarray]] = []
         try:
             with torch.inference_mode():
                 for start in range(0, len(x), batch_size):
                     chunk = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
-                    outs.append(model(chunk).float().cpu().numpy())
+                    flat = flatten_outputs(model(chunk))
+                    if not parts:
+                        names, parts = [n for n, _ in flat], [[] for _ in flat]
+                    for i, (_, t) in enumerate(flat):
+                        parts[i].append(t.float().cpu().numpy())
         finally:
             model.train(was_training)
-        return np.concatenate(outs)
+        return [(n, np.concatenate(p)) for n, p in zip(names, parts)]
 
     return run

@@ -1,7 +1,9 @@
 """Architectures by name: CIFAR VGG, pre-activation ResNet, DenseNet, and torchvision CNNs.
 
-`create_model(name, num_classes, **kwargs)` is the only constructor other packages need;
-the same (name, num_classes, kwargs) always rebuilds the same architecture.
+`create_model(arch, num_classes, **kwargs)` builds an architecture the user names (in code or on the
+command line); `build_from_file(arch, kwargs, trust=...)` builds one that a file names, after checking that
+the user trusts the code it imports (compress.models.trust). The same (arch, kwargs) always rebuilds the same
+architecture.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import re
 
 import torch.nn as nn
 
-__all__ = ["create_model", "resolved_kwargs", "available_models", "UnknownArchError", "parse_name"]
+__all__ = ["create_model", "build_from_file", "resolved_kwargs", "available_models", "UnknownArchError",
+           "parse_name"]
 
 OWN_EXAMPLES = ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet20", "preresnet56", "preresnet110",
                 "preresnet164", "densenet40", "densenet100"]
@@ -88,23 +91,52 @@ def resolved_kwargs(name: str, kwargs: dict) -> dict:
     return tv_resolved(_fixed["name"], kwargs)
 
 
-def create_model(name: str, num_classes: int | None = 10, **kwargs) -> nn.Module:
+def create_model(arch: str, /, num_classes: int | None = 10, **kwargs) -> nn.Module:
     """Build an untrained model; all families take 3x32x32 inputs by default.
 
-    `name` may also be ``package.module:Class`` for a user's own nn.Module class: `kwargs` go to its
-    constructor, and `num_classes` too when the constructor takes it (None: never passed).
+    `arch` may also be ``package.module:Name`` for a user's own nn.Module class, a known factory
+    (``timm:create_model`` with ``model_name=...``; ``ultralytics.nn.tasks:DetectionModel`` with ``cfg=...``) or
+    a factory function of a module the user trusts: `kwargs` go to it, and `num_classes` too when it takes
+    that argument (None: never passed). `arch` is positional-only, so a constructor argument of any name
+    (even ``arch`` or ``name``) reaches the constructor.
 
     vgg*: width, bn_init, cfg. preresnet*: width, bn_init. densenet*: width, growth_rate,
     bn_init. torchvision: cifar_stem, bn_init, image_size, and the builder's own options
     (torchvision's ImageNet stem at image_size >= 64, so its state_dicts load there).
     bn_init (default 0.5) sets every BatchNorm γ; None keeps PyTorch's 1.0.
     """
-    from .user import accepts, build_user_model, is_import_path, resolve_class
+    from .trust import is_trusted, trusted_entries
+    from .user import accepts, build_user_model, check_spec, is_import_path, resolve
 
-    if is_import_path(name):
-        if num_classes is not None and "num_classes" not in kwargs and accepts(resolve_class(name), "num_classes"):
+    if is_import_path(arch):
+        check_spec(arch)
+        functions = is_trusted(arch, trusted_entries())
+        if num_classes is not None and "num_classes" not in kwargs and accepts(
+                resolve(arch, functions=functions), "num_classes"):
             kwargs = {**kwargs, "num_classes": num_classes}
-        return build_user_model(name, kwargs)
+        return build_user_model(arch, kwargs, functions=functions)
+    return _create_registered(arch, num_classes, kwargs)
+
+
+def build_from_file(arch: str, kwargs: dict, *, trust=None, where: str = "model.json") -> nn.Module:
+    """The architecture a file (`where`) names, with exactly the recorded arguments. An import path must be
+    a known entry point or one the user trusts (`trust`, COMPRESS_TRUSTED_CODE, ``compress --trust``); it is
+    checked before anything is imported, and the current directory is not searched for it."""
+    from .trust import check_trusted, is_trusted, trusted_entries
+    from .user import build_user_model, check_spec, is_import_path
+
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"{where}: arch_kwargs must be a JSON object, got {type(kwargs).__name__}")
+    if is_import_path(arch):
+        check_spec(arch)
+        check_trusted(arch, trust, where)
+        functions = is_trusted(arch, trusted_entries(trust))
+        return build_user_model(arch, kwargs, search_cwd=False, functions=functions)
+    kwargs = dict(kwargs)
+    return _create_registered(arch, kwargs.pop("num_classes", 10), kwargs)
+
+
+def _create_registered(name: str, num_classes: int | None, kwargs: dict) -> nn.Module:
     if num_classes is None:
         num_classes = 10
     family, fixed = parse_name(name)

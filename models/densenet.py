@@ -8,10 +8,18 @@ import torch.nn as nn
 from ._common import check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
 
 
+# Four times the deepest DenseNet of the paper (DenseNet-BC 250); a growth rate beyond any published one.
+MAX_DEPTH = 1000
+MAX_GROWTH_RATE = 1024
+
+
 def check_depth(depth: int) -> int:
     """Layers per dense block for a depth of the form 3n+4."""
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 7 or (depth - 4) % 3:
-        raise ValueError(f"densenet depth must be 3n+4 with n >= 1 (7, 40, 100, ...), got {depth!r}")
+        raise ValueError(f"densenet depth must be 3n+4 with n >= 1 (7, 40, 100, ...), got {depth!r:.40}")
+    if depth > MAX_DEPTH:
+        raise ValueError(f"densenet depth {depth} is beyond the bound of {MAX_DEPTH} (3n+4 with n <= "
+                         f"{(MAX_DEPTH - 4) // 3})")
     return (depth - 4) // 3
 
 
@@ -61,7 +69,9 @@ class DenseNet(nn.Module):
         width = check_width(width)
         check_num_classes(num_classes)
         if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
-            raise ValueError(f"growth_rate must be a positive integer, got {growth_rate!r}")
+            raise ValueError(f"growth_rate must be a positive integer, got {growth_rate!r:.40}")
+        if growth_rate > MAX_GROWTH_RATE:
+            raise ValueError(f"growth_rate {growth_rate} is beyond the bound of {MAX_GROWTH_RATE}")
         self.depth = depth
         growth = scaled(growth_rate, width)
         channels = scaled(2 * growth_rate, width)

@@ -1,10 +1,18 @@
-"""Top-1 accuracy of an artifact on uint8 images, preprocessed with the artifact's own mean/std."""
+"""Top-1 accuracy of an artifact on uint8 images, preprocessed with the artifact's own mean/std.
+
+Accuracy is a classifier's figure: the model must return one 2-D output (batch × classes) whose width
+is the class count its metadata names. A detector or any multi-output model is refused
+(`NotAClassifierError`), and so are logits holding NaN or infinity (`NonFiniteOutputError`), since
+argmax over them would still "pick" a class and report a plausible-looking accuracy.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -19,24 +27,57 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
 
 
-def runner_accuracy(runner, images: np.ndarray, labels: np.ndarray, batch_size: int = 250) -> dict:
-    """Accuracy of a runner on uint8 images; normalization comes from runner.metadata (mean, std)."""
+def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | None) -> str | None:
+    """Why outputs of these shapes (batch first) are not a classifier's over `num_classes`; None if they are."""
+    if num_classes is None:
+        return "it names no classes (compress.classes), so its output cannot be checked against a class count"
+    if len(output_shapes) != 1:
+        return f"it returns {len(output_shapes)} outputs; accuracy is measured on classifiers (one output)"
+    shape = tuple(output_shapes[0])
+    if len(shape) != 2:
+        return f"its output is {' x '.join(['N', *map(str, shape[1:])])}; a classifier's is N x classes"
+    if shape[1] != num_classes:
+        return f"it outputs {shape[1]} logits for {num_classes} classes"
+    return None
+
+
+def nonfinite_outputs(outputs: list[np.ndarray], names: list[str]) -> list[str]:
+    """Names of the floating-point outputs holding a NaN or an infinity."""
+    return [name for name, o in zip(names, outputs)
+            if np.asarray(o).dtype.kind in "fc" and not np.isfinite(o).all()]
+
+
+def runner_accuracy(runner, images: np.ndarray, labels: np.ndarray, batch_size: int = 250,
+                    num_classes: int | None = None) -> dict:
+    """Accuracy of a runner on uint8 images; normalization comes from runner.metadata (mean, std), the class
+    count from its metadata's classes (else `num_classes`, the dataset's)."""
     meta = runner.metadata or {}
+    name = runner.path.name
     if "mean" not in meta or "std" not in meta:
-        raise ValueError(f"{runner.path.name} carries no normalization (compress.mean / compress.std); "
+        raise ValueError(f"{name} carries no normalization (compress.mean / compress.std); "
                          "cannot preprocess images for it")
     labels = np.asarray(labels).astype(np.int64)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if runner.input_shape is not None and tuple(images.shape[1:]) != tuple(runner.input_shape):
-        raise ValueError(f"images are {list(images.shape[1:])}, {runner.path.name} takes {list(runner.input_shape)}")
+        raise ValueError(f"images are {list(images.shape[1:])}, {name} takes {list(runner.input_shape)}")
     classes = meta.get("classes")
+    count = len(classes) if classes else num_classes
+    if count is not None and len(labels) and (labels.min() < 0 or labels.max() >= count):
+        raise ValueError(f"labels run from {labels.min()} to {labels.max()}, {name} has {count} classes")
     correct = 0
     for i in range(0, len(images), batch_size):
         x = normalize(images[i:i + batch_size], meta["mean"], meta["std"])
-        logits = runner.infer(x)
-        if classes is not None and logits.shape[-1] != len(classes):
-            raise ValueError(f"{runner.path.name} outputs {logits.shape[-1]} logits for {len(classes)} classes")
+        outs = runner.infer_all(x)
+        problem = classifier_problem([o.shape for o in outs], count)
+        if problem:
+            raise NotAClassifierError(f"no accuracy for {name}: {problem}")
+        logits = outs[0]
+        bad = ~np.isfinite(logits).all(axis=1)
+        if bad.any():
+            raise NonFiniteOutputError(f"{name} outputs NaN or infinite logits for {int(bad.sum())} of {len(x)} "
+                                       f"images (from image {i + int(np.argmax(bad))}); no accuracy is reported "
+                                       "from a broken model")
         correct += int((logits.argmax(axis=-1) == labels[i:i + batch_size]).sum())
     n = len(labels)
     return {"accuracy": correct / n if n else None, "correct": correct, "images": n}

@@ -6,7 +6,6 @@ other variants and batch sizes are still measured.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -15,48 +14,21 @@ from typing import Callable
 
 import numpy as np
 
-from compress.runtime.runners import BACKENDS, GPU_BACKENDS, artifact_kind, open_runner
+from compress.runtime.artifact_info import attach_model_json, file_info, find_model_json, model_counts
+from compress.runtime.backends import get_backend, parse_backends
+from compress.runtime.bench_settings import BenchSettings
+from compress.runtime.input_files import check_regular_file
+from compress.runtime.runners import artifact_kind, open_runner
 from compress.runtime.stats import noise_warning, summarize, throughput
+
+__all__ = ["BenchSettings", "EvalData", "bench_variant", "file_info", "find_model_json", "measured_anything",
+           "one_line", "parse_backends", "run_benchmark"]
 
 INPUT_SEED = 0
 # Fewer power samples than this in a window give no trustworthy average.
 MIN_POWER_SAMPLES = 2
-
-
-@dataclass
-class BenchSettings:
-    backend: str = "ort-cpu"
-    batches: tuple[int, ...] = (1, 8, 32)
-    warmup: int = 10
-    iters: int | None = 100
-    duration_s: float | None = None
-    power: str = "auto"  # auto, tegrastats, nvml or none
-    power_interval_ms: int = 100
-    cuda_graph: bool = False
-    threads: int | None = None
-    device: int = 0
-    accuracy_batch: int = 250
-    performance_hint: str = "LATENCY"  # OpenVINO: LATENCY or THROUGHPUT
-    streams: int | None = None  # OpenVINO: NUM_STREAMS (default: what the hint picks)
-
-    def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.performance_hint not in ("LATENCY", "THROUGHPUT"):
-            raise ValueError(f"performance hint must be LATENCY or THROUGHPUT, got {self.performance_hint!r}")
-        self.batches = tuple(int(b) for b in self.batches)
-        if not self.batches or any(b < 1 for b in self.batches):
-            raise ValueError(f"batch sizes must be positive integers, got {list(self.batches)}")
-        if (self.iters is None) == (self.duration_s is None):
-            raise ValueError("give exactly one of iters and duration_s")
-        if self.iters is not None and self.iters < 2:
-            raise ValueError(f"iters must be at least 2 to report a spread, got {self.iters}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise ValueError(f"duration must be positive, got {self.duration_s}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if self.power not in ("auto", "tegrastats", "nvml", "none"):
-            raise ValueError(f"power must be auto, tegrastats, nvml or none, got {self.power!r}")
+# The random input of one timed batch is allocated before the run; its size is bounded first.
+MAX_INPUT_BYTES = 4 * 1024**3
 
 
 @dataclass
@@ -94,7 +66,7 @@ def resolve_power(settings: BenchSettings) -> str:
         import shutil
 
         return "tegrastats" if shutil.which("tegrastats") else "none"
-    if settings.backend in GPU_BACKENDS and has_module("pynvml"):
+    if get_backend(settings.backend).gpu and has_module("pynvml"):
         from compress.runtime.nvml import power_available
 
         return "nvml" if power_available(settings.device) else "none"
@@ -109,19 +81,16 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
 
     `backends` (default: settings.backend alone) runs each artifact on several runtimes in one
     report; variants are then named "ARTIFACT [BACKEND]" and the report marks the fastest runtime
-    per artifact and batch size.
+    per artifact and batch size. An unknown, empty or repeated backend name is refused (ValueError).
     """
     from compress.runtime.report import build_report
     from compress.runtime.sysinfo import collect_system
 
     if not artifacts:
         raise ValueError("no artifacts to benchmark")
-    backends = list(dict.fromkeys(backends or [settings.backend]))
-    for b in backends:
-        if b not in BACKENDS:
-            raise ValueError(f"unknown backend {b!r}; choose one of {', '.join(BACKENDS)}")
+    backends = parse_backends(backends, default=settings.backend)
     model_dirs = {str(k): v for k, v in (model_dirs or {}).items()}
-    gpu_backends = [b for b in backends if b in GPU_BACKENDS]
+    gpu_backends = [b for b in backends if get_backend(b).gpu]
     system = collect_system(gpu=bool(gpu_backends), device_index=settings.device)
     power_kind = resolve_power(replace(settings, backend=gpu_backends[0] if gpu_backends else backends[0]))
     base_names: list[str] = []
@@ -165,21 +134,26 @@ def _unique_name(path: Path, taken: set[str]) -> str:
 def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | None = None,
                   data: EvalData | None = None, model_dir: str | Path | None = None, power_kind: str = "none",
                   log: Callable[[str], None] = _stderr) -> dict:
-    """One report row: file, counts, widths, then per-batch latency, memory, power and accuracy."""
+    """One report row: file, counts, widths, outputs, then per-batch latency, memory, power and accuracy."""
+    from compress.runtime.errors import RuntimeBenchError
     from compress.runtime.hostmem import HostMemory
 
     path = Path(artifact)
     kind = artifact_kind(path)
     v: dict = {"name": name or path.name, "artifact": str(path), "kind": kind, "backend": settings.backend,
                "status": "ok", "error": None, "warnings": [], "file": None, "model": None, "precision": None,
-               "ran_at": None,
-               "runner": None, "latency": [], "memory": None, "power": None, "accuracy": None,
-               "reference_accuracy": None, "widths": None, "model_json": None}
+               "ran_at": None, "runner": None, "outputs": None, "latency": [], "memory": None, "power": None,
+               "accuracy": None, "reference_accuracy": None, "widths": None, "model_json": None}
     if not path.exists():
         return _failed(v, f"artifact not found: {path}")
+    if not path.is_dir():
+        try:
+            check_regular_file(path, "artifact")  # a FIFO or a device would block or never end
+        except RuntimeBenchError as exc:
+            return _failed(v, one_line(exc))
     v["file"] = file_info(path, kind)
-    v["model"] = _model_counts(path, kind, v["warnings"])
-    _attach_model_json(v, path, kind, model_dir)
+    v["model"] = model_counts(path, kind, v["warnings"], one_line)
+    attach_model_json(v, path, kind, model_dir, one_line)
 
     memory = HostMemory()
     memory.mark("before_load")
@@ -196,6 +170,7 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
         v["precision"] = runner.metadata.get("precision")
         v["ran_at"] = runner.ran_at
         _note_quantization(v, runner.metadata, settings.backend)
+        _check_outputs(runner, settings.batches[0], v, log)
         sampler = _start_sampler(power_kind, settings, v["warnings"])
         try:
             for batch in settings.batches:
@@ -209,9 +184,41 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
             v["accuracy"] = _accuracy(runner, data, settings, v, log)
         memory.mark("after_run")
         v["memory"] = {"host": memory.summary(), "gpu": _safe(runner.gpu_memory, v["warnings"], "GPU memory")}
-    if any(row["status"] != "ok" for row in v["latency"]) or (data is not None and v["accuracy"] is None):
-        v["status"] = "partial"
+    v["status"] = _status(v, data)
     return v
+
+
+def _status(v: dict, data: EvalData | None) -> str:
+    """partial: a batch size failed, the outputs are not finite, or an accuracy asked of a classifier is missing."""
+    if any(row["status"] != "ok" for row in v["latency"]) or v.get("nonfinite_outputs"):
+        return "partial"
+    if data is not None and v["accuracy"] is None and not v.get("accuracy_skipped"):
+        return "partial"
+    return "ok"
+
+
+def _check_outputs(runner, batch: int, v: dict, log) -> None:
+    """One inference on the benchmark input: records each output's name and shape, and whether any holds a
+    NaN or an infinity (a broken model: its timings stand, its accuracy is not reported)."""
+    from compress.runtime.accuracy import nonfinite_outputs
+
+    try:
+        outs = runner.infer_all(_input(runner, batch))
+    except Exception as exc:  # noqa: BLE001 - the batch rows report the same failure
+        v["warnings"].append(f"{v['name']}: outputs not checked: {one_line(exc)}")
+        return
+    names = [runner.output_name(k) for k in range(len(outs))]
+    v["outputs"] = [{"name": n, "shape": list(o.shape[1:]), "dtype": str(o.dtype)} for n, o in zip(names, outs)]
+    bad = nonfinite_outputs(outs, names)
+    if bad:
+        _nonfinite(v, f"{v['name']}: output {', '.join(bad)} holds NaN or infinite values on the benchmark input; "
+                      "the model is broken, so no accuracy is reported", bad, log)
+
+
+def _nonfinite(v: dict, message: str, outputs: list[str], log) -> None:
+    v["nonfinite_outputs"] = outputs
+    v["warnings"].append(message)
+    log(f"  {message}")
 
 
 def _note_quantization(v: dict, meta: dict, backend: str) -> None:
@@ -221,7 +228,7 @@ def _note_quantization(v: dict, meta: dict, backend: str) -> None:
         return
     v["quantization"] = {"target": target, "instruction_set": meta.get("quant_isa"),
                          "recipe": meta.get("quant_recipe"), "accuracy_session": meta.get("quant_eval_session")}
-    if target == "cpu" and backend in GPU_BACKENDS:
+    if target == "cpu" and get_backend(backend).gpu:
         v["warnings"].append(f"{v['name']}: quantized with the cpu recipe; TensorRT-style files come from "
                              "`compress quantize --target trt`")
     elif target == "trt" and backend == "ort-cpu":
@@ -249,89 +256,15 @@ def _safe(fn, warnings: list, what: str):
         return None
 
 
-def file_info(path: Path, kind: str) -> dict:
-    """Size on disk: the file itself, or a model directory's weights (model.safetensors)."""
-    if path.is_dir():
-        weights = path / "model.safetensors"
-        total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        return {"size_bytes": weights.stat().st_size if weights.is_file() else total,
-                "what": "model.safetensors" if weights.is_file() else "directory total", "directory_bytes": total}
-    return {"size_bytes": path.stat().st_size, "what": path.name}
-
-
-def _model_counts(path: Path, kind: str, warnings: list) -> dict | None:
-    from compress.runtime.onnx_flops import count_onnx
-
-    try:
-        if kind == "onnx":
-            return {**count_onnx(path), "source": "ONNX graph"}
-        if kind == "engine":
-            side = path.with_name(path.name + ".json")
-            onnx_path = None
-            if side.is_file():
-                onnx_path = json.loads(side.read_text()).get("onnx_path")
-            if onnx_path and Path(onnx_path).is_file():
-                return {**count_onnx(onnx_path), "source": f"ONNX graph the engine was built from ({onnx_path})"}
-            warnings.append(f"{path.name}: parameter/MAC counts unknown (the ONNX file named by its sidecar "
-                            "is not here)")
-            return None
-        if kind == "model_dir":
-            meta = json.loads((path / "model.json").read_text())
-            return {"params": meta.get("params"), "macs": meta.get("macs"), "flops": meta.get("flops"),
-                    "source": "model.json"}
-    except Exception as exc:  # noqa: BLE001
-        warnings.append(f"{path.name}: cannot count parameters/MACs: {one_line(exc)}")
-    return None
-
-
-def find_model_json(path: Path, kind: str, model_dir: str | Path | None = None) -> Path | None:
-    """model.json describing the artifact: given explicitly, the directory itself, or beside the file."""
-    candidates = []
-    if model_dir is not None:
-        candidates.append(Path(model_dir) / "model.json")
-    if kind == "model_dir":
-        candidates.append(path / "model.json")
-    elif kind == "engine":
-        side = path.with_name(path.name + ".json")
-        try:
-            onnx_path = json.loads(side.read_text()).get("onnx_path") if side.is_file() else None
-        except (OSError, json.JSONDecodeError):
-            onnx_path = None
-        if onnx_path:
-            candidates.append(Path(onnx_path).parent / "model.json")
-        candidates.append(path.parent / "model.json")
-    else:
-        candidates.append(path.parent / "model.json")
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def _attach_model_json(v: dict, path: Path, kind: str, model_dir) -> None:
-    found = find_model_json(path, kind, model_dir)
-    if found is None:
-        if model_dir is not None:
-            v["warnings"].append(f"--model-dir {model_dir} has no model.json")
-        return
-    try:
-        meta = json.loads(found.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        v["warnings"].append(f"{found}: unreadable ({one_line(exc)})")
-        return
-    v["model_json"] = str(found)
-    v["reference_accuracy"] = meta.get("accuracy")
-    widths = {}
-    for layer, w in (meta.get("widths") or {}).items():
-        if w.get("type") == "Conv2d":
-            widths[layer] = int(w["out_channels"])
-        elif w.get("type") == "Linear":
-            widths[layer] = int(w["out_features"])
-    v["widths"] = widths or None
-
-
 def _input(runner, batch: int) -> np.ndarray:
     from compress.runtime.accuracy import normalize
 
     if runner.input_shape is None:
         raise ValueError(f"{runner.path.name}: input size unknown (no static shape, no compress.input_size)")
+    nbytes = 4 * batch * int(np.prod(runner.input_shape, dtype=np.int64))
+    if nbytes > MAX_INPUT_BYTES:
+        raise ValueError(f"batch {batch} of {list(runner.input_shape)} inputs needs {nbytes / 2**30:.1f} GiB, above "
+                         f"the bound of {MAX_INPUT_BYTES / 2**30:.0f} GiB for one timed batch")
     meta = runner.metadata or {}
     channels = runner.input_shape[0]
     mean = meta.get("mean") or [0.5] * channels
@@ -411,15 +344,32 @@ def _finish_power(v: dict, sampler) -> None:
 
 
 def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> dict | None:
-    from compress.runtime.accuracy import runner_accuracy
+    """Top-1 accuracy of a classifier with finite outputs; anything else says why it has none."""
+    from compress.runtime.accuracy import classifier_problem, runner_accuracy
+    from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
 
+    if v.get("nonfinite_outputs"):
+        return None
     classes = (runner.metadata or {}).get("classes")
     if classes and data.classes and len(classes) != len(data.classes):
         v["warnings"].append(f"accuracy skipped: {data.spec} has {len(data.classes)} classes, "
                              f"{v['name']} {len(classes)}")
         return None
+    count = len(classes) if classes else (len(data.classes) or None)
+    problem = classifier_problem([(1, *o["shape"]) for o in v["outputs"]], count) if v["outputs"] else None
     try:
-        result = runner_accuracy(runner, data.images, data.labels, batch_size=settings.accuracy_batch)
+        if problem:
+            raise NotAClassifierError(f"no accuracy for {v['name']}: {problem}")
+        result = runner_accuracy(runner, data.images, data.labels, batch_size=settings.accuracy_batch,
+                                 num_classes=count)
+    except NotAClassifierError as exc:
+        v["accuracy_skipped"] = str(exc)
+        v["warnings"].append(str(exc))
+        log(f"  {exc}")
+        return None
+    except NonFiniteOutputError as exc:
+        _nonfinite(v, str(exc), ["(on the test images)"], log)
+        return None
     except Exception as exc:  # noqa: BLE001
         v["warnings"].append(f"accuracy failed: {one_line(exc)}")
         log(f"  accuracy failed: {one_line(exc)}")

@@ -19,3 +19,24 @@ class ArtifactError(RuntimeBenchError):
 
 class CudaError(RuntimeBenchError):
     """A CUDA runtime call returned an error."""
+
+
+class InputFileError(ArtifactError, ValueError):
+    """A file read from outside (ONNX file, engine, sidecar, model.json, report) is not a regular file, is
+    larger than its bound, is not UTF-8, or is not strict JSON (nested too deep, a key twice, NaN)."""
+
+
+class SidecarError(ArtifactError):
+    """An engine's sidecar is missing, unreadable, or disagrees with the running TensorRT or GPU."""
+
+
+class NonFiniteOutputError(RuntimeBenchError):
+    """A model produced NaN or infinite outputs: no accuracy is reported from them."""
+
+
+class NotAClassifierError(RuntimeBenchError):
+    """Accuracy was asked of a model that is not a classifier (one 2-D output, one column per class)."""
+
+
+class ReportWriteError(RuntimeBenchError):
+    """A benchmark report could not be written (disk full, read-only directory); nothing partial was left."""

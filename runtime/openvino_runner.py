@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import openvino
-from compress.runtime.runners import Runner, decode_metadata
+from compress.runtime.runner_base import Runner
 
 PRECISIONS = {"openvino": "f32", "openvino-bf16": "bf16"}
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -29,6 +31,18 @@ def bf16_supported(core=None) -> bool:
     import openvino.properties as props
 
     return "BF16" in core.get_property("CPU", props.device.capabilities)
+
+
+def check_available(backend: str) -> None:
+    openvino()
+    if backend == "openvino-bf16" and not bf16_supported():
+        raise BackendUnavailableError(_no_bf16_message())
+
+
+def from_options(path: Path, backend: str, options: dict) -> "OpenVinoRunner":
+    return OpenVinoRunner(path, backend=backend, threads=options.get("threads"),
+                          performance_hint=options.get("performance_hint") or "LATENCY",
+                          streams=options.get("streams"))
 
 
 class OpenVinoRunner(Runner):
@@ -45,8 +59,7 @@ class OpenVinoRunner(Runner):
         self.backend = backend
         ov = openvino()
         self._ov = ov
-        if not self.path.is_file():
-            raise ArtifactError(f"ONNX file not found: {self.path}")
+        check_regular_file(self.path, "ONNX file", MAX_ONNX_BYTES)
         self.core = ov.Core()
         self.inference_precision = PRECISIONS[backend]
         if self.inference_precision == "bf16" and not bf16_supported(self.core):
@@ -74,7 +87,8 @@ class OpenVinoRunner(Runner):
         if dims[0] is not None:
             self.fixed_batch = dims[0]
         model = onnx.load(str(self.path), load_external_data=False)
-        self.metadata = decode_metadata({p.key: p.value for p in model.metadata_props})
+        self.metadata = decode_metadata({p.key: p.value for p in model.metadata_props}, self.path.name)
+        self.output_names = [o.name for o in model.graph.output]
         if all(d is not None for d in dims[1:]):
             self.input_shape = tuple(int(d) for d in dims[1:])
         elif isinstance(self.metadata.get("input_size"), list):
@@ -108,9 +122,10 @@ class OpenVinoRunner(Runner):
             self.compiled_properties[batch] = self._read_properties(self._compiled[batch])
         self._request = self._compiled[batch].create_infer_request()
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         self._request.infer({0: x})
-        return np.array(self._request.get_output_tensor(0).data)
+        count = len(self._request.model_outputs)
+        return [np.array(self._request.get_output_tensor(i).data) for i in range(count)]
 
     def _step(self, x: np.ndarray):
         infer, feed, clock = self._request.infer, {0: x}, time.perf_counter

@@ -14,14 +14,32 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import onnxruntime
-from compress.runtime.runners import Runner, decode_metadata
+from compress.runtime.runner_base import Runner
 
 PROVIDERS = {
     "ort-cpu": ["CPUExecutionProvider"],
     "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
+
+
+def _unavailable(backend: str, ort, available) -> BackendUnavailableError:
+    return BackendUnavailableError(
+        f"{backend} needs ONNX Runtime's {PROVIDERS[backend][0]}, but onnxruntime {ort.__version__} here offers only "
+        f"{', '.join(available)} (install onnxruntime-gpu, or on Jetson the JetPack onnxruntime wheel)")
+
+
+def check_available(backend: str) -> None:
+    ort = onnxruntime()
+    if PROVIDERS[backend][0] not in ort.get_available_providers():
+        raise _unavailable(backend, ort, ort.get_available_providers())
+
+
+def from_options(path: Path, backend: str, options: dict) -> "OrtRunner":
+    return OrtRunner(path, backend=backend, threads=options.get("threads"), device_id=options.get("device", 0))
 
 
 class OrtRunner(Runner):
@@ -36,14 +54,11 @@ class OrtRunner(Runner):
         self.device_id = int(device_id)
         ort = onnxruntime()
         self._ort = ort
-        if not self.path.is_file():
-            raise ArtifactError(f"ONNX file not found: {self.path}")
+        check_regular_file(self.path, "ONNX file", MAX_ONNX_BYTES)
         wanted = PROVIDERS[backend][0]
         available = ort.get_available_providers()
         if wanted not in available:
-            raise BackendUnavailableError(
-                f"{backend} needs ONNX Runtime's {wanted}, but onnxruntime {ort.__version__} here offers only "
-                f"{', '.join(available)} (install onnxruntime-gpu, or on Jetson the JetPack onnxruntime wheel)")
+            raise _unavailable(backend, ort, available)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -70,7 +85,7 @@ class OrtRunner(Runner):
             raise ArtifactError(f"{self.path} input {self.input_name} has shape {shape}; expected N x C x H x W")
         if isinstance(shape[0], int) and shape[0] > 0:
             self.fixed_batch = shape[0]
-        self.metadata = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map))
+        self.metadata = decode_metadata(dict(self.session.get_modelmeta().custom_metadata_map), self.path.name)
         if all(isinstance(d, int) and d > 0 for d in shape[1:]):
             self.input_shape = tuple(int(d) for d in shape[1:])
         elif isinstance(self.metadata.get("input_size"), list):
@@ -83,8 +98,8 @@ class OrtRunner(Runner):
     def _provider_entry(self, name: str):
         return name if name == "CPUExecutionProvider" else (name, {"device_id": self.device_id})
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(self.output_names[:1], {self.input_name: x})[0]
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: x})
 
     def _step(self, x: np.ndarray):
         run, names, feed, clock = self.session.run, self.output_names, {self.input_name: x}, time.perf_counter

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 from compress.runtime.optional import pyplot_free_figure
+
+# plot key -> file name in a report directory
+PLOT_FILES = {"latency": "latency_vs_batch.png", "accuracy": "accuracy_vs_latency.png",
+              "widths": "channel_widths.png"}
 
 
 def _ok_rows(v: dict, which: str = "end_to_end") -> list[dict]:
     return [r for r in v.get("latency") or [] if r.get("status") == "ok" and r.get(which)]
 
 
-def _save(fig, canvas_cls, path: Path) -> Path:
-    from compress.runtime.report import _atomic_write
-
+def _png(fig, canvas_cls) -> bytes:
     canvas_cls(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    _atomic_write(path, buf.getvalue())
-    return path
+    return buf.getvalue()
 
 
-def latency_vs_batch(report: dict, path: Path) -> Path | None:
+def latency_vs_batch(report: dict) -> bytes | None:
     variants = [v for v in report.get("variants", []) if _ok_rows(v)]
     if not variants:
         return None
@@ -47,10 +47,10 @@ def latency_vs_batch(report: dict, path: Path) -> Path | None:
     ax.set_title(f"Latency vs batch size ({report.get('settings', {}).get('backend')})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, Canvas, path)
+    return _png(fig, Canvas)
 
 
-def accuracy_vs_latency(report: dict, path: Path) -> Path | None:
+def accuracy_vs_latency(report: dict) -> bytes | None:
     points = []
     for v in report.get("variants", []):
         acc = (v.get("accuracy") or {}).get("accuracy")
@@ -70,10 +70,10 @@ def accuracy_vs_latency(report: dict, path: Path) -> Path | None:
     ax.set_ylabel("top-1 accuracy, %")
     ax.set_title("Accuracy vs latency")
     ax.grid(True, alpha=0.3)
-    return _save(fig, Canvas, path)
+    return _png(fig, Canvas)
 
 
-def channel_widths(report: dict, path: Path) -> Path | None:
+def channel_widths(report: dict) -> bytes | None:
     variants = [v for v in report.get("variants", []) if v.get("widths")]
     if not variants:
         return None
@@ -95,16 +95,14 @@ def channel_widths(report: dict, path: Path) -> Path | None:
     ax.set_title("Per-layer widths" + (f" (dashed: {variants[0]['name']})" if len(variants) > 1 else ""))
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, Canvas, path)
+    return _png(fig, Canvas)
 
 
-def render_plots(report: dict, out_dir: str | Path) -> dict[str, Path]:
-    out_dir = Path(out_dir)
+def render_plot_images(report: dict) -> dict[str, bytes]:
+    """{file name: PNG bytes} of the plots this report has data for (written by report.write_report)."""
     made = {}
-    for key, fn, name in (("latency", latency_vs_batch, "latency_vs_batch.png"),
-                          ("accuracy", accuracy_vs_latency, "accuracy_vs_latency.png"),
-                          ("widths", channel_widths, "channel_widths.png")):
-        path = fn(report, out_dir / name)
-        if path is not None:
-            made[key] = path
+    for key, fn in (("latency", latency_vs_batch), ("accuracy", accuracy_vs_latency), ("widths", channel_widths)):
+        png = fn(report)
+        if png is not None:
+            made[PLOT_FILES[key]] = png
     return made

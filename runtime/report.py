@@ -7,13 +7,17 @@ JSON alone, so `load_report` + `write_report` re-renders an old run.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from compress.runtime.atomic import write_files_into, write_problem
+from compress.runtime.errors import InputFileError, ReportWriteError
+from compress.runtime.strict_json import read_json
 
 SCHEMA = "compress.report/1"
 SCHEMA_FAMILY = "compress.report/"
 SUPPORTED_MAJOR = 1
+# A report of many variants with per-batch rows stays well under a few MB.
+MAX_REPORT_BYTES = 64 * 1024**2
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -123,32 +127,16 @@ def load_report(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"report not found: {path}")
     try:
-        report = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        report = read_json(path, max_bytes=MAX_REPORT_BYTES)
+    except InputFileError as exc:
+        raise ValueError(str(exc)) from None
     return validate_report(report)
 
 
 # --- writing -------------------------------------------------------------------------------------
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        # mkstemp makes 0600 files; a report gets what the user's umask gives any new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 def to_json(report: dict) -> str:
     return json.dumps(report, indent=2, allow_nan=False, default=_json_default) + "\n"
@@ -167,25 +155,31 @@ def _json_default(obj):
 
 
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
-    """Write report.json, report.md and (with plots) PNGs into out_dir; returns their paths."""
+    """Write report.json, report.md and (with plots) PNGs into out_dir as one unit; returns their paths.
+
+    Everything is rendered in memory and written in a hidden scratch directory first; only when every
+    file is complete are they moved in, report.json last. A failure (disk full, a read-only directory)
+    leaves out_dir as it was and raises ReportWriteError naming the problem in one line."""
+    from compress.runtime.plots import PLOT_FILES
+
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
+    images: dict[str, bytes] = {}
     report["plots"] = []
     if plots:
-        from compress.runtime.plots import render_plots
+        from compress.runtime.plots import render_plot_images
 
         try:
-            for name, path in render_plots(report, out_dir).items():
-                written[name] = path
-                report["plots"].append(path.name)
+            images = render_plot_images(report)
         except Exception as exc:  # noqa: BLE001 - a plotting problem must not lose the numbers
             report.setdefault("warnings", []).append(f"plots not written: {exc}")
-    text = to_json(report)
-    _atomic_write(out_dir / "report.md", render_markdown(report).encode())
-    _atomic_write(out_dir / "report.json", text.encode())
-    written["md"] = out_dir / "report.md"
-    written["json"] = out_dir / "report.json"
+        report["plots"] = list(images)
+    files = {**images, "report.md": render_markdown(report).encode(), "report.json": to_json(report).encode()}
+    try:
+        write_files_into(out_dir, files, marker="report.json", stale=PLOT_FILES.values())
+    except OSError as exc:
+        raise ReportWriteError(f"report not written: {write_problem(exc, out_dir)}") from None
+    written = {key: out_dir / name for key, name in PLOT_FILES.items() if name in images}
+    written.update(md=out_dir / "report.md", json=out_dir / "report.json")
     return written
 
 
@@ -256,6 +250,8 @@ def _summary_lines(report: dict) -> list[str]:
         speed = (ratios.get(v["name"]) or {}).get("speedup_p50", {}).get(str(first_b))
         note = v.get("error") or "; ".join(f"b{r['batch']}: {r['error']}" for r in v.get("latency") or []
                                           if r.get("status") == "failed")
+        if not note and v.get("nonfinite_outputs"):
+            note = "NaN/infinite outputs: the model is broken, no accuracy"
         if not note and v.get("warnings"):
             note = f"{len(v['warnings'])} warning(s)"
         lines.append("| " + " | ".join(_cell(c) for c in [

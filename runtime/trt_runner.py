@@ -16,9 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.runtime import engine_sidecar
 from compress.runtime.errors import ArtifactError
-from compress.runtime.optional import tensorrt
-from compress.runtime.runners import Runner
+from compress.runtime.input_files import MAX_ENGINE_BYTES, check_regular_file, read_regular_file
+from compress.runtime.onnx_metadata import check_metadata
+from compress.runtime.optional import cudart, tensorrt
+from compress.runtime.runner_base import Runner
 
 _NUMPY_TYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32,
                 "INT64": np.int64, "BOOL": np.bool_}
@@ -29,6 +32,15 @@ def numpy_dtype(trt, dtype) -> np.dtype:
         if getattr(trt.DataType, name, None) == dtype:
             return np.dtype(np_type)
     raise ArtifactError(f"engine I/O tensor type {dtype} has no numpy equivalent (expected float32 I/O)")
+
+
+def check_available(backend: str) -> None:
+    tensorrt()
+    cudart()
+
+
+def from_options(path: Path, backend: str, options: dict) -> "TrtRunner":
+    return TrtRunner(path, device=options.get("device", 0), cuda_graph=options.get("cuda_graph", False))
 
 
 class TrtRunner(Runner):
@@ -46,8 +58,7 @@ class TrtRunner(Runner):
         self._stream = None
         self._events: list = []
         self.engine = self.context = None
-        if not self.path.is_file():
-            raise ArtifactError(f"engine not found: {self.path}")
+        check_regular_file(self.path, "engine", MAX_ENGINE_BYTES)
         trt = tensorrt()
         self._trt = trt
         rt = cuda_rt.cudart()
@@ -57,8 +68,10 @@ class TrtRunner(Runner):
         self.gpu_name, self.compute_capability = cuda_rt.gpu_identity(int(device))
         self.sidecar = None
         if check_sidecar:
-            self.sidecar = _checked_sidecar(self.path, trt.__version__, self.gpu_name, self.compute_capability)
+            self.sidecar = engine_sidecar.check_sidecar(self.path, trt.__version__, self.gpu_name,
+                                                        self.compute_capability)
             self.metadata = dict(self.sidecar.get("metadata") or {})
+            check_metadata(self.metadata, engine_sidecar.sidecar_path(self.path).name)
         self.cuda_graph = bool(cuda_graph)
         if self.cuda_graph:
             self.timer += " (execution replayed as a CUDA graph)"
@@ -66,7 +79,7 @@ class TrtRunner(Runner):
         free_before, _ = cuda_rt.mem_get_info()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        self.engine = self._runtime.deserialize_cuda_engine(read_regular_file(self.path, "engine", MAX_ENGINE_BYTES))
         if self.engine is None:
             raise ArtifactError(f"TensorRT {trt.__version__} could not deserialize {self.path} (see its log above)")
         self.context = self.engine.create_execution_context()
@@ -83,6 +96,7 @@ class TrtRunner(Runner):
             raise ArtifactError(f"{self.path} has inputs {self.inputs} and outputs {self.outputs}; "
                                 "the benchmark feeds one image tensor")
         self.input_name = self.inputs[0]
+        self.output_names = list(self.outputs)
         self.dtypes = {n: numpy_dtype(trt, self.engine.get_tensor_dtype(n)) for n in names}
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
         if len(shape) != 4 or any(d < 0 for d in shape[1:]):
@@ -153,10 +167,12 @@ class TrtRunner(Runner):
         e3.synchronize()
         return e3.elapsed_ms(e0), e2.elapsed_ms(e1)
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         self._load_input(x)
         self._run_once()
-        return self._host_view(self.outputs[0]).astype(np.float32)
+        # Copies: the pinned buffers are reused by the next run. Float outputs come back as float32.
+        views = [self._host_view(n) for n in self.outputs]
+        return [v.astype(np.float32) if v.dtype.kind == "f" else v.copy() for v in views]
 
     def _step(self, x: np.ndarray):
         self._load_input(x)
@@ -214,12 +230,3 @@ class TrtRunner(Runner):
             self._stream.destroy()
             self._stream = None
 
-
-def _checked_sidecar(path: Path, trt_version: str, gpu_name: str, capability: str) -> dict:
-    from compress.exporting.engine_sidecar import check_sidecar
-    from compress.exporting.errors import SidecarError
-
-    try:
-        return check_sidecar(path, trt_version, gpu_name, capability)
-    except SidecarError as exc:
-        raise ArtifactError(str(exc)) from None

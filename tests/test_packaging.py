@@ -79,5 +79,6 @@ def test_a_user_project_with_its_own_models_export_and_runtime_packages(tmp_path
 def _env(tmp_path: Path) -> dict:
     import os
 
-    # The user's project root first on the path, as `python -m` or a script in that folder would have it.
-    return {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    # The user's project root first on the path, as `python -m` or a script in that folder would have it;
+    # the model directory names the user's own module, which they trust (docs/SECURITY.md).
+    return {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1", "COMPRESS_TRUSTED_CODE": "models.net"}

@@ -31,12 +31,12 @@ def _batches(text: str) -> tuple[int, ...]:
 
 
 def _backends(items: tuple[str, ...]) -> list[str]:
-    chosen = [b for item in items for b in item.replace(" ", "").split(",") if b] or ["ort-cpu"]
-    unknown = [b for b in chosen if b not in BACKEND_CHOICES]
-    if unknown:
-        raise click.BadParameter(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKEND_CHOICES)}",
-                                 param_hint="--backend")
-    return list(dict.fromkeys(chosen))
+    from compress.runtime.backends import parse_backends
+
+    try:  # empty, repeated and unknown names are refused by the library
+        return parse_backends(items)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--backend") from None
 
 
 def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import sys
 import traceback
 
@@ -107,8 +108,24 @@ def one_line(exc: BaseException | str) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+TRUST_ENV = "COMPRESS_TRUSTED_CODE"  # read by compress.models.trust (not imported here: it needs torch)
+
+
+def _trust(_ctx, _param, modules):
+    """--trust adds to the environment variable, so workers this command starts trust the same code."""
+    for module in modules:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?", module):
+            raise click.BadParameter(f"{module!r} is not a module name (package.module[:Name])")
+    if modules:
+        current = [m for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]
+        os.environ[TRUST_ENV] = ",".join(dict.fromkeys([*current, *modules]))
+
+
 @click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="compress")
+@click.option("--trust", multiple=True, metavar="MODULE", callback=_trust, expose_value=False,
+              help="Let model directories name code from MODULE (package, package.module or package.module:Name); "
+                   "repeatable. See docs/SECURITY.md.")
 def main():
     """Slim, compress, export and benchmark convolutional networks.
 

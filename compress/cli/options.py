@@ -21,7 +21,8 @@ def data_options(f):
                                              "DataLoader workers; auto: memory when it fits.")(f)
     f = click.option("--input-size", type=click.IntRange(min=8, max=4096), default=None,
                      help="Train and evaluate at N×N pixels (default: the images' own size, which must be one).")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for data order, subsets, init.")(f)
+    f = click.option("--seed", type=click.IntRange(0, 2 ** 63 - 1), default=0, show_default=True,
+                     help="Seed for data order, subsets, init.")(f)
     f = click.option("--test-limit", type=click.IntRange(min=1), default=None,
                      help="Use N test images (stratified).")(f)
     f = click.option("--train-limit", type=click.IntRange(min=1), default=None,

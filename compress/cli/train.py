@@ -16,7 +16,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import FINITE, SPARSITY, FiniteFloat
+from compress.cli.params import SPARSITY, FiniteFloat
 
 
 @click.command("train")
@@ -33,7 +33,8 @@ from compress.cli.params import FINITE, SPARSITY, FiniteFloat
                    "(proximal, λ steered until half the γ sit at zero) or 'budget:P'.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (recipe default otherwise).")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="VGG width multiplier.")
-@click.option("--bn-init", type=FINITE, default=None, help="Initial BN γ (default 0.5 as in the paper).")
+@click.option("--bn-init", type=FiniteFloat(min=-1e4, max=1e4), default=None,
+              help="Initial BN γ (default 0.5 as in the paper).")
 @arch_options
 @data_options
 @recipe_options()

@@ -26,6 +26,23 @@ def _to_rgb(img):
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+def _check_pixels(size: tuple[int, int], name: str) -> None:
+    """A header may promise any size; bound it before the pixels are decoded (compress.limits)."""
+    from compress.limits import MAX_IMAGE_PIXELS
+
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise CompressError(f"image {name} is {w}x{h} pixels, over the bound of {MAX_IMAGE_PIXELS:,} "
+                            "(MAX_IMAGE_PIXELS)")
+
+
+def _too_many_pixels(name: str, exc: Exception) -> str:
+    """PIL's own bomb check fires first for the largest headers; the message names our bound all the same."""
+    from compress.limits import MAX_IMAGE_PIXELS
+
+    return f"image {name} is over the bound of {MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS): {exc}"
+
+
 def decode_image(data: bytes, name: str, *, at_least: int | None = None) -> torch.Tensor:
     """Decode one image to uint8 3×H×W. `at_least` lets JPEG decoding downscale by a power of two
     while keeping both sides at or above that many pixels (much faster for large photos)."""
@@ -36,10 +53,15 @@ def decode_image(data: bytes, name: str, *, at_least: int | None = None) -> torc
             # PIL warns about odd but readable files (palette transparency, EXIF); they decode fine.
             warnings.simplefilter("ignore")
             img = Image.open(io.BytesIO(data))
+            _check_pixels(img.size, name)
             if at_least is not None and img.format == "JPEG":
                 img.draft("RGB", (at_least, at_least))
             img = _to_rgb(img)
             arr = np.asarray(img, dtype=np.uint8)
+    except CompressError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise CompressError(_too_many_pixels(name, exc)) from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise CompressError(f"cannot decode image {name}: {reason}") from None
@@ -54,6 +76,9 @@ def image_size(data: bytes, name: str) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             w, h = Image.open(io.BytesIO(data)).size
+    except Image.DecompressionBombError as exc:
+        raise CompressError(_too_many_pixels(name, exc)) from None
     except Exception as exc:  # noqa: BLE001
         raise CompressError(f"cannot decode image {name}: {exc}") from None
+    _check_pixels((w, h), name)
     return h, w

@@ -26,6 +26,7 @@ from compress.data.sources import (
 )
 from compress.data.stream import FileItems, StreamSet, default_workers
 from compress.errors import CompressError, MixedImageSizes
+from compress.limits import check_seed, regular_file
 
 DATA_ENV = "COMPRESS_DATA"
 DATA_DIR_ENV = "COMPRESS_DATA_DIR"
@@ -73,6 +74,7 @@ def load_dataset(spec: str, split: str, limit: int | None = None, seed: int = 0,
     if mode not in MODES:
         raise CompressError(f"unknown data mode {mode!r}: expected one of {', '.join(MODES)}")
     side = check_input_size(input_size)
+    check_seed(seed)
     if limit is not None:
         stratified_indices(torch.zeros(1, dtype=torch.int64), limit)  # validates the number early
     source = resolve_spec(spec)
@@ -84,6 +86,8 @@ def load_dataset(spec: str, split: str, limit: int | None = None, seed: int = 0,
     path = Path(source).expanduser()
     if not path.exists():
         raise CompressError(f"dataset not found: {path}")
+    # A FIFO would block the first read forever and /dev/zero would be read forever.
+    regular_file(path, "dataset", directory_ok=True)
     return _load_files(path, split, limit, seed, side, mode, workers)
 
 
@@ -184,7 +188,7 @@ def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None) -> Imag
             first_name = reader.name(i)
         elif img.shape != out.shape[1:]:
             raise MixedImageSizes(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
-                                f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
+                                  f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
         out[slot[i]] = img
         filled += 1
     if filled != len(slot):

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from compress.errors import CompressError
+from compress.limits import MAX_CLASSES, check_count
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "val", "validation")}
@@ -124,10 +125,20 @@ class Source:
         return int(self.labels.numel())
 
 
-def split_prefix(names, split: str, source: Path) -> str:
+def split_prefix(names, split: str, source: Path, present: dict[str, list[str]] | None = None) -> str:
+    """The folder name `split` goes by in `names` (train or training, test, val or validation).
+
+    `present` (top folder → the files found under it that are not in class folders, or not images) lets
+    the message say what a split folder holds instead of claiming it is missing."""
     for alias in SPLIT_ALIASES[split]:
         if alias in names:
             return alias
+    for alias in SPLIT_ALIASES[split]:
+        if present and alias in present:
+            found = present[alias]
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            raise CompressError(f"{source}: {alias}/ holds no class folder with images (found {shown or 'nothing'}; "
+                                f"expected {alias}/CLASS/IMAGE with images {', '.join(IMAGE_SUFFIXES)})")
     raise CompressError(f"{source} has no '{split}/' folder (found: {', '.join(sorted(names)) or 'nothing'})")
 
 
@@ -135,16 +146,28 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]]) -> list[str]:
+def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]],
+                   present: dict[str, list[str]] | None = None) -> list[str]:
     """Classes of `split`; every class folder has images and train and test name the same classes."""
-    prefix = split_prefix(set(layout), split, source)
+    prefix = split_prefix(set(layout), split, source, present)
     classes = sorted(layout[prefix])
     if not classes:
         raise CompressError(f"{source}/{prefix} has no class folders")
+    check_count(len(classes), MAX_CLASSES, f"{source}/{prefix}: the number of class folders", "MAX_CLASSES")
+    for cls in classes:
+        try:
+            cls.encode("utf-8")
+        except UnicodeEncodeError:
+            # A class name is written into model.json and printed: it must be text.
+            shown = cls.encode("utf-8", "surrogateescape")
+            raise CompressError(f"class folder {source}/{prefix}/{shown!r} has a name that is not UTF-8; "
+                                "rename it") from None
     for cls in classes:
         if not layout[prefix][cls]:
+            found = (present or {}).get(f"{prefix}/{cls}", [])
+            holds = f"it holds {', '.join(found[:3])}{' and more' if len(found) > 3 else ''}; " if found else ""
             raise CompressError(f"class folder {source}/{prefix}/{cls} has no images "
-                                f"({', '.join(IMAGE_SUFFIXES)})")
+                                f"({holds}images are {', '.join(IMAGE_SUFFIXES)})")
     other_split = "test" if split == "train" else "train"
     other = next((a for a in SPLIT_ALIASES[other_split] if a in layout), None)
     if other is not None and sorted(layout[other]) != classes:
@@ -161,22 +184,26 @@ def list_folder(root: Path, split: str) -> Source:
             layout[top.name] = {c.name: [] for c in os.scandir(top.path)
                                 if c.is_dir() and not c.name.startswith(".")}
     prefix = split_prefix(set(layout), split, root)
+    present: dict[str, list[str]] = {}
     digest = hashlib.sha256()
     names, labels = [], []
     for cls in sorted(layout[prefix]):
-        files = []
+        files, others = [], []
         for entry in os.scandir(root / prefix / cls):
             if _is_image(entry.name) and entry.is_file():
                 st = entry.stat()
                 files.append((entry.name, st.st_size, st.st_mtime_ns))
+            elif len(others) < 4:
+                others.append(entry.name)
         files.sort()
         layout[prefix][cls] = files
-    classes = _check_classes(root, split, layout)
+        present[f"{prefix}/{cls}"] = sorted(others)
+    classes = _check_classes(root, split, layout, present)
     for label, cls in enumerate(classes):
         for name, size, mtime in layout[prefix][cls]:
             names.append(f"{prefix}/{cls}/{name}")
             labels.append(label)
-            digest.update(f"{prefix}/{cls}/{name}|{size}|{mtime}\n".encode())
+            digest.update(f"{prefix}/{cls}/{name}|{size}|{mtime}\n".encode("utf-8", "surrogateescape"))
     return Source(root, split, classes, torch.as_tensor(labels, dtype=torch.int64),
                   FileReader(str(root), names), digest.hexdigest())
 
@@ -207,15 +234,22 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
     tops = {p[0] for p in parts if len(p) > 1}
     strip = 1 if len(tops) == 1 and not (tops & set(SPLIT_ALIASES["train"] + SPLIT_ALIASES["test"])) else 0
     layout: dict[str, dict[str, list]] = {}
+    present: dict[str, list[str]] = {}  # every top folder, with the files that are not images in class folders
     for m, p in zip(members, parts):
         p = p[strip:]
         if ".." in p or not p or any(part.startswith(".") for part in p[:2]):
             continue
+        if len(p) > 1 or m.isdir():
+            present.setdefault(p[0], [])
         if m.isdir() and len(p) == 2:
             layout.setdefault(p[0], {}).setdefault(p[1], [])
         elif m.isfile() and len(p) == 3 and _is_image(p[2]):
             layout.setdefault(p[0], {}).setdefault(p[1], []).append(m)
-    classes = _check_classes(path, split, layout)
+        elif m.isfile() and len(p) > 1:
+            present[p[0]].append("/".join(p[1:]))
+            if len(p) == 3:
+                present.setdefault(f"{p[0]}/{p[1]}", []).append(p[2])
+    classes = _check_classes(path, split, layout, present)
     prefix = split_prefix(set(layout), split, path)
     chosen, labels = [], []
     for label, cls in enumerate(classes):

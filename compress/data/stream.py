@@ -168,7 +168,9 @@ class StreamBatches:
     def __init__(self, data: StreamSet, batch_size: int, mean, std, *, train: bool, device="cpu",
                  seed: int = 0, channels_last: bool = False, drop_last: bool = False):
         self.device = torch.device(device)
-        self.mean, self.std = mean, std
+        # On the device once, not copied there with every batch.
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).to(self.device)
+        self.std = torch.as_tensor(std, dtype=torch.float32).to(self.device)
         self.channels_last = channels_last
         self.loader, self.sampler, self.batch_sampler = _loader(
             data, check_batch_size(batch_size), train=train, seed=seed, drop_last=drop_last,

@@ -28,7 +28,6 @@ import numpy as np
 
 from compress.errors import CompressError
 from compress.sharing.huffman import CHUNK, HuffmanStream, decode_streams, encode_auto
-from compress.exporting._files import unique_keys
 
 MAGIC = b"DCZ\x89"
 VERSION = 1
@@ -148,13 +147,15 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
         raise ContainerError(f"{name} sets unknown flags {flags:#06x}")
     if header_len > len(body) - _PREFIX.size:
         raise ContainerError(f"{name} declares a {header_len}-byte header in a {len(body)}-byte file")
+    from compress.limits import MAX_JSON_DEPTH
+    from compress.runtime.errors import InputFileError
+    from compress.runtime.strict_json import parse_json
+
     try:
-        header = json.loads(bytes(body[_PREFIX.size:_PREFIX.size + header_len]),
-                            object_pairs_hook=unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ContainerError(f"{name} has an unreadable header") from None
-    except ValueError as exc:
-        raise ContainerError(f"{name} has an invalid header: {exc}") from None
+        header = parse_json(bytes(body[_PREFIX.size:_PREFIX.size + header_len]), f"{name}'s header",
+                            max_bytes=header_len, max_depth=MAX_JSON_DEPTH)
+    except InputFileError as exc:
+        raise ContainerError(f"{exc} (MAX_JSON_DEPTH)" if "deeper than" in str(exc) else str(exc)) from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ContainerError(f"{name} has an unknown header format")
     return header, memoryview(body)[_PREFIX.size + header_len:]
@@ -346,7 +347,11 @@ def write_container(path: str | Path, model_json: dict, shared: list[SharedTenso
 
 
 def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
+    from compress.limits import check_allocation, regular_file
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ContainerNotFoundError(f"compressed model not found: {path}")
+    size = regular_file(path).st_size  # a FIFO or /dev/zero would never finish reading
+    check_allocation(size, "uint8", f"{path} ({size:,} bytes)")
     return decode_container(path.read_bytes(), str(path))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.data import ImageSet
+from compress.errors import CompressError
 from compress.sharing.container import SharedTensor
 
 
@@ -67,7 +68,8 @@ def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: Imag
             seen += len(y)
         entry = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1)}
         if not math.isfinite(entry["loss"]):
-            raise RuntimeError(f"centroid fine-tuning diverged at epoch {epoch + 1}; lower --lr")
+            raise CompressError(f"centroid fine-tuning diverged at epoch {epoch + 1} (loss NaN or infinity at "
+                                f"lr {lr:g}); lower --lr")
         history.append(entry)
         (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
             f"centroid fine-tuning epoch {epoch + 1}/{epochs}: loss {entry['loss']:.4f}")

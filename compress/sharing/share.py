@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from compress.atomic import os_error_line, signals_as_exceptions
-from compress.errors import CompressError
+from compress.atomic import signals_as_exceptions
+from compress.errors import CompressError, write_failure
 from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
 from compress.sharing.kmeans import kmeans_1d
 from compress.sharing.sparse import encode_positions, magnitude_mask
+from compress.validate import check_finite
 
 DCZ_NAME = "model.dcz"
 REPORT_JSON = "share_report.json"
@@ -49,21 +50,32 @@ class BitSpec:
 def parse_bits(spec: str | int, what: str = "--bits", lo: int = 1, hi: int = MAX_BITS,
                default: tuple[int, int] = (8, 5)) -> BitSpec:
     """'conv=8,fc=5', a bare '6' for every layer, or 'features.0=4' overrides mixed in; kinds left
-    unnamed keep `default` (conv, fc)."""
+    unnamed keep `default` (conv, fc). A kind or layer given twice (conv=4,conv=5, or a bare '6' with
+    conv=4) is refused: which one wins would depend on the order."""
     def value(text: str) -> int:
         if not re.fullmatch(r"\d+", text.strip()) or not lo <= int(text) <= hi:
             raise CompressError(f"{what}: {text!r} is not a whole number of bits in [{lo}, {hi}]")
         return int(text)
 
+    given: dict[str, str] = {}  # key -> the item that set it
+
+    def once(key: str, item: str) -> None:
+        if key in given:
+            raise CompressError(f"{what}: {key} is given twice ({given[key]!r} and {item!r}) in {spec!r}")
+        given[key] = item
+
     conv, fc = default
     layers = {}
-    for item in [p for p in str(spec).split(",") if p.strip()]:
+    for item in [p.strip() for p in str(spec).split(",") if p.strip()]:
         if "=" not in item:
+            once("conv", item)
+            once("fc", item)
             conv = fc = value(item)
             continue
         key, val = (s.strip() for s in item.split("=", 1))
         if not key:
             raise CompressError(f"{what}: empty layer name in {spec!r}")
+        once(key, item)
         if key == "conv":
             conv = value(val)
         elif key == "fc":
@@ -208,6 +220,12 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
         raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {prune}")
     if finetune_epochs and data is None:
         raise CompressError("--finetune-epochs needs --data")
+    if not prune and str(offset_bits) != DEFAULT_OFFSET_BITS:
+        raise CompressError("--offset-bits applies to layers pruned by --prune-weights; give --prune-weights too")
+    from compress.limits import check_float32, check_seed
+
+    check_seed(seed, "--seed")
+    check_float32(lr, "--lr", positive=True)
     from compress.guard import check_outputs
 
     out_dir = Path(out_dir)
@@ -217,22 +235,43 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
     with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
         try:
-            return _share(Path(model_dir), out_dir, bit_spec, off_spec, prune, finetune_epochs, data, lr,
-                          batch_size, device, seed, command)
-        except OSError as exc:  # a full disk, a read-only directory: one line naming the file
-            raise CompressError(os_error_line(exc, out_dir)) from None
+            return _share(Path(model_dir), out_dir, _Request(bit_spec, off_spec, prune, finetune_epochs, data, lr,
+                                                             batch_size, device, seed, command))
+        except Exception as exc:  # noqa: BLE001 - a full disk, a read-only directory: one line naming the file
+            line = write_failure(exc, out_dir)
+            if line is None:
+                raise
+            raise CompressError(line) from None
 
 
-def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec, prune, finetune_epochs, data, lr,
-           batch_size, device, seed, command) -> dict:
+@dataclass(frozen=True)
+class _Request:
+    """share_model's checked settings, handed to the work as one value."""
+
+    bit_spec: BitSpec
+    off_spec: BitSpec
+    prune: float | None
+    finetune_epochs: int
+    data: object
+    lr: float
+    batch_size: int
+    device: str | None
+    seed: int
+    command: str | None
+
+
+def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     from compress.artifact import derived_meta, save_model_dir
     from compress.atomic import move_into, scratch_dir, write_json, write_text
     from compress.info import load_checked
     from compress.measure import layer_widths
     from compress.train import pick_device
 
-    dev = pick_device(device)
+    bit_spec, off_spec, prune, finetune_epochs, data = req.bit_spec, req.off_spec, req.prune, req.finetune_epochs, req.data
+    lr, batch_size, seed, command = req.lr, req.batch_size, req.seed, req.command
+    dev = pick_device(req.device)
     model, meta = load_checked(model_dir)
+    check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
     model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
@@ -255,6 +294,9 @@ def _share(model_dir: Path, out_dir: Path, bit_spec: BitSpec, off_spec: BitSpec,
         history = finetune_centroids(model, shared, data.split("train"), norm["mean"], norm["std"],
                                      epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
                                      log=_log)
+        # A learning rate that overflows the centroids must not ship as a complete-looking model.
+        check_finite({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                     f"the centroids after {finetune_epochs} fine-tuning epoch(s) at lr {lr}")
         accuracy["finetuned"] = _evaluate(model, data, meta, dev)
     final_acc = accuracy.get("finetuned", accuracy["quantized"])
 
@@ -322,6 +364,7 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     model = build_model(meta)
     state = restore_state(shared, raw)
     check_state(state, model.state_dict(), str(path))
+    check_finite(state, str(path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -334,8 +377,11 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
             with scratch_dir(out_dir / "model.json") as work:
                 full = save_model_dir(model.eval(), work, meta)
                 move_into(work, out_dir)
-        except OSError as exc:
-            raise CompressError(os_error_line(exc, out_dir)) from None
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
+            line = write_failure(exc, out_dir)
+            if line is None:
+                raise
+            raise CompressError(line) from None
     return full
 
 

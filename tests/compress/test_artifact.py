@@ -90,3 +90,112 @@ def test_compensation_bias_survives_reload(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(again(x), model(x), atol=1e-5)
+
+
+# --- issue 18: non-finite weights, duplicated tensor names, unbounded construction -------------------------
+
+def _rewrite_weights(path, change):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    change(state)
+    save_file(state, str(path))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_weights_are_refused_when_saved(tmp_path, value):
+    import compress
+
+    model = create_model("vgg11", width=0.25)
+    model.features[1].weight.data[3] = value
+    with pytest.raises(CompressError, match=r"tensor features\.1\.weight holds 1 non-finite"):
+        save_model_dir(model, tmp_path / "m", META)
+    assert not (tmp_path / "m" / "model.json").exists() and not (tmp_path / "m" / "model.safetensors").exists()
+    with pytest.raises(CompressError, match=r"features\.1\.weight"):
+        compress.save_model(model, tmp_path / "n", arch="vgg11", arch_kwargs=META["arch_kwargs"],
+                            classes=META["classes"], input_size=32, mean=[0.5] * 3, std=[0.25] * 3)
+    assert not (tmp_path / "n").exists()
+
+
+def test_nonfinite_weights_are_refused_when_loaded(tmp_path):
+    save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
+
+    def poison(state):
+        state["features.5.running_var"][0] = float("nan")
+    _rewrite_weights(tmp_path / "m" / "model.safetensors", poison)
+    with pytest.raises(CompressError) as err:
+        load_model_dir(tmp_path / "m")
+    assert "tensor features.5.running_var holds 1 non-finite" in str(err.value) and "\n" not in str(err.value)
+
+
+def _safetensors(path, entries, payload: bytes):
+    import struct
+
+    header = "{" + ",".join(f'"{name}":{json.dumps(spec)}' for name, spec in entries) + "}"
+    raw = header.encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
+
+
+def test_a_duplicated_tensor_name_is_refused(tmp_path):
+    """safetensors itself merges two identical entries of one name into one tensor and loads the file."""
+    from safetensors.torch import load_file
+
+    from compress.weights_file import check_header
+
+    spec = {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}
+    _safetensors(tmp_path / "dup.safetensors", [("w", spec), ("w", spec)], bytes(16))
+    assert list(load_file(str(tmp_path / "dup.safetensors"))) == ["w"]  # what we guard against
+    with pytest.raises(CompressError, match="lists tensor 'w' twice"):
+        check_header(tmp_path / "dup.safetensors")
+    save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
+    weights = tmp_path / "m" / "model.safetensors"
+    blob = weights.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    name, first = next((k, v) for k, v in header.items() if k != "__metadata__")
+    text = blob[8:8 + n].decode().rstrip()
+    doubled = text[:-1] + f',"{name}":{json.dumps(first)}' + "}"
+    raw = doubled.encode() + b" " * (-len(doubled) % 8)
+    weights.write_bytes(len(raw).to_bytes(8, "little") + raw + blob[8 + n:])
+    with pytest.raises(CompressError, match=f"lists tensor '{name}' twice"):
+        load_model_dir(tmp_path / "m")
+
+
+@pytest.mark.parametrize("claim", [1 << 40, 10 ** 9])
+def test_a_header_length_beyond_the_file_is_refused(tmp_path, claim):
+    from compress.weights_file import check_header
+
+    (tmp_path / "w.safetensors").write_bytes(claim.to_bytes(8, "little") + b"{}")
+    with pytest.raises(CompressError, match="header claims"):
+        check_header(tmp_path / "w.safetensors")
+
+
+def test_construction_beyond_memory_stops_before_initialization(tmp_path, monkeypatch):
+    import compress.limits
+
+    save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    meta["arch_kwargs"]["width"] = 64.0  # 4096x wider than recorded: ~80 GB of VGG-11 weights
+    meta.pop("widths")
+    (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(compress.limits, "available_memory", lambda: 2 ** 30)
+    with pytest.raises(CompressError, match="builds tensors of more than .* beyond the 1.0 GiB"):
+        load_model_dir(tmp_path / "m")
+
+
+@pytest.mark.parametrize("command", [["info"], ["export", "--onnx", "o.onnx"]])
+def test_the_cli_refuses_a_directory_with_nonfinite_weights(tmp_path, monkeypatch, command):
+    from click.testing import CliRunner
+
+    from compress.cli.main import main
+
+    save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
+
+    def poison(state):
+        state["classifier.weight"][0, 0] = float("inf")
+    _rewrite_weights(tmp_path / "m" / "model.safetensors", poison)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, [command[0], "m", *command[1:]])
+    assert result.exit_code == 2 and "tensor classifier.weight holds 1 non-finite" in result.output, result.output
+    assert not (tmp_path / "o.onnx").exists()

@@ -275,3 +275,58 @@ def test_subset_and_limit_agree(tmp_path):
     limited = D.load_dataset(str(root), "train", limit=7, seed=5, input_size=16, mode="memory")
     picked = full.subset(D.stratified_indices(full.labels, 7, seed=5))
     assert torch.equal(limited.images, picked.images) and torch.equal(limited.labels, picked.labels)
+
+
+# --- the epoch's random choices drawn up front, the device copy made once ------------------------------
+
+@pytest.mark.parametrize("size,crop", [(32, None), (72, 64)])
+def test_an_epoch_drawn_up_front_gives_the_batches_of_drawing_per_batch(size, crop):
+    """Drawing every batch's crop/flip choices at the start of the epoch (one copy to the device) keeps the
+    exact stream of the per-batch draws: a run's order and augmentation do not change with the device."""
+    from compress.data.memory import epoch_generator
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (37, 3, size, size), dtype=torch.uint8, generator=gen)
+    data = D.ImageSet(images, torch.arange(37) % 3, ["a", "b", "c"], crop)
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+    batches = data.batches(8, mean, std, train=True, seed=5)
+    batches.set_epoch(2)
+    got = list(batches)
+    g = epoch_generator(5, 2)
+    order = torch.randperm(37, generator=g)
+    view = data.images
+    for b, (x, y) in enumerate(got):
+        idx = order[b * 8:(b + 1) * 8]
+        if batches.random_resized:
+            expected = D.random_resized_crop_flip(data.stored[idx], tuple(view.shape[-2:]), g)
+        else:
+            expected = D.augment_crop_flip(view[idx], pad=batches.pad, generator=g)
+        assert torch.equal(x, D.normalize(expected, mean, std)) and torch.equal(y, data.labels[idx])
+    assert len(got) == 5
+
+
+def test_on_the_cpu_the_images_are_not_copied():
+    data = D.ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.arange(4), ["a"] * 4)
+    stored, labels = data.on("cpu")
+    assert stored is data.stored and labels is data.labels
+
+
+@pytest.mark.parametrize("seed", [2 ** 64, -1, 1.0])
+def test_a_seed_no_generator_takes_is_refused_naming_it(seed):
+    with pytest.raises(CompressError, match="seed"):
+        D.stratified_indices(torch.arange(10) % 2, 4, seed=seed)
+
+
+def test_a_split_folder_without_class_folders_is_described_as_it_is(tmp_path):
+    """An archive whose train/ holds only text files has a train/ folder: the message says what it holds."""
+    from compress.data.sources import list_archive
+
+    for split in ("train", "test"):
+        (tmp_path / "d" / split).mkdir(parents=True)
+        (tmp_path / "d" / split / "notes.txt").write_text("x")
+    with tarfile.open(tmp_path / "d.tar", "w") as tar:
+        for f in sorted((tmp_path / "d").rglob("*.txt")):
+            tar.add(f, arcname=str(f.relative_to(tmp_path / "d")))
+    with pytest.raises(CompressError, match=r"d.tar: train/ holds no class folder with images \(found notes.txt; "
+                                            r"expected train/CLASS/IMAGE"):
+        list_archive(tmp_path / "d.tar", "train")

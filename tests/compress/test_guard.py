@@ -125,3 +125,17 @@ def test_exact_messages(model_dir, tmp_path):
 def test_out_dir_files_may_repeat_across_directories(tmp_path):
     # Two output directories each write their model.json: different files, no clash.
     check_outputs(out_dirs=[tmp_path / "a", tmp_path / "b"], dir_files=["model.json"])
+
+
+def test_inputs_and_outputs_that_are_not_regular_files_are_refused(tmp_path, model_dir):
+    from compress.limits import NotRegularFileError
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotRegularFileError, match=r"^--data .*fifo is a FIFO \(named pipe\), not a regular file or "
+                                                  r"directory$"):
+        check_outputs(inputs=[("--data", tmp_path / "fifo")], outputs=[tmp_path / "o.onnx"])
+    with pytest.raises(NotRegularFileError, match="^--onnx /dev/null is a character device, not a regular file$"):
+        check_outputs(inputs=[model_dir], outputs=[("--onnx", "/dev/null")])
+    with pytest.raises(NotRegularFileError, match="^--out .*fifo is a FIFO .*, not a directory$"):
+        check_outputs(inputs=[model_dir], out_dirs=[("--out", tmp_path / "fifo")])
+    check_outputs(inputs=[model_dir, tmp_path / "missing"], outputs=[tmp_path / "new.onnx"])  # missing: the caller's

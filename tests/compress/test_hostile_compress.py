@@ -310,7 +310,7 @@ def test_eval_onnx_on_data_with_other_classes(work):
 
 # --- quantize (the quantize rewrite wires compress.guard.guarded_outputs; until then these describe it) ---------
 
-QUANTIZE_WIRING = ("compress/quantize.py must call compress.guard.guarded_outputs (guard, lock, staged outputs, "
+QUANTIZE_WIRING = ("compress/quantize/command.py must call compress.guard.guarded_outputs (guard, lock, staged outputs, "
                    "scratch dir for *.fp32.onnx and calibration files) - the lead wires it")
 
 
@@ -328,16 +328,16 @@ def test_failed_quantize_of_a_model_dir_leaves_no_fp32_onnx(work):
 
 
 def test_quantize_interrupted_after_calibration_leaves_nothing(work, monkeypatch):
-    import compress.quantize as quantize
+    from compress.quantize import calibration
 
     data = make_images(work / "data", classes=tuple(CLASSES), per_class=1)
-    real = quantize.calibrate
+    real = calibration.calibrate
 
     def interrupted(*args, **kwargs):
         real(*args, **kwargs)
         os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(quantize, "calibrate", interrupted)
+    monkeypatch.setattr(calibration, "calibrate", interrupted)
     before = snapshot(work)
     result = invoke(["quantize", work / "vgg", "--data", data, "--out", work / "q.onnx", "--calib-images", 4])
     assert result.exit_code == 130, result.output

@@ -60,3 +60,22 @@ def test_lock_paths_for_files_and_directories(tmp_path):
         with output_lock(tmp_path / "other.onnx"):  # another output: no conflict
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from compress.errors import CompressError
+
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(CompressError, match=r"^cannot write .*a/b/out: Permission denied \(.*\.lock\)$"):
+        with output_lock(tmp_path / "a" / "b" / "out", "compress x", directory=True):
+            pass
+    assert not (tmp_path / "a").exists()  # every folder the lock made is gone again

@@ -412,3 +412,53 @@ def test_trt_target_metadata_and_auto_isa(quantized, monkeypatch):
     assert q.recipe_for("cpu").isa == "vnni" and not q.recipe_for("cpu").reduce_range
     with pytest.raises(CompressError, match="--target"):
         q.recipe_for("gpu")
+
+
+def test_the_package_is_callable_as_the_public_function(fp32_onnx, image_folder, tmp_path):
+    """`compress.quantize` names both the API function and this package; called, the package quantizes."""
+    import sys
+
+    import compress
+
+    package = sys.modules["compress.quantize"]
+    with pytest.raises(CompressError, match="--out must name an .onnx file"):
+        package(fp32_onnx, tmp_path / "x.txt", QuantizeOptions(data=str(image_folder)))
+    with pytest.raises(CompressError, match="--out must name an .onnx file"):
+        compress.quantize(fp32_onnx, tmp_path / "x.txt", QuantizeOptions(data=str(image_folder)))
+
+
+def test_graphs_the_quantizer_cannot_take_are_named(fp32_onnx):
+    from onnx import helper
+
+    from compress.quantize import check_quantizable, node_in_cycle
+
+    model = onnx.load(str(fp32_onnx))
+    assert node_in_cycle(model.graph) is None
+    check_quantizable(model, "m.onnx")
+    custom = onnx.load(str(fp32_onnx))
+    custom.graph.node[1].domain = "com.example"
+    with pytest.raises(CompressError, match=r"^m.onnx: node .* is com.example:.*, an operator of a custom domain"):
+        check_quantizable(custom, "m.onnx")
+    local = onnx.load(str(fp32_onnx))
+    local.graph.node[1].domain = "com.example"
+    local.functions.append(helper.make_function("com.example", local.graph.node[1].op_type, ["x"], ["y"],
+                                                [helper.make_node("Identity", ["x"], ["y"])],
+                                                [helper.make_opsetid("", 17)]))
+    check_quantizable(local, "m.onnx")  # a model-local function is defined in the file itself
+    looped = onnx.load(str(fp32_onnx))
+    looped.graph.node[0].input[0] = looped.graph.node[2].output[0]
+    assert node_in_cycle(looped.graph) == looped.graph.node[0].name
+    with pytest.raises(CompressError, match="cycle through node"):
+        check_quantizable(looped, "m.onnx")
+
+
+def test_library_options_are_checked_like_the_cli_checks_them(fp32_onnx, image_folder, tmp_path):
+    from compress.quantize import check_options
+
+    for change, needle in [({"calib_images": 0}, "--calib-images"), ({"percentile": float("nan")}, "--percentile"),
+                           ({"seed": 2 ** 70}, "MAX_SEED"), ({"keep_float": -1}, "--keep-float"),
+                           ({"method": "percentile", "percentile": 101.0}, "--percentile"),
+                           ({"exclude": ("a", "a")}, "twice")]:
+        with pytest.raises(CompressError, match=needle):
+            check_options(QuantizeOptions(data=str(image_folder), **change))
+    check_options(QuantizeOptions(data=str(image_folder), method="percentile", percentile=99.9))

@@ -87,3 +87,145 @@ def test_distillation_loss_matches_definition():
     ce = -math.log(float(torch.softmax(s, 1)[0, 1]))
     expected = alpha * kl * T * T + (1 - alpha) * ce
     assert float(distillation_loss(s, t, y, T, alpha)) == pytest.approx(expected, rel=1e-5)
+
+
+# --- options, the non-finite guard, checkpoints, log output ------------------------------------------------
+
+def test_fit_options_and_the_keyword_form_train_alike(tmp_path):
+    from compress.train import FitOptions
+
+    data = tiny_data()
+    recipe = Recipe.named("fast", epochs=1, batch_size=16)
+    results = []
+    for i, call in enumerate((dict(options=FitOptions(sparsity=1e-4, progress=False, seed=1)),
+                              dict(sparsity=1e-4, progress=False, seed=1))):
+        torch.manual_seed(0)
+        model = create_model("vgg11", num_classes=4, width=0.125)
+        results.append(fit(model, data, data, tmp_path / str(i), recipe, mean=[0.5] * 3, std=[0.25] * 3, **call))
+    assert results[0]["last"]["train_loss"] == results[1]["last"]["train_loss"]
+    with pytest.raises(TypeError, match="sparsty"):
+        fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "x", recipe,
+            mean=[0.5] * 3, std=[0.25] * 3, sparsty=1e-4)
+
+
+class NanAt(torch.nn.Module):
+    """A network whose output turns NaN at one training call (counted from 1)."""
+
+    def __init__(self, inner, at):
+        super().__init__()
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def forward(self, x):
+        out = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                out = out * float("nan")
+        return out
+
+
+def test_a_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_state(tmp_path):
+    from compress.train import NonFiniteLoss
+
+    data = tiny_data()  # 64 images, batch 16: 4 steps per epoch
+    recipe = Recipe.named("fast", epochs=3, batch_size=16)
+    model = NanAt(create_model("vgg11", num_classes=4, width=0.125), at=6)
+    with pytest.raises(NonFiniteLoss) as err:
+        fit(model, data, data, tmp_path / "run", recipe, mean=[0.5] * 3, std=[0.25] * 3, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "epoch 2, step 2/4" in message and "last good state (epoch 1)" in message
+    state = json.loads((tmp_path / "run" / "train_state" / "state.json").read_text())
+    assert state["epoch"] == 1 and [r["epoch"] for r in state["history"]] == [1]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "run" / "model.json").exists()
+
+
+def test_the_cli_stops_on_a_diverging_run_in_one_line_and_writes_no_model(tmp_path):
+    from click.testing import CliRunner
+    from tests_support import make_image_folder
+
+    from compress.cli import main
+
+    data = make_image_folder(tmp_path / "ds", per_class=16, size=32)
+    result = CliRunner().invoke(main, ["train", "--arch", "vgg11", "--width", "0.0625", "--lr", "100", "--data",
+                                       str(data), "--epochs", "3", "--batch-size", "8", "--recipe", "paper",
+                                       "--out", str(tmp_path / "out")],
+                                env={"COMPRESS_CACHE": str(tmp_path / "cache")})
+    assert result.exit_code == 2
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("Error")]
+    assert len(errors) == 1 and "NaN or infinite" in errors[0] and "lower --lr" in errors[0]
+    assert not (tmp_path / "out" / "model.json").exists()
+
+
+@pytest.mark.parametrize("field,value,option", [
+    ("lr", 1e308, "--lr"), ("lr", 0.0, "--lr"), ("lr", float("nan"), "--lr"),
+    ("weight_decay", 1e308, "--weight-decay"), ("weight_decay", -1e-4, "--weight-decay"),
+    ("momentum", 1.0, "--momentum"), ("epochs", 0, "--epochs"), ("epochs", 2.5, "--epochs"),
+    ("batch_size", 2 ** 40, "--batch-size"), ("label_smoothing", float("inf"), "--label-smoothing"),
+])
+def test_recipe_refuses_out_of_range_numbers_naming_the_option(field, value, option):
+    from compress.errors import CompressError
+
+    with pytest.raises(CompressError) as err:
+        Recipe.named("paper", **{field: value})
+    assert option in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("seed", [2 ** 63, 2 ** 70, -1, True, 1.5])
+def test_a_seed_outside_what_a_generator_takes_is_refused_naming_it(seed):
+    from compress.errors import CompressError
+    from compress.train import FitOptions
+
+    with pytest.raises(CompressError, match="seed"):
+        FitOptions(seed=seed)
+
+
+def test_a_seed_near_the_top_of_the_range_still_draws_epochs():
+    from compress.data.memory import MAX_SEED, epoch_generator
+
+    assert torch.randperm(5, generator=epoch_generator(MAX_SEED, 3)).sort().values.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_checkpoints_at_most_every_interval_and_always_after_the_last_epoch(tmp_path, monkeypatch):
+    import compress.train as T
+
+    saved = []
+    real = T._save_state
+    monkeypatch.setattr(T, "_save_state", lambda d, m, o, epoch, *a: (saved.append(epoch), real(d, m, o, epoch, *a)))
+    data = tiny_data()
+    fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "a",
+        Recipe.named("fast", epochs=3, batch_size=16), mean=[0.5] * 3, std=[0.25] * 3, progress=False,
+        checkpoint_every_s=3600)
+    assert saved == [3]
+    assert (tmp_path / "a" / "best.safetensors").exists()
+    saved.clear()
+    fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "b",
+        Recipe.named("fast", epochs=3, batch_size=16), mean=[0.5] * 3, std=[0.25] * 3, progress=False)
+    assert saved == [1, 2, 3]  # on a CPU: after every epoch
+
+
+def test_a_log_of_training_holds_one_line_per_epoch(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("COMPRESS_PROGRESS", raising=False)
+    data = tiny_data()
+    fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "run",
+        Recipe.named("fast", epochs=2, batch_size=8), mean=[0.5] * 3, std=[0.25] * 3, desc="sparse")
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err and captured.out == ""
+    lines = captured.err.splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["sparse epoch 1/2", "sparse epoch 2/2"]
+
+
+@pytest.mark.slow
+def test_compiled_training_reuses_the_graph_for_a_second_model_of_the_same_shapes(tmp_path):
+    from torch._dynamo.utils import counters
+
+    data = tiny_data(32)
+    recipe = Recipe.named("fast", epochs=1, batch_size=16)
+    torch._dynamo.reset()
+    for name in ("a", "b"):
+        fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / name, recipe,
+            mean=[0.5] * 3, std=[0.25] * 3, progress=False, compile="aot_eager")
+        if name == "a":
+            graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs

@@ -283,3 +283,21 @@ def test_check_state_exact_messages():
         with pytest.raises(InvalidFileError) as err:
             check_state(state, expected, "m")
         assert str(err.value) == message
+
+
+def test_check_finite_names_the_first_non_finite_tensor():
+    from compress.validate import check_finite
+
+    good = {"a": torch.ones(3), "steps": torch.tensor(5), "n": np.arange(4)}
+    check_finite(good, "m")
+    with pytest.raises(InvalidFileError, match=r"^m: tensor b holds NaN or infinity \(2 of 4 values\)"):
+        check_finite({**good, "b": torch.tensor([1.0, math.nan, math.inf, 0.0])}, "m")
+    with pytest.raises(InvalidFileError, match="tensor c holds NaN"):
+        check_finite({"c": np.array([np.inf], dtype=np.float16)}, "m")
+
+
+def test_class_names_must_not_be_empty():
+    meta = model_meta()
+    meta["classes"] = ["", *meta["classes"][1:]]
+    with pytest.raises(InvalidFileError, match="classes holds an empty name"):
+        validate_model_meta(meta, "model.json", check_memory=False)

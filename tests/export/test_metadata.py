@@ -37,3 +37,57 @@ def test_corrupt_json_list_is_reported():
     model.metadata_props.add(key="compress.classes", value="[not json")
     with pytest.raises(ValueError, match="compress.classes"):
         metadata_of(model)
+
+
+# --- classes are optional (detectors), a list or an {index: name} mapping when present ---------------------
+
+def _meta(**over):
+    from export_helpers import metadata
+
+    return metadata(**over)
+
+
+def test_classes_may_be_absent_or_an_index_mapping():
+    from compress.exporting.metadata import class_names, validate_metadata
+
+    meta = _meta()
+    del meta["classes"]
+    assert "classes" not in validate_metadata(meta) and class_names(validate_metadata(meta)) is None
+    assert validate_metadata(_meta(classes=None)).get("classes") is None
+    named = validate_metadata(_meta(classes={0: "person", "1": "car"}))
+    assert named["classes"] == {"0": "person", "1": "car"} and class_names(named) == ["person", "car"]
+    assert class_names(validate_metadata(_meta(classes={"0": "a", "5": "b"}))) is None  # sparse: no list
+    assert class_names(validate_metadata(_meta())) == CLASSES
+
+
+@pytest.mark.parametrize("classes, match", [([], "non-empty list"), (["a", "a"], "listed twice"),
+                                            ({}, "map indices"), ({"x": "a"}, "class index 'x'"),
+                                            ({"0": 1}, "map indices"), ({True: "a"}, "class index True")])
+def test_malformed_classes_are_refused(classes, match):
+    from compress.exporting.metadata import validate_metadata
+
+    with pytest.raises(ValueError, match=match):
+        validate_metadata(_meta(classes=classes))
+
+
+def test_accuracy_is_refused_for_a_file_that_is_not_a_classifier(tmp_path):
+    import torch
+
+    from compress.data import ImageSet
+    from compress.errors import CompressError
+    from compress.exporting.onnx_export import export_onnx
+    from compress.onnx_eval import evaluate_onnx
+
+    class Pair(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 10, 3)
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y, y * 2
+
+    path = export_onnx(Pair(), tmp_path / "p.onnx", input_size=[3, 32, 32], metadata=_meta())
+    data = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), CLASSES)
+    with pytest.raises(CompressError, match="not a classifier .*2 outputs"):
+        evaluate_onnx(path, data)

@@ -2,6 +2,7 @@
 static batch, BatchNorm kept in the graph, and refusal of bad arguments."""
 
 import collections
+import json
 
 import numpy as np
 import onnx
@@ -103,7 +104,8 @@ def test_export_leaves_the_module_as_it_was(tmp_path):
     ({"opset": 18}, "opset"),
     ({"opset": 12}, "opset"),
     ({"batch": 0}, "batch"),
-    ({"metadata": {k: v for k, v in metadata().items() if k != "classes"}}, "classes"),
+    ({"metadata": metadata(classes=["cat", "cat"])}, "listed twice"),  # classes may be absent (detectors), never wrong
+    ({"metadata": metadata(classes=[])}, "classes"),
     ({"metadata": metadata(precision="bf16")}, "precision"),
     ({"metadata": metadata(mean=[0.5])}, "mean"),
     ({"input_size": [3, 64, 64]}, "input_size"),
@@ -114,3 +116,116 @@ def test_bad_arguments_are_refused_before_writing(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         export_onnx(model, tmp_path / "x.onnx", **args)
     assert not (tmp_path / "x.onnx").exists()
+
+
+# --- issue 17 part 4: graphs with several outputs ------------------------------------------------------------
+
+class DictNet(torch.nn.Module):
+    """A small two-headed network returning a dict: class logits and a per-pixel map, plus a nested pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.cls = torch.nn.Linear(8, 5)
+        self.seg = torch.nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        f = self.body(x)
+        return {"logits": self.cls(f.mean((2, 3))), "mask": self.seg(f),
+                "aux": (f.amax((2, 3)), torch.sigmoid(self.seg(f)) * 1e-3)}
+
+
+def lively_bn(model, seed=0):
+    """Random BN affine and statistics (the export helpers' `lively` also scales a classifier's logits)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    return model.eval()
+
+
+def detection_metadata(**over):
+    meta = metadata(**over)
+    meta.pop("classes")
+    return meta
+
+
+def test_a_dict_of_outputs_exports_one_named_output_each_with_dynamic_batch(tmp_path):
+    from compress.exporting.parity import onnx_session
+
+    model = lively_bn(DictNet())
+    path = export_onnx(model, tmp_path / "d.onnx", input_size=[3, 32, 32], metadata=detection_metadata())
+    session = onnx_session(path)
+    names = [o.name for o in session.get_outputs()]
+    assert names == ["logits", "mask", "aux.0", "aux.1"]
+    assert all(o.shape[0] == "batch" for o in session.get_outputs())
+    x = images(3)
+    outs = session.run(None, {"input": x})
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    assert outs[1].shape == (3, 2, 32, 32) and outs[2].shape == (3, 8)
+    np.testing.assert_allclose(outs[3], ref["aux"][1].numpy(), rtol=1e-4, atol=1e-9)
+    result = check_parity(model, path, images(5))
+    assert result.passed and result.top1_agreement is None
+    assert [o["name"] for o in result.outputs] == names and all(o["max_abs_diff"] <= o["atol"] for o in result.outputs)
+    assert "compress.classes" not in {p.key for p in onnx.load(str(path)).metadata_props}
+
+
+def test_output_names_can_be_given_and_the_input_renamed(tmp_path):
+    from compress.exporting.parity import onnx_session
+
+    model = DictNet().eval()
+    path = export_onnx(model, tmp_path / "n.onnx", input_size=[3, 32, 32], metadata=detection_metadata(),
+                       input_name="images", output_names=["a", "b", "c", "d"], dynamic_batch=False, batch=2)
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == ["images"]
+    assert [o.name for o in session.get_outputs()] == ["a", "b", "c", "d"]
+    assert check_parity(model, path, images(5)).passed  # a static batch of 2, padded
+
+
+class Unbatched(torch.nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.out = out
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"ok": y, "bad": self.conv.weight.sum(0)} if self.out == "unbatched" else (y, 3)
+
+
+@pytest.mark.parametrize("out, match", [("unbatched", "output bad has shape .* batch as its first dimension"),
+                                        ("number", "output1 is a int, not a tensor")])
+def test_outputs_that_cannot_be_exported_are_refused(tmp_path, out, match):
+    from compress.exporting.errors import ExportError
+
+    with pytest.raises(ExportError, match=match):
+        export_onnx(Unbatched(out), tmp_path / "u.onnx", input_size=[3, 32, 32], metadata=detection_metadata())
+    assert not (tmp_path / "u.onnx").exists()
+
+
+@pytest.mark.slow
+def test_yolov8n_exports_its_detection_head_as_it_is(tmp_path):
+    tasks = pytest.importorskip("ultralytics.nn.tasks", reason="ultralytics is optional (AGPL; the dev extra has it)")
+    from compress.exporting.parity import onnx_session
+
+    torch.manual_seed(0)
+    model = lively_bn(tasks.DetectionModel("yolov8n.yaml", verbose=False))
+    meta = metadata(input_size=[3, 160, 160], classes={str(i): f"c{i}" for i in range(80)})
+    path = export_onnx(model, tmp_path / "yolo.onnx", input_size=[3, 160, 160], metadata=meta)
+    proto = onnx.load(str(path))
+    names = [o.name for o in proto.graph.output]
+    assert names == ["output0", "output1.boxes", "output1.scores", "output1.feats.0", "output1.feats.1",
+                     "output1.feats.2"]
+    assert not {"NonMaxSuppression", "TopK"} & {n.op_type for n in proto.graph.node}  # no NMS added
+    session = onnx_session(path)
+    x = np.random.default_rng(0).standard_normal((3, 3, 160, 160)).astype(np.float32)
+    assert [o.shape for o in session.run(None, {"input": x})][:3] == [(3, 84, 525), (3, 64, 525), (3, 80, 525)]
+    result = check_parity(model, path, x)
+    assert result.passed and len(result.outputs) == 6
+    assert json.loads(next(p.value for p in proto.metadata_props if p.key == "compress.classes"))["79"] == "c79"

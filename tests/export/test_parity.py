@@ -72,3 +72,71 @@ def test_bad_inputs_and_missing_files(vgg_onnx, tmp_path):
         check_parity(model, path, np.zeros((3, 32, 32), np.float32))
     with pytest.raises(OnnxFileError, match="not found"):
         check_parity(model, tmp_path / "none.onnx", images(2))
+
+
+# --- every output of a multi-output graph is checked ---------------------------------------------------------
+
+def _two_headed(tmp_path):
+    import torch
+
+    from compress.exporting.onnx_export import export_onnx
+    from export_helpers import metadata
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+            self.cls = torch.nn.Linear(6, 4)
+            self.small = torch.nn.Conv2d(6, 2, 1)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x))
+            return {"logits": self.cls(f.mean((2, 3))), "feats": self.small(f) * 1e-4}
+
+    model = TwoHeads().eval()
+    meta = metadata()
+    meta.pop("classes")
+    return model, export_onnx(model, tmp_path / "two.onnx", input_size=[3, 32, 32], metadata=meta)
+
+
+def test_a_wrong_second_output_fails_parity(tmp_path):
+    import torch
+
+    model, path = _two_headed(tmp_path)
+    assert check_parity(model, path, images(8)).passed
+    with torch.no_grad():
+        model.small.weight.mul_(1.01)  # only the second output changes, and it is small in value
+    with pytest.raises(ParityError) as err:
+        check_parity(model, path, images(8))
+    assert "beyond tolerance: feats" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fp16_tolerance_applies_to_each_output_and_labels_need_a_classifier(tmp_path):
+    model, path = _two_headed(tmp_path)
+    result = check_parity(path, path, images(4), rel_tol=2e-2)
+    assert result.passed and {o["name"] for o in result.outputs} == {"logits", "feats"}
+    assert all(o["atol"] == pytest.approx(2e-2 * o["scale"]) for o in result.outputs)
+    with pytest.raises(ValueError, match="several outputs"):
+        check_parity(model, path, images(4), labels=np.zeros(4, dtype=np.int64))
+    assert result.to_dict()["outputs"][0]["name"] == "logits"
+
+
+def test_a_single_output_without_a_class_axis_is_compared_without_agreement(tmp_path):
+    import torch
+
+    from compress.exporting.onnx_export import export_onnx
+    from export_helpers import metadata
+
+    class Score(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 1, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((1, 2, 3))
+
+    model = Score().eval()
+    path = export_onnx(model, tmp_path / "s.onnx", input_size=[3, 32, 32], metadata=metadata())
+    result = check_parity(model, path, images(4))
+    assert result.passed and result.top1_agreement is None and "agreement" not in result.summary()

@@ -50,3 +50,14 @@ def test_growth_rate_argument():
     assert model.fc.in_features == 8 + 6 * 4
     with pytest.raises(ValueError, match="growth_rate"):
         create_model("densenet10", growth_rate=0)
+
+
+@pytest.mark.parametrize("name, kwargs, match", [
+    ("densenet3000004", {}, r"depth 3000004 is beyond the bound of 1000"),
+    ("densenet1003", {}, r"depth 1003 is beyond the bound of 1000"),
+    ("densenet40", {"growth_rate": 10 ** 6}, r"growth_rate 1000000 is beyond the bound of 1024"),
+])
+def test_sizes_beyond_the_bounds_are_refused_before_anything_is_built(name, kwargs, match):
+    with pytest.raises(ValueError, match=match), torch.device("meta"):
+        create_model(name, **kwargs)
+    assert check_depth(1000) == 332

@@ -56,3 +56,13 @@ def test_forward_survives_physically_narrowed_block():
     block.bn3 = nn.BatchNorm2d(5)
     block.conv3 = nn.Conv2d(5, block.conv3.out_channels, 1, bias=False)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ["preresnet900002", "preresnet1010"])
+def test_depth_beyond_the_bound_is_refused_before_anything_is_built(name, monkeypatch):
+    import compress.models.preresnet as pr
+
+    monkeypatch.setattr(pr.PreResNet, "__init__", lambda *a, **k: pytest.fail("built"))
+    with pytest.raises(ValueError, match=r"depth \d+ is beyond the bound of 1001"):
+        create_model(name)
+    assert check_depth(1001) == 111

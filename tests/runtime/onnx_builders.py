@@ -119,3 +119,69 @@ def reference_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     bn = bn * w["gamma"].reshape(1, -1, 1, 1) + w["beta"].reshape(1, -1, 1, 1)
     pooled = np.maximum(bn, 0).mean(axis=(2, 3))
     return pooled @ w["fc_w"].T + w["fc_b"]
+
+
+def detector_like(input_name: str = "images", batch="N", dict_order=("boxes", "scores")) -> onnx.ModelProto:
+    """A two-output graph the way a detector exports: images 3x8x8 → Conv 3→4 (3x3, pad 1) → ReLU gives
+    `boxes` (N×4×8×8); GAP → Flatten → Gemm 4→10 gives `scores` (N×10). Outputs in `dict_order`.
+
+    MACs: conv 4*3*9*8*8 = 6912, Gemm 40 → 6952; params 108 + 40 = 148.
+    """
+    rng = np.random.default_rng(3)
+    inits = [_init("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+             _init("fc", rng.standard_normal((10, 4)).astype(np.float32))]
+    nodes = [helper.make_node("Conv", [input_name, "w"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["boxes"]),
+             helper.make_node("GlobalAveragePool", ["boxes"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["scores"], transB=1)]
+    inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, 8, 8])
+    outs = {"boxes": helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [batch, 4, 8, 8]),
+            "scores": helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 10])}
+    graph = helper.make_graph(nodes, "detector", [inp], [outs[k] for k in dict_order], initializer=inits)
+    return _with_meta(graph)
+
+
+def _with_meta(graph, classes=CLASSES) -> onnx.ModelProto:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for k, v in {"compress.classes": json.dumps(classes), "compress.mean": json.dumps(MEAN),
+                 "compress.std": json.dumps(STD), "compress.input_size": json.dumps([3, 8, 8]),
+                 "compress.precision": "fp32"}.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    return model
+
+
+def renamed_classifier(input_name: str = "pixel_values", output_name: str = "probs") -> onnx.ModelProto:
+    """tiny_cnn with other input and output names: a classifier is known by its output, not by its names."""
+    model = tiny_cnn()
+    for node in model.graph.node:
+        node.input[:] = [input_name if n == "input" else n for n in node.input]
+        node.output[:] = [output_name if n == "logits" else n for n in node.output]
+    model.graph.input[0].name = input_name
+    model.graph.output[0].name = output_name
+    onnx.checker.check_model(model)
+    return model
+
+
+def with_nonfinite_weights(model: onnx.ModelProto, name: str = "fc_w", value: float = float("nan")) -> onnx.ModelProto:
+    """A copy of `model` whose initializer `name` is all `value` (NaN by default): a broken network."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, t in enumerate(out.graph.initializer):
+        if t.name == name:
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(np.full(tuple(t.dims), value, np.float32), name))
+    return out
+
+
+def with_metadata(model: onnx.ModelProto, **props: str) -> onnx.ModelProto:
+    """A copy of `model` with `compress.KEY` metadata properties set to the raw strings given."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    held = {p.key: p.value for p in out.metadata_props}
+    held.update({f"compress.{k}": v for k, v in props.items()})
+    del out.metadata_props[:]
+    for k, v in held.items():
+        out.metadata_props.add(key=k, value=v)
+    return out

@@ -102,3 +102,67 @@ def test_int8_file_records_its_target_and_warns_off_target(tiny_onnx, tmp_path, 
     assert v["status"] == "ok" and v["quantization"]["target"] == "cpu"
     assert v["quantization"]["instruction_set"] == "avx2"
     assert any("re-quantize with --cpu-isa vnni" in w for w in v["warnings"])
+
+
+# --- several outputs, other input names (issue 17) ----------------------------------------------------------
+
+def _data(n=12):
+    from onnx_builders import CLASSES
+
+    from compress.runtime.bench import EvalData
+
+    rng = np.random.default_rng(0)
+    return EvalData(rng.integers(0, 256, (n, 3, 8, 8), dtype=np.uint8), rng.integers(0, 10, n), CLASSES, "random")
+
+
+def test_a_multi_output_model_is_timed_and_gets_no_accuracy(tmp_path):
+    """Latency and memory on a detector-like graph (two outputs, input `images`, dynamic batch); accuracy is a
+    classifier's figure, so it is skipped, said why, and the variant is still ok."""
+    from onnx_builders import detector_like
+
+    from compress.runtime.bench import run_benchmark
+
+    path = tmp_path / "det.onnx"
+    onnx.save(detector_like(input_name="images"), str(path))
+    report = run_benchmark([path], BenchSettings(batches=(1, 4), iters=2, warmup=0, power="none"), data=_data(),
+                           log=lambda m: None)
+    v = report["variants"][0]
+    assert v["status"] == "ok" and [r["status"] for r in v["latency"]] == ["ok", "ok"]
+    assert v["outputs"] == [{"name": "boxes", "shape": [4, 8, 8], "dtype": "float32"},
+                            {"name": "scores", "shape": [10], "dtype": "float32"}]
+    assert v["memory"]["host"]["rss_after_load_bytes"] > 0 and v["model"]["macs"] == 6952
+    assert v["accuracy"] is None and "2 outputs" in v["accuracy_skipped"]
+    assert any("2 outputs" in w for w in v["warnings"])
+
+
+@pytest.mark.parametrize("outputs,words", [(("boxes",), "output is N x 4 x 8 x 8"), (("scores",), None)])
+def test_one_output_is_a_classifier_only_when_it_is_batch_by_classes(tmp_path, outputs, words):
+    from onnx_builders import detector_like
+
+    from compress.runtime.bench import run_benchmark
+
+    path = tmp_path / "one.onnx"
+    onnx.save(detector_like(dict_order=outputs), str(path))
+    v = run_benchmark([path], BenchSettings(batches=(2,), iters=2, warmup=0, power="none"), data=_data(),
+                      log=lambda m: None)["variants"][0]
+    assert v["status"] == "ok"
+    if words is None:
+        assert v["accuracy"]["images"] == 12 and "accuracy_skipped" not in v
+    else:
+        assert v["accuracy"] is None and words in v["accuracy_skipped"]
+
+
+def test_bench_cli_on_a_detector_with_dynamic_batch(tmp_path):
+    from click.testing import CliRunner
+    from onnx_builders import detector_like
+
+    from compress.cli import main
+
+    path = tmp_path / "yolo-ish.onnx"
+    onnx.save(detector_like(input_name="images"), str(path))
+    result = CliRunner().invoke(main, ["bench", str(path), "--batch", "1,3", "--iters", "2", "--warmup", "0",
+                                       "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    v = json.loads(result.stdout)["variants"][0]
+    assert v["status"] == "ok" and [r["batch"] for r in v["latency"] if r["status"] == "ok"] == [1, 3]
+    assert [o["name"] for o in v["outputs"]] == ["boxes", "scores"]

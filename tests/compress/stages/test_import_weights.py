@@ -76,7 +76,7 @@ def test_user_class_with_arch_kwargs_and_data(tmp_path, user_module):
     assert meta["arch_kwargs"] == {"width": 8, "num_classes": 2}
     assert meta["classes"] == ["cat", "dog"] and meta["input_size"] == [3, 48, 48]
     assert meta["accuracy"] is not None and len(meta["normalization"]["mean"]) == 3
-    model, _ = load_model_dir(tmp_path / "m")
+    model, _ = load_model_dir(tmp_path / "m", trust="mynets")  # a directory naming code loads only if trusted
     assert type(model).__name__ == "MyNet"
 
 

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from compress import atomic
+from compress.runtime import atomic
 
 
 def names(d):
@@ -208,3 +208,73 @@ def test_move_into_a_new_nested_directory_without_a_marker(tmp_path):
 
 def test_os_error_line_without_a_reason():
     assert atomic.os_error_line(OSError(), "/x") == "cannot write /x: OSError"
+
+
+# --- a set of files as one unit (benchmark reports) ------------------------------------------------------
+
+def _fail_writes_after(monkeypatch, allowed: int, err: int = 28):
+    """os.write raises `err` (ENOSPC) once `allowed` writes have gone through: a disk filling up mid-way."""
+    real, calls = os.write, []
+
+    def write(fd, data):
+        calls.append(fd)
+        if len(calls) > allowed:
+            raise OSError(err, os.strerror(err))
+        return real(fd, data)
+    monkeypatch.setattr(atomic.os, "write", write)
+
+
+def test_write_files_into_moves_the_marker_last_and_removes_stale_files(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    out.mkdir()
+    for name, text in (("report.json", "old"), ("old_plot.png", "o"), ("notes.txt", "mine")):
+        (out / name).write_text(text)
+    order, real = [], os.replace
+    monkeypatch.setattr(atomic.os, "replace", lambda a, b: (order.append(os.path.basename(b)), real(a, b)))
+    atomic.write_files_into(out, {"report.json": b"{}", "report.md": b"# r", "a.png": b"png"}, marker="report.json",
+                            stale=["old_plot.png", "a.png"])
+    assert order[-1] == "report.json" and set(order) == {"report.json", "report.md", "a.png"}
+    assert names(out) == ["a.png", "notes.txt", "report.json", "report.md"]  # notes.txt is not ours: kept
+    assert (out / "report.json").read_text() == "{}"
+
+
+def test_write_files_into_leaves_nothing_when_a_write_fails(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.json").write_text("old")
+    (out / "report.md").write_text("old md")
+    _fail_writes_after(monkeypatch, 1)
+    with pytest.raises(OSError) as err:
+        atomic.write_files_into(out, {"report.md": b"new", "report.json": b"{}"}, marker="report.json")
+    assert err.value.filename == str(out / "report.json")
+    assert names(out) == ["report.json", "report.md"] and (out / "report.md").read_text() == "old md"
+    with pytest.raises(OSError):
+        atomic.write_files_into(tmp_path / "new", {"report.json": b"{}"}, marker="report.json")
+    assert names(tmp_path) == ["r"]  # the directory it made is gone again
+
+
+def test_write_files_into_refuses_odd_names(tmp_path):
+    for files in ({"a": b""}, {"report.json": b"", "../x": b""}, {"report.json": b"", ".hidden": b""}):
+        with pytest.raises(ValueError):
+            atomic.write_files_into(tmp_path, files, marker="report.json")
+    assert names(tmp_path) == []
+
+
+@pytest.mark.parametrize("err,words", [(28, "disk full while writing /r/report.json"),
+                                       (27, "file too large while writing /r/report.json"),
+                                       (30, "/r is read-only"), (13, "/r is not writable"),
+                                       (1, "/r is not writable"), (5, "cannot write /r/report.json")])
+def test_write_problem_names_the_cause(err, words):
+    line = atomic.write_problem(OSError(err, os.strerror(err), "/r/report.json"), "/r")
+    assert line.startswith(words) and os.strerror(err) in line
+
+
+def test_write_bytes_takes_any_buffer_and_write_many_is_all_or_nothing(tmp_path, monkeypatch):
+    import numpy as np
+
+    atomic.write_bytes(tmp_path / "a.bin", memoryview(np.arange(4, dtype=np.uint8)))
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01\x02\x03"
+    _fail_writes_after(monkeypatch, 1)
+    with pytest.raises(OSError):
+        atomic.write_many([(tmp_path / "x", b"x"), (tmp_path / "y", b"y")])
+    assert names(tmp_path) == ["a.bin"]

@@ -1,9 +1,14 @@
 """PyTorch eager and `torch.compile` references, for comparing the deployed artifacts against.
 
-The only runtime module that touches torch, and only inside its functions and methods: importing
-this module on a board without PyTorch works, constructing a runner there raises a clear error.
-The model comes from a model directory (`compress.artifact.load_model_dir`); an .onnx path stands
-for the model directory it sits in.
+The backends `torch` and `torch-compile` of `compress bench`. They run model directories, which only
+the training side can load (`compress.artifact.load_model_dir`), so they live here and are registered
+into the runtime's backend registry by `compress.torch_backends`; the runtime itself never imports
+torch or compress/. torch is imported inside the functions and methods only: importing this module
+without PyTorch works, constructing a runner there raises a clear error. An .onnx path stands for
+the model directory it sits in.
+
+A model may return a tensor, a tuple/list or a dict of tensors: every tensor is one output, in order
+(dict keys name theirs).
 """
 
 from __future__ import annotations
@@ -14,7 +19,19 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import ArtifactError, MissingExtraError
-from compress.runtime.runners import Runner
+from compress.runtime.optional import has_module
+from compress.runtime.runner_base import Runner
+
+NO_TORCH = "pip install torch (or use an ort-* / trt backend, which do not)"
+
+
+def check_available(backend: str) -> None:
+    if not has_module("torch"):
+        raise MissingExtraError(f"{backend} needs PyTorch: {NO_TORCH}")
+
+
+def from_options(path: Path, backend: str, options: dict) -> "TorchRunner":
+    return TorchRunner(path, compile=backend == "torch-compile", device=options.get("torch_device"))
 
 
 def resolve_model_dir(path: str | Path) -> Path:
@@ -32,8 +49,7 @@ def _import_torch():
     try:
         import torch
     except ImportError:
-        raise MissingExtraError("the torch backends need PyTorch: pip install torch (or use an ort-* / trt "
-                                "backend, which do not)") from None
+        raise MissingExtraError(f"the torch backends need PyTorch: {NO_TORCH}") from None
     return torch
 
 
@@ -59,10 +75,12 @@ class TorchRunner(Runner):
             self.timer = "torch.cuda.Event on the current stream"
             self.compute_timing = "forward pass alone (input already on the GPU)"
 
-    def _infer(self, x: np.ndarray) -> np.ndarray:
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
-            return self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            named = flatten_outputs(self.model(torch.from_numpy(x).to(self.device)), torch, self.model_dir)
+        self.output_names = [name for name, _ in named]
+        return [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy() for _, t in named]
 
     def _step(self, x: np.ndarray):
         torch, model = self._torch, self.model
@@ -88,7 +106,8 @@ class TorchRunner(Runner):
                 e1.record()
                 out = model(dev)
                 e2.record()
-                out.to("cpu")
+                for _, tensor in flatten_outputs(out, torch, self.model_dir):
+                    tensor.to("cpu")
                 e3.record()
             e3.synchronize()
             return e0.elapsed_time(e3), e1.elapsed_time(e2)
@@ -110,3 +129,17 @@ class TorchRunner(Runner):
 
     def close(self) -> None:
         self.model = None
+
+
+def flatten_outputs(out, torch, where, name: str = "output") -> list[tuple[str, object]]:
+    """(name, tensor) for every tensor a forward returned: a tensor, or tuples/lists/dicts of them."""
+    if isinstance(out, torch.Tensor):
+        return [(name, out)]
+    if isinstance(out, dict):
+        items = [(str(k) if name == "output" else f"{name}.{k}", v) for k, v in out.items()]
+    elif isinstance(out, (list, tuple)):
+        items = [(f"{name}{i}" if name == "output" else f"{name}.{i}", v) for i, v in enumerate(out)]
+    else:
+        raise ArtifactError(f"{where}: the model returned {type(out).__name__}; the torch backends measure models "
+                            "returning tensors, or tuples, lists or dicts of them")
+    return [pair for k, v in items for pair in flatten_outputs(v, torch, where, k)]

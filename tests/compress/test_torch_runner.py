@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch", reason="the torch backends need PyTorch")
 
 from compress.runtime.errors import ArtifactError  # noqa: E402
 from compress.runtime.runners import open_runner  # noqa: E402
-from compress.runtime.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
+from compress.torch_runner import TorchRunner, resolve_model_dir  # noqa: E402
 
 CLASSES = [f"c{i}" for i in range(10)]
 
@@ -61,3 +61,23 @@ def test_compile_backend_wraps_the_model_with_torch_compile(model_dir, monkeypat
     with TorchRunner(model_dir, compile=True, device="cpu") as runner:
         assert runner.backend == "torch-compile" and len(calls) == 1
         assert runner.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+
+
+def test_every_tensor_a_forward_returns_is_an_output():
+    """Tuples, lists and dicts of tensors (a detector's) are outputs in order, dict keys naming theirs."""
+    from compress.torch_runner import flatten_outputs
+
+    a, b, c = torch.zeros(2, 3), torch.ones(2, 4), torch.full((2, 1), 2.0)
+    assert [n for n, _ in flatten_outputs(a, torch, "m")] == ["output"]
+    assert [n for n, _ in flatten_outputs((a, [b, c]), torch, "m")] == ["output0", "output1.0", "output1.1"]
+    named = flatten_outputs({"boxes": a, "aux": {"scores": b}}, torch, "m")
+    assert [n for n, _ in named] == ["boxes", "aux.scores"] and named[1][1] is b
+    with pytest.raises(ArtifactError, match="m: the model returned str"):
+        flatten_outputs(("x",), torch, "m")
+
+
+def test_the_torch_backends_are_registered_by_compress():
+    from compress.runtime.backends import get_backend
+
+    assert get_backend("torch").artifacts == ("model_dir", "onnx")
+    assert get_backend("torch-compile").runner == "compress.torch_runner:from_options"

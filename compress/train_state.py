@@ -1,0 +1,97 @@
+"""Resumable training state: weights and momentum under epoch-numbered names, then state.json naming them.
+
+A kill at any point leaves the previous state.json pointing at files that still exist, so a re-run
+continues from the last saved epoch (on the same machine or another).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from compress.atomic import atomic_path, write_json
+from compress.errors import CompressError
+
+STATE_DIR = "train_state"
+
+
+def finish(out_dir: str | Path) -> None:
+    """Drop resumable state once the final model directory is written."""
+    shutil.rmtree(Path(out_dir) / STATE_DIR, ignore_errors=True)
+
+
+def save_weights(state: dict[str, torch.Tensor] | nn.Module, path: Path) -> None:
+    """A model's (or a state dict's) tensors as safetensors, written atomically."""
+    from safetensors.torch import save_file
+
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def state_tag(state_dir: Path) -> str | None:
+    try:
+        return json.loads((state_dir / "state.json").read_text()).get("tag")
+    except (OSError, ValueError):
+        return None
+
+
+def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag=None) -> None:
+    """Weights and momentum buffers of `epoch`, then state.json naming them; older files go last."""
+    from safetensors.torch import save_file
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, state_dir / f"model-{epoch}.safetensors")
+    params = list(model.parameters())
+    buffers = {}
+    for i, p in enumerate(params):
+        st = optimizer.state.get(p, {})
+        if "momentum_buffer" in st and st["momentum_buffer"] is not None:
+            buffers[f"momentum.{i}"] = st["momentum_buffer"].detach().cpu().contiguous()
+    with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
+        save_file(buffers, str(tmp))
+    write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
+                                          "num_params": len(params), "tag": tag})
+    for old in state_dir.glob("*.safetensors"):
+        if not old.name.endswith(f"-{epoch}.safetensors"):
+            old.unlink(missing_ok=True)
+
+
+def load_state(state_dir: Path, model, optimizer, device):
+    """(epoch, best record, history) of the saved state, with weights and momentum loaded in place."""
+    from safetensors.torch import load_file
+
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+        epoch = int(state["epoch"])
+        params = list(model.parameters())
+        if state.get("num_params") != len(params):
+            raise ValueError("it belongs to a different model")
+        model.load_state_dict(load_file(str(_state_file(state_dir, "model", epoch)), device=str(device)))
+        buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompressError(f"cannot resume from {state_dir} ({reason}); "
+                            "run with --no-resume to start over") from None
+    for key, buf in buffers.items():
+        optimizer.state[params[int(key.split(".")[1])]]["momentum_buffer"] = buf
+    return epoch, state.get("best"), list(state.get("history", []))
+
+
+def _state_file(state_dir: Path, kind: str, epoch: int) -> Path:
+    numbered = state_dir / f"{kind}-{epoch}.safetensors"
+    # State written before files were numbered by epoch.
+    return numbered if numbered.exists() else state_dir / f"{kind}.safetensors"
+
+
+def rewrite_metrics(out_dir: Path, history: list[dict]) -> None:
+    # Epochs after the last saved state were lost with the interruption; forget their lines too.
+    from compress.atomic import write_text
+
+    write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))

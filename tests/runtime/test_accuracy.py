@@ -1,0 +1,51 @@
+"""Accuracy is a classifier's figure, from finite logits only."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx_builders import MEAN, STD, detector_like, reference_logits, renamed_classifier, tiny_cnn, with_nonfinite_weights
+
+from compress.runtime.accuracy import classifier_problem, normalize, onnx_accuracy
+from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
+
+IMAGES = np.random.default_rng(1).integers(0, 256, (9, 3, 8, 8), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("shapes,classes,words", [
+    ([(4, 10)], 10, None),
+    ([(4, 10), (4, 4, 8, 8)], 10, "2 outputs"),
+    ([(4, 4, 8, 8)], 10, "output is N x 4 x 8 x 8"),
+    ([(4, 8)], 10, "8 logits for 10 classes"),
+    ([(4, 10)], None, "names no classes"),
+])
+def test_what_counts_as_a_classifier(shapes, classes, words):
+    problem = classifier_problem(shapes, classes)
+    assert problem is None if words is None else words in problem
+
+
+def test_a_classifier_is_known_by_its_output_not_its_names(tmp_path):
+    path = tmp_path / "renamed.onnx"
+    onnx.save(renamed_classifier(), str(path))
+    labels = reference_logits(tiny_cnn(), normalize(IMAGES, MEAN, STD)).argmax(1)
+    assert onnx_accuracy(path, IMAGES, labels, batch_size=4)["accuracy"] == 1.0
+
+
+def test_a_detector_gets_no_accuracy(tmp_path):
+    path = tmp_path / "det.onnx"
+    onnx.save(detector_like(), str(path))
+    with pytest.raises(NotAClassifierError, match="det.onnx.*2 outputs"):
+        onnx_accuracy(path, IMAGES, np.zeros(9, np.int64))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_logits_give_no_accuracy(tmp_path, value):
+    """argmax over NaN logits picks class 0 for every image: on balanced labels that read as 10.00%."""
+    path = tmp_path / "broken.onnx"
+    onnx.save(with_nonfinite_weights(tiny_cnn(), value=value), str(path))
+    with pytest.raises(NonFiniteOutputError, match="broken.onnx outputs NaN or infinite logits for 4 of 4 images"):
+        onnx_accuracy(path, IMAGES, np.arange(9) % 10, batch_size=4)
+
+
+def test_labels_beyond_the_class_count_are_refused(tiny_onnx):
+    with pytest.raises(ValueError, match="labels run from 4 to 12, tiny.onnx has 10 classes"):
+        onnx_accuracy(tiny_onnx, IMAGES, np.arange(9) + 4)
