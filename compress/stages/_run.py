@@ -15,18 +15,18 @@ from typing import Any, Callable
 
 from compress.artifact import is_model_dir, read_meta, save_model_dir
 from compress.errors import CompressError
-from compress.train import Distill, Recipe, finish, fit, is_main_process
+from compress.train import Distill, FitOptions, Recipe, finish, fit, is_main_process
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a stage runs: device (cuda when available), seed, resume an interrupted run, torch.compile, and
-    progress bars."""
+    """How a stage runs: device (cuda when available), seed, resume an interrupted run, torch.compile (True,
+    or a backend's name), and progress output."""
 
     device: str | None = None
     seed: int = 0
     resume: bool = True
-    compile: bool = False
+    compile: bool | str = False
     progress: bool = True
 
 
@@ -138,9 +138,9 @@ def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[d
     the other ranks read what rank 0 wrote."""
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
-    result = fit(job.model, job.train, job.test, out, job.recipe, mean=job.mean, std=job.std, sparsity=job.sparsity,
-                 device=run.device, seed=run.seed, resume=run.resume, distill=job.distill, compile=run.compile,
-                 progress=run.progress, desc=job.desc, tag=job.tag)
+    options = FitOptions(sparsity=job.sparsity, device=run.device, seed=run.seed, resume=run.resume, distill=job.distill,
+                         compile=run.compile, progress=run.progress, desc=job.desc, tag=job.tag)
+    result = fit(job.model, job.train, job.test, out, job.recipe, mean=job.mean, std=job.std, options=options)
     if not is_main_process():
         return sync_and_read(out)
     meta = meta_for(result, wall_time(result, t0))
