@@ -36,6 +36,7 @@ from compress.atomic import write_text
 from compress.data import Batches, load_dataset
 from compress.measure import count_params_macs
 from compress.models import create_model
+from compress.sparsity import SparsityRegularizer
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -53,6 +54,7 @@ RUNS = [("preresnet164", 0.4), ("preresnet164", 0.6), ("densenet40", 0.4), ("den
 def sparse_train(model, data, steps: int, batch: int, lr: float, sparsity: float, seed: int) -> float:
     """`steps` SGD steps with the L1 subgradient on every γ; returns the wall time in seconds."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    l1 = SparsityRegularizer(model, sparsity)
     batches = Batches(data, batch, MEAN, STD, train=True, seed=seed, drop_last=True)
     model.train()
     t0 = time.perf_counter()
@@ -63,7 +65,7 @@ def sparse_train(model, data, steps: int, batch: int, lr: float, sparsity: float
             loss = F.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            slimming.add_l1_subgradient(model, sparsity)
+            l1.step()
             opt.step()
             done += 1
             if done == steps:

@@ -5,7 +5,7 @@ thread and a timeout (a hang or a crash costs one row, not the sweep):
 
 1. build it untrained with `compress.models.create_model(name, num_classes=10, image_size=S)` at the
    smallest size S of SIZES the network accepts (64 px for most; torchvision's own stems there);
-2. a few SGD steps on random data with `compress.slimming.add_l1_subgradient`;
+2. a few SGD steps on random data with `compress.SparsityRegularizer` (L1 subgradient on BN γ);
 3. `compress.slimming.prune(model, 0.3, x)` with its default floor (min_keep 0.2);
 4. check the pruned model runs, and that its parameters and MACs dropped;
 5. `compress.exporting.onnx_export.export_onnx`, then `compress.exporting.parity.check_parity` in ONNX Runtime on a batch.
@@ -92,7 +92,8 @@ def run_one(name: str, work: Path, row: dict) -> None:
 
     from compress.errors import CompressError
     from compress.measure import count_params_macs
-    from compress.slimming import add_l1_subgradient, prune, recalibrate_batchnorm
+    from compress.slimming import prune, recalibrate_batchnorm
+    from compress.sparsity import SparsityRegularizer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -115,13 +116,14 @@ def run_one(name: str, work: Path, row: dict) -> None:
         model.train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
         losses = []
+        l1 = SparsityRegularizer(model, SPARSITY)
         for _ in range(STEPS):
             x = torch.randn(TRAIN_BATCH, *input_size)
             y = torch.randint(0, 10, (TRAIN_BATCH,))
             loss = nn.functional.cross_entropy(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            add_l1_subgradient(model, SPARSITY)
+            l1.step()
             opt.step()
             losses.append(float(loss.detach()))
         row["losses"] = losses

@@ -2,7 +2,7 @@
 
 The cost of a candidate decision is computed, not measured: every Conv2d, Linear and BatchNorm2d's
 new width follows from the kept channels of the groups and selections that touch it (the same
-torch-pruning groups that will remove them), and MACs follow the rules of compress.measure (Conv2d and
+channel classes that the removal reads, compress.slimming.channels), and MACs follow the rules of compress.measure (Conv2d and
 Linear only, per image, output positions recorded once with hooks). That is exact except for biases
 that β compensation may add to bias-free layers: those are counted wherever compensation could add
 one, so the estimate bounds the parameters from above. The plan records the budget met as measured on
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,55 +53,54 @@ class CostModel:
         self.layers = [m for m in layers if isinstance(m, nn.BatchNorm2d) or m in self.positions]
         counted = sum(p.numel() for m in self.layers for p in m.parameters(recurse=False))
         self.fixed_params = sum(p.numel() for p in model.parameters()) - counted
-        graph = units.graph
-        self.group_items = []  # per group: (module, side, idxs, root_idxs), side "out" or "in"
-        for g in units.groups:
-            items = []
-            for item in graph.get_pruning_group(g.root, g.root_fn, list(range(g.scores.numel()))):
-                mod = item.dep.target.module
-                if not isinstance(mod, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
-                    continue
-                side = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
-                items.append((mod, side, torch.as_tensor(item.idxs, dtype=torch.long),
-                              torch.as_tensor(item.root_idxs, dtype=torch.long)))
-            self.group_items.append(items)
+        analysis = units.analysis
+        traced = {layer.module: layer for layer in analysis.cmap.layers if layer.kind != "frozen"}
+        # Per layer: the classes of its output and input channels (None: untouched by any decision).
+        self.sides = {}
+        for m in self.layers:
+            layer = traced.get(m)
+            if layer is None:
+                continue
+            out = analysis.classes_of(layer.out_value)
+            inp = None if layer.kind in ("bn", "depthwise") else analysis.classes_of(layer.in_value)
+            self.sides[m] = (out, inp)
         # β compensation gives a bias-free layer that loses inputs a bias, unless its only reader is a BN
         # (whose running mean takes the offset instead): count it, so a parameter budget holds.
         self.gains_bias = set()
         if compensate:
-            for m in self.layers:
-                node = graph.module2node.get(m)
-                readers = [n.module for n in node.outputs] if node is not None else []
-                sole_bn = len(readers) == 1 and isinstance(readers[0], nn.BatchNorm2d)
-                grouped = isinstance(m, nn.Conv2d) and m.groups != 1
-                if not isinstance(m, nn.BatchNorm2d) and m.bias is None and not sole_bn and not grouped:
+            for m, layer in traced.items():
+                readers = layer.out_value.readers
+                sole_bn = len(readers) == 1 and readers[0].op == "layer" and isinstance(readers[0].module, nn.BatchNorm2d)
+                if layer.kind in ("conv", "linear") and m.bias is None and not sole_bn:
                     self.gains_bias.add(m)
         self.full = self.cost(None)
 
     # -- cost of a decision ---------------------------------------------------------------------------
 
-    def _removed(self, keeps) -> dict:
-        removed = defaultdict(set)
+    def removed_mask(self, keeps) -> np.ndarray | None:
+        """Classes removed by `keeps` (group keeps, selection keeps), as a mask over class ids."""
         if keeps is None:
-            return removed
+            return None
+        mask = np.zeros(self.units.analysis.cmap.size, dtype=bool)
         group_keeps, selection_keeps = keeps
-        for g, items, keep in zip(self.units.groups, self.group_items, group_keeps):
-            gone = torch.ones(g.scores.numel(), dtype=torch.bool)
-            gone[torch.as_tensor(keep, dtype=torch.long)] = False
-            for mod, side, idxs, root_idxs in items:
-                removed[(mod, side)].update(idxs[gone[root_idxs]].tolist())
-        for s, keep in zip(self.units.selections, selection_keeps):
-            gone = set(range(s.scores.numel())) - set(keep)
-            removed[(s.site.bn, "out")].update(gone)
-            removed[(s.site.consumer, "in")].update(gone)
-        return removed
+        for u, keep in zip([*self.units.groups, *self.units.selections], [*group_keeps, *selection_keeps]):
+            cls = u.class_of
+            kept = np.zeros(len(cls), dtype=bool)
+            kept[np.asarray(keep, dtype=np.int64)] = True
+            mask[cls[~kept]] = True
+            mask[cls[kept]] = False
+        return mask
 
     def cost(self, keeps) -> dict:
         """{"macs": ..., "params": ...} after the removal that `keeps` (group keeps, selection keeps) describes."""
-        removed = self._removed(keeps)
+        mask = self.removed_mask(keeps)
         macs, params = 0, self.fixed_params
         for m in self.layers:
-            out_gone, in_gone = len(removed[(m, "out")]), len(removed[(m, "in")])
+            out_gone = in_gone = 0
+            if mask is not None and m in self.sides:
+                out_cls, in_cls = self.sides[m]
+                out_gone = int(mask[out_cls].sum())
+                in_gone = int(mask[in_cls].sum()) if in_cls is not None else 0
             if isinstance(m, nn.BatchNorm2d):
                 params += (m.num_features - out_gone) * (2 if m.affine else 0)
             elif isinstance(m, nn.Conv2d):
@@ -121,35 +121,38 @@ class CostModel:
 
     # -- per-channel cost, for cost-aware importance --------------------------------------------------
 
-    def channel_costs(self, target: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per unit and channel, the `target` cost removing that channel alone saves (first order)."""
-
-        def unit_cost(m: nn.Module, side: str) -> float:
-            if isinstance(m, nn.BatchNorm2d):
-                return 0.0 if target == "macs" else 2.0
-            if isinstance(m, nn.Conv2d):
-                k = m.kernel_size[0] * m.kernel_size[1]
-                if _is_depthwise(m):
-                    per = k if side == "out" else 0.0  # in and out leave together: count once
-                elif side == "out":
-                    per = m.in_channels // m.groups * k
-                else:
-                    per = m.out_channels // m.groups * k
-                return per * (self.positions[m] if target == "macs" else 1)
-            per = m.in_features if side == "out" else m.out_features
+    def _unit_cost(self, m: nn.Module, side: str, target: str) -> float:
+        if isinstance(m, nn.BatchNorm2d):
+            return 0.0 if target == "macs" else 2.0
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            if _is_depthwise(m):
+                per = k if side == "out" else 0.0  # in and out leave together: count once
+            elif side == "out":
+                per = m.in_channels // m.groups * k
+            else:
+                per = m.out_channels // m.groups * k
             return per * (self.positions[m] if target == "macs" else 1)
+        per = m.in_features if side == "out" else m.out_features
+        return per * (self.positions[m] if target == "macs" else 1)
 
-        group_costs = []
-        for g, items in zip(self.units.groups, self.group_items):
-            c = torch.zeros(g.scores.numel(), dtype=torch.float64)
-            for mod, side, idxs, root_idxs in items:
-                c.index_add_(0, root_idxs, torch.full((root_idxs.numel(),), unit_cost(mod, side), dtype=torch.float64))
-            group_costs.append(c)
-        selection_costs = []
-        for s in self.units.selections:
-            per = unit_cost(s.site.consumer, "in") + unit_cost(s.site.bn, "out")
-            selection_costs.append(torch.full((s.scores.numel(),), per, dtype=torch.float64))
-        return group_costs, selection_costs
+    def channel_costs(self, target: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per unit and root channel, the `target` cost removing that channel alone saves (first order)."""
+        per_class: dict[int, float] = defaultdict(float)
+        for m, (out_cls, in_cls) in self.sides.items():
+            for side, cls in (("out", out_cls), ("in", in_cls)):
+                if cls is None:
+                    continue
+                unit = self._unit_cost(m, side, target)
+                values, counts = np.unique(cls, return_counts=True)
+                for c, n in zip(values.tolist(), counts.tolist()):
+                    per_class[c] += unit * n
+        costs = []
+        for u in [*self.units.groups, *self.units.selections]:
+            runs = getattr(u, "conv_groups", 1)
+            costs.append(torch.tensor([per_class[c] / runs for c in u.class_of.tolist()], dtype=torch.float64))
+        n = len(self.units.groups)
+        return costs[:n], costs[n:]
 
 
 def cost_aware_scores(costs: CostModel, target: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -166,8 +169,8 @@ def cost_aware_scores(costs: CostModel, target: str) -> tuple[list[torch.Tensor]
 def search_threshold(costs: CostModel, target: str, fraction: float, choose, scores) -> tuple[float, dict]:
     """The lowest threshold whose decision keeps at most `fraction` of the full `target` cost.
 
-    `choose(unit_scores, threshold)` picks one unit's kept channels (floor and rounding included);
-    `scores` is (group scores, selection scores). Bisection over the sorted distinct scores: the cost
+    `choose(unit, unit_scores, threshold)` picks one unit's kept channels (floor, rounding and the
+    graph's demands included); `scores` is (group scores, selection scores), in the units' order. Bisection over the sorted distinct scores: the cost
     can only fall as the threshold rises, so the first feasible threshold prunes least.
     """
     if target not in TARGETS:
@@ -178,8 +181,11 @@ def search_threshold(costs: CostModel, target: str, fraction: float, choose, sco
     candidates = torch.unique(torch.cat([*group_scores, *selection_scores]).float()).tolist()
     budget = fraction * costs.full[target]
 
+    groups, selections = costs.units.groups, costs.units.selections
+
     def keeps_at(thr):
-        return ([choose(s, thr) for s in group_scores], [choose(s, thr) for s in selection_scores])
+        return ([choose(u, s, thr) for u, s in zip(groups, group_scores)],
+                [choose(u, s, thr) for u, s in zip(selections, selection_scores)])
 
     lo, hi = 0, len(candidates) - 1
     last = keeps_at(candidates[hi])

@@ -13,6 +13,7 @@ equivalent, since BN acts per channel, and stores γ, β and statistics for the 
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,15 +23,6 @@ from torch import nn
 from compress.errors import CompressError
 
 WIDTH_TYPE = "SelectBatchNorm2d"
-
-# Single-input ops that map channel c to channel c, through which a BN's output may reach its consumer.
-_CHANNELWISE_GRAD_FNS = ("relu", "relu6", "hardtanh", "leakyrelu", "elu", "gelu", "silu", "sigmoid",
-                         "hardswish", "avgpool2d", "maxpool2d", "adaptiveavgpool2d", "adaptivemaxpool2d",
-                         "clone", "dropout", "mish",
-                         # a global average pool (AdaptiveAvgPool2d(1), x.mean((2, 3))) traces as a mean; the
-                         # consumer's width check in _single_consumer refuses a mean that changed the channels
-                         "mean")
-
 
 class SelectBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d over the input channels listed in the `index` buffer (a gather, then a BN)."""
@@ -61,21 +53,84 @@ def _check_index(index: torch.Tensor, num_features: int, in_channels: int) -> No
         raise CompressError("channel selection indices must not repeat")
 
 
+# --- BN subclasses: the gather goes in front of the subclass's own forward ----------------------------
+
+_SELECTING: dict[type, type] = {nn.BatchNorm2d: SelectBatchNorm2d}
+
+
+def selecting_class(cls: type) -> type:
+    """The selecting variant of a BatchNorm2d class: SelectBatchNorm2d's gather, then `cls`'s own forward.
+
+    For timm's BatchNormAct2d that keeps the activation and drop layer (replacing it with a plain
+    SelectBatchNorm2d dropped them: a silently wrong network). The class is made once per BN class and
+    named Select<Name>; it is a subclass of both, so isinstance checks for either still hold."""
+    if issubclass(cls, SelectBatchNorm2d):
+        return cls
+    if cls not in _SELECTING:
+        name = f"Select{cls.__name__}"
+        while name in globals():
+            name += "_"
+        made = type(name, (SelectBatchNorm2d, cls), {"__module__": __name__, "__qualname__": name})
+        globals()[name] = made  # so that pickling the model finds the class
+        _SELECTING[cls] = made
+    return _SELECTING[cls]
+
+
+def _as_selecting(bn: nn.BatchNorm2d, in_channels: int, index: torch.Tensor) -> SelectBatchNorm2d:
+    """A copy of `bn` (same settings, children and tensors) that first gathers `index` of `in_channels`."""
+    cls = selecting_class(type(bn))
+    new = cls.__new__(cls)
+    new.__dict__.update({k: v.copy() if isinstance(v, (dict, set)) else v for k, v in bn.__dict__.items()})
+    new.in_channels = int(in_channels)
+    _check_index(index, bn.num_features, new.in_channels)
+    new.register_buffer("index", index.clone().to(next(iter(bn.buffers()), index).device))
+    return new
+
+
 # --- model.json widths ------------------------------------------------------------------------------
 
 def width_spec(m: SelectBatchNorm2d) -> dict:
-    return {"type": WIDTH_TYPE, "num_features": m.num_features, "in_channels": m.in_channels,
+    spec = {"type": WIDTH_TYPE, "num_features": m.num_features, "in_channels": m.in_channels,
             "selected": [int(i) for i in m.index]}
+    base = _base_class(type(m))
+    if base is not nn.BatchNorm2d:
+        spec["batchnorm"] = base.__name__  # the class that selects: BatchNormAct2d keeps its activation
+    return spec
+
+
+def _base_class(cls: type) -> type:
+    for klass in cls.__mro__:
+        if issubclass(klass, nn.BatchNorm2d) and not issubclass(klass, SelectBatchNorm2d):
+            return klass
+    return nn.BatchNorm2d
 
 
 def from_width_spec(old: nn.BatchNorm2d, spec: dict) -> SelectBatchNorm2d:
-    """The selecting BN that `spec` describes, with `old`'s settings (its weights come from the state dict)."""
+    """The selecting BN that `spec` describes, made from `old` (the unpruned architecture's BN, whose
+    class and children it keeps); its weights come from the state dict."""
     try:
         n, c = int(spec["num_features"]), int(spec["in_channels"])
         selected = [int(i) for i in spec.get("selected", range(n))]
     except (KeyError, TypeError, ValueError) as exc:
         raise CompressError(f"{WIDTH_TYPE} width entry is malformed: {exc}") from None
-    return SelectBatchNorm2d(n, c, old.eps, old.momentum, old.affine, old.track_running_stats, index=selected)
+    # The entry names the class that selected; a plain entry on a BN subclass would add (or drop) what the
+    # subclass does (timm's BatchNormAct2d: its activation) to the saved network: refused either way.
+    base = _base_class(type(old)).__name__
+    if spec.get("batchnorm", "BatchNorm2d") != base:
+        raise CompressError(f"{WIDTH_TYPE} width entry selects for a {spec.get('batchnorm', 'BatchNorm2d')}, "
+                            f"the model has a {base} there")
+    if type(old) is nn.BatchNorm2d or type(old) is SelectBatchNorm2d:
+        return SelectBatchNorm2d(n, c, old.eps, old.momentum, old.affine, old.track_running_stats, index=selected)
+    shell = copy.deepcopy(old)  # the subclass with its children (activation, drop); tensors resized below
+    plain = nn.BatchNorm2d(n, old.eps, old.momentum, old.affine, old.track_running_stats)
+    for key in ("weight", "bias"):
+        if old.affine:
+            setattr(shell, key, getattr(plain, key))
+    for key in ("running_mean", "running_var"):
+        if old.track_running_stats:
+            setattr(shell, key, getattr(plain, key))
+    shell.num_features = n
+    return _as_selecting(shell, c, torch.as_tensor(selected, dtype=torch.long))
 
 
 # --- finding and applying selections ----------------------------------------------------------------
@@ -100,124 +155,14 @@ class SelectionSite:
         return list(range(self.bn.num_features))
 
 
-def tp_pruner():
-    """torch-pruning handler for SelectBatchNorm2d: inputs and outputs are not coupled one to one."""
-    import torch_pruning as tp
-
-    class SelectBatchNormPruner(tp.pruner.function.BasePruningFunc):
-        TARGET_MODULES = (SelectBatchNorm2d,)
-
-        def prune_out_channels(self, layer, idxs):
-            keep = sorted(set(range(layer.num_features)) - {int(i) for i in idxs})
-            _shrink(layer, keep)
-            return layer
-
-        def prune_in_channels(self, layer, idxs):
-            # Removing shared input channels renumbers the selection; a selected one cannot go this way.
-            gone = {int(i) for i in idxs}
-            if gone & {int(i) for i in layer.index}:
-                raise CompressError("cannot remove input channels that a channel selection still reads")
-            remaining = [i for i in range(layer.in_channels) if i not in gone]
-            renumber = {old: new for new, old in enumerate(remaining)}
-            layer.index = torch.tensor([renumber[int(i)] for i in layer.index], dtype=torch.long,
-                                       device=layer.index.device)
-            layer.in_channels = len(remaining)
-            return layer
-
-        def get_out_channels(self, layer):
-            return layer.num_features
-
-        def get_in_channels(self, layer):
-            return layer.in_channels
-
-    return SelectBatchNormPruner()
-
-
-def find_sites(model: nn.Module, graph) -> list[SelectionSite]:
-    """BNs of `model` that read a shared tensor and feed a single consumer, in module order.
-
-    `graph` is torch-pruning's DependencyGraph of `model`. A BN qualifies when (1) its output reaches
-    exactly one Conv2d (groups 1) or Linear through single-input, channel-preserving ops (activations,
-    pooling, flattening of 1×1 maps); (2) the tensor it reads is not a layer's output made for it alone
-    (it comes from an addition or a concatenation, or its producer has other readers); and (3) its
-    channels are read elsewhere too: its dependency group holds another BN or another consumer. A BN
-    that already selects is always a site.
-
-    Condition (2) keeps a BN behind a depthwise convolution (MobileNet) a group member: its channels are
-    coupled to other BNs through the convolution, but they are produced for it alone, and removing them
-    where they are produced saves more.
-    """
-    names = {m: n for n, m in model.named_modules()}
-    sites = []
-    for bn in model.modules():
-        if not isinstance(bn, nn.BatchNorm2d) or not bn.affine or bn not in graph.module2node:
-            continue
-        consumer = _single_consumer(graph, bn)
-        if consumer is None:
-            continue
-        if isinstance(bn, SelectBatchNorm2d) or (
-                _reads_shared_tensor(graph, bn) and _reads_shared_channels(graph, bn, consumer)):
-            sites.append(SelectionSite(names[bn], bn, names[consumer], consumer))
-    return sites
-
-
-def _channelwise(node) -> bool:
-    """A single-input op of torch-pruning's graph that maps channel c to channel c."""
-    from torch_pruning import ops
-
-    if len(node.inputs) != 1:
-        return False
-    if isinstance(node.module, ops._ReshapeOp):
-        return True
-    if not isinstance(node.module, ops._ElementWiseOp):
-        return False
-    op = str(getattr(node.module, "_grad_fn", "")).lower().replace("backward", "").rstrip("0123456789")
-    return op in _CHANNELWISE_GRAD_FNS
-
-
-def _reads_shared_tensor(graph, bn: nn.BatchNorm2d) -> bool:
-    node = graph.module2node[bn]
-    if len(node.inputs) != 1:
-        return True
-    node = node.inputs[0]
-    while len(node.outputs) == 1 and _channelwise(node):
-        node = node.inputs[0]
-    produced_here = isinstance(node.module, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
-    return len(node.outputs) > 1 or not produced_here
-
-
-def _single_consumer(graph, bn: nn.BatchNorm2d) -> nn.Module | None:
-    node = graph.module2node[bn]
-    while len(node.outputs) == 1:
-        node = node.outputs[0]
-        mod = node.module
-        if isinstance(mod, nn.Conv2d):
-            ok = mod.groups == 1 and mod.in_channels == bn.num_features
-            return mod if ok else None
-        if isinstance(mod, nn.Linear):
-            return mod if mod.in_features == bn.num_features else None
-        if not _channelwise(node):
-            return None
-    return None
-
-
-def _reads_shared_channels(graph, bn: nn.BatchNorm2d, consumer: nn.Module) -> bool:
-    pruner = graph.get_pruner_of_module(bn)
-    group = graph.get_pruning_group(bn, pruner.prune_out_channels, list(range(bn.num_features)))
-    for item in group:
-        mod = item.dep.target.module
-        if mod is bn or mod is consumer:
-            continue
-        if isinstance(mod, nn.BatchNorm2d):
-            return True
-        if isinstance(mod, (nn.Conv2d, nn.Linear)) and graph.is_in_channel_pruning_fn(item.dep.handler):
-            return True
-    return False
-
-
 @torch.no_grad()
-def apply_selection(model: nn.Module, site: SelectionSite, keep: Sequence[int]) -> nn.BatchNorm2d:
-    """Keep features `keep` (positions among the BN's current features) for this site's branch only."""
+def apply_selection(model: nn.Module, site: SelectionSite, keep: Sequence[int], *,
+                    prune_consumer: bool = True) -> nn.BatchNorm2d:
+    """Keep features `keep` (positions among the BN's current features) for this site's branch only.
+
+    The BN keeps its class (a BN subclass becomes its selecting variant, see `selecting_class`). With
+    `prune_consumer` the consumer loses the same input channels here; the pruning engine cuts every
+    layer itself and passes False."""
     keep = sorted(int(i) for i in keep)
     n = site.bn.num_features
     if not keep or keep[0] < 0 or keep[-1] >= n:
@@ -227,20 +172,21 @@ def apply_selection(model: nn.Module, site: SelectionSite, keep: Sequence[int]) 
     if not removed and not isinstance(bn, SelectBatchNorm2d):
         return bn  # nothing dropped: no gather needed
     if not isinstance(bn, SelectBatchNorm2d):
-        new = SelectBatchNorm2d(n, n, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
-        new.load_state_dict({**bn.state_dict(), "index": new.index})
-        new.to(bn.weight.device)
-        new.train(bn.training)
+        new = _as_selecting(bn, n, torch.arange(n))
         _set_submodule(model, site.bn_name, new)
         site.bn = bn = new
     _shrink(bn, keep)
-    if removed:
-        import torch_pruning as tp
-
+    if removed and prune_consumer:
         if isinstance(site.consumer, nn.Conv2d):
-            tp.prune_conv_in_channels(site.consumer, removed)
+            w = site.consumer.weight
+            kept = torch.as_tensor(keep, device=w.device)
+            site.consumer.weight = nn.Parameter(w.detach()[:, kept].clone(), requires_grad=w.requires_grad)
+            site.consumer.in_channels = len(keep)
         else:
-            tp.prune_linear_in_channels(site.consumer, removed)
+            w = site.consumer.weight
+            kept = torch.as_tensor(keep, device=w.device)
+            site.consumer.weight = nn.Parameter(w.detach()[:, kept].clone(), requires_grad=w.requires_grad)
+            site.consumer.in_features = len(keep)
     return bn
 
 

@@ -14,7 +14,8 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.measure import count_params
-from compress.slimming import add_l1_subgradient, prune, recalibrate_batchnorm
+from compress.slimming import prune, recalibrate_batchnorm
+from compress.sparsity import SparsityRegularizer
 from compress.models import create_model
 
 pytestmark = pytest.mark.slow
@@ -58,24 +59,22 @@ CASES = {
     "dense_concat": (_small_densenet, 64, lambda n, m: ".denselayer" in n and n.endswith("conv1")),
 }
 # Known failures, each with its cause and exception; strict, so a fix makes the test fail until the mark goes.
-XFAIL = {
-    "channel_shuffle": "torch-pruning 1.6 cannot trace channel_shuffle's 5-D view "
-                       "(ZeroDivisionError in update_reshape_index_mapping; VainF/Torch-Pruning#14)",
-}
-
-# channel shuffle: ZeroDivisionError today, a one-line CompressError once slimming.py wraps the trace
-XFAIL_RAISES = {"channel_shuffle": (ZeroDivisionError, CompressError)}
+# (channel shuffle's 5-D view, which torch-pruning could not trace, now leaves those channels alone and the
+# rest of each block prunes: compress.slimming.channels.)
+XFAIL: dict[str, str] = {}
+XFAIL_RAISES: dict[str, tuple] = {}
 
 
 def _sparse_steps(model, size, steps=3):
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    l1 = SparsityRegularizer(model, 1e-3)
     for _ in range(steps):
         x, y = torch.randn(4, 3, size, size), torch.randint(0, 10, (4,))
         loss = nn.functional.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
-        add_l1_subgradient(model, 1e-3)
+        l1.step()
         opt.step()
     recalibrate_batchnorm(model, [torch.randn(4, 3, size, size) for _ in range(3)])
 

@@ -1,0 +1,102 @@
+"""β compensation: fold what removed channels still contribute into the layers that consume them.
+
+With γ = 0 a removed channel emits a constant (ReLU(β), or whatever the following ops make of β).
+Rather than deriving that constant per architecture, zero γ of every removed channel at once, run the
+network once, and read the consumers' inputs at those channels. Folding is exact for linear and 1×1
+consumers; for padded k×k convolutions it is exact away from the border, where zero padding replaces
+part of the constant, and the spatial mean is folded (the least-squares bias). Where a channel is not
+quite constant (a squeeze-and-excitation gate multiplies it) its mean over the probe batch is folded.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def silence(model: nn.Module, bn_channels: dict[str, list[int]], *, beta: bool) -> dict:
+    """Zero γ (and β when `beta`) of the named BN channels in place; returns what to restore."""
+    modules = dict(model.named_modules())
+    saved = {}
+    with torch.no_grad():
+        for name, idx in bn_channels.items():
+            bn = modules[name]
+            if not bn.affine:
+                continue
+            saved[bn] = (bn.weight.detach().clone(), bn.bias.detach().clone())
+            i = torch.as_tensor(idx, device=bn.weight.device)
+            bn.weight[i] = 0.0
+            if beta:
+                bn.bias[i] = 0.0
+    return saved
+
+
+def restore(saved: dict) -> None:
+    with torch.no_grad():
+        for bn, (w, b) in saved.items():
+            bn.weight.copy_(w)
+            bn.bias.copy_(b)
+
+
+def delta_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """What the removed input channels `idx` add to `mod`'s output, as one value per output channel."""
+    if isinstance(mod, nn.Linear):
+        value = x.index_select(1, idx).reshape(-1, idx.numel()).mean(dim=0)
+        return mod.weight.detach().index_select(1, idx) @ value
+    # Feed the removed channels' mean value alone through the convolution: its spatial mean is the bias
+    # that best replaces them, exact away from the border, least-squares at the border.
+    spatial = list(range(2, x.dim()))
+    only_removed = torch.zeros_like(x[:1])
+    only_removed[:, idx] = x.index_select(1, idx).mean(dim=[0, *spatial]).view(1, -1, *[1] * len(spatial))
+    out = mod._conv_forward(only_removed, mod.weight.detach(), None)
+    return out.mean(dim=[0, *spatial])
+
+
+@torch.no_grad()
+def measure_deltas(model: nn.Module, removal, probe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per consumer (by name): the output offset that replaces its removed inputs, measured on `probe`."""
+    if not removal.inputs:
+        return {}
+    modules = dict(model.named_modules())
+    saved = silence(model, removal.bn, beta=False)
+    deltas: dict[str, torch.Tensor] = {}
+    names = {modules[n]: n for n in removal.inputs}
+
+    def capture(mod, inputs):
+        name = names[mod]
+        x = inputs[0]
+        deltas[name] = delta_of(mod, x, torch.as_tensor(removal.inputs[name], device=x.device))
+
+    hooks = [modules[n].register_forward_pre_hook(capture) for n in removal.inputs]
+    try:
+        model(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+        restore(saved)
+    return {n: d for n, d in deltas.items() if bool(d.abs().gt(0).any())}
+
+
+@torch.no_grad()
+def fold_deltas(model: nn.Module, analysis, deltas: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Add each delta to its consumer's output: into the next BN's running mean when that BN is its
+    only reader (keeps bias-free convs bias-free), otherwise into the layer's own bias. Returns where
+    each went (consumer -> "bias" or the BN's name)."""
+    modules = dict(model.named_modules())
+    where = {}
+    for name, delta in deltas.items():
+        mod = modules[name]
+        layer = analysis.layers[name]
+        readers = layer.out_value.readers
+        bn = readers[0].module if len(readers) == 1 and readers[0].op == "layer" else None
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats \
+                and bn not in analysis.cmap.cuts and bn.running_mean is not None:
+            target = modules[readers[0].scope]
+            target.running_mean.sub_(delta.to(target.running_mean))
+            where[name] = readers[0].scope
+            continue
+        if mod.bias is None:
+            mod.bias = nn.Parameter(torch.zeros(mod.weight.shape[0], dtype=mod.weight.dtype, device=mod.weight.device))
+        mod.bias.add_(delta.to(mod.bias))
+        where[name] = "bias"
+    return where

@@ -1,0 +1,174 @@
+"""The self-check after every pruning: the pruned network must compute what pruning says it computes.
+
+The reference is the unpruned network (a copy taken before anything changed), with the removed channels
+silenced the way pruning treats them: their BN γ set to zero (and β too without compensation), and at
+every layer that reads them, those inputs replaced by nothing plus the constant that compensation folded
+into that layer. The pruned network must match it within `TOLERANCE` (relative to the largest output
+magnitude, per output tensor: float32 re-association across dozens of layers, never a changed
+function). Every tensor the model returns is compared (detectors return several).
+
+In the same forward (a doubled batch) the reference also runs without the replacement: the unpruned
+network with the removed channels' γ zeroed. The difference to that is the approximation compensation
+makes (zero padding at borders, a squeeze-and-excitation gate on a constant), reported as
+`approximation`; where γ = β = 0 it is exact as well.
+
+A failure names the first module whose output diverges (forward hooks on both networks) and the caller's
+model is left unchanged (compress.slimming.engine restores it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.slimming.compensate import restore, silence
+
+class SelfCheckError(CompressError):
+    """The pruned network is not what pruning says it is; `module` names where it first went wrong."""
+
+    def __init__(self, message: str, module: str | None):
+        super().__init__(message)
+        self.module = module
+        self.units = None  # set by the engine: the units of the attempt that failed
+
+
+TOLERANCE = {torch.float16: 5e-2, torch.bfloat16: 5e-2}  # every other dtype: DEFAULT_TOLERANCE
+DEFAULT_TOLERANCE = 1e-4
+
+
+def tolerance_for(model: nn.Module) -> float:
+    p = next(iter(model.parameters()), None)
+    return TOLERANCE.get(p.dtype if p is not None else torch.float32, DEFAULT_TOLERANCE)
+
+
+@contextlib.contextmanager
+def _exact_math():
+    """TF32 convolutions and matmuls (CUDA's default for convolutions) would swamp the tolerance."""
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
+    return []
+
+
+def _replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -> list:
+    """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)."""
+    modules = dict(reference.named_modules())
+    hooks = []
+    for name, idx in removal.inputs.items():
+        mod = modules[name]
+
+        def pre(m, args, idx=idx):
+            x = args[0].clone()
+            x[start:, torch.as_tensor(idx, device=x.device)] = 0
+            return (x, *args[1:])
+
+        hooks.append(mod.register_forward_pre_hook(pre))
+        if name in deltas:
+            def post(m, args, out, delta=deltas[name]):
+                out = out.clone()
+                shape = (1, -1) + (1,) * (out.dim() - 2)
+                out[start:] += delta.to(out).view(shape)
+                return out
+
+            hooks.append(mod.register_forward_hook(post))
+    return hooks
+
+
+@torch.no_grad()
+def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
+    """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
+    n = probe.shape[0]
+    saved = silence(reference, removal.bn, beta=not compensate)
+    try:
+        hooks = _replacement_hooks(reference, removal, deltas, n)
+        try:
+            both = flatten_outputs(reference(torch.cat([probe, probe])))
+        finally:
+            for h in hooks:
+                h.remove()
+        if all(t.dim() and t.shape[0] == 2 * n for t in both):
+            return [t[:n] for t in both], [t[n:] for t in both], 1
+        hooks = _replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
+        try:
+            return None, flatten_outputs(reference(probe)), 2
+        finally:
+            for h in hooks:
+                h.remove()
+    finally:
+        restore(saved)
+
+
+def relative_difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(got, want):
+        if not a.numel():
+            continue
+        a, b = a.double(), b.double()
+        if not bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()):
+            return float("inf")
+        scale = max(float(b.abs().max()), 1e-12)
+        worst = max(worst, float((a - b).abs().max()) / scale)
+    return worst
+
+
+def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
+               compensate: bool) -> dict:
+    """Compare; raise CompressError naming the first diverging module, or return the check's record."""
+    t0 = time.perf_counter()
+    tol = tolerance_for(reference)
+    was = pruned.training, reference.training
+    pruned.eval()
+    reference.eval()
+    try:
+        with _exact_math(), torch.no_grad():
+            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate)
+            try:
+                got = flatten_outputs(pruned(probe))
+            except Exception as exc:  # a broken network: say where it breaks
+                from compress.slimming.diagnose import failing_module
+
+                module, where = failing_module(pruned, probe)
+                raise SelfCheckError(f"the pruned {type(reference).__name__} fails in {where} "
+                                     f"({type(exc).__name__}: {_first_line(exc)}); the model is left unchanged",
+                                     module) from None
+            forwards += 1
+        diff = relative_difference(got, want)
+        if not diff <= tol:
+            from compress.slimming.diagnose import first_divergence
+
+            module, where = first_divergence(pruned, reference, removal, deltas, probe, compensate=compensate,
+                                             tol=tol)
+            shown = "a different output structure" if diff == float("inf") else f"max relative difference {diff:.1e}"
+            raise SelfCheckError(f"pruning would change {type(reference).__name__}'s output beyond the self-check "
+                                 f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "
+                                 "the model is left unchanged", module)
+        approx = relative_difference(got, loose) if loose is not None else None
+    finally:
+        pruned.train(was[0])
+        reference.train(was[1])
+    return {"max_relative_difference": diff, "tolerance": tol,
+            "approximation": approx, "forwards": forwards, "probe": list(probe.shape),
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

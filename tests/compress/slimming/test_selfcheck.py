@@ -1,0 +1,146 @@
+"""The self-check after every pruning: a broken or changed network is refused in one line naming the first
+module where it diverges, and the caller's model is left exactly as it was."""
+
+import copy
+
+import pytest
+import torch
+from tests_support import randomize_bn
+from torch import nn
+
+from compress import slimming
+from compress.errors import CompressError
+from compress.measure import layer_widths
+from compress.models import create_model
+from compress.slimming import surgery
+
+EXAMPLE = torch.zeros(1, 3, 32, 32)
+
+
+def _vgg():
+    return randomize_bn(create_model("vgg11", width=0.125), seed=4)
+
+
+def _unchanged(model, widths, state, modules):
+    assert layer_widths(model) == widths
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+    assert [type(m) for m in model.modules()] == modules
+
+
+def test_every_plan_records_its_check():
+    _, plan = slimming.prune(_vgg(), 0.5, EXAMPLE)
+    assert 0 < plan["removed_gamma_max"] <= plan["threshold"]  # what a stage reads to call a pruning exact
+    check = plan["check"]
+    assert check["max_relative_difference"] <= check["tolerance"] == 1e-4
+    assert check["forwards"] == 2 and check["seconds"] >= 0 and check["approximation"] is not None
+
+
+def test_a_network_that_computes_something_else_is_refused_naming_the_first_diverging_module(monkeypatch):
+    real = surgery._cut_batchnorm
+
+    def wrong_channels(m, gone):  # keeps as many channels as it should, but the first ones
+        real(m, list(range(m.num_features - len(gone), m.num_features)) if gone else gone)
+
+    monkeypatch.setattr(surgery, "_cut_batchnorm", wrong_channels)
+    model = _vgg()
+    widths, state, modules = layer_widths(model), copy.deepcopy(model.state_dict()), [type(m) for m in model.modules()]
+    with pytest.raises(CompressError, match=r"^pruning would change VGG's output beyond the self-check tolerance "
+                                            r"\(max relative difference .* > 0\.0001\); outputs first diverge at "
+                                            r"features\.\d+ \(BatchNorm2d\); the model is left unchanged$") as info:
+        slimming.prune(model, 0.5, EXAMPLE)
+    assert "\n" not in str(info.value)
+    _unchanged(model, widths, state, modules)
+
+
+def test_a_network_whose_forward_fails_is_refused_naming_where(monkeypatch):
+    monkeypatch.setattr(surgery, "_cut_batchnorm", lambda m, gone: None)  # BNs keep their old width
+    model = _vgg()
+    widths, state, modules = layer_widths(model), copy.deepcopy(model.state_dict()), [type(m) for m in model.modules()]
+    with pytest.raises(CompressError, match=r"^the pruned VGG fails in features\.\d+ \(BatchNorm2d\) \(RuntimeError: "):
+        slimming.prune(model, 0.5, EXAMPLE)
+    _unchanged(model, widths, state, modules)
+
+
+def test_an_unexpected_error_inside_pruning_is_one_line_and_restores_the_model(monkeypatch):
+    def boom(*_a, **_k):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(surgery, "_cut_conv", boom)
+    model = _vgg()
+    widths, state, modules = layer_widths(model), copy.deepcopy(model.state_dict()), [type(m) for m in model.modules()]
+    with pytest.raises(CompressError, match=r"^pruning VGG failed \(IndexError: list index out of range\); "
+                                            r"the model is left unchanged$"):
+        slimming.prune(model, 0.5, EXAMPLE)
+    _unchanged(model, widths, state, modules)
+
+
+class CatPlusAdd(nn.Module):
+    """Two convolutions concatenated, then added to a third: one group in which a layer could lose all."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.b = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        self.c = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        return self.head(torch.cat([self.a(x), self.b(x)], 1) + self.c(x))
+
+
+def test_no_layer_is_ever_left_with_zero_channels():
+    model = randomize_bn(CatPlusAdd())
+    with torch.no_grad():
+        model.a[1].weight.fill_(1e-3)
+        model.c[1].weight[:4] = 1e-3  # every channel made by `a` is the least important of the network
+    pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
+    assert pruned.a[0].out_channels >= 1 and pruned.a[1].num_features >= 1
+    assert plan["check"]["max_relative_difference"] <= 1e-4
+
+
+def test_the_engine_refuses_an_empty_layer_itself():
+    model = nn.Sequential(nn.Conv2d(3, 1, 1))
+    model[0].out_channels = 0
+    with pytest.raises(CompressError, match=r"^pruning would leave 0 \(Conv2d\) with no channels$"):
+        surgery.check_no_empty_layer(model)
+
+
+timm = pytest.importorskip("timm", reason="timm is optional; the dev extra installs it")
+
+
+def test_ghostnet_never_leaves_an_empty_convolution():
+    """Pruning ghostnet_100 used to return normally with convolutions of 0 output channels."""
+    model = randomize_bn(timm.create_model("ghostnet_100", pretrained=False))
+    pruned, plan = slimming.prune(model, 0.7, torch.zeros(1, 3, 64, 64), min_keep=0.0)
+    assert plan["pruned_fraction"] > 0.2
+    assert min(min(m.in_channels, m.out_channels) for m in pruned.modules() if isinstance(m, nn.Conv2d)) >= 1
+    assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
+    with torch.no_grad():
+        assert pruned(torch.randn(2, 3, 64, 64)).shape == (2, 1000)
+
+
+class CountKeptInCode(nn.Module):
+    """Uses a channel count it stored at construction: nothing in the forward shows it to the trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.c = 8
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.b(self.a(x))
+        return self.head(x.reshape(x.shape[0], self.c, -1).mean(-1))
+
+
+def test_channels_that_break_the_network_are_left_alone_and_the_rest_prunes():
+    """The first attempt breaks at the reshape; the channels read there stay, the others go."""
+    model = randomize_bn(CountKeptInCode())
+    pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
+    assert pruned.b[0].out_channels == 8 and pruned.a[0].out_channels < 8
+    assert plan["skipped"] == [{"layers": ["b.0"], "channels": 8,
+                                "reason": "pruning them changed the network at head (self-check)"}]
+    assert plan["check"]["max_relative_difference"] <= 1e-4

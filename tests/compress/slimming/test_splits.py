@@ -1,0 +1,106 @@
+"""Splits along channels: chunk (YOLOv8's C2f, YOLO11's C3k2), sizes kept in an attribute (timm's
+MixedConv2d), and sizes fixed in code (left alone, with the reason in the plan)."""
+
+import copy
+import os
+
+import pytest
+import torch
+from slimming_support import prune_exactly
+from tests_support import randomize_bn
+from torch import nn
+
+from compress import slimming
+
+
+class ChunkBlock(nn.Module):
+    """C2f's pattern: one convolution, chunked in two; the second half feeds a bottleneck; all concatenated."""
+
+    def __init__(self, c=8):
+        super().__init__()
+        self.cv1 = nn.Sequential(nn.Conv2d(3, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c), nn.SiLU())
+        self.m = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.SiLU())
+        self.cv2 = nn.Sequential(nn.Conv2d(3 * c, 8, 1, bias=False), nn.BatchNorm2d(8), nn.SiLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.append(self.m(y[-1]) + y[-1])
+        return self.head(self.cv2(torch.cat(y, 1)))
+
+
+class FixedSplit(ChunkBlock):
+    def forward(self, x):
+        y = list(self.cv1(x).split([8, 8], 1))  # sizes written in the code: they cannot follow a pruning
+        y.append(self.m(y[-1]))
+        return self.head(self.cv2(torch.cat(y, 1)))
+
+
+EXAMPLE = torch.zeros(1, 3, 16, 16)
+
+
+def test_a_chunked_tensor_keeps_equal_halves_and_prunes_exactly():
+    model = randomize_bn(ChunkBlock(), seed=1)
+    with torch.no_grad():
+        model.cv1[1].weight[:8] = torch.linspace(0.01, 0.1, 8)  # the first half would go first, alone
+    pruned, _, plan, rel = prune_exactly(model, EXAMPLE, percent=0.3, min_keep=0.0)
+    assert rel <= 1e-5
+    width = pruned.cv1[0].out_channels
+    assert width < 16 and width % 2 == 0 and pruned.m[0].in_channels == width // 2
+
+
+def test_split_sizes_fixed_in_code_leave_their_channels_alone_with_the_reason():
+    model = randomize_bn(FixedSplit(), seed=1)
+    pruned, plan = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE, min_keep=0.0)
+    assert pruned.cv1[0].out_channels == 16
+    assert any("split sizes [8, 8]" in s["reason"] and "fixed in its code" in s["reason"] for s in plan["skipped"])
+    assert plan["channels_after"] < plan["channels_before"]  # the rest still prunes
+
+
+timm = pytest.importorskip("timm", reason="timm is optional; the dev extra installs it")
+
+
+def test_timm_mixnet_updates_its_split_sizes_and_prunes_exactly():
+    """MixedConv2d splits its input by sizes it keeps in `splits`: they must follow the pruning."""
+    from timm.layers import MixedConv2d
+
+    model = randomize_bn(timm.create_model("mixnet_s", pretrained=False))
+    pruned, _, plan, rel = prune_exactly(model, torch.zeros(1, 3, 64, 64), percent=0.4, min_keep=0.1)
+    assert rel <= 1e-5
+    mixed = [m for m in pruned.modules() if isinstance(m, MixedConv2d) and len(m.splits) > 1]
+    assert all([c.in_channels for c in m.values()] == list(m.splits) for m in mixed)  # sizes follow the convolutions
+    unpruned = [m for m in timm.create_model("mixnet_s").modules() if isinstance(m, MixedConv2d) and len(m.splits) > 1]
+    assert any(list(m.splits) != list(o.splits) for m, o in zip(mixed, unpruned))
+    rewritten = {(r["module"], r["attribute"]): r["sizes"] for r in plan["split_sizes"]}
+    assert rewritten and all(list(dict(pruned.named_modules())[m].splits) == v for (m, a), v in rewritten.items())
+
+
+ultralytics = pytest.importorskip("ultralytics", reason="ultralytics is optional; the dev extra installs it")
+
+
+def _yolo(cfg):
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from ultralytics.nn.tasks import DetectionModel
+
+    return randomize_bn(DetectionModel(cfg, verbose=False))
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo11n.yaml"])
+def test_yolo_detectors_from_their_yaml_prune_30_percent_exactly(cfg):
+    """torch-pruning (and this code before) raised IndexError on C2f's chunk; YOLO11's attention reads
+    its channel count, so its channels stay."""
+    model = _yolo(cfg)
+    pruned, _, plan, rel = prune_exactly(model, torch.zeros(1, 3, 96, 96))
+    assert rel <= 1e-5
+    assert plan["pruned_fraction"] > 0.15
+    assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
+    if cfg.startswith("yolo11"):
+        assert any("reads their channel count" in s["reason"] for s in plan["skipped"])
+
+
+@pytest.mark.slow
+def test_yolov8n_at_640_prunes_and_passes_the_self_check():
+    model = _yolo("yolov8n.yaml")
+    _, plan = slimming.prune(model, 0.3, torch.zeros(1, 3, 640, 640))
+    assert plan["pruned_fraction"] > 0.15
+    assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
