@@ -66,9 +66,11 @@ def export_metadata(meta: dict, source_sha256: str, precision: str = "fp32") -> 
     from compress import __version__
 
     norm = meta["normalization"]
-    return {"classes": meta["classes"], "mean": norm["mean"], "std": norm["std"], "input_size": meta["input_size"],
-            "arch": meta["arch"], "precision": precision, "source_sha256": source_sha256,
-            "toolkit_version": __version__}
+    metadata = {"mean": norm["mean"], "std": norm["std"], "input_size": meta["input_size"], "arch": meta["arch"],
+                "precision": precision, "source_sha256": source_sha256, "toolkit_version": __version__}
+    if meta.get("classes") is not None:  # a detector may have none
+        metadata["classes"] = meta["classes"]
+    return metadata
 
 
 def state_sha256(model) -> str:
@@ -299,7 +301,7 @@ def _loaded(source, shape: _Shape):
         out = _probe(model, list(shape.example.shape[1:]))
         meta = _module_meta(model, shape.example, shape.meta or {}, out)
         metadata = export_metadata(meta, state_sha256(model))
-    if isinstance(out, torch.Tensor):
+    if isinstance(out, torch.Tensor) and isinstance(meta.get("classes"), list):
         from compress.validate import check_output_width
 
         check_output_width(int(out.shape[-1]), meta["classes"], where)
@@ -337,12 +339,11 @@ def _module_meta(model, example, given: dict, out) -> dict:
 
     channels = int(example.shape[1])
     classes = given.get("classes")
-    if classes is None:
-        if not isinstance(out, torch.Tensor):
-            raise CompressError(f"{type(model).__name__} returns {type(out).__name__}: name its outputs in "
-                                "meta={'classes': [...]}")
-        classes = [f"class{i}" for i in range(int(out.shape[-1]))]
-    return {"classes": list(classes), "input_size": [int(s) for s in example.shape[1:]],
+    if isinstance(classes, tuple):
+        classes = list(classes)
+    if classes is None and isinstance(out, torch.Tensor) and out.dim() == 2:
+        classes = [f"class{i}" for i in range(int(out.shape[-1]))]  # a classifier's logits; else none
+    return {"classes": classes, "input_size": [int(s) for s in example.shape[1:]],
             "normalization": {"mean": list(given.get("mean", [0.0] * channels)),
                               "std": list(given.get("std", [1.0] * channels))},
             "arch": given.get("arch", type(model).__name__)}
@@ -366,7 +367,7 @@ def _export_fp32(source, tmp: Path, out: Path, shape: _Shape, parity: Parity | N
     if parity is None:
         return None, None, result
     norm = meta["normalization"]
-    inputs, labels, what = _parity_inputs(parity, norm["mean"], norm["std"], meta["input_size"], meta["classes"])
+    inputs, labels, what = _parity_inputs(parity, norm["mean"], norm["std"], meta["input_size"], meta.get("classes"))
     checked = _named(out, tmp, lambda: check_parity(
         model, tmp, inputs, parity.atol, parity.min_agreement, labels=labels,
         accuracy_tol=ACCURACY_TOL if labels is not None else None))

@@ -8,18 +8,8 @@ from pathlib import Path
 from compress.artifact import derived_meta, load_model_dir, read_meta
 from compress.data.options import DataOptions
 from compress.errors import CompressError
-from compress.stages._run import (
-    Fitting,
-    RunOptions,
-    check_classes,
-    command_line,
-    finished,
-    fit_and_save,
-    log,
-    settings_tag,
-    sparsity_json,
-    writing,
-)
+from compress.stages._run import Fitting, RunOptions, check_classes, command_line, finished, fit_and_save, log
+from compress.stages._run import settings_tag, sparsity_json, writing
 from compress.train import Distill, Recipe, evaluate, pick_device
 
 

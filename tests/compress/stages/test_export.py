@@ -120,3 +120,27 @@ def test_an_onnx_source_needs_a_precision_to_write_a_file(model_dir, tmp_path):
     with pytest.raises(CompressError, match="the source is already ONNX"):
         compress.export(tmp_path / "a.onnx", tmp_path / "b.onnx")
     assert not (tmp_path / "b.onnx").exists()
+
+
+class _TwoOutputs(torch.nn.Module):
+    """A detector's shape of output: logits and a feature map."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 5)
+
+    def forward(self, x):
+        f = self.bn(self.conv(x)).relu()
+        return self.fc(f.mean((2, 3))), f
+
+
+def test_a_module_with_several_outputs_is_exported_with_one_output_each_and_no_classes(tmp_path):
+    import onnx
+
+    report = compress.export(_TwoOutputs().eval(), tmp_path / "two.onnx", example=torch.zeros(1, 3, 16, 16),
+                             check=Parity(limit=4), log=lambda _m: None)
+    assert report["onnx"]["parity"]["passed"]
+    assert len(onnx.load(str(tmp_path / "two.onnx")).graph.output) == 2
+    assert read_metadata(tmp_path / "two.onnx").get("classes") is None
