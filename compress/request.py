@@ -5,7 +5,8 @@ threshold), `target_macs` / `target_params` (the fraction of the unpruned cost t
 `target_latency_ms` (a p50 latency measured on `backend` at `batch`, compress.latency_budget); the
 floor every layer keeps (`min_keep`, `min_channels`, `round_to`); β compensation; and the importance
 that ranks channels: "gamma" (|γ|, the default), "cost" (|γ| against each channel's share of the
-target's cost) or a callable. A request without a target is legal only where a plan is replayed.
+target's cost) or a callable (compress.slimming.importance says what it receives; a Torch-Pruning
+`Importance` plugs in too). A request without a target is legal only where a plan is replayed.
 
 This module imports no torch, so the CLI can build and check a request before loading anything.
 """
@@ -136,16 +137,9 @@ class PruneRequest:
 
 
 def slimming_keywords(request: PruneRequest) -> dict:
-    """The floor and importance of `request` as compress.slimming.prune (and least_budget) take them.
-
-    The pruning code takes `cost_aware: bool` today: "cost" maps to it, and a callable importance is refused
-    here until it takes one. This function is the only place that knows; replace it when that changes.
-    """
-    if callable(request.importance):
-        raise CompressError("a callable importance is not supported by this version's pruning yet; "
-                            "use importance='gamma' (|γ|) or 'cost'")
+    """The floor and importance of `request` as compress.slimming.prune (and least_budget) take them."""
     return {"min_keep": request.min_keep, "min_channels": request.min_channels, "round_to": request.round_to,
-            "compensate": request.compensate, "cost_aware": request.importance == "cost"}
+            "compensate": request.compensate, "importance": request.importance}
 
 
 def _check_values(r: PruneRequest) -> None:

@@ -107,10 +107,9 @@ def test_keywords_are_checked_by_name_and_replace_a_given_requests_fields():
 
 def test_the_importance_reaches_the_pruning_code_through_one_function():
     floor = {"min_keep": 0.3, "min_channels": 2, "round_to": 8, "compensate": False}
-    assert slimming_keywords(PruneRequest(target_macs=0.5, importance="cost", **floor)) == {**floor, "cost_aware": True}
-    assert slimming_keywords(PruneRequest(percent=0.5, **floor)) == {**floor, "cost_aware": False}
-    with pytest.raises(CompressError, match="a callable importance is not supported by this version's pruning yet"):
-        slimming_keywords(PruneRequest(percent=0.5, importance=lambda scores: scores))
+    assert slimming_keywords(PruneRequest(target_macs=0.5, importance="cost", **floor)) == {**floor,
+                                                                                             "importance": "cost"}
+    assert slimming_keywords(PruneRequest(percent=0.5, **floor)) == {**floor, "importance": "gamma"}
 
 
 def _vgg():
@@ -134,8 +133,11 @@ def test_the_public_prune_takes_a_request_or_its_keywords_and_refuses_unknown_on
     assert by_keywords.to_dict()["budget"]["importance"] == "|γ| / macs share"
     with pytest.raises(CompressError, match="unknown pruning option percentage"):
         compress.prune(_vgg(), example, percentage=0.5)
-    with pytest.raises(CompressError, match="a callable importance is not supported"):
-        compress.prune(_vgg(), example, target_macs=0.5, importance=lambda scores: scores)
+    plain = compress.prune(_vgg(), example, percent=0.5)
+    by_gamma = compress.prune(_vgg(), example, percent=0.5, importance=lambda unit: unit.gamma)
+    assert by_gamma.kept() == plain.kept()  # a callable that gives |γ| decides as |γ| does
+    reversed_ = compress.prune(_vgg(), example, percent=0.5, importance=lambda unit: -unit.gamma)
+    assert reversed_.kept() != plain.kept()
     with pytest.raises(CompressError, match="measure and log time a latency target"):
         compress.prune(_vgg(), example, percent=0.5, measure=lambda model, x: {"p50_ms": 1.0, "cv": 0.0})
 
