@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from compress.pipeline import DataOptions
+from compress.data.options import DataOptions
 from compress.slimming import prune
 from compress.sparsity import Budget, SparsityConfig, polarization
 from compress.train import Recipe, evaluate, fit

@@ -26,20 +26,24 @@ _API = {
     # pruning
     "prune": ("compress.plan", "prune"),
     "Plan": ("compress.plan", "Plan"),
+    "PruneRequest": ("compress.request", "PruneRequest"),
     # model directories
     "save_model": ("compress.artifact", "save_model"),
     "load_model": ("compress.artifact", "load_model"),
-    "import_weights": ("compress.importing", "import_weights"),
+    "import_weights": ("compress.stages.import_weights", "import_weights"),
     # data
     "load_dataset": ("compress.data", "load_dataset"),
-    "DataOptions": ("compress.pipeline", "DataOptions"),
+    "DataOptions": ("compress.data.options", "DataOptions"),
     # the stages over model directories, as the CLI runs them
     "Recipe": ("compress.train", "Recipe"),
+    "RunOptions": ("compress.stages._run", "RunOptions"),
     "evaluate": ("compress.train", "evaluate"),
-    "train": ("compress.pipeline", "train_model"),
-    "finetune": ("compress.pipeline", "finetune_model"),
-    "slim": ("compress.pipeline", "slim"),
+    "train": ("compress.stages.train", "train"),
+    "finetune": ("compress.stages.finetune", "finetune"),
+    "slim": ("compress.stages.slim", "slim"),
+    "SlimOptions": ("compress.stages.slim", "SlimOptions"),
     # stage one and deployment, over model directories and files
+    "export": ("compress.stages.export", "export"),
     "quantize": ("compress.quantize", "quantize_model"),
     "QuantizeOptions": ("compress.quantize", "QuantizeOptions"),
     "share": ("compress.sharing.share", "share_model"),

@@ -23,3 +23,10 @@ def write_failure(exc: BaseException, where: str | os.PathLike) -> str | None:
         reason = text.split("I/O error:", 1)[1].strip()
         return f"cannot write {where}: {reason}"
     return None
+
+
+class MixedImageSizes(CompressError):
+    """Images of a dataset differ in size and no input size was given to resize them to one.
+
+    A caller sizing data for a model catches this one (compress.data.options.sized_for) to resize every
+    image to the model's input instead; any other CompressError is a real problem with the data."""

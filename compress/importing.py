@@ -1,4 +1,5 @@
-"""Model directories from trained weights: a state dict of a registry network or of the user's own class.
+"""Trained weights from files: a state dict of a registry network or of the user's own class, checked
+against the module it must fit (compress.stages.import_weights makes a model directory of them).
 
 Weights are read with safetensors, or with ``torch.load(..., weights_only=True)`` for ``.pt``/``.pth``
 files, which refuses anything but tensors and plain containers: nothing a user hands us is unpickled.
@@ -94,79 +95,8 @@ def output_width(state: dict[str, torch.Tensor]) -> int | None:
     return int(last[-1].shape[0]) if last else None
 
 
-def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwargs: dict | None = None,
-                   input_size: int | None = None, classes: list[str] | None = None, data=None,
-                   mean: list[float] | None = None, std: list[float] | None = None, device=None) -> dict:
-    """Make a model directory from a trained state dict.
-
-    `arch` is a registry name or ``package.module:Class``; ``num_classes`` goes to the constructor when
-    it takes one and `arch_kwargs` does not set it. Class names come from `data` (a
-    :class:`compress.pipeline.DataOptions`) or `classes`; normalization from `mean`/`std`, or is measured
-    on `data`'s training split. With `data`, the test accuracy is recorded.
-    """
-    from compress.pipeline import writing
-
-    with writing(out, [("WEIGHTS", weights)], data):
-        return _import_weights(weights, arch, out, arch_kwargs=arch_kwargs, input_size=input_size, classes=classes,
-                               data=data, mean=mean, std=std, device=device)
-
-
-def _import_weights(weights, arch, out, *, arch_kwargs, input_size, classes, data, mean, std, device) -> dict:
-    from compress.artifact import save_model_dir
-    from compress.pipeline import command_line, model_kwargs
-
-    arch_kwargs = dict(arch_kwargs or {})
-    state = read_state_dict(weights)
-    train = test = None
-    if data is not None:
-        if input_size is not None and getattr(data, "input_size", None) is None:
-            data.input_size = input_size
-        train, test = data.split("train"), data.split("test")
-        if classes is not None and list(classes) != list(train.classes):
-            raise CompressError("--classes disagree with the dataset's class folders")
-        classes = list(train.classes)
-        if input_size is None:
-            input_size = int(train.input_size[-1])
-    if classes is None:
-        width = output_width(state)
-        if width is None:
-            raise CompressError("give the class names (--classes a,b,... or --data)")
-        classes = [f"class{i}" for i in range(width)]
-    if input_size is None:
-        raise CompressError("give --input-size (or --data, whose images set it)")
-    if (mean is None) != (std is None):
-        raise CompressError("give both --mean and --std, or neither")
-    if mean is None:
-        if train is None:
-            raise CompressError("give --mean and --std, or --data to measure them on the training images")
-        mean, std = train.channel_stats()
-    if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
-        raise CompressError("--mean and --std take three values each, std > 0")
-    kwargs = model_kwargs(arch, arch_kwargs, len(classes), input_size)
-    from compress.artifact import construct
-
-    model = construct(arch, kwargs)
-    load_strict(model, state, str(weights), arch)
-    check_input_size(model, arch, input_size)
-    out_width = _logits_width(model, input_size)
-    if out_width != len(classes):
-        raise CompressError(f"{arch} outputs {out_width} classes, but {len(classes)} class names were given")
-    accuracy = None
-    if test is not None:
-        from compress.train import evaluate, pick_device
-
-        accuracy = evaluate(model, test, mean, std, device=pick_device(device))["accuracy"]
-        model.cpu()
-    meta = {"arch": arch, "arch_kwargs": kwargs, "classes": classes, "input_size": [3, input_size, input_size],
-            "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
-            "accuracy": accuracy, "imported_from": {"path": str(weights)}, "command": command_line()}
-    if data is not None:
-        meta["data"] = data.describe()
-    return save_model_dir(model, out, meta)
-
-
 @torch.no_grad()
-def _logits_width(model: nn.Module, input_size: int) -> int:
+def logits_width(model: nn.Module, input_size: int) -> int:
     model.eval()
     return int(model(torch.zeros(1, 3, input_size, input_size)).shape[-1])
 

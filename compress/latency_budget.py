@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.request import PruneRequest
 
 # Backends a latency target can be measured on: the harness's ONNX backends that run on the CPU. The GPU
 # ones (ort-cuda, ort-trt) would time a host round trip per candidate and ort-trt an engine build; they
@@ -125,18 +126,16 @@ class HarnessTimer:
 
 
 def _export(model: nn.Module, path: Path, input_size: list[int]) -> Path:
-    from compress import __version__
     from compress.exporting.errors import ExportError
-    from compress.exporting.onnx_export import export_onnx
+    from compress.stages.export import OnnxShape, export
 
-    # The file is timed and deleted, never shipped: placeholder metadata satisfies the schema.
-    metadata = {"classes": ["class0"], "mean": [0.0] * input_size[0], "std": [1.0] * input_size[0],
-                "input_size": input_size, "arch": type(model).__name__, "precision": "fp32",
-                "source_sha256": "0" * 64, "toolkit_version": __version__}
+    # The file is timed and deleted, never shipped: no parity check, and the default metadata of a module.
     try:
-        return Path(export_onnx(model, path, input_size=input_size, metadata=metadata, opset=OPSET))
+        export(model, path, example=torch.zeros(1, *input_size), check=False, onnx=OnnxShape(opset=OPSET),
+               log=lambda _msg: None)
     except (ExportError, ValueError) as exc:
         raise CompressError(f"cannot time candidates: {exc}") from None
+    return path
 
 
 def machine_description(settings: LatencySettings) -> dict:
@@ -234,30 +233,31 @@ def search_fraction(model: nn.Module, example_input: torch.Tensor, target_ms: fl
                         f"({len(feasible)} tried; the machine may be busy): run on a quiet machine or ask for more")
 
 
-def prune_to_latency(model: nn.Module, example_input: torch.Tensor, target_ms: float, *, backend: str = "ort-cpu",
-                     batch: int = 1, iters: int = 100, warmup: int = 10, threads: int | None = None, steps: int = 6,
-                     min_keep: float = 0.2, min_channels: int = 1, round_to: int | str = 1, compensate: bool = True,
-                     cost_aware: bool = False, measure: Measure | None = None,
+def prune_to_latency(model: nn.Module, example_input: torch.Tensor, request: PruneRequest, *,
+                     measure: Measure | None = None,
                      log: Callable[[str], None] = lambda _msg: None) -> tuple[nn.Module, dict]:
-    """Prune `model` in place to the largest MACs fraction measured at or under `target_ms` (p50, ms).
+    """Prune `model` in place to the largest MACs fraction measured at or under `request.target_latency_ms`.
 
-    Candidates are timed on `backend` at `batch` with `iters` iterations after `warmup` (see the module
-    docstring), or by `measure(model, example_input) -> {"p50_ms", "cv", ...}` when given. Returns the
-    model and its plan, whose `budget` records the target, the latency met and unpruned, the settings,
-    this machine, the MACs fraction used and every candidate tried.
+    Candidates are timed on the request's backend at its batch with `iters` iterations after `warmup` (see
+    the module docstring), or by `measure(model, example_input) -> {"p50_ms", "cv", ...}` when given; the
+    request's floor and importance prune each candidate. Returns the model and its plan, whose `budget`
+    records the target, the latency met and unpruned, the settings, this machine, the MACs fraction used
+    and every candidate tried.
     """
-    if isinstance(target_ms, bool) or not isinstance(target_ms, (int, float)) or not 0 < target_ms < float("inf"):
-        raise CompressError(f"target latency must be a positive number of milliseconds, got {target_ms!r}")
-    settings = LatencySettings(backend=backend, batch=batch, iters=iters, warmup=warmup, threads=threads,
-                               steps=steps)
+    from compress.request import slimming_keywords
+
+    target_ms = request.target_latency_ms
+    if target_ms is None:
+        raise CompressError("prune_to_latency needs a request with target_latency_ms")
+    settings = LatencySettings(backend=request.latency_backend, batch=request.batch, iters=request.iters,
+                               warmup=request.warmup, threads=request.threads, steps=request.steps)
     measure = measure or HarnessTimer(settings)
     from compress.slimming import prune, resolve_round_to
 
-    round_to = resolve_round_to(round_to)
-    options = dict(min_keep=min_keep, min_channels=min_channels, round_to=round_to, compensate=compensate,
-                   cost_aware=cost_aware)
+    options = slimming_keywords(request)
+    options["round_to"] = resolve_round_to(options["round_to"])
     best, full, tried = search_fraction(model, example_input, float(target_ms), prune_options=options,
-                                        measure=measure, steps=steps, backend=backend, log=log)
+                                        measure=measure, steps=settings.steps, backend=settings.backend, log=log)
     model, plan = prune(model, None, example_input, target_macs=best.macs_fraction, **options)
     plan["budget"] = _record(float(target_ms), best, full, tried, settings, plan["budget"])
     return model, plan

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.request import PruneRequest, slimming_keywords
 
 
 class Plan:
@@ -94,35 +95,36 @@ class Plan:
         return model
 
 
-def prune(model: nn.Module, example_input: torch.Tensor, *, percent: float | None = None,
-          min_keep: float = 0.2, round_to: int | str = 1, compensate: bool = True, **budget) -> Plan:
-    """Network slimming on any ``nn.Module``: remove the channels whose BN |γ| falls under one global
-    threshold, in place, and return the :class:`Plan`.
+def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest | None = None, *,
+          measure=None, log=None, **options) -> Plan:
+    """Network slimming on any ``nn.Module``: remove channels in place, and return the :class:`Plan`.
 
     `example_input` is one batch of the shape the model takes (e.g. ``torch.zeros(1, 3, 224, 224)``).
-    `percent` is the fraction of BN channels to remove; `budget` keywords (``target_macs=0.5``,
-    ``target_params=0.5``) ask for a cost instead where the slimming code supports them.
-    ``target_latency_ms=MS`` (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``,
-    ``cost_aware``) asks for a p50 latency measured on this machine (compress.latency_budget).
-    `round_to` rounds kept widths up to a multiple; ``"auto"`` is ONNX Runtime's CPU convolution block on
-    this machine (16 with AVX-512, 8 with AVX2).
+    What to prune to is a :class:`compress.request.PruneRequest`, or its fields as keywords (which replace
+    the request's): ``percent=0.3`` removes that fraction of BN channels under one global |γ| threshold;
+    ``target_macs=0.5`` / ``target_params=0.5`` keep that fraction of the cost; ``target_latency_ms=MS``
+    (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``) keeps the most MACs whose
+    p50 latency, measured on this machine, is at most MS (compress.latency_budget; `measure` replaces the
+    timer, `log` hears about each candidate). ``importance`` ranks channels: "gamma" (|γ|) or "cost"
+    (|γ| against each channel's share of a budget's cost). `round_to` rounds kept widths up to a multiple;
+    ``"auto"`` is ONNX Runtime's CPU convolution block on this machine (16 with AVX-512, 8 with AVX2).
     """
     if not isinstance(model, nn.Module):
         raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")
     if not isinstance(example_input, torch.Tensor):
         raise CompressError("example_input must be a tensor batch such as torch.zeros(1, 3, 224, 224)")
-    if percent is None and not budget:
+    request = PruneRequest.from_keywords(request, **options)
+    if request.target is None:
         raise CompressError("give percent (a fraction of channels) or a budget such as target_macs=0.5")
-    if "target_latency_ms" in budget:
-        from compress.latency_budget import prune_to_latency as run
-        if percent is not None or {"target_macs", "target_params"} & budget.keys():
-            raise CompressError("give one of percent, target_macs, target_params or target_latency_ms")
-        args = (model, example_input, budget.pop("target_latency_ms"))
-    else:
-        from compress.slimming import prune as run
-        args = (model, percent if percent is not None else 0.0, example_input)
-    try:
-        _, data = run(*args, min_keep=min_keep, round_to=round_to, compensate=compensate, **budget)
-    except TypeError as exc:
-        raise CompressError(f"unsupported pruning option: {exc}") from None
+    if request.target_latency_ms is not None:
+        from compress.latency_budget import prune_to_latency
+
+        _, data = prune_to_latency(model, example_input, request, measure=measure, log=log or (lambda _msg: None))
+        return Plan(data)
+    if measure is not None or log is not None:
+        raise CompressError("measure and log time a latency target: give target_latency_ms")
+    from compress.slimming import prune as prune_module
+
+    _, data = prune_module(model, request.percent, example_input, target_macs=request.target_macs,
+                           target_params=request.target_params, **slimming_keywords(request))
     return Plan(data)

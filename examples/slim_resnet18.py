@@ -6,7 +6,7 @@
 `--data` is an ImageFolder tree with train/ and test/ (one folder per class). Without `--weights` the
 network starts untrained. The steps are the method's: sparse training (L1 on BatchNorm γ, one call per
 step), pruning by one global γ threshold, fine-tuning, then a model directory that every `compress`
-command reads (`compress eval`, `compress export`, `compress bench`).
+command reads (`compress eval`, `compress bench`), and its parity-checked ONNX export.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def main() -> None:
                                arch_kwargs={"num_classes": len(classes), "image_size": args.input_size},
                                classes=classes, input_size=args.input_size, mean=MEAN, std=STD, accuracy=acc)
     print(f"saved {args.out / 'model'}: {acc:.2%}, {meta['params']:,} params, {meta['macs']:,} MACs")
-    print(f"next: compress export {args.out / 'model'} --onnx {args.out / 'model.onnx'} && "
-          f"compress bench {args.out / 'model.onnx'}")
+
+    # 5. ONNX for deployment, checked against the PyTorch model on the same inputs before it is kept.
+    report = compress.export(args.out / "model", args.out / "model.onnx", log=print)
+    print(f"next: compress bench {report['onnx']['path']}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ def test_slim_resnet18_example(tmp_path):
     assert meta["arch"] == "resnet18" and meta["classes"] == ["a", "b", "c"]
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["channels_after"] < plan["channels_before"]
+    assert (tmp_path / "run" / "model.onnx").stat().st_size > 0
+    assert "parity ONNX Runtime vs torch on 64 random images" in proc.stdout
+    # The example uses the library alone, never the command line.
+    assert "compress.cli" not in (ROOT / "examples" / "slim_resnet18.py").read_text()
     # The saved directory is a complete model for the CLI, in a new process.
     out = subprocess.run([sys.executable, "-m", "compress.cli", "eval", str(tmp_path / "run" / "model"),
                           "--data", str(data), "--json"], env=env, capture_output=True, text=True, timeout=300)

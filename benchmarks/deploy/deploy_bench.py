@@ -102,10 +102,12 @@ def prepare(args) -> None:
             # The latency budget as a fraction of this machine's own unpruned p50 (ort-cpu, batch 1), so
             # that the same command asks the same thing of any CPU.
             from compress.latency_budget import HarnessTimer, LatencySettings, prune_to_latency
+            from compress.request import PruneRequest
 
             full_ms = HarnessTimer(LatencySettings(backend="ort-cpu"))(model, example)["p50_ms"]
-            slim, plan = prune_to_latency(model, example, args.target_latency_ratio * full_ms, backend="ort-cpu",
-                                          round_to=args.round_to, log=_log)
+            request = PruneRequest(target_latency_ms=args.target_latency_ratio * full_ms, backend="ort-cpu",
+                                   round_to=args.round_to)
+            slim, plan = prune_to_latency(model, example, request, log=_log)
         else:
             slim, plan = prune(model, args.percent, example, **prune_kwargs)
         _export(slim.eval(), out / "slimmed.onnx", input_size, registry)

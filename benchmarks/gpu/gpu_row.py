@@ -69,11 +69,12 @@ def run(scale: RowScale, data_spec: str, work: Path, device: str, seconds: float
     data = _public("DataOptions")(data_spec, scale.train_limit, scale.test_limit, 0)
     recipe = _public("Recipe").named("paper", epochs=epochs)
     t0 = time.monotonic()
-    _public("train")(scale.arch, data, work / "baseline", recipe, arch_kwargs=scale.arch_kwargs, device=device,
-                     compile=compiled)
-    _public("slim")(scale.arch, data, work / "row", percent=0.7, sparsity=1e-4, train_recipe=recipe,
-                    finetune_recipe=recipe, arch_kwargs=scale.arch_kwargs, min_keep=0.0, round_to=1, device=device,
-                    compile=compiled)
+    run_options = _public("RunOptions")(device=device, compile=compiled)
+    _public("train")(scale.arch, data, work / "baseline", recipe, arch_kwargs=scale.arch_kwargs, run=run_options)
+    prune = _public("PruneRequest")(percent=0.7, min_keep=0.0, round_to=1)
+    _public("slim")(scale.arch, data, work / "row",
+                    _public("SlimOptions")(train_recipe=recipe, finetune_recipe=recipe, prune=prune, sparsity=1e-4),
+                    arch_kwargs=scale.arch_kwargs, run=run_options)
     result = {"status": "ok", "plan": plan, "epochs": epochs, "seconds": round(time.monotonic() - t0, 1),
               "schedule": schedule_text(epochs, scale), **table(work)}
     return result

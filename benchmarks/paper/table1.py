@@ -59,7 +59,11 @@ SCALES = {
 
 
 def run(scale: str, out: Path, rows: list[str], device: str | None, progress: bool) -> dict:
-    from compress.pipeline import DataOptions, slim, train_model
+    from compress.data.options import DataOptions
+    from compress.request import PruneRequest
+    from compress.stages._run import RunOptions
+    from compress.stages.slim import SlimOptions, slim
+    from compress.stages.train import train
     from compress.train import Recipe
 
     cfg = SCALES[scale]
@@ -73,12 +77,13 @@ def run(scale: str, out: Path, rows: list[str], device: str | None, progress: bo
         ft_recipe = Recipe.named(cfg["recipe"], epochs=cfg["finetune_epochs"])
         if paper_arch not in baselines:
             print(f"== {paper_arch}: baseline {arch} {kwargs}", file=sys.stderr, flush=True)
-            baselines[paper_arch] = train_model(arch, data, out / paper_arch / "baseline", recipe,
-                                                arch_kwargs=kwargs, device=device, progress=progress)
+            baselines[paper_arch] = train(arch, data, out / paper_arch / "baseline", recipe, arch_kwargs=kwargs,
+                                          run=RunOptions(device=device, progress=progress))
         print(f"== {row}: sparse training, prune {percent:.0%}, fine-tune", file=sys.stderr, flush=True)
-        summary = slim(arch, data, out / row, percent=percent, sparsity=sparsity, train_recipe=recipe,
-                       finetune_recipe=ft_recipe, arch_kwargs=kwargs, min_keep=0.0, device=device,
-                       progress=progress, sparse_dir=out / paper_arch / "sparse")
+        options = SlimOptions(train_recipe=recipe, finetune_recipe=ft_recipe, sparsity=sparsity,
+                              prune=PruneRequest(percent=percent, min_keep=0.0))
+        summary = slim(arch, data, out / row, options, arch_kwargs=kwargs, sparse_dir=out / paper_arch / "sparse",
+                       run=RunOptions(device=device, progress=progress))
         base = baselines[paper_arch]
         st = summary["stages"]
         results[row] = {

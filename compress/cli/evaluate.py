@@ -27,7 +27,7 @@ def eval_cmd(model, data_spec, test_limit, device, as_json):
         result = evaluate_onnx(model, data.split("test"))
     else:
         from compress.artifact import META, read_meta
-        from compress.pipeline import evaluate_model_dir
+        from compress.stages.finetune import evaluate_model_dir
         from compress.validate import validate_model_meta
 
         validate_model_meta(read_meta(model), str(model / META))

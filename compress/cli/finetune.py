@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _recipe, data_options, recipe_options
+from compress.cli.options import _data, _recipe, _run, data_options, recipe_options
 from compress.cli.params import FiniteFloat
 
 
@@ -25,10 +25,9 @@ def finetune(model_dir, out, epochs, distill_dir, temperature, alpha, data_spec,
              input_size, data_mode, lr,
              batch_size, weight_decay, recipe, device, compile_, no_resume):
     """Fine-tune a (pruned) model directory."""
-    from compress.pipeline import finetune_model
+    from compress.stages.finetune import finetune as run_finetune
 
-    meta = finetune_model(model_dir, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
-                          _recipe(recipe, epochs, batch_size, lr, weight_decay), distill_dir=distill_dir,
-                          temperature=temperature, alpha=alpha, device=device, seed=seed, resume=not no_resume,
-                          compile=compile_)
+    meta = run_finetune(model_dir, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
+                        _recipe(recipe, epochs, batch_size, lr, weight_decay), distill_dir=distill_dir,
+                        temperature=temperature, alpha=alpha, run=_run(device, seed, no_resume, compile_))
     click.echo(f"{out}: test accuracy {meta['accuracy']:.2%}")

@@ -47,7 +47,7 @@ def import_cmd(weights, arch, out, arch_kwargs_json, input_size, data_spec, clas
           --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --out models/r18
       compress import mynet.pt --arch mymodule:MyNet --arch-kwargs '{"width": 32}' --data imgs/ --out models/mine
     """
-    from compress.importing import import_weights
+    from compress.stages.import_weights import import_weights
 
     class_list = [c.strip() for c in classes.split(",")] if classes else None
     if class_list is not None and (not all(class_list) or len(set(class_list)) != len(class_list)):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
 
 from compress.cli.params import POSITIVE, FiniteFloat
 
-# The quick preset: 15 epochs in all on 10k images, as sparse fine-tuning of a briefly trained model
-# (5 plain + 5 sparse + 5 fine-tuning), which polarizes γ where 10 sparse epochs from scratch did not
-# (benchmarks/results/sparsity_study.md).
-QUICK = {"arch": "vgg19", "width": 0.25, "train_limit": 10000, "test_limit": 2000, "pretrain_epochs": 5,
-         "epochs": 5, "finetune_epochs": 5, "recipe": "fast"}
+# How a pruning request's keywords read on the command line, for its conflict messages.
+OPTION_NAMES = {"percent": "--percent", "target_macs": "--target-macs", "target_params": "--target-params",
+                "target_latency_ms": "--target-latency", "backend": "--backend", "importance='cost'": "--cost-aware",
+                "passes": "--passes", "plan_path": "--plan"}
 
 
 def data_options(f):
@@ -98,9 +98,26 @@ def parse_arch_kwargs(text: str | None) -> dict:
 
 
 def _data(data_spec, train_limit, test_limit, seed, input_size=None, data_mode="auto"):
-    from compress.pipeline import DataOptions
+    from compress.data.options import DataOptions
 
     return DataOptions(data_spec, train_limit, test_limit, seed, input_size=input_size, mode=data_mode)
+
+
+def _run(device, seed, no_resume, compile_):
+    from compress.stages._run import RunOptions
+
+    return RunOptions(device=device, seed=seed, resume=not no_resume, compile=compile_)
+
+
+@contextlib.contextmanager
+def as_usage():
+    """A pruning request's conflicting options, refused as a usage error in the CLI's own option names."""
+    from compress.request import RequestConflict
+
+    try:
+        yield
+    except RequestConflict as exc:
+        raise click.UsageError(exc.spelled(OPTION_NAMES)) from None
 
 
 def _recipe(name, epochs, batch_size, lr, weight_decay, default="paper", finetuning=False):
@@ -130,24 +147,3 @@ def _emit(obj: dict, as_json: bool, human: str) -> None:
         click.echo(json.dumps(obj, indent=2))
     else:
         click.echo(human)
-
-
-def latency_budget(target_latency: float | None, backend: str | None) -> dict:
-    """The pruning keywords of --target-latency/--backend; --backend alone is a usage error."""
-    if target_latency is None:
-        if backend is not None:
-            raise click.UsageError("--backend says what --target-latency is measured with; give --target-latency")
-        return {}
-    from compress.latency_budget import check_latency_backend
-
-    backend = backend or "ort-cpu"
-    check_latency_backend(backend)  # before a slimming run spends hours training for it
-    return {"target_latency_ms": target_latency, "backend": backend}
-
-
-def budget_text(b: dict) -> str:
-    """A plan's budget, asked and met, for the one-line report of a pruning command."""
-    if b["target"] == "latency_ms":
-        return (f"p50 latency budget {b['asked']:g} ms on {b['backend']} (unpruned {b['full']:.3f} ms), "
-                f"met {b['met']:.3f} ms with {b['macs_met']:.1%} of the MACs")
-    return f"{b['target']} budget {b['asked']:g} of the unpruned, met {b['met']:.3f}"

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import (
-    _data,
-    _percent,
-    budget_options,
-    budget_text,
-    latency_budget,
-    resolved_round_to,
-)
+from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to
 from compress.cli.params import FINITE, ROUND_TO, FiniteFloat
 
 
@@ -42,24 +35,19 @@ from compress.cli.params import FINITE, ROUND_TO, FiniteFloat
 def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,
               min_keep, round_to, no_compensate, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
-    from compress.pipeline import prune_model
+    from compress.request import PruneRequest
+    from compress.stages.prune import prune
+    from compress.stages.summary import budget_text
 
-    chosen = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
-                             ("--target-params", target_params), ("--target-latency", target_latency),
-                             ("--plan", plan_path)) if v is not None]
-    if len(chosen) != 1:
-        raise click.UsageError("give one of --percent, --target-macs, --target-params, --target-latency or --plan")
-    if cost_aware and target_macs is None and target_params is None and target_latency is None:
-        raise click.UsageError("--cost-aware needs --target-macs, --target-params or --target-latency")
-    latency = latency_budget(target_latency, backend)
     if percent is not None:
         _percent(percent)
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
-    meta = prune_model(model_dir, out, percent=percent or 0.0, min_keep=min_keep,
-                       round_to=resolved_round_to(round_to),
-                       compensate=not no_compensate, plan_path=plan_path, data=data, recalibrate=recalibrate,
-                       device=device, target_macs=target_macs, target_params=target_params, cost_aware=cost_aware,
-                       **latency)
+    with as_usage():
+        request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,
+                               target_latency_ms=target_latency, backend=backend,
+                               importance="cost" if cost_aware else "gamma", min_keep=min_keep,
+                               round_to=resolved_round_to(round_to), compensate=not no_compensate)
+        meta = prune(model_dir, out, request, plan_path=plan_path, data=data, recalibrate=recalibrate, device=device)
     p = meta["pruning"]
     acc = ""
     if meta["accuracy"] is not None:

@@ -45,7 +45,7 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
     if dcz is not None:
         if model_dir is not None:
             raise click.UsageError("give either MODEL_DIR or --decompress FILE, not both")
-        from compress.pipeline import command_line
+        from compress.stages._run import command_line
         from compress.sharing.share import decompress
 
         meta = decompress(dcz, out, command=command_line())
@@ -56,7 +56,8 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
         raise click.UsageError("MODEL_DIR is required (or --decompress FILE)")
     if finetune_epochs and not data_spec:
         raise click.UsageError("--finetune-epochs needs --data")
-    from compress.pipeline import DataOptions, command_line
+    from compress.data.options import DataOptions
+    from compress.stages._run import command_line
     from compress.sharing.share import report_markdown, share_model
 
     data = DataOptions(data_spec, train_limit, test_limit, seed) if data_spec else None

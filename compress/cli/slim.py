@@ -7,15 +7,14 @@ from pathlib import Path
 import click
 
 from compress.cli.options import (
-    QUICK,
     _arch_kwargs,
     _data,
     _percent,
-    _recipe,
+    _run,
     arch_options,
+    as_usage,
     budget_options,
     data_options,
-    latency_budget,
     parse_arch_kwargs,
     recipe_options,
     resolved_round_to,
@@ -69,74 +68,35 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
       compress slim --from imported/ --data imgs/ --percent 0.4 --out runs/mine
     """
     from compress.artifact import read_meta
-    from compress.pipeline import slim as run_slim
+    from compress.presets import SlimChoices, resolve
+    from compress.stages.slim import slim as run_slim
+    from compress.stages.summary import summary_markdown
 
-    budget = _budget(percent, target_macs, target_params, target_latency, backend, passes)
     kwargs = {**_arch_kwargs(width, None), **parse_arch_kwargs(arch_kwargs_json)}
     if start_from is not None:
         if kwargs:
             raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
         arch = arch or read_meta(start_from)["arch"]
-    if preset == "quick":
-        arch = arch or QUICK["arch"]
-        if width is None and arch.startswith("vgg") and start_from is None and not kwargs:
-            width = QUICK["width"]
-            kwargs = {"width": width}
-        train_limit = train_limit or QUICK["train_limit"]
-        test_limit = test_limit or QUICK["test_limit"]
-        epochs = epochs or QUICK["epochs"]
-        finetune_epochs = finetune_epochs or QUICK["finetune_epochs"]
-        recipe = recipe or QUICK["recipe"]
-        percent = 0.5 if percent is None else percent
-        if pretrain_epochs is None:
-            pretrain_epochs = 0 if start_from is not None else QUICK["pretrain_epochs"]
-        if sparsity is None:
-            from compress.sparsity import SparsityConfig
-
-            sparsity = SparsityConfig()
-    else:
-        arch = arch or "vgg19"
-        epochs = epochs or 160
-        finetune_epochs = finetune_epochs or 160
-        recipe = recipe or "paper"
-        percent = 0.7 if percent is None else percent
-    _percent(percent)
-    if min_keep is None:
-        min_keep = 0.5 if passes > 1 else 0.2
-    if sparsity is None:
-        sparsity = 1e-4 if arch.startswith("vgg") else 1e-5
-    out = out or Path("runs") / f"slim-{arch.replace(':', '.')}"
+    if percent is not None:
+        _percent(percent)
+    prune = {"percent": percent, "target_macs": target_macs, "target_params": target_params,
+             "target_latency_ms": target_latency, "backend": backend, "min_keep": min_keep,
+             "round_to": resolved_round_to(round_to)}
+    with as_usage():
+        settled = resolve(preset, SlimChoices(
+            arch=arch, arch_kwargs=kwargs, from_model=start_from is not None, train_limit=train_limit,
+            test_limit=test_limit, pretrain_epochs=pretrain_epochs, epochs=epochs, finetune_epochs=finetune_epochs,
+            recipe=recipe, batch_size=batch_size, lr=lr, finetune_lr=finetune_lr, weight_decay=weight_decay,
+            sparsity=sparsity, prune=prune, passes=passes, distill=distill))
+    out = out or Path("runs") / f"slim-{settled.arch.replace(':', '.')}"
     if no_resume and Path(out).exists():
         raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
-    train_recipe = _recipe(recipe, epochs, batch_size, lr, weight_decay)
-    ft_recipe = _recipe(recipe, finetune_epochs, batch_size, finetune_lr, weight_decay, finetuning=True)
-    pre_recipe = _recipe(recipe, pretrain_epochs, batch_size, lr, weight_decay) if pretrain_epochs else None
-    summary = run_slim(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
-                       percent=percent, sparsity=sparsity, train_recipe=train_recipe, finetune_recipe=ft_recipe,
-                       arch_kwargs=kwargs, min_keep=min_keep, round_to=resolved_round_to(round_to),
-                       distill=distill, device=device, seed=seed, compile=compile_, resume=not no_resume,
-                       start_from=start_from, passes=passes, budget=budget, pretrain_recipe=pre_recipe)
-    from compress.pipeline import summary_markdown
-
+    data = _data(data_spec, settled.train_limit, settled.test_limit, seed, input_size, data_mode)
+    summary = run_slim(settled.arch, data, out, settled.options, arch_kwargs=settled.arch_kwargs, start_from=start_from,
+                       run=_run(device, seed, no_resume, compile_))
     click.echo(summary_markdown(summary))
     final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
     if preset == "quick":
         click.echo("Next: the paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
                    "--data cifar10 --out runs/vgg19-paper")
-
-
-def _budget(percent, target_macs, target_params, target_latency, backend, passes) -> dict | None:
-    """The pruning budget of the run (None: --percent), refusing options that ask for two at once."""
-    given = [o for o, v in (("--percent", percent), ("--target-macs", target_macs),
-                            ("--target-params", target_params), ("--target-latency", target_latency)) if v is not None]
-    if len(given) > 1:
-        raise click.UsageError(f"give one of --percent, --target-macs, --target-params or --target-latency, "
-                               f"not {' and '.join(given)}")
-    if target_latency is not None and passes > 1:
-        raise click.UsageError("--target-latency prunes once: drop --passes")
-    budget = latency_budget(target_latency, backend)
-    for key, value in (("target_macs", target_macs), ("target_params", target_params)):
-        if value is not None:
-            budget[key] = value
-    return budget or None

@@ -10,6 +10,7 @@ from compress.cli.options import (
     _arch_kwargs,
     _data,
     _recipe,
+    _run,
     arch_options,
     data_options,
     parse_arch_kwargs,
@@ -46,15 +47,14 @@ def train(arch, start_from, like, out, sparsity, epochs, width, bn_init, arch_kw
       compress train --arch mymodule:MyNet --arch-kwargs '{"width": 32}' --input-size 64 --data imgs/ --out m
       compress train --from imported/ --sparsity 1e-4 --data imgs/ --out sparse/
     """
-    from compress.pipeline import train_model
+    from compress.stages.train import train as run_train
 
     if arch is None and start_from is None and like is None:
         raise click.UsageError("give --arch, --from a model directory, or --like a pruned one")
     kwargs = {**_arch_kwargs(width, bn_init), **parse_arch_kwargs(arch_kwargs_json)}
     if start_from is not None and kwargs:
         raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
-    meta = train_model(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
-                       _recipe(recipe, epochs, batch_size, lr, weight_decay), sparsity=sparsity,
-                       arch_kwargs=kwargs, device=device, seed=seed,
-                       resume=not no_resume, compile=compile_, start_from=start_from, like=like)
+    meta = run_train(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
+                     _recipe(recipe, epochs, batch_size, lr, weight_decay), sparsity=sparsity, arch_kwargs=kwargs,
+                     start_from=start_from, like=like, run=_run(device, seed, no_resume, compile_))
     click.echo(f"{out}: test accuracy {meta['accuracy']:.2%}, {meta['params']:,} params, {meta['macs']:,} MACs")

@@ -25,7 +25,7 @@ from compress.data.sources import (
     list_folder,
 )
 from compress.data.stream import FileItems, StreamSet, default_workers
-from compress.errors import CompressError
+from compress.errors import CompressError, MixedImageSizes
 from compress.limits import check_seed, regular_file
 
 DATA_ENV = "COMPRESS_DATA"
@@ -187,8 +187,8 @@ def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None) -> Imag
             out = torch.empty((len(slot), *img.shape), dtype=torch.uint8)
             first_name = reader.name(i)
         elif img.shape != out.shape[1:]:
-            raise CompressError(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
-                                f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
+            raise MixedImageSizes(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
+                                  f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
         out[slot[i]] = img
         filled += 1
     if filled != len(slot):
@@ -240,18 +240,3 @@ def _load_torchvision_cifar(name: str, split: str, side: int | None) -> ImageSet
         images = torch.cat([to_storage(chunk, s) for chunk in images.split(2048)])
     return ImageSet(images, torch.as_tensor(ds.targets, dtype=torch.int64), list(ds.classes), _crop(side))
 
-
-def load_dataset_for(spec: str, split: str, input_size, limit: int | None = None, seed: int = 0, **kw):
-    """One split as a model with `input_size` ([C, H, W] or N) sees it: at the images' own size when that
-    is the model's (no resize, the existing cache), resized by the evaluation transform otherwise (also
-    for folders of mixed sizes)."""
-    side = int(input_size[-1]) if not isinstance(input_size, int) else int(input_size)
-    try:
-        data = load_dataset(spec, split, limit=limit, seed=seed, **kw)
-    except CompressError as exc:
-        if "input_size" not in str(exc):  # only mixed sizes are fixed by resizing
-            raise
-        data = None
-    if data is None or tuple(data.input_size[1:]) != (side, side):
-        data = load_dataset(spec, split, limit=limit, seed=seed, input_size=side, **kw)
-    return data

@@ -213,7 +213,7 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
                 offset_bits: str = DEFAULT_OFFSET_BITS, prune: float | None = None, finetune_epochs: int = 0,
                 data=None, lr: float = 1e-4, batch_size: int = 128, device: str | None = None, seed: int = 0,
                 command: str | None = None) -> dict:
-    """Run the sharing pipeline; `data` is a compress.pipeline.DataOptions (needed for accuracy and fine-tuning)."""
+    """Run the sharing pipeline; `data` is a compress.data.options.DataOptions (needed for accuracy and fine-tuning)."""
     bit_spec = parse_bits(bits, "--bits")
     off_spec = parse_bits(offset_bits, "--offset-bits", 1, 16, default=(8, 5))
     if prune is not None and not 0.0 <= prune < 1.0:

@@ -80,3 +80,12 @@ def test_save_model_refuses_kwargs_that_do_not_rebuild_the_model(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded(x), model(x), atol=1e-6)
     assert meta["arch"] == "vgg11"
+
+
+def test_the_stages_export_and_the_request_are_public():
+    for name in ("export", "finetune", "slim", "import_weights", "PruneRequest", "SlimOptions", "RunOptions",
+                 "DataOptions"):
+        assert name in compress.__all__, name
+    assert compress.export.__module__ == "compress.stages.export"
+    assert compress.slim.__module__ == "compress.stages.slim"
+    assert compress.PruneRequest(percent=0.5).text() == "50% of channels"

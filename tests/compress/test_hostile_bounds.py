@@ -122,7 +122,7 @@ def warm():
     import compress.cli.train  # noqa: F401
     import compress.info  # noqa: F401
     import compress.measure  # noqa: F401
-    import compress.pipeline  # noqa: F401
+    import compress.stages.train  # noqa: F401
 
 
 @xfail("ecosystem", DEPTH)

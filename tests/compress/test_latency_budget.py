@@ -15,6 +15,7 @@ from compress import latency_budget
 from compress.errors import CompressError
 from compress.measure import count_params_macs, layer_widths
 from compress.models import create_model
+from compress.request import PruneRequest
 
 EXAMPLE = torch.zeros(1, 3, 32, 32)
 
@@ -114,7 +115,8 @@ def test_prune_to_latency_records_the_budget_in_the_plan_and_replays():
     model = tiny_vgg()
     fresh = copy.deepcopy(model)
     timer = MacsTimer(macs_of(model))
-    pruned, plan = latency_budget.prune_to_latency(model, EXAMPLE, 5.5, iters=20, measure=timer)
+    pruned, plan = latency_budget.prune_to_latency(model, EXAMPLE, PruneRequest(target_latency_ms=5.5, iters=20),
+                                                   measure=timer)
     b = plan["budget"]
     assert b["target"] == "latency_ms" and b["asked"] == 5.5 and b["met"] <= 5.5 and b["full"] == pytest.approx(10.0)
     assert (b["backend"], b["batch"], b["iterations"], b["opset"]) == ("ort-cpu", 1, 20, 17)
@@ -132,7 +134,8 @@ def test_an_impossible_target_is_refused_in_one_line_naming_the_best_latency():
     model = tiny_vgg()
     widths = layer_widths(model)
     with pytest.raises(CompressError, match=r"cannot be met.*best reached is p50 1\.\d+ ms") as info:
-        latency_budget.prune_to_latency(model, EXAMPLE, 0.5, measure=MacsTimer(macs_of(model)))
+        latency_budget.prune_to_latency(model, EXAMPLE, PruneRequest(target_latency_ms=0.5),
+                                        measure=MacsTimer(macs_of(model)))
     assert "\n" not in str(info.value)
     assert layer_widths(model) == widths  # candidates are pruned on copies
 
@@ -141,7 +144,8 @@ def test_a_target_the_unpruned_model_meets_is_refused_as_nothing_to_prune():
     model = tiny_vgg()
     widths = layer_widths(model)
     with pytest.raises(CompressError, match=r"already runs at p50 10\.000 ms.*nothing to prune"):
-        latency_budget.prune_to_latency(model, EXAMPLE, 20.0, measure=MacsTimer(macs_of(model)))
+        latency_budget.prune_to_latency(model, EXAMPLE, PruneRequest(target_latency_ms=20.0),
+                                        measure=MacsTimer(macs_of(model)))
     assert layer_widths(model) == widths
 
 
@@ -159,7 +163,8 @@ def test_bad_latency_arguments_are_refused_before_any_timing(kwargs, message):
     timer = MacsTimer(macs_of(model))
     target = kwargs.pop("target_ms", 5.0)
     with pytest.raises(CompressError, match=message):
-        latency_budget.prune_to_latency(model, EXAMPLE, target, measure=timer, **kwargs)
+        latency_budget.prune_to_latency(model, EXAMPLE, PruneRequest(target_latency_ms=target, **kwargs),
+                                        measure=timer)
     assert timer.calls == 0
 
 
@@ -173,10 +178,11 @@ def test_the_public_prune_takes_a_latency_target_and_refuses_a_second_budget():
 
 
 def test_the_summary_shows_the_latency_asked_and_met():
-    from compress.pipeline import summary_markdown
+    from compress.stages.summary import summary_markdown
 
     model = tiny_vgg()
-    _, plan = latency_budget.prune_to_latency(model, EXAMPLE, 5.5, measure=MacsTimer(macs_of(model)))
+    _, plan = latency_budget.prune_to_latency(model, EXAMPLE, PruneRequest(target_latency_ms=5.5),
+                                              measure=MacsTimer(macs_of(model)))
     b = plan["budget"]
     text = summary_markdown({"arch": "vgg11", "data": {"spec": "cifar10"}, "sparsity": 1e-4, "percent": 0.5,
                              "budget": b, "channels_before": plan["channels_before"],
@@ -187,12 +193,13 @@ def test_the_summary_shows_the_latency_asked_and_met():
 
 
 def test_a_slimming_run_resumes_pruning_only_for_the_same_latency_target(tmp_path):
-    from compress.pipeline import _same_prune
+    from compress.stages.slim import _same_prune
 
     plan = {"min_keep": 0.2, "round_to": 1, "percent": None,
             "budget": {"target": "latency_ms", "asked": 2.0, "backend": "ort-cpu"}}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    same = lambda budget: _same_prune(tmp_path, 0.5, 0.2, 1, budget)  # noqa: E731
+    same = lambda budget: _same_prune(  # noqa: E731
+        tmp_path, PruneRequest(min_keep=0.2, round_to=1, **(budget or {"percent": 0.5})))
     assert same({"target_latency_ms": 2.0, "backend": "ort-cpu"})
     assert not same({"target_latency_ms": 1.5, "backend": "ort-cpu"})
     assert not same({"target_latency_ms": 2.0, "backend": "openvino"})
@@ -211,7 +218,8 @@ def test_the_real_harness_prunes_to_a_target_between_the_unpruned_and_the_floor_
     floor = copy.deepcopy(model)
     prune(floor, None, EXAMPLE, target_macs=least_budget(model, EXAMPLE))
     target = (timer(model, EXAMPLE)["p50_ms"] * timer(floor, EXAMPLE)["p50_ms"]) ** 0.5
-    pruned, plan = latency_budget.prune_to_latency(model, EXAMPLE, target, iters=50, threads=1)
+    pruned, plan = latency_budget.prune_to_latency(model, EXAMPLE,
+                                                   PruneRequest(target_latency_ms=target, iters=50, threads=1))
     b = plan["budget"]
     assert b["met"] <= target < b["full"] and b["macs_met"] < 1.0
     assert b["macs_met"] == pytest.approx(macs_of(pruned) / macs_of(create_model("vgg11", width=0.25)))
@@ -256,9 +264,10 @@ def test_prune_command_takes_a_latency_target(tmp_path, monkeypatch):
     ({"target_latency_ms": 2.0, "backend": "openvino-gpu"}, 1, "got backend 'openvino-gpu'"),
 ])
 def test_a_slimming_run_refuses_a_latency_budget_it_cannot_keep_before_training(tmp_path, budget, passes, message):
-    from compress.pipeline import DataOptions
+    from compress.data.options import DataOptions
 
     with pytest.raises(CompressError, match=message):
-        compress.slim("vgg11", DataOptions(str(tmp_path / "data")), tmp_path / "run", percent=0.5, sparsity=0.0,
-                      train_recipe=None, finetune_recipe=None, passes=passes, budget=budget)
+        compress.slim("vgg11", DataOptions(str(tmp_path / "data")), tmp_path / "run",
+                      compress.SlimOptions(train_recipe=None, finetune_recipe=None, prune=PruneRequest(**budget),
+                                           sparsity=0.0, passes=passes))
     assert not (tmp_path / "run" / "sparse").exists()

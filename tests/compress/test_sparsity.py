@@ -263,10 +263,11 @@ def test_auto_needs_a_percent_inside_zero_one_and_budgets_stay_fixed():
 
 
 def test_slim_aims_the_auto_controller_at_the_percent_it_will_prune():
-    from compress.pipeline import _steer_to
+    from compress.request import PruneRequest
+    from compress.stages.slim import steer_to
 
     auto = SparsityConfig()
-    assert _steer_to(auto, 0.7, None).percent == 0.7
+    assert steer_to(auto, PruneRequest(percent=0.7)).percent == 0.7
     # Under a MACs budget the percent is unknown in advance: the config keeps its own.
-    assert _steer_to(auto, 0.7, {"target_macs": 0.5}).percent == auto.percent
-    assert _steer_to(1e-4, 0.7, None) == 1e-4
+    assert steer_to(auto, PruneRequest(target_macs=0.5)).percent == auto.percent
+    assert steer_to(1e-4, PruneRequest(percent=0.7)) == 1e-4

@@ -97,7 +97,7 @@ def test_pruned_sharing_keeps_sparsity(model_dir, tmp_path):
 
 
 def test_finetuning_moves_centroids_but_keeps_codebook_and_mask(model_dir, image_folder, tmp_path):
-    from compress.pipeline import DataOptions
+    from compress.data.options import DataOptions
 
     data = DataOptions(str(image_folder))
     share_model(model_dir, tmp_path / "plain", bits="conv=3,fc=2", prune=0.5)

@@ -1,4 +1,5 @@
-"""prune_model: BN re-estimation skipped exactly when pruning removed only channels at zero; `round_to="auto"`."""
+"""The pruning stage: BN re-estimation skipped exactly when pruning removed only channels at zero; `round_to="auto"`;
+one request or a plan, never both."""
 
 import json
 
@@ -7,8 +8,10 @@ import torch
 
 from compress.artifact import save_model_dir
 from compress.data import load_dataset
-from compress.pipeline import DataOptions, prune_model, summary_markdown
+from compress.data.options import DataOptions
 from compress.models import create_model
+from compress.request import PruneRequest
+from compress.stages.prune import prune
 
 
 def trained_like(tmp_path, dead_fraction: float, classes=None):
@@ -32,7 +35,7 @@ def test_bn_statistics_are_re_estimated_only_when_pruning_changed_the_function(t
     monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
     base = trained_like(tmp_path, dead)
     data = DataOptions("cifar10", train_limit=200, test_limit=100)
-    meta = prune_model(base, tmp_path / "pruned", percent=0.5, data=data, recalibrate=100)
+    meta = prune(base, tmp_path / "pruned", PruneRequest(percent=0.5), data=data, recalibrate=100)
     pruning = meta["pruning"]
     assert pruning["exact_removal"] is exact
     assert pruning["bn_recalibration_images"] == (0 if exact else 100)
@@ -41,29 +44,45 @@ def test_bn_statistics_are_re_estimated_only_when_pruning_changed_the_function(t
         assert meta["accuracy"] == pruning["accuracy_uncalibrated"]
 
 
-def test_summary_says_when_statistics_were_kept():
-    row = {"accuracy": 0.8, "params": 10, "params_reduction": 0.5, "macs": 10, "flops": 20, "macs_reduction": 0.5,
-           "wall_time_s": 1.0}
-    s = {"arch": "vgg11", "data": {"spec": "cifar10"}, "sparsity": 0.0, "percent": 0.5, "channels_before": 8,
-         "channels_after": 4, "stages": {"pruned": row}, "command": "compress slim", "exact_removal": True,
-         "bn_recalibration_images": 0}
-    assert "kept as trained, without re-estimation" in summary_markdown(s)
-    s.update(exact_removal=False, bn_recalibration_images=100)
-    assert "re-estimated on 100" in summary_markdown(s)
-
-
 def test_round_to_auto_rounds_to_this_cpus_convolution_block(tmp_path, monkeypatch):
     import compress.runtime.cpu_features
     from compress.errors import CompressError
 
     monkeypatch.setattr(compress.runtime.cpu_features, "nchwc_block", lambda: 4)
     base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
-    assert prune_model(base, tmp_path / "pruned", percent=0.5, round_to="auto")["pruning"]["round_to"] == 4
+    assert prune(base, tmp_path / "pruned", PruneRequest(percent=0.5, round_to="auto"))["pruning"]["round_to"] == 4
     plan = json.loads((tmp_path / "pruned" / "plan.json").read_text())
     assert plan["round_to"] == 4
     widths = [g["channels_after"] for g in plan["groups"]]
     assert all(w % 4 == 0 for w in widths) and any(w % 8 for w in widths)
     for bad in ("8", True, 2.0):
         with pytest.raises(CompressError, match="round_to must be a whole number"):
-            prune_model(base, tmp_path / f"bad-{bad}", percent=0.5, round_to=bad)
+            prune(base, tmp_path / f"bad-{bad}", PruneRequest(percent=0.5, round_to=bad))
         assert not (tmp_path / f"bad-{bad}").exists()
+
+
+def test_a_plan_and_a_target_exclude_each_other_and_one_is_needed(tmp_path):
+    from compress.errors import CompressError
+
+    base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
+    first = prune(base, tmp_path / "pruned", PruneRequest(percent=0.5))
+    plan = tmp_path / "pruned" / "plan.json"
+    with pytest.raises(CompressError, match="target_latency_ms or plan_path, not plan_path and target_macs"):
+        prune(base, tmp_path / "both", PruneRequest(target_macs=0.5), plan_path=plan)
+    with pytest.raises(CompressError, match="not plan_path and importance='cost'"):
+        prune(base, tmp_path / "both", PruneRequest(importance="cost"), plan_path=plan)
+    with pytest.raises(CompressError, match="give one of percent, target_macs, target_params, target_latency_ms or "
+                                            "plan_path$"):
+        prune(base, tmp_path / "neither")
+    assert not (tmp_path / "both").exists() and not (tmp_path / "neither").exists()
+    replayed = prune(base, tmp_path / "replayed", plan_path=plan)
+    assert replayed["widths"] == first["widths"]
+
+
+def test_a_backend_latency_cannot_be_measured_on_is_refused_before_anything_is_written(tmp_path):
+    from compress.errors import CompressError
+
+    base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
+    with pytest.raises(CompressError, match="got backend 'ort-cuda'"):
+        prune(base, tmp_path / "p", PruneRequest(target_latency_ms=1.0, backend="ort-cuda"))
+    assert not (tmp_path / "p").exists()

@@ -14,7 +14,10 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.cli import main
-from export_helpers import CLASSES, MEAN, STD, lively
+from tests_support import lively
+
+CLASSES = [f"c{i}" for i in range(10)]
+MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
 def run(args):
@@ -128,3 +131,29 @@ def test_accuracies_on_real_cifar10_images(model_dir, tmp_path, cifar10_archive)
     parity = json.loads(result.stdout)["onnx"]["parity"]
     assert parity["images"] == 200 and parity["accuracy_tol"] == 0.0005
     assert abs(parity["accuracy_reference"] - parity["accuracy_onnx"]) <= 0.0005
+
+
+def test_an_engine_from_an_onnx_file_needs_no_torch(model_dir, tmp_path):
+    """The runtime install builds engines from ONNX files: that path imports no torch (TensorRT is the one
+    missing piece here, and the message says so)."""
+    import textwrap
+
+    onnx_file = tmp_path / "m.onnx"
+    assert run(["export", model_dir, "--onnx", onnx_file]).exit_code == 0
+    code = textwrap.dedent(f"""
+        import sys
+        class _NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "torchvision", "tensorrt"):
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked in this test)", name=name)
+        sys.meta_path.insert(0, _NoTorch())
+        from compress.cli import main
+        sys.argv = ["compress", "export", {str(onnx_file)!r}, "--trt", {str(tmp_path / 'm.engine')!r}]
+        main()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "TensorRT is not installed" in lines[0] and "torch" not in lines[0].replace("tensorrt", "")
+    assert not (tmp_path / "m.engine").exists()

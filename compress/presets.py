@@ -1,0 +1,130 @@
+"""Presets of a slimming run: what `compress slim` (and `compress.slim` callers) use for what is not given.
+
+* ``quick``: VGG-19 ×0.25 on 10k CIFAR images, 5 plain + 5 sparse + 5 fine-tuning epochs of the `fast`
+  recipe, 50% of channels, ``--sparsity auto``. Sparse fine-tuning of a briefly trained model polarizes γ
+  where 10 sparse epochs from scratch did not (benchmarks/results/sparsity_study.md).
+* ``paper``: Liu et al.'s recipe: full data, 160 + 160 epochs, 70% of channels, λ = 1e-4 for VGG and
+  1e-5 for the other networks (`paper_sparsity`).
+
+    run = resolve("quick", SlimChoices(arch="vgg11"))
+    compress.slim(run.arch, DataOptions("cifar10", run.train_limit, run.test_limit), "runs/q", run.options,
+                  arch_kwargs=run.arch_kwargs)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from compress.request import TARGETS, PruneRequest
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults of a slimming run; `vgg_width` applies to a VGG built from scratch without arguments."""
+
+    name: str
+    arch: str
+    vgg_width: float | None
+    train_limit: int | None
+    test_limit: int | None
+    pretrain_epochs: int  # 0 when the run starts from a model directory
+    epochs: int
+    finetune_epochs: int
+    recipe: str
+    percent: float
+    sparsity: str  # "auto": the steered proximal L1 (SparsityConfig()); "paper": paper_sparsity(arch)
+
+    def sparsity_for(self, arch: str):
+        if self.sparsity == "auto":
+            from compress.sparsity import SparsityConfig
+
+            return SparsityConfig()
+        return paper_sparsity(arch)
+
+
+QUICK = Preset("quick", arch="vgg19", vgg_width=0.25, train_limit=10_000, test_limit=2_000, pretrain_epochs=5,
+               epochs=5, finetune_epochs=5, recipe="fast", percent=0.5, sparsity="auto")
+PAPER = Preset("paper", arch="vgg19", vgg_width=None, train_limit=None, test_limit=None, pretrain_epochs=0,
+               epochs=160, finetune_epochs=160, recipe="paper", percent=0.7, sparsity="paper")
+PRESETS = {p.name: p for p in (QUICK, PAPER)}
+
+
+def paper_sparsity(arch: str) -> float:
+    """The paper's λ: 1e-4 for VGG, 1e-5 for the pre-activation ResNets, DenseNets and the rest."""
+    return 1e-4 if arch.startswith("vgg") else 1e-5
+
+
+def default_min_keep(passes: int) -> float:
+    """The floor per pruning: 20% of a layer, 50% per pass in the multi-pass scheme (paper Table 4)."""
+    return 0.5 if passes > 1 else 0.2
+
+
+@dataclass(frozen=True)
+class SlimChoices:
+    """What a slimming run was asked for; None takes the preset's value. `prune` holds PruneRequest
+    keywords (a target, the floor, round_to, backend); with no target the preset's percent is used."""
+
+    arch: str | None = None
+    arch_kwargs: dict = field(default_factory=dict)
+    from_model: bool = False  # sparse training starts from a model directory's weights
+    train_limit: int | None = None
+    test_limit: int | None = None
+    pretrain_epochs: int | None = None
+    epochs: int | None = None
+    finetune_epochs: int | None = None
+    recipe: str | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    finetune_lr: float | None = None
+    weight_decay: float | None = None
+    sparsity: Any = None
+    prune: dict = field(default_factory=dict)
+    passes: int = 1
+    distill: bool = False
+
+
+@dataclass(frozen=True)
+class SlimRun:
+    """A resolved run: what `compress.slim` and `DataOptions` take."""
+
+    arch: str
+    arch_kwargs: dict
+    train_limit: int | None
+    test_limit: int | None
+    options: Any  # compress.stages.slim.SlimOptions
+
+
+def resolve(preset: Preset | str, choices: SlimChoices = SlimChoices()) -> SlimRun:
+    """`choices` with every unset value taken from `preset` (a Preset or its name)."""
+    from compress.stages.slim import SlimOptions
+
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    c = choices
+    arch = c.arch or p.arch
+    kwargs = dict(c.arch_kwargs)
+    if p.vgg_width is not None and arch.startswith("vgg") and not c.from_model and not kwargs:
+        kwargs = {"width": p.vgg_width}
+    pretrain = c.pretrain_epochs if c.pretrain_epochs is not None else (0 if c.from_model else p.pretrain_epochs)
+    options = SlimOptions(train_recipe=_recipe(c, c.recipe or p.recipe, c.epochs or p.epochs, c.lr),
+                          finetune_recipe=_recipe(c, c.recipe or p.recipe, c.finetune_epochs or p.finetune_epochs,
+                                                  c.finetune_lr, finetuning=True),
+                          pretrain_recipe=_recipe(c, c.recipe or p.recipe, pretrain, c.lr) if pretrain else None,
+                          prune=_request(p, c), sparsity=c.sparsity if c.sparsity is not None else p.sparsity_for(arch),
+                          passes=c.passes, distill=c.distill)
+    return SlimRun(arch, kwargs, c.train_limit or p.train_limit, c.test_limit or p.test_limit, options)
+
+
+def _request(p: Preset, c: SlimChoices) -> PruneRequest:
+    asked = {k: v for k, v in c.prune.items() if v is not None}
+    if not any(t in asked for t in TARGETS):
+        asked["percent"] = p.percent
+    asked.setdefault("min_keep", default_min_keep(c.passes))
+    return PruneRequest.from_keywords(**asked)
+
+
+def _recipe(c: SlimChoices, name: str, epochs: int, lr: float | None, finetuning: bool = False):
+    from compress.train import Recipe
+
+    make = Recipe.finetuning if finetuning else Recipe.named
+    return make(name, epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=c.weight_decay)

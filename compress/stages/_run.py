@@ -1,0 +1,170 @@
+"""What the stages share: the output guard and lock, the log, torchrun's sync, resume checks, and the tail
+of every training stage (fit → model.json → resumable state dropped → ranks synced), written once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from compress.artifact import is_model_dir, read_meta, save_model_dir
+from compress.errors import CompressError
+from compress.train import Distill, FitOptions, Recipe, finish, fit, is_main_process
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a stage runs: device (cuda when available), seed, resume an interrupted run, torch.compile (True,
+    or a backend's name), and progress output."""
+
+    device: str | None = None
+    seed: int = 0
+    resume: bool = True
+    compile: bool | str = False
+    progress: bool = True
+
+
+def command_line() -> str:
+    return " ".join(["compress", *sys.argv[1:]]) if sys.argv else "compress"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def as_json(obj: Any) -> Any:
+    """`obj` as it reads back from JSON (tuples become lists, other objects their str)."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+def settings_tag(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def writing(out: str | Path, inputs=(), data=None):
+    """Refuse an output that would overwrite an input (before any work), hold OUT's write lock so that a
+    second writer gets one line naming this one, and turn SIGTERM/SIGHUP into exceptions so cleanup
+    runs. `data` (DataOptions) adds the dataset's local files to the inputs. Under torchrun only rank 0
+    writes, so only rank 0 locks."""
+    from compress.atomic import signals_as_exceptions
+    from compress.guard import check_outputs
+    from compress.lock import output_lock
+
+    named = [(label, Path(p)) for label, p in inputs if p is not None]
+    source = data.source() if data is not None else None
+    if source is not None:
+        named.append(("--data", source))
+    check_outputs(inputs=named, out_dirs=[("--out", Path(out))])
+    if not is_main_process():
+        yield
+        return
+    with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
+        yield
+
+
+def sync_and_read(out: Path) -> dict:
+    """Under torchrun, other ranks wait for rank 0 to write the model directory, then read it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return read_meta(out)
+
+
+def finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
+    """A finished stage is reused on resume only if it was made from the same parent weights."""
+    if not resume or not is_model_dir(out):
+        return False
+    if (out / "train_state").exists():
+        # model.json is written last and removed before training starts, so with it present the stage
+        # finished and was stopped before dropping its resumable state: drop it now.
+        finish(out)
+    if parent_sha is None:
+        return True
+    meta = read_meta(out)
+    made_from = (meta.get("parent") or {}).get("sha256")
+    if made_from == parent_sha:
+        return True
+    log(f"{out} was made from other weights than its parent has now; redoing it")
+    return False
+
+
+def check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise CompressError(f"output {out} exists and is not a directory")
+
+
+def check_classes(meta: dict, data) -> None:
+    """The data's classes and image size are the model's, or labels and inputs would not line up."""
+    if len(meta["classes"]) != len(data.classes):
+        raise CompressError(f"model has {len(meta['classes'])} classes, data has {len(data.classes)}")
+    if list(meta["classes"]) != list(data.classes):
+        raise CompressError("the data's class names differ from the model's; labels would not line up")
+    if tuple(meta["input_size"]) != data.input_size:
+        raise CompressError(f"model expects {meta['input_size']} images, data has {list(data.input_size)}")
+
+
+def wall_time(result: dict, t0: float) -> float:
+    # A resumed run counts the epochs done before the interruption too.
+    return round(sum(r.get("epoch_time_s", 0) for r in result["history"]), 1) or round(time.time() - t0, 1)
+
+
+@dataclass
+class Fitting:
+    """One training stage's work: the model, its data, recipe, normalization, penalty and fit's labels."""
+
+    model: Any  # nn.Module
+    train: Any  # ImageData
+    test: Any
+    recipe: Recipe
+    mean: list[float]
+    std: list[float]
+    sparsity: Any = 0.0
+    desc: str = "train"
+    tag: str | None = None
+    distill: Distill | None = None
+
+
+def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[dict, float], dict]) -> dict:
+    """The tail of every training stage: fit (resumable), then on rank 0 the model directory with
+    `meta_for(fit's result, wall time)` as model.json, written last; the resumable state is dropped and
+    the other ranks read what rank 0 wrote."""
+    (out / "model.json").unlink(missing_ok=True)
+    t0 = time.time()
+    options = FitOptions(sparsity=job.sparsity, device=run.device, seed=run.seed, resume=run.resume, distill=job.distill,
+                         compile=run.compile, progress=run.progress, desc=job.desc, tag=job.tag)
+    result = fit(job.model, job.train, job.test, out, job.recipe, mean=job.mean, std=job.std, options=options)
+    if not is_main_process():
+        return sync_and_read(out)
+    meta = meta_for(result, wall_time(result, t0))
+    job.model.cpu()
+    saved = save_model_dir(job.model, out, meta)
+    finish(out)
+    sync_and_read(out)
+    return saved
+
+
+def sparsity_json(sparsity):
+    """The sparsity setting as JSON: λ, or the regularizer's description (mode, budget, ...)."""
+    if hasattr(sparsity, "describe"):
+        return sparsity.describe()
+    return float(sparsity or 0.0)
+
+
+def sparsity_on(sparsity) -> bool:
+    return hasattr(sparsity, "describe") or float(sparsity or 0.0) > 0
+
+
+def sparsity_label(sparsity) -> str:
+    if not hasattr(sparsity, "describe"):
+        return f"λ={sparsity}"
+    d = sparsity.describe()
+    amount = f"pull budget {d['budget']}" if "budget" in d else f"strength {d['strength']}"
+    return f"{d['mode']}, {amount}"

@@ -1,0 +1,134 @@
+"""The pruning stage over model directories: a PruneRequest (or a plan.json replayed), then, with data,
+the accuracy right after pruning and BN statistics re-estimated when the pruning changed the function.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from compress.artifact import derived_meta, load_model_dir, save_model_dir
+from compress.atomic import write_json
+from compress.data.options import DataOptions
+from compress.errors import CompressError
+from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
+from compress.stages._run import check_classes, command_line, log, writing
+from compress.train import evaluate, pick_device
+
+
+def check_request(request: PruneRequest) -> PruneRequest:
+    """Refuse what cannot be pruned to here before any work (a latency backend this machine lacks), and
+    resolve round_to='auto' to this CPU's number, which plan.json records."""
+    from compress.slimming import resolve_round_to
+
+    if request.target_latency_ms is not None:
+        from compress.latency_budget import check_latency_backend
+
+        check_latency_backend(request.latency_backend)
+    return request.with_round_to(resolve_round_to(request.round_to))
+
+
+def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneRequest(), *,
+          plan_path: str | Path | None = None, data: DataOptions | None = None, recalibrate: int = 2000,
+          device: str | None = None) -> dict:
+    """Prune the model directory `model_dir` into `out` (model directory + plan.json); returns model.json.
+
+    `request` says what to prune to; with `plan_path` an earlier plan.json is replayed instead (the
+    request then gives only the floor and β compensation). With `data`, the accuracy right after pruning
+    is measured and, unless every removed channel had |γ| at zero, BN statistics are re-estimated on
+    `recalibrate` training images (0 disables it). A latency target is measured on this machine.
+    """
+    if plan_path is not None and (request.target is not None or request.importance != "gamma"):
+        # A plan replays the channels it recorded: a target, or an importance to rank them by, asks for another.
+        raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}, not {4} and {5}", *TARGETS, "plan_path",
+                              request.target or COST)
+    if plan_path is None and request.target is None:
+        raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}", *TARGETS, "plan_path")
+    request = check_request(request)
+    with writing(out, [("MODEL_DIR", model_dir), ("--plan", plan_path)], data):
+        return _prune(Path(model_dir), Path(out), request, plan_path, data, recalibrate, device)
+
+
+def _prune(model_dir: Path, out: Path, request: PruneRequest, plan_path, data, recalibrate: int, device) -> dict:
+    t0 = time.time()
+    model, meta = load_model_dir(model_dir)
+    model, plan = _pruned(model, meta, request, _read_plan(plan_path))
+    plan["source"] = {"path": str(model_dir), "weights_sha256": meta.get("weights_sha256")}
+    exact = exact_removal(plan, request)
+    measured = {"accuracy": None, "accuracy_uncalibrated": None, "bn_recalibration_images": 0}
+    if data is not None:
+        measured = _measure(model, meta, data, recalibrate=0 if exact else recalibrate, device=device)
+    (out / "model.json").unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "plan.json", plan)
+    pruning = {"percent": plan["percent"], "threshold": plan["threshold"],
+               "channels_before": plan["channels_before"], "channels_after": plan["channels_after"],
+               "params_before": meta["params"], "macs_before": meta["macs"], "min_keep": plan["min_keep"],
+               "round_to": plan["round_to"], "budget": plan.get("budget"),
+               "accuracy_before_pruning": meta.get("accuracy"),
+               "accuracy_uncalibrated": measured["accuracy_uncalibrated"],
+               "bn_recalibration_images": measured["bn_recalibration_images"], "exact_removal": exact,
+               "wall_time_s": round(time.time() - t0, 1)}
+    new_meta = derived_meta(meta, model_dir, accuracy=measured["accuracy"], command=command_line(), pruning=pruning)
+    return save_model_dir(model, out, new_meta)
+
+
+def _read_plan(plan_path) -> dict | None:
+    if plan_path is None:
+        return None
+    try:
+        return json.loads(Path(plan_path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CompressError(f"cannot read plan {plan_path}: {exc}") from None
+
+
+def _pruned(model, meta: dict, request: PruneRequest, plan: dict | None):
+    """The model pruned in place to `request`, or to `plan` replayed, and the plan it followed."""
+    example = torch.zeros(1, *meta["input_size"])
+    if request.target_latency_ms is not None:
+        from compress.latency_budget import prune_to_latency
+
+        return prune_to_latency(model, example, request, log=log)
+    from compress.slimming import prune as prune_module
+
+    return prune_module(model, request.percent if plan is None else 0.0, example, plan=plan,
+                        target_macs=request.target_macs, target_params=request.target_params,
+                        **slimming_keywords(request))
+
+
+def _measure(model, meta: dict, data: DataOptions, *, recalibrate: int, device) -> dict:
+    """Accuracy right after pruning, and after re-estimating BN statistics on `recalibrate` training images."""
+    from compress.data import stratified_subset
+    from compress.slimming import recalibrate_batchnorm
+
+    data = data.for_model(meta)
+    test = data.split("test")
+    check_classes(meta, test)
+    norm = meta["normalization"]
+    dev = pick_device(device)
+    accuracy = uncalibrated = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
+    recalibrated_on = 0
+    if recalibrate > 0:
+        calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
+        recalibrated_on = len(calib)
+        batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=False, device=dev))
+        recalibrate_batchnorm(model, batches)
+        accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
+    model.cpu()
+    return {"accuracy": accuracy, "accuracy_uncalibrated": uncalibrated, "bn_recalibration_images": recalibrated_on}
+
+
+def exact_removal(plan: dict, request: PruneRequest) -> bool:
+    """Every removed channel had |γ| under ZERO: with β folded into the next layer the network computes what
+    it did, so its BN statistics still hold, and re-estimating them on a few thousand images only adds
+    noise (measured: −1.9 pp on issue 11's CPU reference, 82.97% → 81.08%). The plan records the largest
+    |γ| removed, whatever importance chose the channels; a plan without it (written before) says it
+    through its threshold, which is |γ| only with the |γ| importance."""
+    from compress.sparsity import ZERO
+
+    if "removed_gamma_max" in plan:
+        return float(plan["removed_gamma_max"]) < ZERO
+    return request.importance == "gamma" and float(plan.get("threshold", ZERO)) < ZERO

@@ -1,0 +1,181 @@
+"""The slimming run: sparse training → pruning → fine-tuning, resumable, with summary.json/.md and plots.
+
+Re-running continues from the last finished stage. With `start_from` (a model directory, e.g. made by
+``compress import``), sparse training starts from its trained weights instead of from scratch. With
+`passes` > 1 (the paper's multi-pass scheme) prune-and-fine-tune repeats: each pass prunes to the request
+on the remaining channels, and every fine-tuning but the last keeps the sparsity penalty so that the
+next pass finds polarized γ again. A `pretrain_recipe` first trains the network without sparsity
+(OUT/pretrained) and sparse training starts from it: sparse fine-tuning of a trained model, which is what
+polarizes γ without an accuracy cost on short schedules (benchmarks/results/sparsity_study.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from compress.artifact import read_meta
+from compress.atomic import write_json, write_text
+from compress.data.options import DataOptions
+from compress.errors import CompressError
+from compress.request import PruneRequest, RequestConflict
+from compress.stages._run import RunOptions, finished, log, sparsity_label, sparsity_on, sync_and_read, writing
+from compress.stages.finetune import finetune
+from compress.stages.prune import check_request, prune
+from compress.stages.summary import build_summary, summary_markdown, write_plots
+from compress.stages.train import check_arch, train
+from compress.train import Recipe, is_main_process
+
+
+@dataclass(frozen=True)
+class SlimOptions:
+    """What a slimming run does: the recipes of its training stages, what each pass prunes to, the
+    sparsity (λ of the paper's subgradient L1 on BN γ, or a SparsityConfig), the passes, and whether
+    fine-tuning is distilled from the sparse model. compress.presets.resolve makes one from a preset."""
+
+    train_recipe: Recipe
+    finetune_recipe: Recipe
+    prune: PruneRequest = PruneRequest(percent=0.5)
+    sparsity: Any = 0.0
+    pretrain_recipe: Recipe | None = None
+    passes: int = 1
+    distill: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or self.passes < 1:
+            raise CompressError(f"passes must be >= 1, got {self.passes!r}")
+        if not isinstance(self.prune, PruneRequest):
+            raise CompressError(f"prune must be a PruneRequest, got {type(self.prune).__name__}")
+        self.prune.require_target()
+        if self.prune.target_latency_ms is not None and self.passes > 1:
+            # A second pass would start from a model that already meets the target.
+            raise RequestConflict("{0} prunes once: it cannot be split over passes; drop {1}",
+                                  "target_latency_ms", "passes")
+
+
+def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOptions, *,
+         arch_kwargs: dict | None = None, start_from: str | Path | None = None, sparse_dir: str | Path | None = None,
+         run: RunOptions = RunOptions()) -> dict:
+    """Run `options` on `arch` (or the model directory `start_from`) into the run directory `out`; returns
+    summary.json. `sparse_dir` puts the sparse stage elsewhere than OUT/sparse, so that several runs
+    (pruning ratios) can share one sparse model. A latency target is measured on this machine."""
+    request = check_request(options.prune)  # before any training: a backend this machine lacks fails now
+    options = replace(options, prune=request, sparsity=steer_to(options.sparsity, request))
+    with writing(out, [("--from", start_from)], data):
+        return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
+                     Path(sparse_dir) if sparse_dir is not None else None, run)
+
+
+def steer_to(sparsity, request: PruneRequest):
+    """A sparsity config polarizes γ for the percent this run will prune (its 'auto' controller aims at
+    it); under a MACs/params/latency budget the percent is not known in advance and the config's own stays."""
+    from compress.sparsity import SparsityConfig
+
+    if isinstance(sparsity, SparsityConfig) and request.percent is not None and sparsity.percent != request.percent:
+        return replace(sparsity, percent=request.percent)
+    return sparsity
+
+
+@dataclass
+class _Slimming:
+    """One slimming run under way: where it writes, what it does, and the stages finished so far."""
+
+    out: Path
+    sparse_dir: Path
+    data: DataOptions
+    options: SlimOptions
+    run: RunOptions
+    total: int
+    stages: dict = field(default_factory=dict)
+    times: dict = field(default_factory=dict)
+
+
+def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs, start_from, sparse_dir,
+          run: RunOptions) -> dict:
+    if start_from is not None:
+        arch = read_meta(start_from)["arch"] if arch is None else arch
+    else:
+        check_arch(arch, arch_kwargs, input_size=data.input_size)
+    out.mkdir(parents=True, exist_ok=True)
+    pretrain = options.pretrain_recipe is not None and start_from is None
+    s = _Slimming(out, sparse_dir or out / "sparse", data, options, run, total=1 + 2 * options.passes + pretrain)
+    if pretrain:
+        log(f"[1/{s.total}] training {arch} without sparsity ({options.pretrain_recipe.epochs} epochs) → "
+            f"{out / 'pretrained'}")
+        s.stages["pretrained"] = train(arch, data, out / "pretrained", options.pretrain_recipe,
+                                       arch_kwargs=arch_kwargs, run=run)
+        s.times["pretrained"] = s.stages["pretrained"]["training"]["wall_time_s"]
+        start_from, arch_kwargs = out / "pretrained", None
+    first = 1 + pretrain
+    log(f"[{first}/{s.total}] sparse training {arch} ({sparsity_label(options.sparsity)}, "
+        f"{options.train_recipe.epochs} epochs) → {s.sparse_dir}")
+    s.stages["sparse"] = train(arch, data, s.sparse_dir, options.train_recipe, sparsity=options.sparsity,
+                               arch_kwargs=arch_kwargs, start_from=start_from, run=run)
+    s.times["sparse"] = s.stages["sparse"]["training"]["wall_time_s"]
+    warn_if_collapsed(s.sparse_dir)
+    source = s.sparse_dir
+    for k in range(1, options.passes + 1):
+        source = _pass(s, k, source, step=first + 2 * k - 1)
+    summary = build_summary(s.stages, s.times, data, options.prune.percent, options.sparsity)
+    summary["passes"] = options.passes
+    summary["plots"] = write_plots(out, s.sparse_dir, s.stages, options.passes)
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
+    """Pass `k`: prune `source`, fine-tune the result; records both stages and returns the fine-tuned one."""
+    options, run, passes = s.options, s.run, s.options.passes
+    suffix = "" if passes == 1 else f"-{k}"
+    where = s.out if passes == 1 else s.out / f"pass{k}"
+    pruned_dir, tuned_dir = where / "pruned", where / "finetuned"
+    t = time.time()
+    log(f"[{step}/{s.total}] pruning to {options.prune.text()} → {pruned_dir}")
+    parent_sha = read_meta(source)["weights_sha256"]
+    if run.resume and finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(pruned_dir, options.prune):
+        pruned = read_meta(pruned_dir)
+    elif is_main_process():
+        pruned = prune(source, pruned_dir, options.prune, data=s.data, device=run.device)
+        sync_and_read(pruned_dir)
+    else:
+        pruned = sync_and_read(pruned_dir)
+    s.stages["pruned" + suffix] = pruned
+    s.times["pruned" + suffix] = pruned["pruning"].get("wall_time_s", round(time.time() - t, 1))
+    if pruned.get("accuracy") is not None:
+        log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
+    keep_sparse = options.sparsity if k < passes else 0.0
+    log(f"[{step + 1}/{s.total}] fine-tuning ({options.finetune_recipe.epochs} epochs"
+        f"{', ' + sparsity_label(keep_sparse) if sparsity_on(keep_sparse) else ''}) → {tuned_dir}")
+    tuned = finetune(pruned_dir, s.data, tuned_dir, options.finetune_recipe,
+                     distill_dir=s.sparse_dir if options.distill else None, sparsity=keep_sparse, run=run)
+    s.stages["finetuned" + suffix] = tuned
+    s.times["finetuned" + suffix] = tuned["training"]["wall_time_s"]
+    return tuned_dir
+
+
+def _same_prune(pruned_dir: Path, request: PruneRequest) -> bool:
+    try:
+        plan = json.loads((pruned_dir / "plan.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return request.matches(plan)
+
+
+def warn_if_collapsed(sparse_dir: Path) -> None:
+    """A penalty far too strong for the run (a pull budget spent in a few dozen steps) zeroes nearly every
+    γ; every percent then prunes to the floor. Say so: the cure is a smaller --sparsity."""
+    from compress import plots
+
+    try:
+        last = plots.read_metrics(sparse_dir / "metrics.jsonl")[-1]
+    except (OSError, IndexError):
+        return
+    zero = last.get("gamma_under_1e-3")
+    if zero is not None and zero > 0.95:
+        log(f"warning: sparse training left {zero:.0%} of BN γ under 1e-3; pruning will keep only the floor of "
+            "each layer. The penalty was too strong for this run: give a smaller --sparsity (a λ such as 1e-4, "
+            "or budget:0.2)")

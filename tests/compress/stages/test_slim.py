@@ -1,0 +1,134 @@
+"""The slimming run: `compress slim` end to end on real CIFAR-10 images, resumed, re-run with another percent;
+the paper's multi-pass scheme (`--passes N`); and the options it refuses before any training."""
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from compress.cli import main
+
+
+def run(args, **kw):
+    return CliRunner().invoke(main, args, catch_exceptions=False, **kw)
+
+
+
+
+@pytest.mark.slow
+def test_three_passes_prune_further_each_time_and_resume(tmp_path, cifar10_archive, monkeypatch):
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    out = tmp_path / "run"
+    args = ["slim", "--arch", "vgg11", "--width", "0.125", "--train-limit", "200", "--test-limit", "100",
+            "--pretrain-epochs", "0", "--epochs", "1", "--finetune-epochs", "1", "--percent", "0.3", "--passes", "3",
+            "--out", str(out)]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["passes"] == 3
+    names = list(summary["stages"])
+    assert names == ["sparse", "pruned-1", "finetuned-1", "pruned-2", "finetuned-2", "pruned-3", "finetuned-3"]
+    params = [summary["stages"][f"pruned-{k}"]["params"] for k in (1, 2, 3)]
+    assert params[0] > params[1] > params[2]
+    # Each pass prunes the previous pass's fine-tuned model, and no layer loses more than half per pass.
+    for k in (2, 3):
+        pruned = json.loads((out / f"pass{k}" / "pruned" / "model.json").read_text())
+        tuned_before = json.loads((out / f"pass{k - 1}" / "finetuned" / "model.json").read_text())
+        assert pruned["parent"]["sha256"] == tuned_before["weights_sha256"]
+        plan = json.loads((out / f"pass{k}" / "pruned" / "plan.json").read_text())
+        assert all(g["channels_after"] * 2 >= g["channels_before"] for g in plan["groups"])
+    md = (out / "summary.md").read_text()
+    assert "3 passes" in md and "finetuned-3" in md
+    assert summary["plots"] == ["gamma_histogram.png", "kept_channels-1.png", "kept_channels-2.png",
+                                "kept_channels-3.png", "training_curves.png"]
+    for name in summary["plots"]:
+        assert (out / name).stat().st_size > 1000 and f"]({name})" in md
+    # Intermediate fine-tunings keep the sparsity penalty, the last one does not.
+    assert json.loads((out / "pass1" / "finetuned" / "metrics.jsonl").read_text().splitlines()[0])[
+        "sparsity_lambda"] > 0
+    assert json.loads((out / "pass3" / "finetuned" / "metrics.jsonl").read_text().splitlines()[0])[
+        "sparsity_lambda"] == 0
+
+    # Interrupted during pass 2's fine-tuning: finished stages are kept, the rest is redone.
+    kept = {p: (out / p / "model.json").stat().st_mtime_ns for p in ("sparse", "pass1/finetuned", "pass2/pruned")}
+    (out / "pass2" / "finetuned" / "model.json").unlink()
+    shutil.rmtree(out / "pass3")
+    (out / "summary.json").unlink()
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 0, again.output
+    for p, stamp in kept.items():
+        assert (out / p / "model.json").stat().st_mtime_ns == stamp, p
+    assert (out / "pass3" / "finetuned" / "model.json").exists()
+    assert json.loads((out / "summary.json").read_text())["stages"]["pruned-3"]["params"] == params[2]
+
+
+def test_percent_outside_the_unit_interval_is_refused(tmp_path):
+    result = CliRunner().invoke(main, ["slim", "--percent", "1.5", "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "(0, 1)" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeypatch):
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    out = tmp_path / "run"
+    args = ["slim", "--arch", "vgg11", "--width", "0.25", "--train-limit", "400", "--test-limit", "200",
+            "--pretrain-epochs", "1", "--sparsity", "1e-4", "--epochs", "2", "--finetune-epochs", "1", "--percent", "0.5", "--out", str(out)]
+    result = run(args)
+    assert result.exit_code == 0, result.output
+    for stage in ("pretrained", "sparse", "pruned", "finetuned"):
+        assert (out / stage / "model.json").exists() and (out / stage / "model.safetensors").exists()
+        assert not (out / stage / "train_state").exists()
+    # Sparse training continued from the plain pre-training.
+    sparse_meta = json.loads((out / "sparse" / "model.json").read_text())
+    assert sparse_meta["parent"]["sha256"] == json.loads((out / "pretrained" / "model.json").read_text())[
+        "weights_sha256"]
+    assert sparse_meta["training"]["sparsity"] == 1e-4
+    summary = json.loads((out / "summary.json").read_text())
+    st = summary["stages"]
+    assert st["pruned"]["params"] < st["sparse"]["params"] and st["pruned"]["macs"] < st["sparse"]["macs"]
+    acc = st["finetuned"]["accuracy"]
+    assert round(acc * 200) == pytest.approx(acc * 200, abs=1e-9)  # a count of 200 test images, not a made-up figure
+    assert len((out / "sparse" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (out / "summary.md").read_text().startswith("# Slimming summary")
+
+    # Re-running the finished command redoes nothing.
+    stamp = (out / "finetuned" / "model.json").stat().st_mtime_ns
+    assert run(args).exit_code == 0
+    assert (out / "finetuned" / "model.json").stat().st_mtime_ns == stamp
+
+    evaluated = run(["eval", str(out / "finetuned"), "--test-limit", "200", "--json"])
+    obj = json.loads(evaluated.stdout)
+    assert obj["accuracy"] == pytest.approx(st["finetuned"]["accuracy"], abs=1e-6)
+
+    replay = run(["prune", str(out / "sparse"), "--plan", str(out / "pruned" / "plan.json"), "--out",
+                  str(tmp_path / "replayed")])
+    assert replay.exit_code == 0, replay.output
+    a = json.loads((out / "pruned" / "model.json").read_text())
+    b = json.loads((tmp_path / "replayed" / "model.json").read_text())
+    assert a["widths"] == b["widths"]
+    kept = [g["kept"] for g in json.loads((out / "pruned" / "plan.json").read_text())["groups"]]
+    assert kept == [g["kept"] for g in json.loads((tmp_path / "replayed" / "plan.json").read_text())["groups"]]
+    # Without data there is no BN recalibration: a replay without data equals itself, bit for bit.
+    assert run(["prune", str(out / "sparse"), "--plan", str(out / "pruned" / "plan.json"), "--out",
+                str(tmp_path / "replayed2")]).exit_code == 0
+    c = json.loads((tmp_path / "replayed2" / "model.json").read_text())
+    assert c["weights_sha256"] == b["weights_sha256"]
+
+    info = json.loads(run(["info", str(out / "pruned"), "--json"]).stdout)
+    assert info["params"] == st["pruned"]["params"]
+
+    # Another percent on the same run directory: the sparse stage is reused, the later ones redone.
+    sparse_stamp = (out / "sparse" / "model.json").stat().st_mtime_ns
+    assert run([a if a != "0.5" else "0.9" for a in args]).exit_code == 0
+    redone = json.loads((out / "summary.json").read_text())
+    assert redone["percent"] == 0.9
+    assert (out / "sparse" / "model.json").stat().st_mtime_ns == sparse_stamp
+    assert (out / "finetuned" / "model.json").stat().st_mtime_ns != stamp
+    finetuned = json.loads((out / "finetuned" / "model.json").read_text())
+    pruned = json.loads((out / "pruned" / "model.json").read_text())
+    assert finetuned["parent"]["sha256"] == pruned["weights_sha256"]
+
+    refused = CliRunner().invoke(main, [*args, "--no-resume"])
+    assert refused.exit_code != 0 and "--no-resume" in refused.output
