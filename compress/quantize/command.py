@@ -49,21 +49,11 @@ class QuantizeOptions:
 
 
 def export_model_dir(model_dir: str | Path, out: str | Path) -> Path:
-    """FP32 ONNX of a model directory, with the documented metadata (export.onnx_export)."""
-    from compress import __version__
-    from compress.artifact import WEIGHTS, file_sha256, load_model_dir
+    """FP32 ONNX of a model directory, parity-checked, with the documented metadata (compress.export)."""
+    from compress.stages.export import export
 
-    try:
-        from compress.exporting.onnx_export import export_onnx
-    except ImportError as exc:
-        raise CompressError(f"exporting a model directory needs the export package ({exc}); "
-                            "give an .onnx file instead") from None
-    model, meta = load_model_dir(model_dir)
-    norm = meta["normalization"]
-    metadata = {"classes": meta["classes"], "mean": norm["mean"], "std": norm["std"],
-                "input_size": meta["input_size"], "arch": meta["arch"], "precision": "fp32",
-                "source_sha256": file_sha256(Path(model_dir) / WEIGHTS), "toolkit_version": __version__}
-    return Path(export_onnx(model, out, input_size=meta["input_size"], metadata=metadata))
+    report = export(model_dir, out, log=lambda _msg: None)
+    return Path(report["onnx"]["path"])
 
 
 def _finish_model(quantized: Path, source_props: dict[str, str], recipe: Recipe | None = None):
@@ -224,9 +214,9 @@ def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
 def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, log=_log) -> dict:
     """`compress quantize`: writes OUT.onnx and OUT.quant.json; returns the report."""
     from compress.atomic import write_json
-    from compress.data import resolve_spec
+    from compress.data.options import data_source
     from compress.guard import guarded_outputs
-    from compress.pipeline import command_line
+    from compress.stages._run import command_line
 
     t0 = time.perf_counter()
     model, out = Path(model), Path(out)
@@ -237,9 +227,9 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
     check_options(opts)
     report_path = out.with_suffix(".quant.json")
     inputs = [("MODEL", model)]
-    data_path = Path(resolve_spec(opts.data)).expanduser()
-    if data_path.exists():
-        inputs.append(("--data", data_path))
+    source = data_source(opts.data)
+    if source is not None:
+        inputs.append(("--data", source))
     with guarded_outputs(inputs, [("--out", out), ("the report", report_path)], command=command_line()) as job:
         src, source = read_source(model, job.work, log)
         props = onnx_metadata(source)

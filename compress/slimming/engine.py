@@ -23,7 +23,7 @@ from compress.measure import count_params_macs
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.slimming.units import PruningUnits, probe_batch, pruning_units
+from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
@@ -177,7 +177,10 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         imp.scores_of(importance, units, model)
     threshold, budget, percent = _decide(model, units, percent, example_input, opts, importance)
     removal = removal_of(units)
-    deltas = measure_deltas(model, removal, probe) if opts.compensate else {}
+    # The constants are means over the probe: eight images average a not-quite-constant channel (an SE
+    # gate) better than two, and give the same float sums as plans made before the engine traced itself.
+    constants_probe = probe_batch(example_input, COMPENSATION_IMAGES)
+    deltas = measure_deltas(model, removal, constants_probe) if opts.compensate else {}
     fold_deltas(model, units.analysis, deltas)
     gone_gamma = _removed_gamma_max(model, removal)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in units.groups]

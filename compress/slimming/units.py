@@ -29,6 +29,7 @@ from compress.slimming.trace import trace
 
 PRODUCERS = ("conv", "linear", "grouped")
 PROBE_IMAGES = 2
+COMPENSATION_IMAGES = 8
 CONSUMERS = ("conv", "linear", "grouped")
 
 
