@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from compress.data.options import DataOptions
 from compress.slimming import prune
 from compress.sparsity import Budget, SparsityConfig, polarization
-from compress.train import Recipe, evaluate, fit
+from compress.training import Recipe, evaluate, fit
 from compress.models import create_model
 
 # The quick preset: VGG-19 ×0.25, 10k stratified train images, 2k test, fast recipe, 10 + 5 epochs.

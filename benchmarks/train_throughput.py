@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from compress.data import ImageSet
-from compress.train import FitOptions, Recipe, fit
+from compress.training import FitOptions, Recipe, fit
 from compress.models import create_model
 
 

@@ -35,20 +35,20 @@ _API = {
     "load_dataset": ("compress.data", "load_dataset"),
     "DataOptions": ("compress.data.options", "DataOptions"),
     # the stages over model directories, as the CLI runs them
-    "Recipe": ("compress.train", "Recipe"),
+    "Recipe": ("compress.training", "Recipe"),
     "RunOptions": ("compress.stages._run", "RunOptions"),
-    "evaluate": ("compress.train", "evaluate"),
+    "evaluate": ("compress.training", "evaluate"),
     "train": ("compress.stages.train", "train"),
     "finetune": ("compress.stages.finetune", "finetune"),
     "slim": ("compress.stages.slim", "slim"),
     "SlimOptions": ("compress.stages.slim", "SlimOptions"),
     # stage one and deployment, over model directories and files
     "export": ("compress.stages.export", "export"),
-    "quantize": ("compress.quantize", "quantize_model"),
-    "QuantizeOptions": ("compress.quantize", "QuantizeOptions"),
+    "quantize": ("compress.quantization", "quantize_model"),
+    "QuantizeOptions": ("compress.quantization", "QuantizeOptions"),
     "share": ("compress.sharing.share", "share_model"),
     "decompress": ("compress.sharing.share", "decompress"),
-    "bench": ("compress.bench", "bench_artifacts"),
+    "bench": ("compress.benchmarking", "bench_artifacts"),
     "BenchSettings": ("compress.runtime.bench", "BenchSettings"),
 }
 

@@ -124,7 +124,7 @@ def _request(p: Preset, c: SlimChoices) -> PruneRequest:
 
 
 def _recipe(c: SlimChoices, name: str, epochs: int, lr: float | None, finetuning: bool = False):
-    from compress.train import Recipe
+    from compress.training import Recipe
 
     make = Recipe.finetuning if finetuning else Recipe.named
     return make(name, epochs=epochs, batch_size=c.batch_size, lr=lr, weight_decay=c.weight_decay)

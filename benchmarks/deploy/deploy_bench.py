@@ -72,7 +72,7 @@ def prepare(args) -> None:
     import numpy as np
     import torch
 
-    from compress.quantize import quantize_onnx, recipe_for
+    from compress.quantization import quantize_onnx, recipe_for
     from compress.slimming import prune
     from compress.models import create_model
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import compress
+
 # Liu et al., ICCV 2017, Table 1: VGG-19 on CIFAR-10, 70% pruned.
 PAPER = {"baseline_error": 6.34, "pruned_error": 6.20, "params_reduction": 0.885, "flops_reduction": 0.510,
          "epochs": "160 + 160"}
@@ -66,29 +68,18 @@ def run(scale: RowScale, data_spec: str, work: Path, device: str, seconds: float
     epochs, compiled = plan["epochs"], plan["mode"] == "compiled"
     print(f"row: {epochs} + {epochs} epochs per stage (paper: 160 + 160), {plan['mode']}, planned for "
           f"{seconds:.0f} s", flush=True)
-    data = _public("DataOptions")(data_spec, scale.train_limit, scale.test_limit, 0)
-    recipe = _public("Recipe").named("paper", epochs=epochs)
+    data = compress.DataOptions(data_spec, scale.train_limit, scale.test_limit, 0)
+    recipe = compress.Recipe.named("paper", epochs=epochs)
     t0 = time.monotonic()
-    run_options = _public("RunOptions")(device=device, compile=compiled)
-    _public("train")(scale.arch, data, work / "baseline", recipe, arch_kwargs=scale.arch_kwargs, run=run_options)
-    prune = _public("PruneRequest")(percent=0.7, min_keep=0.0, round_to=1)
-    _public("slim")(scale.arch, data, work / "row",
-                    _public("SlimOptions")(train_recipe=recipe, finetune_recipe=recipe, prune=prune, sparsity=1e-4),
-                    arch_kwargs=scale.arch_kwargs, run=run_options)
+    run_options = compress.RunOptions(device=device, compile=compiled)
+    compress.train(scale.arch, data, work / "baseline", recipe, arch_kwargs=scale.arch_kwargs, run=run_options)
+    prune = compress.PruneRequest(percent=0.7, min_keep=0.0, round_to=1)
+    compress.slim(scale.arch, data, work / "row",
+                  compress.SlimOptions(train_recipe=recipe, finetune_recipe=recipe, prune=prune, sparsity=1e-4),
+                  arch_kwargs=scale.arch_kwargs, run=run_options)
     result = {"status": "ok", "plan": plan, "epochs": epochs, "seconds": round(time.monotonic() - t0, 1),
               "schedule": schedule_text(epochs, scale), **table(work)}
     return result
-
-
-def _public(name: str):
-    """A name of the public API (compress.__all__). `compress.train` is also the training loop's module: once
-    that module is imported, the attribute is the module, so the stage is looked up through the API table."""
-    import inspect
-
-    import compress
-
-    value = getattr(compress, name)
-    return compress.__getattr__(name) if inspect.ismodule(value) else value
 
 
 def schedule_text(epochs: int, scale: RowScale) -> str:

@@ -127,7 +127,7 @@ def _captured(step, device):
 def toolkit(scale: Scale, data, norm, device, batch: int, work, compile_: bool) -> dict:
     """fit() for two epochs of fit_steps[batch] batches; the second epoch's img/s."""
     from compress.models import create_model
-    from compress.train import FitOptions, Recipe, fit
+    from compress.training import FitOptions, Recipe, fit
 
     train, test = data
     mean, std = norm

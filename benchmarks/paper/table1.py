@@ -64,7 +64,7 @@ def run(scale: str, out: Path, rows: list[str], device: str | None, progress: bo
     from compress.stages._run import RunOptions
     from compress.stages.slim import SlimOptions, slim
     from compress.stages.train import train
-    from compress.train import Recipe
+    from compress.training import Recipe
 
     cfg = SCALES[scale]
     data = DataOptions("cifar10", cfg["train_limit"], cfg["test_limit"], 0)

@@ -68,7 +68,7 @@ def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[st
 def finetune(cfg: dict, seed: int, out: Path, device: str | None, extra: list[str] = ()) -> float:
     """`compress finetune` of OUT/pruned into OUT/finetuned with the recipe `compress slim` fine-tunes with
     (the scale's recipe at its fine-tuning peak LR)."""
-    from compress.train import FINETUNE_LR
+    from compress.training import FINETUNE_LR
 
     lr = FINETUNE_LR.get(cfg["recipe"])
     return compress_cli(["finetune", str(out / "pruned"), "--out", str(out / "finetuned"), "--epochs",

@@ -2,7 +2,7 @@
 
 Each method trains a second stage from the shared plain model (with the method's own regularizer, or
 plainly for L1 magnitude pruning), prunes once by one global ranking to the toolkit's MACs, and
-fine-tunes. Training goes through `compress.train.fit`, so optimizer, schedule, augmentation and data
+fine-tunes. Training goes through `compress.training.fit`, so optimizer, schedule, augmentation and data
 order are the toolkit's own; only the regularizer and the pruning step are Torch-Pruning's.
 
 Two things are added on top of Torch-Pruning, both to give every method the same constraints:

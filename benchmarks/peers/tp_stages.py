@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import compress
-from compress.train import Recipe, finish, fit
+from compress.training import Recipe, finish, fit
 
 import tp_methods
 

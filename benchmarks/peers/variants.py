@@ -86,7 +86,7 @@ def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     import time
 
     import compress
-    from compress.train import Recipe
+    from compress.training import Recipe
     from cost_weighted import CostWeightedConfig, percent_for
 
     fraction = _macs_fraction(where)

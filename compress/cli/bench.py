@@ -1,6 +1,6 @@
 """`compress bench`: latency, memory, energy, FLOPs and accuracy of deployed artifacts, in one report.
 
-Parses options, calls compress.bench.bench_artifacts (which measures through the torch-free
+Parses options, calls compress.benchmarking.bench_artifacts (which measures through the torch-free
 runtime/), prints or writes the report, and exits 1 when nothing at all was measured.
 """
 
@@ -95,7 +95,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
       compress bench runs/vgg/finetuned --backend torch --batch 1 --iters 200
       compress bench vgg.onnx vgg-int8-cpu.onnx --backend ort-cpu,openvino,openvino-bf16 --batch 1,32
     """
-    from compress.bench import bench_artifacts
+    from compress.benchmarking import bench_artifacts
     from compress.runtime.bench import BenchSettings, measured_anything
     from compress.runtime.report import render_summary, to_json, write_report
 

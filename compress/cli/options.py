@@ -121,7 +121,7 @@ def as_usage():
 
 
 def _recipe(name, epochs, batch_size, lr, weight_decay, default="paper", finetuning=False):
-    from compress.train import Recipe
+    from compress.training import Recipe
 
     make = Recipe.finetuning if finetuning else Recipe.named
     return make(name or default, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay)

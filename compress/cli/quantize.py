@@ -55,7 +55,7 @@ def quantize(model, data_spec, out, target, cpu_isa, calib_images, method, perce
       compress quantize model.onnx --data cifar10 --out int8.onnx --sensitivity --keep-float 2
       compress quantize model.onnx --data cifar10 --out int8-cpu.onnx --target cpu
     """
-    from compress.quantize import (
+    from compress.quantization import (
         QuantizeOptions,
         quantize_model,
         sensitivity_markdown,
@@ -69,7 +69,7 @@ def quantize(model, data_spec, out, target, cpu_isa, calib_images, method, perce
     log = (lambda _m: None) if as_json else (lambda m: click.echo(m, err=True))
     report = quantize_model(model, out, opts, log=log)
     if as_json:
-        from compress.quantize import _jsonable
+        from compress.quantization import _jsonable
 
         click.echo(json.dumps(_jsonable(report), indent=2))
         return

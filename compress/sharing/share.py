@@ -196,7 +196,7 @@ def size_steps(meta: dict, model: nn.Module, shared: list[SharedTensor], file_by
 def _evaluate(model, data, meta, device) -> float | None:
     if data is None:
         return None
-    from compress.train import evaluate
+    from compress.training import evaluate
 
     test = data.split("test")
     if len(test.classes) != len(meta["classes"]):
@@ -265,7 +265,7 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     from compress.atomic import move_into, scratch_dir, write_json, write_text
     from compress.info import load_checked
     from compress.measure import layer_widths
-    from compress.train import pick_device
+    from compress.training import pick_device
 
     bit_spec, off_spec, prune, finetune_epochs, data = req.bit_spec, req.off_spec, req.prune, req.finetune_epochs, req.data
     lr, batch_size, seed, command = req.lr, req.batch_size, req.seed, req.command

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from compress.artifact import is_model_dir, read_meta, save_model_dir
 from compress.errors import CompressError
-from compress.train import Distill, FitOptions, Recipe, finish, fit, is_main_process
+from compress.training import Distill, FitOptions, Recipe, finish, fit, is_main_process
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.stages._run import Fitting, RunOptions, check_classes, command_line, finished, fit_and_save, log
 from compress.stages._run import settings_tag, sparsity_json, writing
-from compress.train import Distill, Recipe, evaluate, pick_device
+from compress.training import Distill, Recipe, evaluate, pick_device
 
 
 def finetune(model_dir: str | Path, data: DataOptions, out: str | Path, recipe: Recipe, *,

@@ -39,7 +39,7 @@ def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwar
         model, kwargs = _built(weights, arch, arch_kwargs, state, classes, input_size)
         accuracy = None
         if test is not None:
-            from compress.train import evaluate, pick_device
+            from compress.training import evaluate, pick_device
 
             accuracy = evaluate(model, test, mean, std, device=pick_device(device))["accuracy"]
             model.cpu()

@@ -16,7 +16,7 @@ from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
 from compress.stages._run import check_classes, command_line, log, writing
-from compress.train import evaluate, pick_device
+from compress.training import evaluate, pick_device
 
 
 def check_request(request: PruneRequest) -> PruneRequest:

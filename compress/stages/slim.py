@@ -27,7 +27,7 @@ from compress.stages.finetune import finetune
 from compress.stages.prune import check_request, prune
 from compress.stages.summary import build_summary, summary_markdown, write_plots
 from compress.stages.train import check_arch, train
-from compress.train import Recipe, is_main_process
+from compress.training import Recipe, is_main_process
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from compress.stages._run import (
     sparsity_on,
     writing,
 )
-from compress.train import Recipe
+from compress.training import Recipe
 
 
 def train(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, *, sparsity=0.0,

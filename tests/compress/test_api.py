@@ -89,3 +89,20 @@ def test_the_stages_export_and_the_request_are_public():
     assert compress.export.__module__ == "compress.stages.export"
     assert compress.slim.__module__ == "compress.stages.slim"
     assert compress.PruneRequest(percent=0.5).text() == "50% of channels"
+
+
+def test_no_module_of_ours_shadows_a_public_name():
+    """Importing `compress.X` binds the attribute X of the package to that module: a module named like a
+    public function (compress.train, compress.bench, compress.quantize) would replace the function."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import compress
+
+    for info in pkgutil.walk_packages(compress.__path__, "compress."):
+        if not info.name.startswith(("compress.cli", "compress.runtime.trt", "compress.runtime.cuda",
+                                     "compress.runtime.jetson", "compress.exporting.tensorrt")):
+            importlib.import_module(info.name)
+    shadowed = [name for name in compress.__all__ if inspect.ismodule(getattr(compress, name))]
+    assert shadowed == []

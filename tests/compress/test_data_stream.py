@@ -186,7 +186,7 @@ def test_from_torch_refuses_what_it_cannot_use():
 
 
 def test_fit_and_evaluate_take_a_streamed_set(tmp_path):
-    from compress.train import Recipe, evaluate, fit
+    from compress.training import Recipe, evaluate, fit
     from compress.models import create_model
 
     data = D.from_torch(Shapes(16), input_size=32, workers=0)

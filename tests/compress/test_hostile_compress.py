@@ -328,7 +328,7 @@ def test_failed_quantize_of_a_model_dir_leaves_no_fp32_onnx(work):
 
 
 def test_quantize_interrupted_after_calibration_leaves_nothing(work, monkeypatch):
-    from compress.quantize import calibration
+    from compress.quantization import calibration
 
     data = make_images(work / "data", classes=tuple(CLASSES), per_class=1)
     real = calibration.calibrate

@@ -178,7 +178,7 @@ def _complete_dirs_are_whole(root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("module,attr,sig", [
-    ("compress.train", "_save_state", "SIGKILL"),        # mid sparse training, after an epoch's state
+    ("compress.training", "_save_state", "SIGKILL"),        # mid sparse training, after an epoch's state
     ("compress.stages._run", "save_model_dir", "SIGKILL"),  # a stage written, the next not started
     ("compress.slimming", "prune", "SIGINT"),             # channels removed in memory, nothing written
     ("compress.slimming", "prune", "SIGTERM"),

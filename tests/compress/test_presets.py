@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from compress.presets import PAPER, QUICK, SlimChoices, paper_sparsity, resolve
 from compress.request import PruneRequest, RequestConflict
 from compress.sparsity import SparsityConfig
-from compress.train import Recipe
+from compress.training import Recipe
 
 
 def test_the_quick_preset_is_the_readmes_run():

@@ -190,7 +190,7 @@ def test_polarization_on_hand_made_gammas():
 
 
 def test_warmup_is_bounded_by_a_tenth_of_the_run():
-    from compress.train import FINETUNE_LR, Recipe
+    from compress.training import FINETUNE_LR, Recipe
 
     short = Recipe.named("fast", epochs=1)  # asks for 1 warm-up epoch
     assert short.warmup == pytest.approx(0.1)

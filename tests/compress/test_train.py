@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from compress.data import ImageSet
-from compress.train import Recipe, distillation_loss, fit
+from compress.training import Recipe, distillation_loss, fit
 from compress.models import create_model
 
 
@@ -92,7 +92,7 @@ def test_distillation_loss_matches_definition():
 # --- options, the non-finite guard, checkpoints, log output ------------------------------------------------
 
 def test_fit_options_and_the_keyword_form_train_alike(tmp_path):
-    from compress.train import FitOptions
+    from compress.training import FitOptions
 
     data = tiny_data()
     recipe = Recipe.named("fast", epochs=1, batch_size=16)
@@ -125,7 +125,7 @@ class NanAt(torch.nn.Module):
 
 
 def test_a_nan_loss_stops_training_naming_epoch_and_step_and_keeps_the_last_good_state(tmp_path):
-    from compress.train import NonFiniteLoss
+    from compress.training import NonFiniteLoss
 
     data = tiny_data()  # 64 images, batch 16: 4 steps per epoch
     recipe = Recipe.named("fast", epochs=3, batch_size=16)
@@ -175,7 +175,7 @@ def test_recipe_refuses_out_of_range_numbers_naming_the_option(field, value, opt
 @pytest.mark.parametrize("seed", [2 ** 63, 2 ** 70, -1, True, 1.5])
 def test_a_seed_outside_what_a_generator_takes_is_refused_naming_it(seed):
     from compress.errors import CompressError
-    from compress.train import FitOptions
+    from compress.training import FitOptions
 
     with pytest.raises(CompressError, match="seed"):
         FitOptions(seed=seed)
@@ -188,7 +188,7 @@ def test_a_seed_near_the_top_of_the_range_still_draws_epochs():
 
 
 def test_checkpoints_at_most_every_interval_and_always_after_the_last_epoch(tmp_path, monkeypatch):
-    import compress.train as T
+    import compress.training as T
 
     saved = []
     real = T._save_state

@@ -90,7 +90,7 @@ def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
 def test_int8_file_records_its_target_and_warns_off_target(tiny_onnx, tmp_path, monkeypatch):
     import numpy as np
 
-    from compress.quantize import quantize_onnx, recipe_for
+    from compress.quantization import quantize_onnx, recipe_for
     from compress.runtime import cpu_features
     from compress.runtime.bench import BenchSettings, bench_variant
 

@@ -57,7 +57,7 @@ def test_bf16_matches_within_bfloat16_tolerance(tiny_onnx):
 
 def test_int8_cpu_target_matches_onnx_runtime_int8(tiny_onnx, tmp_path):
     """A `quantize --target cpu` file runs on both; the difference is a few int8 steps, not a wrong graph."""
-    from compress.quantize import quantize_onnx, recipe_for
+    from compress.quantization import quantize_onnx, recipe_for
 
     calib = RNG.standard_normal((64, 3, 8, 8)).astype(np.float32)
     out = tmp_path / "tiny-int8.onnx"

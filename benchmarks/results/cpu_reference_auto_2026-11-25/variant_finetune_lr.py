@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 from compress.pipeline import DataOptions, prune_model, finetune_model
-from compress.train import Recipe
+from compress.training import Recipe
 
 sparse, out, lr = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
 data = DataOptions("cifar10")

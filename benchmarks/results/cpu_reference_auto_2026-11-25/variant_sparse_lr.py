@@ -2,7 +2,7 @@
 import sys
 from compress.pipeline import DataOptions, slim
 from compress.sparsity import SparsityConfig
-from compress.train import Recipe
+from compress.training import Recipe
 
 lr, out = float(sys.argv[1]), sys.argv[2]
 pre = Recipe.named("fast", epochs=15)

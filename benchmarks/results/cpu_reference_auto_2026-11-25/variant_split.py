@@ -2,7 +2,7 @@
 import sys
 from compress.pipeline import DataOptions, slim, summary_markdown
 from compress.sparsity import SparsityConfig
-from compress.train import Recipe
+from compress.training import Recipe
 
 se, fe, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 s = slim("vgg19", DataOptions("cifar10"), out, percent=0.5, sparsity=SparsityConfig(),

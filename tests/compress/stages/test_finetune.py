@@ -12,7 +12,7 @@ from compress.errors import CompressError
 from compress.models import create_model
 from compress.stages._run import RunOptions
 from compress.stages.finetune import evaluate_model_dir, finetune
-from compress.train import Recipe
+from compress.training import Recipe
 from tests_support import make_image_folder
 
 RECIPE = Recipe.named("fast", epochs=1, batch_size=4)

@@ -11,7 +11,7 @@ from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.models import create_model
 from compress.stages._run import Fitting, RunOptions, check_classes, finished, fit_and_save, writing
-from compress.train import Recipe
+from compress.training import Recipe
 from tests_support import make_image_folder
 
 

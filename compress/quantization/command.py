@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import CompressError
-from compress.quantize import calibration
-from compress.quantize.calibration import DEFAULT_PERCENTILE, METHODS
-from compress.quantize.graph import (
+from compress.quantization import calibration
+from compress.quantization.calibration import DEFAULT_PERCENTILE, METHODS
+from compress.quantization.graph import (
     META_PREFIX,
     PRECISION_KEY,
     check_quantizable,
@@ -28,8 +28,8 @@ from compress.quantize.graph import (
     trt_findings,
     weight_nodes,
 )
-from compress.quantize.measure import _jsonable, _log, _ranges_summary, accuracy_of, layer_sensitivity, onnx_logits, sqnr_db
-from compress.quantize.recipe import Recipe, eval_session_settings, recipe_for
+from compress.quantization.measure import _jsonable, _log, _ranges_summary, accuracy_of, layer_sensitivity, onnx_logits, sqnr_db
+from compress.quantization.recipe import Recipe, eval_session_settings, recipe_for
 
 @dataclass
 class QuantizeOptions:

@@ -208,11 +208,11 @@ def trt_findings(model) -> tuple[list[str], list[str], str]:
     try:
         from compress.exporting.trt_readiness import check_model
     except ImportError:
-        return qdq_problems(model), [], "compress.quantize.qdq_problems"
+        return qdq_problems(model), [], "compress.quantization.qdq_problems"
     findings = check_model(model)
     errs = [str(f) for f in findings if getattr(f, "severity", "error") == "error"]
     warns = [str(f) for f in findings if getattr(f, "severity", "error") != "error"]
-    return errs + qdq_problems(model), warns, "compress.exporting.trt_readiness + compress.quantize.qdq_problems"
+    return errs + qdq_problems(model), warns, "compress.exporting.trt_readiness + compress.quantization.qdq_problems"
 
 
 def resolve_layers(model, names) -> list[str]:

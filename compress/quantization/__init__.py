@@ -34,10 +34,7 @@ whose fused int8 kernels are the ones a deployment runs.
 
 from __future__ import annotations
 
-import sys
-import types
-
-from compress.quantize.calibration import (
+from compress.quantization.calibration import (
     CALIB_BATCH,
     DEFAULT_PERCENTILE,
     FLOAT_OPS,
@@ -50,7 +47,7 @@ from compress.quantize.calibration import (
     prepare,
     quantize_qdq,
 )
-from compress.quantize.command import (
+from compress.quantization.command import (
     QuantizeOptions,
     check_options,
     export_model_dir,
@@ -58,7 +55,7 @@ from compress.quantize.command import (
     quantize_onnx,
     third_party_errors,
 )
-from compress.quantize.graph import (
+from compress.quantization.graph import (
     KNOWN_DOMAINS,
     META_PREFIX,
     PRECISION_KEY,
@@ -75,7 +72,7 @@ from compress.quantize.graph import (
     trt_findings,
     weight_nodes,
 )
-from compress.quantize.measure import (
+from compress.quantization.measure import (
     EVAL_BATCH,
     _jsonable,
     accuracy_of,
@@ -85,7 +82,7 @@ from compress.quantize.measure import (
     sqnr_db,
     summary_markdown,
 )
-from compress.quantize.recipe import CPU_ISAS, TARGETS, Recipe, eval_session_settings, recipe_for
+from compress.quantization.recipe import CPU_ISAS, TARGETS, Recipe, eval_session_settings, recipe_for
 
 __all__ = [
     "CALIB_BATCH", "CPU_ISAS", "DEFAULT_PERCENTILE", "EVAL_BATCH", "FLOAT_OPS", "HISTOGRAM_BINS", "KNOWN_DOMAINS",
@@ -97,15 +94,3 @@ __all__ = [
     "recipe_for", "resolve_layers", "sensitivity_markdown", "sqnr_db", "summary_markdown", "third_party_errors",
     "trt_findings", "weight_nodes",
 ]
-
-
-class _CallableModule(types.ModuleType):
-    """`compress.quantize` is the public API's function (compress/__init__.py) and this package's name:
-    once the package is imported, Python binds the attribute to the package, so the package itself
-    must quantize when called, as the function would."""
-
-    def __call__(self, model, out, opts, **kwargs):
-        return quantize_model(model, out, opts, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,6 +1,6 @@
 """The INT8 recipe of each target: how it wants its Q/DQ graph, and where its accuracy is measured.
 
-See the package docstring (compress.quantize) for what each target's recipe is and why.
+See the package docstring (compress.quantization) for what each target's recipe is and why.
 """
 
 from __future__ import annotations

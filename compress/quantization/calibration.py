@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from compress.errors import CompressError
-from compress.quantize.graph import input_info
-from compress.quantize.recipe import Recipe, recipe_for
+from compress.quantization.graph import input_info
+from compress.quantization.recipe import Recipe, recipe_for
 
 METHODS = ("minmax", "entropy", "percentile")
 FLOAT_OPS = ("BatchNormalization", "InstanceNormalization", "LayerNormalization")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.quantize import calibration
-from compress.quantize.graph import weight_nodes
-from compress.quantize.recipe import Recipe, recipe_for
+from compress.quantization import calibration
+from compress.quantization.graph import weight_nodes
+from compress.quantization.recipe import Recipe, recipe_for
 
 EVAL_BATCH = 250
 
