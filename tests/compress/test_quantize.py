@@ -402,7 +402,7 @@ def test_trt_target_metadata_and_auto_isa(quantized, monkeypatch):
     meta = {p.key: p.value for p in onnx.load(str(quantized[0])).metadata_props}
     assert meta["compress.quant_target"] == "trt" and "compress.quant_isa" not in meta
     assert json.loads(meta["compress.quant_eval_session"])["graph_optimization_level"] == "ORT_ENABLE_BASIC"
-    from compress import quantize as q
+    from compress import quantization as q
     from compress.runtime import cpu_features
 
     monkeypatch.setattr(cpu_features, "cpu_flags", lambda cpuinfo=None: {"avx2", "fma"})

@@ -30,7 +30,7 @@ from compress.cli import main
 
 CLASSES = [f"c{i}" for i in range(10)]
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def snapshot(root: Path) -> dict[str, str]:
