@@ -207,8 +207,9 @@ def ours(spec: str, model, size: int, work: Path, row: dict) -> None:
 
     row["step"] = "onnx"
     t0 = time.perf_counter()
-    compress.export(loaded, work / "model.onnx", example=example)
+    report = compress.export(loaded, work / "model.onnx", example=example)
     row["export_s"] = round(time.perf_counter() - t0, 2)
+    row["onnx_parity"] = (report.get("onnx") or {}).get("parity")
     row["step"] = "done"
     row["status"] = "ok"
 
@@ -386,15 +387,63 @@ def sweep(names: list[str], out: Path, timeout: float) -> list[dict]:
     return rows
 
 
+def bench_yolo(out: Path, iters: int) -> int:
+    """YOLOv8n pruned 30% (random weights, random BN as above) against its unpruned self: both saved as model
+    directories and timed by `compress.bench` on ONNX Runtime CPU at batch 1, with the MACs ratio beside the
+    speed-up. Random weights change no latency: the work of a forward depends on the shapes alone."""
+    import torch
+
+    import compress
+    from compress.runtime.bench import BenchSettings
+    from compress.runtime.report import write_report
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, size = build("yolo:yolov8n")
+    model.eval()
+    randomize_bn(model)
+    unpruned = copy.deepcopy(model)
+    example = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    t0 = time.perf_counter()
+    compress.prune(model, example, percent=PERCENT)
+    prune_s = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
+        dirs = {}
+        for name, net in (("yolov8n", unpruned), ("yolov8n-slim30", model)):
+            dirs[name] = Path(tmp) / name
+            compress.save_model(net, dirs[name], input_size=size, mean=[0.0] * 3, std=[1.0] * 3)
+        macs = {n: json.loads((d / "model.json").read_text())["macs"] for n, d in dirs.items()}
+        settings = BenchSettings(backend="ort-cpu", batches=(1,), warmup=10, iters=iters)
+        command = f"python benchmarks/zoo.py --bench-yolo --iters {iters}"
+        report = compress.bench(list(dirs.values()), settings, command=command)
+        write_report(report, out)
+    p50 = {v["name"]: next(r["end_to_end"]["p50_ms"] for r in v["latency"] if r.get("status") == "ok")
+           for v in report["variants"]}
+    base, slim = (p50[n] for n in sorted(p50, key=lambda n: "slim" in n))
+    macs_ratio = macs["yolov8n"] / macs["yolov8n-slim30"]
+    info = {**machine(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    summary = {"command": command, "machine": info, "prune_s": round(prune_s, 2), "macs": macs,
+               "macs_ratio": round(macs_ratio, 3), "p50_ms": p50, "speedup": round(base / slim, 3)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"YOLOv8n 30%: MACs {macs['yolov8n'] / 1e9:.2f} G → {macs['yolov8n-slim30'] / 1e9:.2f} G "
+          f"(×{macs_ratio:.2f}); ORT CPU batch 1 p50 {base:.2f} → {slim:.2f} ms (×{base / slim:.2f}); "
+          f"pruned in {prune_s:.1f} s; report in {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--names", help="comma-separated zoo names (timm:NAME, yolo:NAME, tv:NAME); default: all")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "zoo")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per network")
+    ap.add_argument("--bench-yolo", action="store_true", help="time YOLOv8n at 30%% against itself instead")
+    ap.add_argument("--iters", type=int, default=100, help="--bench-yolo: timed iterations per variant")
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker)
+    if args.bench_yolo:
+        return bench_yolo(args.out / "yolov8n_bench", args.iters)
     names = args.names.split(",") if args.names else all_names()
     rows = sweep(names, args.out, args.timeout)
     info = {**machine(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

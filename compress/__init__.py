@@ -47,6 +47,7 @@ _API = {
     "quantize": ("compress.quantization", "quantize_model"),
     "QuantizeOptions": ("compress.quantization", "QuantizeOptions"),
     "share": ("compress.sharing.share", "share_model"),
+    "ShareOptions": ("compress.sharing.share", "ShareOptions"),
     "decompress": ("compress.sharing.share", "decompress"),
     "bench": ("compress.benchmarking", "bench_artifacts"),
     "BenchSettings": ("compress.runtime.bench", "BenchSettings"),

@@ -20,6 +20,7 @@ from torch import nn
 
 from compress import __version__
 from compress.atomic import atomic_path, write_json
+from compress.attributes import apply_attributes, changed_attributes
 from compress.errors import CompressError
 from compress.measure import count_params_macs, layer_widths
 from compress.weights_file import check_finite, read_weights
@@ -53,6 +54,7 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     check_finite(state, f"the model to save in {out_dir}")
+    attributes = _rebuilds(model, meta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META).unlink(missing_ok=True)
@@ -61,8 +63,9 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
     params, macs = count_params_macs(model, tuple(meta["input_size"]))
     full = {
         "format": FORMAT,
-        **{k: v for k, v in meta.items() if k not in ("widths", "params", "macs", "flops")},
+        **{k: v for k, v in meta.items() if k not in ("widths", "attributes", "params", "macs", "flops")},
         "widths": layer_widths(model),
+        **({"attributes": attributes} if attributes else {}),
         "params": params,
         "macs": macs,
         "flops": 2 * macs,
@@ -73,6 +76,21 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
     full.setdefault("accuracy", None)
     write_json(out_dir / META, full)
     return full
+
+
+def _rebuilds(model: nn.Module, meta: dict[str, Any]) -> dict[str, dict]:
+    """Check, before anything is written, that what model.json will say rebuilds `model`: its architecture
+    resized to the model's widths, with the module attributes pruning rewrote (returned, for model.json),
+    has the same tensors and, given the model's weights, computes the same outputs on a probe input."""
+    arch = meta["arch"]
+    with _bounded_construction(f"the architecture {arch}"):
+        rebuilt = construct(arch, meta["arch_kwargs"])
+    apply_widths(rebuilt, layer_widths(model))
+    attributes = changed_attributes(rebuilt, model)
+    apply_attributes(rebuilt, attributes, "the model's attributes")
+    _check_same_structure(rebuilt, model, arch)
+    _check_same_outputs(rebuilt, model, arch, list(meta["input_size"]))
+    return attributes
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -105,6 +123,7 @@ def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Mo
         except (ValueError, TypeError) as exc:
             raise CompressError(_first_line(exc)) from None
     apply_widths(model, meta.get("widths") or {})
+    apply_attributes(model, meta.get("attributes") or {}, where)
     return model
 
 
@@ -220,10 +239,6 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
     validate_model_meta({**meta, "widths": layer_widths(model)}, "the model's metadata", check_memory=False,
                         require_format=False)
     check_finite(model.state_dict(), "the model to save")
-    rebuilt = construct(arch, arch_kwargs)
-    apply_widths(rebuilt, layer_widths(model))
-    _check_same_structure(rebuilt, model, arch)
-    _check_same_outputs(rebuilt, model, arch, input_size)
     return save_model_dir(model, path, meta)
 
 
@@ -255,7 +270,8 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
     device = param.device if param is not None else torch.device("cpu")
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     rebuilt.to(device).eval()
-    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     was_training = model.training
     model.eval()
     try:

@@ -47,6 +47,12 @@ class Plan:
     def groups(self) -> list[dict]:
         return list(self.data["groups"])
 
+    @property
+    def check(self) -> dict | None:
+        """The self-check that pruning ran (max_relative_difference against tolerance, the forwards it took);
+        None for a plan written before there was one."""
+        return self.data.get("check")
+
     def kept(self) -> dict[str, list[int]]:
         """Kept channel indices per group, keyed by the layer that defines the group."""
         return {g["root"]: list(g["kept"]) for g in self.data["groups"]}

@@ -6,6 +6,7 @@ file and the field at fault.
 
 * `validate_plan(plan, where)`: a `compress.plan/1` or `/2` pruning plan.
 * `validate_model_meta(meta, where)`: a `compress.model/1` model.json.
+* `validate_attributes(attributes, where)`: the module attributes a model.json records (compress.attributes).
 * `check_state(state, expected, where)`: loaded tensors against the ones a module expects (names,
   dtypes, shapes): float tensors stored as int8 are refused here rather than cast by load_state_dict.
 * `check_finite(tensors, where)`: NaN or infinity in weights, naming the first tensor that holds one.
@@ -38,6 +39,9 @@ LAYER_TYPES = {
     "SelectBatchNorm2d": ("num_features", "in_channels"),
     "Linear": ("in_features", "out_features"),
 }
+
+
+MAX_ATTRIBUTE_VALUES = 4096  # ints in one module attribute (a split into more parts than any network has)
 
 
 class InvalidFileError(CompressError):
@@ -251,6 +255,29 @@ def _validate_widths(widths, where) -> int:
     return weights
 
 
+def validate_attributes(attributes, where: str) -> dict:
+    """Types and bounds of a model.json's `attributes`, before anything is built."""
+    if not isinstance(attributes, dict):
+        raise InvalidFileError(f"{where}: attributes must be an object, got {type(attributes).__name__}")
+    check_count(len(attributes), MAX_LAYERS, f"{where}: the number of modules in attributes", "MAX_LAYERS")
+    for name, attrs in attributes.items():
+        if not isinstance(attrs, dict) or not attrs:
+            raise InvalidFileError(f"{where}: attributes.{name:.80} must be a non-empty object")
+        check_count(len(attrs), 64, f"{where}: the attributes of {name:.80}", "64")
+        for attr, value in attrs.items():
+            field = f"attributes.{name:.80}.{attr:.40}"
+            if not attr.isidentifier() or attr.startswith("_"):
+                raise InvalidFileError(f"{where}: {field} is not a public attribute name")
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list):
+                check_count(len(value), MAX_ATTRIBUTE_VALUES, f"{where}: {field}", "MAX_ATTRIBUTE_VALUES")
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_WIDTH
+                                 for v in values):
+                raise InvalidFileError(f"{where}: {field} must be an integer or a list of integers in "
+                                    f"0..{MAX_WIDTH}, got {value!r:.80}")
+    return attributes
+
+
 def _last_linear(widths: dict) -> tuple[str, int] | None:
     linears = [(n, s["out_features"]) for n, s in widths.items() if s.get("type") == "Linear"]
     return linears[-1] if linears else None
@@ -316,6 +343,8 @@ def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: b
             from compress.limits import check_allocation
 
             check_allocation(weights, "float32", f"{where}: the widths")
+    if meta.get("attributes") is not None:
+        validate_attributes(meta["attributes"], where)
     if meta.get("accuracy") is not None:
         _number(meta["accuracy"], where, "accuracy", 0.0, 1.0)
     for key in ("params", "macs", "flops"):

@@ -85,8 +85,6 @@ def read_weights(path: str | Path, model: nn.Module, device: str | torch.device 
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from compress.validate import check_state
-
     path = Path(path)
     check_header(path)
     try:
@@ -94,11 +92,19 @@ def read_weights(path: str | Path, model: nn.Module, device: str | torch.device 
     except (SafetensorError, OSError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CompressError(f"{path} is corrupt: {first[:200]}") from None
-    check_state(state, model.state_dict(), str(path))
-    check_finite(state, str(path))
+    load_state(model, state, str(path), where)
+
+
+def load_state(model: nn.Module, state: dict, source: str, where: str | None = None) -> None:
+    """Load `state` (read from `source`) into `model` strictly, after checking every tensor's name, dtype and
+    shape against the model and that every value is finite; a mismatch is one line naming `source`."""
+    from compress.validate import check_state
+
+    check_state(state, model.state_dict(), source)
+    check_finite(state, source)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in lines[1:] if ln.strip()), lines[0] if lines else "")
-        raise CompressError(f"{path} does not fit {where or 'the model'}: {detail}") from None
+        raise CompressError(f"{source} does not fit {where or 'the model'}: {detail}") from None

@@ -86,52 +86,14 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
     `profile` sets min:opt:max of the batch dimension (default 1:8:32; a static batch must match it).
     `precision`, when given, must agree with what the ONNX file holds.
     """
-    from compress.exporting.fp16 import precision_of
-    from compress.exporting.metadata import metadata_of
-    from compress.exporting.onnx_file import load_onnx
-    from compress.exporting.trt_readiness import check_model, errors
-
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    model = load_onnx(onnx_path)
-    problems = errors(check_model(model))
-    if problems:
-        raise TrtReadinessError(f"{onnx_path} is not TensorRT-ready ({len(problems)} error(s); first: {problems[0]}); "
-                                f"see `compress export --check-trt {onnx_path}`")
-    held = precision_of(model)
-    if precision is not None and precision != held:
-        raise EngineBuildError(f"{onnx_path} holds a {held} model, not {precision}")
-    if dla_core is not None and held == "fp32":
-        raise EngineBuildError("DLA runs FP16 or INT8 networks only: build from an FP16 or INT8 ONNX file")
-    if opt_level is not None and not 0 <= opt_level <= 5:
-        raise ValueError(f"builder optimization level must be in 0..5, got {opt_level}")
-    meta = metadata_of(model)
-    del model
+    held, meta = _checked_source(onnx_path, precision, dla_core, opt_level)
 
     trt = import_tensorrt()
     gpu_name, capability = gpu_identity()
     logger = trt.Logger(trt.Logger.INFO if verbose else trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    # Strongly typed: tensor types come from the ONNX file. The flag is deprecated (and ignored)
-    # in TensorRT 11, where strong typing is the only mode, so it is looked up rather than assumed.
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    flags = 0 if strongly_typed is None else 1 << int(strongly_typed)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        details = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {details[:500] or 'no details'}")
-
-    config = builder.create_builder_config()
-    if workspace_mb is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if opt_level is not None:
-        config.builder_optimization_level = int(opt_level)
-    if dla_core is not None:
-        if builder.num_DLA_cores <= dla_core:
-            raise EngineBuildError(f"DLA core {dla_core} requested, this device has {builder.num_DLA_cores}")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = int(dla_core)
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    builder, network = _parsed_network(trt, logger, onnx_path)
+    config = _builder_config(trt, builder, workspace_mb, opt_level, dla_core)
     shapes = _set_profile(builder, network, config, profile)
     cache = _attach_timing_cache(config, timing_cache, log)
 
@@ -172,6 +134,59 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
     # The sidecar lands first: an engine at its final name always has its sidecar beside it.
     atomic_write_many([(sidecar_path(engine_path), sidecar_text(info).encode()), (engine_path, plan)])
     return info
+
+
+def _checked_source(onnx_path: Path, precision: str | None, dla_core: int | None, opt_level: int | None):
+    """(precision held, export metadata) of an ONNX file TensorRT can take with these options; refused otherwise."""
+    from compress.exporting.fp16 import precision_of
+    from compress.exporting.metadata import metadata_of
+    from compress.exporting.onnx_file import load_onnx
+    from compress.exporting.trt_readiness import check_model, errors
+
+    model = load_onnx(onnx_path)
+    problems = errors(check_model(model))
+    if problems:
+        raise TrtReadinessError(f"{onnx_path} is not TensorRT-ready ({len(problems)} error(s); first: {problems[0]}); "
+                                f"see `compress export --check-trt {onnx_path}`")
+    held = precision_of(model)
+    if precision is not None and precision != held:
+        raise EngineBuildError(f"{onnx_path} holds a {held} model, not {precision}")
+    if dla_core is not None and held == "fp32":
+        raise EngineBuildError("DLA runs FP16 or INT8 networks only: build from an FP16 or INT8 ONNX file")
+    if opt_level is not None and not 0 <= opt_level <= 5:
+        raise ValueError(f"builder optimization level must be in 0..5, got {opt_level}")
+    meta = metadata_of(model)
+    return held, meta
+
+
+def _parsed_network(trt, logger, onnx_path: Path):
+    """(builder, network) with the ONNX file parsed into the network."""
+    builder = trt.Builder(logger)
+    # Strongly typed: tensor types come from the ONNX file. The flag is deprecated (and ignored)
+    # in TensorRT 11, where strong typing is the only mode, so it is looked up rather than assumed.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    flags = 0 if strongly_typed is None else 1 << int(strongly_typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        details = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {onnx_path}: {details[:500] or 'no details'}")
+    return builder, network
+
+
+def _builder_config(trt, builder, workspace_mb: int | None, opt_level: int | None, dla_core: int | None):
+    config = builder.create_builder_config()
+    if workspace_mb is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    if opt_level is not None:
+        config.builder_optimization_level = int(opt_level)
+    if dla_core is not None:
+        if builder.num_DLA_cores <= dla_core:
+            raise EngineBuildError(f"DLA core {dla_core} requested, this device has {builder.num_DLA_cores}")
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(dla_core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    return config
 
 
 def _set_profile(builder, network, config, profile: BatchProfile | None) -> dict:

@@ -13,16 +13,14 @@ import re
 
 import torch.nn as nn
 
+from .errors import UnknownArchError
+
 __all__ = ["create_model", "build_from_file", "resolved_kwargs", "available_models", "UnknownArchError",
            "parse_name"]
 
 OWN_EXAMPLES = ["vgg11", "vgg13", "vgg16", "vgg19", "preresnet20", "preresnet56", "preresnet110",
                 "preresnet164", "densenet40", "densenet100"]
 TV_PREFIX = "tv_"
-
-
-class UnknownArchError(ValueError):
-    """An architecture name that no family recognises."""
 
 
 def available_models() -> list[str]:

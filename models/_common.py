@@ -51,3 +51,14 @@ def check_num_classes(num_classes: int) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     return num_classes
+
+
+def check_depth_form(family: str, depth: int, step: int, offset: int, examples: str, bound: int) -> int:
+    """n for a depth of the form step*n+offset with 1 <= n and depth <= bound (the family's blocks per stage)."""
+    form = f"{step}n+{offset}"
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < step + offset or (depth - offset) % step:
+        raise ValueError(f"{family} depth must be {form} with n >= 1 ({examples}), got {depth!r:.40}")
+    if depth > bound:
+        raise ValueError(f"{family} depth {depth} is beyond the bound of {bound} ({form} with n <= "
+                         f"{(bound - offset) // step})")
+    return (depth - offset) // step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
+from ._common import check_depth_form, check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
 
 
 # Four times the deepest DenseNet of the paper (DenseNet-BC 250); a growth rate beyond any published one.
@@ -15,12 +15,7 @@ MAX_GROWTH_RATE = 1024
 
 def check_depth(depth: int) -> int:
     """Layers per dense block for a depth of the form 3n+4."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 7 or (depth - 4) % 3:
-        raise ValueError(f"densenet depth must be 3n+4 with n >= 1 (7, 40, 100, ...), got {depth!r:.40}")
-    if depth > MAX_DEPTH:
-        raise ValueError(f"densenet depth {depth} is beyond the bound of {MAX_DEPTH} (3n+4 with n <= "
-                         f"{(MAX_DEPTH - 4) // 3})")
-    return (depth - 4) // 3
+    return check_depth_form("densenet", depth, 3, 4, "7, 40, 100, ...", MAX_DEPTH)
 
 
 class DenseLayer(nn.Module):

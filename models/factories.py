@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from . import UnknownArchError
+from .errors import UnknownArchError
 
 TIMM_FACTORIES = ("timm:create_model", "timm.models:create_model")
 ULTRALYTICS_MODULE = "ultralytics.nn.tasks"

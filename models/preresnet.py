@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
+from ._common import check_depth_form, check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
 
 EXPANSION = 4
 # The deepest network of the identity-mappings paper (He et al. 2016): ResNet-1001.
@@ -14,12 +14,7 @@ MAX_DEPTH = 1001
 
 def check_depth(depth: int) -> int:
     """Blocks per stage for a depth of the form 9n+2 (three stages of n three-layer blocks)."""
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 11 or (depth - 2) % 9:
-        raise ValueError(f"preresnet depth must be 9n+2 with n >= 1 (11, 20, 56, 164, ...), got {depth!r:.40}")
-    if depth > MAX_DEPTH:
-        raise ValueError(f"preresnet depth {depth} is beyond the bound of {MAX_DEPTH} (9n+2 with n <= "
-                         f"{(MAX_DEPTH - 2) // 9})")
-    return (depth - 2) // 9
+    return check_depth_form("preresnet", depth, 9, 2, "11, 20, 56, 164, ...", MAX_DEPTH)
 
 
 class Bottleneck(nn.Module):

@@ -21,7 +21,7 @@ import os
 import re
 from typing import Iterable, Iterator, Union
 
-from . import UnknownArchError
+from .errors import UnknownArchError
 
 ENV = "COMPRESS_TRUSTED_CODE"
 _NAME = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"

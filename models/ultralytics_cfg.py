@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from . import UnknownArchError
+from .errors import UnknownArchError
 
 MAX_LAYERS = 1024
 MAX_REPEATS = 64

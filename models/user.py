@@ -18,7 +18,7 @@ import sys
 
 import torch.nn as nn
 
-from . import UnknownArchError
+from .errors import UnknownArchError
 
 _SPEC = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 

@@ -94,9 +94,11 @@ def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     round_to = results.target_of(where)[1]
     goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
     t0 = time.time()
-    compress.slim(None, results.data_for(cfg, seed), out, percent=0.5, sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to),
-                  train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
-                  finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]),
-                  min_keep=cfg["min_keep"], round_to="auto", start_from=where / "pretrained", seed=seed,
-                  progress=args.progress, budget={"target_macs": fraction}, device=args.device)
+    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto")
+    options = compress.SlimOptions(
+        train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
+        finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
+        sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
+    compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
+                  run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
     return time.time() - t0

@@ -58,12 +58,12 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
         raise click.UsageError("--finetune-epochs needs --data")
     from compress.data.options import DataOptions
     from compress.stages._run import command_line
-    from compress.sharing.share import report_markdown, share_model
+    from compress.sharing.share import ShareOptions, report_markdown, share_model
 
     data = DataOptions(data_spec, train_limit, test_limit, seed) if data_spec else None
-    report = share_model(model_dir, out, bits=bits, offset_bits=offset_bits, prune=prune,
-                         finetune_epochs=finetune_epochs, data=data, lr=lr, batch_size=batch_size,
-                         device=device, seed=seed, command=command_line())
+    options = ShareOptions(bits=bits, offset_bits=offset_bits, prune=prune, finetune_epochs=finetune_epochs, lr=lr,
+                           batch_size=batch_size)
+    report = share_model(model_dir, out, options, data=data, device=device, seed=seed, command=command_line())
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

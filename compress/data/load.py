@@ -13,6 +13,7 @@ import torch
 
 from compress.data.cache import cache_file, load_images, plain_tar_file, remove_stale, save_images, warn
 from compress.data.decode import decode_image, image_size
+from compress.data.fits import MEMORY_SHARE, check_fits_memory, gb
 from compress.data.memory import ImageSet, stratified_indices
 from compress.data.sizing import check_input_size, storage_side, to_storage
 from compress.data.sources import (
@@ -26,13 +27,11 @@ from compress.data.sources import (
 )
 from compress.data.stream import FileItems, StreamSet, default_workers
 from compress.errors import CompressError, MixedImageSizes
-from compress.limits import check_seed, regular_file
+from compress.limits import available_memory, check_seed, regular_file
 
 DATA_ENV = "COMPRESS_DATA"
 DATA_DIR_ENV = "COMPRESS_DATA_DIR"
 MODES = ("auto", "memory", "stream")
-MEMORY_SHARE = 0.25  # auto keeps data in memory while its decoded size stays under this share of free RAM
-MEMORY_LIMIT = 0.8  # forced in-memory loading is refused above this share
 
 
 def resolve_spec(spec: str) -> str:
@@ -40,23 +39,6 @@ def resolve_spec(spec: str) -> str:
     if spec.lower() == "cifar10" and os.environ.get(DATA_ENV):
         return os.environ[DATA_ENV]
     return spec
-
-
-def available_memory() -> int:
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-def _gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
-
-
-def check_fits_memory(nbytes: int, what: str) -> None:
-    avail = available_memory()
-    if nbytes > MEMORY_LIMIT * avail:
-        raise CompressError(f"{what} would need {_gb(nbytes)} decoded but only {_gb(avail)} of memory is "
-                            "available; stream it instead (mode='stream')")
 
 
 def load_dataset(spec: str, split: str, limit: int | None = None, seed: int = 0, *,
@@ -110,7 +92,7 @@ def _load_files(path: Path, split: str, limit, seed: int, side: int | None, mode
                 images, labels, classes = cached
                 if mode == "auto":
                     drawn = "" if limit is None else f", {min(limit, len(labels))} drawn"
-                    _say(f"data: {what} in memory from the decoded cache ({len(labels)} images, {_gb(size)}{drawn})")
+                    _say(f"data: {what} in memory from the decoded cache ({len(labels)} images, {gb(size)}{drawn})")
                 data = ImageSet(images, labels, classes, _crop(side))
                 return data if limit is None else data.subset(stratified_indices(labels, limit, seed))
 
@@ -129,11 +111,11 @@ def _load_files(path: Path, split: str, limit, seed: int, side: int | None, mode
     if mode == "memory":
         if limit is None or full_bytes < MEMORY_SHARE * avail:
             # The whole split is memory-sized: decode it once and cache it; limits are subsets of it.
-            check_fits_memory(full_bytes, what)
+            check_fits_memory(full_bytes, what, avail)
             data = _decode_all(listing, everything, side)
             save_images(cached_file, data.stored, data.labels, data.classes)
             return data if limit is None else data.subset(chosen)
-        check_fits_memory(chosen_bytes, what)
+        check_fits_memory(chosen_bytes, what, avail)
         return _decode_all(listing, chosen, side)
     if not path.is_dir() and is_compressed(path):
         listing = list_archive(path, split, plain_copy=_plain_copy(path, fingerprint))
@@ -152,12 +134,12 @@ def _say(msg: str) -> None:
 
 
 def _choice_line(mode: str, what: str, n: int, h: int, w: int, nbytes: int, avail: int, workers) -> str:
-    size = f"{n} images of 3x{h}x{w} = {_gb(nbytes)} decoded"
+    size = f"{n} images of 3x{h}x{w} = {gb(nbytes)} decoded"
     if mode == "memory":
-        return f"data: {what} in memory ({size}, under {MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)"
+        return f"data: {what} in memory ({size}, under {MEMORY_SHARE:.0%} of {gb(avail)} available RAM)"
     workers = default_workers() if workers is None else workers
     return (f"data: {what} streamed from disk by {workers} DataLoader workers ({size}, over "
-            f"{MEMORY_SHARE:.0%} of {_gb(avail)} available RAM)")
+            f"{MEMORY_SHARE:.0%} of {gb(avail)} available RAM)")
 
 
 def _decoded_bytes(listing: Source, side: int | None) -> tuple[int, int, int]:

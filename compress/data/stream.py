@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler, get_worker_info
 
 from compress.data.augment import channel_stats_of, normalize
 from compress.data.decode import decode_image
+from compress.data.fits import check_fits_memory
 from compress.data.memory import check_batch_size, epoch_generator
 from compress.data.sizing import (
     RRC_RATIO,
@@ -27,6 +28,7 @@ from compress.data.sizing import (
     uses_random_resized_crop,
 )
 from compress.errors import CompressError
+from compress.limits import available_memory
 
 WORKERS_ENV = "COMPRESS_WORKERS"
 STATS_SAMPLE = 3000  # images drawn to estimate channel statistics of a streamed set
@@ -234,10 +236,8 @@ class StreamSet:
 
     def eval_images(self) -> torch.Tensor:
         """Every image as evaluation sees it, in one uint8 tensor; refused when it would not fit in memory."""
-        from compress.data.load import check_fits_memory
-
         c, h, w = self.input_size
-        check_fits_memory(len(self) * c * h * w, f"{self.description} ({len(self)} images)")
+        check_fits_memory(len(self) * c * h * w, f"{self.description} ({len(self)} images)", available_memory())
         return torch.cat(list(self._uint8_chunks())) if len(self) else torch.empty(0, c, h, w, dtype=torch.uint8)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:

@@ -18,10 +18,11 @@ from compress.errors import CompressError
 from compress.sharing.container import SharedTensor
 
 
-def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: ImageSet, mean, std, *,
+def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: ImageSet, normalization: dict, *,
                        epochs: int, lr: float = 1e-4, batch_size: int = 128, device="cpu", seed: int = 0,
                        log=None) -> list[dict]:
-    """Train the codebooks of `shared` in place (and the model's other parameters); returns per-epoch logs."""
+    """Train the codebooks of `shared` in place (and the model's other parameters) on images normalized by
+    `normalization` (model.json's mean and std); returns per-epoch logs."""
     if epochs < 1:
         return []
     device = torch.device(device)
@@ -47,7 +48,8 @@ def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: Imag
             for t, c, idx, keep in zip(shared, centroids, indices, keeps):
                 params[t.name].copy_(torch.where(keep, c[idx], torch.zeros((), device=device)).view(t.shape))
 
-    batches = train.batches(batch_size, mean, std, train=True, device=device, seed=seed, drop_last=len(train) > batch_size)
+    batches = train.batches(batch_size, normalization["mean"], normalization["std"], train=True, device=device,
+                            seed=seed, drop_last=len(train) > batch_size)
     history = []
     for epoch in range(epochs):
         batches.set_epoch(epoch)

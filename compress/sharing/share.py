@@ -209,23 +209,36 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAULT_BITS,
-                offset_bits: str = DEFAULT_OFFSET_BITS, prune: float | None = None, finetune_epochs: int = 0,
-                data=None, lr: float = 1e-4, batch_size: int = 128, device: str | None = None, seed: int = 0,
-                command: str | None = None) -> dict:
-    """Run the sharing pipeline; `data` is a compress.data.options.DataOptions (needed for accuracy and fine-tuning)."""
-    bit_spec = parse_bits(bits, "--bits")
-    off_spec = parse_bits(offset_bits, "--offset-bits", 1, 16, default=(8, 5))
-    if prune is not None and not 0.0 <= prune < 1.0:
-        raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {prune}")
-    if finetune_epochs and data is None:
+@dataclass(frozen=True)
+class ShareOptions:
+    """What `compress share` does: codebook bits per layer kind ('conv=4,fc=3' or one number), the bits of
+    the sparse offsets, the share of each layer's weights to prune first (None: none), and the epochs,
+    learning rate and batch size of centroid fine-tuning (0 epochs: none; fine-tuning needs data)."""
+
+    bits: str = DEFAULT_BITS
+    offset_bits: str = DEFAULT_OFFSET_BITS
+    prune: float | None = None
+    finetune_epochs: int = 0
+    lr: float = 1e-4
+    batch_size: int = 128
+
+
+def share_model(model_dir: str | Path, out_dir: str | Path, options: ShareOptions = ShareOptions(), *,
+                data=None, device: str | None = None, seed: int = 0, command: str | None = None) -> dict:
+    """Run the sharing pipeline; `data` is a compress.DataOptions (needed for accuracy and fine-tuning)."""
+    o = options
+    bit_spec = parse_bits(o.bits, "--bits")
+    off_spec = parse_bits(o.offset_bits, "--offset-bits", 1, 16, default=(8, 5))
+    if o.prune is not None and not 0.0 <= o.prune < 1.0:
+        raise CompressError(f"--prune-weights must be a fraction in [0, 1), got {o.prune}")
+    if o.finetune_epochs and data is None:
         raise CompressError("--finetune-epochs needs --data")
-    if not prune and str(offset_bits) != DEFAULT_OFFSET_BITS:
+    if not o.prune and str(o.offset_bits) != DEFAULT_OFFSET_BITS:
         raise CompressError("--offset-bits applies to layers pruned by --prune-weights; give --prune-weights too")
     from compress.limits import check_float32, check_seed
 
     check_seed(seed, "--seed")
-    check_float32(lr, "--lr", positive=True)
+    check_float32(o.lr, "--lr", positive=True)
     from compress.guard import check_outputs
 
     out_dir = Path(out_dir)
@@ -235,8 +248,8 @@ def share_model(model_dir: str | Path, out_dir: str | Path, *, bits: str = DEFAU
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
     with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
         try:
-            return _share(Path(model_dir), out_dir, _Request(bit_spec, off_spec, prune, finetune_epochs, data, lr,
-                                                             batch_size, device, seed, command))
+            return _share(Path(model_dir), out_dir, _Request(bit_spec, off_spec, o.prune, o.finetune_epochs, data,
+                                                             o.lr, o.batch_size, device, seed, command))
         except Exception as exc:  # noqa: BLE001 - a full disk, a read-only directory: one line naming the file
             line = write_failure(exc, out_dir)
             if line is None:
@@ -290,8 +303,7 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     if finetune_epochs:
         from compress.sharing.finetune import finetune_centroids
 
-        norm = meta["normalization"]
-        history = finetune_centroids(model, shared, data.split("train"), norm["mean"], norm["std"],
+        history = finetune_centroids(model, shared, data.split("train"), meta["normalization"],
                                      epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
                                      log=_log)
         # A learning rate that overflows the centroids must not ship as a complete-looking model.
@@ -352,7 +364,8 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     from compress.artifact import build_model, save_model_dir
     from compress.atomic import move_into, scratch_dir
     from compress.guard import check_outputs, is_model_dir
-    from compress.validate import check_state, validate_model_meta
+    from compress.validate import validate_model_meta
+    from compress.weights_file import load_state
 
     path, out_dir = Path(path), Path(out_dir)
     inputs = [("--decompress", path)]
@@ -363,13 +376,7 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     validate_model_meta(meta, f"{path}: the embedded model.json", require_format=False)
     model = build_model(meta)
     state = restore_state(shared, raw)
-    check_state(state, model.state_dict(), str(path))
-    check_finite(state, str(path))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CompressError(f"{path} does not fit its own model description: {first[-1].strip()}") from None
+    load_state(model, state, str(path), "its own model description")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     meta = {**meta, "decompressed_from": {"path": str(path), "sha256": digest}}
     with output_lock(out_dir, command or "compress share --decompress", directory=True), signals_as_exceptions():

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from compress.slimming.selfcheck import _replacement_hooks, relative_difference
 from compress.slimming.compensate import restore, silence
+from compress.slimming.reference import relative_difference, replacement_hooks
 
 
 def failing_module(model: nn.Module, probe: torch.Tensor) -> tuple[str | None, str]:
@@ -67,7 +67,7 @@ def first_divergence(pruned: nn.Module, reference: nn.Module, removal, deltas: d
     """(name, "name (Class)") of the first module, in the reference's order, whose output differs."""
     hooks, (order, ref_out) = _record(reference)
     saved = silence(reference, removal.bn, beta=not compensate)
-    replace = _replacement_hooks(reference, removal, deltas, 0)
+    replace = replacement_hooks(reference, removal, deltas, 0)
     try:
         reference(probe)
     finally:

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.slimming.compensate import restore, silence
+from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
+
 
 class SelfCheckError(CompressError):
     """The pruned network is not what pruning says it is; `module` names where it first went wrong."""
@@ -54,79 +55,6 @@ def _exact_math():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
-def flatten_outputs(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in flatten_outputs(o)]
-    if isinstance(out, dict):
-        return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
-    return []
-
-
-def _replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -> list:
-    """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)."""
-    modules = dict(reference.named_modules())
-    hooks = []
-    for name, idx in removal.inputs.items():
-        mod = modules[name]
-
-        def pre(m, args, idx=idx):
-            x = args[0].clone()
-            x[start:, torch.as_tensor(idx, device=x.device)] = 0
-            return (x, *args[1:])
-
-        hooks.append(mod.register_forward_pre_hook(pre))
-        if name in deltas:
-            def post(m, args, out, delta=deltas[name]):
-                out = out.clone()
-                shape = (1, -1) + (1,) * (out.dim() - 2)
-                out[start:] += delta.to(out).view(shape)
-                return out
-
-            hooks.append(mod.register_forward_hook(post))
-    return hooks
-
-
-@torch.no_grad()
-def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
-    """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
-    n = probe.shape[0]
-    saved = silence(reference, removal.bn, beta=not compensate)
-    try:
-        hooks = _replacement_hooks(reference, removal, deltas, n)
-        try:
-            both = flatten_outputs(reference(torch.cat([probe, probe])))
-        finally:
-            for h in hooks:
-                h.remove()
-        if all(t.dim() and t.shape[0] == 2 * n for t in both):
-            return [t[:n] for t in both], [t[n:] for t in both], 1
-        hooks = _replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
-        try:
-            return None, flatten_outputs(reference(probe)), 2
-        finally:
-            for h in hooks:
-                h.remove()
-    finally:
-        restore(saved)
-
-
-def relative_difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
-    if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
-        return float("inf")
-    worst = 0.0
-    for a, b in zip(got, want):
-        if not a.numel():
-            continue
-        a, b = a.double(), b.double()
-        if not bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()):
-            return float("inf")
-        scale = max(float(b.abs().max()), 1e-12)
-        worst = max(worst, float((a - b).abs().max()) / scale)
-    return worst
 
 
 def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,

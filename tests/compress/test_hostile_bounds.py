@@ -112,8 +112,6 @@ def test_model_json_with_more_layers_than_max_layers(work):
 
 # --- depths of registry names -------------------------------------------------------------------------
 
-DEPTH = "models/: a bound on preresnet/densenet depth, named in the error, before anything is built"
-
 
 @pytest.fixture
 def warm():
@@ -125,21 +123,18 @@ def warm():
     import compress.stages.train  # noqa: F401
 
 
-@xfail("ecosystem", DEPTH)
 @pytest.mark.parametrize("name,depth", [("preresnet900002", "900002"), ("densenet3000004", "3000004")])
 def test_info_on_an_absurd_depth(work, warm, name, depth):
     with memory_cap(), deadline(3):
         refused_unchanged(work, ["info", name], depth, "depth", "bound")
 
 
-@xfail("ecosystem", DEPTH)
 def test_train_on_an_absurd_depth_is_refused_before_the_data_is_read(work, warm):
     with memory_cap(), deadline(3):
         refused_unchanged(work, ["train", "--arch", "preresnet900002", "--data", work / "data", "--out", work / "t",
                                  "--epochs", "1"], "900002", "depth", "bound")
 
 
-@xfail("ecosystem", DEPTH)
 def test_create_model_on_an_absurd_depth():
     from compress.models import create_model
 
@@ -171,7 +166,6 @@ def test_export_with_a_parity_limit_of_a_billion(work):
 BENCH = "runtime (runtime/bench.py BenchSettings: thread and batch bounds, named)"
 
 
-@xfail("runtime", BENCH)
 @pytest.mark.parametrize("field,value,needle", [("threads", 10 ** 6, "thread"), ("batches", (2 ** 40,), "batch"),
                                                 ("streams", 10 ** 6, "stream")])
 def test_bench_settings_bound_threads_batches_and_streams(field, value, needle):

@@ -179,10 +179,6 @@ def duplicate_tensor_name(weights):
     return name
 
 
-DUPLICATES = "compress/artifact.py: a safetensors header naming a tensor twice is refused, as docs/ARTIFACTS.md says"
-
-
-@xfail("ecosystem", DUPLICATES)
 @pytest.mark.parametrize("command", ["info", "eval"])
 def test_weights_that_name_a_tensor_twice(work, command):
     name = duplicate_tensor_name(work / "vgg" / "model.safetensors")

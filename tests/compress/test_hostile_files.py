@@ -142,7 +142,7 @@ def model_file_commands(w, fifo):
     "quantize", "import", "export",
     pytest.param("info", marks=xfail("ecosystem", "info opens an .onnx FIFO: regular_file() before reading")),
     pytest.param("eval", marks=xfail("ecosystem", "compress/onnx_eval.py opens an .onnx FIFO")),
-    pytest.param("bench", marks=xfail("runtime", "runtime/ opens an .onnx FIFO: non-regular files in runtime")),
+    "bench",
 ])
 def test_a_model_file_that_is_a_fifo(work, command):
     os.mkfifo(work / "fifo.onnx" if command != "import" else work / "fifo.safetensors")
@@ -275,7 +275,7 @@ def deep_classes_onnx(work):
     pytest.param("info", marks=xfail("ecosystem", "export/metadata.py: compress.classes through a bounded parser")),
     pytest.param("eval", marks=xfail("ecosystem", "compress/onnx_eval.py: compress.classes through a bounded parser")),
     pytest.param("export", marks=xfail("ecosystem", "export/metadata.py (--fp16 from an ONNX file)")),
-    pytest.param("bench", marks=xfail("runtime", "runtime/: the bounded strict JSON reader for ONNX metadata")),
+    "bench",
 ])
 def test_onnx_class_metadata_nested_100k_deep(work, command):
     deep = deep_classes_onnx(work)

@@ -4,8 +4,8 @@ never searched for it, and nothing is imported before the name has passed that c
 
 The stranger's archive unpacks as `m/model.json` ("arch": "evilmod:Net") with `evilmod.py` beside `m`;
 the user `cd`s into it and runs a command on `m`. Importing evilmod leaves a file behind, so "nothing
-changed" (every file hashed before and after) is also "nothing ran". These cases wait for ecosystem's
-trust check in models/ (xfail, strict): they fail today, and pass once it lands.
+changed" (every file hashed before and after) is also "nothing ran". The trust check is in
+compress.models.trust (docs/SECURITY.md).
 """
 
 import json
@@ -13,11 +13,7 @@ import sys
 import uuid
 
 import pytest
-from hostile_support import FAILURES, bench_refused, fresh_copy, invoke, refused_unchanged, snapshot, workspace
-
-TRUST = pytest.mark.xfail(strict=True, raises=FAILURES,
-                          reason="issue 18: fixed by ecosystem (trust: models/user.py imports an arch read from a "
-                                 "file only when the user trusts it; never from the current directory)")
+from hostile_support import bench_refused, fresh_copy, invoke, refused_unchanged, snapshot, workspace
 
 EVIL = '''
 import pathlib
@@ -67,7 +63,6 @@ def commands(root):
     }
 
 
-@TRUST
 @pytest.mark.parametrize("command", ["info", "eval", "export", "prune", "share", "bench", "finetune", "quantize",
                                      "train --like", "slim --from"])
 def test_a_model_directory_naming_a_module_in_the_current_directory(stranger, command):
@@ -77,7 +72,6 @@ def test_a_model_directory_naming_a_module_in_the_current_directory(stranger, co
     assert not (root / "PWNED").exists() and module not in sys.modules
 
 
-@TRUST
 def test_load_model_does_not_import_a_module_from_the_current_directory(stranger):
     import compress
 
@@ -88,7 +82,6 @@ def test_load_model_does_not_import_a_module_from_the_current_directory(stranger
     assert module not in sys.modules and snapshot(root) == before
 
 
-@TRUST
 def test_a_dcz_whose_embedded_model_json_names_a_module_in_the_current_directory(stranger):
     """share --decompress rebuilds the network its .dcz describes: the embedded arch is a stranger's too."""
     from compress.sharing.container import decode_container, encode_container
@@ -114,14 +107,12 @@ def zen(stranger, monkeypatch):
     sys.modules.pop("this", None)
 
 
-@TRUST
 def test_an_installed_module_with_import_side_effects_is_not_imported(zen, capsys):
     result = invoke(["info", zen / "m"])
     assert "this" not in sys.modules, "the module named by model.json was imported"
     assert result.exit_code == 2 and "Beautiful is better" not in result.output + capsys.readouterr().out
 
 
-@TRUST
 def test_the_api_does_not_import_an_installed_module_named_by_a_file(zen):
     import compress
 

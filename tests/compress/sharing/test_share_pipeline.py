@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from compress.artifact import load_model_dir, save_model_dir
 from compress.errors import CompressError
-from compress.sharing.share import decompress, parse_bits, share_model
+from compress.sharing.share import ShareOptions, decompress, parse_bits, share_model
 
 ARCH_KWARGS = {"num_classes": 4, "width": 0.125}
 
@@ -60,7 +60,7 @@ def test_parse_bits():
 
 
 def test_share_limits_distinct_values_and_round_trips(model_dir, tmp_path):
-    report = share_model(model_dir, tmp_path / "shared", bits="conv=3,fc=2")
+    report = share_model(model_dir, tmp_path / "shared", ShareOptions(bits="conv=3,fc=2"))
     model, meta = load_model_dir(tmp_path / "shared")
     for name, w in layer_weights(model).items():
         assert np.unique(w).size <= (4 if name == "classifier" else 8), name
@@ -83,7 +83,8 @@ def test_share_limits_distinct_values_and_round_trips(model_dir, tmp_path):
 
 
 def test_pruned_sharing_keeps_sparsity(model_dir, tmp_path):
-    report = share_model(model_dir, tmp_path / "shared", bits="conv=4,fc=3", prune=0.6, offset_bits="conv=4,fc=3")
+    options = ShareOptions(bits="conv=4,fc=3", prune=0.6, offset_bits="conv=4,fc=3")
+    report = share_model(model_dir, tmp_path / "shared", options)
     model, _ = load_model_dir(tmp_path / "shared")
     for name, w in layer_weights(model).items():
         assert (w == 0).mean() >= 0.6 - 1 / w.size, name
@@ -100,9 +101,10 @@ def test_finetuning_moves_centroids_but_keeps_codebook_and_mask(model_dir, image
     from compress.data.options import DataOptions
 
     data = DataOptions(str(image_folder))
-    share_model(model_dir, tmp_path / "plain", bits="conv=3,fc=2", prune=0.5)
-    report = share_model(model_dir, tmp_path / "tuned", bits="conv=3,fc=2", prune=0.5, finetune_epochs=2,
-                         data=data, lr=0.01, batch_size=8)
+    share_model(model_dir, tmp_path / "plain", ShareOptions(bits="conv=3,fc=2", prune=0.5))
+    report = share_model(model_dir, tmp_path / "tuned",
+                         ShareOptions(bits="conv=3,fc=2", prune=0.5, finetune_epochs=2, lr=0.01, batch_size=8),
+                         data=data)
     plain, _ = load_model_dir(tmp_path / "plain")
     tuned, meta = load_model_dir(tmp_path / "tuned")
     moved = False
@@ -131,7 +133,7 @@ def test_cli_share_and_decompress(model_dir, tmp_path):
 def test_cli_rejects_a_damaged_file_in_one_line(model_dir, tmp_path):
     from compress.cli import main
 
-    share_model(model_dir, tmp_path / "s", bits="4")
+    share_model(model_dir, tmp_path / "s", ShareOptions(bits="4"))
     dcz = tmp_path / "s" / "model.dcz"
     blob = bytearray(dcz.read_bytes())
     blob[len(blob) // 2] ^= 1

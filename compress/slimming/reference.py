@@ -1,0 +1,84 @@
+"""What the pruned network should compute: the unpruned reference with the removed channels silenced and,
+at every layer that reads them, those inputs replaced by the constant compensation folded in (see
+compress.slimming.selfcheck, which compares against it, and compress.slimming.diagnose, which finds where a
+failing pruning first diverges from it)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.slimming.compensate import restore, silence
+
+
+def flatten_outputs(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in flatten_outputs(o)]
+    if isinstance(out, dict):
+        return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
+    return []
+
+
+def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -> list:
+    """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)."""
+    modules = dict(reference.named_modules())
+    hooks = []
+    for name, idx in removal.inputs.items():
+        mod = modules[name]
+
+        def pre(m, args, idx=idx):
+            x = args[0].clone()
+            x[start:, torch.as_tensor(idx, device=x.device)] = 0
+            return (x, *args[1:])
+
+        hooks.append(mod.register_forward_pre_hook(pre))
+        if name in deltas:
+            def post(m, args, out, delta=deltas[name]):
+                out = out.clone()
+                shape = (1, -1) + (1,) * (out.dim() - 2)
+                out[start:] += delta.to(out).view(shape)
+                return out
+
+            hooks.append(mod.register_forward_hook(post))
+    return hooks
+
+
+@torch.no_grad()
+def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
+    """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
+    n = probe.shape[0]
+    saved = silence(reference, removal.bn, beta=not compensate)
+    try:
+        hooks = replacement_hooks(reference, removal, deltas, n)
+        try:
+            both = flatten_outputs(reference(torch.cat([probe, probe])))
+        finally:
+            for h in hooks:
+                h.remove()
+        if all(t.dim() and t.shape[0] == 2 * n for t in both):
+            return [t[:n] for t in both], [t[n:] for t in both], 1
+        hooks = replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
+        try:
+            return None, flatten_outputs(reference(probe)), 2
+        finally:
+            for h in hooks:
+                h.remove()
+    finally:
+        restore(saved)
+
+
+def relative_difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:
+    if len(got) != len(want) or any(a.shape != b.shape for a, b in zip(got, want)):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(got, want):
+        if not a.numel():
+            continue
+        a, b = a.double(), b.double()
+        if not bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()):
+            return float("inf")
+        scale = max(float(b.abs().max()), 1e-12)
+        worst = max(worst, float((a - b).abs().max()) / scale)
+    return worst
