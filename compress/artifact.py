@@ -22,6 +22,7 @@ from compress import __version__
 from compress.atomic import atomic_path, write_json
 from compress.attributes import apply_attributes, changed_attributes
 from compress.errors import CompressError
+from compress.limits import read_json, regular_file
 from compress.measure import count_params_macs, layer_widths
 from compress.weights_file import check_finite, read_weights
 from compress.widths import apply_widths
@@ -102,10 +103,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CompressError(f"model directory not found: {path}")
     if not (path / META).is_file():
         raise CompressError(f"{path} is not a model directory (no {META}; an interrupted run leaves none)")
-    try:
-        meta = json.loads((path / META).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CompressError(f"{path / META} is not valid JSON: {exc}") from None
+    meta = read_json(path / META)
     return validate_model_meta(meta, str(path / META))
 
 
@@ -307,12 +305,21 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu", *,
     shapes, finite values)."""
     path = Path(path)
     meta = read_meta(path)
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise CompressError(f"{path} has {META} but no {WEIGHTS}")
+    weights = weights_of(path)
     model = build_model(meta, trust=trust, where=str(path / META))
     read_weights(weights, model, device, where=f"{meta['arch']} with the widths in {META}")
     return model.to(device).eval(), meta
+
+
+def weights_of(path: Path) -> Path:
+    """The weights file of a model directory, refused when missing or not a regular file (a FIFO
+    would block the reader forever)."""
+    weights = path / WEIGHTS
+    try:
+        regular_file(weights)
+    except FileNotFoundError:
+        raise CompressError(f"{path} has {META} but no {WEIGHTS}") from None
+    return weights
 
 
 def derived_meta(parent_meta: dict[str, Any], parent_dir: str | Path | None, **updates) -> dict[str, Any]:

@@ -48,14 +48,12 @@ def load_checked(path: Path):
     """(model, meta) of a model directory after every check: model.json's fields and sizes, then each
     tensor's name, dtype and shape against the module model.json describes (refused, never cast), the
     safetensors header and finite values (compress.weights_file)."""
-    from compress.artifact import META, WEIGHTS, build_model, read_meta
+    from compress.artifact import META, build_model, read_meta, weights_of
     from compress.validate import validate_model_meta
     from compress.weights_file import read_weights
 
     meta = validate_model_meta(read_meta(path), str(path / META))
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise CompressError(f"{path} has {META} but no {WEIGHTS}")
+    weights = weights_of(path)
     model = build_model(meta)
     read_weights(weights, model, where=meta["arch"])
     return model.eval(), meta

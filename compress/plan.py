@@ -7,7 +7,6 @@ architecture removes exactly the recorded channels, whatever that instance's γ 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +73,15 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plan":
+        from compress.limits import read_json
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
         except FileNotFoundError:
             raise CompressError(f"plan not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CompressError(f"cannot read plan {path}: {exc}") from None
+        except OSError as exc:
+            raise CompressError(f"cannot read plan {path}: {exc.strerror or exc}") from None
         plan = cls(data)
         plan.validate(source=str(path))
         return plan

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.limits import regular_file
 
 # safetensors' own limit on the header size
 MAX_HEADER = 100_000_000
@@ -25,7 +26,7 @@ MAX_HEADER = 100_000_000
 def check_header(path: str | Path) -> dict:
     """The header of a safetensors file, refused when it is truncated, oversized or lists a name twice."""
     path = Path(path)
-    size = path.stat().st_size
+    size = regular_file(path).st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:

@@ -4,7 +4,6 @@ the accuracy right after pruning and BN statistics re-estimated when the pruning
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from compress.artifact import derived_meta, load_model_dir, save_model_dir
 from compress.atomic import write_json
 from compress.data.options import DataOptions
 from compress.errors import CompressError
+from compress.limits import read_json
 from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
 from compress.stages._run import check_classes, command_line, log, writing
 from compress.training import evaluate, pick_device
@@ -80,9 +80,11 @@ def _read_plan(plan_path) -> dict | None:
     if plan_path is None:
         return None
     try:
-        return json.loads(Path(plan_path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CompressError(f"cannot read plan {plan_path}: {exc}") from None
+        return read_json(Path(plan_path))
+    except FileNotFoundError:
+        raise CompressError(f"plan not found: {plan_path}") from None
+    except OSError as exc:
+        raise CompressError(f"cannot read plan {plan_path}: {exc.strerror or exc}") from None
 
 
 def _pruned(model, meta: dict, request: PruneRequest, plan: dict | None):
