@@ -76,7 +76,7 @@ def _describe_onnx(path: Path) -> dict:
     from compress.exporting.onnx_file import load_onnx
     from compress.runtime.onnx_flops import count_onnx
 
-    if not path.is_file():
+    if not path.exists():
         raise CompressError(f"ONNX file not found: {path}")
     try:
         model = load_onnx(path)

@@ -21,7 +21,7 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     from compress.runtime.errors import RuntimeBenchError
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CompressError(f"ONNX file not found: {path}")
     try:
         proto = load_onnx(path)

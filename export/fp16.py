@@ -32,7 +32,10 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
     """
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     model = load_onnx(onnx_in)
-    precision = precision_of(model)
+    try:
+        precision = precision_of(model)
+    except ValueError as exc:  # its metadata is not what this toolkit writes (e.g. nested too deep)
+        raise ExportError(f"{onnx_in}: {exc}") from None
     if precision != "fp32":
         raise ExportError(f"{onnx_in} is already {precision}; FP16 conversion needs an FP32 model")
     from onnxconverter_common import float16

@@ -114,7 +114,7 @@ def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:
         key = _short(prop.key)
         if key in out:
             raise ValueError(f"ONNX metadata {prop.key} appears twice")
-        out[key] = _decode(key, prop.value)
+        out[key] = _decode(key, prop.value, prop.key)
     return out
 
 
@@ -134,13 +134,18 @@ def checked_metadata(onnx_path: str | Path) -> dict[str, Any]:
         raise ValueError(text if str(onnx_path) in text else f"{onnx_path}: {text}") from None
 
 
-def _decode(key: str, value: str) -> Any:
+def _decode(key: str, value: str, name: str) -> Any:
+    """A metadata value, JSON parsed strictly and bounded (size, depth, duplicate keys, NaN): a stranger's
+    file could nest `compress.classes` 100k deep. A value of another key that fails to parse stays a string."""
+    from compress.runtime.errors import InputFileError
+    from compress.runtime.strict_json import parse_json
+
     if key in JSON_KEYS or value[:1] in ("[", "{"):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return parse_json(value, f"ONNX metadata {name}")
+        except InputFileError as exc:
             if key in JSON_KEYS:
-                raise ValueError(f"ONNX metadata {PREFIX}{key} is not valid JSON: {value[:80]!r}") from None
+                raise ValueError(str(exc)[:300]) from None
     return value
 
 

@@ -8,6 +8,8 @@ import onnx
 
 from compress.exporting._files import atomic_write_bytes
 from compress.exporting.errors import OnnxFileError
+from compress.runtime.errors import InputFileError
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 
 # Protobuf refuses single messages above 2 GiB; CNNs in this toolkit stay far below.
 _PROTOBUF_LIMIT = 2**31 - 1
@@ -20,9 +22,12 @@ def load_onnx(path: str | Path, *, check: bool = True, external_data: bool = Tru
     imports or the initializers its nodes read; the checker catches those cases.
     """
     path = Path(path)
-    if not path.is_file():
-        raise OnnxFileError(f"ONNX file not found: {path}")
-    if path.stat().st_size == 0:
+    try:
+        # A FIFO would block onnx.load forever, a device never ends: refused before it is opened.
+        size = check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
+    except InputFileError as exc:
+        raise OnnxFileError(str(exc)) from None
+    if size == 0:
         raise OnnxFileError(f"{path} is empty")
     try:
         model = onnx.load(str(path), load_external_data=external_data)

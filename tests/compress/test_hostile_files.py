@@ -139,8 +139,7 @@ def model_file_commands(w, fifo):
 
 @pytest.mark.parametrize("command", [
     "quantize", "import", "export",
-    pytest.param("info", marks=xfail("ecosystem", "info opens an .onnx FIFO: regular_file() before reading")),
-    pytest.param("eval", marks=xfail("ecosystem", "compress/onnx_eval.py opens an .onnx FIFO")),
+    "info", "eval",
     "bench",
 ])
 def test_a_model_file_that_is_a_fifo(work, command):
@@ -265,9 +264,7 @@ def deep_classes_onnx(work):
 
 @pytest.mark.parametrize("command", [
     "quantize",
-    pytest.param("info", marks=xfail("ecosystem", "export/metadata.py: compress.classes through a bounded parser")),
-    pytest.param("eval", marks=xfail("ecosystem", "compress/onnx_eval.py: compress.classes through a bounded parser")),
-    pytest.param("export", marks=xfail("ecosystem", "export/metadata.py (--fp16 from an ONNX file)")),
+    "info", "eval", "export",
     "bench",
 ])
 def test_onnx_class_metadata_nested_100k_deep(work, command):
