@@ -12,6 +12,7 @@ import click
 
 from compress.cli.params import FRACTION, NON_NEGATIVE
 from compress.errors import CompressError
+from compress.limits import MAX_BATCH
 from compress.stages.export import RANDOM_INPUTS
 
 
@@ -69,6 +70,8 @@ def export(source, onnx_out, trt_out, check_trt, opset, batch, dynamic_batch, fp
             _check_trt(source, as_json)
             return
         _check_usage(source, onnx_out, trt_out, fp16, int8_onnx)
+        _check_trt_options(trt_out, {"--workspace": workspace, "--timing-cache": timing_cache,
+                                     "--opt-level": opt_level, "--dla-core": dla_core})
         profile, onnx_batch = _batch(batch, trt_out)
         engine = None if trt_out is None else Engine(trt_out, profile=profile, workspace_mb=workspace,
                                                      timing_cache=timing_cache, opt_level=opt_level,
@@ -101,6 +104,14 @@ def _check_usage(source, onnx_out, trt_out, fp16, int8_onnx) -> None:
         raise click.UsageError("SOURCE is already ONNX: --onnx with an .onnx SOURCE needs --fp16")
 
 
+def _check_trt_options(trt_out, given: dict) -> None:
+    """TensorRT's options mean nothing without --trt: refused rather than silently ignored."""
+    named = [name for name, value in given.items() if value is not None]
+    if trt_out is None and named:
+        raise click.UsageError(f"{', '.join(named)} configure{'s' if len(named) == 1 else ''} the TensorRT engine: "
+                               "add --trt OUT.engine, or drop it")
+
+
 def _batch(batch, trt_out):
     """--batch: the engine's MIN:OPT:MAX profile with --trt, else the ONNX export's one batch size."""
     if batch is None:
@@ -119,6 +130,8 @@ def _batch(batch, trt_out):
                                  "(MIN:OPT:MAX is for --trt)", param_hint="--batch") from None
     if value < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch")
+    if value > MAX_BATCH:  # torch would be asked for the example batch's memory at once
+        raise click.BadParameter(f"{value:,} is over the bound of {MAX_BATCH:,} (MAX_BATCH)", param_hint="--batch")
     return None, value
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _recipe, _run, data_options, recipe_options
-from compress.cli.params import FiniteFloat
+from compress.cli.params import OUT_DIR, FiniteFloat
 
 
 @click.command("finetune")
 @click.argument("model_dir", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--out", type=OUT_DIR, required=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--distill", "distill_dir", type=click.Path(path_type=Path), default=None,
               help="Teacher model directory: learn from its soft targets too (Hinton et al.).")

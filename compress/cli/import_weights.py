@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from compress.cli.params import OUT_DIR
+
 from compress.cli.options import _data, parse_arch_kwargs
 
 
@@ -26,7 +28,7 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 @click.command("import")
 @click.argument("weights", type=click.Path(path_type=Path))
 @click.option("--arch", required=True, help="Registry name (resnet18, vgg19, ...) or package.module:Class.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
+@click.option("--out", type=OUT_DIR, required=True, help="Model directory.")
 @click.option("--arch-kwargs", "arch_kwargs_json", default=None, metavar="JSON",
               help="Constructor arguments as a JSON object.")
 @click.option("--input-size", type=click.IntRange(min=8, max=4096), default=None,

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from compress.cli.params import POSITIVE, FiniteFloat
+from compress.cli.params import POSITIVE, SEED, FiniteFloat
 
 # How a pruning request's keywords read on the command line, for its conflict messages.
 OPTION_NAMES = {"percent": "--percent", "target_macs": "--target-macs", "target_params": "--target-params",
@@ -21,7 +21,7 @@ def data_options(f):
                                              "DataLoader workers; auto: memory when it fits.")(f)
     f = click.option("--input-size", type=click.IntRange(min=8, max=4096), default=None,
                      help="Train and evaluate at N×N pixels (default: the images' own size, which must be one).")(f)
-    f = click.option("--seed", type=click.IntRange(0, 2 ** 63 - 1), default=0, show_default=True,
+    f = click.option("--seed", type=SEED, default=0, show_default=True,
                      help="Seed for data order, subsets, init.")(f)
     f = click.option("--test-limit", type=click.IntRange(min=1), default=None,
                      help="Use N test images (stratified).")(f)
@@ -85,13 +85,15 @@ def arch_options(f):
 
 
 def parse_arch_kwargs(text: str | None) -> dict:
+    from compress.errors import CompressError
+    from compress.limits import parse_json
+
     if not text:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc.msg} at character {exc.pos})",
-                                 param_hint="--arch-kwargs") from None
+    try:  # strict and bounded, as for a file: 100k levels of nesting would end in RecursionError
+        value = parse_json(text, "the value")
+    except CompressError as exc:
+        raise click.BadParameter(str(exc), param_hint="--arch-kwargs") from None
     if not isinstance(value, dict):
         raise click.BadParameter(f"must be a JSON object, got {type(value).__name__}", param_hint="--arch-kwargs")
     return value

@@ -8,6 +8,7 @@ names the option.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -107,3 +108,43 @@ class RoundTo(click.ParamType):
 
 
 ROUND_TO = RoundTo()
+
+
+class Seed(click.ParamType):
+    """A seed every generator we use accepts: [0, MAX_SEED] (compress.limits), refused at parse time,
+    before any data is read or a model built."""
+
+    name = "seed"
+
+    def convert(self, value, param, ctx):
+        from compress.errors import CompressError
+        from compress.limits import check_seed
+
+        try:
+            number = int(value.strip()) if isinstance(value, str) else value
+        except ValueError:
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        try:
+            return check_seed(number, "the seed")
+        except CompressError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SEED = Seed()
+
+
+class OutDir(click.Path):
+    """An output directory. An empty name is refused: Path('') is the current directory, so `--out ''`
+    (an unset shell variable) would write a model into wherever the command was started."""
+
+    def __init__(self):
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty name would mean the current directory; give the output directory's path",
+                      param, ctx)
+        return super().convert(value, param, ctx)
+
+
+OUT_DIR = OutDir()

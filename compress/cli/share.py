@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import FiniteFloat
+from compress.cli.params import OUT_DIR, FiniteFloat
 
 
 @click.command("share", short_help="Weight sharing (k-means codebooks) + Huffman coding into OUT/model.dcz; --decompress back.")
 @click.argument("model_dir", type=click.Path(path_type=Path), required=False)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OUT_DIR, required=True,
               help="Output directory (shared model dir + model.dcz + share_report.json/.md).")
 @click.option("--bits", default="conv=8,fc=5", show_default=True,
               help="Index bits per layer kind (k = 2^bits centroids); 'N' for all, 'layer.name=N' overrides.")

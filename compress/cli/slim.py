@@ -19,7 +19,7 @@ from compress.cli.options import (
     recipe_options,
     resolved_round_to,
 )
-from compress.cli.params import FINITE, ROUND_TO, SPARSITY, FiniteFloat
+from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 
 
 @click.command("slim")
@@ -29,7 +29,7 @@ from compress.cli.params import FINITE, ROUND_TO, SPARSITY, FiniteFloat
 @click.option("--arch", default=None, help="Architecture (preset: vgg19), or package.module:Class.")
 @click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
               help="Start sparse training from this model directory's trained weights (see `compress import`).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OUT_DIR, default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
 @budget_options(" (one pass)")

@@ -16,7 +16,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import SPARSITY, FiniteFloat
+from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat
 
 
 @click.command("train")
@@ -27,7 +27,7 @@ from compress.cli.params import SPARSITY, FiniteFloat
 @click.option("--like", "like", type=click.Path(path_type=Path), default=None,
               help="Scratch-B: train this pruned model directory's architecture from scratch, with --epochs "
                    "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Model directory.")
+@click.option("--out", type=OUT_DIR, required=True, help="Model directory.")
 @click.option("--sparsity", type=SPARSITY, default="0", show_default=True,
               help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet); 'auto' "
                    "(proximal, λ steered until half the γ sit at zero) or 'budget:P'.")

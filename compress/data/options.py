@@ -60,6 +60,11 @@ class DataOptions:
     model_size: int | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self):
+        from compress.limits import check_seed
+
+        check_seed(self.seed, "the data seed")
+
     def split(self, name: str) -> ImageData:
         if self.input_size is not None:
             return self._load(name, self.input_size)

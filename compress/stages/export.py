@@ -11,13 +11,15 @@ An ONNX source needs no torch (the runtime install builds engines from ONNX file
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.errors import CompressError
+from compress.errors import CompressError, write_failure
+from compress.limits import MAX_BATCH, check_allocation, check_count
 
 RANDOM_INPUTS = 64  # parity inputs without a dataset: seeded random images
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -107,19 +109,28 @@ def export(source, path: str | Path | None = None, *, precision: str = "fp32", e
     if files.kind == "module":
         _check_module_args(example, meta)
     files.guard(parity, engine)
+    if path is not None and Path(path).suffix != ".onnx":
+        # as quantize's --out: a slip of the hand must not overwrite an image or a document with a graph
+        raise CompressError(f"--onnx must name an .onnx file, got {path}")
     profile = _preflight(files, engine)
     batch = _onnx_batch(onnx, profile, example)
     from compress.atomic import signals_as_exceptions
     from compress.lock import output_lock
 
     report: dict = {}
-    with signals_as_exceptions(), output_lock(files.primary, "compress export", directory=False):
-        if precision == "int8":
-            engine_onnx, wanted = files.source, "int8"
-        else:
-            engine_onnx, wanted = _write_onnx(files, report, _Shape(onnx, batch, example, meta), parity, log)
-        if engine is not None:
-            report["engine"] = _build(engine_onnx, engine, profile, wanted, log)
+    try:
+        with signals_as_exceptions(), output_lock(files.primary, "compress export", directory=False):
+            if precision == "int8":
+                engine_onnx, wanted = files.source, "int8"
+            else:
+                engine_onnx, wanted = _write_onnx(files, report, _Shape(onnx, batch, example, meta), parity, log)
+            if engine is not None:
+                report["engine"] = _build(engine_onnx, engine, profile, wanted, log)
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write (a full disk, read-only)
+        line = write_failure(exc, files.primary)
+        if line is None:
+            raise
+        raise CompressError(line) from None
     return report
 
 
@@ -230,7 +241,7 @@ def _onnx_batch(shape: OnnxShape, profile, example) -> int:
     if shape.batch is not None:
         if isinstance(shape.batch, bool) or not isinstance(shape.batch, int) or shape.batch < 1:
             raise CompressError(f"the ONNX batch must be a positive integer, got {shape.batch!r}")
-        return shape.batch
+        return check_count(shape.batch, MAX_BATCH, "the ONNX batch (--batch)", "MAX_BATCH")
     if profile is not None:
         return profile.opt
     if example is not None and getattr(example, "ndim", 0) == 4:
@@ -421,6 +432,8 @@ def _parity_inputs(parity: Parity, mean, std, input_size, classes):
         x = normalize(data.eval_images(), mean, std).numpy()
         return x, data.labels.numpy(), f"{len(data)} test images of {parity.data}"
     n = parity.limit or RANDOM_INPUTS
+    # uint8 images and their float32 normalized copy (5 bytes a value): refused before torch is asked for them
+    check_allocation(n * math.prod(input_size) * 5, "uint8", f"the parity check's {n:,} random images (--parity-limit)")
     gen = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, *input_size), dtype=torch.uint8, generator=gen)
     return normalize(images, mean, std).numpy().astype(np.float32), None, f"{n} random images"

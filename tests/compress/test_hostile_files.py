@@ -349,10 +349,7 @@ def test_an_image_whose_header_promises_a_billion_pixels(work):
 
 # --- outputs of the artifact's kind ----------------------------------------------------------------------
 
-EXPORT_KIND = "the CLI round (compress/cli/export.py): --onnx must name an .onnx file, as quantize's --out does"
-
-
-@pytest.mark.parametrize("name", [pytest.param("existing.png", marks=xfail("the CLI round", EXPORT_KIND))])
+@pytest.mark.parametrize("name", ["existing.png"])
 def test_export_onnx_to_a_name_of_another_kind(work, name):
     target = work / "data" / "train" / "c0" / "0.png" if name == "existing.png" else work / name
     line = refused_unchanged(work, ["export", work / "vgg", "--onnx", target], "--onnx", ".onnx")
