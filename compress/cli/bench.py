@@ -27,7 +27,7 @@ def _batches(text: str) -> tuple[int, ...]:
                                  param_hint="--batch") from None
     if not values or any(v < 1 for v in values):
         raise click.BadParameter(f"batch sizes must be positive, got {text!r}", param_hint="--batch")
-    return tuple(dict.fromkeys(values))
+    return values
 
 
 def _backends(items: tuple[str, ...]) -> list[str]:
@@ -45,8 +45,30 @@ def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:
         artifact, sep, directory = item.partition("=")
         if not sep or not artifact or not directory:
             raise click.BadParameter(f"expected ARTIFACT=MODEL_DIR, got {item!r}", param_hint="--model-dir")
-        out[str(Path(artifact))] = Path(directory)
+        key = str(Path(artifact))
+        if key in out:
+            raise click.BadParameter(f"{artifact} is given twice", param_hint="--model-dir")
+        out[key] = Path(directory)
     return out
+
+
+OPENVINO = ("openvino", "openvino-bf16")
+# BenchSettings' messages start with the field's name; the option that sets it, for the CLI's message
+SETTING_OPTIONS = (("threads", "--threads"), ("streams", "--streams"), ("batch size", "--batch"),
+                   ("iters", "--iters"), ("warmup", "--warmup"), ("duration", "--duration"),
+                   ("power interval", "--power-interval"), ("device", "--device"))
+
+
+def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> None:
+    """Options that configure one runtime are refused when no chosen backend is that runtime: they would be
+    silently ignored."""
+    openvino = any(b in OPENVINO for b in backends)
+    for name, given in (("--streams", streams is not None), ("--performance-hint", hint is not None)):
+        if given and not openvino:
+            raise click.UsageError(f"{name} configures OpenVINO: add --backend openvino (or openvino-bf16), "
+                                   "or drop it")
+    if cuda_graph and "trt" not in backends:
+        raise click.UsageError("--cuda-graph configures the TensorRT runner: add --backend trt, or drop it")
 
 
 @click.command("bench")
@@ -56,8 +78,8 @@ def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:
                    "openvino-bf16: OpenVINO on the CPU at f32 / bf16 (.onnx); trt: TensorRT engine; torch, "
                    "torch-compile: PyTorch reference on a model directory. Several (repeat or comma-separate) "
                    "put each artifact on each runtime side by side.")
-@click.option("--performance-hint", type=click.Choice(["LATENCY", "THROUGHPUT"]), default="LATENCY",
-              show_default=True, help="OpenVINO's PERFORMANCE_HINT.")
+@click.option("--performance-hint", type=click.Choice(["LATENCY", "THROUGHPUT"]), default=None,
+              help="OpenVINO's PERFORMANCE_HINT (default LATENCY).")
 @click.option("--streams", type=click.IntRange(min=1), default=None,
               help="OpenVINO's NUM_STREAMS (default: what the hint picks).")
 @click.option("--batch", "batch_text", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
@@ -116,9 +138,13 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
         settings = BenchSettings(backend=backends[0], batches=batches, warmup=warmup,
                                  iters=None if duration is not None else (iters or DEFAULT_ITERS), duration_s=duration,
                                  power=power, power_interval_ms=power_interval, cuda_graph=cuda_graph, threads=threads,
-                                 device=device, performance_hint=performance_hint, streams=streams)
-    except ValueError as exc:
-        raise CompressError(str(exc)) from None
+                                 device=device, performance_hint=performance_hint or "LATENCY", streams=streams)
+    except ValueError as exc:  # BenchSettings bounds every count before a session starts; name the option
+        option = next((o for field, o in SETTING_OPTIONS if str(exc).startswith(field)), None)
+        if option is None:
+            raise CompressError(str(exc)) from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
+    _check_backend_options(backends, streams, performance_hint, cuda_graph)
     command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     report = bench_artifacts(list(artifacts), settings, backends=backends, data_spec=data_spec, test_limit=test_limit,
                              model_dirs=model_dirs, command=command, log=log)

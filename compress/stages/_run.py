@@ -29,6 +29,11 @@ class RunOptions:
     compile: bool | str = False
     progress: bool = True
 
+    def __post_init__(self):
+        from compress.limits import check_seed
+
+        check_seed(self.seed, "the seed")  # before any work: 2**70 overflows torch's generator mid-run
+
 
 def command_line() -> str:
     return " ".join(["compress", *sys.argv[1:]]) if sys.argv else "compress"
@@ -67,6 +72,28 @@ def writing(out: str | Path, inputs=(), data=None):
         return
     with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
         yield
+
+
+def save_model_into(out: Path, model, meta: dict, beside: dict[str, Any] | None = None) -> dict:
+    """Write the model directory `out` (and the JSON files `beside`, e.g. plan.json) as one unit: all of it
+    in a hidden scratch folder inside `out`, moved in (model.json last) only when complete. A full disk or
+    a read-only folder is one line naming the file, and leaves no partial directory (no lone plan.json)."""
+    from compress.atomic import move_into, scratch_dir, write_json
+    from compress.errors import write_failure
+
+    out, work = Path(out), None
+    try:
+        with scratch_dir(out / "model.json") as work:
+            for name, obj in (beside or {}).items():
+                write_json(work / name, obj)
+            full = save_model_dir(model, work, meta)
+            move_into(work, out)
+        return full
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is a failed write
+        line = write_failure(exc, out)
+        if line is None:
+            raise
+        raise CompressError(line.replace(str(work), str(out)) if work is not None else line) from None
 
 
 def sync_and_read(out: Path) -> dict:

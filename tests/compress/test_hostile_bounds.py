@@ -144,11 +144,6 @@ def test_create_model_on_an_absurd_depth():
 
 # --- batches, images and threads asked for by options -----------------------------------------------
 
-EXPORT_BATCH = ("the CLI round (compress/cli/export.py) or ecosystem (export/onnx_export.py, export/parity.py): "
-                "check_allocation / MAX_BATCH before torch allocates")
-
-
-@xfail("the CLI round / ecosystem", EXPORT_BATCH)
 @pytest.mark.parametrize("batching", ["--static-batch", "--dynamic-batch"])
 def test_export_with_a_batch_of_2_to_the_40(work, batching):
     with memory_cap(), deadline(20):
@@ -156,14 +151,10 @@ def test_export_with_a_batch_of_2_to_the_40(work, batching):
                                  str(2 ** 40)], "--batch")
 
 
-@xfail("the CLI round / ecosystem", EXPORT_BATCH)
 def test_export_with_a_parity_limit_of_a_billion(work):
     with memory_cap(), deadline(20):
         refused_unchanged(work, ["export", work / "vgg", "--onnx", work / "b.onnx", "--parity-limit",
                                  str(10 ** 9)], "--parity-limit")
-
-
-BENCH = "runtime (runtime/bench.py BenchSettings: thread and batch bounds, named)"
 
 
 @pytest.mark.parametrize("field,value,needle", [("threads", 10 ** 6, "thread"), ("batches", (2 ** 40,), "batch"),
@@ -175,14 +166,12 @@ def test_bench_settings_bound_threads_batches_and_streams(field, value, needle):
         BenchSettings(**{field: value})
 
 
-@xfail("runtime", BENCH)
 def test_bench_with_a_batch_of_2_to_the_40(work):
     with memory_cap(), deadline(20):
         refused_unchanged(work, ["bench", work / "vgg.onnx", "--batch", str(2 ** 40), "--iters", "2",
                                  "--warmup", "0"], "--batch")
 
 
-@xfail("runtime", BENCH)
 def test_bench_with_a_million_threads_starts_no_session(work, monkeypatch):
     """On broken code ONNX Runtime starts threads until the machine gives up: no session may be created."""
     import onnxruntime
@@ -195,7 +184,6 @@ def test_bench_with_a_million_threads_starts_no_session(work, monkeypatch):
                              "--warmup", "0"], "--threads")
 
 
-@xfail("the CLI round", "compress/cli params: --arch-kwargs JSON through compress.limits.parse_json")
 @pytest.mark.parametrize("command", ["train", "import", "slim"])
 def test_arch_kwargs_nested_100k_deep(work, command):
     deep = "[" * 100_000 + "]" * 100_000
