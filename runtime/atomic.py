@@ -309,7 +309,8 @@ def write_files_into(out_dir: str | os.PathLike, files: Mapping[str, Any], *, ma
     for name in files:
         if not name or Path(name).name != name or name.startswith("."):
             raise ValueError(f"{name!r} is not a plain file name")
-    created = not out_dir.exists()
+    # the folders this call creates, deepest first: a failed write removes them all again
+    created = [p for p in [out_dir, *out_dir.parents] if not p.exists()]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with scratch_dir(out_dir / marker) as work:
@@ -324,11 +325,11 @@ def write_files_into(out_dir: str | os.PathLike, files: Mapping[str, Any], *, ma
                     (out_dir / name).unlink(missing_ok=True)
             return move_into(work, out_dir, marker=marker)
     except BaseException:
-        if created:
+        for folder in created:
             try:
-                out_dir.rmdir()  # only when empty: nothing of ours is left to keep
+                folder.rmdir()  # only when empty: nothing of ours is left to keep
             except OSError:
-                pass
+                break
         raise
 
 

@@ -177,7 +177,7 @@ def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict[
     try:
         write_files_into(out_dir, files, marker="report.json", stale=PLOT_FILES.values())
     except OSError as exc:
-        raise ReportWriteError(f"report not written: {write_problem(exc, out_dir)}") from None
+        raise ReportWriteError(f"cannot write the report into {out_dir}: {write_problem(exc, out_dir)}") from None
     written = {key: out_dir / name for key, name in PLOT_FILES.items() if name in images}
     written.update(md=out_dir / "report.md", json=out_dir / "report.json")
     return written

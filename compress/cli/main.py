@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
+import select
 import sys
 import traceback
 
@@ -72,12 +74,42 @@ class Main(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted; re-run the same command to continue", err=True)
             sys.exit(130)
+        except BrokenPipeError as exc:
+            if _stdout_closed():
+                _quiet_closed_stdout()
+            _unexpected(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
-            if os.environ.get(DEBUG_ENV):
-                traceback.print_exc()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            click.echo(f"Error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", err=True)
-            sys.exit(1)
+            _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> None:
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exc()
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    click.echo(f"Error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", err=True)
+    sys.exit(1)
+
+
+def _stdout_closed() -> bool:
+    """Whether the pipe stdout writes into has lost its reader (poll reports an error on its write end),
+    as opposed to some other pipe of the command breaking."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no poll on this platform, or stdout has no descriptor
+        return True
+
+
+def _quiet_closed_stdout() -> None:
+    """The reader of stdout went away (`compress info m | head -3`): nothing is wrong with the command, so no
+    error line; stdout is pointed at /dev/null so that the interpreter's last flush at exit cannot print
+    "Exception ignored ... BrokenPipeError". The exit status is a SIGPIPE death's (128 + 13), as for `cat`."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    sys.exit(141)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

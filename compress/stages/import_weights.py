@@ -8,7 +8,7 @@ from pathlib import Path
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.importing import check_input_size, load_strict, logits_width, output_width, read_state_dict
-from compress.stages._run import command_line, writing
+from compress.stages._run import command_line, save_model_into, writing
 from compress.stages.train import model_kwargs
 
 
@@ -48,9 +48,7 @@ def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwar
                 "accuracy": accuracy, "imported_from": {"path": str(weights)}, "command": command_line()}
         if data is not None:
             meta["data"] = data.describe()
-        from compress.artifact import save_model_dir
-
-        return save_model_dir(model, out, meta)
+        return save_model_into(Path(out), model, meta)
 
 
 def _class_names(classes: list[str] | None, state: dict) -> list[str]:

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import torch
 
-from compress.artifact import derived_meta, load_model_dir, save_model_dir
-from compress.atomic import write_json
+from compress.artifact import derived_meta, load_model_dir
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.limits import read_json
 from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
-from compress.stages._run import check_classes, command_line, log, writing
+from compress.stages._run import check_classes, command_line, log, save_model_into, writing
 from compress.training import evaluate, pick_device
 
 
@@ -61,9 +60,6 @@ def _prune(model_dir: Path, out: Path, request: PruneRequest, plan_path, data, r
     measured = {"accuracy": None, "accuracy_uncalibrated": None, "bn_recalibration_images": 0}
     if data is not None:
         measured = _measure(model, meta, data, recalibrate=0 if exact else recalibrate, device=device)
-    (out / "model.json").unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "plan.json", plan)
     pruning = {"percent": plan["percent"], "threshold": plan["threshold"],
                "channels_before": plan["channels_before"], "channels_after": plan["channels_after"],
                "params_before": meta["params"], "macs_before": meta["macs"], "min_keep": plan["min_keep"],
@@ -73,7 +69,7 @@ def _prune(model_dir: Path, out: Path, request: PruneRequest, plan_path, data, r
                "bn_recalibration_images": measured["bn_recalibration_images"], "exact_removal": exact,
                "wall_time_s": round(time.time() - t0, 1)}
     new_meta = derived_meta(meta, model_dir, accuracy=measured["accuracy"], command=command_line(), pruning=pruning)
-    return save_model_dir(model, out, new_meta)
+    return save_model_into(out, model, new_meta, beside={"plan.json": plan})
 
 
 def _read_plan(plan_path) -> dict | None:

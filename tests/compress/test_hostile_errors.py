@@ -75,8 +75,7 @@ def shared(work):
 
 @pytest.mark.parametrize("command", [
     "share", "share --decompress", "quantize", "export", "prune", "train", "finetune", "import",
-    pytest.param("bench --report", marks=xfail("runtime", "runtime/report.py: the report's writes name a "
-                                                          "read-only folder in one line")),
+    "bench --report",
 ])
 def test_a_read_only_output_folder(shared, command, monkeypatch):
     ro = read_only(shared / "ro", monkeypatch)
@@ -93,11 +92,7 @@ STAGES_WRITES = ("stages (compress/stages/, the model-directory writers): a fail
 
 @pytest.mark.parametrize("command", [
     "share", "share --decompress", "quantize", "quantize a model directory",
-    pytest.param("export", marks=xfail("the CLI round / ecosystem", "export's writes: one line naming the file")),
-    pytest.param("import", marks=xfail("stages", STAGES_WRITES)),
-    pytest.param("prune", marks=xfail("stages", STAGES_WRITES + "; today a lone plan.json is left")),
-    pytest.param("bench --report", marks=xfail("runtime", "a failed bench --report leaves no partial report "
-                                                          "(today a lone report.md), one line naming the file")),
+    "export", "import", "prune", "bench --report",
 ])
 def test_a_full_disk(shared, command):
     out = shared / "out"
@@ -112,7 +107,6 @@ def test_a_full_disk(shared, command):
 
 # --- broken pipes and third-party tracebacks ----------------------------------------------------------------
 
-@xfail("the CLI round", "compress/cli/main.py: a closed stdout ends the command quietly, not 'Error: BrokenPipeError'")
 def test_output_into_a_closed_pipe_is_a_quiet_exit(work):
     """`compress info m | head -3`: the reader goes away; no error line, no traceback."""
     read, write = os.pipe()
