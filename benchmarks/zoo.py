@@ -68,6 +68,8 @@ TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_large", "ef
                "densenet121", "googlenet", "inception_v3", "mnasnet1_0", "shufflenet_v2_x1_0", "resnext50_32x4d",
                "wide_resnet50_2", "convnext_tiny", "squeezenet1_1", "vgg11_bn"]
 
+TV_KWARGS = {n: {"aux_logits": False, "init_weights": True} for n in ("googlenet", "inception_v3")}
+
 
 def all_names() -> list[str]:
     names = [f"timm:{n}" for n in TIMM_FAMILIES.values()] + [f"timm:{n}" for n in TIMM_NAMED]
@@ -97,8 +99,7 @@ def build(spec: str):
     if kind == "tv":
         import torchvision
 
-        kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-        return torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs), 224
+        return torchvision.models.get_model(name, weights=None, num_classes=10, **TV_KWARGS.get(name, {})), 224
     raise ValueError(f"unknown zoo name {spec!r}: timm:NAME, yolo:NAME or tv:NAME")
 
 
@@ -199,7 +200,12 @@ def ours(spec: str, model, size: int, work: Path, row: dict) -> None:
     row["step"] = "save/load"
     directory = work / "model"
     classes = None if spec.startswith("yolo:") else [f"c{i}" for i in range(10)]  # YOLO lists its own names
-    compress.save_model(replayed, directory, classes=classes, input_size=size, mean=[0.5] * 3, std=[0.25] * 3)
+    named = {}
+    if spec.startswith("tv:"):  # torchvision builds through functions: the registry name says which
+        name = spec.partition(":")[2]
+        named = {"arch": f"tv_{name}", "arch_kwargs": {"num_classes": 10, "image_size": size, **TV_KWARGS.get(name, {})}}
+    compress.save_model(replayed, directory, classes=classes, input_size=size, mean=[0.5] * 3, std=[0.25] * 3,
+                        **named)
     loaded, _meta = compress.load_model(directory)
     row["load_rel_diff"] = max_rel_diff(outputs(replayed, x), outputs(loaded, x))
     if not row["load_rel_diff"] <= 1e-6:
