@@ -44,6 +44,9 @@ _API = {
     "SlimOptions": ("compress.stages.slim", "SlimOptions"),
     # stage one and deployment, over model directories and files
     "export": ("compress.stages.export", "export"),
+    "Parity": ("compress.stages.export", "Parity"),
+    "OnnxShape": ("compress.stages.export", "OnnxShape"),
+    "Engine": ("compress.stages.export", "Engine"),
     "quantize": ("compress.quantization", "quantize_model"),
     "QuantizeOptions": ("compress.quantization", "QuantizeOptions"),
     "share": ("compress.sharing.share", "share_model"),

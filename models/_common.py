@@ -62,3 +62,26 @@ def check_depth_form(family: str, depth: int, step: int, offset: int, examples: 
         raise ValueError(f"{family} depth {depth} is beyond the bound of {bound} ({form} with n <= "
                          f"{(bound - offset) // step})")
     return (depth - offset) // step
+
+
+def check_arguments(depth_of, depth: int, width: float, num_classes: int) -> tuple[int, float]:
+    """(blocks per stage from `depth_of(depth)`, the checked width); num_classes checked too."""
+    n = depth_of(depth)
+    width = check_width(width)
+    check_num_classes(num_classes)
+    return n, width
+
+
+def add_preactivation_head(model: nn.Module, channels: int, num_classes: int, bn_init: float | None) -> None:
+    """The last BN-ReLU, global pooling and classifier of a pre-activation network (attributes bn, relu,
+    avgpool, fc: the names its state dict keys carry), then the initialisation of every layer."""
+    model.bn = nn.BatchNorm2d(channels)
+    model.relu = nn.ReLU(inplace=True)
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.fc = nn.Linear(channels, num_classes)
+    init_conv_linear(model)
+    init_batchnorm(model, bn_init)
+
+
+def preactivation_head(model: nn.Module, x):
+    return model.fc(model.avgpool(model.relu(model.bn(x))).flatten(1))

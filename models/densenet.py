@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import check_depth_form, check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
+from ._common import add_preactivation_head, check_arguments, check_depth_form, preactivation_head, scaled
 
 
 # Four times the deepest DenseNet of the paper (DenseNet-BC 250); a growth rate beyond any published one.
@@ -60,9 +60,7 @@ class DenseNet(nn.Module):
         bn_init: float | None = 0.5,
     ) -> None:
         super().__init__()
-        n = check_depth(depth)
-        width = check_width(width)
-        check_num_classes(num_classes)
+        n, width = check_arguments(check_depth, depth, width, num_classes)
         if isinstance(growth_rate, bool) or not isinstance(growth_rate, int) or growth_rate < 1:
             raise ValueError(f"growth_rate must be a positive integer, got {growth_rate!r:.40}")
         if growth_rate > MAX_GROWTH_RATE:
@@ -82,17 +80,11 @@ class DenseNet(nn.Module):
                 transitions.append(Transition(channels, channels))
         self.dense1, self.dense2, self.dense3 = blocks
         self.trans1, self.trans2 = transitions
-        self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-        init_conv_linear(self)
-        init_batchnorm(self, bn_init)
+        add_preactivation_head(self, channels, num_classes, bn_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.trans1(self.dense1(x))
         x = self.trans2(self.dense2(x))
         x = self.dense3(x)
-        x = self.avgpool(self.relu(self.bn(x)))
-        return self.fc(torch.flatten(x, 1))
+        return preactivation_head(self, x)

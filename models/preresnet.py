@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import check_depth_form, check_num_classes, check_width, init_batchnorm, init_conv_linear, scaled
+from ._common import add_preactivation_head, check_arguments, check_depth_form, preactivation_head, scaled
 
 EXPANSION = 4
 # The deepest network of the identity-mappings paper (He et al. 2016): ResNet-1001.
@@ -50,9 +50,7 @@ class PreResNet(nn.Module):
         bn_init: float | None = 0.5,
     ) -> None:
         super().__init__()
-        n = check_depth(depth)
-        width = check_width(width)
-        check_num_classes(num_classes)
+        n, width = check_arguments(check_depth, depth, width, num_classes)
         self.depth = depth
         stem = scaled(16, width)
         self.conv1 = nn.Conv2d(3, stem, kernel_size=3, padding=1, bias=False)
@@ -67,15 +65,9 @@ class PreResNet(nn.Module):
                 channels = out_planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages
-        self.bn = nn.BatchNorm2d(channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(channels, num_classes)
-        init_conv_linear(self)
-        init_batchnorm(self, bn_init)
+        add_preactivation_head(self, channels, num_classes, bn_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.layer3(self.layer2(self.layer1(x)))
-        x = self.avgpool(self.relu(self.bn(x)))
-        return self.fc(torch.flatten(x, 1))
+        return preactivation_head(self, x)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from compress.runtime.errors import MissingExtraError
 
 TRT_EXTRA = "pip install 'cnn-compress[trt]'"
@@ -23,21 +25,20 @@ def onnxruntime():
     return ort
 
 
-def openvino():
+def _required(module: str, missing: str):
     try:
-        import openvino as ov
+        return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"OpenVINO is not installed: {OPENVINO_EXTRA}") from None
-    return ov
+        raise MissingExtraError(missing) from None
+
+
+def openvino():
+    return _required("openvino", f"OpenVINO is not installed: {OPENVINO_EXTRA}")
 
 
 def tensorrt():
-    try:
-        import tensorrt as trt
-    except ImportError:
-        raise MissingExtraError(f"TensorRT is not installed: {TRT_EXTRA} "
-                                "(on Jetson, the JetPack python3-libnvinfer package)") from None
-    return trt
+    return _required("tensorrt", f"TensorRT is not installed: {TRT_EXTRA} "
+                                 "(on Jetson, the JetPack python3-libnvinfer package)")
 
 
 def cudart():
@@ -53,11 +54,7 @@ def cudart():
 
 
 def pynvml():
-    try:
-        import pynvml as nvml
-    except ImportError:
-        raise MissingExtraError(f"nvidia-ml-py (pynvml) is not installed: {GPU_EXTRA}") from None
-    return nvml
+    return _required("pynvml", f"nvidia-ml-py (pynvml) is not installed: {GPU_EXTRA}")
 
 
 def pyplot_free_figure():

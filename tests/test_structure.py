@@ -106,6 +106,23 @@ def test_runtime_imports_no_other_room():
     assert {m: t for m, t in leaks.items() if t} == {}
 
 
+# Which rooms each room may import (the design card's table; export shares the runtime's atomic writer,
+# strict JSON reader and engine sidecar format, which live in runtime/ because runtime/ stands alone).
+MAY_IMPORT = {"compress.runtime": set(), "compress.models": set(), "compress.exporting": {"compress.runtime"},
+              "compress": {"compress.runtime", "compress.models", "compress.exporting"}}
+
+
+def _room(module: str) -> str:
+    return next((r for r in MAY_IMPORT if r != "compress" and (module == r or module.startswith(r + "."))),
+                "compress")
+
+
+def test_rooms_import_only_what_the_design_allows():
+    leaks = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() for t in targets
+                   if _room(t) != _room(m) and _room(t) not in MAY_IMPORT[_room(m)])
+    assert leaks == []
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_is_small(module):
     assert len(MODULES[module].read_text().splitlines()) <= MAX_MODULE_LINES

@@ -102,14 +102,19 @@ def _normal(name: str) -> tuple[str, bool]:
 _REFLECTED = {"add", "sub", "mul", "truediv", "div", "floordiv", "pow", "matmul", "and", "or"}
 
 
-def _leaves(obj) -> list:
-    if isinstance(obj, torch.Tensor):
+def _nested(obj, kind: type) -> list:
+    """Every `kind` inside lists, tuples and dict values, in order."""
+    if isinstance(obj, kind):
         return [obj]
     if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _leaves(o)]
+        return [t for o in obj for t in _nested(o, kind)]
     if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _leaves(o)]
+        return [t for o in obj.values() for t in _nested(o, kind)]
     return []
+
+
+def _leaves(obj) -> list:
+    return _nested(obj, torch.Tensor)
 
 
 class _ReadLog:
@@ -332,10 +337,4 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
 
 def spec_tensors(spec: Any) -> list[Value]:
     """The Values inside a node's recorded arguments, in order."""
-    if isinstance(spec, Value):
-        return [spec]
-    if isinstance(spec, (list, tuple)):
-        return [v for s in spec for v in spec_tensors(s)]
-    if isinstance(spec, dict):
-        return [v for s in spec.values() for v in spec_tensors(s)]
-    return []
+    return _nested(spec, Value)

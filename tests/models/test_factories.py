@@ -49,14 +49,18 @@ def test_a_timm_model_saves_and_loads_without_a_wrapper(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "resnet50d"])
-def test_pruned_timm_models_load_back_exactly(tmp_path, name):
+@pytest.mark.parametrize("name, attribute", [("resnet18", None), ("resnet50d", None), ("mixnet_s", "splits"),
+                                             ("res2net50_14w_8s", "width"), ("cspresnet50", "expand_chs")])
+def test_pruned_timm_models_load_back_exactly(tmp_path, name, attribute):
+    """Split sizes kept in attributes (MixedConv2d.splits, Res2Net's width, CSP's expand_chs) travel too."""
     model = lively(timm.create_model(name, num_classes=10))
     plan = compress.prune(model, torch.zeros(1, 3, 64, 64), percent=0.3)
     assert plan.channels_after < plan.channels_before
-    compress.save_model(model, tmp_path / "m", classes=TEN, **KW)
+    meta = compress.save_model(model, tmp_path / "m", classes=TEN, **KW)
     loaded, meta = compress.load_model(tmp_path / "m")
     assert meta["params"] == sum(p.numel() for p in model.parameters()) and same_outputs(loaded, model)
+    recorded = {a for attrs in meta.get("attributes", {}).values() for a in attrs}
+    assert recorded == ({attribute} if attribute else set())
 
 
 def test_a_hand_written_factory_entry_builds(tmp_path):
