@@ -381,7 +381,8 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
         f"Command: `{command}`; {info['date']}{' (' + info['rerun'] + ')' if info.get('rerun') else ''} on "
         f"{info['cpu']} ({info['cores']} cores, {', '.join(info['isa'])}), "
         f"one thread per network, niced; torch {info['torch']}, timm {info['timm']}, torch-pruning "
-        f"{info['torch_pruning']}, ultralytics {info.get('ultralytics', 'absent')}.", "",
+        f"{info['torch_pruning']}, ultralytics {info.get('ultralytics', 'absent')}."
+        + (f" {info['note']}" if info.get("note") else ""), "",
         f"- timm families: {passed(fam_rows)}/{len(fam_rows)} prune exactly "
         f"({passed(fam_rows) / max(len(fam_rows), 1):.0%}); Torch-Pruning's BNScalePruner: "
         f"{passed(fam_rows, 'tp')}/{len(fam_rows)}.",
@@ -489,7 +490,9 @@ def main(argv=None) -> int:
         recorded = json.loads((args.out / "zoo.json").read_text())
         fresh = {r["name"]: r for r in rows}
         rows = [fresh.pop(r["name"], r) for r in recorded["rows"]] + list(fresh.values())
-        info = {**recorded["machine"], "rerun": f"{', '.join(names)} rerun {info['date']}"}
+        earlier = recorded["machine"].get("rerun")
+        info = {**recorded["machine"],
+                "rerun": (f"{earlier}; " if earlier else "") + f"{', '.join(names)} rerun {info['date']}"}
         command = f"{recorded['command']}, then {command} --rerun"
     (args.out / "zoo.json").write_text(json.dumps({"machine": info, "command": command, "rows": rows}, indent=1))
     (args.out / "README.md").write_text(markdown(rows, info, command))

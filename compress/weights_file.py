@@ -8,6 +8,7 @@ such a network reports a chance accuracy as "ok" and trains at loss NaN.
 
 from __future__ import annotations
 
+import collections
 import json
 import struct
 from pathlib import Path
@@ -101,11 +102,17 @@ def load_state(model: nn.Module, state: dict, source: str, where: str | None = N
     shape against the model and that every value is finite; a mismatch is one line naming `source`."""
     from compress.validate import check_state
 
-    check_state(state, model.state_dict(), source)
+    expected = model.state_dict()
+    check_state(state, expected, source)
     check_finite(state, source)
+    # safetensors keeps tensors, not the per-module versions a state dict carries in `_metadata`; modules
+    # that migrate old checkpoints by version (torchvision's MNASNet) refuse a state without one. The
+    # weights were saved from this architecture, so its own versions are the right ones.
+    state = collections.OrderedDict(state)
+    state._metadata = getattr(expected, "_metadata", None)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         lines = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in lines[1:] if ln.strip()), lines[0] if lines else "")
         raise CompressError(f"{source} does not fit {where or 'the model'}: {detail}") from None

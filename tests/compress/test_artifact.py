@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+import compress
 from compress import slimming
 from compress.artifact import load_model_dir, save_model_dir
 from compress.errors import CompressError
@@ -199,3 +200,17 @@ def test_the_cli_refuses_a_directory_with_nonfinite_weights(tmp_path, monkeypatc
     result = CliRunner().invoke(main, [command[0], "m", *command[1:]])
     assert result.exit_code == 2 and "tensor classifier.weight holds 1 non-finite" in result.output, result.output
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_network_that_checks_its_state_dict_version_loads(tmp_path):
+    """torchvision's MNASNet refuses a state dict without per-module versions, which safetensors does not
+    keep: loading gives it the architecture's own (a raw ValueError before)."""
+    import torchvision
+
+    model = torchvision.models.mnasnet0_5(num_classes=3).eval()
+    compress.save_model(model, tmp_path / "m", arch="tv_mnasnet0_5", arch_kwargs={"num_classes": 3, "image_size": 64},
+                        classes=["a", "b", "c"], input_size=64, mean=[0.5] * 3, std=[0.25] * 3)
+    loaded, _ = compress.load_model(tmp_path / "m")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
