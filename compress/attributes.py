@@ -17,6 +17,7 @@ from compress.errors import CompressError
 from compress.validate import validate_attributes
 from compress.widths import BASES
 
+
 def _kind(value) -> tuple[str, int] | None:
     """('int', 1) or (list/tuple, length) for an attribute that can hold channel counts; None otherwise."""
     if isinstance(value, int) and not isinstance(value, bool):
