@@ -4,24 +4,19 @@ error. On broken code these cases run for hours or ask for petabytes, so each on
 (and, where memory is at stake, an address-space cap): running long is the failure.
 
 The bounds live in compress/limits.py (models/ and runtime/ keep their own copies, as they import no
-compress code). Cases whose fix lives in another area are xfail(strict), naming the area.
+compress code).
 """
 
 import copy
 
 import pytest
 from hostile_support import (
-    FAILURES,
     deadline,
     fresh_copy,
     memory_cap,
     refused_unchanged,
     workspace,
 )
-
-
-def xfail(area: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=FAILURES, reason=f"issue 18: fixed by {area} ({what})")
 
 
 @pytest.fixture

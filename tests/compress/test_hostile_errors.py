@@ -5,8 +5,6 @@ complete-looking left behind, in every command that meets them.
 A full disk is the kernel's own refusal: RLIMIT_FSIZE makes every write past a few kilobytes fail with
 EFBIG in any writer, C and Rust ones included. A read-only folder is chmod 555 (for root, which ignores
 permissions, creating anything inside it is refused as the kernel refuses it to other users).
-
-Cases whose fix lives in another area are xfail(strict), naming the area.
 """
 
 import json
@@ -16,7 +14,6 @@ import struct
 import onnx
 import pytest
 from hostile_support import (
-    FAILURES,
     file_size_limit,
     fresh_copy,
     invoke,
@@ -26,10 +23,6 @@ from hostile_support import (
     snapshot,
     workspace,
 )
-
-
-def xfail(area: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=FAILURES, reason=f"issue 18: fixed by {area} ({what})")
 
 
 @pytest.fixture
@@ -86,8 +79,6 @@ def test_a_read_only_output_folder(shared, command, monkeypatch):
 # --- a full disk -------------------------------------------------------------------------------------------
 
 FULL = 4096  # bytes a file may grow to: lock files and report.md fit; report.json, weights and ONNX files do not
-STAGES_WRITES = ("stages (compress/stages/, the model-directory writers): a failed write is one line naming the file "
-                 "(compress.errors.write_failure) and leaves no partial directory")
 
 
 @pytest.mark.parametrize("command", [

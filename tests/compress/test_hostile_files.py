@@ -6,9 +6,7 @@
   deep, 3 GB, not UTF-8, duplicate keys or NaN are each refused in one line naming the file;
 * a dataset is described as it is; an output is of the artifact's kind.
 
-Each case: refused in one line naming the problem, non-zero exit, nothing run, nothing changed. Cases whose
-fix lives in another area are marked xfail(strict) with the area named: they turn into failures the moment
-the fix lands, and the mark is then removed.
+Each case: refused in one line naming the problem, non-zero exit, nothing run, nothing changed.
 """
 
 import json
@@ -18,7 +16,6 @@ import tarfile
 import onnx
 import pytest
 from hostile_support import (
-    FAILURES,
     bench_refused,
     deadline,
     fresh_copy,
@@ -30,10 +27,6 @@ from hostile_support import (
 )
 
 ARCH_KWARGS = '{"num_classes": 10, "width": 0.0625}'
-
-
-def xfail(area: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=FAILURES, reason=f"issue 18: fixed by {area} ({what})")
 
 
 @pytest.fixture

@@ -2,18 +2,12 @@
 an option that overflows (1e308, 2**70) is refused in one line naming it, never reported as success or as
 a generic "RuntimeError: ... overflow". A network with one NaN weight answers every image with the same
 class (10.00% on ten classes): it must never come out as a complete-looking model or an "ok" row.
-
-Cases whose fix lives in another area are xfail(strict), naming the area.
 """
 
 import json
 
 import pytest
-from hostile_support import CLASSES, FAILURES, bench_refused, fresh_copy, invoke, poison, refused_unchanged, workspace
-
-
-def xfail(area: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=FAILURES, reason=f"issue 18: fixed by {area} ({what})")
+from hostile_support import CLASSES, bench_refused, fresh_copy, invoke, poison, refused_unchanged, workspace
 
 
 @pytest.fixture

@@ -1,17 +1,10 @@
 """Every option means what it says (issue 18): duplicate keys, empty names, options that only apply with
 another option, out-of-range rounding and output names of another kind are refused in one line, before any
 work, rather than silently ignored or resolved by order.
-
-Cases whose fix lives in another area (or in the CLI round that follows the move of compress/pipeline.py)
-are xfail(strict), naming the area.
 """
 
 import pytest
-from hostile_support import FAILURES, fresh_copy, refused_unchanged, workspace
-
-
-def xfail(area: str, what: str):
-    return pytest.mark.xfail(strict=True, raises=FAILURES, reason=f"issue 18: fixed by {area} ({what})")
+from hostile_support import fresh_copy, refused_unchanged, workspace
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 from tests_support import lively, make_image_folder
@@ -173,11 +172,6 @@ SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal
 
 
 # --- bounding a case that hangs or explodes on broken code -------------------------------------------------
-
-# What a strict xfail of issue 18 may fail with: an assertion (pytest.raises that did not raise included).
-# Anything else (an AttributeError after a refactor, say) is a real failure, not the expected one.
-FAILURES = (AssertionError, pytest.fail.Exception)
-
 
 class Hung(AssertionError):
     """A case ran past its deadline: on fixed code it is refused at once, so running long is the failure."""
