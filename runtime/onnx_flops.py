@@ -30,6 +30,7 @@ PASS_THROUGH = {"DequantizeLinear", "Cast", "Identity", "Reshape", "Transpose", 
 # (op type) -> input positions that hold parameters.
 PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "BatchNormalization": (1, 2),
                 "MatMul": (0, 1)}
+COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 FLOPS_NOTE = "FLOPs = 2 x MACs; MACs of Conv, ConvTranspose, Gemm and MatMul only (BN, activations, pooling excluded)"
 
 
@@ -83,12 +84,13 @@ class _Counter:
             inferred = onnx.shape_inference.infer_shapes(self.model, strict_mode=False, data_prop=True)
         except Exception as exc:  # noqa: BLE001
             raise ValueError(f"ONNX shape inference failed: {str(exc).strip().splitlines()[0][:200]}") from None
-        shapes: dict[str, list[int | None]] = {}
-        graph = inferred.graph
-        for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-            t = vi.type.tensor_type
-            if t.HasField("shape"):
-                shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+        shapes = _shapes_of(inferred.graph)
+        if any(not _known(shapes.get(n.output[0])) for n in self.model.graph.node if n.op_type in COUNTED):
+            # ONNX's data propagation stops at shape arithmetic (a `chunk` exported as Shape → Div → Slice,
+            # as in YOLO's C2f), leaving every later layer unknown; ONNX Runtime's symbolic inference follows it.
+            for name, shape in _symbolic_shapes(self.model).items():
+                if not _known(shapes.get(name)):
+                    shapes[name] = shape
         for name, init in self.inits.items():
             shapes[name] = list(init.dims)
         return shapes
@@ -156,7 +158,7 @@ class _Counter:
     def _macs(self, node) -> int | None:
         """MACs of the whole (batch-sized) node; 0 for ops that are not counted; None when shapes are unknown."""
         op = node.op_type
-        if op not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        if op not in COUNTED:
             return 0
         out_shape = self.shape(node.output[0])
         if op == "Conv":
@@ -182,6 +184,26 @@ class _Counter:
         if not _known(out_shape) or not _known(a) or not a:
             return None
         return _prod(out_shape) * a[-1]
+
+
+def _shapes_of(graph) -> dict[str, list[int | None]]:
+    shapes: dict[str, list[int | None]] = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+    return shapes
+
+
+def _symbolic_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Shapes from ONNX Runtime's symbolic shape inference, or none when it is absent or fails on the graph
+    (the layers it cannot size stay uncounted and are listed as such)."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return _shapes_of(SymbolicShapeInference.infer_shapes(model, auto_merge=True).graph)
+    except Exception:  # noqa: BLE001 - a third-party inference on a stranger's graph: any failure means "unknown"
+        return {}
 
 
 def _known(shape) -> bool:

@@ -45,6 +45,17 @@ def _p50(variant: dict, batch: int, which: str = "end_to_end") -> float | None:
     return None
 
 
+def _macs(model: dict):
+    """A model's MACs, or None where some layers could not be sized (the count is only a lower bound)."""
+    return None if model.get("uncounted") else model.get("macs")
+
+
+def _macs_cell(model: dict) -> str:
+    if model.get("uncounted") and model.get("macs") is not None:
+        return f"≥ {model['macs']:,} ({len(model['uncounted'])} layers of unknown shape)"
+    return _fmt(model.get("macs"), ",")
+
+
 def _ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
@@ -67,7 +78,7 @@ def compute_ratios(variants: list[dict]) -> list[dict]:
         out.append({
             "name": v["name"], "vs": base["name"],
             "params_ratio": _ratio(m.get("params"), bm.get("params")),
-            "macs_ratio": _ratio(m.get("macs"), bm.get("macs")),
+            "macs_ratio": _ratio(_macs(m), _macs(bm)),
             "size_ratio": _ratio(f.get("size_bytes"), bf.get("size_bytes")),
             "accuracy_delta": None if acc is None or b_acc is None else acc - b_acc,
             "speedup_p50": speedup,
@@ -256,7 +267,7 @@ def _summary_lines(report: dict) -> list[str]:
             note = f"{len(v['warnings'])} warning(s)"
         lines.append("| " + " | ".join(_cell(c) for c in [
             v["name"], v["status"], _precision_cell(v),
-            _fmt(m.get("params"), ","), _fmt(m.get("macs"), ","), _mib((v.get("file") or {}).get("size_bytes")),
+            _fmt(m.get("params"), ","), _macs_cell(m), _mib((v.get("file") or {}).get("size_bytes")),
             "—" if acc is None else f"{acc:.2%}", _fmt(p50), "—" if speed is None else f"{speed:.2f}×",
             _fmt(last_row["throughput_img_s"], ".1f") if last_row else "—", note or ""]) + " |")
     lines.append("")

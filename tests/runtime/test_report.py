@@ -116,3 +116,14 @@ def test_widths_plot_from_model_json(report, tmp_path):
 
 def test_ratios_with_no_variants():
     assert compute_ratios([]) == []
+
+
+def test_a_partial_mac_count_is_shown_as_a_lower_bound_and_gives_no_ratio(report):
+    """Layers whose shapes could not be inferred are left out of MACs: the count is then a lower bound,
+    shown as such, and no MACs ratio is computed from it."""
+    partial = json.loads(json.dumps(report))
+    partial["variants"][1]["model"]["uncounted"] = ["/layer/Conv"]
+    ratios = {x["name"]: x for x in compute_ratios(partial["variants"])}
+    assert ratios["small.onnx"]["macs_ratio"] is None and ratios["small.onnx"]["params_ratio"] == 1.0
+    partial["ratios"] = list(ratios.values())
+    assert "≥ 6,952 (1 layers of unknown shape)" in render_markdown(partial)

@@ -73,6 +73,30 @@ def grouped_convs() -> onnx.ModelProto:
     return _model(nodes, inits, inp, out, meta=False)
 
 
+def chunk_by_shape_arithmetic() -> onnx.ModelProto:
+    """4x8x8 → Conv 1x1 4→8 → the first half of its channels, the half computed as torch exports `chunk`
+    (Shape → Gather → Add → Div → Slice) → Conv 3x3 pad 1 4→4.
+
+    MACs: 8*4*8*8 = 2048; 4*4*9*8*8 = 9216 → 11264. params: 32 + 144 = 176.
+    """
+    f32 = np.float32
+    rng = np.random.default_rng(0)
+    inits = [_init("w1", rng.standard_normal((8, 4, 1, 1)).astype(f32)),
+             _init("w2", rng.standard_normal((4, 4, 3, 3)).astype(f32)),
+             _init("axis_c", np.array([1], np.int64)), _init("one", np.array([1], np.int64)),
+             _init("two", np.array([2], np.int64)), _init("zero", np.array([0], np.int64))]
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], kernel_shape=[1, 1]),
+             helper.make_node("Shape", ["c1"], ["s"]),
+             helper.make_node("Gather", ["s", "axis_c"], ["c"]),
+             helper.make_node("Add", ["c", "one"], ["c_plus"]),
+             helper.make_node("Div", ["c_plus", "two"], ["half"]),
+             helper.make_node("Slice", ["c1", "zero", "half", "axis_c"], ["first"]),
+             helper.make_node("Conv", ["first", "w2"], ["output"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, 8, 8])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4, 8, 8])
+    return _model(nodes, inits, inp, out)
+
+
 def quantized_and_half() -> onnx.ModelProto:
     """Conv with INT8 weights and INT32 bias behind DequantizeLinear, then Gemm with FP16 weights behind Cast.
 
