@@ -13,6 +13,7 @@ from compress.exporting.onnx_export import export_onnx
 from compress.exporting.parity import check_parity
 from compress.models import create_model
 from export_helpers import images, lively, metadata
+from tests_support import lively_bn
 
 FAMILIES = {
     "vgg11": {"width": 0.125},
@@ -133,20 +134,6 @@ class DictNet(torch.nn.Module):
         f = self.body(x)
         return {"logits": self.cls(f.mean((2, 3))), "mask": self.seg(f),
                 "aux": (f.amax((2, 3)), torch.sigmoid(self.seg(f)) * 1e-3)}
-
-
-def lively_bn(model, seed=0):
-    """Random BN affine and statistics (the export helpers' `lively` also scales a classifier's logits)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model.eval()
 
 
 def detection_metadata(**over):

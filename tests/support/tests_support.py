@@ -131,10 +131,7 @@ def randomize_bn(model: torch.nn.Module, seed: int = 0, stats: bool = True) -> t
     return model.eval()
 
 
-def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random BN statistics/affine and logits of order 1, so parity checks compare real signals
-    (a freshly initialised net has identical BN layers and logits near zero)."""
-    g = torch.Generator().manual_seed(seed)
+def _lively_bn(model: torch.nn.Module, g: torch.Generator) -> torch.nn.Module:
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -143,7 +140,21 @@ def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
                 m.bias.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-        model.eval()
+    return model.eval()
+
+
+def lively_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BN affine and statistics, in eval mode (`lively` without scaling a classifier's logits:
+    for networks that have none, such as detectors)."""
+    return _lively_bn(model, torch.Generator().manual_seed(seed))
+
+
+def lively(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Random BN statistics/affine and logits of order 1, so parity checks compare real signals
+    (a freshly initialised net has identical BN layers and logits near zero)."""
+    g = torch.Generator().manual_seed(seed)
+    _lively_bn(model, g)
+    with torch.no_grad():
         last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
         logits = model(torch.randn(16, 3, 32, 32, generator=g))
         scale = 3.0 / max(float(logits.std()), 1e-12)
