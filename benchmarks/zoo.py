@@ -483,6 +483,8 @@ def main(argv=None) -> int:
     if args.bench_yolo:
         return bench_yolo(args.out / "yolov8n_bench", args.iters)
     names = args.names.split(",") if args.names else all_names()
+    if args.rerun and not (args.out / "zoo.json").is_file():
+        ap.error(f"--rerun replaces rows of a recorded sweep, and {args.out / 'zoo.json'} does not exist")
     rows = sweep(names, args.out, args.timeout)
     info = {**machine(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     command = "python benchmarks/zoo.py" + (f" --names {args.names}" if args.names else "")
