@@ -20,6 +20,7 @@ _API = {
     # training loop pieces
     "SparsityRegularizer": ("compress.sparsity", "SparsityRegularizer"),
     "SparsityConfig": ("compress.sparsity", "SparsityConfig"),
+    "TargetedSparsity": ("compress.sparsity_targeted", "TargetedSparsity"),
     "Budget": ("compress.sparsity", "Budget"),
     "param_groups": ("compress.sparsity", "param_groups"),
     "polarization": ("compress.sparsity", "polarization"),

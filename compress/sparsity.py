@@ -355,7 +355,9 @@ class SparsityConfig:
     gamma_decay: bool = False
     percent: float = 0.5
 
-    def build(self, model: nn.Module, lrs: Sequence[float]) -> SparsityRegularizer:
+    def build(self, model: nn.Module, lrs: Sequence[float], input_size=None) -> SparsityRegularizer:
+        """The regularizer for `model` over the schedule `lrs`; `input_size` (C, H, W) is for configs that
+        trace the network (compress.sparsity_targeted)."""
         return SparsityRegularizer(model, self.strength, mode=self.mode, lrs=lrs, ramp=self.ramp,
                                    percent=self.percent)
 
@@ -366,12 +368,12 @@ class SparsityConfig:
                 **({"budget": s.pull} if isinstance(s, Budget) else {"strength": s}), **steer}
 
 
-def regularizer_for(sparsity, model: nn.Module, lrs: Sequence[float]) -> SparsityRegularizer:
+def regularizer_for(sparsity, model: nn.Module, lrs: Sequence[float], input_size=None) -> SparsityRegularizer:
     """What `fit` uses: a float λ (the paper's subgradient), a SparsityConfig, or a ready regularizer."""
     if isinstance(sparsity, SparsityRegularizer):
         return sparsity
     if isinstance(sparsity, SparsityConfig):
-        return sparsity.build(model, lrs)
+        return sparsity.build(model, lrs, input_size=input_size)
     return SparsityRegularizer(model, float(sparsity or 0.0), mode="subgradient", lrs=lrs)
 
 

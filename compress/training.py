@@ -217,7 +217,7 @@ class _Run:
         self.autocast = _autocast(device, opts.autocast)
         self.steps = steps = len(self.batches)
         lrs = [self.recipe.lr_at(e + s / steps) for e in range(self.recipe.epochs) for s in range(steps)]
-        self.regularizer = regularizer_for(opts.sparsity, model, lrs)
+        self.regularizer = regularizer_for(opts.sparsity, model, lrs, input_size=train_data.input_size)
         self.regularizer.step_index = self.start_epoch * steps
         self.regularizer.resume_from(self.history[-1] if self.history else None)
 

@@ -96,7 +96,7 @@ class CostWeightedConfig(SparsityConfig):
     min_keep: float = 0.2
     round_to: int = 1
 
-    def build(self, model: nn.Module, lrs) -> SparsityRegularizer:
+    def build(self, model: nn.Module, lrs, input_size=None) -> SparsityRegularizer:
         return CostWeightedRegularizer(model, self.strength, mode=self.mode, lrs=lrs, ramp=self.ramp,
                                        percent=self.percent, min_keep=self.min_keep, round_to=self.round_to)
 

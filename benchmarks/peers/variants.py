@@ -28,6 +28,12 @@ VARIANTS = {
     "sparse-lr05": Variant("toolkit, sparse stage at peak LR 0.05 (`--lr 0.05`), pruned to the default's MACs"),
     "costweighted": Variant("toolkit, sparse stage's pull weighted by each channel's MACs, pruned to the default's "
                             "MACs (prototype: `cost_weighted.py`)"),
+    "targeted": Variant("toolkit, penalty on the channels the prune will remove only (`TargetedSparsity`), "
+                        "cost-aware, pruned to the default's MACs"),
+    "targeted-gamma": Variant("toolkit, penalty on the channels the prune will remove only (`TargetedSparsity`), "
+                              "|γ| importance, pruned to the default's MACs"),
+    "targeted-r04": Variant("toolkit, `TargetedSparsity(reach=0.4)`, |γ| importance, pruned to the default's MACs"),
+    "targeted-r09": Variant("toolkit, `TargetedSparsity(reach=0.9)`, |γ| importance, pruned to the default's MACs"),
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
 }
 
@@ -56,6 +62,10 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
                             ["--lr", "0.05", "--target-macs", repr(_macs_fraction(where))])
     elif name == "costweighted":
         wall = _cost_weighted(where, out, cfg, seed, args)
+    elif name in ("targeted", "targeted-gamma"):
+        wall = _targeted(where, out, cfg, seed, args, "cost" if name == "targeted" else "gamma")
+    elif name in ("targeted-r04", "targeted-r09"):
+        wall = _targeted(where, out, cfg, seed, args, "gamma", reach=0.4 if name.endswith("04") else 0.9)
     elif name == "distill-a05":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
         wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
@@ -66,7 +76,7 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    reused = 0.0 if name in ("sparse-lr05", "costweighted") else _reused_train_s(out)
+    reused = 0.0 if name in ("sparse-lr05", "costweighted") or name.startswith("targeted") else _reused_train_s(out)
     return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
 
@@ -99,6 +109,26 @@ def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
         train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
         finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
         sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
+    compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
+                  run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
+    return time.time() - t0
+
+
+def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance: str, reach: float = 0.7) -> float:
+    """`compress.slim` from the shared plain model with the penalty on the channels its prune (to the
+    default's MACs) will remove, re-decided during the sparse stage."""
+    import time
+
+    import compress
+    from compress.training import Recipe
+
+    t0 = time.time()
+    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
+                                  importance=importance)
+    options = compress.SlimOptions(
+        train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
+        finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
+        sparsity=compress.TargetedSparsity(reach=reach))
     compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
                   run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
     return time.time() - t0

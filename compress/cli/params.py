@@ -56,13 +56,15 @@ OPEN_FRACTION = FiniteFloat(min=0, max=1, min_open=True, max_open=True)
 
 
 class Sparsity(click.ParamType):
-    """`--sparsity`: λ (a finite number >= 0: the paper's subgradient), `auto` (the default: proximal L1
-    whose λ is steered until the planned percent of γ sits at zero), or `budget:P` (proximal L1 whose total pull over the run is P)."""
+    """`--sparsity`: λ (a finite number >= 0: the paper's subgradient), `auto` (proximal L1 whose λ is
+    steered until the planned percent of γ sits at zero), `targeted` (the same, on the γ of the channels
+    the run's prune will remove only: `compress slim`), or `budget:P` (proximal L1 whose total pull over
+    the run is P)."""
 
-    name = "λ|auto|budget:P"
+    name = "λ|auto|targeted|budget:P"
 
     def get_metavar(self, param, ctx=None) -> str:  # click upper-cases type names; λ must stay λ
-        return "λ|auto|budget:P"
+        return "λ|auto|targeted|budget:P"
 
     def convert(self, value, param, ctx):
         from compress.sparsity import Budget, SparsityConfig
@@ -72,6 +74,10 @@ class Sparsity(click.ParamType):
         text = value.strip().lower()
         if text == "auto":
             return SparsityConfig()
+        if text == "targeted":
+            from compress.sparsity_targeted import TargetedSparsity
+
+            return TargetedSparsity()
         if text.startswith("budget:"):
             pull = FINITE.convert(text.split(":", 1)[1], param, ctx)
             if pull <= 0:

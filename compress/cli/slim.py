@@ -31,12 +31,13 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
               help="Start sparse training from this model directory's trained weights (see `compress import`).")
 @click.option("--out", type=OUT_DIR, default=None,
               help="Run directory (default runs/slim-ARCH).")
-@click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (default 0.5 quick, 0.7 paper).")
+@click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (paper preset: 0.7; the quick preset prunes to --target-macs 0.5).")
 @budget_options(" (one pass)")
 @click.option("--sparsity", type=SPARSITY, default=None,
-              help="λ of the paper's subgradient L1 on BN γ, 'auto' (proximal L1 whose λ is steered until the planned "
-                   "percent of γ sits at zero; the quick preset's default), or 'budget:P' (proximal, total pull P). Paper preset: 1e-4 for VGG, "
-                   "1e-5 otherwise.")
+              help="'targeted' (the quick preset's: proximal L1 on the γ of the channels the prune will remove only, "
+                   "steered to zero), 'auto' (proximal L1 on every γ, steered until the planned percent sits at "
+                   "zero), 'budget:P' (proximal, total pull P), or λ of the paper's subgradient L1 on BN γ (paper "
+                   "preset: 1e-4 for VGG, 1e-5 otherwise).")
 @click.option("--pretrain-epochs", type=click.IntRange(min=0), default=None,
               help="Train this many epochs without sparsity first, then sparse-train from that model "
                    "(quick preset: 5; 0 with --from or the paper preset).")

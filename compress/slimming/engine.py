@@ -346,6 +346,35 @@ def _split_records(units: PruningUnits) -> list[dict]:
             if b.attribute is not None and sizes[id(b.split)] != [len(p) for p in b.split.parts]]
 
 
+def removal_preview(model: nn.Module, percent: float | None, example_input: torch.Tensor,
+                    **options) -> dict[str, list[int]]:
+    """The BN channels (module name → indices) that `prune(model, percent, example_input, **options)` would
+    remove now, decided the same way, without removing anything or checking the result. The model's
+    weights and train/eval mode are left as they were: what a sparsity penalty aimed at the channels a
+    later prune removes reads during training (compress.sparsity_targeted)."""
+    from compress.slimming.removal import removal_of
+
+    unknown = sorted(set(options) - {f.name for f in fields(PruneOptions)})
+    if unknown:
+        raise TypeError(f"removal_preview() got an unexpected keyword argument {unknown[0]!r}")
+    opts = PruneOptions(**options)
+    if opts.plan is not None:
+        raise CompressError("removal_preview decides afresh; a plan already says what it removes")
+    importance = imp.resolve(opts.importance, opts.cost_aware)
+    opts.round_to = resolve_round_to(opts.round_to)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            units = prunable_units(model, example_input, probe_batch(example_input))
+            if not isinstance(importance, str):
+                imp.scores_of(importance, units, model)
+            _decide(model, units, percent, example_input, opts, importance)
+            return dict(removal_of(units).bn)
+    finally:
+        model.train(was_training)
+
+
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:
     """Set γ (and β when `beta`) of every BN channel that `plan` removes, without removing it.
 

@@ -194,4 +194,6 @@ def sparsity_label(sparsity) -> str:
         return f"λ={sparsity}"
     d = sparsity.describe()
     amount = f"pull budget {d['budget']}" if "budget" in d else f"strength {d['strength']}"
+    if d.get("targeted"):
+        return f"{d['mode']}, {amount}, on the channels {d.get('prepares', 'the prune')} removes"
     return f"{d['mode']}, {amount}"

@@ -73,7 +73,10 @@ def steer_to(sparsity, request: PruneRequest):
     """A sparsity config polarizes γ for the percent this run will prune (its 'auto' controller aims at
     it); under a MACs/params/latency budget the percent is not known in advance and the config's own stays."""
     from compress.sparsity import SparsityConfig
+    from compress.sparsity_targeted import TargetedSparsity
 
+    if isinstance(sparsity, TargetedSparsity):
+        return sparsity.for_request(request)
     if isinstance(sparsity, SparsityConfig) and request.percent is not None and sparsity.percent != request.percent:
         return replace(sparsity, percent=request.percent)
     return sparsity

@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from compress.presets import PAPER, QUICK, SlimChoices, paper_sparsity, resolve
 from compress.request import PruneRequest, RequestConflict
-from compress.sparsity import SparsityConfig
+from compress.sparsity_targeted import TargetedSparsity
 from compress.training import Recipe
 
 
@@ -16,8 +16,10 @@ def test_the_quick_preset_is_the_readmes_run():
     assert o.pretrain_recipe == Recipe.named("fast", epochs=5)
     assert o.train_recipe == Recipe.named("fast", epochs=5)
     assert o.finetune_recipe == Recipe.finetuning("fast", epochs=5) and o.finetune_recipe.lr == 0.1
-    assert o.prune == PruneRequest(percent=0.5, min_keep=0.2)
-    assert o.sparsity == SparsityConfig() and (o.passes, o.distill) == (1, False)
+    assert o.prune == PruneRequest(target_macs=0.5, min_keep=0.2)
+    assert o.sparsity == TargetedSparsity() and (o.passes, o.distill) == (1, False)
+    # A percent asked replaces the preset's budget, and the targeted pull then prepares that percent.
+    assert resolve("quick", SlimChoices(prune={"percent": 0.4})).options.prune == PruneRequest(percent=0.4, min_keep=0.2)
 
 
 def test_the_paper_preset_keeps_the_papers_lambda_per_architecture():

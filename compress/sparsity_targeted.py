@@ -1,0 +1,162 @@
+"""L1 on the BN γ of the channels the coming prune will remove, and on no others.
+
+The steered penalty of compress.sparsity pulls every γ, so the whole network pays for the half that goes:
+on the quick preset its sparse stage ended 5 pp under five more plain epochs (benchmarks/peers/README.md).
+Here the channels to pull are the ones `prune` would remove now, decided by the run's own prune request
+(its percent or budget, floor, rounding and importance: `compress.slimming.removal_preview`), and
+re-decided a few dozen times per run, as γ move. Only those γ feel the proximal shrink; the channels that
+stay train as in plain training. The pulled ones reach zero by 40% of the run (the steering of "auto":
+λ grows while the largest pulled |γ| is above a line from its start to zero at `reach`, never under the
+budget's λ) and are held there, so pruning them at the end removes channels that emit only β, which is folded
+forward: exact, with no BN re-estimation. Selecting the weights to penalize before pruning and driving
+them down with a growing penalty is the idea of Wang et al., "Neural pruning via growing regularization"
+(ICLR 2021); here it acts on BN γ and uses the toolkit's own decision (global threshold, budget,
+floor, rounding, importance), so the channels pulled are the ones the prune takes.
+
+    SlimOptions(prune=PruneRequest(target_macs=0.5), sparsity=TargetedSparsity())   # the quick preset
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.request import PruneRequest, slimming_keywords
+from compress.sparsity import AUTO_MODE, SparsityConfig, SparsityRegularizer
+
+SELECTIONS = 24  # decisions per run: every ~4% of the steps; a decision costs one traced forward
+# By when (fraction of the run) the pulled γ should reach zero. 0.4, 0.7 and 0.9 were measured on the
+# quick scale (benchmarks/peers/README.md, 3 seeds, same widths at each seed): 67.73%, 67.26%, 67.61%;
+# the differences are within the run-to-run spread, and 0.4 leaves the longest run at the final widths.
+REACH = 0.4
+
+
+class TargetedRegularizer(SparsityRegularizer):
+    """Proximal L1 steered on the γ of the channels `request` would prune; `input_size` (C, H, W) sizes
+    the traced forward that decides them."""
+
+    def __init__(self, model: nn.Module, request: PruneRequest, input_size: Sequence[int], *,
+                 lrs: Sequence[float], selections: int = SELECTIONS, reach: float = REACH):
+        if request.target_latency_ms is not None:
+            raise CompressError("targeted sparsity decides by percent, MACs or parameters; a latency budget is "
+                                "measured on the pruned network, which does not exist during training")
+        request.require_target()
+        super().__init__(model, "auto", mode=AUTO_MODE, lrs=lrs, percent=request.percent or 0.5)
+        if len(input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in input_size):
+            raise CompressError(f"targeted sparsity needs the input size (C, H, W), got {tuple(input_size)!r}")
+        self.model = model
+        self.request = request
+        self.reach = reach
+        self.input_size = tuple(input_size)
+        self.every = max(1, (self.total_steps or selections) // max(1, selections))
+        self.masks: dict[int, torch.Tensor] = {}
+        self.selected = 0
+        self._modules = {id(m.weight): name for name, m in model.named_modules()
+                         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.weight is not None}
+
+    def select(self) -> None:
+        """Decide again which channels the prune would remove, by the current γ."""
+        from compress.slimming.engine import removal_preview
+
+        p = self.gammas[0] if self.gammas else None
+        example = torch.zeros(1, *self.input_size, device=p.device if p is not None else "cpu")
+        r = self.request
+        bn = removal_preview(self.model, r.percent, example, target_macs=r.target_macs,
+                             target_params=r.target_params, **slimming_keywords(r))
+        masks = {}
+        for g in self.gammas:
+            idx = bn.get(self._modules.get(id(g)), [])
+            if idx:
+                m = torch.zeros(g.numel(), dtype=torch.bool, device=g.device)
+                m[torch.as_tensor(idx, dtype=torch.long, device=g.device)] = True
+                masks[id(g)] = m
+        self.masks = masks
+        total = sum(g.numel() for g in self.gammas)
+        self.selected = sum(int(m.sum()) for m in masks.values())
+        self.percent = min(max(self.selected / total, 1e-6), 0.99) if total else self.percent
+
+    def quantile_target(self, step: int) -> float:
+        if not self.total_steps:
+            return 0.0
+        return self.start_quantile * max(0.0, 1.0 - step / (self.reach * self.total_steps))
+
+    def _goal(self) -> float:
+        return 1.0  # the quantile steered is the largest pulled |γ|; nothing else is pulled to overshoot
+
+    def _sorted_gammas(self) -> torch.Tensor:
+        parts = [g.detach().abs()[self.masks[id(g)]].flatten() for g in self.gammas if id(g) in self.masks]
+        return torch.cat(parts).float().sort().values if parts else torch.zeros(0)
+
+    @torch.no_grad()
+    def _shrink(self, optimizer, _args, _kwargs) -> None:
+        lam, self._pending = self._pending, 0.0
+        if (self.step_index - 1) % self.every == 0:
+            self.select()
+        if lam <= 0 or not self.masks:
+            return
+        applied = 0.0
+        for group in optimizer.param_groups:
+            t = group["lr"] * lam
+            for p in group["params"]:
+                m = self.masks.get(id(p))
+                if m is None:
+                    continue
+                shrunk = torch.where(m, torch.sign(p) * torch.clamp(p.abs() - t, min=0.0), p)
+                p.copy_(shrunk)
+                applied = t
+        self.pull_applied += applied
+        self._steer()
+
+    def record(self) -> dict:
+        out = super().record()
+        total = sum(g.numel() for g in self.gammas) or 1
+        out["sparsity_selected"] = self.selected / total
+        if self.masks:
+            pulled = self._sorted_gammas()
+            out["sparsity_selected_at_zero"] = float((pulled < 1e-3).float().mean()) if pulled.numel() else 1.0
+        return out
+
+
+@dataclass(frozen=True)
+class TargetedSparsity(SparsityConfig):
+    """A SparsityConfig whose penalty acts only on the channels `prune` will remove. `prune` is filled in
+    by `compress.slim` from the run's own request when left None; `selections` is how many times per run
+    the channels are decided again."""
+
+    prune: PruneRequest | None = None
+    selections: int = SELECTIONS
+    reach: float = REACH
+
+    def __post_init__(self):
+        if self.strength != "auto" or self.mode != AUTO_MODE or self.ramp is not None:
+            raise CompressError("targeted sparsity is steered ('auto', proximal, no ramp); it takes no strength, "
+                                "mode or ramp")
+        if not (isinstance(self.selections, int) and not isinstance(self.selections, bool) and self.selections >= 1):
+            raise CompressError(f"selections must be a whole number >= 1, got {self.selections!r}")
+        if not (isinstance(self.reach, (int, float)) and 0.0 < self.reach <= 1.0):
+            raise CompressError(f"reach must be a fraction of the run in (0, 1], got {self.reach!r}")
+        if self.prune is not None and not isinstance(self.prune, PruneRequest):
+            raise CompressError(f"prune must be a PruneRequest, got {type(self.prune).__name__}")
+
+    def for_request(self, request: PruneRequest) -> TargetedSparsity:
+        from dataclasses import replace
+
+        return replace(self, prune=request)
+
+    def build(self, model: nn.Module, lrs: Sequence[float], input_size=None) -> SparsityRegularizer:
+        if self.prune is None:
+            raise CompressError("targeted sparsity needs the prune request it prepares for (TargetedSparsity("
+                                "prune=PruneRequest(...)), or run it through compress.slim)")
+        if input_size is None:
+            raise CompressError("targeted sparsity needs the input size (C, H, W) of the training images")
+        return TargetedRegularizer(model, self.prune, tuple(int(s) for s in input_size), lrs=lrs,
+                                   selections=self.selections, reach=self.reach)
+
+    def describe(self) -> dict:
+        r = self.prune
+        return {**super().describe(), "targeted": True, "selections": self.selections, "reach": self.reach,
+                **({"prepares": r.text()} if r is not None else {})}
