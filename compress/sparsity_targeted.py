@@ -55,6 +55,7 @@ class TargetedRegularizer(SparsityRegularizer):
         self.every = max(1, (self.total_steps or selections) // max(1, selections))
         self.masks: dict[int, torch.Tensor] = {}
         self.selected = 0
+        self.decided_at: int | None = None  # the step of the last decision
         self._modules = {id(m.weight): name for name, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.weight is not None}
 
@@ -75,6 +76,7 @@ class TargetedRegularizer(SparsityRegularizer):
                 m[torch.as_tensor(idx, dtype=torch.long, device=g.device)] = True
                 masks[id(g)] = m
         self.masks = masks
+        self.decided_at = self.step_index
         total = sum(g.numel() for g in self.gammas)
         self.selected = sum(int(m.sum()) for m in masks.values())
         self.percent = min(max(self.selected / total, 1e-6), 0.99) if total else self.percent
@@ -94,7 +96,8 @@ class TargetedRegularizer(SparsityRegularizer):
     @torch.no_grad()
     def _shrink(self, optimizer, _args, _kwargs) -> None:
         lam, self._pending = self._pending, 0.0
-        if (self.step_index - 1) % self.every == 0:
+        # Also on the first step of a resumed run: the channels are not part of the saved state.
+        if self.decided_at is None or (self.step_index - 1) % self.every == 0:
             self.select()
         if lam <= 0 or not self.masks:
             return

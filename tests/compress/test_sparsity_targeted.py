@@ -129,3 +129,17 @@ def test_slim_gives_the_config_its_own_prune_request():
     steered = steer_to(TargetedSparsity(), request)
     assert steered.prune == request
     assert steered.describe()["prepares"] == "target macs 0.5"
+
+
+def test_a_resumed_run_decides_its_channels_on_its_first_step():
+    model = net()
+    spread_gammas(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = TargetedSparsity(prune=PruneRequest(percent=0.5)).build(model, [0.1] * 100, input_size=(3, 16, 16))
+    reg.step_index = 37  # what fit sets when it resumes from an epoch's checkpoint
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    reg.step(opt)
+    opt.step()
+    assert reg.decided_at == 38 and reg.masks
+    assert 0.4 < reg.record()["sparsity_selected"] < 0.6  # half the channels, give or take the quantile's ties
