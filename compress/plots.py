@@ -106,8 +106,10 @@ def kept_channels_from_plan(plan: dict, path: str | Path) -> Path:
         after = [int(g["channels_after"]) for g in groups]
     except (KeyError, TypeError, ValueError) as exc:
         raise CompressError(f"plan is malformed for plotting: missing or invalid {exc}") from None
-    return kept_channels(layers, before, after, path,
-                         title=f"Channels per layer, {plan.get('percent', 0):.0%} pruned")
+    gone = 1 - sum(after) / sum(before) if sum(before) else 0.0
+    budget = plan.get("budget") or {}
+    asked = f", to {budget['target']} {budget['asked']:g}" if "target" in budget and "asked" in budget else ""
+    return kept_channels(layers, before, after, path, title=f"Channels per layer: {gone:.0%} pruned{asked}")
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -192,8 +192,11 @@ def sparsity_on(sparsity) -> bool:
 def sparsity_label(sparsity) -> str:
     if not hasattr(sparsity, "describe"):
         return f"λ={sparsity}"
-    d = sparsity.describe()
-    amount = f"pull budget {d['budget']}" if "budget" in d else f"strength {d['strength']}"
-    if d.get("targeted"):
-        return f"{d['mode']}, {amount}, on the channels {d.get('prepares', 'the prune')} removes"
-    return f"{d['mode']}, {amount}"
+    return sparsity_words(sparsity.describe())
+
+
+def sparsity_words(d: dict, noun: str = "") -> str:
+    """A SparsityConfig's description (describe(), as summary.json keeps it) in a few words."""
+    amount = f"pull budget {d['budget']}" if "budget" in d else f"strength {d.get('strength')}"
+    where = f", on the channels that pruning to {d.get('prepares', 'its request')} removes" if d.get("targeted") else ""
+    return f"{d.get('mode')}{noun}, {amount}{where}"

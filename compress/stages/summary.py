@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.stages._run import command_line, log, sparsity_json
+from compress.stages._run import command_line, log, sparsity_json, sparsity_words
 
 
 def build_summary(stages: dict, times: dict, data, percent: float | None, sparsity) -> dict:
@@ -78,8 +78,7 @@ def _budget_sentence(b: dict) -> str:
 
 def _sparsity_text(value) -> str:
     if isinstance(value, dict):
-        amount = f"pull budget {value['budget']}" if "budget" in value else f"strength {value.get('strength')}"
-        return f"{value.get('mode')} L1, {amount}"
+        return sparsity_words(value, noun=" L1")
     return f"subgradient L1, λ = {value}"
 
 

@@ -36,6 +36,9 @@ def test_kept_channels_and_from_plan(tmp_path):
     plan = {"percent": 0.5, "groups": [{"root": "a", "channels_before": 8, "channels_after": 4},
                                        {"root": "b", "channels_before": 8, "channels_after": 2}]}
     assert is_png(kept_channels_from_plan(plan, tmp_path / "p.png"))
+    # A plan made to a budget records percent as null (the quick preset's): it plots all the same.
+    budget_plan = {**plan, "percent": None, "budget": {"target": "macs", "asked": 0.5}}
+    assert is_png(kept_channels_from_plan(budget_plan, tmp_path / "b.png"))
     with pytest.raises(CompressError, match="equally long"):
         kept_channels(["a"], [1, 2], [1], tmp_path / "bad.png")
     with pytest.raises(CompressError, match="malformed"):

@@ -143,3 +143,12 @@ def test_a_resumed_run_decides_its_channels_on_its_first_step():
     opt.step()
     assert reg.decided_at == 38 and reg.masks
     assert 0.4 < reg.record()["sparsity_selected"] < 0.6  # half the channels, give or take the quantile's ties
+
+
+def test_logs_and_summaries_say_which_channels_are_pulled():
+    from compress.stages._run import sparsity_label
+    from compress.stages.summary import _sparsity_text
+
+    config = steer_to(TargetedSparsity(), PruneRequest(target_macs=0.5))
+    assert sparsity_label(config) == "proximal, strength auto, on the channels that pruning to target macs 0.5 removes"
+    assert _sparsity_text(config.describe()).startswith("proximal L1, strength auto, on the channels")
