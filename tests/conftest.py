@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,13 @@ def cifar10_archive() -> Path:
     if path is None:
         pytest.skip("no local CIFAR-10 copy: set COMPRESS_DATA to cifar10-jpeg.tar.gz")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _interrupts_raise():
+    """A shell that starts the suite as a background job ignores SIGINT, and Python then leaves it ignored:
+    the tests that interrupt a run would see nothing happen. Ctrl-C raises KeyboardInterrupt here, as in a
+    terminal (children of the tests restore it too: tests_support.hostile_support.PAUSE_AT)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield

@@ -149,7 +149,8 @@ def run_until_marker(code: str, marker: str, sig: int, cwd: Path, timeout: float
 
 # Python that runs the CLI with one library function replaced by "announce, then wait for a signal".
 PAUSE_AT = """
-import sys, time, importlib
+import sys, time, importlib, signal
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background parent may have it ignored
 mod = importlib.import_module({module!r})
 real = getattr(mod, {attr!r})
 def paused(*a, **k):
