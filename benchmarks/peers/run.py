@@ -39,6 +39,11 @@ SCALES = {
              "plain_epochs": 1, "sparse_epochs": 1, "finetune_epochs": 1, "seeds": [0]},
     "quick": {"nets": {"vgg19x0.25": VGG19Q}, "train_limit": 10000, "test_limit": 10000,
               "plain_epochs": 5, "sparse_epochs": 5, "finetune_epochs": 5, "seeds": [0, 1, 2]},
+    # The quick setting on a network with coupled (residual) channels: one seed fits a session.
+    "quick-resnet": {"nets": {"preresnet56": ("preresnet56", {})}, "train_limit": 10000, "test_limit": 10000,
+                     "plain_epochs": 5, "sparse_epochs": 5, "finetune_epochs": 5, "seeds": [0]},
+    "tiny-resnet": {"nets": {"preresnet56": ("preresnet56", {})}, "train_limit": 300, "test_limit": 200,
+                    "plain_epochs": 1, "sparse_epochs": 1, "finetune_epochs": 1, "seeds": [0]},
     "cpu": {"nets": {"vgg19x0.25": VGG19Q, "preresnet56": ("preresnet56", {})}, "train_limit": 50000,
             "test_limit": 10000, "plain_epochs": 15, "sparse_epochs": 15, "finetune_epochs": 15, "seeds": [0]},
     "full": {"nets": {"vgg19": ("vgg19", {}), "preresnet56": ("preresnet56", {})}, "train_limit": 50000,
