@@ -17,12 +17,12 @@ from compress.slimming.batchnorm import (all_gammas, bn_layers, check_floor, glo
                                          recalibrate_batchnorm, resolve_round_to)
 from compress.slimming.decide import choose_kept, floor_channels
 from compress.slimming.engine import (OLD_PLAN_FORMAT, PLAN_FORMAT, PruneOptions, least_budget, probe_batch,
-                                      prunable_units, prune, removal_preview,
-                                      zero_removed_channels)
+                                      prunable_units, prune, removal_preview, zero_removed_channels)
 from compress.slimming.importance import Unit
 from compress.slimming.units import ChannelGroup, PruningUnits, Selection, pruning_units
 
-__all__ = ["prune", "removal_preview", "least_budget", "zero_removed_channels", "recalibrate_batchnorm", "bn_layers", "all_gammas",
+__all__ = ["prune", "removal_preview", "least_budget", "zero_removed_channels", "recalibrate_batchnorm", "bn_layers",
+           "all_gammas",
            "global_threshold", "choose_kept", "floor_channels", "resolve_round_to", "check_floor", "pruning_units",
            "prunable_units", "probe_batch", "PruneOptions", "Unit", "ChannelGroup", "Selection", "PruningUnits",
            "PLAN_FORMAT", "OLD_PLAN_FORMAT"]

@@ -71,7 +71,8 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
 
 def steer_to(sparsity, request: PruneRequest):
     """A sparsity config polarizes γ for the percent this run will prune (its 'auto' controller aims at
-    it); under a MACs/params/latency budget the percent is not known in advance and the config's own stays."""
+    it); under a MACs/params/latency budget the percent is not known in advance and the config's own stays.
+    A targeted config is given the request itself: it pulls the channels that request removes."""
     from compress.sparsity import SparsityConfig
     from compress.sparsity_targeted import TargetedSparsity
 
