@@ -152,3 +152,27 @@ def test_logs_and_summaries_say_which_channels_are_pulled():
     config = steer_to(TargetedSparsity(), PruneRequest(target_macs=0.5))
     assert sparsity_label(config) == "proximal, strength auto, on the channels that pruning to target macs 0.5 removes"
     assert _sparsity_text(config.describe()).startswith("proximal L1, strength auto, on the channels")
+
+
+def test_past_reach_the_pulled_channels_stay_at_exactly_zero_against_the_loss():
+    model = net()
+    spread_gammas(model)
+    steps, lr = 100, 0.1
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    reg = TargetedSparsity(prune=PruneRequest(percent=0.5), reach=0.4).build(model, [lr] * steps,
+                                                                               input_size=(3, 16, 16))
+    for step in range(steps):
+        opt.zero_grad()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        for g in bn_gammas(model):
+            g.grad = torch.full_like(g, -1.0)  # the loss defends every γ, harder than the pull at the start
+        reg.step(opt)
+        opt.step()
+        if step + 1 >= 0.4 * steps:
+            for g in bn_gammas(model):
+                m = reg.masks.get(id(g))
+                if m is not None:
+                    assert torch.all(g.detach()[m] == 0), step
+    assert reg.record()["sparsity_selected_at_zero"] == 1.0
+    reg.close()
