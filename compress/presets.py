@@ -3,9 +3,9 @@
 * ``quick``: VGG-19 ×0.25 on 10k CIFAR images, 5 plain + 5 sparse + 5 fine-tuning epochs of the `fast`
   recipe, half the MACs (``--target-macs 0.5``), ``--sparsity targeted``: the L1 pull acts only on the
   channels that prune will remove, which it holds at zero, so the pruning is exact and the channels
-  that stay train as in plain training (compress.sparsity_targeted). Against Torch-Pruning at equal MACs it
-  ends 1–2 pp above the uniform pull (``--sparsity auto``, 50% of channels), which this preset used
-  before: benchmarks/peers/README.md.
+  that stay train as in plain training (compress.sparsity_targeted). On the peers benchmark it ends
+  1.0–2.7 pp above (paired, per seed) the uniform pull (``--sparsity auto``, 50% of channels) that this
+  preset used before, and ahead of Torch-Pruning's methods at equal MACs: benchmarks/peers/README.md.
 * ``paper``: Liu et al.'s recipe: full data, 160 + 160 epochs, 70% of channels, λ = 1e-4 for VGG and
   1e-5 for the other networks (`paper_sparsity`).
 
