@@ -112,8 +112,10 @@ class TargetedRegularizer(SparsityRegularizer):
                 m = self.masks.get(id(p))
                 if m is None:
                     continue
-                pulled = torch.zeros_like(p) if hold else torch.sign(p) * torch.clamp(p.abs() - t, min=0.0)
-                p.copy_(torch.where(m, pulled, p))
+                if hold:
+                    p.masked_fill_(m, 0.0)
+                else:
+                    p.copy_(torch.where(m, torch.sign(p) * torch.clamp(p.abs() - t, min=0.0), p))
                 applied = t
         self.pull_applied += applied
         self._steer()

@@ -93,42 +93,41 @@ def _reused_train_s(out: Path) -> float:
 def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     """`compress.slim` from the shared plain model with the cost-weighted penalty, steered to hold at zero
     the share of channels that a MACs budget equal to the default's would remove, then pruned to it."""
-    import time
-
     import compress
-    from compress.training import Recipe
     from cost_weighted import CostWeightedConfig, percent_for
 
     fraction = _macs_fraction(where)
     plain, _ = compress.load_model(where / "pretrained")
     round_to = results.target_of(where)[1]
     goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
-    t0 = time.time()
     prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto")
-    options = compress.SlimOptions(
-        train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
-        finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
-        sparsity=CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
-    compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
-                  run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
-    return time.time() - t0
+    return _slim_from_plain(where, out, cfg, seed, args, prune,
+                            CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
 
 
 def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance: str, reach: float = 0.7) -> float:
     """`compress.slim` from the shared plain model with the penalty on the channels its prune (to the
     default's MACs) will remove, re-decided during the sparse stage."""
+    import compress
+
+    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
+                                  importance=importance)
+    return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity(reach=reach))
+
+
+def _slim_from_plain(where: Path, out: Path, cfg: dict, seed: int, args, prune, sparsity) -> float:
+    """`compress.slim` from the shared plain model with the scale's recipe and epochs, the given prune request
+    and sparsity; returns its wall time in seconds."""
     import time
 
     import compress
     from compress.training import Recipe
 
     t0 = time.time()
-    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
-                                  importance=importance)
     options = compress.SlimOptions(
         train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
         finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
-        sparsity=compress.TargetedSparsity(reach=reach))
+        sparsity=sparsity)
     compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
                   run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
     return time.time() - t0

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import OUT_DIR
-
 from compress.cli.options import _data, parse_arch_kwargs
+from compress.cli.params import OUT_DIR
 
 
 def _floats(text: str | None, hint: str) -> list[float] | None:

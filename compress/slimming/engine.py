@@ -62,20 +62,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     selection, the channels before and after and the kept indices, what was left alone and why
     (`skipped`), and the self-check (`check`). On any failure the model is left as it was.
     """
-    unknown = sorted(set(options) - {f.name for f in fields(PruneOptions)})
-    if unknown:
-        raise TypeError(f"prune() got an unexpected keyword argument {unknown[0]!r}")
-    opts = PruneOptions(**options)
-    targets = opts.targets()
-    if len(targets) > 1:
-        raise CompressError("give target_macs or target_params, not both")
-    if opts.plan is None and not targets and not (percent is not None and 0.0 < percent < 1.0):
-        raise CompressError(f"percent must be in (0, 1), got {percent}")
-    importance = imp.resolve(opts.importance, opts.cost_aware)
-    if importance == "cost" and not targets and opts.plan is None:
-        raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
-    opts.round_to = resolve_round_to(opts.round_to)
-    check_floor(round_to=opts.round_to, min_channels=opts.min_channels)
+    opts, importance = _options(percent, options, "prune")
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and what a failure restores
     try:
@@ -91,6 +78,25 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     except BaseException:
         _restore(model, backup)
         raise
+
+
+def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]:
+    """`options` (PruneOptions field names) checked as `prune` takes them; returns them and the importance."""
+    unknown = sorted(set(options) - {f.name for f in fields(PruneOptions)})
+    if unknown:
+        raise TypeError(f"{caller}() got an unexpected keyword argument {unknown[0]!r}")
+    opts = PruneOptions(**options)
+    targets = opts.targets()
+    if len(targets) > 1:
+        raise CompressError("give target_macs or target_params, not both")
+    if opts.plan is None and not targets and not (percent is not None and 0.0 < percent < 1.0):
+        raise CompressError(f"percent must be in (0, 1), got {percent}")
+    importance = imp.resolve(opts.importance, opts.cost_aware)
+    if importance == "cost" and not targets and opts.plan is None:
+        raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
+    opts.round_to = resolve_round_to(opts.round_to)
+    check_floor(round_to=opts.round_to, min_channels=opts.min_channels)
+    return opts, importance
 
 
 def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance) -> dict:
@@ -354,14 +360,9 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     later prune removes reads during training (compress.sparsity_targeted)."""
     from compress.slimming.removal import removal_of
 
-    unknown = sorted(set(options) - {f.name for f in fields(PruneOptions)})
-    if unknown:
-        raise TypeError(f"removal_preview() got an unexpected keyword argument {unknown[0]!r}")
-    opts = PruneOptions(**options)
-    if opts.plan is not None:
+    if options.get("plan") is not None:
         raise CompressError("removal_preview decides afresh; a plan already says what it removes")
-    importance = imp.resolve(opts.importance, opts.cost_aware)
-    opts.round_to = resolve_round_to(opts.round_to)
+    opts, importance = _options(percent, options, "removal_preview")
     was_training = model.training
     model.eval()
     try:
