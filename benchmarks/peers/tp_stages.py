@@ -90,12 +90,19 @@ def prune_stage(parent_dir: Path, out: Path, data, *, method: str, target_macs: 
                   "wall_s": round(time.time() - t0, 1)})
 
 
+def second_stage(method: str, start: Path, run: Path, data, cfg: dict, *, seed: int, device,
+                 progress: bool) -> dict:
+    """The method's second stage alone: it needs only the plain model, not the toolkit's MACs, so it can run
+    while the toolkit's own run is still training."""
+    spec = tp_methods.METHODS[method]
+    return train_stage(start, run / "sparse", data, Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
+                       method=method, seed=seed, device=device, progress=progress, sparse=spec.reg is not None)
+
+
 def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: int, target_macs: int,
                round_to: int, device, progress: bool) -> dict:
     """The three stages of a Torch-Pruning method from the shared plain model `start` into `run`."""
-    spec = tp_methods.METHODS[method]
-    second = train_stage(start, run / "sparse", data, Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
-                         method=method, seed=seed, device=device, progress=progress, sparse=spec.reg is not None)
+    second = second_stage(method, start, run, data, cfg, seed=seed, device=device, progress=progress)
     pruned = prune_stage(run / "sparse", run / "pruned", data, method=method, target_macs=target_macs,
                          min_keep=cfg["min_keep"], round_to=round_to, device=device)
     final = train_stage(run / "pruned", run / "finetuned", data,

@@ -183,3 +183,18 @@ def test_cost_weighted_pull_spares_the_floor_and_favours_expensive_channels():
     # Removing the most expensive channels first reaches a MACs budget with fewer channels than the share
     # of MACs removed.
     assert 0 < percent_for(model, 0.55, min_keep=0.2, round_to=16) < 0.45
+
+
+def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
+    import run
+
+    where = tmp_path / "seed0"
+    where.mkdir()
+    (where / "pretrained.json").write_text("{}")
+    ready = lambda m: all(run._done(where, d) for d in run._needs(m))  # noqa: E731
+    assert ready("toolkit") and ready("tp-l1" + run.SECOND)
+    assert not ready("tp-l1")  # its prune needs the toolkit's MACs
+    assert not run._done(where, "tp-l1" + run.SECOND)
+    (where / "tp-l1" / "sparse").mkdir(parents=True)
+    (where / "tp-l1" / "sparse" / "model.json").write_text("{}")
+    assert run._done(where, "tp-l1" + run.SECOND) and not run._done(where, "tp-l1")
