@@ -355,6 +355,9 @@ class SparsityConfig:
     gamma_decay: bool = False
     percent: float = 0.5
 
+    def check_ready(self) -> None:
+        """Refuse, before any data is loaded or file written, a config that cannot build (none here)."""
+
     def build(self, model: nn.Module, lrs: Sequence[float], input_size=None) -> SparsityRegularizer:
         """The regularizer for `model` over the schedule `lrs`; `input_size` (C, H, W) is for configs that
         trace the network (compress.sparsity_targeted)."""

@@ -130,6 +130,11 @@ class TargetedRegularizer(SparsityRegularizer):
         return out
 
 
+NEEDS_REQUEST = ("targeted sparsity pulls the channels a prune will remove, so it needs that prune: use it in a slim "
+                 "run (`compress slim --sparsity targeted`, compress.slim) or give "
+                 "TargetedSparsity(prune=PruneRequest(...))")
+
+
 @dataclass(frozen=True)
 class TargetedSparsity(SparsityConfig):
     """A SparsityConfig whose penalty acts only on the channels `prune` will remove. `prune` is filled in
@@ -151,15 +156,18 @@ class TargetedSparsity(SparsityConfig):
         if self.prune is not None and not isinstance(self.prune, PruneRequest):
             raise CompressError(f"prune must be a PruneRequest, got {type(self.prune).__name__}")
 
+    def check_ready(self) -> None:
+        """Refuse before any work when there is no prune to prepare for."""
+        if self.prune is None:
+            raise CompressError(NEEDS_REQUEST)
+
     def for_request(self, request: PruneRequest) -> TargetedSparsity:
         from dataclasses import replace
 
         return replace(self, prune=request)
 
     def build(self, model: nn.Module, lrs: Sequence[float], input_size=None) -> SparsityRegularizer:
-        if self.prune is None:
-            raise CompressError("targeted sparsity needs the prune request it prepares for (TargetedSparsity("
-                                "prune=PruneRequest(...)), or run it through compress.slim)")
+        self.check_ready()
         if input_size is None:
             raise CompressError("targeted sparsity needs the input size (C, H, W) of the training images")
         return TargetedRegularizer(model, self.prune, tuple(int(s) for s in input_size), lrs=lrs,

@@ -29,7 +29,8 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
 @click.option("--data", "data_spec", default=None,
               help="Measure accuracy right after pruning, and re-estimate BN statistics, on this data.")
 @click.option("--recalibrate", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Training images to re-estimate BN running statistics on after pruning (0: off; needs --data).")
+              help="Training images (augmented as in training) to re-estimate BN running statistics on after an "
+                   "inexact pruning (0: off; needs --data).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--device", default=None)
 def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,

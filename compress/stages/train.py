@@ -13,6 +13,7 @@ import torch
 from compress.artifact import load_model_dir, read_meta
 from compress.data.options import DataOptions
 from compress.errors import CompressError
+from compress.sparsity import SparsityConfig
 from compress.stages._run import (
     Fitting,
     RunOptions,
@@ -44,6 +45,8 @@ def train(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, 
     stage with the same settings keeps it; other settings are refused.
     """
     out = Path(out)
+    if isinstance(sparsity, SparsityConfig):
+        sparsity.check_ready()
     with writing(out, [("--from", start_from), ("--like", like)], data):
         if like is not None:
             if start_from is not None:

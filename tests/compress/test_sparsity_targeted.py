@@ -116,7 +116,7 @@ def test_config_refuses_what_it_cannot_steer():
         TargetedSparsity(selections=0)
     with pytest.raises(CompressError, match="PruneRequest"):
         TargetedSparsity(prune={"percent": 0.5})
-    with pytest.raises(CompressError, match="prune request"):
+    with pytest.raises(CompressError, match="needs that prune"):
         TargetedSparsity().build(net(), [0.1] * 10, input_size=(3, 16, 16))
     with pytest.raises(CompressError, match="input size"):
         TargetedSparsity(prune=PruneRequest(percent=0.5)).build(net(), [0.1] * 10)

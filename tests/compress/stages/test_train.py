@@ -92,3 +92,13 @@ def test_a_finished_stage_is_kept_only_for_the_settings_it_was_trained_with(tmp_
     assert _kept(tmp_path / "m", dict(settings))["training"]["settings"] == settings
     with pytest.raises(CompressError, match=r"holds a model trained with other settings \(data, seed\)"):
         _kept(tmp_path / "m", {**settings, "seed": 1, "data": {"spec": "imgs", "input_size": None}})
+
+
+def test_targeted_sparsity_without_a_prune_is_refused_before_any_work(tmp_path):
+    """It pulls the channels a prune will remove; `compress train` has no prune, so it names the command
+    that has one, in one line, with nothing written and no data read (the spec names no dataset)."""
+    result = CliRunner().invoke(main, ["train", "--arch", "vgg11", "--out", str(tmp_path / "m"), "--sparsity",
+                                       "targeted", "--data", str(tmp_path / "no-such-dataset")])
+    assert result.exit_code != 0
+    assert "compress slim --sparsity targeted" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
