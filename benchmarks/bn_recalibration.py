@@ -42,7 +42,8 @@ def measure(model_dir: Path, data_spec: str, images: int, test_limit: int, train
         return evaluate(m, test, norm["mean"], norm["std"])["accuracy"]
 
     augmented = [accuracy_after(True, seed) for seed in (0, 1, 2)]
-    return {"model": str(model_dir), "arch": meta.get("arch"), "test_images": len(test), "calibration_images": len(calib),
+    return {"model": str(model_dir), "arch": meta.get("arch"), "test_images": len(test),
+            "calibration_images": len(calib),
             "as_trained": evaluate(model, test, norm["mean"], norm["std"])["accuracy"],
             "plain": accuracy_after(False), "augmented": augmented}
 

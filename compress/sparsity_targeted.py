@@ -8,10 +8,11 @@ re-decided a few dozen times per run, as γ move. Only those γ feel the proxima
 stay train as in plain training. The pulled ones reach zero by 40% of the run (the steering of "auto":
 λ grows while the largest pulled |γ| is above a line from its start to zero at `reach`, never under the
 budget's λ) and are held at exactly zero from then on, so pruning them at the end removes channels that
-emit only β, which is folded forward: exact, with no BN re-estimation. Selecting the weights to penalize before pruning and driving
-them down with a growing penalty is the idea of Wang et al., "Neural pruning via growing regularization"
-(ICLR 2021); here it acts on BN γ and uses the toolkit's own decision (global threshold, budget,
-floor, rounding, importance), so the channels pulled are the ones the prune takes.
+emit only β, which is folded forward: exact, with no BN re-estimation. Selecting the weights to
+penalize before pruning and driving them down with a growing penalty is the idea of Wang et al., "Neural
+pruning via growing regularization" (ICLR 2021); here it acts on BN γ and uses the toolkit's own
+decision (global threshold, budget, floor, rounding, importance), so the channels pulled are the ones the
+prune takes.
 
     SlimOptions(prune=PruneRequest(target_macs=0.5), sparsity=TargetedSparsity())   # the quick preset
 """

@@ -38,7 +38,8 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
     `request` says what to prune to; with `plan_path` an earlier plan.json is replayed instead (the
     request then gives only the floor and β compensation). With `data`, the accuracy right after pruning
     is measured and, unless every removed channel had |γ| at zero, BN statistics are re-estimated on
-    `recalibrate` training images with the training augmentation (0 disables it). A latency target is measured on this machine.
+    `recalibrate` training images with the training augmentation (0 disables it). A latency target is
+    measured on this machine.
     """
     if plan_path is not None and (request.target is not None or request.importance != "gamma"):
         # A plan replays the channels it recorded: a target, or an importance to rank them by, asks for another.
@@ -113,7 +114,7 @@ def _measure(model, meta: dict, data: DataOptions, *, recalibrate: int, device) 
         calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
         recalibrated_on = len(calib)
         # With the training augmentation: the statistics the network was trained under. On plain images they
-        # moved a trained PreResNet-56 by −5.0 pp and a VGG-19 ×0.25 by −0.6 pp with no channel removed.
+        # moved a trained PreResNet-56 by −4.7 pp and a VGG-19 ×0.25 by −0.6 pp with no channel removed.
         batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=True, seed=data.seed,
                                                device=dev))
         recalibrate_batchnorm(model, batches)
@@ -125,9 +126,9 @@ def _measure(model, meta: dict, data: DataOptions, *, recalibrate: int, device) 
 def exact_removal(plan: dict, request: PruneRequest) -> bool:
     """Every removed channel had |γ| under ZERO: with β folded into the next layer the network computes what
     it did, so its BN statistics still hold, and re-estimating them on a few thousand images only adds
-    noise (measured on plain images: −1.9 pp on issue 11's CPU reference, 82.97% → 81.08%). The plan records the largest
-    |γ| removed, whatever importance chose the channels; a plan without it (written before) says it
-    through its threshold, which is |γ| only with the |γ| importance."""
+    noise (measured on plain images: −1.9 pp on issue 11's CPU reference, 82.97% → 81.08%). The plan
+    records the largest |γ| removed, whatever importance chose the channels; a plan without it (written
+    before) says it through its threshold, which is |γ| only with the |γ| importance."""
     from compress.sparsity import ZERO
 
     if "removed_gamma_max" in plan:
