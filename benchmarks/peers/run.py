@@ -181,9 +181,10 @@ def write_table(cfg: dict, out: Path, args) -> str:
              f"Machine: {machine()}  ", f"Written: {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", ""]
     everything = {}
     for net in cfg["nets"]:
-        runs = []
+        runs, shaky = [], {}
         for where in sorted((out / net).glob("seed*")):
             latency = timing.latency_of(where)
+            shaky.update({f"{where.name} {cell}": r for cell, r in timing.unsteady_of(where).items()})
             for p in sorted(where.glob("*.json")):
                 if p.stem not in ("pretrained", "timing"):
                     runs.append({**json.loads(p.read_text()), "latency_ms": latency.get(p.stem, {})})
@@ -191,7 +192,12 @@ def write_table(cfg: dict, out: Path, args) -> str:
             continue
         summary = report.summarize(runs)
         everything[net] = {"summary": summary, "runs": runs}
-        parts += [f"## {net}", "", *report.table(summary), "", "Acceptance (issue 20):", "",
+        parts += [f"## {net}", "", *report.table(summary), ""]
+        if shaky:
+            parts += [f"Latency not settled: the two timing rounds of these cells differ by more than "
+                      f"{timing.STEADY - 1:.0%} (max/min): " + ", ".join(f"{c} {r}x" for c, r in shaky.items()) +
+                      ". Time again on a quiet machine before reading them.", ""]
+        parts += ["Acceptance (issue 20):", "",
                   *report.acceptance(summary), "", "Per seed:", "", *report.per_seed(runs), ""]
     atomic_json(out / "results.json", everything)
     text = "\n".join(parts)

@@ -19,6 +19,19 @@ from common import atomic_json
 
 BACKENDS = "ort-cpu,openvino"
 BATCHES = "1,32"
+# Rounds of one cell further apart than this mean the machine's speed moved under the timing (a 1.6x spread
+# on a shared VM, 2026-12-05); such a cell is named in timing.json and the table, not quietly kept.
+STEADY = 1.10
+
+
+def unsteady(samples: dict[str, dict[str, list[float]]], tolerance: float = STEADY) -> dict[str, float]:
+    """{"METHOD BACKEND@BATCH": max/min of its rounds} for every cell whose rounds disagree beyond `tolerance`."""
+    out = {}
+    for method, cells in samples.items():
+        for key, values in cells.items():
+            if len(values) > 1 and min(values) > 0 and max(values) / min(values) > tolerance:
+                out[f"{method} {key}"] = round(max(values) / min(values), 2)
+    return out
 
 
 def _bench(dirs: list[Path], iters: int, log: Path) -> dict:
@@ -60,7 +73,12 @@ def time_seed(where: Path, iters: int, rounds: int = 2) -> dict:
             for key, ms in cells.items():
                 samples[by_path[path]].setdefault(key, []).append(ms)
     result = {m: {key: statistics.median(v) for key, v in cells.items()} for m, cells in samples.items()}
-    atomic_json(where / "timing.json", {"iters": iters, "rounds": rounds, "p50_ms": result, "samples": samples})
+    shaky = unsteady(samples)
+    if shaky:
+        print(f"{where}: the rounds of {len(shaky)} cells disagree by more than {STEADY - 1:.0%} (worst "
+              f"{max(shaky.values())}x): the machine was not quiet; time again", file=sys.stderr)
+    atomic_json(where / "timing.json", {"iters": iters, "rounds": rounds, "p50_ms": result, "samples": samples,
+                                        "unsteady": shaky})
     return result
 
 
@@ -73,6 +91,12 @@ def time_all(cfg: dict, out: Path, args) -> None:
                 continue
             print(f"== timing {net} seed {seed}", file=sys.stderr, flush=True)
             time_seed(where, args.iters)
+
+
+def unsteady_of(where: Path) -> dict[str, float]:
+    """The cells of one seed whose timing rounds disagreed (see STEADY), or {}."""
+    path = where / "timing.json"
+    return unsteady(json.loads(path.read_text()).get("samples", {})) if path.exists() else {}
 
 
 def latency_of(where: Path) -> dict[str, dict[str, float]]:

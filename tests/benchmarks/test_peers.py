@@ -198,3 +198,12 @@ def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
     (where / "tp-l1" / "sparse").mkdir(parents=True)
     (where / "tp-l1" / "sparse" / "model.json").write_text("{}")
     assert run._done(where, "tp-l1" + run.SECOND) and not run._done(where, "tp-l1")
+
+
+def test_timing_rounds_that_disagree_are_named_not_kept_quietly():
+    import timing
+
+    samples = {"toolkit": {"ort-cpu@1": [0.148, 0.234], "ort-cpu@32": [3.51, 3.55]},
+               "tp-l1": {"ort-cpu@1": [0.238, 0.240], "openvino@1": [0.0, 0.3]}}
+    assert timing.unsteady(samples) == {"toolkit ort-cpu@1": 1.58}
+    assert timing.unsteady({"toolkit": {"ort-cpu@1": [0.148]}}) == {}
