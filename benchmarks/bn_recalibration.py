@@ -48,30 +48,47 @@ def measure(model_dir: Path, data_spec: str, images: int, test_limit: int, train
             "plain": accuracy_after(False), "augmented": augmented}
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", type=Path)
     ap.add_argument("--data", default="cifar10")
-    ap.add_argument("--images", type=int, default=2000, help="calibration images (the prune stage's default)")
-    ap.add_argument("--train-limit", type=int, default=10000)
-    ap.add_argument("--test-limit", type=int, default=10000)
+    ap.add_argument("--images", type=_positive, default=2000, help="calibration images (the prune stage's default)")
+    ap.add_argument("--train-limit", type=_positive, default=10000)
+    ap.add_argument("--test-limit", type=_positive, default=10000)
     ap.add_argument("--out", type=Path, default=None, help="also write the table here (markdown)")
     args = ap.parse_args(argv)
-    started = time.strftime('%Y-%m-%d %H:%M', time.gmtime())
+    if args.out is not None:
+        inside = [m for m in args.models if args.out.resolve().is_relative_to(m.resolve())]
+        if inside:
+            ap.error(f"--out {args.out} is inside the model directory {inside[0]}, an input")
+    from compress.errors import CompressError
+
+    started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+    rows = []
+    try:
+        for model_dir in args.models:
+            r = measure(model_dir, args.data, args.images, args.test_limit, args.train_limit)
+            aug = r["augmented"]
+            rows.append(f"| {model_dir} | {r['arch']} | {r['test_images']} | {r['as_trained']:.2%} | "
+                        f"{r['plain']:.2%} | {sum(aug) / len(aug):.2%} ({min(aug):.2%}–{max(aug):.2%}) |")
+            print(rows[-1], flush=True)
+    except CompressError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     lines = ["# BN re-estimation alone, plain against augmented images", "",
              f"Command: `python benchmarks/bn_recalibration.py {' '.join(sys.argv[1:])}`  ",
-             f"Machine: {machine()}  ", "Run: {run}", "",
+             f"Machine: {machine()}  ", f"Run: {started} – {time.strftime('%H:%M', time.gmtime())} UTC", "",
              "| model | arch | test images | as trained | re-estimated, plain | re-estimated, augmented (3 seeds) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for model_dir in args.models:
-        r = measure(model_dir, args.data, args.images, args.test_limit, args.train_limit)
-        aug = r["augmented"]
-        lines.append(f"| {model_dir} | {r['arch']} | {r['test_images']} | {r['as_trained']:.2%} | {r['plain']:.2%} | "
-                     f"{sum(aug) / len(aug):.2%} ({min(aug):.2%}–{max(aug):.2%}) |")
-        print(lines[-1], flush=True)
-    lines += ["", f"Each re-estimation: {args.images} stratified training images (seed 0), batches of 250, every "
-              "BN's running statistics reset and averaged over the batches in train mode; no channel removed."]
-    lines[4] = f"Run: {started} – {time.strftime('%H:%M', time.gmtime())} UTC"
+             "| --- | --- | ---: | ---: | ---: | ---: |", *rows, "",
+             f"Each re-estimation: {args.images} stratified training images (seed 0), batches of 250, every "
+             "BN's running statistics reset and averaged over the batches in train mode; no channel removed."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -22,7 +22,6 @@ from compress.slimming.importance import Unit
 from compress.slimming.units import ChannelGroup, PruningUnits, Selection, pruning_units
 
 __all__ = ["prune", "removal_preview", "least_budget", "zero_removed_channels", "recalibrate_batchnorm", "bn_layers",
-           "all_gammas",
-           "global_threshold", "choose_kept", "floor_channels", "resolve_round_to", "check_floor", "pruning_units",
+           "all_gammas", "global_threshold", "choose_kept", "floor_channels", "resolve_round_to", "check_floor", "pruning_units",
            "prunable_units", "probe_batch", "PruneOptions", "Unit", "ChannelGroup", "Selection", "PruningUnits",
            "PLAN_FORMAT", "OLD_PLAN_FORMAT"]
