@@ -9,6 +9,10 @@ correspondingly narrower consumer convolution or linear layer.
 
 Gathering before the BN instead of after it (where the official code puts its selection layer) is
 equivalent, since BN acts per channel, and stores γ, β and statistics for the kept channels only.
+
+This is `shared="select"`, the paper's way and `compress prune`'s default. A gather costs time that
+MACs do not count, and the shared tensor keeps its width: `shared="narrow"` (compress.slimming.units)
+removes a shared channel from the tensor itself where every reader drops it, and makes no selection.
 """
 
 from __future__ import annotations

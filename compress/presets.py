@@ -6,8 +6,12 @@
   that stay train as in plain training (compress.sparsity_targeted). On the peers benchmark it ends
   1.0–2.7 pp above (paired, per seed) the uniform pull (``--sparsity auto``, 50% of channels) that this
   preset used before, and ahead of Torch-Pruning's methods at equal MACs: benchmarks/peers/README.md.
+  Channels that several BNs read (a pre-activation ResNet's residual stream) are removed from the shared
+  tensor where every reader drops them (``--shared narrow``), with no channel selection: on PreResNet-56
+  that made the pruned network about as fast as Torch-Pruning's at equal MACs instead of 1.5-2.6x
+  slower (benchmarks/peers/README.md). A VGG has no such channels: its decision is the same either way.
 * ``paper``: Liu et al.'s recipe: full data, 160 + 160 epochs, 70% of channels, λ = 1e-4 for VGG and
-  1e-5 for the other networks (`paper_sparsity`).
+  1e-5 for the other networks (`paper_sparsity`), and the paper's channel selections (``--shared select``).
 
     run = resolve("quick", SlimChoices(arch="vgg11"))
     compress.slim(run.arch, DataOptions("cifar10", run.train_limit, run.test_limit), "runs/q", run.options,
@@ -38,6 +42,7 @@ class Preset:
     percent: float | None  # None: prune to target_macs
     target_macs: float | None
     sparsity: str  # "targeted": TargetedSparsity(); "auto": SparsityConfig(); "paper": paper_sparsity(arch)
+    shared: str = "select"  # PruneRequest.shared: channel selections (the paper's) or a narrowed stream
 
     def sparsity_for(self, arch: str):
         if self.sparsity == "targeted":
@@ -52,7 +57,8 @@ class Preset:
 
 
 QUICK = Preset("quick", arch="vgg19", vgg_width=0.25, train_limit=10_000, test_limit=2_000, pretrain_epochs=5,
-               epochs=5, finetune_epochs=5, recipe="fast", percent=None, target_macs=0.5, sparsity="targeted")
+               epochs=5, finetune_epochs=5, recipe="fast", percent=None, target_macs=0.5, sparsity="targeted",
+               shared="narrow")
 PAPER = Preset("paper", arch="vgg19", vgg_width=None, train_limit=None, test_limit=None, pretrain_epochs=0,
                epochs=160, finetune_epochs=160, recipe="paper", percent=0.7, target_macs=None, sparsity="paper")
 PRESETS = {p.name: p for p in (QUICK, PAPER)}
@@ -128,6 +134,7 @@ def _request(p: Preset, c: SlimChoices) -> PruneRequest:
     if not any(t in asked for t in TARGETS):
         asked.update({"percent": p.percent} if p.target_macs is None else {"target_macs": p.target_macs})
     asked.setdefault("min_keep", default_min_keep(c.passes))
+    asked.setdefault("shared", p.shared)
     return PruneRequest.from_keywords(**asked)
 
 

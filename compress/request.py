@@ -6,7 +6,10 @@ threshold), `target_macs` / `target_params` (the fraction of the unpruned cost t
 floor every layer keeps (`min_keep`, `min_channels`, `round_to`); β compensation; and the importance
 that ranks channels: "gamma" (|γ|, the default), "cost" (|γ| against each channel's share of the
 target's cost) or a callable (compress.slimming.importance says what it receives; a Torch-Pruning
-`Importance` plugs in too). A request without a target is legal only where a plan is replayed.
+`Importance` plugs in too); and `shared`, how channels that several BNs read are pruned: "select"
+(per reader, with channel selections: the paper's way) or "narrow" (removed from the shared tensor
+itself where every reader drops them; no gather in the deployed network). A request without a target
+is legal only where a plan is replayed.
 
 This module imports no torch, so the CLI can build and check a request before loading anything.
 """
@@ -21,6 +24,7 @@ from compress.errors import CompressError
 
 TARGETS = ("percent", "target_macs", "target_params", "target_latency_ms")
 IMPORTANCES = ("gamma", "cost")
+SHARED = ("select", "narrow")  # compress.slimming.units.SHARED; this module imports no torch
 DEFAULT_BACKEND = "ort-cpu"
 COST = "importance='cost'"  # how a conflict names the cost-aware importance
 
@@ -61,6 +65,7 @@ class PruneRequest:
     round_to: int | str = 1
     compensate: bool = True
     importance: str | Callable = "gamma"
+    shared: str = "select"
 
     def __post_init__(self):
         given = [name for name in TARGETS if getattr(self, name) is not None]
@@ -129,6 +134,8 @@ class PruneRequest:
         """Whether `plan` (plan.json) was made for this request: target, min_keep and round_to (resolved)."""
         if (plan.get("min_keep"), plan.get("round_to")) != (self.min_keep, self.round_to):
             return False
+        if plan.get("shared", "select") != self.shared:
+            return False
         recorded = self.recorded()
         if recorded is None:
             return plan.get("budget") is None and plan.get("percent") == self.percent
@@ -139,7 +146,7 @@ class PruneRequest:
 def slimming_keywords(request: PruneRequest) -> dict:
     """The floor and importance of `request` as compress.slimming.prune (and least_budget) take them."""
     return {"min_keep": request.min_keep, "min_channels": request.min_channels, "round_to": request.round_to,
-            "compensate": request.compensate, "importance": request.importance}
+            "compensate": request.compensate, "importance": request.importance, "shared": request.shared}
 
 
 def _check_values(r: PruneRequest) -> None:
@@ -164,6 +171,8 @@ def _check_values(r: PruneRequest) -> None:
         raise CompressError(f"compensate must be True or False, got {r.compensate!r}")
     if not (callable(r.importance) or (isinstance(r.importance, str) and r.importance in IMPORTANCES)):
         raise CompressError(f"importance must be one of {', '.join(IMPORTANCES)} or a callable, got {r.importance!r}")
+    if r.shared not in SHARED:
+        raise CompressError(f"shared must be one of {', '.join(SHARED)}, got {r.shared!r}")
 
 
 def _real(value) -> bool:

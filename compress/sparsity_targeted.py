@@ -59,6 +59,9 @@ class TargetedRegularizer(SparsityRegularizer):
         self.decided_at: int | None = None  # the step of the last decision
         self._modules = {id(m.weight): name for name, m in model.named_modules()
                          if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.weight is not None}
+        # shared="narrow": a layer reading a removed channel without a BN gates it with its input weights
+        self._gating_layers = {name: m.weight for name, m in model.named_modules()
+                               if isinstance(m, (nn.Conv2d, nn.Linear))}
 
     def select(self) -> None:
         """Decide again which channels the prune would remove, by the current γ."""
@@ -76,10 +79,16 @@ class TargetedRegularizer(SparsityRegularizer):
                 m = torch.zeros(g.numel(), dtype=torch.bool, device=g.device)
                 m[torch.as_tensor(idx, dtype=torch.long, device=g.device)] = True
                 masks[id(g)] = m
+        for name, idx in bn.items():  # input channels of layers whose weights gate removed channels
+            w = self._gating_layers.get(name)
+            if w is not None and idx:
+                m = torch.zeros(w.shape, dtype=torch.bool, device=w.device)
+                m[:, torch.as_tensor(idx, dtype=torch.long, device=w.device)] = True
+                masks[id(w)] = m
         self.masks = masks
         self.decided_at = self.step_index
         total = sum(g.numel() for g in self.gammas)
-        self.selected = sum(int(m.sum()) for m in masks.values())
+        self.selected = sum(int(masks[id(g)].sum()) for g in self.gammas if id(g) in masks)
         self.percent = min(max(self.selected / total, 1e-6), 0.99) if total else self.percent
 
     def quantile_target(self, step: int) -> float:

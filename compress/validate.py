@@ -159,6 +159,8 @@ def _plan_settings(plan: dict, where: str) -> None:
         # A latency is asked in milliseconds, a cost as a fraction of the unpruned network's.
         _number(budget.get("asked"), where, "budget asked", 0.0, None if budget["target"] == "latency_ms" else 1.0,
                 lo_open=True)
+    if plan.get("shared", "select") not in ("select", "narrow"):
+        raise InvalidFileError(f"{where}: shared must be select or narrow, got {plan['shared']!r}")
     if "min_keep" in plan:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)
     for key in ("min_channels", "round_to"):

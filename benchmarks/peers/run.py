@@ -194,7 +194,7 @@ def write_table(cfg: dict, out: Path, args) -> str:
         everything[net] = {"summary": summary, "runs": runs}
         parts += [f"## {net}", "", *report.table(summary), ""]
         if shaky:
-            parts += [f"Latency not settled: the two timing rounds of these cells differ by more than "
+            parts += [f"Latency not settled: the timing rounds of these cells differ by more than "
                       f"{timing.STEADY - 1:.0%} (max/min): " + ", ".join(f"{c} {r}x" for c, r in shaky.items()) +
                       ". Time again on a quiet machine before reading them.", ""]
         parts += ["Acceptance (issue 20):", "",
@@ -217,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--device", default=None)
     ap.add_argument("--iters", type=int, default=200, help="timing: iterations per batch size")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="timing: passes over all methods, alternating order; the median of their p50s is kept")
     ap.add_argument("--poll", type=float, default=60.0, help="seconds between checks for runs held elsewhere")
     ap.add_argument("--progress", action="store_true", help="show per-batch progress bars")
     args = ap.parse_args(argv)

@@ -34,6 +34,8 @@ VARIANTS = {
                               "|γ| importance, pruned to the default's MACs"),
     "targeted-r04": Variant("toolkit, `TargetedSparsity(reach=0.4)`, |γ| importance, pruned to the default's MACs"),
     "targeted-r09": Variant("toolkit, `TargetedSparsity(reach=0.9)`, |γ| importance, pruned to the default's MACs"),
+    "select": Variant("toolkit with the paper's channel selections on shared channels (`--shared select`), "
+                      "MACs matched by Torch-Pruning's counter"),  # needs the default's MACs
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
 }
 
@@ -69,6 +71,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
     elif name == "distill-a05":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse", "pruned"])
         wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
+    elif name == "select":
+        wall = _select(where, out, cfg, seed, args)
     elif name == "costaware":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse"])
         wall = toolkit.prune(cfg, out / "sparse", out, args.device,
@@ -76,7 +80,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    reused = 0.0 if name in ("sparse-lr05", "costweighted") or name.startswith("targeted") else _reused_train_s(out)
+    reused = 0.0 if name in ("sparse-lr05", "costweighted", "select") or name.startswith("targeted") \
+        else _reused_train_s(out)
     return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
 
@@ -113,6 +118,43 @@ def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance: st
     prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
                                   importance=importance)
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity(reach=reach))
+
+
+def _select(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """The default run with `shared="select"` (the paper's channel selections, the default before
+    2026-12-05), its MACs budget set so that Torch-Pruning's counter (which also counts BN and activations,
+    whose widths the two modes set differently) gives the default's MACs: bisected on the plain model,
+    whose decision has the same shape as the trained one's."""
+    import compress
+
+    fraction = _matched_fraction(where, cfg, shared="select")
+    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto", shared="select")
+    return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
+
+
+def _matched_fraction(where: Path, cfg: dict, *, shared: str, steps: int = 12) -> float:
+    import copy
+
+    import torch
+
+    import compress
+    import tp_methods
+
+    target, round_to = results.target_of(where)
+    plain, meta = compress.load_model(where / "pretrained")
+    example = torch.zeros(1, *meta["input_size"])
+
+    def tp_macs(fraction: float) -> int:
+        model = copy.deepcopy(plain)
+        compress.prune(model, example, target_macs=fraction, min_keep=cfg["min_keep"], round_to=round_to,
+                       shared=shared)
+        return tp_methods.count(model, example)[0]
+
+    lo, hi = 0.3, 0.7
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tp_macs(mid) < target else (lo, mid)
+    return (lo + hi) / 2
 
 
 def _slim_from_plain(where: Path, out: Path, cfg: dict, seed: int, args, prune, sparsity) -> float:

@@ -67,6 +67,16 @@ def budget_options(latency_note: str = ""):
     return deco
 
 
+def shared_option(default: str | None):
+    """--shared: how channels that several BNs read (a pre-activation ResNet's residual stream) are pruned."""
+    shown = f" [default: {default}]" if default else " [default: the preset's]"
+    return click.option("--shared", type=click.Choice(["select", "narrow"]), default=default,
+                        help="Channels that several BatchNorms read (a pre-activation ResNet's residual stream, a "
+                             "DenseNet's concatenations): select prunes them per reader with channel-selection "
+                             "layers (the paper's way); narrow removes them from the shared tensor where every "
+                             "reader drops them, leaving no gather in the exported network." + shown)
+
+
 def resolved_round_to(value: int | str) -> int:
     """--round-to as a number; `auto` is resolved here so that the run says what it chose."""
     if value != "auto":

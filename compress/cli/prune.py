@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to
+from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to, shared_option
 from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
 
 
@@ -26,6 +26,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
               help="Round kept channels up to a multiple: 8 suits tensor cores; auto is ONNX Runtime's CPU "
                    "convolution block here (16 with AVX-512, 8 with AVX2), which its fast kernels need.")
 @click.option("--no-compensate", is_flag=True, help="Do not fold removed channels' β into the next layer.")
+@shared_option("select")
 @click.option("--data", "data_spec", default=None,
               help="Measure accuracy right after pruning, and re-estimate BN statistics, on this data.")
 @click.option("--recalibrate", type=click.IntRange(min=0), default=2000, show_default=True,
@@ -34,7 +35,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--device", default=None)
 def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,
-              min_keep, round_to, no_compensate, data_spec, recalibrate, test_limit, device):
+              min_keep, round_to, no_compensate, shared, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
     from compress.request import PruneRequest
     from compress.stages.prune import prune
@@ -47,7 +48,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
         request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,
                                target_latency_ms=target_latency, backend=backend,
                                importance="cost" if cost_aware else "gamma", min_keep=min_keep,
-                               round_to=resolved_round_to(round_to), compensate=not no_compensate)
+                               round_to=resolved_round_to(round_to), compensate=not no_compensate, shared=shared)
         meta = prune(model_dir, out, request, plan_path=plan_path, data=data, recalibrate=recalibrate, device=device)
     p = meta["pruning"]
     acc = ""

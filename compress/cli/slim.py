@@ -18,6 +18,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
     resolved_round_to,
+    shared_option,
 )
 from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 
@@ -51,6 +52,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 @click.option("--round-to", type=ROUND_TO, default="1", show_default=True,
               help="Round kept channels up to a multiple: 8 suits tensor cores; auto is ONNX Runtime's CPU "
                    "convolution block here (16 with AVX-512, 8 with AVX2), which its fast kernels need.")
+@shared_option(None)
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
 @click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Multi-pass slimming (paper Table 4): prune --percent of the remaining channels per pass, "
@@ -59,7 +61,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 @data_options
 @recipe_options()
 def slim(preset, arch, start_from, out, percent, target_macs, target_params, target_latency, backend, sparsity,
-         pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, distill, passes,
+         pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, shared, distill, passes,
          arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr, batch_size,
          weight_decay, recipe, device, compile_, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
@@ -82,7 +84,7 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
         _percent(percent)
     prune = {"percent": percent, "target_macs": target_macs, "target_params": target_params,
              "target_latency_ms": target_latency, "backend": backend, "min_keep": min_keep,
-             "round_to": resolved_round_to(round_to)}
+             "round_to": resolved_round_to(round_to), "shared": shared}
     with as_usage():
         settled = resolve(preset, SlimChoices(
             arch=arch, arch_kwargs=kwargs, from_model=start_from is not None, train_limit=train_limit,

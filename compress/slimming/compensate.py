@@ -14,8 +14,11 @@ import torch
 from torch import nn
 
 
-def silence(model: nn.Module, bn_channels: dict[str, list[int]], *, beta: bool) -> dict:
-    """Zero γ (and β when `beta`) of the named BN channels in place; returns what to restore."""
+def silence(model: nn.Module, bn_channels: dict[str, list[int]], *, beta: bool,
+            raw: dict[str, list[int]] | None = None) -> dict:
+    """Zero γ (and β when `beta`) of the named BN channels in place, and the input weights that `raw`
+    names (layers reading removed channels without a BN: compress.slimming.gating); returns what to
+    restore."""
     modules = dict(model.named_modules())
     saved = {}
     with torch.no_grad():
@@ -28,14 +31,19 @@ def silence(model: nn.Module, bn_channels: dict[str, list[int]], *, beta: bool) 
             bn.weight[i] = 0.0
             if beta:
                 bn.bias[i] = 0.0
+        for name, idx in (raw or {}).items():
+            layer = modules[name]
+            saved[layer] = (layer.weight.detach().clone(), None)
+            layer.weight[:, torch.as_tensor(idx, device=layer.weight.device)] = 0.0
     return saved
 
 
 def restore(saved: dict) -> None:
     with torch.no_grad():
-        for bn, (w, b) in saved.items():
-            bn.weight.copy_(w)
-            bn.bias.copy_(b)
+        for layer, (w, b) in saved.items():
+            layer.weight.copy_(w)
+            if b is not None:
+                layer.bias.copy_(b)
 
 
 def delta_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -58,7 +66,7 @@ def measure_deltas(model: nn.Module, removal, probe: torch.Tensor) -> dict[str, 
     if not removal.inputs:
         return {}
     modules = dict(model.named_modules())
-    saved = silence(model, removal.bn, beta=False)
+    saved = silence(model, removal.bn, beta=False, raw=removal.raw)
     deltas: dict[str, torch.Tensor] = {}
     names = {modules[n]: n for n in removal.inputs}
 

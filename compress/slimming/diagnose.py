@@ -66,7 +66,7 @@ def first_divergence(pruned: nn.Module, reference: nn.Module, removal, deltas: d
                      compensate: bool, tol: float) -> tuple[str | None, str]:
     """(name, "name (Class)") of the first module, in the reference's order, whose output differs."""
     hooks, (order, ref_out) = _record(reference)
-    saved = silence(reference, removal.bn, beta=not compensate)
+    saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     replace = replacement_hooks(reference, removal, deltas, 0)
     try:
         reference(probe)

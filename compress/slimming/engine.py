@@ -23,7 +23,7 @@ from compress.measure import count_params_macs
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
+from compress.slimming.units import COMPENSATION_IMAGES, SHARED, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
@@ -43,6 +43,7 @@ class PruneOptions:
     target_params: float | None = None
     cost_aware: bool = False
     importance: object = None
+    shared: str = "select"
 
     def targets(self) -> dict:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params)) if v is not None}
@@ -56,7 +57,10 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     output forward, True), `plan` (replay an earlier call's plan), `target_macs` / `target_params` (keep
     at most that fraction of the unpruned network's cost instead of `percent`), `importance` (None or
     'gamma' for |γ|, 'cost', a callable or a Torch-Pruning importance: compress.slimming.importance),
-    `cost_aware` (alias of importance='cost').
+    `cost_aware` (alias of importance='cost'), `shared` (channels that several BNs read, such as a
+    pre-activation ResNet's residual stream: "select" prunes them per reader with channel selections, the
+    paper's way; "narrow" removes them from the shared tensor where every reader drops them, which leaves
+    no gather in the deployed network; compress.slimming.units).
     The threshold is the `percent` quantile of every BN's |γ|; with a budget, the lowest one whose pruned
     network keeps at most the asked fraction (compress.budget). The plan records, per group and per
     selection, the channels before and after and the kept indices, what was left alone and why
@@ -94,6 +98,14 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
     importance = imp.resolve(opts.importance, opts.cost_aware)
     if importance == "cost" and not targets and opts.plan is None:
         raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
+    if opts.plan is not None:
+        made = opts.plan.get("shared", "select")
+        if opts.shared != "select" and opts.shared != made:
+            raise CompressError(f"the plan was made with shared={made!r}, and a plan replays its own channels: "
+                                f"drop shared={opts.shared!r} or decide afresh without the plan")
+        opts.shared = made  # a plan is replayed on the units it was made for
+    if opts.shared not in SHARED:
+        raise CompressError(f"shared must be one of {', '.join(SHARED)}, got {opts.shared!r}")
     opts.round_to = resolve_round_to(opts.round_to)
     check_floor(round_to=opts.round_to, min_channels=opts.min_channels)
     return opts, importance
@@ -154,12 +166,13 @@ def _restore(model: nn.Module, backup: nn.Module) -> None:
     model.__dict__.update({k: v for k, v in backup.__dict__.items() if "hook" not in k})
 
 
-def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None) -> PruningUnits:
+def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None, *,
+                   shared: str = "select") -> PruningUnits:
     """pruning_units, refusing a network that gives slimming nothing to act on."""
     if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise CompressError(f"{type(model).__name__} has no BatchNorm2d layers: network slimming prunes by "
                             "BatchNorm γ, so the network needs BatchNorm after its convolutions")
-    units = pruning_units(model, example_input, probe)
+    units = pruning_units(model, example_input, probe, shared=shared)
     if not units.groups and not units.selections:
         why = f" ({units.skipped[0]['reason']})" if units.skipped else ""
         raise CompressError(f"{type(model).__name__} has no BatchNorm channels to prune{why}")
@@ -174,7 +187,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
 
     started = time.perf_counter()
     probe = probe_batch(example_input)
-    units = prunable_units(model, example_input, probe)
+    units = prunable_units(model, example_input, probe, shared=opts.shared)
     if excluded:
         _exclude(units, excluded, model)
     if opts.plan is None:
@@ -213,14 +226,18 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
 
 
 def _removed_gamma_max(model: nn.Module, removal) -> float:
-    """The largest |γ| among the removed BN channels: under 1e-3 or so, pruning changed nothing, whatever
-    the importance that chose them."""
+    """The largest |γ| among the removed BN channels, and |w| among the input weights that gate them
+    where a layer reads them without a BN: under 1e-3 or so, pruning changed nothing, whatever the
+    importance that chose them."""
     modules = dict(model.named_modules())
     worst = 0.0
     for name, idx in removal.bn.items():
         bn = modules[name]
         if bn.affine and idx:
             worst = max(worst, float(bn.weight.detach()[torch.as_tensor(idx, device=bn.weight.device)].abs().max()))
+    for name, idx in removal.raw.items():
+        w = modules[name].weight.detach()
+        worst = max(worst, float(w[:, torch.as_tensor(idx, device=w.device)].abs().max()))
     return worst
 
 
@@ -273,7 +290,7 @@ def _meet_budget(model, units, example_input, target: str, fraction: float, impo
 
 def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "macs", *, min_keep: float = 0.2,
                  min_channels: int = 1, round_to: int = 1, compensate: bool = True,
-                 cost_aware: bool = False, importance=None) -> float:
+                 cost_aware: bool = False, importance=None, shared: str = "select") -> float:
     """The smallest `target_{target}` fraction that pruning to a budget accepts: every unit at its floor.
 
     Half a MAC (or parameter) above the floor's cost, so that the float round trip cannot refuse the
@@ -284,7 +301,7 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
     round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
     model.eval()
-    units = prunable_units(model, example_input, probe_batch(example_input))
+    units = prunable_units(model, example_input, probe_batch(example_input), shared=shared)
     costs = CostModel(model, units, example_input, compensate=compensate)
     chooser = Chooser(units, min_keep=min_keep, min_channels=min_channels, round_to=round_to)
     keeps = tuple([chooser(u, u.scores, math.inf) for u in us] for us in (units.groups, units.selections))
@@ -327,6 +344,7 @@ def _plan(opts: PruneOptions, percent, threshold, group_records, selection_recor
         "round_to": opts.round_to,
         "compensated": opts.compensate,
         "importance": imp.describe(importance),
+        "shared": opts.shared,
         "channels_before": before,
         "channels_after": after,
         "pruned_fraction": 1 - after / before,
@@ -355,7 +373,9 @@ def _split_records(units: PruningUnits) -> list[dict]:
 def removal_preview(model: nn.Module, percent: float | None, example_input: torch.Tensor,
                     **options) -> dict[str, list[int]]:
     """The BN channels (module name → indices) that `prune(model, percent, example_input, **options)` would
-    remove now, decided the same way, without removing anything or checking the result. The model's
+    remove now, decided the same way, without removing anything or checking the result; with
+    shared="narrow", also the input channels of the layers whose weights gate them (a projection shortcut
+    reading the raw stream: their weight columns must reach zero as the γ do). The model's
     weights and train/eval mode are left as they were: what a sparsity penalty aimed at the channels a
     later prune removes reads during training (compress.sparsity_targeted)."""
     from compress.slimming.removal import removal_of
@@ -367,17 +387,19 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     model.eval()
     try:
         with torch.no_grad():
-            units = prunable_units(model, example_input, probe_batch(example_input))
+            units = prunable_units(model, example_input, probe_batch(example_input), shared=opts.shared)
             if not isinstance(importance, str):
                 imp.scores_of(importance, units, model)
             _decide(model, units, percent, example_input, opts, importance)
-            return dict(removal_of(units).bn)
+            removal = removal_of(units)
+            return {**removal.bn, **removal.raw}
     finally:
         model.train(was_training)
 
 
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:
-    """Set γ (and β when `beta`) of every BN channel that `plan` removes, without removing it.
+    """Set γ (and β when `beta`) of every BN channel that `plan` removes, without removing it, and the
+    input weights that gate a removed channel where a layer reads it without a BN (shared="narrow").
 
     The unpruned network treated this way computes what the pruned one must: the reference for
     exactness checks. For a selection the BN's removed channels then emit ReLU(0) = 0 (ReLU(β) with
@@ -386,6 +408,7 @@ def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Ten
     from compress.slimming.compensate import silence
     from compress.slimming.removal import removal_of
 
-    units = pruning_units(model, example_input, probe_batch(example_input))
+    units = pruning_units(model, example_input, probe_batch(example_input), shared=plan.get("shared", "select"))
     apply_plan(units, plan)
-    silence(model, removal_of(units).bn, beta=beta)
+    removal = removal_of(units)
+    silence(model, removal.bn, beta=beta, raw=removal.raw)

@@ -109,8 +109,8 @@ def bn_channels_of(analysis, classes: set[int]) -> dict[str, list[int]]:
 
 
 @torch.no_grad()
-def gated_by_batchnorm(model: nn.Module, analysis, classes: set[int], probe: torch.Tensor) -> bool:
-    """True when zeroing the γ of `classes` turns every consumer input they feed into a constant."""
+def varying_consumers(model: nn.Module, analysis, classes: set[int], probe: torch.Tensor) -> list[str]:
+    """The consumers of `classes` whose inputs at them still vary when the γ of `classes` are zero."""
     modules = dict(model.named_modules())
     consumers = consumers_of(analysis, classes)
     saved = {}
@@ -127,7 +127,7 @@ def gated_by_batchnorm(model: nn.Module, analysis, classes: set[int], probe: tor
         sel = x.index_select(1, idx).transpose(0, 1).reshape(idx.numel(), -1)
         spread = sel.max(dim=1).values - sel.min(dim=1).values
         if bool((spread > 1e-5 * (1 + sel.abs().max(dim=1).values)).any()):
-            varying.append(mod)
+            varying.append(names[mod])
 
     names = {modules[n]: n for n in consumers}
     hooks = [modules[n].register_forward_pre_hook(check) for n in consumers]
@@ -138,7 +138,21 @@ def gated_by_batchnorm(model: nn.Module, analysis, classes: set[int], probe: tor
             h.remove()
         for bn, w in saved.items():
             bn.weight.copy_(w)
-    return not varying
+    return varying
+
+
+def gated_by_batchnorm(model: nn.Module, analysis, classes: set[int], probe: torch.Tensor) -> bool:
+    """True when zeroing the γ of `classes` turns every consumer input they feed into a constant."""
+    return not varying_consumers(model, analysis, classes, probe)
+
+
+def _weight_gated(model: nn.Module, names: list[str]) -> bool:
+    """Layers whose input weights can stand in for a BN gate: zeroing the weights of an input channel
+    removes it from the output (a plain convolution or linear layer, not a grouped one)."""
+    modules = dict(model.named_modules())
+    return bool(names) and all(
+        (isinstance(modules[n], nn.Conv2d) and modules[n].groups == 1) or isinstance(modules[n], nn.Linear)
+        for n in names)
 
 
 def _components(analysis, groups: list) -> list[list]:
@@ -166,14 +180,27 @@ def _components(analysis, groups: list) -> list[list]:
 
 
 def keep_gated(model: nn.Module, units, probe: torch.Tensor) -> None:
-    """Drop the groups whose channels are not gated by their BNs, checking by forward only where needed."""
-    structural = structurally_gated(units.analysis, units)
+    """Drop the groups whose channels are not gated by their BNs, checking by forward only where needed.
+
+    A shared tensor narrowed as a group (`shared="narrow"`) may also feed plain convolutions without a
+    BN (a pre-activation ResNet's projection shortcut reads the raw stream): their input weights then
+    join the gate (`raw_readers`); removing a channel means its γ and those weights are zero."""
+    analysis = units.analysis
+    structural = structurally_gated(analysis, units)
     verdict = {id(g): True for g in units.groups if structural[id(g)]}
-    for component in _components(units.analysis, [g for g in units.groups if not structural[id(g)]]):
+    for component in _components(analysis, [g for g in units.groups if not structural[id(g)]]):
         classes = {int(c) for g in component for c in g.class_of.tolist()}
-        ok = gated_by_structure_and_values(units.analysis, classes) or \
-            gated_by_batchnorm(model, units.analysis, classes, probe)
-        verdict.update({id(g): ok for g in component})
+        if gated_by_structure_and_values(analysis, classes):
+            verdict.update({id(g): True for g in component})
+            continue
+        varying = varying_consumers(model, analysis, classes, probe)
+        narrowed = any(set(g.bn_names) & analysis.narrowed_bns for g in component)
+        if varying and narrowed and _weight_gated(model, varying):
+            for g in component:
+                own = {int(c) for c in g.class_of.tolist()}
+                g.raw_readers = [n for n in varying if own & set(analysis.classes_of(analysis.layers[n].in_value).tolist())]
+            varying = []
+        verdict.update({id(g): not varying for g in component})
     kept = []
     for g in units.groups:
         if verdict[id(g)]:

@@ -49,7 +49,7 @@ def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -
 def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
     """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
     n = probe.shape[0]
-    saved = silence(reference, removal.bn, beta=not compensate)
+    saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
         hooks = replacement_hooks(reference, removal, deltas, n)
         try:

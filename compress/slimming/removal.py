@@ -19,6 +19,7 @@ class Removal:
     bn: dict[str, list[int]] = field(default_factory=dict)  # BN (selections too): channels removed
     selections: dict[str, list[int]] = field(default_factory=dict)  # selecting BN -> features kept
     split_sizes: dict[int, list[int]] = field(default_factory=dict)  # id(split) -> sizes after pruning
+    raw: dict[str, list[int]] = field(default_factory=dict)  # layers whose input weights gate removed channels
 
     @property
     def empty(self) -> bool:
@@ -55,4 +56,6 @@ def removal_of(units) -> Removal:
     for sp in analysis.cmap.splits:
         src = analysis.classes_of(sp.node.inputs[0])
         r.split_sizes[id(sp)] = [int((~mask[src[p.start:p.stop]]).sum()) for p in sp.parts]
+    raw_readers = {n for g in units.groups for n in getattr(g, "raw_readers", ())}
+    r.raw = {n: idx for n, idx in r.inputs.items() if n in raw_readers}
     return r

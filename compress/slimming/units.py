@@ -6,7 +6,10 @@
   root's outputs. A channel is only as unimportant as its most important BatchNorm: its score is the
   largest |γ| among its BNs (the mean over a grouped convolution's runs first).
 - selections: a BN that reads a shared tensor and feeds one consumer, pruned for that consumer alone
-  (compress.channel_select).
+  (compress.channel_select). With `shared="narrow"` there are none (but BNs that already select): the
+  shared tensor's channels form one group with all its BNs, removed only where every reader drops them,
+  and a convolution that reads them without a BN (a pre-activation ResNet's projection shortcut) takes
+  its input weights as part of their gate (`ChannelGroup.raw_readers`).
 
 Slimming may only remove channels whose information flows through the BN scaling factors: with γ = 0
 they must reach every consumer as a constant. Most groups show this in their structure (each producing
@@ -28,6 +31,7 @@ from compress.slimming import channels as ch
 from compress.slimming.trace import trace
 
 PRODUCERS = ("conv", "linear", "grouped")
+SHARED = ("select", "narrow")
 PROBE_IMAGES = 2
 COMPENSATION_IMAGES = 8
 CONSUMERS = ("conv", "linear", "grouped")
@@ -46,6 +50,7 @@ class ChannelGroup:
     conv_groups: int = 1  # root channels per class: a grouped convolution's runs keep the same positions
     class_of: np.ndarray | None = None  # per root channel: its class
     free: torch.Tensor | None = None  # per root channel: may be removed (its class is not frozen)
+    raw_readers: list[str] = field(default_factory=list)  # layers reading the channels without a BN (narrow)
 
 
 @dataclass
@@ -79,14 +84,20 @@ class PruningUnits:
 class Analysis:
     """Trace, channel classes and layers of one network (module references of that network)."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor):
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, shared: str = "select"):
+        from compress.channel_select import SelectBatchNorm2d
         from compress.slimming.sites import find_sites
         from compress.slimming.splits import bind_splits
 
         self.model = model
         self.trace = trace(model, example_input)
         plain = ch.build(self.trace)
-        self.sites = find_sites(plain, ch.classes(plain))
+        sites = find_sites(plain, ch.classes(plain))
+        if shared not in SHARED:
+            raise ValueError(f"shared must be one of {', '.join(SHARED)}, got {shared!r}")
+        # Narrowing keeps the BNs that already select (an earlier pass made them); the others join groups.
+        self.sites = sites if shared == "select" else [s for s in sites if isinstance(s.bn, SelectBatchNorm2d)]
+        self.narrowed_bns = {s.bn_name for s in sites} - {s.bn_name for s in self.sites}
         self.cmap = ch.build(self.trace, cuts={s.bn for s in self.sites})
         self.split_bindings = bind_splits(self.cmap, dict(model.named_modules()))
         self.classes = ch.classes(self.cmap)
@@ -106,12 +117,14 @@ def probe_batch(example_input: torch.Tensor, n: int = PROBE_IMAGES) -> torch.Ten
     return torch.randn(shape, generator=gen).to(example_input.device, example_input.dtype)
 
 
-def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None) -> PruningUnits:
-    """The prunable units of `model`: BN-gated groups of coupled channels, and selection sites."""
+def pruning_units(model: nn.Module, example_input: torch.Tensor, probe: torch.Tensor | None = None, *,
+                  shared: str = "select") -> PruningUnits:
+    """The prunable units of `model`: BN-gated groups of coupled channels, and selection sites
+    (`shared` "select") or none but those already made ("narrow")."""
     was_training = model.training
     model.eval()
     try:
-        analysis = Analysis(model, example_input)
+        analysis = Analysis(model, example_input, shared)
         units = PruningUnits(analysis, [], [])
         _frozen_batchnorms(analysis, units)
         _groups(analysis, units)

@@ -16,10 +16,11 @@ def test_the_quick_preset_is_the_readmes_run():
     assert o.pretrain_recipe == Recipe.named("fast", epochs=5)
     assert o.train_recipe == Recipe.named("fast", epochs=5)
     assert o.finetune_recipe == Recipe.finetuning("fast", epochs=5) and o.finetune_recipe.lr == 0.1
-    assert o.prune == PruneRequest(target_macs=0.5, min_keep=0.2)
+    assert o.prune == PruneRequest(target_macs=0.5, min_keep=0.2, shared="narrow")
     assert o.sparsity == TargetedSparsity() and (o.passes, o.distill) == (1, False)
     # A percent asked replaces the preset's budget, and the targeted pull then prepares that percent.
-    assert resolve("quick", SlimChoices(prune={"percent": 0.4})).options.prune == PruneRequest(percent=0.4, min_keep=0.2)
+    assert resolve("quick", SlimChoices(prune={"percent": 0.4})).options.prune == PruneRequest(
+        percent=0.4, min_keep=0.2, shared="narrow")
 
 
 def test_the_paper_preset_keeps_the_papers_lambda_per_architecture():
@@ -29,6 +30,7 @@ def test_the_paper_preset_keeps_the_papers_lambda_per_architecture():
     assert vgg.options.sparsity == 1e-4 and vgg.arch_kwargs == {} and vgg.train_limit is None
     assert vgg.options.train_recipe == Recipe.named("paper", epochs=160) and vgg.options.pretrain_recipe is None
     assert vgg.options.prune.percent == 0.7
+    assert vgg.options.prune.shared == "select"  # the paper's channel selections
     assert resolve("paper", SlimChoices(arch="preresnet164")).options.sparsity == 1e-5
 
 
@@ -39,7 +41,8 @@ def test_what_is_given_wins_over_the_preset():
     assert run.options.pretrain_recipe is None  # a model directory is trained already
     assert run.options.train_recipe.epochs == 2 and run.options.train_recipe.batch_size == 32
     assert run.options.finetune_recipe.lr == 0.05 and run.options.sparsity == 1e-4
-    assert run.options.prune == PruneRequest(target_macs=0.5, round_to=16, min_keep=0.5)  # 0.5 per pass
+    assert run.options.prune == PruneRequest(target_macs=0.5, round_to=16, min_keep=0.5, shared="narrow")  # 0.5 per pass
+    assert resolve(QUICK, SlimChoices(prune={"shared": "select"})).options.prune.shared == "select"
     assert resolve(QUICK, SlimChoices(prune={"min_keep": 0.1}, passes=3)).options.prune.min_keep == 0.1
     assert resolve(QUICK, SlimChoices(arch="vgg11", arch_kwargs={"depth": 3})).arch_kwargs == {"depth": 3}
 

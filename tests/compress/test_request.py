@@ -107,9 +107,17 @@ def test_keywords_are_checked_by_name_and_replace_a_given_requests_fields():
 
 def test_the_importance_reaches_the_pruning_code_through_one_function():
     floor = {"min_keep": 0.3, "min_channels": 2, "round_to": 8, "compensate": False}
-    assert slimming_keywords(PruneRequest(target_macs=0.5, importance="cost", **floor)) == {**floor,
-                                                                                             "importance": "cost"}
-    assert slimming_keywords(PruneRequest(percent=0.5, **floor)) == {**floor, "importance": "gamma"}
+    assert slimming_keywords(PruneRequest(target_macs=0.5, importance="cost", **floor)) == {
+        **floor, "importance": "cost", "shared": "select"}
+    assert slimming_keywords(PruneRequest(percent=0.5, shared="narrow", **floor)) == {
+        **floor, "importance": "gamma", "shared": "narrow"}
+
+
+def test_a_plan_made_with_another_shared_mode_does_not_match_on_resume():
+    plan = {"min_keep": 0.2, "round_to": 1, "budget": {"target": "macs", "asked": 0.5}}
+    assert PruneRequest(target_macs=0.5).matches(plan)  # plans before the mode existed selected
+    assert not PruneRequest(target_macs=0.5, shared="narrow").matches(plan)
+    assert PruneRequest(target_macs=0.5, shared="narrow").matches({**plan, "shared": "narrow"})
 
 
 def _vgg():

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from slimming_support import run_without_loss
 from torch import nn
 
 from compress import PruneRequest, TargetedSparsity
@@ -61,20 +62,6 @@ def test_preview_refuses_a_plan_and_unknown_keywords():
         removal_preview(net(), 0.5, torch.zeros(1, 3, 8, 8), plan={"percent": 0.5})
     with pytest.raises(TypeError, match="colour"):
         removal_preview(net(), 0.5, torch.zeros(1, 3, 8, 8), colour=1)
-
-
-def run_without_loss(model, config, steps=200, lr=0.1):
-    """SGD steps with zero gradients: only the penalty moves γ, so what it pulls is plain to see."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    reg = config.build(model, [lr] * steps, input_size=(3, 16, 16))
-    for _ in range(steps):
-        opt.zero_grad()
-        for p in model.parameters():
-            p.grad = torch.zeros_like(p)
-        reg.step(opt)
-        opt.step()
-    reg.close()
-    return reg
 
 
 def test_only_the_channels_the_prune_removes_are_pulled_and_they_end_at_zero():

@@ -54,6 +54,8 @@ def test_a_valid_plan_passes_unchanged():
     (lambda p: p["groups"][0].__setitem__("channels_before", "4"), "channels_before must be an integer"),
     (lambda p: p["groups"][0].__setitem__("bn_layers", [3]), "bn_layers"),
     (lambda p: p.__setitem__("round_to", 0), "round_to must be >= 1"),
+    (lambda p: p.__setitem__("shared", "gather"), "shared must be select or narrow, got 'gather'"),
+    (lambda p: p.__setitem__("shared", ["narrow"]), "shared must be select or narrow"),
 ])
 def test_plans_that_cannot_be_right(edit, needle):
     with pytest.raises(InvalidFileError) as err:

@@ -40,3 +40,18 @@ def prune_exactly(model: torch.nn.Module, example: torch.Tensor, percent: float 
     with torch.no_grad():
         rel = relative(pruned(x), reference(x))
     return pruned, reference, plan, rel
+
+
+def run_without_loss(model, config, steps: int = 200, lr: float = 0.1, input_size=(3, 16, 16)):
+    """SGD steps with zero gradients: only the sparsity penalty of `config` moves weights, so what it pulls
+    is plain to see. Returns the regularizer (closed)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    reg = config.build(model, [lr] * steps, input_size=input_size)
+    for _ in range(steps):
+        opt.zero_grad()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        reg.step(opt)
+        opt.step()
+    reg.close()
+    return reg

@@ -1,0 +1,32 @@
+"""`compress prune --shared`: the option reaches the pruning and the plan says which mode made it."""
+
+import json
+
+from click.testing import CliRunner
+from tests_support import randomize_bn
+
+from compress.artifact import save_model_dir
+from compress.cli import main
+from compress.models import create_model
+
+META = {"arch": "preresnet20", "arch_kwargs": {"num_classes": 10, "width": 0.5}, "classes": [str(i) for i in range(10)],
+        "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+
+
+def test_shared_narrow_leaves_no_channel_selection(tmp_path):
+    save_model_dir(randomize_bn(create_model("preresnet20", width=0.5)), tmp_path / "m", dict(META))
+    for mode in ("select", "narrow"):
+        out = tmp_path / mode
+        result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--target-macs", "0.5", "--shared", mode,
+                                           "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "plan.json").read_text())["shared"] == mode
+        widths = json.loads((out / "model.json").read_text())["widths"]
+        selects = [n for n, w in widths.items() if w["type"] == "SelectBatchNorm2d"]
+        assert bool(selects) == (mode == "select")
+
+
+def test_an_unknown_mode_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["prune", str(tmp_path), "--target-macs", "0.5", "--shared", "gather",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "'gather' is not one of 'select', 'narrow'" in result.output
