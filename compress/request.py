@@ -24,7 +24,7 @@ from compress.errors import CompressError
 
 TARGETS = ("percent", "target_macs", "target_params", "target_latency_ms")
 IMPORTANCES = ("gamma", "cost")
-SHARED = ("select", "narrow")  # compress.slimming.units.SHARED; this module imports no torch
+SHARED = ("select", "narrow")  # how channels that several BNs read are pruned (compress.slimming.units)
 DEFAULT_BACKEND = "ort-cpu"
 COST = "importance='cost'"  # how a conflict names the cost-aware importance
 
@@ -171,8 +171,14 @@ def _check_values(r: PruneRequest) -> None:
         raise CompressError(f"compensate must be True or False, got {r.compensate!r}")
     if not (callable(r.importance) or (isinstance(r.importance, str) and r.importance in IMPORTANCES)):
         raise CompressError(f"importance must be one of {', '.join(IMPORTANCES)} or a callable, got {r.importance!r}")
-    if r.shared not in SHARED:
-        raise CompressError(f"shared must be one of {', '.join(SHARED)}, got {r.shared!r}")
+    check_shared(r.shared)
+
+
+def check_shared(value) -> str:
+    """`value` if it is one of SHARED; otherwise a CompressError naming the choices."""
+    if value not in SHARED:
+        raise CompressError(f"shared must be one of {', '.join(SHARED)}, got {value!r}")
+    return value
 
 
 def _real(value) -> bool:

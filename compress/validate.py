@@ -30,6 +30,7 @@ from compress.limits import (
     MAX_WIDTH,
     check_count,
 )
+from compress.request import SHARED
 
 PLAN_FORMATS = ("compress.plan/1", "compress.plan/2")  # compress.slimming.OLD_PLAN_FORMAT, PLAN_FORMAT
 MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
@@ -159,7 +160,7 @@ def _plan_settings(plan: dict, where: str) -> None:
         # A latency is asked in milliseconds, a cost as a fraction of the unpruned network's.
         _number(budget.get("asked"), where, "budget asked", 0.0, None if budget["target"] == "latency_ms" else 1.0,
                 lo_open=True)
-    if plan.get("shared", "select") not in ("select", "narrow"):
+    if plan.get("shared", "select") not in SHARED:
         raise InvalidFileError(f"{where}: shared must be select or narrow, got {plan['shared']!r}")
     if "min_keep" in plan:
         _number(plan["min_keep"], where, "min_keep", 0.0, 1.0)

@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--iters", type=int, default=200, help="timing: iterations per batch size")
     ap.add_argument("--rounds", type=int, default=2,
-                    help="timing: passes over all methods, alternating order; the median of their p50s is kept")
+                    help="timing: passes over all methods, alternating order; the fastest round's p50 is kept")
     ap.add_argument("--poll", type=float, default=60.0, help="seconds between checks for runs held elsewhere")
     ap.add_argument("--progress", action="store_true", help="show per-batch progress bars")
     args = ap.parse_args(argv)

@@ -6,8 +6,8 @@ that seed's final model directories (exported to ONNX, opset 17, by the harness)
 not favour whoever runs first. The figure kept is the fastest of the rounds' p50s (`kept`): this VM
 switches between two speed states about 2x apart (2026-12-05: six rounds of every method split between
 ~0.6 and ~1.3 ms at batch 1), so the median says which state a cell happened to meet, while the fastest
-round is each network in the machine's fast state; the medians are recorded too (`median_ms`). OUT/NET/seedS/timing.json holds them, and the table
-takes them from there.
+round is each network in the machine's fast state; the medians are recorded too (`median_ms`).
+OUT/NET/seedS/timing.json holds them, and the table takes them from there.
 """
 
 from __future__ import annotations

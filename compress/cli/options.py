@@ -70,7 +70,9 @@ def budget_options(latency_note: str = ""):
 def shared_option(default: str | None):
     """--shared: how channels that several BNs read (a pre-activation ResNet's residual stream) are pruned."""
     shown = f" [default: {default}]" if default else " [default: the preset's]"
-    return click.option("--shared", type=click.Choice(["select", "narrow"]), default=default,
+    from compress.request import SHARED
+
+    return click.option("--shared", type=click.Choice(SHARED), default=default,
                         help="Channels that several BatchNorms read (a pre-activation ResNet's residual stream, a "
                              "DenseNet's concatenations): select prunes them per reader with channel-selection "
                              "layers (the paper's way); narrow removes them from the shared tensor where every "

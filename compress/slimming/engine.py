@@ -23,7 +23,8 @@ from compress.measure import count_params_macs
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.slimming.units import COMPENSATION_IMAGES, SHARED, PruningUnits, probe_batch, pruning_units
+from compress.request import check_shared
+from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
@@ -104,8 +105,7 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
             raise CompressError(f"the plan was made with shared={made!r}, and a plan replays its own channels: "
                                 f"drop shared={opts.shared!r} or decide afresh without the plan")
         opts.shared = made  # a plan is replayed on the units it was made for
-    if opts.shared not in SHARED:
-        raise CompressError(f"shared must be one of {', '.join(SHARED)}, got {opts.shared!r}")
+    check_shared(opts.shared)
     opts.round_to = resolve_round_to(opts.round_to)
     check_floor(round_to=opts.round_to, min_channels=opts.min_channels)
     return opts, importance

@@ -141,11 +141,6 @@ def varying_consumers(model: nn.Module, analysis, classes: set[int], probe: torc
     return varying
 
 
-def gated_by_batchnorm(model: nn.Module, analysis, classes: set[int], probe: torch.Tensor) -> bool:
-    """True when zeroing the γ of `classes` turns every consumer input they feed into a constant."""
-    return not varying_consumers(model, analysis, classes, probe)
-
-
 def _weight_gated(model: nn.Module, names: list[str]) -> bool:
     """Layers whose input weights can stand in for a BN gate: zeroing the weights of an input channel
     removes it from the output (a plain convolution or linear layer, not a grouped one)."""

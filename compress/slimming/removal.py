@@ -56,6 +56,6 @@ def removal_of(units) -> Removal:
     for sp in analysis.cmap.splits:
         src = analysis.classes_of(sp.node.inputs[0])
         r.split_sizes[id(sp)] = [int((~mask[src[p.start:p.stop]]).sum()) for p in sp.parts]
-    raw_readers = {n for g in units.groups for n in getattr(g, "raw_readers", ())}
+    raw_readers = {n for g in units.groups for n in g.raw_readers}
     r.raw = {n: idx for n, idx in r.inputs.items() if n in raw_readers}
     return r

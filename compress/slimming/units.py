@@ -14,7 +14,7 @@
 Slimming may only remove channels whose information flows through the BN scaling factors: with γ = 0
 they must reach every consumer as a constant. Most groups show this in their structure (each producing
 layer feeds only BNs of the group, and nothing multiplies the channels); the others are checked with
-one forward each, γ of the group zeroed (`gated_by_batchnorm`).
+one forward each, γ of the group zeroed (`varying_consumers`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from compress.channel_select import SelectionSite
+from compress.request import check_shared
 from compress.slimming import channels as ch
 from compress.slimming.trace import trace
 
 PRODUCERS = ("conv", "linear", "grouped")
-SHARED = ("select", "narrow")
 PROBE_IMAGES = 2
 COMPENSATION_IMAGES = 8
 CONSUMERS = ("conv", "linear", "grouped")
@@ -93,8 +93,7 @@ class Analysis:
         self.trace = trace(model, example_input)
         plain = ch.build(self.trace)
         sites = find_sites(plain, ch.classes(plain))
-        if shared not in SHARED:
-            raise ValueError(f"shared must be one of {', '.join(SHARED)}, got {shared!r}")
+        check_shared(shared)
         # Narrowing keeps the BNs that already select (an earlier pass made them); the others join groups.
         self.sites = sites if shared == "select" else [s for s in sites if isinstance(s.bn, SelectBatchNorm2d)]
         self.narrowed_bns = {s.bn_name for s in sites} - {s.bn_name for s in self.sites}
