@@ -12,7 +12,8 @@ equivalent, since BN acts per channel, and stores γ, β and statistics for the 
 
 This is `shared="select"`, the paper's way and `compress prune`'s default. A gather costs time that
 MACs do not count, and the shared tensor keeps its width: `shared="narrow"` (compress.slimming.units)
-removes a shared channel from the tensor itself where every reader drops it, and makes no selection.
+removes a shared channel from the tensor itself and from every reader at once (scored by the mean |γ|
+of its readers), and makes no selection.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ that ranks channels: "gamma" (|γ|, the default), "cost" (|γ| against each chan
 target's cost) or a callable (compress.slimming.importance says what it receives; a Torch-Pruning
 `Importance` plugs in too); and `shared`, how channels that several BNs read are pruned: "select"
 (per reader, with channel selections: the paper's way) or "narrow" (removed from the shared tensor
-itself where every reader drops them; no gather in the deployed network). A request without a target
-is legal only where a plan is replayed.
+itself and every reader at once, scored by the readers' mean |γ|; no gather in the deployed network). A
+request without a target is legal only where a plan is replayed.
 
 This module imports no torch, so the CLI can build and check a request before loading anything.
 """

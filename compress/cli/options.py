@@ -75,8 +75,9 @@ def shared_option(default: str | None):
     return click.option("--shared", type=click.Choice(SHARED), default=default,
                         help="Channels that several BatchNorms read (a pre-activation ResNet's residual stream, a "
                              "DenseNet's concatenations): select prunes them per reader with channel-selection "
-                             "layers (the paper's way); narrow removes them from the shared tensor where every "
-                             "reader drops them, leaving no gather in the exported network." + shown)
+                             "layers (the paper's way); narrow removes them from the shared tensor and every "
+                             "reader at once (scored by the readers' mean |γ|), leaving no gather in the exported "
+                             "network." + shown)
 
 
 def resolved_round_to(value: int | str) -> int:

@@ -60,8 +60,8 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     'gamma' for |γ|, 'cost', a callable or a Torch-Pruning importance: compress.slimming.importance),
     `cost_aware` (alias of importance='cost'), `shared` (channels that several BNs read, such as a
     pre-activation ResNet's residual stream: "select" prunes them per reader with channel selections, the
-    paper's way; "narrow" removes them from the shared tensor where every reader drops them, which leaves
-    no gather in the deployed network; compress.slimming.units).
+    paper's way; "narrow" removes them from the shared tensor and every reader at once, scored by the mean
+    |γ| of the readers, which leaves no gather in the deployed network; compress.slimming.units).
     The threshold is the `percent` quantile of every BN's |γ|; with a budget, the lowest one whose pruned
     network keeps at most the asked fraction (compress.budget). The plan records, per group and per
     selection, the channels before and after and the kept indices, what was left alone and why

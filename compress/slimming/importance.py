@@ -1,7 +1,8 @@
 """What decides which channels go: the importance of each channel of each unit.
 
 `importance=` in compress.slimming.prune takes
-- None or "gamma": |γ|, the largest over the BNs a channel is coupled to (network slimming);
+- None or "gamma": |γ|, the largest over the BNs a channel is coupled to (network slimming), the mean over
+  the BNs that read a narrowed shared channel (compress.slimming.units);
 - "cost": |γ| divided by the channel's share of the budget's cost (its MACs, or parameters, against the
   mean channel's), for `target_macs` / `target_params` (compress.budget; `cost_aware=True` is an alias);
 - a Torch-Pruning importance (an instance of `torch_pruning.importance.Importance`, such as
@@ -46,7 +47,7 @@ class Unit:
     name: str  # the root layer of a group, the BN of a selection
     kind: str  # "group" or "selection"
     channels: int
-    gamma: torch.Tensor  # the default importance: max |γ| per channel
+    gamma: torch.Tensor  # the default importance: max |γ| per channel (mean over narrowed readers)
     layers: tuple[Layer, ...]
     model: nn.Module
 

@@ -4,11 +4,13 @@
   additions, concatenations, depthwise convolutions, splits). A group is named by its root, the first
   layer in the trace whose outputs carry every channel of the group; its channels are numbered as the
   root's outputs. A channel is only as unimportant as its most important BatchNorm: its score is the
-  largest |γ| among its BNs (the mean over a grouped convolution's runs first).
+  largest |γ| among its BNs (the mean over a grouped convolution's runs first). Channels that several
+  BNs read (narrowed shared channels, below) are scored by the mean |γ| of their readers instead: each
+  reader uses the channel for its own branch, and the largest of six kept the residual streams wide.
 - selections: a BN that reads a shared tensor and feeds one consumer, pruned for that consumer alone
   (compress.channel_select). With `shared="narrow"` there are none (but BNs that already select): the
-  shared tensor's channels form one group with all its BNs, removed only where every reader drops them,
-  and a convolution that reads them without a BN (a pre-activation ResNet's projection shortcut) takes
+  shared tensor's channels form one group with all its BNs, removed from the tensor and every reader at
+  once, and a convolution that reads them without a BN (a pre-activation ResNet's projection shortcut) takes
   its input weights as part of their gate (`ChannelGroup.raw_readers`).
 
 Slimming may only remove channels whose information flows through the BN scaling factors: with γ = 0
@@ -44,7 +46,7 @@ class ChannelGroup:
     root_name: str
     root: nn.Module
     bn_names: list[str]
-    scores: torch.Tensor  # per root channel: max |γ| over the coupled BNs
+    scores: torch.Tensor  # per root channel: max |γ| over the coupled BNs (the mean over narrowed readers)
     keep: list[int] = field(default_factory=list)
     importance: torch.Tensor | None = None  # what the threshold compared, when not the scores
     conv_groups: int = 1  # root channels per class: a grouped convolution's runs keep the same positions
@@ -213,7 +215,7 @@ def _make_group(analysis: Analysis, root, cls: np.ndarray, bns: list, units: Pru
         units.skipped.append({"layers": [root.name], "channels": n_root,
                               "reason": "their channels are coupled in a pattern this code does not prune"})
         return None
-    scores = _class_scores(analysis, bns, distinct)
+    scores = _class_scores(analysis, bns, distinct, mean=any(b.name in analysis.narrowed_bns for b in bns))
     frozen = analysis.frozen(cls)
     free = torch.as_tensor(~frozen)
     if frozen.any():
@@ -227,10 +229,13 @@ def _make_group(analysis: Analysis, root, cls: np.ndarray, bns: list, units: Pru
                         class_of=cls, free=free)
 
 
-def _class_scores(analysis: Analysis, bns: list, distinct: list) -> list[float]:
-    """Per class: the largest, over its BNs, of the mean |γ| of that BN's channels in the class."""
+def _class_scores(analysis: Analysis, bns: list, distinct: list, *, mean: bool = False) -> list[float]:
+    """Per class: the mean |γ| of each BN's channels in the class, then the largest of those over its BNs
+    (or with `mean`, their mean over the BNs that have the class); -1 for a class no affine BN scales."""
     index = {c: i for i, c in enumerate(distinct)}
     best = np.full(len(distinct), -1.0)
+    total = np.zeros(len(distinct))
+    seen = np.zeros(len(distinct))
     for layer in bns:
         bn = layer.module
         if not bn.affine:
@@ -242,7 +247,11 @@ def _class_scores(analysis: Analysis, bns: list, distinct: list) -> list[float]:
         counts = np.bincount(pos[inside], minlength=len(distinct))
         has = counts > 0
         best[has] = np.maximum(best[has], sums[has] / counts[has])
-    return best.tolist()
+        total[has] += sums[has] / counts[has]
+        seen[has] += 1
+    if not mean:
+        return best.tolist()
+    return np.where(seen > 0, total / np.maximum(seen, 1), -1.0).tolist()
 
 
 # --- selections --------------------------------------------------------------------------------------

@@ -70,6 +70,20 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert all(ms > 0 for ms in cells.values())
     assert "to be timed" not in (out / "table.md").read_text()
 
+    # The per-layer profile gives every convolution of each final network, in order, a kernel time.
+    import layer_profile
+
+    import compress
+
+    found = layer_profile.profile(where, METHODS, batch=2, threads=1, warmup=1, iters=3)
+    assert set(found) == set(METHODS)
+    for method in METHODS:
+        model, _ = compress.load_model(where / records[method]["final_dir"])
+        convs = found[method]["convs"]
+        assert [c["channels"] for c in convs] == _conv_widths(model), method
+        assert all(c["us"] > 0 and c["macs"] > 0 for c in convs) and found[method]["other_us"] > 0
+    assert len(layer_profile.table(found, 2)) == 2 + len(found["toolkit"]["convs"]) + 3
+
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))

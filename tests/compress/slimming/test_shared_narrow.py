@@ -121,3 +121,27 @@ def test_an_unknown_mode_is_refused():
         PruneRequest(target_macs=0.5, shared="gather")
     with pytest.raises(CompressError, match="shared must be one of select, narrow"):
         prune(preresnet(), None, EXAMPLE, target_macs=0.5, shared="gather")
+
+
+def test_a_narrowed_channel_scores_the_mean_of_its_readers_and_a_coupled_one_the_largest():
+    import torchvision
+
+    from compress.slimming.units import pruning_units
+
+    model = preresnet().eval()
+    modules = dict(model.named_modules())
+    stream = next(g for g in pruning_units(model, EXAMPLE, shared="narrow").groups
+                  if "layer2.1.bn1" in g.bn_names)
+    readers = torch.stack([modules[n].weight.detach().abs() for n in stream.bn_names])
+    assert len(stream.bn_names) == 2
+    assert torch.allclose(stream.scores, readers.mean(0))  # not the largest: a channel one reader uses is shared
+    assert not torch.allclose(stream.scores, readers.amax(0))
+
+    # BNs that scale the two sides of an addition (a post-activation ResNet) keep the largest in either mode.
+    resnet = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=3).eval()
+    modules = dict(resnet.named_modules())
+    for shared in ("narrow", "select"):
+        added = next(g for g in pruning_units(resnet, torch.zeros(1, 3, 64, 64), shared=shared).groups
+                     if g.root_name == "conv1")
+        scales = torch.stack([modules[n].weight.detach().abs() for n in added.bn_names])
+        assert len(added.bn_names) == 3 and torch.allclose(added.scores, scales.amax(0)), shared
