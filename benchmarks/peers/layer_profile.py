@@ -47,15 +47,12 @@ def kernel_times_us(onnx_path: Path, batch: int, threads: int, warmup: int, iter
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    x = np.random.default_rng(0).random((batch, *inp.shape[1:]), dtype=np.float32)
-    for _ in range(warmup):
-        session.run(None, {inp.name: x})
     options.enable_profiling = True
     options.profile_file_prefix = str(workdir / onnx_path.stem)
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    for _ in range(iters):
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(0).random((batch, *inp.shape[1:]), dtype=np.float32)
+    for _ in range(warmup + iters):
         session.run(None, {inp.name: x})
     events = json.loads(Path(session.end_profiling()).read_text())
     convs: dict[str, list[float]] = {}
@@ -67,8 +64,9 @@ def kernel_times_us(onnx_path: Path, batch: int, threads: int, warmup: int, iter
             conv = e["args"].get("op_name") == "Conv" and "_bn_nchwc" not in e["name"]
             kind = convs if conv else others
             kind.setdefault(e["name"], []).append(float(e["dur"]))
-    other = sum(float(np.median(v)) for v in others.values())
-    return [float(np.median(v)) for v in convs.values()], other  # dicts keep first-run order: execution order
+    # Each kernel's events come in run order: the first `warmup` of them are the warm-up runs.
+    other = sum(float(np.median(v[warmup:])) for v in others.values())
+    return [float(np.median(v[warmup:])) for v in convs.values()], other  # first-run order: execution order
 
 
 def profile(seed_dir: Path, methods: list[str], batch: int, threads: int, warmup: int, iters: int) -> dict:
