@@ -9,7 +9,8 @@
   Channels that several BNs read (a pre-activation ResNet's residual stream) are removed from the shared
   tensor and every reader at once, scored by the readers' mean |γ| (``--shared narrow``), with no channel
   selection: on PreResNet-56 that made the pruned network as fast as Torch-Pruning's at equal MACs (1%
-  behind on one of four backend and batch cells) instead of 1.5-2.6x slower (benchmarks/peers/README.md). A VGG has no such channels: its decision is the same either way.
+  behind on one of four backend and batch cells) instead of 1.5-2.6x slower (benchmarks/peers/README.md).
+  A VGG has no such channels: its decision is the same either way.
 * ``paper``: Liu et al.'s recipe: full data, 160 + 160 epochs, 70% of channels, λ = 1e-4 for VGG and
   1e-5 for the other networks (`paper_sparsity`), and the paper's channel selections (``--shared select``).
 

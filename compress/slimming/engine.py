@@ -20,10 +20,10 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.measure import count_params_macs
+from compress.request import check_shared
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.request import check_shared
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"

@@ -191,9 +191,10 @@ def keep_gated(model: nn.Module, units, probe: torch.Tensor) -> None:
         varying = varying_consumers(model, analysis, classes, probe)
         narrowed = any(set(g.bn_names) & analysis.narrowed_bns for g in component)
         if varying and narrowed and _weight_gated(model, varying):
+            reads = {n: set(analysis.classes_of(analysis.layers[n].in_value).tolist()) for n in varying}
             for g in component:
                 own = {int(c) for c in g.class_of.tolist()}
-                g.raw_readers = [n for n in varying if own & set(analysis.classes_of(analysis.layers[n].in_value).tolist())]
+                g.raw_readers = [n for n in varying if own & reads[n]]
             varying = []
         verdict.update({id(g): not varying for g in component})
     kept = []
