@@ -118,22 +118,40 @@ def table(found: dict, batch: int) -> list[str]:
     return lines
 
 
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
 def main(argv=None) -> None:
+    from common import atomic_json
+
+    from compress.errors import CompressError
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("seed_dir", type=Path, help="OUT/NET/seedS of a benchmarks/peers/run.py run")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=100)
+    parser.add_argument("--batch", type=_at_least(1), default=32)
+    parser.add_argument("--threads", type=_at_least(1), default=1)
+    parser.add_argument("--warmup", type=_at_least(0), default=20)
+    parser.add_argument("--iters", type=_at_least(1), default=100)
     parser.add_argument("--json", type=Path, help="also write the per-layer figures here")
     args = parser.parse_args(argv)
-    found = profile(args.seed_dir, args.methods.split(","), args.batch, args.threads, args.warmup, args.iters)
+    if args.json and args.json.resolve().is_relative_to(args.seed_dir.resolve()):
+        parser.error(f"--json {args.json} is inside {args.seed_dir}, whose model directories are the inputs")
+    try:
+        found = profile(args.seed_dir, args.methods.split(","), args.batch, args.threads, args.warmup, args.iters)
+    except (CompressError, OSError) as exc:
+        raise SystemExit(f"layer_profile: {exc}") from None
     if not found:
         raise SystemExit(f"no method's finetuned model under {args.seed_dir}")
     print("\n".join(table(found, args.batch)))
     if args.json:
-        args.json.write_text(json.dumps({"batch": args.batch, "threads": args.threads, "layers": found}, indent=1))
+        atomic_json(args.json, {"batch": args.batch, "threads": args.threads, "layers": found})
 
 
 if __name__ == "__main__":

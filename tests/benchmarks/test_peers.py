@@ -224,3 +224,19 @@ def test_timing_rounds_that_disagree_are_named_not_kept_quietly():
     assert timing.unsteady({"toolkit": {"ort-cpu@1": [0.148]}}) == {}
     # The fastest round is kept: the slow rounds are the machine's slow state, not the network.
     assert timing.kept(samples)["toolkit"] == {"ort-cpu@1": 0.148, "ort-cpu@32": 3.51}
+
+
+def test_layer_profile_refuses_bad_options_and_an_output_among_its_inputs(tmp_path, capsys):
+    import layer_profile
+
+    model_json = tmp_path / "toolkit" / "finetuned" / "model.json"
+    model_json.parent.mkdir(parents=True)
+    model_json.write_text("{not json")
+    for argv in (["--batch", "0"], ["--iters", "0"], ["--warmup", "-1"], ["--json", str(model_json)]):
+        with pytest.raises(SystemExit) as exit_:
+            layer_profile.main([str(tmp_path), *argv])
+        assert exit_.value.code == 2, argv
+    assert model_json.read_text() == "{not json"  # the input is untouched
+    with pytest.raises(SystemExit) as exit_:  # a corrupt model directory: one line naming the file
+        layer_profile.main([str(tmp_path), "--methods", "toolkit"])
+    assert "model.json is not valid JSON" in str(exit_.value.code)
