@@ -37,6 +37,8 @@ VARIANTS = {
     "select": Variant("toolkit with the paper's channel selections on shared channels (`--shared select`), "
                       "MACs matched by Torch-Pruning's counter"),  # needs the default's MACs
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
+    "latency": Variant("toolkit, |γ| scaled by the measured speed of the channel's convolutions (β = 1), "
+                       "pruned to the default's MACs (prototype: `latency_aware.py`)"),
 }
 
 
@@ -73,6 +75,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = toolkit.finetune(cfg, seed, out, args.device, ["--distill", str(out / "sparse"), "--alpha", "0.5"])
     elif name == "select":
         wall = _select(where, out, cfg, seed, args)
+    elif name == "latency":
+        wall = _latency(where, out, cfg, seed, args)
     elif name == "costaware":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse"])
         wall = toolkit.prune(cfg, out / "sparse", out, args.device,
@@ -80,7 +84,7 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    reused = 0.0 if name in ("sparse-lr05", "costweighted", "select") or name.startswith("targeted") \
+    reused = 0.0 if name in ("sparse-lr05", "costweighted", "select", "latency") or name.startswith("targeted") \
         else _reused_train_s(out)
     return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
@@ -118,6 +122,18 @@ def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance: st
     prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
                                   importance=importance)
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity(reach=reach))
+
+
+def _latency(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """The default run with the latency-aware importance (latency_aware.py), at the default's MACs."""
+    import compress
+    import latency_aware
+
+    plain, meta = compress.load_model(where / "pretrained")
+    speeds = latency_aware.speeds_for(where)
+    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
+                                  importance=latency_aware.importance(plain, speeds, meta["input_size"]))
+    return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
 def _select(where: Path, out: Path, cfg: dict, seed: int, args) -> float:

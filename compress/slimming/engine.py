@@ -20,7 +20,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.measure import count_params_macs
-from compress.request import check_shared
+from compress.request import SHARED, check_shared
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
@@ -99,13 +99,15 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
     importance = imp.resolve(opts.importance, opts.cost_aware)
     if importance == "cost" and not targets and opts.plan is None:
         raise CompressError("cost_aware importance needs a budget: target_macs or target_params")
+    check_shared(opts.shared)  # before the plan's comparison, so a misspelt mode is named as one
     if opts.plan is not None:
         made = opts.plan.get("shared", "select")
         if opts.shared != "select" and opts.shared != made:
             raise CompressError(f"the plan was made with shared={made!r}, and a plan replays its own channels: "
                                 f"drop shared={opts.shared!r} or decide afresh without the plan")
+        if made not in SHARED:
+            raise CompressError(f"the plan's shared is {made!r}; a plan is made with one of {', '.join(SHARED)}")
         opts.shared = made  # a plan is replayed on the units it was made for
-    check_shared(opts.shared)
     opts.round_to = resolve_round_to(opts.round_to)
     check_floor(round_to=opts.round_to, min_channels=opts.min_channels)
     return opts, importance

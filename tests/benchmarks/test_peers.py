@@ -85,7 +85,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     assert len(layer_profile.table(found, 2)) == 2 + len(found["toolkit"]["convs"]) + 3
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
-    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select"]
+    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
+                "latency"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -93,7 +94,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     for name in variants:
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
-                  "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": []}[name]
+                  "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
+                  "latency": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
             assert r["macs"] == target, name
@@ -103,6 +105,11 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
             assert sha(where / name / stage) == sha(where / "toolkit" / stage), (name, stage)
     assert "`--distill`" in (out / "table.md").read_text()
     assert abs(json.loads((where / "select.json").read_text())["macs_error"]) <= 0.01  # matched by TP's counter
+    # The latency variant measured its speeds once, on the default's final network, outside the seed folder.
+    speeds = json.loads((where.parent / f"conv_speeds_{where.name}.json").read_text())["gmac_per_s"]
+    final, _ = compress.load_model(where / records["toolkit"]["final_dir"])
+    assert list(speeds) == [n for n, m in final.named_modules() if isinstance(m, nn.Conv2d)]
+    assert all(v > 0 for v in speeds.values())
 
 
 def _vgg():
@@ -198,6 +205,31 @@ def test_cost_weighted_pull_spares_the_floor_and_favours_expensive_channels():
     # Removing the most expensive channels first reaches a MACs budget with fewer channels than the share
     # of MACs removed.
     assert 0 < percent_for(model, 0.55, min_keep=0.2, round_to=16) < 0.45
+
+
+def test_latency_aware_importance_prefers_the_faster_layers_at_equal_gamma():
+    import compress
+    from latency_aware import importance
+
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.fill_(1.0)
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    # The early half runs at 50 GMAC/s, the late half at 150: with every |γ| equal, a budget takes the
+    # early channels first; with |γ| alone it takes channels all over, by the tie order.
+    speeds = {n: 50.0 if i < len(convs) // 2 else 150.0 for i, n in enumerate(convs)}
+    fast = copy.deepcopy(model)
+    compress.prune(fast, example, target_macs=0.6, min_keep=0.2, round_to=16,
+                   importance=importance(model, speeds, (3, 32, 32)))
+    widths, full = _conv_widths(fast), _conv_widths(model)
+    half = len(convs) // 2
+    kept_early = sum(widths[:half]) / sum(full[:half])
+    kept_late = sum(widths[half:]) / sum(full[half:])
+    assert kept_late > kept_early
+    with pytest.raises(SystemExit, match="no measured speed"):
+        importance(model, {convs[0]: 1.0}, (3, 32, 32))
 
 
 def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):

@@ -121,6 +121,11 @@ def test_an_unknown_mode_is_refused():
         PruneRequest(target_macs=0.5, shared="gather")
     with pytest.raises(CompressError, match="shared must be one of select, narrow"):
         prune(preresnet(), None, EXAMPLE, target_macs=0.5, shared="gather")
+    _, plan = prune(preresnet(), None, EXAMPLE, target_macs=0.5)
+    with pytest.raises(CompressError, match="shared must be one of select, narrow, got 'gather'"):
+        prune(preresnet(), None, EXAMPLE, plan=plan, shared="gather")  # the mode's name, not the plan's
+    with pytest.raises(CompressError, match="the plan's shared is 'gather'"):
+        prune(preresnet(), None, EXAMPLE, plan={**plan, "shared": "gather"})
 
 
 def test_a_narrowed_channel_scores_the_mean_of_its_readers_and_a_coupled_one_the_largest():
