@@ -112,9 +112,13 @@ def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest |
     ``target_macs=0.5`` / ``target_params=0.5`` keep that fraction of the cost; ``target_latency_ms=MS``
     (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``) keeps the most MACs whose
     p50 latency, measured on this machine, is at most MS (compress.latency_budget; `measure` replaces the
-    timer, `log` hears about each candidate). ``importance`` ranks channels: "gamma" (|γ|) or "cost"
-    (|γ| against each channel's share of a budget's cost). `round_to` rounds kept widths up to a multiple;
-    ``"auto"`` is ONNX Runtime's CPU convolution block on this machine (16 with AVX-512, 8 with AVX2).
+    timer, `log` hears about each candidate). ``importance`` ranks channels: "gamma" (|γ|), "cost"
+    (|γ| against each channel's share of a budget's cost), a callable ``importance(unit) -> scores`` or a
+    Torch-Pruning ``Importance`` (compress.slimming.importance). ``min_keep`` (0.2) and ``min_channels`` (1)
+    are each layer's floor; `round_to` rounds kept widths up to a multiple; ``"auto"`` is ONNX Runtime's
+    CPU convolution block on this machine (16 with AVX-512, 8 with AVX2). ``shared`` is "select" (channel
+    selections where several BNs read one tensor, the paper's way) or "narrow" (that tensor narrowed for
+    every reader); ``compensate`` (True) folds the constant output of removed channels forward.
     """
     if not isinstance(model, nn.Module):
         raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")

@@ -10,16 +10,16 @@ from compress.errors import CompressError
 # Peak fine-tuning LR per recipe, from the sweep in benchmarks/results/sparsity_study.md.
 FINETUNE_LR = {"fast": 0.1}  # 0.02: 66.05%, 0.05: 67.45%, 0.1: 68.30%, 0.2: 66.80%
 
-# field: (CLI option, low, high, low open, high open) for the numbers a recipe holds.
+# field: (CLI option or None where only Python sets it, low, high, low open, high open).
 _BOUNDS = {
     "epochs": ("--epochs", 1, 100_000, False, False),
     "batch_size": ("--batch-size", 1, 2 ** 20, False, False),
     "lr": ("--lr", 0.0, 100.0, True, False),
-    "momentum": ("--momentum", 0.0, 1.0, False, True),
+    "momentum": (None, 0.0, 1.0, False, True),
     "weight_decay": ("--weight-decay", 0.0, 1.0, False, True),
-    "warmup_epochs": ("--warmup-epochs", 0.0, 100_000.0, False, False),
-    "label_smoothing": ("--label-smoothing", 0.0, 1.0, False, True),
-    "warmup_fraction": ("--warmup-fraction", 0.0, 1.0, False, False),
+    "warmup_epochs": (None, 0.0, 100_000.0, False, False),
+    "label_smoothing": (None, 0.0, 1.0, False, True),
+    "warmup_fraction": (None, 0.0, 1.0, False, False),
 }
 
 
@@ -32,7 +32,8 @@ def _check_number(name: str, value) -> None:
     ok = ok and (lo < value if lo_open else lo <= value) and (value < hi if hi_open else value <= hi)
     if not ok:
         span = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise CompressError(f"{name} ({flag}) must be {kind} in {span}, got {value!r}")
+        named = f"{name} ({flag})" if flag else name
+        raise CompressError(f"{named} must be {kind} in {span}, got {value!r}")
 
 
 @dataclass

@@ -317,6 +317,7 @@ def polarization_of(gammas, percent: float = 0.5) -> dict:
 
 
 def polarization(model: nn.Module, percent: float = 0.5) -> dict:
+    """`polarization_of` the γ of every BN in `model`: how ready they are for pruning `percent` of them."""
     return polarization_of(bn_gammas(model), percent)
 
 

@@ -14,7 +14,8 @@ pruning via growing regularization" (ICLR 2021); here it acts on BN γ and uses 
 decision (global threshold, budget, floor, rounding, importance), so the channels pulled are the ones the
 prune takes.
 
-    SlimOptions(prune=PruneRequest(target_macs=0.5), sparsity=TargetedSparsity())   # the quick preset
+    SlimOptions(train_recipe=Recipe.named("fast", epochs=5), finetune_recipe=Recipe.finetuning("fast", epochs=5),
+                prune=PruneRequest(target_macs=0.5), sparsity=TargetedSparsity())   # as the quick preset
 """
 
 from __future__ import annotations
@@ -42,9 +43,7 @@ class TargetedRegularizer(SparsityRegularizer):
 
     def __init__(self, model: nn.Module, request: PruneRequest, input_size: Sequence[int], *,
                  lrs: Sequence[float], selections: int = SELECTIONS, reach: float = REACH):
-        if request.target_latency_ms is not None:
-            raise CompressError("targeted sparsity decides by percent, MACs or parameters; a latency budget is "
-                                "measured on the pruned network, which does not exist during training")
+        _check_decidable(request)
         request.require_target()
         super().__init__(model, "auto", mode=AUTO_MODE, lrs=lrs, percent=request.percent or 0.5)
         if len(input_size) != 3 or not all(isinstance(s, int) and s > 0 for s in input_size):
@@ -145,6 +144,13 @@ NEEDS_REQUEST = ("targeted sparsity pulls the channels a prune will remove, so i
                  "TargetedSparsity(prune=PruneRequest(...))")
 
 
+def _check_decidable(request: PruneRequest) -> None:
+    if request.target_latency_ms is not None:
+        raise CompressError("targeted sparsity decides by percent, MACs or parameters, and a latency target is "
+                            "measured on the pruned network, which does not exist during training: give "
+                            "--sparsity auto or a λ (or --preset paper) with --target-latency")
+
+
 @dataclass(frozen=True)
 class TargetedSparsity(SparsityConfig):
     """A SparsityConfig whose penalty acts only on the channels `prune` will remove. `prune` is filled in
@@ -167,9 +173,10 @@ class TargetedSparsity(SparsityConfig):
             raise CompressError(f"prune must be a PruneRequest, got {type(self.prune).__name__}")
 
     def check_ready(self) -> None:
-        """Refuse before any work when there is no prune to prepare for."""
+        """Refuse before any work when there is no prune to prepare for, or one it cannot decide."""
         if self.prune is None:
             raise CompressError(NEEDS_REQUEST)
+        _check_decidable(self.prune)
 
     def for_request(self, request: PruneRequest) -> TargetedSparsity:
         from dataclasses import replace

@@ -26,14 +26,14 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 @click.command("slim")
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: VGG-19 ×0.25 on 10k images, 5 plain + 5 sparse + 5 fine-tuning epochs (minutes on a "
-                   "CPU); paper: full data, paper recipe, λ = 1e-4, 160 + 160 epochs.")
+                   "CPU); paper: full data, paper recipe, λ = 1e-4 (VGG; 1e-5 otherwise), 160 + 160 epochs.")
 @click.option("--arch", default=None, help="Architecture (preset: vgg19), or package.module:Class.")
 @click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
               help="Start sparse training from this model directory's trained weights (see `compress import`).")
 @click.option("--out", type=OUT_DIR, default=None,
               help="Run directory (default runs/slim-ARCH).")
 @click.option("--percent", type=FINITE, default=None, help="Fraction of channels to prune (paper preset: 0.7; the quick preset prunes to --target-macs 0.5).")
-@budget_options(" (one pass)")
+@budget_options(" (one pass; with --sparsity auto or a λ, or --preset paper)")
 @click.option("--sparsity", type=SPARSITY, default=None,
               help="'targeted' (the quick preset's: proximal L1 on the γ of the channels the prune will remove only, "
                    "steered to zero), 'auto' (proximal L1 on every γ, steered until the planned percent sits at "

@@ -30,7 +30,8 @@ from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat
 @click.option("--out", type=OUT_DIR, required=True, help="Model directory.")
 @click.option("--sparsity", type=SPARSITY, default="0", show_default=True,
               help="λ of the L1 penalty on BN γ (paper: 1e-4 VGG, 1e-5 ResNet/DenseNet); 'auto' "
-                   "(proximal, λ steered until half the γ sit at zero) or 'budget:P'.")
+                   "(proximal, λ steered until half the γ sit at zero) or 'budget:P'; 'targeted' needs the "
+                   "prune it prepares for, so only `compress slim` takes it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (recipe default otherwise).")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="VGG width multiplier.")
 @click.option("--bn-init", type=FiniteFloat(min=-1e4, max=1e4), default=None,

@@ -39,7 +39,7 @@ class Parity:
 @dataclass(frozen=True)
 class OnnxShape:
     """The ONNX graph's opset and batch: a dimension named 'batch', or fixed to `batch` when not dynamic
-    (default: the example's batch, the engine profile's OPT, or 1)."""
+    (default: the engine profile's OPT, else the example's batch, else 1)."""
 
     opset: int = 17
     dynamic_batch: bool = True

@@ -64,6 +64,8 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
     (pruning ratios) can share one sparse model. A latency target is measured on this machine."""
     request = check_request(options.prune)  # before any training: a backend this machine lacks fails now
     options = replace(options, prune=request, sparsity=steer_to(options.sparsity, request))
+    if hasattr(options.sparsity, "check_ready"):
+        options.sparsity.check_ready()  # before any training: a config that cannot build fails now
     with writing(out, [("--from", start_from)], data):
         return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
                      Path(sparse_dir) if sparse_dir is not None else None, run)

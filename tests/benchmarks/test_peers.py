@@ -84,6 +84,20 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert all(c["us"] > 0 and c["macs"] > 0 for c in convs) and found[method]["other_us"] > 0
     assert len(layer_profile.table(found, 2)) == 2 + len(found["toolkit"]["convs"]) + 3
 
+    # The paired timing interleaves every method in each block and gives each one's ratio to the toolkit.
+    import paired_timing
+
+    paired_timing.main([str(where), "--batches", "1,2", "--blocks", "3", "--iters", "2", "--warmup", "1"])
+    paired = json.loads((where / "paired" / "timing.json").read_text())
+    assert set(paired["cells"]) == {"ort-cpu@1", "ort-cpu@2", "openvino@1", "openvino@2"}
+    for cell in paired["cells"].values():
+        assert set(cell["ratios"]) == set(METHODS)
+        assert cell["ratios"]["toolkit"]["ratio_median"] == 1.0
+        assert all(len(v) == 3 and min(v) > 0 for v in cell["samples_ms"].values())
+        for r in cell["ratios"].values():
+            assert r["ratio_p05"] <= r["ratio_median"] <= r["ratio_p95"]
+    assert not list(where.glob("paired*.json"))  # never a record the timing phase would read as a method
+
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
                 "latency"]
@@ -272,3 +286,30 @@ def test_layer_profile_refuses_bad_options_and_an_output_among_its_inputs(tmp_pa
     with pytest.raises(SystemExit) as exit_:  # a corrupt model directory: one line naming the file
         layer_profile.main([str(tmp_path), "--methods", "toolkit"])
     assert "model.json is not valid JSON" in str(exit_.value.code)
+
+
+def test_paired_timing_refuses_bad_options_and_a_corrupt_model_in_one_line(tmp_path):
+    import paired_timing
+
+    from compress.runtime.backends import backend_names
+
+    model_json = tmp_path / "toolkit" / "finetuned" / "model.json"
+    model_json.parent.mkdir(parents=True)
+    model_json.write_text("{not json")
+    for argv in (["--blocks", "1"], ["--iters", "0"], ["--warmup", "-1"], ["--batches", "0"], ["--batches", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            paired_timing.main([str(tmp_path), *argv])
+        assert exit_.value.code == 2, argv
+    with pytest.raises(SystemExit) as exit_:
+        paired_timing.main([str(tmp_path / "nowhere")])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit, match="must include toolkit"):
+        paired_timing.main([str(tmp_path), "--methods", "tp-l1"])
+    with pytest.raises(SystemExit) as exit_:
+        paired_timing.main([str(tmp_path), "--backends", "nonesuch"])
+    assert str(exit_.value.code) == "paired_timing: unknown backend 'nonesuch'; choose one of " + \
+        ", ".join(backend_names())
+    with pytest.raises(SystemExit) as exit_:
+        paired_timing.main([str(tmp_path)])
+    assert "model.json is not valid JSON" in str(exit_.value.code)
+    assert model_json.read_text() == "{not json" and not (tmp_path / "paired").exists()

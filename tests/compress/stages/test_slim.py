@@ -69,6 +69,17 @@ def test_percent_outside_the_unit_interval_is_refused(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+
+def test_a_latency_target_under_targeted_sparsity_is_refused_before_any_training(tmp_path, monkeypatch):
+    # The quick preset's targeted sparsity decides what to pull during training, where there is no pruned
+    # network to time: refused at once, not after the plain stage.
+    monkeypatch.setenv("COMPRESS_DATA", str(tmp_path / "no-data-needed.tar.gz"))
+    result = CliRunner().invoke(main, ["slim", "--arch", "vgg11", "--width", "0.125", "--target-latency", "1",
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "give --sparsity auto or a λ (or --preset paper) with --target-latency" in result.output
+    assert result.output.count("\n") <= 2 and not (tmp_path / "x").exists()
+
 @pytest.mark.slow
 def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeypatch):
     monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))

@@ -1,0 +1,152 @@
+"""Latency of each method against the toolkit's, measured in interleaved blocks (a paired comparison).
+
+    python benchmarks/peers/paired_timing.py runs/peers-quick/vgg19x0.25/seed0 --blocks 60 --iters 20
+
+The timing phase (`run.py --phase time`) keeps each network's fastest round, which is fair only if every
+network met the machine's fast state at least once: this VM switches between speed states 1.2–2× apart
+within a minute. Here every method's final network is loaded once per backend and batch, and the methods
+run in turn, `--iters` iterations each, for `--blocks` blocks (the order rotates every block and reverses
+every other one). A block takes well under a second, so the methods of one block meet the same state, and
+the ratio of each method's median to the toolkit's in that block cancels the state. The report gives, per
+backend and batch, the median over blocks of that ratio and its 5th–95th percentile range: a peer is
+faster than the toolkit where its whole range is under 1.
+
+The networks are exported as `compress bench` exports them (ONNX opset 17, dynamic batch) and run by the
+toolkit's runners with their default threads. The JSON goes to SEED_DIR/paired/timing.json (atomically);
+the table is printed. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import atomic_json, machine  # noqa: E402
+from layer_profile import _at_least  # noqa: E402
+
+METHODS = ("toolkit", "tp-bnscale", "tp-groupnorm", "tp-l1")
+REFERENCE = "toolkit"
+
+
+def blocks_of(runners: dict, x: np.ndarray, blocks: int, iters: int, warmup: int) -> dict[str, list[float]]:
+    """{method: [median ms of each block]}, the methods interleaved within each block."""
+    order = list(runners)
+    out: dict[str, list[float]] = {m: [] for m in order}
+    for runner in runners.values():
+        runner.measure(x, warmup=warmup, iters=2)
+    for b in range(blocks):
+        k = b % len(order)
+        sequence = order[k:] + order[:k]
+        if b % 2:
+            sequence = sequence[::-1]
+        for m in sequence:
+            out[m].append(statistics.median(runners[m].measure(x, warmup=0, iters=iters).end_to_end_ms))
+    return out
+
+
+def ratios(samples: dict[str, list[float]], reference: str = REFERENCE) -> dict[str, dict]:
+    """Per method: the median and 5th/95th percentiles over blocks of its time over the reference's."""
+    ref = np.asarray(samples[reference])
+    out = {}
+    for m, values in samples.items():
+        r = np.asarray(values) / ref
+        out[m] = {"median_ms": float(np.median(values)), "ratio_median": float(np.median(r)),
+                  "ratio_p05": float(np.percentile(r, 5)), "ratio_p95": float(np.percentile(r, 95))}
+    return out
+
+
+def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches: list[int], blocks: int,
+               iters: int, warmup: int) -> dict:
+    from compress.benchmarking import export_model_dir
+    from compress.runtime.runners import check_backend, open_runner
+
+    if REFERENCE not in methods:
+        raise SystemExit(f"the methods must include {REFERENCE}, the reference of every ratio")
+    for backend in backends:  # before any export: an unknown or missing backend is named at once
+        check_backend(backend)
+    found: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for m in methods:
+            final = seed_dir / m / "finetuned"
+            if not (final / "model.json").is_file():
+                if m == REFERENCE:
+                    raise SystemExit(f"{final}/model.json is missing: nothing to compare with")
+                print(f"skipped {m}: no {final}/model.json", file=sys.stderr)
+                continue
+            paths[m] = export_model_dir(final, Path(tmp) / f"{m}.onnx", lambda _msg: None)
+        for backend in backends:
+            runners = {m: open_runner(p, backend) for m, p in paths.items()}
+            try:
+                shape = runners[REFERENCE].input_shape
+                for batch in batches:
+                    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+                    t0 = time.time()
+                    samples = blocks_of(runners, x, blocks, iters, warmup)
+                    found[f"{backend}@{batch}"] = {"ratios": ratios(samples), "samples_ms": samples,
+                                                   "wall_s": round(time.time() - t0, 1)}
+            finally:
+                for r in runners.values():
+                    r.close()
+    return found
+
+
+def table(found: dict) -> list[str]:
+    cells = list(found)
+    methods = list(next(iter(found.values()))["ratios"])
+    lines = ["| method | " + " | ".join(f"{c}: median ms, × toolkit (5–95%)" for c in cells) + " |",
+             "| --- | " + " | ".join("---" for _ in cells) + " |"]
+    for m in methods:
+        row = []
+        for c in cells:
+            r = found[c]["ratios"][m]
+            row.append(f"{r['median_ms']:.3f}, ×{r['ratio_median']:.3f} ({r['ratio_p05']:.3f}–{r['ratio_p95']:.3f})")
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    return lines
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seed_dir", type=Path)
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--backends", default="ort-cpu,openvino")
+    ap.add_argument("--batches", default="1,32")
+    ap.add_argument("--blocks", type=_at_least(2), default=60)
+    ap.add_argument("--iters", type=_at_least(1), default=20, help="iterations per method per block")
+    ap.add_argument("--warmup", type=_at_least(0), default=10)
+    args = ap.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        ap.error(f"--batches must be comma-separated integers, got {args.batches!r}")
+    if any(b < 1 for b in batches):
+        ap.error(f"--batches must be at least 1, got {args.batches!r}")
+    if not args.seed_dir.is_dir():
+        ap.error(f"no such run folder: {args.seed_dir}")
+    from compress.errors import CompressError
+    from compress.runtime.errors import RuntimeBenchError
+
+    try:
+        found = time_pairs(args.seed_dir, args.methods.split(","), args.backends.split(","), batches, args.blocks,
+                           args.iters, args.warmup)
+    except (CompressError, RuntimeBenchError, OSError, ValueError) as exc:
+        raise SystemExit(f"paired_timing: {exc}") from None
+    atomic_json(args.seed_dir / "paired" / "timing.json",
+                {"machine": machine(), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                 "command": "python benchmarks/peers/paired_timing.py " + " ".join(sys.argv[1:] if argv is None
+                                                                                   else argv),
+                 "blocks": args.blocks, "iters": args.iters, "cells": found})
+    print("\n".join(table(found)))
+
+
+if __name__ == "__main__":
+    main()
