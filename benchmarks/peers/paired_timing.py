@@ -5,11 +5,13 @@
 The timing phase (`run.py --phase time`) keeps each network's fastest round, which is fair only if every
 network met the machine's fast state at least once: this VM switches between speed states 1.2–2× apart
 within a minute. Here every method's final network is loaded once per backend and batch, and the methods
-run in turn, `--iters` iterations each, for `--blocks` blocks (the order rotates every block and reverses
-every other one). A block takes well under a second, so the methods of one block meet the same state, and
-the ratio of each method's median to the toolkit's in that block cancels the state. The report gives, per
-backend and batch, the median over blocks of that ratio and its 5th–95th percentile range: a peer is
-faster than the toolkit where its whole range is under 1.
+run in turn, at least `--iters` iterations each and at least 50 ms, after 2 warm-up runs and a 50 ms pause
+(ONNX Runtime's threads spin after a run, and would otherwise slow the next method), for `--blocks` blocks
+(the order rotates every block and reverses every other one). A block takes under a second, so the methods
+of one block mostly meet the same state, and the ratio of each method's median to the toolkit's in that
+block cancels it. The report gives, per backend and batch, the median over blocks of that ratio with a 95%
+bootstrap interval: a peer is faster than the toolkit where the interval lies under 1, slower where it
+lies over 1, and level where it holds 1. The JSON also keeps the blocks' own 5th–95th percentiles.
 
 The networks are exported as `compress bench` exports them (ONNX opset 17, dynamic batch) and run by the
 toolkit's runners with their default threads. The JSON goes to SEED_DIR/paired/timing.json (atomically);
@@ -19,6 +21,7 @@ the table is printed. Run it alone.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -35,31 +38,44 @@ from layer_profile import _at_least  # noqa: E402
 
 METHODS = ("toolkit", "tp-bnscale", "tp-groupnorm", "tp-l1")
 REFERENCE = "toolkit"
+# Between two methods: ONNX Runtime's pool threads spin-wait after a run, and the threads of the session
+# that ran last would otherwise compete with the next one's (block ratios then spread 0.6-1.6x at batch 1).
+SETTLE_S = 0.05
+BLOCK_S = 0.05  # the least time one method runs per block: a batch-1 run of 0.15 ms alone is mostly noise
 
 
-def blocks_of(runners: dict, x: np.ndarray, blocks: int, iters: int, warmup: int) -> dict[str, list[float]]:
-    """{method: [median ms of each block]}, the methods interleaved within each block."""
+def blocks_of(runners: dict, x: np.ndarray, blocks: int, iters: int, warmup: int,
+              block_s: float = BLOCK_S) -> tuple[dict[str, list[float]], int]:
+    """({method: [median ms of each block]}, iterations per block), the methods interleaved within each
+    block; at least `iters` iterations, more where that takes under `block_s` seconds."""
     order = list(runners)
     out: dict[str, list[float]] = {m: [] for m in order}
+    slowest = 0.0
     for runner in runners.values():
-        runner.measure(x, warmup=warmup, iters=2)
+        slowest = max(slowest, statistics.median(runner.measure(x, warmup=warmup, iters=5).end_to_end_ms))
+    iters = max(iters, math.ceil(block_s * 1e3 / max(slowest, 1e-3)))
     for b in range(blocks):
         k = b % len(order)
         sequence = order[k:] + order[:k]
         if b % 2:
             sequence = sequence[::-1]
         for m in sequence:
-            out[m].append(statistics.median(runners[m].measure(x, warmup=0, iters=iters).end_to_end_ms))
-    return out
+            time.sleep(SETTLE_S)
+            out[m].append(statistics.median(runners[m].measure(x, warmup=2, iters=iters).end_to_end_ms))
+    return out, iters
 
 
-def ratios(samples: dict[str, list[float]], reference: str = REFERENCE) -> dict[str, dict]:
-    """Per method: the median and 5th/95th percentiles over blocks of its time over the reference's."""
+def ratios(samples: dict[str, list[float]], reference: str = REFERENCE, resamples: int = 2000) -> dict[str, dict]:
+    """Per method, over blocks, its time over the reference's: the median, a 95% bootstrap interval of that
+    median (`ci95`), and the 5th and 95th percentiles of the blocks themselves."""
     ref = np.asarray(samples[reference])
+    rng = np.random.default_rng(0)
     out = {}
     for m, values in samples.items():
         r = np.asarray(values) / ref
+        boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
         out[m] = {"median_ms": float(np.median(values)), "ratio_median": float(np.median(r)),
+                  "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
                   "ratio_p05": float(np.percentile(r, 5)), "ratio_p95": float(np.percentile(r, 95))}
     return out
 
@@ -91,8 +107,8 @@ def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches:
                 for batch in batches:
                     x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
                     t0 = time.time()
-                    samples = blocks_of(runners, x, blocks, iters, warmup)
-                    found[f"{backend}@{batch}"] = {"ratios": ratios(samples), "samples_ms": samples,
+                    samples, used = blocks_of(runners, x, blocks, iters, warmup)
+                    found[f"{backend}@{batch}"] = {"ratios": ratios(samples), "samples_ms": samples, "iters": used,
                                                    "wall_s": round(time.time() - t0, 1)}
             finally:
                 for r in runners.values():
@@ -103,13 +119,14 @@ def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches:
 def table(found: dict) -> list[str]:
     cells = list(found)
     methods = list(next(iter(found.values()))["ratios"])
-    lines = ["| method | " + " | ".join(f"{c}: median ms, × toolkit (5–95%)" for c in cells) + " |",
+    lines = ["| method | " + " | ".join(f"{c}: median ms, × toolkit [95% CI]" for c in cells) + " |",
              "| --- | " + " | ".join("---" for _ in cells) + " |"]
     for m in methods:
         row = []
         for c in cells:
             r = found[c]["ratios"][m]
-            row.append(f"{r['median_ms']:.3f}, ×{r['ratio_median']:.3f} ({r['ratio_p05']:.3f}–{r['ratio_p95']:.3f})")
+            lo, hi = r["ratio_ci95"]
+            row.append(f"{r['median_ms']:.3f}, ×{r['ratio_median']:.3f} [{lo:.3f}–{hi:.3f}]")
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     return lines
 
@@ -121,7 +138,8 @@ def main(argv=None) -> None:
     ap.add_argument("--backends", default="ort-cpu,openvino")
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--blocks", type=_at_least(2), default=60)
-    ap.add_argument("--iters", type=_at_least(1), default=20, help="iterations per method per block")
+    ap.add_argument("--iters", type=_at_least(1), default=20,
+                    help="least iterations per method per block (more where they take under 50 ms)")
     ap.add_argument("--warmup", type=_at_least(0), default=10)
     args = ap.parse_args(argv)
     try:

@@ -96,6 +96,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert all(len(v) == 3 and min(v) > 0 for v in cell["samples_ms"].values())
         for r in cell["ratios"].values():
             assert r["ratio_p05"] <= r["ratio_median"] <= r["ratio_p95"]
+            assert r["ratio_ci95"][0] <= r["ratio_median"] <= r["ratio_ci95"][1]
     assert not list(where.glob("paired*.json"))  # never a record the timing phase would read as a method
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
