@@ -21,6 +21,7 @@ the table is printed. Run it alone.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -116,6 +117,23 @@ def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches:
     return found
 
 
+def write(seed_dir: Path, found: dict, command: str, blocks: int, iters: int) -> Path:
+    """SEED_DIR/paired/timing.json, atomically: in a folder of its own, so that the timing phase, which reads
+    every SEED_DIR/*.json as a method's record, never takes it for one."""
+    path = seed_dir / "paired" / "timing.json"
+    atomic_json(path, {"machine": machine(), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                       "command": command, "blocks": blocks, "iters": iters, "cells": found})
+    return path
+
+
+def read(seed_dir: Path) -> dict:
+    """{"BACKEND@BATCH": {method: ratios}} of a seed's paired timing, or {} before it ran."""
+    path = seed_dir / "paired" / "timing.json"
+    if not path.exists():
+        return {}
+    return {cell: v["ratios"] for cell, v in json.loads(path.read_text())["cells"].items()}
+
+
 def table(found: dict) -> list[str]:
     cells = list(found)
     methods = list(next(iter(found.values()))["ratios"])
@@ -158,11 +176,8 @@ def main(argv=None) -> None:
                            args.iters, args.warmup)
     except (CompressError, RuntimeBenchError, OSError, ValueError) as exc:
         raise SystemExit(f"paired_timing: {exc}") from None
-    atomic_json(args.seed_dir / "paired" / "timing.json",
-                {"machine": machine(), "written": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
-                 "command": "python benchmarks/peers/paired_timing.py " + " ".join(sys.argv[1:] if argv is None
-                                                                                   else argv),
-                 "blocks": args.blocks, "iters": args.iters, "cells": found})
+    write(args.seed_dir, found, "python benchmarks/peers/paired_timing.py " + " ".join(
+        sys.argv[1:] if argv is None else argv), args.blocks, args.iters)
     print("\n".join(table(found)))
 
 

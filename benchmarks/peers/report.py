@@ -108,3 +108,48 @@ def per_seed(results: list[dict]) -> list[str]:
                      f"| {_pct(r['final_accuracy'])} | {r['params']:,} | {r['macs']:,} | "
                      f"{r['macs_error'] * 100:+.2f}% |")
     return lines
+
+
+def paired_speed(paired: dict[str, dict], labels: dict[str, str], reference: str = "toolkit") -> list[str]:
+    """The deployed-speed check from the paired timing: `paired` is {seed: {"BACKEND@BATCH": {method:
+    ratios}}} (paired_timing.read). A table of each method's time over the toolkit's per seed, then per peer
+    one sentence: met where no seed has the peer faster (the 95% interval of its ratio wholly under 1)."""
+    if not paired:
+        return []
+    cells = [f"{b}@{n}" for b, n in LATENCY_COLUMNS if any(f"{b}@{n}" in p for p in paired.values())]
+    methods = list(dict.fromkeys(m for p in paired.values() for c in p.values() for m in c))
+    seeds = sorted(paired)
+    lines = [f"Paired latency (each method's time over the toolkit's in the same sub-second blocks, median over "
+             f"blocks per seed, {', '.join(seeds)}; under 1 is faster than the toolkit; * where the 95% interval "
+             "excludes 1):", "",
+             "| method | " + " | ".join(f"{c.replace('@', ' @ ')}" for c in cells) + " |",
+             "| --- | " + " | ".join("---" for _ in cells) + " |"]
+    faster: dict[str, list[str]] = {}
+    for m in methods:
+        if m == reference:
+            continue
+        row = []
+        for c in cells:
+            parts = []
+            for seed in seeds:
+                r = paired[seed].get(c, {}).get(m)
+                if r is None:
+                    parts.append("–")
+                    continue
+                lo, hi = r["ratio_ci95"]
+                parts.append(f"×{r['ratio_median']:.3f}{'*' if hi < 1 or lo > 1 else ''}")
+                if hi < 1:
+                    faster.setdefault(m, []).append(f"{c} {seed}")
+            row.append(" / ".join(parts))
+        lines.append(f"| {labels.get(m, m)} | " + " | ".join(row) + " |")
+    lines += ["", "Deployed speed at equal MACs (issue 20), from the paired timing:", ""]
+    for m in methods:
+        if not m.startswith(PEER_PREFIX):
+            continue
+        if m in faster:
+            where = f" ({', '.join(faster[m])})" if len(faster[m]) <= 4 else ""
+            lines.append(f"- vs {labels.get(m, m)}: faster than the toolkit in {len(faster[m])} of "
+                         f"{len(cells) * len(seeds)} cells{where}: **missed**")
+        else:
+            lines.append(f"- vs {labels.get(m, m)}: not faster than the toolkit in any cell: **met**")
+    return lines

@@ -2,7 +2,7 @@
 
     COMPRESS_DATA=/path/to/cifar10-jpeg.tar.gz OMP_NUM_THREADS=1 \
         python benchmarks/peers/run.py --scale quick --out runs/peers-quick              # train + table
-    python benchmarks/peers/run.py --scale quick --out runs/peers-quick --phase time     # on a quiet machine
+    python benchmarks/peers/run.py --scale quick --out runs/peers-quick --phase time     # rounds + paired; quiet machine
     python benchmarks/peers/run.py --scale quick --out runs/peers-quick --phase table
 
 Per network and seed: `compress train` makes the shared plain model; `compress slim --from` it is the
@@ -173,6 +173,7 @@ def train_phase(cfg: dict, out: Path, args) -> None:
 
 
 def write_table(cfg: dict, out: Path, args) -> str:
+    import paired_timing
     import report
     import timing
 
@@ -197,12 +198,24 @@ def write_table(cfg: dict, out: Path, args) -> str:
             parts += [f"Latency not settled: the timing rounds of these cells differ by more than "
                       f"{timing.STEADY - 1:.0%} (max/min): " + ", ".join(f"{c} {r}x" for c, r in shaky.items()) +
                       ". Time again on a quiet machine before reading them.", ""]
-        parts += ["Acceptance (issue 20):", "",
-                  *report.acceptance(summary), "", "Per seed:", "", *report.per_seed(runs), ""]
+        paired = {where.name: found for where in sorted((out / net).glob("seed*"))
+                  if (found := paired_timing.read(where))}
+        labels = {m: s["label"] for m, s in summary.items()}
+        parts += ["Acceptance (issue 20):", "", *report.acceptance(summary), ""]
+        if paired:
+            parts += [*report.paired_speed(paired, labels), ""]
+        parts += ["Per seed:", "", *report.per_seed(runs), ""]
     atomic_json(out / "results.json", everything)
     text = "\n".join(parts)
     (out / "table.md").write_text(text)
     return text
+
+
+def _blocks(text: str) -> int:
+    value = int(text)
+    if value != 0 and value < 2:
+        raise argparse.ArgumentTypeError(f"must be 0 (no paired timing) or at least 2, got {value}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -219,6 +232,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=200, help="timing: iterations per batch size")
     ap.add_argument("--rounds", type=int, default=2,
                     help="timing: passes over all methods, alternating order; the fastest round's p50 is kept")
+    ap.add_argument("--paired-blocks", type=_blocks, default=None,
+                    help="timing: blocks of the interleaved (paired) timing after the rounds, 0 to skip (default 60)")
     ap.add_argument("--poll", type=float, default=60.0, help="seconds between checks for runs held elsewhere")
     ap.add_argument("--progress", action="store_true", help="show per-batch progress bars")
     args = ap.parse_args(argv)

@@ -7,7 +7,9 @@ not favour whoever runs first. The figure kept is the fastest of the rounds' p50
 switches between two speed states about 2x apart (2026-12-05: six rounds of every method split between
 ~0.6 and ~1.3 ms at batch 1), so the median says which state a cell happened to meet, while the fastest
 round is each network in the machine's fast state; the medians are recorded too (`median_ms`).
-OUT/NET/seedS/timing.json holds them, and the table takes them from there.
+OUT/NET/seedS/timing.json holds them, and the table takes them from there. Then each seed is timed again
+with the methods interleaved in sub-second blocks (paired_timing.py, OUT/NET/seedS/paired/timing.json),
+which cancels the speed states: the table's deployed-speed verdict comes from those ratios.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ BATCHES = "1,32"
 # Rounds of one cell further apart than this mean the machine's speed moved under the timing (a 1.6x spread
 # on a shared VM, 2026-12-05); such a cell is named in timing.json and the table, not quietly kept.
 STEADY = 1.10
+# Blocks of the paired timing that follows the rounds (paired_timing.py): 60 take about 2 minutes per seed of
+# the quick scale's VGG-19 x0.25 and give 95% intervals of about +-0.5% on the ratios.
+PAIRED_BLOCKS = 60
 
 
 def unsteady(samples: dict[str, dict[str, list[float]]], tolerance: float = STEADY) -> dict[str, float]:
@@ -100,6 +105,22 @@ def time_all(cfg: dict, out: Path, args) -> None:
                 continue
             print(f"== timing {net} seed {seed}", file=sys.stderr, flush=True)
             time_seed(where, args.iters, getattr(args, "rounds", 2))
+            blocks = getattr(args, "paired_blocks", None)
+            blocks = PAIRED_BLOCKS if blocks is None else blocks
+            if blocks > 0:
+                time_paired(where, blocks)
+
+
+def time_paired(where: Path, blocks: int, iters: int = 20) -> dict:
+    """Every finished method of one seed against the toolkit, interleaved (paired_timing.py)."""
+    import paired_timing
+
+    methods = [p.stem for p in sorted(where.glob("*.json")) if p.stem not in ("pretrained", "timing")]
+    found = paired_timing.time_pairs(where, methods, BACKENDS.split(","), [int(b) for b in BATCHES.split(",")],
+                                     blocks, iters, warmup=10)
+    paired_timing.write(where, found, f"run.py --phase time (paired, --blocks {blocks} --iters {iters})", blocks,
+                        iters)
+    return found
 
 
 def unsteady_of(where: Path) -> dict[str, float]:

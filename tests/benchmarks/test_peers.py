@@ -61,7 +61,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     assert "to be timed" in table and "Machine:" in table
 
     # The timing phase is separate and fills the latency columns.
-    proc = _run(out, cifar10_archive, "--phase", "time", "--iters", "3")
+    proc = _run(out, cifar10_archive, "--phase", "time", "--iters", "3", "--paired-blocks", "3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     timing = json.loads((where / "timing.json").read_text())["p50_ms"]
     assert set(timing) == set(METHODS)
@@ -84,12 +84,15 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert all(c["us"] > 0 and c["macs"] > 0 for c in convs) and found[method]["other_us"] > 0
     assert len(layer_profile.table(found, 2)) == 2 + len(found["toolkit"]["convs"]) + 3
 
-    # The paired timing interleaves every method in each block and gives each one's ratio to the toolkit.
-    import paired_timing
-
-    paired_timing.main([str(where), "--batches", "1,2", "--blocks", "3", "--iters", "2", "--warmup", "1"])
+    # The timing phase then interleaves every method in each block (paired_timing.py) and gives each one's
+    # ratio to the toolkit, from which the table's deployed-speed verdict is made.
     paired = json.loads((where / "paired" / "timing.json").read_text())
-    assert set(paired["cells"]) == {"ort-cpu@1", "ort-cpu@2", "openvino@1", "openvino@2"}
+    assert set(paired["cells"]) == {"ort-cpu@1", "ort-cpu@32", "openvino@1", "openvino@32"}
+    assert paired["blocks"] == 3
+    table = (out / "table.md").read_text()
+    assert "Deployed speed at equal MACs (issue 20), from the paired timing:" in table
+    assert sum(1 for line in table.splitlines() if line.startswith("- vs TP ") and "paired" not in line
+               and ("in any cell: **met**" in line or "**missed**" in line)) == len(METHODS) - 1
     for cell in paired["cells"].values():
         assert set(cell["ratios"]) == set(METHODS)
         assert cell["ratios"]["toolkit"]["ratio_median"] == 1.0
@@ -314,3 +317,19 @@ def test_paired_timing_refuses_bad_options_and_a_corrupt_model_in_one_line(tmp_p
         paired_timing.main([str(tmp_path)])
     assert "model.json is not valid JSON" in str(exit_.value.code)
     assert model_json.read_text() == "{not json" and not (tmp_path / "paired").exists()
+
+
+def test_paired_speed_misses_a_peer_faster_at_any_seed_and_meets_one_level_or_slower():
+    import report
+
+    def r(median, lo, hi):
+        return {"median_ms": 1.0, "ratio_median": median, "ratio_ci95": [lo, hi], "ratio_p05": lo, "ratio_p95": hi}
+
+    one = r(1.0, 1.0, 1.0)
+    paired = {"seed0": {"ort-cpu@1": {"toolkit": one, "tp-a": r(0.97, 0.96, 0.98), "tp-b": r(1.02, 1.01, 1.03)}},
+              "seed1": {"ort-cpu@1": {"toolkit": one, "tp-a": r(1.00, 0.99, 1.01), "tp-b": r(0.999, 0.99, 1.004)}}}
+    lines = report.paired_speed(paired, {"tp-a": "A", "tp-b": "B"})
+    assert "- vs A: faster than the toolkit in 1 of 2 cells (ort-cpu@1 seed0): **missed**" in lines
+    assert "- vs B: not faster than the toolkit in any cell: **met**" in lines
+    assert "| A | ×0.970* / ×1.000 |" in lines and "| B | ×1.020* / ×0.999 |" in lines
+    assert report.paired_speed({}, {}) == []
