@@ -109,11 +109,59 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
                               model_dir=model_dirs.get(str(artifact)), power_kind=power_kind, log=log)
             v["artifact_name"] = name
             variants.append(v)
+    paired, paired_warnings = [], []
+    if settings.paired_blocks and len(artifacts) >= 2:
+        for backend in backends:
+            paired += _paired(variants, backend, settings, paired_warnings, log)
     run_settings = {**asdict(settings), "backend": backends[0], "backends": backends,
                     "batches": list(settings.batches), "power_source": power_kind,
                     "data": data.spec if data is not None else None,
                     "accuracy_images": int(len(data.labels)) if data is not None else None}
-    return build_report(variants, run_settings, system, command)
+    report = build_report(variants, run_settings, system, command)
+    report["paired"] = paired
+    report["warnings"] += paired_warnings
+    return report
+
+
+def _paired(variants: list[dict], backend: str, settings: BenchSettings, warnings: list, log) -> list[dict]:
+    """The artifacts that ran on `backend`, timed again all open at once and in turns (compress.runtime.paired),
+    per batch size at which the first of them and at least one other were measured."""
+    from compress.runtime import paired as pairing
+
+    group = [v for v in variants if v["backend"] == backend and v["status"] != "failed"]
+    if len(group) < 2 or group[0] is not next(v for v in variants if v["backend"] == backend):
+        return []  # fewer than two to compare, or the reference itself failed
+    out = []
+    runners: dict = {}
+    try:
+        for v in group:
+            runners[v["name"]] = open_runner(v["artifact"], backend, threads=settings.threads, device=settings.device,
+                                             cuda_graph=settings.cuda_graph,
+                                             performance_hint=settings.performance_hint, streams=settings.streams)
+        for batch in settings.batches:
+            names = [v["name"] for v in group
+                     if any(r["batch"] == batch and r["status"] == "ok" for r in v["latency"])]
+            if len(names) < 2 or names[0] != group[0]["name"]:
+                continue
+            log(f"paired, {backend} batch {batch}: {len(names)} artifacts in turns, {settings.paired_blocks} blocks")
+            inputs = {n: _input(runners[n], batch) for n in names}
+            samples, iters = pairing.interleave({n: runners[n] for n in names}, inputs, settings.paired_blocks,
+                                                warmup=settings.warmup)
+            found = pairing.ratios(samples, names[0])
+            rows = [{"name": n, **found[n], "verdict": pairing.verdict(found[n])} for n in names]
+            for row in rows[1:]:
+                lo, hi = row["ratio_ci95"]
+                log(f"  {row['name']}: ×{row['ratio_median']:.3f} of {names[0]} [{lo:.3f}–{hi:.3f}], {row['verdict']}")
+            out.append({"backend": backend, "batch": batch, "reference": names[0], "blocks": settings.paired_blocks,
+                        "iters": iters, "rows": rows})
+    except Exception as exc:  # noqa: BLE001 - the paired pass is extra: its failure is named, the rows stand
+        message = f"paired comparison on {backend} not completed: {one_line(exc)}"
+        log(f"  warning: {message}")
+        warnings.append(message)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    return out
 
 
 def measured_anything(report: dict) -> bool:

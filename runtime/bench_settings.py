@@ -21,6 +21,7 @@ MAX_BATCH_SIZES = 64  # how many batch sizes one run measures
 MAX_ITERS = 1_000_000
 MAX_WARMUP = 100_000
 MAX_DURATION_S = 24 * 3600.0  # per batch size
+MAX_PAIRED_BLOCKS = 100_000
 POWER_INTERVAL_MS = (1, 60_000)
 POWERS = ("auto", "tegrastats", "nvml", "none")
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -49,6 +50,7 @@ class BenchSettings:
     accuracy_batch: int = 250
     performance_hint: str = "LATENCY"  # OpenVINO: LATENCY or THROUGHPUT
     streams: int | None = None  # OpenVINO: NUM_STREAMS (default: what the hint picks)
+    paired_blocks: int = 0  # > 0: also time the artifacts in turns (compress.runtime.paired), this many blocks
 
     def __post_init__(self):
         get_backend(self.backend)  # ValueError naming the choices
@@ -79,6 +81,9 @@ class BenchSettings:
             self.streams = _int_in("streams", self.streams, 1, MAX_STREAMS, " (the bound on OpenVINO streams)")
         self.device = _int_in("device", self.device, 0, MAX_DEVICE_INDEX, " (a CUDA device index)")
         self.accuracy_batch = _int_in("accuracy batch", self.accuracy_batch, 1, MAX_BATCH)
+        self.paired_blocks = _int_in("paired blocks", self.paired_blocks, 0, MAX_PAIRED_BLOCKS)
+        if self.paired_blocks == 1:
+            raise ValueError("paired blocks must be 0 (none) or at least 2, got 1")
 
     def _check_batches(self) -> None:
         batches = tuple(self.batches)

@@ -33,6 +33,7 @@ def build_report(variants: list[dict], settings: dict, system: dict, command: st
         "variants": variants,
         "ratios": compute_ratios(variants),
         "fastest": fastest_runtimes(variants, settings.get("batches") or []),
+        "paired": [],
         "warnings": warnings,
         "plots": [],
     }
@@ -272,6 +273,31 @@ def _summary_lines(report: dict) -> list[str]:
             _fmt(last_row["throughput_img_s"], ".1f") if last_row else "—", note or ""]) + " |")
     lines.append("")
     lines += _runtime_lines(report)
+    lines += _paired_lines(report)
+    return lines
+
+
+def _paired_lines(report: dict) -> list[str]:
+    """The interleaved comparison (compress.runtime.paired), one table per backend and batch size."""
+    sections = report.get("paired") or []
+    if not sections:
+        return []
+    lines = ["## Paired comparison", "",
+             "The artifacts timed again all loaded at once and in turns, in blocks of under a second, so that a "
+             "change in the machine's speed hits them alike. Ratio: each one's time over the first's in the same "
+             "block, median over blocks, with a 95% interval of that median; under 1 is faster.", ""]
+    for sec in sections:
+        lines += [f"{sec['backend']}, batch {sec['batch']}: {sec['blocks']} blocks of {sec['iters']} iterations "
+                  f"each, against {sec['reference']}", "",
+                  "| artifact | median ms | × first | 95% interval | blocks 5–95% | verdict |", "|---|---|---|---|---|---|"]
+        for row in sec["rows"]:
+            lo, hi = row["ratio_ci95"]
+            first = row["name"] == sec["reference"]
+            lines.append("| " + " | ".join(_cell(c) for c in [
+                row["name"], _fmt(row["median_ms"]), _fmt(row["ratio_median"]), f"{_fmt(lo)}–{_fmt(hi)}",
+                f"{_fmt(row['ratio_p05'])}–{_fmt(row['ratio_p95'])}",
+                "(reference)" if first else row["verdict"]]) + " |")
+        lines.append("")
     return lines
 
 

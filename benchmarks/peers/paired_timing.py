@@ -4,14 +4,13 @@
 
 The timing phase (`run.py --phase time`) keeps each network's fastest round, which is fair only if every
 network met the machine's fast state at least once: this VM switches between speed states 1.2–2× apart
-within a minute. Here every method's final network is loaded once per backend and batch, and the methods
-run in turn, at least `--iters` iterations each and at least 50 ms, after 2 warm-up runs and a 50 ms pause
-(ONNX Runtime's threads spin after a run, and would otherwise slow the next method), for `--blocks` blocks
-(the order rotates every block and reverses every other one). A block takes under a second, so the methods
-of one block mostly meet the same state, and the ratio of each method's median to the toolkit's in that
-block cancels it. The report gives, per backend and batch, the median over blocks of that ratio with a 95%
-bootstrap interval: a peer is faster than the toolkit where the interval lies under 1, slower where it
-lies over 1, and level where it holds 1. The JSON also keeps the blocks' own 5th–95th percentiles.
+within a minute. Here the methods are timed as `compress bench --paired` times artifacts
+(compress.runtime.paired): every method's final network is loaded once per backend and batch, and the
+methods take turns in blocks of under a second, at least `--iters` iterations and 50 ms each, so that
+the ratio of each method's median to the toolkit's in the same block cancels the machine's state. The
+report gives, per backend and batch, the median over blocks of that ratio with a 95% bootstrap interval:
+a peer is faster than the toolkit where the interval lies under 1, slower where it lies over 1, and level
+where it holds 1. The JSON also keeps the blocks' own 5th–95th percentiles.
 
 The networks are exported as `compress bench` exports them (ONNX opset 17, dynamic batch) and run by the
 toolkit's runners with their default threads. The JSON goes to SEED_DIR/paired/timing.json (atomically);
@@ -22,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import tempfile
 import time
@@ -39,51 +36,12 @@ from layer_profile import _at_least  # noqa: E402
 
 METHODS = ("toolkit", "tp-bnscale", "tp-groupnorm", "tp-l1")
 REFERENCE = "toolkit"
-# Between two methods: ONNX Runtime's pool threads spin-wait after a run, and the threads of the session
-# that ran last would otherwise compete with the next one's (block ratios then spread 0.6-1.6x at batch 1).
-SETTLE_S = 0.05
-BLOCK_S = 0.05  # the least time one method runs per block: a batch-1 run of 0.15 ms alone is mostly noise
-
-
-def blocks_of(runners: dict, x: np.ndarray, blocks: int, iters: int, warmup: int,
-              block_s: float = BLOCK_S) -> tuple[dict[str, list[float]], int]:
-    """({method: [median ms of each block]}, iterations per block), the methods interleaved within each
-    block; at least `iters` iterations, more where that takes under `block_s` seconds."""
-    order = list(runners)
-    out: dict[str, list[float]] = {m: [] for m in order}
-    slowest = 0.0
-    for runner in runners.values():
-        slowest = max(slowest, statistics.median(runner.measure(x, warmup=warmup, iters=5).end_to_end_ms))
-    iters = max(iters, math.ceil(block_s * 1e3 / max(slowest, 1e-3)))
-    for b in range(blocks):
-        k = b % len(order)
-        sequence = order[k:] + order[:k]
-        if b % 2:
-            sequence = sequence[::-1]
-        for m in sequence:
-            time.sleep(SETTLE_S)
-            out[m].append(statistics.median(runners[m].measure(x, warmup=2, iters=iters).end_to_end_ms))
-    return out, iters
-
-
-def ratios(samples: dict[str, list[float]], reference: str = REFERENCE, resamples: int = 2000) -> dict[str, dict]:
-    """Per method, over blocks, its time over the reference's: the median, a 95% bootstrap interval of that
-    median (`ci95`), and the 5th and 95th percentiles of the blocks themselves."""
-    ref = np.asarray(samples[reference])
-    rng = np.random.default_rng(0)
-    out = {}
-    for m, values in samples.items():
-        r = np.asarray(values) / ref
-        boot = np.median(r[rng.integers(0, len(r), (resamples, len(r)))], axis=1)
-        out[m] = {"median_ms": float(np.median(values)), "ratio_median": float(np.median(r)),
-                  "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-                  "ratio_p05": float(np.percentile(r, 5)), "ratio_p95": float(np.percentile(r, 95))}
-    return out
 
 
 def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches: list[int], blocks: int,
                iters: int, warmup: int) -> dict:
     from compress.benchmarking import export_model_dir
+    from compress.runtime.paired import interleave, ratios
     from compress.runtime.runners import check_backend, open_runner
 
     if REFERENCE not in methods:
@@ -108,9 +66,10 @@ def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches:
                 for batch in batches:
                     x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
                     t0 = time.time()
-                    samples, used = blocks_of(runners, x, blocks, iters, warmup)
-                    found[f"{backend}@{batch}"] = {"ratios": ratios(samples), "samples_ms": samples, "iters": used,
-                                                   "wall_s": round(time.time() - t0, 1)}
+                    samples, used = interleave(runners, {m: x for m in runners}, blocks, min_iters=iters,
+                                               warmup=warmup)
+                    found[f"{backend}@{batch}"] = {"ratios": ratios(samples, REFERENCE), "samples_ms": samples,
+                                                   "iters": used, "wall_s": round(time.time() - t0, 1)}
             finally:
                 for r in runners.values():
                     r.close()

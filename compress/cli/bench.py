@@ -104,10 +104,15 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--power-interval", type=click.IntRange(min=10), default=100, show_default=True,
               help="Power sampling interval in ms.")
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
+@click.option("--paired", "paired_blocks", type=click.IntRange(min=2), default=None, metavar="BLOCKS",
+              help="Also time the artifacts again all loaded at once and in turns, BLOCKS sub-second blocks per "
+                   "backend and batch size, and give each one's time over the first's with a 95% interval: a "
+                   "comparison that a machine's drifting speed cannot bias (e.g. 60).")
 @click.option("--no-plots", is_flag=True, help="With --report: skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json's content on stdout and nothing else.")
 def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmup, iters, duration, data_spec,
-          test_limit, report_dir, model_dir_items, threads, cuda_graph, power, power_interval, device, no_plots, as_json):
+          test_limit, report_dir, model_dir_items, threads, cuda_graph, power, power_interval, device, paired_blocks,
+          no_plots, as_json):
     """Benchmark one or more artifacts (.onnx, .engine or model directories) on this machine.
 
     \b
@@ -116,6 +121,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
       compress bench vgg-fp16.engine vgg-int8.engine --backend trt --batch 1,8,32 --duration 10
       compress bench runs/vgg/finetuned --backend torch --batch 1 --iters 200
       compress bench vgg.onnx vgg-int8-cpu.onnx --backend ort-cpu,openvino,openvino-bf16 --batch 1,32
+      compress bench baseline.onnx pruned.onnx --batch 1,32 --paired 60
     """
     from compress.benchmarking import bench_artifacts
     from compress.runtime.bench import BenchSettings, measured_anything
@@ -128,6 +134,8 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
 
         check_outputs(inputs=[("ARTIFACT", Path(a)) for a in artifacts], out_dirs=[("--report", report_dir)],
                       dir_files=("report.json", "report.md"))
+    if paired_blocks is not None and len(artifacts) < 2:
+        raise click.UsageError("--paired compares artifacts with the first one: give at least two")
     if no_plots and report_dir is None:
         raise click.UsageError("--no-plots only applies with --report DIR")
     batches = _batches(batch_text)
@@ -138,7 +146,8 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
         settings = BenchSettings(backend=backends[0], batches=batches, warmup=warmup,
                                  iters=None if duration is not None else (iters or DEFAULT_ITERS), duration_s=duration,
                                  power=power, power_interval_ms=power_interval, cuda_graph=cuda_graph, threads=threads,
-                                 device=device, performance_hint=performance_hint or "LATENCY", streams=streams)
+                                 device=device, performance_hint=performance_hint or "LATENCY", streams=streams,
+                                 paired_blocks=paired_blocks or 0)
     except ValueError as exc:  # BenchSettings bounds every count before a session starts; name the option
         option = next((o for field, o in SETTING_OPTIONS if str(exc).startswith(field)), None)
         if option is None:
