@@ -148,7 +148,8 @@ def _paired(variants: list[dict], backend: str, settings: BenchSettings, warning
             samples, iters = pairing.interleave({n: runners[n] for n in names}, inputs, settings.paired_blocks,
                                                 warmup=settings.warmup)
             found = pairing.ratios(samples, names[0])
-            rows = [{"name": n, **found[n], "verdict": pairing.verdict(found[n])} for n in names]
+            rows = [{"name": n, **found[n], "verdict": pairing.verdict(found[n]) if k else "reference"}
+                    for k, n in enumerate(names)]
             for row in rows[1:]:
                 lo, hi = row["ratio_ci95"]
                 log(f"  {row['name']}: ×{row['ratio_median']:.3f} of {names[0]} [{lo:.3f}–{hi:.3f}], {row['verdict']}")

@@ -292,11 +292,9 @@ def _paired_lines(report: dict) -> list[str]:
                   "| artifact | median ms | × first | 95% interval | blocks 5–95% | verdict |", "|---|---|---|---|---|---|"]
         for row in sec["rows"]:
             lo, hi = row["ratio_ci95"]
-            first = row["name"] == sec["reference"]
             lines.append("| " + " | ".join(_cell(c) for c in [
                 row["name"], _fmt(row["median_ms"]), _fmt(row["ratio_median"]), f"{_fmt(lo)}–{_fmt(hi)}",
-                f"{_fmt(row['ratio_p05'])}–{_fmt(row['ratio_p95'])}",
-                "(reference)" if first else row["verdict"]]) + " |")
+                f"{_fmt(row['ratio_p05'])}–{_fmt(row['ratio_p95'])}", row["verdict"]]) + " |")
         lines.append("")
     return lines
 

@@ -139,7 +139,7 @@ def test_paired_times_the_artifacts_in_turns_against_the_first(tiny_onnx, tmp_pa
     for section in report["paired"]:
         assert section["reference"] == "tiny.onnx" and section["blocks"] == 3 and section["iters"] >= 20
         first, second = section["rows"]
-        assert first["name"] == "tiny.onnx" and first["ratio_median"] == 1.0
+        assert first["name"] == "tiny.onnx" and first["ratio_median"] == 1.0 and first["verdict"] == "reference"
         assert second["name"] == "other.onnx" and second["median_ms"] > 0
         assert second["ratio_ci95"][0] <= second["ratio_median"] <= second["ratio_ci95"][1]
         assert second["verdict"] in ("faster", "slower", "level")
