@@ -107,14 +107,14 @@ def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], 
 def _runnable_paths(artifacts, export_dirs: bool, tmp: Path, model_dirs: dict, log):
     """Paths the backends run and display names; model directories become temporary ONNX files when
     `export_dirs`. Also returns {index: model directory} for the exported ones and {index: error}."""
+    from compress.runtime.bench import unique_name
+
     paths, names = [], []
     exported: dict[int, Path] = {}
     errors: dict[int, str] = {}
     taken: set[str] = set()
     for artifact in map(Path, artifacts):
-        name = artifact.name or str(artifact)
-        if name in taken:
-            name = str(artifact)
+        name = unique_name(artifact, taken)  # two artifacts never share a row name, nor a paired row
         taken.add(name)
         names.append(name)
         if export_dirs and artifact.is_dir() and (artifact / "model.json").is_file():

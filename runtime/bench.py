@@ -96,7 +96,7 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     base_names: list[str] = []
     taken: set[str] = set()
     for i, artifact in enumerate(artifacts):
-        name = names[i] if names and i < len(names) else _unique_name(Path(artifact), taken)
+        name = names[i] if names and i < len(names) else unique_name(Path(artifact), taken)
         taken.add(name)
         base_names.append(name)
     variants = []
@@ -125,42 +125,63 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
 
 def _paired(variants: list[dict], backend: str, settings: BenchSettings, warnings: list, log) -> list[dict]:
     """The artifacts that ran on `backend`, timed again all open at once and in turns (compress.runtime.paired),
-    per batch size at which the first of them and at least one other were measured."""
+    per batch size at which the first of them and at least one other were measured. Whatever is asked and
+    not compared is named in `warnings`."""
     from compress.runtime import paired as pairing
 
-    group = [v for v in variants if v["backend"] == backend and v["status"] != "failed"]
-    if len(group) < 2 or group[0] is not next(v for v in variants if v["backend"] == backend):
-        return []  # fewer than two to compare, or the reference itself failed
+    on_backend = [v for v in variants if v["backend"] == backend]
+    if on_backend[0]["status"] == "failed":
+        warnings.append(f"paired comparison on {backend} not made: the first artifact, {on_backend[0]['name']}, "
+                        "failed, and every ratio is against it")
+        return []
+    group = [v for v in on_backend if v["status"] != "failed"]
+    if len(group) < 2:
+        warnings.append(f"paired comparison on {backend} not made: only {group[0]['name']} was measured")
+        return []
     out = []
-    runners: dict = {}
+    runners: list = []
     try:
-        for v in group:
-            runners[v["name"]] = open_runner(v["artifact"], backend, threads=settings.threads, device=settings.device,
-                                             cuda_graph=settings.cuda_graph,
-                                             performance_hint=settings.performance_hint, streams=settings.streams)
+        for v in group:  # by position: two artifacts may share a name
+            runners.append(open_runner(v["artifact"], backend, threads=settings.threads, device=settings.device,
+                                       cuda_graph=settings.cuda_graph, performance_hint=settings.performance_hint,
+                                       streams=settings.streams))
         for batch in settings.batches:
-            names = [v["name"] for v in group
-                     if any(r["batch"] == batch and r["status"] == "ok" for r in v["latency"])]
-            if len(names) < 2 or names[0] != group[0]["name"]:
+            measured = [i for i, v in enumerate(group)
+                        if any(r["batch"] == batch and r["status"] == "ok" for r in v["latency"])]
+            if len(measured) < 2 or measured[0] != 0:
+                warnings.append(f"paired comparison on {backend} at batch {batch} not made: "
+                                + ("the first artifact has no measurement there" if 0 not in measured
+                                   else "no other artifact was measured there"))
                 continue
-            log(f"paired, {backend} batch {batch}: {len(names)} artifacts in turns, {settings.paired_blocks} blocks")
-            inputs = {n: _input(runners[n], batch) for n in names}
-            samples, iters = pairing.interleave({n: runners[n] for n in names}, inputs, settings.paired_blocks,
-                                                warmup=settings.warmup)
-            found = pairing.ratios(samples, names[0])
-            rows = [{"name": n, **found[n], "verdict": pairing.verdict(found[n]) if k else "reference"}
-                    for k, n in enumerate(names)]
-            for row in rows[1:]:
-                lo, hi = row["ratio_ci95"]
-                log(f"  {row['name']}: ×{row['ratio_median']:.3f} of {names[0]} [{lo:.3f}–{hi:.3f}], {row['verdict']}")
-            out.append({"backend": backend, "batch": batch, "reference": names[0], "blocks": settings.paired_blocks,
-                        "iters": iters, "rows": rows})
+            missing = [group[i]["name"] for i in range(len(group)) if i not in measured]
+            if missing:
+                warnings.append(f"paired comparison on {backend} at batch {batch} leaves out {', '.join(missing)}: "
+                                "not measured there")
+            log(f"paired, {backend} batch {batch}: {len(measured)} artifacts in turns, {settings.paired_blocks} blocks")
+            keys = [str(i) for i in measured]
+            chosen = {str(i): runners[i] for i in measured}
+            inputs = {str(i): _input(runners[i], batch) for i in measured}
+            samples, iters, block_s = pairing.interleave(chosen, inputs, settings.paired_blocks,
+                                                         warmup=settings.warmup)
+            found = pairing.ratios(samples, keys[0])
+            rows = []
+            for k, key in enumerate(keys):
+                v = group[int(key)]
+                row = {"name": v["name"], "artifact": v["artifact"], "status": v["status"], **found[key],
+                       "verdict": pairing.verdict(found[key]) if k else "reference"}
+                rows.append(row)
+                if k:
+                    lo, hi = row["ratio_ci95"]
+                    log(f"  {row['name']}: ×{row['ratio_median']:.3f} of {rows[0]['name']} [{lo:.3f}–{hi:.3f}], "
+                        f"{row['verdict']}")
+            out.append({"backend": backend, "batch": batch, "reference": rows[0]["name"],
+                        "blocks": settings.paired_blocks, "iters": iters, "block_s": block_s, "rows": rows})
     except Exception as exc:  # noqa: BLE001 - the paired pass is extra: its failure is named, the rows stand
         message = f"paired comparison on {backend} not completed: {one_line(exc)}"
         log(f"  warning: {message}")
         warnings.append(message)
     finally:
-        for runner in runners.values():
+        for runner in runners:
             runner.close()
     return out
 
@@ -170,7 +191,8 @@ def measured_anything(report: dict) -> bool:
     return any(row.get("status") == "ok" for v in report.get("variants", []) for row in v.get("latency") or [])
 
 
-def _unique_name(path: Path, taken: set[str]) -> str:
+def unique_name(path: Path, taken: set[str]) -> str:
+    """The artifact's file name, or its path, or either with ' (2)', ' (3)'... : never one already taken."""
     name = path.name or str(path)
     if name in taken:
         name = str(path)

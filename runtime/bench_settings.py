@@ -21,7 +21,7 @@ MAX_BATCH_SIZES = 64  # how many batch sizes one run measures
 MAX_ITERS = 1_000_000
 MAX_WARMUP = 100_000
 MAX_DURATION_S = 24 * 3600.0  # per batch size
-MAX_PAIRED_BLOCKS = 100_000
+MIN_PAIRED_BLOCKS, MAX_PAIRED_BLOCKS = 6, 10_000  # compress.runtime.paired.MIN_BLOCKS / MAX_BLOCKS
 POWER_INTERVAL_MS = (1, 60_000)
 POWERS = ("auto", "tegrastats", "nvml", "none")
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -82,8 +82,9 @@ class BenchSettings:
         self.device = _int_in("device", self.device, 0, MAX_DEVICE_INDEX, " (a CUDA device index)")
         self.accuracy_batch = _int_in("accuracy batch", self.accuracy_batch, 1, MAX_BATCH)
         self.paired_blocks = _int_in("paired blocks", self.paired_blocks, 0, MAX_PAIRED_BLOCKS)
-        if self.paired_blocks == 1:
-            raise ValueError("paired blocks must be 0 (none) or at least 2, got 1")
+        if 0 < self.paired_blocks < MIN_PAIRED_BLOCKS:
+            raise ValueError(f"paired blocks must be 0 (none) or at least {MIN_PAIRED_BLOCKS}, the fewest that give "
+                             f"a 95% interval of the median, got {self.paired_blocks}")
 
     def _check_batches(self) -> None:
         batches = tuple(self.batches)

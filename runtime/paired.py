@@ -1,14 +1,19 @@
-"""Artifacts timed against the first one, interleaved: a paired comparison that a drifting machine cannot bias.
+"""Artifacts timed against the first one, in turns: a paired comparison that a drifting machine cannot bias.
 
 A shared VM, a laptop on battery or a Jetson without locked clocks changes speed while a benchmark runs:
 on the project's 2-core VM the same network's p50 flips between two states 1.2–2× apart within a minute.
 Timing one artifact after the other then compares the states the two met, not the two networks. Here the
-runners are all open at once and take turns, in blocks: each runs at least `min_iters` iterations and at
-least `block_s` seconds, after two warm-up runs and a `settle_s` pause (ONNX Runtime's pool threads
-spin-wait after a run and would slow whichever runner comes next), and the order rotates every block and
-reverses every other one. The runners of one block meet the same state, so the ratio of each one's median
-to the first one's, block by block, cancels it. What comes out per artifact: its median time over blocks,
-the median of its per-block ratio to the first, a 95% bootstrap interval of that median, and the blocks'
+runners are all open at once and take turns, in blocks. In a block each runs the same number of
+iterations: at least `min_iters`, and as many more as take the slowest of them `block_s` seconds, each
+after two warm-up runs and a `settle_s` pause (ONNX Runtime's pool threads spin-wait after a run and would
+slow whichever runner comes next). Which runner goes first changes every two blocks and the order
+reverses every other block, so each runner goes first, and last, equally often over a full cycle. The
+runners of one block meet the same state, so the ratio of each one's median to the first one's, block by
+block, cancels it.
+
+What comes out per artifact: its median time over blocks, the median of its per-block ratio to the first,
+a 95% interval of that median from the order statistics of the blocks (distribution-free, so it holds
+for any spread of the ratios; at least MIN_BLOCKS blocks are needed for it to reach 95%), and the blocks'
 own 5th and 95th percentiles. An interval wholly under 1 says faster than the first artifact, over 1
 slower, holding 1 level.
 """
@@ -22,55 +27,85 @@ from typing import Mapping
 
 import numpy as np
 
-BLOCK_S = 0.05  # the least time one artifact runs per block: a 0.15 ms batch-1 run alone is mostly noise
+BLOCK_S = 0.05  # the least time the slowest runner runs per block: a 0.15 ms batch-1 run alone is mostly noise
 SETTLE_S = 0.05
 MIN_ITERS = 20
-RESAMPLES = 2000
-SEED = 0
+MIN_BLOCKS = 6  # the fewest blocks whose extreme order statistics bound the median at 95% or more
+MAX_BLOCKS = 10_000
+
+
+def check_blocks(blocks: int) -> int:
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not MIN_BLOCKS <= blocks <= MAX_BLOCKS:
+        raise ValueError(f"a paired comparison takes {MIN_BLOCKS} to {MAX_BLOCKS} blocks (fewer give no 95% "
+                         f"interval of the median), got {blocks!r}")
+    return blocks
+
+
+def order(names: list, block: int) -> list:
+    """The turn order of one block: the first runner changes every two blocks, and odd blocks run reversed."""
+    k = (block // 2) % len(names)
+    sequence = names[k:] + names[:k]
+    return sequence[::-1] if block % 2 else sequence
 
 
 def interleave(runners: Mapping[str, object], inputs: Mapping[str, np.ndarray], blocks: int, *,
                min_iters: int = MIN_ITERS, warmup: int = 10, block_s: float = BLOCK_S,
-               settle_s: float = SETTLE_S) -> tuple[dict[str, list[float]], int]:
-    """({name: [median end-to-end ms of each block]}, iterations per block) for runners that all stay open.
+               settle_s: float = SETTLE_S) -> tuple[dict[str, list[float]], int, float]:
+    """({name: [median end-to-end ms of each block]}, iterations per runner per block, median block seconds)
+    for runners that all stay open.
 
     `runners` are compress.runtime runners (anything with `measure(x, warmup=, iters=)` returning
     `end_to_end_ms`), `inputs` the batch each one runs."""
-    if blocks < 2:
-        raise ValueError(f"a paired comparison needs at least 2 blocks, got {blocks}")
-    order = list(runners)
+    check_blocks(blocks)
+    names = list(runners)
     slowest = 0.0
-    for name in order:
+    for name in names:
         first = runners[name].measure(inputs[name], warmup=warmup, iters=5).end_to_end_ms
         slowest = max(slowest, statistics.median(first))
-    iters = max(min_iters, math.ceil(block_s * 1e3 / max(slowest, 1e-3)))
-    out: dict[str, list[float]] = {name: [] for name in order}
+    # A runner far faster than the clock's resolution still runs a bounded number of iterations.
+    iters = max(min_iters, min(math.ceil(block_s * 1e3 / max(slowest, 1e-3)), 100_000))
+    out: dict[str, list[float]] = {name: [] for name in names}
+    block_times = []
     for b in range(blocks):
-        k = b % len(order)
-        sequence = order[k:] + order[:k]
-        if b % 2:
-            sequence = sequence[::-1]
-        for name in sequence:
+        t0 = time.perf_counter()
+        for name in order(names, b):
             if settle_s > 0:
                 time.sleep(settle_s)
             timings = runners[name].measure(inputs[name], warmup=2, iters=iters)
             out[name].append(statistics.median(timings.end_to_end_ms))
-    return out, iters
+        block_times.append(time.perf_counter() - t0)
+    return out, iters, statistics.median(block_times)
 
 
-def ratios(samples: Mapping[str, list[float]], reference: str, resamples: int = RESAMPLES) -> dict[str, dict]:
+def median_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median: the j-th smallest and j-th largest of n values, with j
+    the largest whose binomial tail leaves at least `level` between them."""
+    x = np.sort(np.asarray(values, dtype=float))
+    n = len(x)
+    if n < MIN_BLOCKS:
+        raise ValueError(f"an interval of the median at 95% needs at least {MIN_BLOCKS} values, got {n}")
+    tail, j = 0.0, 0
+    while True:
+        nxt = tail + math.comb(n, j) / 2 ** n  # P(Binomial(n, 1/2) <= j)
+        if 2 * nxt > 1 - level:
+            break
+        tail, j = nxt, j + 1
+    return float(x[j - 1]), float(x[n - j])
+
+
+def ratios(samples: Mapping[str, list[float]], reference: str) -> dict[str, dict]:
     """Per artifact, over blocks, its time over `reference`'s in the same block."""
     ref = np.asarray(samples[reference], dtype=float)
     if len(ref) == 0 or not np.all(np.isfinite(ref)) or np.any(ref <= 0):
         raise ValueError(f"the reference {reference!r} has no usable block times")
-    rng = np.random.default_rng(SEED)
-    picks = rng.integers(0, len(ref), (resamples, len(ref)))
     out = {}
     for name, values in samples.items():
-        r = np.asarray(values, dtype=float) / ref
-        boot = np.median(r[picks], axis=1)
+        values = np.asarray(values, dtype=float)
+        if len(values) != len(ref) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise ValueError(f"{name!r} has {len(values)} block times, not all usable, for the reference's {len(ref)}")
+        r = values / ref
         out[name] = {"median_ms": float(np.median(values)), "ratio_median": float(np.median(r)),
-                     "ratio_ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+                     "ratio_ci95": list(median_interval(r)),
                      "ratio_p05": float(np.percentile(r, 5)), "ratio_p95": float(np.percentile(r, 95))}
     return out
 

@@ -283,18 +283,20 @@ def _paired_lines(report: dict) -> list[str]:
     if not sections:
         return []
     lines = ["## Paired comparison", "",
-             "The artifacts timed again all loaded at once and in turns, in blocks of under a second, so that a "
-             "change in the machine's speed hits them alike. Ratio: each one's time over the first's in the same "
-             "block, median over blocks, with a 95% interval of that median; under 1 is faster.", ""]
+             "The artifacts timed again all loaded at once and in turns, in short blocks, so that a change in the "
+             "machine's speed hits them alike. Ratio: each one's time over the first's in the same block, median "
+             "over blocks, with a 95% interval of that median (order statistics); under 1 is faster.", ""]
     for sec in sections:
         lines += [f"{sec['backend']}, batch {sec['batch']}: {sec['blocks']} blocks of {sec['iters']} iterations "
-                  f"each, against {sec['reference']}", "",
+                  f"per artifact ({_fmt(sec.get('block_s'), '.2f')} s a block), against {sec['reference']}", "",
                   "| artifact | median ms | × first | 95% interval | blocks 5–95% | verdict |", "|---|---|---|---|---|---|"]
         for row in sec["rows"]:
             lo, hi = row["ratio_ci95"]
             lines.append("| " + " | ".join(_cell(c) for c in [
                 row["name"], _fmt(row["median_ms"]), _fmt(row["ratio_median"]), f"{_fmt(lo)}–{_fmt(hi)}",
-                f"{_fmt(row['ratio_p05'])}–{_fmt(row['ratio_p95'])}", row["verdict"]]) + " |")
+                f"{_fmt(row['ratio_p05'])}–{_fmt(row['ratio_p95'])}",
+                row["verdict"] + ("" if row.get("status", "ok") == "ok" else f" ({row['status']}: see its row)")])
+                + " |")
         lines.append("")
     return lines
 

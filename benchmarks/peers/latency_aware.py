@@ -51,11 +51,12 @@ def speeds_for(where: Path) -> dict:
     (the same layer names as the plain one) and kept in `NET/conv_speeds_SEED.json`. Measure them on a quiet
     machine (`python latency_aware.py SEED_DIR`), since the decision reads them."""
     path = where.parent / f"conv_speeds_{where.name}.json"
-    if not path.exists():
+    source = where / "toolkit" / "finetuned"
+    weights = json.loads((source / "model.json").read_text())["weights_sha256"]
+    if not path.exists() or json.loads(path.read_text()).get("weights_sha256") != weights:  # absent or stale
         from common import atomic_json
 
-        source = where / "toolkit" / "finetuned"
-        atomic_json(path, {"source": str(source), "gmac_per_s": measure_speeds(source)})
+        atomic_json(path, {"source": str(source), "weights_sha256": weights, "gmac_per_s": measure_speeds(source)})
     return json.loads(path.read_text())["gmac_per_s"]
 
 

@@ -6,11 +6,12 @@ The timing phase (`run.py --phase time`) keeps each network's fastest round, whi
 network met the machine's fast state at least once: this VM switches between speed states 1.2–2× apart
 within a minute. Here the methods are timed as `compress bench --paired` times artifacts
 (compress.runtime.paired): every method's final network is loaded once per backend and batch, and the
-methods take turns in blocks of under a second, at least `--iters` iterations and 50 ms each, so that
-the ratio of each method's median to the toolkit's in the same block cancels the machine's state. The
-report gives, per backend and batch, the median over blocks of that ratio with a 95% bootstrap interval:
-a peer is faster than the toolkit where the interval lies under 1, slower where it lies over 1, and level
-where it holds 1. The JSON also keeps the blocks' own 5th–95th percentiles.
+methods take turns in short blocks (0.4–1.4 s on this VM), the same number of iterations each (at least
+`--iters`, and 50 ms for the slowest), so that the ratio of each method's median to the toolkit's in the
+same block cancels the machine's state. The report gives, per backend and batch, the median over blocks
+of that ratio with a 95% interval (order statistics): a peer is faster than the toolkit where the
+interval lies under 1, slower where it lies over 1, and level where it holds 1. The JSON also keeps the
+blocks' own 5th–95th percentiles.
 
 The networks are exported as `compress bench` exports them (ONNX opset 17, dynamic batch) and run by the
 toolkit's runners with their default threads. The JSON goes to SEED_DIR/paired/timing.json (atomically);
@@ -41,9 +42,10 @@ REFERENCE = "toolkit"
 def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches: list[int], blocks: int,
                iters: int, warmup: int) -> dict:
     from compress.benchmarking import export_model_dir
-    from compress.runtime.paired import interleave, ratios
+    from compress.runtime.paired import check_blocks, interleave, ratios
     from compress.runtime.runners import check_backend, open_runner
 
+    check_blocks(blocks)
     if REFERENCE not in methods:
         raise SystemExit(f"the methods must include {REFERENCE}, the reference of every ratio")
     for backend in backends:  # before any export: an unknown or missing backend is named at once
@@ -60,16 +62,19 @@ def time_pairs(seed_dir: Path, methods: list[str], backends: list[str], batches:
                 continue
             paths[m] = export_model_dir(final, Path(tmp) / f"{m}.onnx", lambda _msg: None)
         for backend in backends:
-            runners = {m: open_runner(p, backend) for m, p in paths.items()}
+            runners = {}
             try:
+                for m, path in paths.items():  # inside the try: those already open are closed on a failure
+                    runners[m] = open_runner(path, backend)
                 shape = runners[REFERENCE].input_shape
                 for batch in batches:
                     x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
                     t0 = time.time()
-                    samples, used = interleave(runners, {m: x for m in runners}, blocks, min_iters=iters,
-                                               warmup=warmup)
+                    samples, used, block_s = interleave(runners, {m: x for m in runners}, blocks, min_iters=iters,
+                                                        warmup=warmup)
                     found[f"{backend}@{batch}"] = {"ratios": ratios(samples, REFERENCE), "samples_ms": samples,
-                                                   "iters": used, "wall_s": round(time.time() - t0, 1)}
+                                                   "iters": used, "block_s": round(block_s, 3),
+                                                   "wall_s": round(time.time() - t0, 1)}
             finally:
                 for r in runners.values():
                     r.close()
@@ -86,9 +91,15 @@ def write(seed_dir: Path, found: dict, command: str, blocks: int, iters: int) ->
 
 
 def read(seed_dir: Path) -> dict:
-    """{"BACKEND@BATCH": {method: ratios}} of a seed's paired timing, or {} before it ran."""
+    """{"BACKEND@BATCH": {method: ratios}} of a seed's paired timing; {} before it ran, or when a method's
+    record is newer than it (a network retrained since: its verdict would be of another network)."""
     path = seed_dir / "paired" / "timing.json"
     if not path.exists():
+        return {}
+    records = [p for p in seed_dir.glob("*.json") if p.stem not in ("pretrained", "timing")]
+    newer = [p.stem for p in records if p.stat().st_mtime > path.stat().st_mtime]
+    if newer:
+        print(f"{path}: older than the records of {', '.join(sorted(newer))}; not used (time again)", file=sys.stderr)
         return {}
     return {cell: v["ratios"] for cell, v in json.loads(path.read_text())["cells"].items()}
 
@@ -108,13 +119,22 @@ def table(found: dict) -> list[str]:
     return lines
 
 
+def _blocks(text: str) -> int:
+    from compress.runtime.paired import check_blocks
+
+    try:
+        return check_blocks(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("seed_dir", type=Path)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--backends", default="ort-cpu,openvino")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--blocks", type=_at_least(2), default=60)
+    ap.add_argument("--blocks", type=_blocks, default=60, help="6 to 10000 (fewer give no 95%% interval)")
     ap.add_argument("--iters", type=_at_least(1), default=20,
                     help="least iterations per method per block (more where they take under 50 ms)")
     ap.add_argument("--warmup", type=_at_least(0), default=10)

@@ -119,7 +119,7 @@ def paired_speed(paired: dict[str, dict], labels: dict[str, str], reference: str
     cells = [f"{b}@{n}" for b, n in LATENCY_COLUMNS if any(f"{b}@{n}" in p for p in paired.values())]
     methods = list(dict.fromkeys(m for p in paired.values() for c in p.values() for m in c))
     seeds = sorted(paired)
-    lines = [f"Paired latency (each method's time over the toolkit's in the same sub-second blocks, median over "
+    lines = [f"Paired latency (each method's time over the toolkit's in the same short blocks, median over "
              f"blocks per seed, {', '.join(seeds)}; under 1 is faster than the toolkit; * where the 95% interval "
              "excludes 1):", "",
              "| method | " + " | ".join(f"{c.replace('@', ' @ ')}" for c in cells) + " |",
@@ -146,10 +146,15 @@ def paired_speed(paired: dict[str, dict], labels: dict[str, str], reference: str
     for m in methods:
         if not m.startswith(PEER_PREFIX):
             continue
+        measured = sum(1 for seed in seeds for c in cells if m in paired[seed].get(c, {}))
+        total = len(cells) * len(seeds)
         if m in faster:
             where = f" ({', '.join(faster[m])})" if len(faster[m]) <= 4 else ""
-            lines.append(f"- vs {labels.get(m, m)}: faster than the toolkit in {len(faster[m])} of "
-                         f"{len(cells) * len(seeds)} cells{where}: **missed**")
+            lines.append(f"- vs {labels.get(m, m)}: faster than the toolkit in {len(faster[m])} of the {measured} "
+                         f"cells measured{where}: **missed**")
+        elif measured < total:
+            lines.append(f"- vs {labels.get(m, m)}: not faster in the {measured} cells measured, but {total - measured} "
+                         f"of {total} were not measured: **not decided**")
         else:
-            lines.append(f"- vs {labels.get(m, m)}: not faster than the toolkit in any cell: **met**")
+            lines.append(f"- vs {labels.get(m, m)}: not faster than the toolkit in any of the {total} cells: **met**")
     return lines

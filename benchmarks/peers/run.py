@@ -212,10 +212,15 @@ def write_table(cfg: dict, out: Path, args) -> str:
 
 
 def _blocks(text: str) -> int:
+    from compress.runtime.paired import check_blocks
+
     value = int(text)
-    if value != 0 and value < 2:
-        raise argparse.ArgumentTypeError(f"must be 0 (no paired timing) or at least 2, got {value}")
-    return value
+    if value == 0:
+        return 0
+    try:
+        return check_blocks(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"0 (no paired timing) or {exc}") from None
 
 
 def main(argv=None) -> int:

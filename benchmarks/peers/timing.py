@@ -8,7 +8,7 @@ switches between two speed states about 2x apart (2026-12-05: six rounds of ever
 ~0.6 and ~1.3 ms at batch 1), so the median says which state a cell happened to meet, while the fastest
 round is each network in the machine's fast state; the medians are recorded too (`median_ms`).
 OUT/NET/seedS/timing.json holds them, and the table takes them from there. Then each seed is timed again
-with the methods interleaved in sub-second blocks (paired_timing.py, OUT/NET/seedS/paired/timing.json),
+with the methods interleaved in short blocks (paired_timing.py, OUT/NET/seedS/paired/timing.json),
 which cancels the speed states: the table's deployed-speed verdict comes from those ratios.
 """
 
@@ -109,6 +109,8 @@ def time_all(cfg: dict, out: Path, args) -> None:
             blocks = PAIRED_BLOCKS if blocks is None else blocks
             if blocks > 0:
                 time_paired(where, blocks)
+            else:  # an earlier pass's ratios would otherwise decide the verdict for networks timed anew now
+                (where / "paired" / "timing.json").unlink(missing_ok=True)
 
 
 def time_paired(where: Path, blocks: int, iters: int = 20) -> dict:

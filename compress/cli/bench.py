@@ -56,7 +56,7 @@ OPENVINO = ("openvino", "openvino-bf16")
 # BenchSettings' messages start with the field's name; the option that sets it, for the CLI's message
 SETTING_OPTIONS = (("threads", "--threads"), ("streams", "--streams"), ("batch size", "--batch"),
                    ("iters", "--iters"), ("warmup", "--warmup"), ("duration", "--duration"),
-                   ("power interval", "--power-interval"), ("device", "--device"))
+                   ("power interval", "--power-interval"), ("device", "--device"), ("paired blocks", "--paired"))
 
 
 def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> None:
@@ -104,10 +104,10 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--power-interval", type=click.IntRange(min=10), default=100, show_default=True,
               help="Power sampling interval in ms.")
 @click.option("--device", type=click.IntRange(min=0), default=0, show_default=True, help="CUDA device index.")
-@click.option("--paired", "paired_blocks", type=click.IntRange(min=2), default=None, metavar="BLOCKS",
-              help="Also time the artifacts again all loaded at once and in turns, BLOCKS sub-second blocks per "
-                   "backend and batch size, and give each one's time over the first's with a 95% interval: a "
-                   "comparison that a machine's drifting speed cannot bias (e.g. 60).")
+@click.option("--paired", "paired_blocks", type=click.IntRange(min=6, max=10_000), default=None, metavar="BLOCKS",
+              help="Also time the artifacts again all loaded at once and in turns, BLOCKS short blocks per backend "
+                   "and batch size (6 to 10000, e.g. 60), and give each one's time over the first's with a 95% "
+                   "interval: a comparison that the machine's drifting speed cannot tilt.")
 @click.option("--no-plots", is_flag=True, help="With --report: skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json's content on stdout and nothing else.")
 def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmup, iters, duration, data_spec,

@@ -102,11 +102,11 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
     check_shared(opts.shared)  # before the plan's comparison, so a misspelt mode is named as one
     if opts.plan is not None:
         made = opts.plan.get("shared", "select")
+        if made not in SHARED:
+            raise CompressError(f"the plan's shared is {made!r}; a plan is made with one of {', '.join(SHARED)}")
         if opts.shared != "select" and opts.shared != made:
             raise CompressError(f"the plan was made with shared={made!r}, and a plan replays its own channels: "
                                 f"drop shared={opts.shared!r} or decide afresh without the plan")
-        if made not in SHARED:
-            raise CompressError(f"the plan's shared is {made!r}; a plan is made with one of {', '.join(SHARED)}")
         opts.shared = made  # a plan is replayed on the units it was made for
     opts.round_to = resolve_round_to(opts.round_to)
     check_floor(round_to=opts.round_to, min_channels=opts.min_channels)

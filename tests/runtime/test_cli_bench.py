@@ -51,8 +51,9 @@ def test_all_variants_failing_exits_non_zero(tmp_path):
     (["--iters", "5", "--duration", "1"], "not both"),
     (["--no-plots"], "--report"),
     (["--model-dir", "nodir"], "ARTIFACT=MODEL_DIR"),
-    (["--paired", "5"], "give at least two"),
-    (["--paired", "1"], "--paired"),
+    (["--paired", "6"], "give at least two"),
+    (["--paired", "5"], "--paired"),
+    (["--paired", "10001"], "--paired"),
 ])
 def test_option_errors(tiny_onnx, args, message):
     result = CliRunner().invoke(main, ["bench", str(tiny_onnx), *args])
@@ -131,27 +132,42 @@ def test_paired_times_the_artifacts_in_turns_against_the_first(tiny_onnx, tmp_pa
     other = tmp_path / "other.onnx"
     onnx.save(tiny_cnn(seed=1), str(other))
     report_dir = tmp_path / "report"
-    result = _invoke([str(tiny_onnx), str(other), "--batch", "1,2", *FAST, "--paired", "3", "--report",
+    result = _invoke([str(tiny_onnx), str(other), "--batch", "1,2", *FAST, "--paired", "6", "--report",
                       str(report_dir), "--no-plots"])
     assert result.exit_code == 0, result.output
     report = json.loads((report_dir / "report.json").read_text())
     assert [(s["backend"], s["batch"]) for s in report["paired"]] == [("ort-cpu", 1), ("ort-cpu", 2)]
     for section in report["paired"]:
-        assert section["reference"] == "tiny.onnx" and section["blocks"] == 3 and section["iters"] >= 20
+        assert section["reference"] == "tiny.onnx" and section["blocks"] == 6 and section["iters"] >= 20
         first, second = section["rows"]
         assert first["name"] == "tiny.onnx" and first["ratio_median"] == 1.0 and first["verdict"] == "reference"
         assert second["name"] == "other.onnx" and second["median_ms"] > 0
         assert second["ratio_ci95"][0] <= second["ratio_median"] <= second["ratio_ci95"][1]
         assert second["verdict"] in ("faster", "slower", "level")
     markdown = (report_dir / "report.md").read_text()
-    assert "## Paired comparison" in markdown and "ort-cpu, batch 2: 3 blocks" in markdown
+    assert "## Paired comparison" in markdown and "ort-cpu, batch 2: 6 blocks" in markdown
     assert "## Paired comparison" in result.stdout  # the printed summary carries it too
 
 
 def test_paired_leaves_out_a_batch_the_reference_failed_and_never_hides_the_rows(tiny_onnx, tmp_path):
     static = tmp_path / "static.onnx"
     onnx.save(tiny_cnn(batch=1), str(static))  # a static batch of 1: batch 2 fails for it
-    result = _invoke([str(static), str(tiny_onnx), "--batch", "1,2", *FAST, "--paired", "2", "--json"])
+    result = _invoke([str(static), str(tiny_onnx), "--batch", "1,2", *FAST, "--paired", "6", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [s["batch"] for s in report["paired"]] == [1]  # batch 2: the reference has no row to compare with
+    assert "paired comparison on ort-cpu at batch 2 not made: the first artifact has no measurement there" \
+        in report["warnings"]
+
+
+def test_paired_keeps_one_row_per_artifact_given_twice_and_names_a_failed_reference(tiny_onnx, tmp_path):
+    result = _invoke([str(tiny_onnx), str(tiny_onnx), "--batch", "1", *FAST, "--paired", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["paired"][0]["rows"]
+    assert len({r["name"] for r in rows}) == 2 and rows[1]["verdict"] in ("faster", "slower", "level")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx file")
+    result = _invoke([str(broken), str(tiny_onnx), "--batch", "1", *FAST, "--paired", "6", "--json"])
+    report = json.loads(result.stdout)
+    assert report["paired"] == []
+    assert any(w.startswith("paired comparison on ort-cpu not made: the first artifact") for w in report["warnings"])
