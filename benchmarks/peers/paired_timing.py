@@ -6,7 +6,7 @@ The timing phase (`run.py --phase time`) keeps each network's fastest round, whi
 network met the machine's fast state at least once: this VM switches between speed states 1.2–2× apart
 within a minute. Here the methods are timed as `compress bench --paired` times artifacts
 (compress.runtime.paired): every method's final network is loaded once per backend and batch, and the
-methods take turns in short blocks (0.4–1.4 s on this VM), the same number of iterations each (at least
+methods take turns in short blocks (0.3–0.9 s on this VM), the same number of iterations each (at least
 `--iters`, and 50 ms for the slowest), so that the ratio of each method's median to the toolkit's in the
 same block cancels the machine's state. The report gives, per backend and batch, the median over blocks
 of that ratio with a 95% interval (order statistics): a peer is faster than the toolkit where the
