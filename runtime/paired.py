@@ -1,4 +1,4 @@
-"""Artifacts timed against the first one, in turns: a paired comparison that a drifting machine cannot bias.
+"""Artifacts timed against the first one, in turns: a paired comparison that cancels a drifting machine's speed.
 
 A shared VM, a laptop on battery or a Jetson without locked clocks changes speed while a benchmark runs:
 on the project's 2-core VM the same network's p50 flips between two states 1.2–2× apart within a minute.
@@ -9,7 +9,10 @@ after two warm-up runs and a `settle_s` pause (ONNX Runtime's pool threads spin-
 slow whichever runner comes next). Which runner goes first changes every two blocks and the order
 reverses every other block, so each runner goes first, and last, equally often over a full cycle. The
 runners of one block meet the same state, so the ratio of each one's median to the first one's, block by
-block, cancels it.
+block, cancels it. What it cannot cancel is a change of state that slows some layers more than others
+(memory bandwidth taken by a neighbour slows wide early layers more than compute-bound late ones): on
+the project's VM such a change moved the ratios of two networks by up to 4.5%. Compare runs only where
+the reference's own time (`median_ms`) agrees.
 
 What comes out per artifact: its median time over blocks, the median of its per-block ratio to the first,
 a 95% interval of that median from the order statistics of the blocks (distribution-free, so it holds

@@ -107,7 +107,7 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--paired", "paired_blocks", type=click.IntRange(min=6, max=10_000), default=None, metavar="BLOCKS",
               help="Also time the artifacts again all loaded at once and in turns, BLOCKS short blocks per backend "
                    "and batch size (6 to 10000, e.g. 60), and give each one's time over the first's with a 95% "
-                   "interval: a comparison that the machine's drifting speed cannot tilt.")
+                   "interval, which cancels the machine's drifting speed where it slows every artifact alike.")
 @click.option("--no-plots", is_flag=True, help="With --report: skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json's content on stdout and nothing else.")
 def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmup, iters, duration, data_spec,
