@@ -83,3 +83,24 @@ def machine() -> str:
     threads = os.environ.get("OMP_NUM_THREADS", "default")
     return (f"{model}, {os.cpu_count()} cores ({isa or 'no AVX2'}), OMP_NUM_THREADS={threads}; "
             + ", ".join(versions))
+
+
+def conv_positions(model, input_size) -> dict:
+    """{convolution's module name: output height × width} from one forward pass of a zero image of
+    `input_size` (C, H, W); the model's train/eval mode is restored."""
+    import torch
+    from torch import nn
+
+    positions = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: positions.__setitem__(n, o.shape[-2] * o.shape[-1]))
+             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return positions

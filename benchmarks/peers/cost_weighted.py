@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from common import conv_positions
 from compress import SparsityConfig, SparsityRegularizer
 
 
@@ -26,18 +27,8 @@ def channel_costs(model: nn.Module, input_size=(3, 32, 32)) -> list[torch.Tensor
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if len(convs) != len(bns):
         raise ValueError("cost weighting needs one BatchNorm2d after each Conv2d (a VGG-like network)")
-    positions = {}
-    hooks = [c.register_forward_hook(lambda m, _i, o: positions.__setitem__(m, o.shape[2] * o.shape[3]))
-             for c in convs]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    by_name = conv_positions(model, input_size)
+    positions = {m: by_name[n] for n, m in model.named_modules() if n in by_name}
     head = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     costs = []
     for i, (conv, bn) in enumerate(zip(convs, bns)):

@@ -63,20 +63,9 @@ def speeds_for(where: Path) -> dict:
 def importance(model: nn.Module, speeds: dict, input_size, beta: float = 1.0):
     """The callable importance (compress.slimming.importance) for `model`, whose convolutions are named as
     in `speeds`."""
-    import torch
+    from common import conv_positions
 
-    positions = {}
-    hooks = [m.register_forward_hook(lambda mod, _i, o, n=n: positions.__setitem__(n, o.shape[-2] * o.shape[-1]))
-             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    positions = conv_positions(model, input_size)
     missing = set(positions) - set(speeds)
     if missing:
         raise SystemExit(f"no measured speed for {sorted(missing)[:3]}")
