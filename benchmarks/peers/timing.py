@@ -9,7 +9,7 @@ switches between two speed states about 2x apart (2026-12-05: six rounds of ever
 round is each network in the machine's fast state; the medians are recorded too (`median_ms`).
 OUT/NET/seedS/timing.json holds them, and the table takes them from there. Then each seed is timed again
 with the methods interleaved in short blocks (paired_timing.py, OUT/NET/seedS/paired/timing.json),
-which cancels the speed states: the table's deployed-speed verdict comes from those ratios.
+which cancels drift that slows every method alike: the table's deployed-speed verdict comes from those ratios.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ BATCHES = "1,32"
 # on a shared VM, 2026-12-05); such a cell is named in timing.json and the table, not quietly kept.
 STEADY = 1.10
 # Blocks of the paired timing that follows the rounds (paired_timing.py): 60 take about 2 minutes per seed of
-# the quick scale's VGG-19 x0.25 and give 95% intervals of about +-0.5% on the ratios.
+# the quick scale's VGG-19 x0.25 and gave 95% intervals 0.2-2.7% wide on the ratios (2026-12-05).
 PAIRED_BLOCKS = 60
 
 
