@@ -12,6 +12,8 @@ import numbers
 from dataclasses import dataclass
 
 from compress.runtime.backends import get_backend
+from compress.runtime.paired import MAX_BLOCKS as MAX_PAIRED_BLOCKS
+from compress.runtime.paired import MIN_BLOCKS as MIN_PAIRED_BLOCKS
 
 MAX_THREADS = 1024  # intra-op threads (ONNX Runtime) / INFERENCE_NUM_THREADS (OpenVINO)
 MAX_STREAMS = 1024  # OpenVINO NUM_STREAMS
@@ -21,7 +23,6 @@ MAX_BATCH_SIZES = 64  # how many batch sizes one run measures
 MAX_ITERS = 1_000_000
 MAX_WARMUP = 100_000
 MAX_DURATION_S = 24 * 3600.0  # per batch size
-MIN_PAIRED_BLOCKS, MAX_PAIRED_BLOCKS = 6, 10_000  # compress.runtime.paired.MIN_BLOCKS / MAX_BLOCKS
 POWER_INTERVAL_MS = (1, 60_000)
 POWERS = ("auto", "tegrastats", "nvml", "none")
 HINTS = ("LATENCY", "THROUGHPUT")
