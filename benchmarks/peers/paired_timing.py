@@ -119,13 +119,15 @@ def table(found: dict) -> list[str]:
     return lines
 
 
-def _blocks(text: str) -> int:
+def blocks_arg(text: str, zero_skips: bool = False) -> int:
+    """An argparse type for a block count: compress.runtime.paired's bounds, or 0 where `zero_skips`."""
     from compress.runtime.paired import check_blocks
 
     try:
-        return check_blocks(int(text))
+        value = int(text)
+        return 0 if zero_skips and value == 0 else check_blocks(value)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(f"0 (no paired timing) or {exc}" if zero_skips else str(exc)) from None
 
 
 def main(argv=None) -> None:
@@ -134,7 +136,7 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--backends", default="ort-cpu,openvino")
     ap.add_argument("--batches", default="1,32")
-    ap.add_argument("--blocks", type=_blocks, default=60, help="6 to 10000 (fewer give no 95%% interval)")
+    ap.add_argument("--blocks", type=blocks_arg, default=60, help="6 to 10000 (fewer give no 95%% interval)")
     ap.add_argument("--iters", type=_at_least(1), default=20,
                     help="least iterations per method per block (more where they take under 50 ms)")
     ap.add_argument("--warmup", type=_at_least(0), default=10)

@@ -211,16 +211,19 @@ def write_table(cfg: dict, out: Path, args) -> str:
     return text
 
 
-def _blocks(text: str) -> int:
-    from compress.runtime.paired import check_blocks
+def _blocks_or_none(text: str) -> int:
+    import paired_timing
 
-    value = int(text)
-    if value == 0:
-        return 0
-    try:
-        return check_blocks(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"0 (no paired timing) or {exc}") from None
+    return paired_timing.blocks_arg(text, zero_skips=True)
+
+
+def _count(low: int, high: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        return value
+    return parse
 
 
 def main(argv=None) -> int:
@@ -234,10 +237,10 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=None, help="comma-separated ablation variants of the toolkit to add")
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--iters", type=int, default=200, help="timing: iterations per batch size")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--iters", type=_count(1, 100_000), default=200, help="timing: iterations per batch size")
+    ap.add_argument("--rounds", type=_count(1, 20), default=2,
                     help="timing: passes over all methods, alternating order; the fastest round's p50 is kept")
-    ap.add_argument("--paired-blocks", type=_blocks, default=None,
+    ap.add_argument("--paired-blocks", type=_blocks_or_none, default=None,
                     help="timing: blocks of the interleaved (paired) timing after the rounds, 0 to skip (default 60)")
     ap.add_argument("--poll", type=float, default=60.0, help="seconds between checks for runs held elsewhere")
     ap.add_argument("--progress", action="store_true", help="show per-batch progress bars")

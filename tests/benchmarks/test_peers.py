@@ -265,6 +265,18 @@ def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
     assert run._done(where, "tp-l1" + run.SECOND) and not run._done(where, "tp-l1")
 
 
+def test_run_refuses_out_of_range_timing_options_before_doing_anything(tmp_path):
+    import run
+
+    out = tmp_path / "out"
+    for argv in (["--rounds", "0"], ["--rounds", "21"], ["--iters", "0"], ["--paired-blocks", "5"],
+                 ["--paired-blocks", "-1"], ["--paired-blocks", "x"]):
+        with pytest.raises(SystemExit) as exit_:
+            run.main(["--out", str(out), "--phase", "time", *argv])
+        assert exit_.value.code == 2, argv
+    assert not out.exists()
+
+
 def test_timing_rounds_that_disagree_are_named_not_kept_quietly():
     import timing
 
