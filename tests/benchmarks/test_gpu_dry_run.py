@@ -128,3 +128,17 @@ def test_a_guard_stops_an_overrunning_block_and_re_arms_the_outer_one():
                 pass  # the inner block ends in time
             time.sleep(5)  # the outer alarm still fires
     assert window.admits(50)[0] and not window.admits(500)[0]
+
+
+def test_device_sh_import_check_passes_where_the_project_is_installed(tmp_path):
+    # device.sh ends the window at once when this check fails; it once named a module that does not exist.
+    import re
+
+    text = (ROOT / "benchmarks" / "gpu" / "device.sh").read_text()
+    checks = re.findall(r'^"\$PY" -c "([^"]+)" \|\| exit 2$', text, flags=re.M)
+    assert len(checks) == 1, checks
+    if "torch_pruning" in checks[0]:
+        pytest.importorskip("torch_pruning")
+    proc = subprocess.run([sys.executable, "-c", checks[0]], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
