@@ -75,12 +75,24 @@ def load_state(state_dir: Path, model, optimizer, device):
             raise ValueError("it belongs to a different model")
         model.load_state_dict(load_file(str(_state_file(state_dir, "model", epoch)), device=str(device)))
         buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
+        momentum = {}
+        for key, buf in buffers.items():
+            name, _, index = key.partition(".")
+            if name != "momentum" or not index.isdigit() or int(index) >= len(params):
+                raise ValueError(f"unknown optimizer tensor {key!r}")
+            p = params[int(index)]
+            if buf.shape != p.shape:
+                raise ValueError(f"momentum of parameter {index} is {tuple(buf.shape)}, the parameter "
+                                 f"{tuple(p.shape)}")
+            # In the parameter's own layout: CUDA's fused SGD refuses a buffer whose strides differ from its
+            # parameter's (channels_last weights against the contiguous tensors safetensors gives back).
+            momentum[p] = torch.empty_like(p).copy_(buf)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompressError(f"cannot resume from {state_dir} ({reason}); "
                             "run with --no-resume to start over") from None
-    for key, buf in buffers.items():
-        optimizer.state[params[int(key.split(".")[1])]]["momentum_buffer"] = buf
+    for p, buf in momentum.items():
+        optimizer.state[p]["momentum_buffer"] = buf
     return epoch, state.get("best"), list(state.get("history", []))
 
 
