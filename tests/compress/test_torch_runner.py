@@ -63,6 +63,20 @@ def test_compile_backend_wraps_the_model_with_torch_compile(model_dir, monkeypat
         assert runner.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
 
 
+def test_each_cuda_runner_reports_its_own_peak_memory(model_dir, monkeypatch):
+    """No GPU here: the CUDA calls are stand-ins; what is tested is that each runner's peak starts at its load."""
+    peak = {"bytes": 0}
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: peak.update(bytes=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: peak["bytes"])
+    monkeypatch.setattr(torch.nn.Module, "to", lambda self, *a, **k: self)
+    with TorchRunner(model_dir, device="cuda") as big:
+        peak["bytes"] = 5_000_000  # a larger artifact ran first
+        assert big.gpu_memory() == {"torch_max_allocated_bytes": 5_000_000}
+    with TorchRunner(model_dir, device="cuda") as small:
+        peak["bytes"] = max(peak["bytes"], 1_000_000)
+        assert small.gpu_memory() == {"torch_max_allocated_bytes": 1_000_000}
+
+
 def test_every_tensor_a_forward_returns_is_an_output():
     """Tuples, lists and dicts of tensors (a detector's) are outputs in order, dict keys naming theirs."""
     from compress.torch_runner import flatten_outputs
