@@ -150,16 +150,17 @@ def bench_variant(net, mode, precision, scale, device, energy) -> dict:
 
 
 def _plan(nets: list[dict], scale: DeployScale, cuda: bool) -> list[tuple[dict, str, str, float, str | None]]:
-    """(network, mode, precision, estimate, skip reason) in the order they run: eager and CUDA graphs for all,
-    then compiling, bf16 first (the precision a GPU deployment would pick), as far as the time allows."""
+    """(network, mode, precision, estimate, skip reason) in the order they run, so that what the time cuts
+    leaves whole pairs (unpruned and slimmed, same mode and precision): eager and CUDA graphs at bf16 (the
+    precision a GPU deployment would pick), fp32 and fp16, then compiling, pair by pair, bf16 first."""
     per = len(scale.batches) * (scale.seconds + 0.2) + 2
-    first = [(n, m, p, per, None if m != "cudagraph" or cuda else "CUDA graphs need a CUDA GPU")
-             for m in ("eager", "cudagraph") for n in nets for p in scale.precisions]
-    order = sorted(scale.precisions, key=lambda p: ("bf16", "fp16", "fp32").index(p))
-    compiled = [(n, "compile", p, per + scale.compile_estimate_s, None) for p in order for n in nets]
+    prefs = sorted(scale.precisions, key=lambda p: ("bf16", "fp32", "fp16").index(p))
+    fixed = [(n, m, p, per, None if m != "cudagraph" or cuda else "CUDA graphs need a CUDA GPU")
+             for p in prefs for m in ("eager", "cudagraph") for n in nets]
+    compiled = [(n, "compile", p, per + scale.compile_estimate_s, None) for p in prefs for n in nets]
     if scale.compile_first:
-        return compiled[:1] + first + compiled[1:]
-    return first + compiled
+        return compiled[:1] + fixed + compiled[1:]
+    return fixed + compiled
 
 
 def run(scale: DeployScale, work: Path, sparse_dir: Path | None, device, window: Window, budget_s: float,

@@ -4,9 +4,11 @@ Each iteration is timed as the runtime harness's torch runner times it: CUDA eve
 pinned float32 batch to the device (and its cast to the network's precision), the forward pass, and the
 copy of the logits back; end-to-end is the whole, compute the forward pass alone. Modes: eager, torch.compile
 (batch dimension dynamic, so batch 32 reuses batch 256's graph; batch 1 gets its own), and CUDA graphs (the
-forward pass captured once per batch size, replayed). Energy: NVML's total-energy counter read before and
-after the timed loop (mJ per image, whole board, idle share included); where a GPU has no such counter,
-the harness's NVML power sampler. On a CPU the same code times with the wall clock and reads no power.
+forward pass captured once per batch size, replayed). Energy: NVML's total-energy counter (mJ, whole board)
+over the timed loop, whose ends are moved to the counter's own updates: it advances only every few tens of
+milliseconds, so read at arbitrary moments it would be off by up to one update period at each end (±10–20%
+of a 0.5 s loop). Where a GPU has no such counter or it does not move, no energy is reported and the row's
+warnings say why. On a CPU the same code times with the wall clock and reads no power.
 """
 
 from __future__ import annotations
@@ -103,6 +105,22 @@ def forward_fn(model, static, mode: str, device: torch.device):
     return replay
 
 
+TICK_WAIT_S = 0.3  # longer than NVML's energy update period (20-100 ms on recent boards)
+
+
+def until_tick(energy: Energy, run_once, limit_s: float = TICK_WAIT_S) -> tuple[float | None, float]:
+    """Call run_once() until the energy counter moves: (its new value, the time it was seen), or (None, time)."""
+    first = energy.read_mj()
+    t0 = time.perf_counter()
+    while True:
+        run_once()
+        value, now = energy.read_mj(), time.perf_counter()
+        if value != first:
+            return value, now
+        if now - t0 > limit_s:
+            return None, now
+
+
 def measure(model, batch: int, precision: str, mode: str, spec: dict, energy: Energy | None) -> dict:
     """One latency row in the harness's format (compress.report/1), plus peak memory, energy and compile time."""
     from compress.runtime.stats import summarize, throughput
@@ -132,13 +150,26 @@ def measure(model, batch: int, precision: str, mode: str, spec: dict, energy: En
         for _ in range(spec["warmup"]):
             timer.run(upload, fwd, lambda out: out.float().cpu())
         e2e, comp = [], []
-        e_start, t_start = energy.read_mj() if energy else None, time.perf_counter()
-        while len(e2e) < spec["min_iters"] or time.perf_counter() - t_start < spec["seconds"]:
+
+        def once():
             a, b = timer.run(upload, fwd, lambda out: out.float().cpu())
             e2e.append(a)
             comp.append(b)
+
+        e_start = e_end = None
+        counter = energy is not None and energy.handle is not None
+        if counter:  # start on an update of the counter: the runs before it are warm-up
+            e_start, t_start = until_tick(energy, lambda: timer.run(upload, fwd, lambda out: out.float().cpu()))
+        if e_start is None:
+            t_start = time.perf_counter()
+        while len(e2e) < spec["min_iters"] or time.perf_counter() - t_start < spec["seconds"]:
+            once()
         elapsed = time.perf_counter() - t_start
-        e_end = energy.read_mj() if energy else None
+        if e_start is not None:  # and end on one: these runs are timed too
+            e_end, t_end = until_tick(energy, once)
+            elapsed = t_end - t_start
+        if counter and (e_start is None or e_end is None):
+            row["warnings"].append(f"NVML energy counter did not move within {TICK_WAIT_S} s: no energy reported")
     s_e2e, s_comp = summarize(e2e), summarize(comp)
     row.update(iterations=len(e2e), elapsed_s=elapsed, end_to_end=s_e2e, compute=s_comp,
                throughput_img_s=throughput(batch, s_e2e), compute_throughput_img_s=throughput(batch, s_comp))
