@@ -73,7 +73,7 @@ def load_state(state_dir: Path, model, optimizer, device):
         params = list(model.parameters())
         if state.get("num_params") != len(params):
             raise ValueError("it belongs to a different model")
-        model.load_state_dict(load_file(str(_state_file(state_dir, "model", epoch)), device=str(device)))
+        weights = load_file(str(_state_file(state_dir, "model", epoch)), device=str(device))
         buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
         momentum = {}
         for key, buf in buffers.items():
@@ -87,6 +87,7 @@ def load_state(state_dir: Path, model, optimizer, device):
             # In the parameter's own layout: CUDA's fused SGD refuses a buffer whose strides differ from its
             # parameter's (channels_last weights against the contiguous tensors safetensors gives back).
             momentum[p] = torch.empty_like(p).copy_(buf)
+        model.load_state_dict(weights)  # last: a state refused above leaves the model as it was
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompressError(f"cannot resume from {state_dir} ({reason}); "

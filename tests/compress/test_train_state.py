@@ -42,7 +42,11 @@ def test_a_momentum_of_the_wrong_shape_or_name_is_refused_and_nothing_is_loaded(
     from safetensors.torch import load_file, save_file
 
     net = _net()
-    save_state(tmp_path, net, _stepped(net), 1, None, [])
+    opt = _stepped(net)
+    with torch.no_grad():  # saved weights that differ from a fresh network's, so that loading them would show
+        for p in net.parameters():
+            p.add_(1.0)
+    save_state(tmp_path, net, opt, 1, None, [])
     path = tmp_path / "optimizer-1.safetensors"
     good = load_file(str(path))
     for bad, message in (({**good, "momentum.0": torch.zeros(8, 3, 3, 1)}, "momentum of parameter 0 is"),
@@ -50,7 +54,9 @@ def test_a_momentum_of_the_wrong_shape_or_name_is_refused_and_nothing_is_loaded(
                          ({**good, "other": torch.zeros(1)}, "unknown optimizer tensor 'other'")):
         save_file(bad, str(path))
         fresh = _net()
+        before = {k: v.clone() for k, v in fresh.state_dict().items()}
         fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
         with pytest.raises(CompressError, match=message):
             load_state(tmp_path, fresh, fresh_opt, "cpu")
         assert not fresh_opt.state
+        assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
