@@ -63,11 +63,12 @@ class TorchRunner(Runner):
 
         model, meta = load_model_dir(self.model_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.startswith("cuda"):
-            # The peak gpu_memory reports is this runner's: without a reset it is the process's, which after an
-            # earlier, larger artifact is that artifact's.
-            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
         self.model = model.to(self.device).eval()
+        if self.device.startswith("cuda"):
+            # The peak gpu_memory reports is this runner's (its weights included): without a reset it is the
+            # process's, which after an earlier, larger artifact is that artifact's. After the move, because
+            # "cuda:0" alone does not start CUDA and the reset would refuse an uninitialised device.
+            torch.cuda.reset_peak_memory_stats(torch.device(self.device))
         self.backend = "torch-compile" if compile else "torch"
         if compile:
             self.model = torch.compile(self.model)

@@ -75,6 +75,12 @@ def load_state(state_dir: Path, model, optimizer, device):
             raise ValueError("it belongs to a different model")
         weights = load_file(str(_state_file(state_dir, "model", epoch)), device=str(device))
         buffers = load_file(str(_state_file(state_dir, "optimizer", epoch)), device=str(device))
+        expected = model.state_dict()  # load_state_dict copies what matches before it refuses what does not
+        if set(weights) != set(expected):
+            raise ValueError("its weights name other tensors than the model's")
+        for key, tensor in weights.items():
+            if tensor.shape != expected[key].shape:
+                raise ValueError(f"{key} is {tuple(tensor.shape)}, the model's {tuple(expected[key].shape)}")
         momentum = {}
         for key, buf in buffers.items():
             name, _, index = key.partition(".")

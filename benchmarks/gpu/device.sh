@@ -9,11 +9,17 @@ cd "$(dirname "$0")/../.."
 export PYTHONUNBUFFERED=1
 export COMPRESS_DATA="${COMPRESS_DATA:-$PWD/.data/cifar10-jpeg.tar.gz}"
 export COMPRESS_CACHE="${COMPRESS_CACHE:-$PWD/runs/cache}"
-PY="${PYTHON:-python3}"
+# Absolute before the fallback below changes folder: a relative path from the caller would resolve there.
+# -s: a venv's python is a link to the base interpreter, and following it would leave the venv.
+PY="$(command -v "${PYTHON:-python3}")" || { echo "device.sh: no Python at ${PYTHON:-python3}"; exit 2; }
+PY="$(realpath -s -m "$PY")"
+COMPRESS_DATA="$(realpath -s -m "$COMPRESS_DATA")"
+COMPRESS_CACHE="$(realpath -s -m "$COMPRESS_CACHE")"
+EXPORT="$(realpath -s -m "${OUT:-runs/gpu-export}")"
 
-for w in torch_pruning setuptools; do
-    ls .whl/$w-*.whl >/dev/null 2>&1 || { echo "device.sh: no .whl/$w-*.whl (carry .whl; benchmarks/gpu/README.md)"; exit 2; }
-done
+ls .whl/torch_pruning-*.whl >/dev/null 2>&1 || { echo "device.sh: no .whl/torch_pruning-*.whl (carry .whl; benchmarks/gpu/README.md)"; exit 2; }
+# Without it the build falls back on the image's own setuptools (it has one): a warning, not the window's end.
+ls .whl/setuptools-*.whl >/dev/null 2>&1 || echo "device.sh: no .whl/setuptools-*.whl; trying the image's setuptools"
 [ -f "$COMPRESS_DATA" ] || { echo "device.sh: no $COMPRESS_DATA (carry .data; benchmarks/gpu/README.md)"; exit 2; }
 "$PY" -m pip install -q --no-index --no-deps --no-compile .whl/torch_pruning-*.whl || exit 2
 # --no-deps: the core pins onnxruntime >= 1.32 and the image has 1.30 (only the torch paths run here).
@@ -42,4 +48,4 @@ else
 fi
 "$PY" -c "import compress, compress.models, compress.runtime.report, torch_pruning; compress.train, compress.slim" || exit 2
 mkdir -p runs
-exec "$PY" benchmarks/gpu/run.py --out runs/gpu --export "${OUT:-runs/gpu-export}" "$@"
+exec "$PY" benchmarks/gpu/run.py --out runs/gpu --export "$EXPORT" "$@"

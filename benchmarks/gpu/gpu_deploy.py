@@ -152,7 +152,8 @@ def bench_variant(net, mode, precision, scale, device, energy) -> dict:
 def _plan(nets: list[dict], scale: DeployScale, cuda: bool) -> list[tuple[dict, str, str, float, str | None]]:
     """(network, mode, precision, estimate, skip reason) in the order they run, so that what the time cuts
     leaves whole pairs (unpruned and slimmed, same mode and precision): eager and CUDA graphs at bf16 (the
-    precision a GPU deployment would pick), fp32 and fp16, then compiling, pair by pair, bf16 first."""
+    precision a GPU deployment would pick), fp32 and fp16, then compiling, pair by pair, bf16 first. The dry
+    run (compile_first) puts one compiled variant first, so that the path surely runs once."""
     per = len(scale.batches) * (scale.seconds + 0.2) + 2
     prefs = sorted(scale.precisions, key=lambda p: ("bf16", "fp32", "fp16").index(p))
     fixed = [(n, m, p, per, None if m != "cudagraph" or cuda else "CUDA graphs need a CUDA GPU")

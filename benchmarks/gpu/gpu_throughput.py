@@ -168,9 +168,10 @@ def _variants(scale: Scale, cuda: bool) -> list[tuple[str, int, dict, float]]:
         out = [(f"plain bf16 channels_last torch.compile b{b}", b,
                 dict(kind="plain", bf16=True, channels_last=True, mode="compile"), eager + scale.compile_estimate_s)]
         if with_fit:
-            # Same shapes and autocast state as the plain compile just before: its graph or inductor's cache of
-            # its kernels is reused (a quarter of a compile is allowed for it; a full second compile would
-            # overrun the guard, 3x, and be listed as failed).
+            # Same shapes and autocast state as the plain compile just before, so its graph or inductor's cache
+            # of its kernels should serve the training step (a quarter of a compile is allowed for it); fit()'s
+            # evaluation (eval-mode BN, a last batch of another size) compiles its own graphs. compile_s says
+            # what it cost; one that overruns the guard (3x) is listed as failed, not timed.
             out.append((f"fit() bf16 channels_last torch.compile b{b}", b, dict(kind="fit", compile=True),
                         8.0 + scale.compile_estimate_s / 4))
         return out

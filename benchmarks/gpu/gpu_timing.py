@@ -7,7 +7,8 @@ copy of the logits back; end-to-end is the whole, compute the forward pass alone
 forward pass captured once per batch size, replayed). Energy: NVML's total-energy counter (mJ, whole board)
 over the timed loop, whose ends are moved to the counter's own updates: it advances only every few tens of
 milliseconds, so read at arbitrary moments it would be off by up to one update period at each end (±10–20%
-of a 0.5 s loop). Where a GPU has no such counter or it does not move, no energy is reported and the row's
+of a 0.5 s loop). An update is seen when the iteration in flight ends, so each end is still off by up to one
+iteration: small against the period at batch 1 and 32, not for the slowest batch-256 networks. Where a GPU has no such counter or it does not move, no energy is reported and the row's
 warnings say why. On a CPU the same code times with the wall clock and reads no power.
 """
 
@@ -115,7 +116,7 @@ def until_tick(energy: Energy, run_once, limit_s: float = TICK_WAIT_S) -> tuple[
     while True:
         run_once()
         value, now = energy.read_mj(), time.perf_counter()
-        if value != first:
+        if value > first:  # a counter reset (driver reload) is not an update
             return value, now
         if now - t0 > limit_s:
             return None, now

@@ -125,6 +125,9 @@ def blocks_arg(text: str, zero_skips: bool = False) -> int:
 
     try:
         value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of blocks, got {text!r}") from None
+    try:
         return 0 if zero_skips and value == 0 else check_blocks(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"0 (no paired timing) or {exc}" if zero_skips else str(exc)) from None

@@ -60,3 +60,20 @@ def test_a_momentum_of_the_wrong_shape_or_name_is_refused_and_nothing_is_loaded(
             load_state(tmp_path, fresh, fresh_opt, "cpu")
         assert not fresh_opt.state
         assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
+
+
+def test_weights_of_the_wrong_shape_are_refused_and_the_model_is_left_as_it_was(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    net = _net()
+    save_state(tmp_path, net, _stepped(net), 1, None, [])
+    path = tmp_path / "model-1.safetensors"
+    weights = load_file(str(path))
+    weights["0.weight"] = weights["0.weight"] + 1.0  # would be copied first by load_state_dict
+    weights["2.weight"] = torch.zeros(4, 8, 3, 3)
+    save_file(weights, str(path))
+    fresh = _net()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(CompressError, match=r"2.weight is \(4, 8, 3, 3\), the model's \(4, 8, 1, 1\)"):
+        load_state(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9), "cpu")
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
