@@ -348,3 +348,24 @@ def test_paired_speed_misses_a_peer_faster_at_any_seed_and_meets_one_level_or_sl
     assert "- vs B: not faster in the 1 cells measured, but 1 of 2 were not measured: **not decided**" in \
         report.paired_speed(paired, {"tp-a": "A", "tp-b": "B"})
     assert report.paired_speed({}, {}) == []
+
+
+def test_step_speed_times_every_variant_and_refuses_bad_options(capsys):
+    import step_speed
+
+    r = step_speed.measure("vgg11", batch=2, steps=2, warmup=0, bf16=True, channels_last=True, width=0.0625)
+    assert r["min_s"] <= r["median_s"] <= r["max_s"] and r["img_per_s"] == pytest.approx(2 / r["median_s"])
+    threads = torch.get_num_threads()
+    step_speed.main(["vgg11", "--width", "0.0625", "--batch", "2", "--steps", "1", "--warmup", "0", "--images", "100",
+                     "--threads", str(threads + 1)])
+    assert torch.get_num_threads() == threads  # the suite's own setting is given back
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 5 and all("min per epoch of 100 images" in ln for ln in lines[1:])
+    for argv in (["vgg11", "--batch", "0"], ["vgg11", "--steps", "0"], ["vgg11", "--threads", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            step_speed.main(argv)
+        assert exit_.value.code == 2, argv
+    with pytest.raises(SystemExit, match="step_speed: width must be a positive finite number, got 0.0"):
+        step_speed.main(["vgg11", "--width", "0", "--steps", "1", "--warmup", "0"])  # not the full width
+    with pytest.raises(SystemExit, match="step_speed: unknown architecture 'nonesuch'"):
+        step_speed.main(["nonesuch", "--steps", "1", "--warmup", "0"])
