@@ -8,8 +8,8 @@ forward pass captured once per batch size, replayed). Energy: NVML's total-energ
 over the timed loop, whose ends are moved to the counter's own updates: it advances only every few tens of
 milliseconds, so read at arbitrary moments it would be off by up to one update period at each end (±10–20%
 of a 0.5 s loop). An update is seen when the iteration in flight ends, so each end is still off by up to one
-iteration: small against the period at batch 1 and 32, not for the slowest batch-256 networks. Where a GPU has no such counter or it does not move, no energy is reported and the row's
-warnings say why. On a CPU the same code times with the wall clock and reads no power.
+iteration: small against the period at batch 1 and 32, not for the slowest batch-256 networks. Where a GPU
+has no such counter or it does not move, no energy is reported and the row's warnings say why. On a CPU the same code times with the wall clock and reads no power.
 """
 
 from __future__ import annotations
@@ -148,19 +148,23 @@ def measure(model, batch: int, precision: str, mode: str, spec: dict, energy: En
             static.copy_(staged)
 
         timer = Timer(device)
+
+        def run():
+            return timer.run(upload, fwd, lambda out: out.float().cpu())
+
         for _ in range(spec["warmup"]):
-            timer.run(upload, fwd, lambda out: out.float().cpu())
+            run()
         e2e, comp = [], []
 
         def once():
-            a, b = timer.run(upload, fwd, lambda out: out.float().cpu())
+            a, b = run()
             e2e.append(a)
             comp.append(b)
 
         e_start = e_end = None
         counter = energy is not None and energy.handle is not None
         if counter:  # start on an update of the counter: the runs before it are warm-up
-            e_start, t_start = until_tick(energy, lambda: timer.run(upload, fwd, lambda out: out.float().cpu()))
+            e_start, t_start = until_tick(energy, run)
         if e_start is None:
             t_start = time.perf_counter()
         while len(e2e) < spec["min_iters"] or time.perf_counter() - t_start < spec["seconds"]:

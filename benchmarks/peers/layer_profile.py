@@ -118,9 +118,12 @@ def table(found: dict, batch: int) -> list[str]:
     return lines
 
 
-def _at_least(low: int):
+def _at_least(low: int, high: int | None = None):
+    """An argparse type for a whole number of at least `low` (and at most `high`, where given)."""
     def parse(text: str) -> int:
         value = int(text)
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
         if value < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
         return value

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import RunLock, atomic_json, machine  # noqa: E402
+from layer_profile import _at_least  # noqa: E402
 
 VGG19Q = ("vgg19", {"width": 0.25})
 SCALES = {
@@ -217,15 +218,6 @@ def _blocks_or_none(text: str) -> int:
     return paired_timing.blocks_arg(text, zero_skips=True)
 
 
-def _count(low: int, high: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
-        return value
-    return parse
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", choices=sorted(SCALES), default="tiny")
@@ -237,8 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=None, help="comma-separated ablation variants of the toolkit to add")
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--iters", type=_count(1, 100_000), default=200, help="timing: iterations per batch size")
-    ap.add_argument("--rounds", type=_count(1, 20), default=2,
+    ap.add_argument("--iters", type=_at_least(1, 100_000), default=200, help="timing: iterations per batch size")
+    ap.add_argument("--rounds", type=_at_least(1, 20), default=2,
                     help="timing: passes over all methods, alternating order; the fastest round's p50 is kept")
     ap.add_argument("--paired-blocks", type=_blocks_or_none, default=None,
                     help="timing: blocks of the interleaved (paired) timing after the rounds, 0 to skip (default 60)")
