@@ -25,6 +25,7 @@ from torch import nn
 from compress.atomic import append_jsonl
 from compress.data import ImageSet
 from compress.errors import CompressError
+from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
 from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
 from compress.sparsity import optimizer_groups, regularizer_for
@@ -55,7 +56,8 @@ class FitOptions:
     """How `fit` trains, beside the model, the data and the recipe.
 
     sparsity: λ (the paper's subgradient), a SparsityConfig or a ready SparsityRegularizer.
-    channels_last: None = on. autocast: bf16 autocast on CUDA (no effect on a CPU).
+    channels_last: None = on. precision: auto (bf16 autocast on a GPU, fp32 on a CPU), bf16 (bf16 autocast on
+    either) or fp32 (see compress.precision).
     compile: True compiles with inductor; a string names another torch.compile backend. Shapes are
     static, so a second stage of the same architecture in one process reuses the compiled code.
     tag: identifies what is trained (settings, parent weights); saved state with another tag is discarded.
@@ -68,7 +70,7 @@ class FitOptions:
     resume: bool = True
     distill: Distill | None = None
     channels_last: bool | None = None
-    autocast: bool = True
+    precision: str = "auto"
     compile: bool | str = False
     on_epoch: Callable[[dict], None] | None = None
     progress: bool = True
@@ -83,6 +85,7 @@ class FitOptions:
         if every is not None and (isinstance(every, bool) or not isinstance(every, (int, float))
                                   or not math.isfinite(every) or every < 0):
             raise CompressError(f"checkpoint_every_s must be a finite number >= 0, got {every!r}")
+        check_precision(self.precision)
 
 
 def distillation_loss(student_logits, teacher_logits, labels, temperature: float, alpha: float,
@@ -109,7 +112,7 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     model.eval().to(device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    autocast = _autocast(device)
+    autocast = autocast_for("auto", device)
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
@@ -117,12 +120,6 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
         correct += (logits.argmax(1) == y).sum()
     n = len(data)
     return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n, "images": n}
-
-
-def _autocast(device: torch.device, enabled: bool = True):
-    if device.type == "cuda" and enabled:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 def is_main_process() -> bool:
@@ -144,7 +141,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
 
     `options` (a FitOptions) says how; keywords named like its fields override it (the older call form,
     ``fit(..., sparsity=1e-4, progress=False)``). Returns {"best", "last", "history", "recipe",
-    "distributed"} with test metrics. The caller writes the final model directory; this function owns
+    "distributed", "precision"} with test metrics. The caller writes the final model directory; this function owns
     `metrics.jsonl`, `best.safetensors` and `train_state/`. A NaN or infinite loss stops training with
     NonFiniteLoss and leaves the last saved state as it was.
     """
@@ -161,8 +158,10 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     finally:
         run.regularizer.close()
     model.to(memory_format=torch.contiguous_format)
+    # A run resumed in another precision says so ("fp32+bf16"), rather than naming only the last one.
+    used = dict.fromkeys(r.get("precision", "unrecorded") for r in run.history) or {run.precision: None}
     return {"best": run.best, "last": run.history[-1] if run.history else None, "history": run.history,
-            "recipe": asdict(recipe), "distributed": run.distributed}
+            "recipe": asdict(recipe), "distributed": run.distributed, "precision": "+".join(used)}
 
 
 class _Run:
@@ -214,7 +213,8 @@ class _Run:
         self.teacher = opts.distill.teacher.to(device).eval() if opts.distill else None
         if self.teacher is not None and self.channels_last:
             self.teacher.to(memory_format=torch.channels_last)
-        self.autocast = _autocast(device, opts.autocast)
+        self.autocast = autocast_for(opts.precision, device)
+        self.precision = resolved(opts.precision, device)
         self.steps = steps = len(self.batches)
         lrs = [self.recipe.lr_at(e + s / steps) for e in range(self.recipe.epochs) for s in range(steps)]
         self.regularizer = regularizer_for(opts.sparsity, model, lrs, input_size=train_data.input_size)
@@ -260,6 +260,7 @@ class _Run:
         record = {"epoch": epoch + 1, "train_loss": float(tally.loss_sum) / seen,
                   "train_accuracy": int(tally.correct) / seen, "lr": lr,
                   "img_per_s": tally.seen * self.world / max(seconds, 1e-9), "epoch_time_s": seconds,
+                  "precision": self.precision,
                   **self.regularizer.record()}
         record["gamma_sparsity"] = record["gamma_under_1e-2"]
         if self.distributed:

@@ -39,7 +39,7 @@ def _save(model, out: Path, parent: dict, accuracy: float, info: dict) -> dict:
 
 
 def train_stage(parent_dir: Path, out: Path, data, recipe: Recipe, *, method: str, seed: int, device,
-                progress: bool, sparse: bool) -> dict:
+                progress: bool, sparse: bool, precision: str = "auto") -> dict:
     """Train the parent's weights with `recipe` (and the method's regularizer when `sparse`) into `out`."""
     model, parent = compress.load_model(parent_dir)
     done = _complete(out, parent["weights_sha256"])
@@ -54,11 +54,11 @@ def train_stage(parent_dir: Path, out: Path, data, recipe: Recipe, *, method: st
     (out / "model.json").unlink(missing_ok=True)
     result = fit(model, data.split("train"), data.split("test"), out, recipe, mean=norm["mean"], std=norm["std"],
                  sparsity=sparsity, device=device, seed=seed, resume=True, progress=progress,
-                 desc=f"{method} {'sparse' if sparse else 'train'}", tag=tag)
+                 desc=f"{method} {'sparse' if sparse else 'train'}", tag=tag, precision=precision)
     wall = sum(r.get("epoch_time_s", 0.0) for r in result["history"])
     saved = _save(model, out, parent, result["last"]["test_accuracy"],
                   {"stage": "sparse" if sparse else "train", "method": method, "epochs": recipe.epochs,
-                   "train_time_s": round(wall, 1), "wall_s": round(time.time() - t0, 1)})
+                   "precision": result["precision"], "train_time_s": round(wall, 1), "wall_s": round(time.time() - t0, 1)})
     finish(out)
     return saved
 
@@ -96,7 +96,8 @@ def second_stage(method: str, start: Path, run: Path, data, cfg: dict, *, seed: 
     while the toolkit's own run is still training."""
     spec = tp_methods.METHODS[method]
     return train_stage(start, run / "sparse", data, Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
-                       method=method, seed=seed, device=device, progress=progress, sparse=spec.reg is not None)
+                       method=method, seed=seed, device=device, progress=progress, sparse=spec.reg is not None,
+                       precision=cfg.get("precision", "auto"))
 
 
 def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: int, target_macs: int,
@@ -107,5 +108,5 @@ def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: in
                          min_keep=cfg["min_keep"], round_to=round_to, device=device)
     final = train_stage(run / "pruned", run / "finetuned", data,
                         Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), method=method, seed=seed,
-                        device=device, progress=progress, sparse=False)
+                        device=device, progress=progress, sparse=False, precision=cfg.get("precision", "auto"))
     return {"second": second, "pruned": pruned, "final": final}

@@ -187,5 +187,6 @@ def _slim_from_plain(where: Path, out: Path, cfg: dict, seed: int, args, prune, 
         finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
         sparsity=sparsity)
     compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
-                  run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress))
+                  run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress,
+                                         precision=cfg.get("precision", "auto")))
     return time.time() - t0

@@ -23,11 +23,11 @@ from compress.cli.params import OUT_DIR, FiniteFloat
 @recipe_options()
 def finetune(model_dir, out, epochs, distill_dir, temperature, alpha, data_spec, train_limit, test_limit, seed,
              input_size, data_mode, lr,
-             batch_size, weight_decay, recipe, device, compile_, no_resume):
+             batch_size, weight_decay, recipe, device, compile_, precision, no_resume):
     """Fine-tune a (pruned) model directory."""
     from compress.stages.finetune import finetune as run_finetune
 
     meta = run_finetune(model_dir, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                         _recipe(recipe, epochs, batch_size, lr, weight_decay), distill_dir=distill_dir,
-                        temperature=temperature, alpha=alpha, run=_run(device, seed, no_resume, compile_))
+                        temperature=temperature, alpha=alpha, run=_run(device, seed, no_resume, compile_, precision))
     click.echo(f"{out}: test accuracy {meta['accuracy']:.2%}")

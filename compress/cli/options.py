@@ -44,6 +44,11 @@ def recipe_options(prefix: str = ""):
                               "fast: batch 128, wd 5e-4, cosine, for quick runs.")(f)
         f = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
         f = click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the model.")(f)
+        f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
+                         show_default=True,
+                         help="Training arithmetic: auto is bf16 autocast on a GPU and fp32 on a CPU; bf16 is "
+                              "bf16 autocast on either (about 1.8x faster on CPUs with AVX-512 BF16 or AMX, "
+                              "slower without); weights stay fp32.")(f)
         f = click.option("--no-resume", is_flag=True, help="Start over instead of continuing an interrupted run.")(f)
         return f
     return deco
@@ -118,10 +123,10 @@ def _data(data_spec, train_limit, test_limit, seed, input_size=None, data_mode="
     return DataOptions(data_spec, train_limit, test_limit, seed, input_size=input_size, mode=data_mode)
 
 
-def _run(device, seed, no_resume, compile_):
+def _run(device, seed, no_resume, compile_, precision="auto"):
     from compress.stages._run import RunOptions
 
-    return RunOptions(device=device, seed=seed, resume=not no_resume, compile=compile_)
+    return RunOptions(device=device, seed=seed, resume=not no_resume, compile=compile_, precision=precision)
 
 
 @contextlib.contextmanager

@@ -63,7 +63,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 def slim(preset, arch, start_from, out, percent, target_macs, target_params, target_latency, backend, sparsity,
          pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, shared, distill, passes,
          arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr, batch_size,
-         weight_decay, recipe, device, compile_, no_resume):
+         weight_decay, recipe, device, compile_, precision, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
 
     \b
@@ -96,7 +96,7 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
         raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     data = _data(data_spec, settled.train_limit, settled.test_limit, seed, input_size, data_mode)
     summary = run_slim(settled.arch, data, out, settled.options, arch_kwargs=settled.arch_kwargs, start_from=start_from,
-                       run=_run(device, seed, no_resume, compile_))
+                       run=_run(device, seed, no_resume, compile_, precision))
     click.echo(summary_markdown(summary))
     final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")

@@ -40,7 +40,7 @@ from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat
 @data_options
 @recipe_options()
 def train(arch, start_from, like, out, sparsity, epochs, width, bn_init, arch_kwargs_json, data_spec, train_limit,
-          test_limit, seed, input_size, data_mode, lr, batch_size, weight_decay, recipe, device, compile_, no_resume):
+          test_limit, seed, input_size, data_mode, lr, batch_size, weight_decay, recipe, device, compile_, precision, no_resume):
     """Train a network, optionally with the L1 sparsity penalty on BN γ.
 
     \b
@@ -57,5 +57,5 @@ def train(arch, start_from, like, out, sparsity, epochs, width, bn_init, arch_kw
         raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
     meta = run_train(arch, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                      _recipe(recipe, epochs, batch_size, lr, weight_decay), sparsity=sparsity, arch_kwargs=kwargs,
-                     start_from=start_from, like=like, run=_run(device, seed, no_resume, compile_))
+                     start_from=start_from, like=like, run=_run(device, seed, no_resume, compile_, precision))
     click.echo(f"{out}: test accuracy {meta['accuracy']:.2%}, {meta['params']:,} params, {meta['macs']:,} MACs")

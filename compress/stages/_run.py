@@ -21,18 +21,22 @@ from compress.training import Distill, FitOptions, Recipe, finish, fit, is_main_
 @dataclass(frozen=True)
 class RunOptions:
     """How a stage runs: device (cuda when available), seed, resume an interrupted run, torch.compile (True,
-    or a backend's name), and progress output."""
+    or a backend's name), progress output, and the training arithmetic (compress.precision: auto = bf16
+    autocast on a GPU and fp32 on a CPU, bf16, fp32)."""
 
     device: str | None = None
     seed: int = 0
     resume: bool = True
     compile: bool | str = False
     progress: bool = True
+    precision: str = "auto"
 
     def __post_init__(self):
         from compress.limits import check_seed
+        from compress.precision import check_precision
 
         check_seed(self.seed, "the seed")  # before any work: 2**70 overflows torch's generator mid-run
+        check_precision(self.precision)
 
 
 def command_line() -> str:
@@ -166,11 +170,13 @@ def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[d
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     options = FitOptions(sparsity=job.sparsity, device=run.device, seed=run.seed, resume=run.resume, distill=job.distill,
-                         compile=run.compile, progress=run.progress, desc=job.desc, tag=job.tag)
+                         compile=run.compile, progress=run.progress, desc=job.desc, tag=job.tag,
+                         precision=run.precision)
     result = fit(job.model, job.train, job.test, out, job.recipe, mean=job.mean, std=job.std, options=options)
     if not is_main_process():
         return sync_and_read(out)
     meta = meta_for(result, wall_time(result, t0))
+    meta["training"]["precision"] = result["precision"]
     job.model.cpu()
     saved = save_model_dir(job.model, out, meta)
     finish(out)

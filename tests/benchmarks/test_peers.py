@@ -46,6 +46,11 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert r["macs_target"] == target and abs(r["macs"] / target - 1) <= 0.01, method
         assert r["round_to"] == records["toolkit"]["round_to"]
         assert (where / r["final_dir"] / "model.json").exists()
+        assert r["precision"] == "auto"
+    # Every method's training stages ran in the same arithmetic, fp32 on this CPU, and say so.
+    for stage in ("toolkit/sparse", "toolkit/finetuned", "tp-l1/sparse", "tp-l1/finetuned"):
+        meta = json.loads((where / stage / "model.json").read_text())
+        assert (meta.get("training") or meta.get("peers"))["precision"] == "fp32", stage
     assert not list(where.glob("*.lock"))
     stamps = {m: (where / f"{m}.json").stat().st_mtime for m in METHODS}
 
@@ -58,7 +63,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     table = (out / "table.md").read_text()
     for label in ("`compress slim`", "BNScalePruner", "GroupNormPruner", "MagnitudePruner L1"):
         assert label in table
-    assert "to be timed" in table and "Machine:" in table
+    assert "to be timed" in table and "Machine:" in table and "Training precision (every method): auto" in table
 
     # The timing phase is separate and fills the latency columns.
     proc = _run(out, cifar10_archive, "--phase", "time", "--iters", "3", "--paired-blocks", "6")
@@ -275,6 +280,26 @@ def test_run_refuses_out_of_range_timing_options_before_doing_anything(tmp_path)
             run.main(["--out", str(out), "--phase", "time", *argv])
         assert exit_.value.code == 2, argv
     assert not out.exists()
+
+
+def test_an_output_folder_keeps_the_precision_it_started_with(tmp_path):
+    import run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    run._same_precision(out, "bf16")
+    run._same_precision(out, "bf16")
+    with pytest.raises(SystemExit, match="trained with --precision bf16"):
+        run._same_precision(out, "auto")
+    # A folder from before the option holds runs trained in auto: a bf16 run may not join it.
+    old = tmp_path / "old"
+    (old / "vgg" / "seed0").mkdir(parents=True)
+    (old / "vgg" / "seed0" / "toolkit.json").write_text("{}")
+    with pytest.raises(SystemExit, match="--precision auto"):
+        run._same_precision(old, "bf16")
+    assert not (old / "precision.json").exists()
+    run._same_precision(old, "auto")
+    assert json.loads((old / "precision.json").read_text()) == {"precision": "auto"}
 
 
 def test_timing_rounds_that_disagree_are_named_not_kept_quietly():

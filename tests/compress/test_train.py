@@ -4,17 +4,9 @@ import math
 import pytest
 import torch
 
-from compress.data import ImageSet
 from compress.training import Recipe, distillation_loss, fit
 from compress.models import create_model
-
-
-def tiny_data(n=64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 4
-    images = torch.randint(0, 50, (n, 3, 32, 32), generator=gen, dtype=torch.uint8)
-    images[:, labels % 3] = images[:, labels % 3] + 150  # learnable: class shows in colour
-    return ImageSet(images, labels, ["a", "b", "c", "d"])
+from tests_support import tiny_data
 
 
 def test_recipes():
