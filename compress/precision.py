@@ -1,10 +1,11 @@
-"""The arithmetic a training stage runs in: `auto` (bf16 autocast on a GPU, fp32 on a CPU), `bf16` (bf16
-autocast on either) or `fp32`. Weights, optimizer state and the saved model stay fp32 in every case.
+"""The arithmetic a training stage runs in: `auto` (bf16 autocast on CUDA, fp32 elsewhere), `bf16` (bf16
+autocast on any device) or `fp32`. Weights, optimizer state and the saved model stay fp32 in every case.
 
 bf16 autocast is not the CPU default: on a CPU without native bf16 instructions (AVX-512 BF16 or AMX) it is
 emulated and slower than fp32, and changing the default would change every CPU result already recorded.
-Where the CPU has them, `bf16` trains about 1.8× faster (PreResNet-56, batch 128, one thread of an AMD EPYC
-with avx512_bf16: `benchmarks/peers/step_speed.py`).
+Where the CPU has them, `bf16` trains full-width networks faster (PreResNet-56's steps 1.8×, batch 128, one
+thread of an AMD EPYC with avx512_bf16: `benchmarks/peers/step_speed.py`), but narrow, pruned ones can train
+slower (the README's measurement).
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def autocast_for(precision: str, device: torch.device):
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 instructions (x86: AVX-512 BF16 or AMX-BF16; Arm: BF16), by torch's cpuinfo."""
     capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if capabilities is None:  # an older torch: assume not, so the warning errs towards being shown
-        return False
-    try:
-        found = capabilities()
-    except RuntimeError:
-        return False
-    return any("bf16" in name and bool(on) for name, on in found.items())
+    if capabilities is not None:
+        try:
+            return any("bf16" in name and bool(on) for name, on in capabilities().items())
+        except RuntimeError:
+            return False
+    # Older torch has only the private x86 probes; without either, assume not, so the warning errs to shown.
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(probe()) for probe in probes if probe is not None)

@@ -4,7 +4,7 @@
                  options=FitOptions(sparsity=1e-4, compile=True))
 
 On a GPU the loop keeps the decoded uint8 images on the device (augmented there as whole-batch tensor
-ops), runs bf16 autocast in channels_last, uses the fused SGD kernel, and syncs with the host only every
+ops), runs bf16 autocast by default (FitOptions.precision) in channels_last, uses the fused SGD kernel, and syncs with the host only every
 CHECK_STEPS steps (to check the loss is finite) and at the end of an epoch.
 """
 
@@ -56,8 +56,8 @@ class FitOptions:
     """How `fit` trains, beside the model, the data and the recipe.
 
     sparsity: λ (the paper's subgradient), a SparsityConfig or a ready SparsityRegularizer.
-    channels_last: None = on. precision: auto (bf16 autocast on a GPU, fp32 on a CPU), bf16 (bf16 autocast on
-    either) or fp32 (see compress.precision).
+    channels_last: None = on. precision: auto (bf16 autocast on CUDA, fp32 elsewhere), bf16 (bf16 autocast on
+    any device) or fp32 (see compress.precision); the test set is evaluated as `evaluate` says.
     compile: True compiles with inductor; a string names another torch.compile backend. Shapes are
     static, so a second stage of the same architecture in one process reuses the compiled code.
     tag: identifies what is trained (settings, parent weights); saved state with another tag is discarded.
@@ -106,13 +106,14 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch_size: int = 500,
-             channels_last: bool = False) -> dict:
-    """Top-1 accuracy (a fraction) and mean cross-entropy on `data`."""
+             channels_last: bool = False, precision: str = "auto") -> dict:
+    """Top-1 accuracy (a fraction) and mean cross-entropy on `data`, in bf16 autocast on a GPU unless
+    `precision` is fp32, and in fp32 on a CPU (the arithmetic of the exported model, whatever training ran in)."""
     device = torch.device(device)
     model.eval().to(device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    autocast = autocast_for("auto", device)
+    autocast = autocast_for("fp32" if precision == "fp32" else "auto", device)
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
@@ -307,7 +308,7 @@ class _Run:
             return
         opts = self.opts
         test = evaluate(self.model, test_data, self.mean, self.std, device=self.device,
-                        channels_last=self.channels_last)
+                        channels_last=self.channels_last, precision=self.opts.precision)
         if not math.isfinite(test["loss"]):
             raise NonFiniteLoss(f"{opts.desc}: the test loss after epoch {epoch + 1} is NaN or infinite (the weights "
                                 f"diverged); training stopped, {self._kept()}: lower --lr")

@@ -228,7 +228,7 @@ def _same_precision(out: Path, precision: str) -> None:
     Folders from before the option trained in `auto`."""
     path = out / "precision.json"
     before = json.loads(path.read_text())["precision"] if path.exists() else None
-    if before is None and any(out.glob("*/seed*/*.json")):
+    if before is None and any(out.glob("*/seed*")):
         before = "auto"
     if before is not None and before != precision:
         raise SystemExit(f"{out} holds runs trained with --precision {before}; use it again, or another --out")

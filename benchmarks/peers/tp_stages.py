@@ -58,7 +58,8 @@ def train_stage(parent_dir: Path, out: Path, data, recipe: Recipe, *, method: st
     wall = sum(r.get("epoch_time_s", 0.0) for r in result["history"])
     saved = _save(model, out, parent, result["last"]["test_accuracy"],
                   {"stage": "sparse" if sparse else "train", "method": method, "epochs": recipe.epochs,
-                   "precision": result["precision"], "train_time_s": round(wall, 1), "wall_s": round(time.time() - t0, 1)})
+                   "precision": result["precision"], "train_time_s": round(wall, 1),
+                   "wall_s": round(time.time() - t0, 1)})
     finish(out)
     return saved
 

@@ -47,8 +47,8 @@ def recipe_options(prefix: str = ""):
         f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
                          show_default=True,
                          help="Training arithmetic: auto is bf16 autocast on a GPU and fp32 on a CPU; bf16 is "
-                              "bf16 autocast on either (about 1.8x faster on CPUs with AVX-512 BF16 or AMX, "
-                              "slower without); weights stay fp32.")(f)
+                              "bf16 autocast on either (on a CPU with AVX-512 BF16 or AMX faster for full-width "
+                              "networks, not always for pruned ones; slower without them); weights stay fp32.")(f)
         f = click.option("--no-resume", is_flag=True, help="Start over instead of continuing an interrupted run.")(f)
         return f
     return deco

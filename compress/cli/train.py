@@ -40,7 +40,8 @@ from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat
 @data_options
 @recipe_options()
 def train(arch, start_from, like, out, sparsity, epochs, width, bn_init, arch_kwargs_json, data_spec, train_limit,
-          test_limit, seed, input_size, data_mode, lr, batch_size, weight_decay, recipe, device, compile_, precision, no_resume):
+          test_limit, seed, input_size, data_mode, lr, batch_size, weight_decay, recipe, device, compile_, precision,
+          no_resume):
     """Train a network, optionally with the L1 sparsity penalty on BN γ.
 
     \b

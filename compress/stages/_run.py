@@ -22,7 +22,7 @@ from compress.training import Distill, FitOptions, Recipe, finish, fit, is_main_
 class RunOptions:
     """How a stage runs: device (cuda when available), seed, resume an interrupted run, torch.compile (True,
     or a backend's name), progress output, and the training arithmetic (compress.precision: auto = bf16
-    autocast on a GPU and fp32 on a CPU, bf16, fp32)."""
+    autocast on CUDA and fp32 elsewhere, bf16, fp32)."""
 
     device: str | None = None
     seed: int = 0
@@ -127,6 +127,18 @@ def finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
     return False
 
 
+def note_kept_precision(meta: dict, run: RunOptions) -> None:
+    """A finished stage kept on resume keeps the arithmetic it was trained in: say so when another was asked."""
+    from compress.precision import resolved
+    from compress.training import pick_device
+
+    was = (meta.get("training") or {}).get("precision")
+    asked = resolved(run.precision, pick_device(run.device))
+    if was is not None and was != asked:
+        log(f"kept as trained, in {was}: --precision {run.precision} ({asked}) applies only to a new run "
+            "(--no-resume or another --out)")
+
+
 def check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CompressError(f"output {out} exists and is not a directory")
@@ -176,7 +188,7 @@ def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[d
     if not is_main_process():
         return sync_and_read(out)
     meta = meta_for(result, wall_time(result, t0))
-    meta["training"]["precision"] = result["precision"]
+    meta.setdefault("training", {})["precision"] = result["precision"]
     job.model.cpu()
     saved = save_model_dir(job.model, out, meta)
     finish(out)

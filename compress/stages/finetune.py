@@ -9,7 +9,7 @@ from compress.artifact import derived_meta, load_model_dir, read_meta
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.stages._run import Fitting, RunOptions, check_classes, command_line, finished, fit_and_save, log
-from compress.stages._run import settings_tag, sparsity_json, writing
+from compress.stages._run import note_kept_precision, settings_tag, sparsity_json, writing
 from compress.training import Distill, Recipe, evaluate, pick_device
 
 
@@ -32,7 +32,9 @@ def _finetune(model_dir: Path, data: DataOptions, out: Path, recipe: Recipe, tea
     model, meta = load_model_dir(model_dir)
     if finished(out, run.resume, parent_sha=meta.get("weights_sha256")):
         log(f"{out} is already fine-tuned; keeping it")
-        return read_meta(out)
+        kept = read_meta(out)
+        note_kept_precision(kept, run)
+        return kept
     data = data.for_model(meta)
     train, test = data.split("train"), data.split("test")
     check_classes(meta, train)

@@ -24,6 +24,7 @@ from compress.stages._run import (
     finished,
     fit_and_save,
     log,
+    note_kept_precision,
     settings_tag,
     sparsity_json,
     sparsity_on,
@@ -70,7 +71,7 @@ def _train(arch, data: DataOptions, out: Path, recipe: Recipe, sparsity, arch_kw
                 "epochs": recipe.epochs, "recipe": dataclasses.asdict(recipe), "seed": run.seed,
                 "data": data.describe(), "from": (parent or {}).get("weights_sha256")}
     if finished(out, run.resume):
-        return _kept(out, settings)
+        return _kept(out, settings, run)
     check_out_dir(out)
     if parent is None:
         check_arch(arch, arch_kwargs, input_size=data.input_size)
@@ -104,7 +105,7 @@ def _train(arch, data: DataOptions, out: Path, recipe: Recipe, sparsity, arch_kw
     return fit_and_save(out, job, run, meta_for)
 
 
-def _kept(out: Path, settings: dict) -> dict:
+def _kept(out: Path, settings: dict, run: RunOptions) -> dict:
     """A finished stage kept on resume, refused when it was trained with other settings."""
     meta = read_meta(out)
     done = (meta.get("training") or {}).get("settings")
@@ -113,6 +114,7 @@ def _kept(out: Path, settings: dict) -> dict:
         raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
                             "use another --out or --no-resume")
     log(f"{out} is already trained; keeping it")
+    note_kept_precision(meta, run)
     return meta
 
 
@@ -148,7 +150,7 @@ def _train_like(like: Path, data: DataOptions, out: Path, recipe: Recipe, sparsi
     settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
                 "sparsity": sparsity_json(sparsity)}
     if finished(out, run.resume):
-        return _kept(out, settings)
+        return _kept(out, settings, run)
     check_out_dir(out)
     data = data.for_model(pruned)
     train_set, test_set = data.split("train"), data.split("test")

@@ -60,20 +60,35 @@ def test_the_capability_check_reads_torch_s_cpuinfo(monkeypatch):
         prec.cpu_has_native_bf16.cache_clear()
         monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": True}, raising=False)
         assert prec.cpu_has_native_bf16() is True
+        # An older torch without get_capabilities: its private x86 probes answer.
+        prec.cpu_has_native_bf16.cache_clear()
+        monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+        assert prec.cpu_has_native_bf16() is True
+        prec.cpu_has_native_bf16.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        assert prec.cpu_has_native_bf16() is False
     finally:
         prec.cpu_has_native_bf16.cache_clear()
 
 
-def test_bf16_training_keeps_fp32_weights_and_records_its_precision(tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision,trained_in", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_training_runs_its_convolutions_in_the_precision_asked_and_keeps_fp32_weights(tmp_path, monkeypatch,
+                                                                                        precision, trained_in):
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)  # no warning on CPUs without
     data = tiny_data()
     model = create_model("vgg11", num_classes=4, width=0.125)
+    seen = []  # (training?, output dtype) of the first convolution, every call
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
     kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, progress=False, device="cpu")
     result = fit(model, data, data, tmp_path / "run", Recipe.named("fast", epochs=1, batch_size=16),
-                 precision="bf16", **kwargs)
-    assert result["precision"] == "bf16" and result["history"][0]["precision"] == "bf16"
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+                 precision=precision, **kwargs)
+    assert result["precision"] == precision and result["history"][0]["precision"] == precision
+    assert {dtype for training, dtype in seen if training} == {trained_in}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # the test set: fp32 on a CPU
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
 
 
 def _stop_at(epoch):
@@ -116,3 +131,15 @@ def test_the_cli_trains_in_the_precision_asked_and_model_json_says_which(tmp_pat
     refused = CliRunner().invoke(main, [*common, "--precision", "fp16", "--out", str(tmp_path / "x")], env=env)
     assert refused.exit_code == 2 and "'fp16' is not one of" in refused.output
     assert not (tmp_path / "x").exists()
+    # Fine-tuning records its own precision; a finished stage asked again in another one is kept as it was,
+    # and the run says so.
+    tune = ["finetune", str(tmp_path / "auto"), "--data", str(data), "--epochs", "1", "--batch-size", "8",
+            "--device", "cpu", "--out", str(tmp_path / "tuned")]
+    result = CliRunner().invoke(main, [*tune, "--precision", "bf16"], env=env)
+    assert result.exit_code == 0, result.output
+    tuned = json.loads((tmp_path / "tuned" / "model.json").read_text())
+    assert tuned["training"]["precision"] == "bf16"
+    again = CliRunner().invoke(main, [*tune, "--precision", "fp32"], env=env)
+    assert again.exit_code == 0, again.output
+    assert "kept as trained, in bf16: --precision fp32 (fp32) applies only to a new run" in again.output
+    assert json.loads((tmp_path / "tuned" / "model.json").read_text()) == tuned

@@ -43,6 +43,7 @@ def test_the_training_tail_writes_model_json_last_and_drops_the_resumable_state(
     assert len(seen["result"]["history"]) == 1 and (out / "metrics.jsonl").is_file()
     assert not (out / "train_state").exists()
     assert saved["params"] > 0 and len(saved["weights_sha256"]) == 64
+    assert saved["training"] == {"precision": "fp32"}  # added even where meta_for wrote no training record
     assert next(model.parameters()).device.type == "cpu"
     assert finished(out, resume=True) and not finished(out, resume=False)
     assert not finished(out, resume=True, parent_sha="0" * 64)  # made from other weights than asked
