@@ -73,9 +73,14 @@ def record(dry_run: bool) -> dict:
 
     from compress.runtime.sysinfo import collect_system
 
+    from compress.precision import cpu_has_native_bf16
+
     system = collect_system(gpu=torch.cuda.is_available())
+    # Which of compress.precision's probes this torch has (get_capabilities is newer than some 2.x releases).
+    cpu_bf16 = {"get_capabilities": hasattr(torch.cpu, "get_capabilities"), "native": cpu_has_native_bf16()}
     return {"dry_run": dry_run, "torch_cuda": _torch_cuda(), "nvidia_smi": _nvidia_smi(), "packages": _packages(),
-            "system": system, "cpu_threads_torch": torch.get_num_threads(), "cpu_affinity": len(os.sched_getaffinity(0))}
+            "system": system, "cpu_threads_torch": torch.get_num_threads(), "cpu_affinity": len(os.sched_getaffinity(0)),
+            "cpu_bf16": cpu_bf16}
 
 
 def markdown(env: dict) -> list[str]:
@@ -91,6 +96,7 @@ def markdown(env: dict) -> list[str]:
              f"pstate {_pick(smi, 'pstate')}",
              f"- torch {tc['torch']} (CUDA {tc['cuda_build']}, cuDNN {tc['cudnn']}), "
              + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v and k != "torch"),
-             f"- CPU: {sysinfo.get('cpu_model')} ({sysinfo.get('cpu_count')} CPUs), {sysinfo.get('os')}",
+             f"- CPU: {sysinfo.get('cpu_model')} ({sysinfo.get('cpu_count')} CPUs), {sysinfo.get('os')}; bf16 "
+             f"instructions: {(env.get('cpu_bf16') or {}).get('native', 'not recorded')}",
              f"- git: {(sysinfo.get('git') or {}).get('commit', 'unknown')}", ""]
     return lines

@@ -40,6 +40,7 @@ def test_the_dry_run_does_every_step_and_writes_what_can_come_back(tmp_path):
     back = sorted(p for p in (tmp_path / "back").rglob("*"))
     assert 5 <= len(back) <= MAX_FILES and all(p.is_file() and p.stat().st_size < MAX_BYTES for p in back), back
 
+    assert set(steps["env"]["result"]["cpu_bf16"]) == {"get_capabilities", "native"}
     throughput = steps["throughput"]["result"]
     ran = {r["name"]: r for r in throughput["variants"] if r["status"] == "ok"}
     assert "fit() bf16 channels_last b64" in ran and "plain bf16 channels_last b64" in ran
