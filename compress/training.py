@@ -4,8 +4,9 @@
                  options=FitOptions(sparsity=1e-4, compile=True))
 
 On a GPU the loop keeps the decoded uint8 images on the device (augmented there as whole-batch tensor
-ops), runs bf16 autocast by default (FitOptions.precision) in channels_last, uses the fused SGD kernel, and syncs with the host only every
-CHECK_STEPS steps (to check the loss is finite) and at the end of an epoch.
+ops), runs bf16 autocast by default (FitOptions.precision) in channels_last, uses the fused SGD kernel,
+and syncs with the host only every CHECK_STEPS steps (to check the loss is finite) and at the end of an
+epoch.
 """
 
 from __future__ import annotations
