@@ -23,6 +23,8 @@ def build_summary(stages: dict, times: dict, data, percent: float | None, sparsi
         }
         if "pruning" in meta and name.startswith("pruned"):
             rows[name]["accuracy_uncalibrated"] = meta["pruning"].get("accuracy_uncalibrated")
+        if not name.startswith("pruned") and (meta.get("training") or {}).get("precision"):
+            rows[name]["precision"] = meta["training"]["precision"]
     pruned = [m for n, m in stages.items() if n.startswith("pruned")]
     first, last = pruned[0]["pruning"], pruned[-1]["pruning"]
     return {"format": "compress.summary/1", "arch": base["arch"], "arch_kwargs": base["arch_kwargs"],
@@ -100,6 +102,9 @@ def summary_markdown(s: dict) -> str:
                      f"{r['flops']:,} | {-r['macs_reduction']:+.1%} | {wall} |")
     if s.get("budget"):
         lines += ["", _budget_sentence(s["budget"])]
+    trained = {name: r["precision"] for name, r in s["stages"].items() if r.get("precision")}
+    if trained:
+        lines += ["", _precision_sentence(trained)]
     if s.get("bn_recalibration_images"):
         lines += ["", f"Pruned models' BN statistics were re-estimated on {s['bn_recalibration_images']} "
                       "training images (no weight update); the column before it shows the accuracy right after "
@@ -111,6 +116,14 @@ def summary_markdown(s: dict) -> str:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in s["plots"]]
     lines += ["", f"Command: `{s['command']}`", ""]
     return "\n".join(lines)
+
+
+def _precision_sentence(trained: dict[str, str]) -> str:
+    named = {n: {"bf16": "bf16 autocast"}.get(p, p) for n, p in trained.items()}
+    if len(set(named.values())) == 1:
+        return (f"Training arithmetic: {next(iter(named.values()))} in every trained stage ({', '.join(named)}); "
+                "weights are fp32.")
+    return "Training arithmetic per stage: " + ", ".join(f"{n} {p}" for n, p in named.items()) + "; weights are fp32."
 
 
 def stage_dirs(out: Path, sparse_dir: Path, stages: dict, passes: int) -> dict[str, Path]:

@@ -39,6 +39,25 @@ def test_reductions_are_against_the_sparse_model_and_a_macs_budget_is_met_by_the
     assert "pruned to a macs budget" in md and "Budget: macs at 50.0% of the sparse model's; met 48.00%" in md
 
 
+def test_summary_names_the_arithmetic_each_trained_stage_ran_in():
+    pruning = {"channels_before": 10, "channels_after": 5}
+    stages = {"pretrained": _meta(20, 100, 0.5, training={"precision": "fp32"}),
+              "sparse": _meta(20, 100, 0.6, training={"precision": "bf16"}),
+              "pruned": _meta(10, 50, 0.6, pruning=pruning),
+              "finetuned": _meta(10, 50, 0.7, pruning=pruning, training={"precision": "bf16"})}
+    s = build_summary(stages, {}, DataOptions("cifar10", 100, 50), 0.5, 1e-4)
+    assert [n for n, r in s["stages"].items() if "precision" in r] == ["pretrained", "sparse", "finetuned"]
+    md = summary_markdown({**s, "passes": 1})
+    assert "Training arithmetic per stage: pretrained fp32, sparse bf16 autocast, finetuned bf16 autocast" in md
+    s["stages"]["pretrained"]["precision"] = "bf16"
+    assert "Training arithmetic: bf16 autocast in every trained stage (pretrained, sparse, finetuned)" in \
+        summary_markdown({**s, "passes": 1})
+    # Stages from before the field existed say nothing rather than a guess.
+    for r in s["stages"].values():
+        r.pop("precision", None)
+    assert "arithmetic" not in summary_markdown({**s, "passes": 1})
+
+
 def test_budget_text_for_a_macs_and_a_latency_budget():
     assert budget_text({"target": "macs", "asked": 0.5, "met": 0.4981}) == "macs budget 0.5 of the unpruned, met 0.498"
     latency = {"target": "latency_ms", "asked": 2.0, "backend": "ort-cpu", "full": 4.0, "met": 1.9, "macs_met": 0.45}
