@@ -82,6 +82,7 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path):
 
 def test_a_finished_stage_is_kept_only_for_the_settings_it_was_trained_with(tmp_path):
     from compress.errors import CompressError
+    from compress.stages._run import RunOptions
     from compress.stages.train import _kept
 
     settings = {"arch": "vgg11", "epochs": 2, "seed": 0, "data": {"spec": "imgs", "input_size": 32}}
@@ -89,9 +90,9 @@ def test_a_finished_stage_is_kept_only_for_the_settings_it_was_trained_with(tmp_
                    {"arch": "vgg11", "arch_kwargs": {"num_classes": 2, "width": 0.0625}, "classes": ["a", "b"],
                     "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3},
                     "training": {"settings": settings}})
-    assert _kept(tmp_path / "m", dict(settings))["training"]["settings"] == settings
+    assert _kept(tmp_path / "m", dict(settings), RunOptions())["training"]["settings"] == settings
     with pytest.raises(CompressError, match=r"holds a model trained with other settings \(data, seed\)"):
-        _kept(tmp_path / "m", {**settings, "seed": 1, "data": {"spec": "imgs", "input_size": None}})
+        _kept(tmp_path / "m", {**settings, "seed": 1, "data": {"spec": "imgs", "input_size": None}}, RunOptions())
 
 
 def test_targeted_sparsity_without_a_prune_is_refused_before_any_work(tmp_path):
