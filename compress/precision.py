@@ -18,12 +18,18 @@ import torch
 from compress.errors import CompressError
 
 PRECISIONS = ("auto", "bf16", "fp32")
+LABELS = {"auto": "auto (bf16 autocast on CUDA, fp32 elsewhere)", "bf16": "bf16 autocast", "fp32": "fp32"}
 
 
 def check_precision(value) -> str:
     if value not in PRECISIONS:
         raise CompressError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
     return value
+
+
+def label(precision: str) -> str:
+    """How reports name a precision; a recorded mix ("fp32+bf16") is named as recorded."""
+    return LABELS.get(precision, precision)
 
 
 def resolved(precision: str, device: torch.device) -> str:

@@ -143,8 +143,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
 
     `options` (a FitOptions) says how; keywords named like its fields override it (the older call form,
     ``fit(..., sparsity=1e-4, progress=False)``). Returns {"best", "last", "history", "recipe",
-    "distributed", "precision"} with test metrics. The caller writes the final model directory; this function owns
-    `metrics.jsonl`, `best.safetensors` and `train_state/`. A NaN or infinite loss stops training with
+    "distributed", "precision"} with test metrics. The caller writes the final model directory; this
+    function owns `metrics.jsonl`, `best.safetensors` and `train_state/`. A NaN or infinite loss stops training with
     NonFiniteLoss and leaves the last saved state as it was.
     """
     known = {f.name for f in fields(FitOptions)}

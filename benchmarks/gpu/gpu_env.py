@@ -71,9 +71,8 @@ def record(dry_run: bool) -> dict:
 
     import torch
 
-    from compress.runtime.sysinfo import collect_system
-
     from compress.precision import cpu_has_native_bf16
+    from compress.runtime.sysinfo import collect_system
 
     system = collect_system(gpu=torch.cuda.is_available())
     # Which of compress.precision's probes this torch has (get_capabilities is newer than some 2.x releases).

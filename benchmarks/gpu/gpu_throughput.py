@@ -132,6 +132,7 @@ def _captured(step, device):
 def toolkit(scale: Scale, data, norm, device, batch: int, work, compile_: bool) -> dict:
     """fit() for two epochs of fit_steps[batch] batches; the second epoch's img/s."""
     from compress.models import create_model
+    from compress.precision import label
     from compress.training import FitOptions, Recipe, fit
 
     train, test = data
@@ -144,7 +145,7 @@ def toolkit(scale: Scale, data, norm, device, batch: int, work, compile_: bool) 
                  Recipe.named("paper", epochs=2, batch_size=batch), mean=mean, std=std, options=options)
     first, second = result["history"]
     out = {"img_per_s": second["img_per_s"], "epoch_time_s": second["epoch_time_s"], "images_per_epoch": len(train),
-           "precision": {"bf16": "bf16 autocast", "fp32": "fp32"}[result["precision"]],
+           "precision": label(result["precision"]),
            "sparsity": "L1 subgradient λ=1e-4", "optimizer": "SGD fused" if device.type == "cuda" else "SGD"}
     if compile_:
         out.update(compile_backend=scale.compile_backend,

@@ -9,7 +9,8 @@ over the timed loop, whose ends are moved to the counter's own updates: it advan
 milliseconds, so read at arbitrary moments it would be off by up to one update period at each end (±10–20%
 of a 0.5 s loop). An update is seen when the iteration in flight ends, so each end is still off by up to one
 iteration: small against the period at batch 1 and 32, not for the slowest batch-256 networks. Where a GPU
-has no such counter or it does not move, no energy is reported and the row's warnings say why. On a CPU the same code times with the wall clock and reads no power.
+has no such counter or it does not move, no energy is reported and the row's warnings say why. On a CPU
+the same code times with the wall clock and reads no power.
 """
 
 from __future__ import annotations

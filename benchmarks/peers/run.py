@@ -177,10 +177,10 @@ def train_phase(cfg: dict, out: Path, args) -> None:
 
 
 def _precision_of(out: Path) -> str:
+    from compress.precision import label
+
     path = out / "precision.json"
-    precision = json.loads(path.read_text())["precision"] if path.exists() else "auto"
-    return {"auto": "auto (fp32 on a CPU, bf16 autocast on a GPU)", "bf16": "bf16 autocast",
-            "fp32": "fp32"}[precision]
+    return label(json.loads(path.read_text())["precision"] if path.exists() else "auto")
 
 
 def write_table(cfg: dict, out: Path, args) -> str:

@@ -4,7 +4,7 @@
 
 What an epoch of a scale would take before committing hours to it (the `cpu` scale's PreResNet-56 half:
 about 90 epochs of 50k images). Each variant: a fresh network, SGD with momentum, random inputs, `--warmup`
-steps, then the median (and range) of `--steps` timed steps. The peers benchmark itself trains in fp32.
+steps, then the median (and range) of `--steps` timed steps, in the autocast `compress --precision` uses.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def measure(arch: str, batch: int, steps: int, warmup: int, bf16: bool, channels
     import torch.nn.functional as F
 
     from compress.models import create_model
+    from compress.precision import autocast_for
 
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10, **({"width": width} if width is not None else {})).train()
@@ -33,7 +34,7 @@ def measure(arch: str, batch: int, steps: int, warmup: int, bf16: bool, channels
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast_for("bf16" if bf16 else "fp32", torch.device("cpu")):
             loss = F.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

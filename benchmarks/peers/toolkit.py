@@ -38,7 +38,7 @@ def compress_cli(args: list[str], log: Path, device: str | None = None) -> float
 
 def data_args(cfg: dict, seed: int) -> list[str]:
     args = ["--data", cfg["data"], "--seed", str(seed), "--recipe", cfg["recipe"],
-            "--precision", cfg.get("precision", "auto")]
+            "--precision", cfg["precision"]]
     for opt, key in (("--train-limit", "train_limit"), ("--test-limit", "test_limit")):
         args += [opt, str(cfg[key])]
     return args

@@ -39,7 +39,7 @@ def _save(model, out: Path, parent: dict, accuracy: float, info: dict) -> dict:
 
 
 def train_stage(parent_dir: Path, out: Path, data, recipe: Recipe, *, method: str, seed: int, device,
-                progress: bool, sparse: bool, precision: str = "auto") -> dict:
+                progress: bool, sparse: bool, precision: str) -> dict:
     """Train the parent's weights with `recipe` (and the method's regularizer when `sparse`) into `out`."""
     model, parent = compress.load_model(parent_dir)
     done = _complete(out, parent["weights_sha256"])
@@ -98,7 +98,7 @@ def second_stage(method: str, start: Path, run: Path, data, cfg: dict, *, seed: 
     spec = tp_methods.METHODS[method]
     return train_stage(start, run / "sparse", data, Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
                        method=method, seed=seed, device=device, progress=progress, sparse=spec.reg is not None,
-                       precision=cfg.get("precision", "auto"))
+                       precision=cfg["precision"])
 
 
 def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: int, target_macs: int,
@@ -109,5 +109,5 @@ def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: in
                          min_keep=cfg["min_keep"], round_to=round_to, device=device)
     final = train_stage(run / "pruned", run / "finetuned", data,
                         Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), method=method, seed=seed,
-                        device=device, progress=progress, sparse=False, precision=cfg.get("precision", "auto"))
+                        device=device, progress=progress, sparse=False, precision=cfg["precision"])
     return {"second": second, "pruned": pruned, "final": final}

@@ -188,5 +188,5 @@ def _slim_from_plain(where: Path, out: Path, cfg: dict, seed: int, args, prune, 
         sparsity=sparsity)
     compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
                   run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress,
-                                         precision=cfg.get("precision", "auto")))
+                                         precision=cfg["precision"]))
     return time.time() - t0

@@ -119,7 +119,9 @@ def summary_markdown(s: dict) -> str:
 
 
 def _precision_sentence(trained: dict[str, str]) -> str:
-    named = {n: {"bf16": "bf16 autocast"}.get(p, p) for n, p in trained.items()}
+    from compress.precision import label
+
+    named = {n: label(p) for n, p in trained.items()}
     if len(set(named.values())) == 1:
         return (f"Training arithmetic: {next(iter(named.values()))} in every trained stage ({', '.join(named)}); "
                 "weights are fp32.")
