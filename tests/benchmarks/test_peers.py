@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,24 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
             assert r["ratio_p05"] <= r["ratio_median"] <= r["ratio_p95"]
             assert r["ratio_ci95"][0] <= r["ratio_median"] <= r["ratio_ci95"][1]
     assert not list(where.glob("paired*.json"))  # never a record the timing phase would read as a method
+
+    # Final accuracies compared image by image: each method's count on the benchmark's test split is the
+    # accuracy its record holds, and a count that differs from the record is refused rather than compared.
+    import paired_accuracy
+
+    found = paired_accuracy.compare(where, METHODS, "cifar10", 200)
+    assert found["accuracy"] == pytest.approx({m: records[m]["final_accuracy"] for m in METHODS}, abs=1e-9)
+    for m in METHODS[1:]:
+        pair = found["pairs"][m]
+        assert pair["images"] == 200
+        assert pair["difference"] == pytest.approx(records[m]["final_accuracy"] - records["toolkit"]["final_accuracy"])
+    other = tmp_path / "other" / "seed0"
+    shutil.copytree(where, other)
+    record = json.loads((other / "tp-l1.json").read_text())
+    (other / "tp-l1.json").write_text(json.dumps({**record, "final_accuracy": record["final_accuracy"] + 0.01}))
+    with pytest.raises(SystemExit, match="tp-l1: .* not the images it was measured on"):
+        paired_accuracy.compare(other, METHODS, "cifar10", 200)
+    assert not (other / "paired" / "accuracy.json").exists()
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
@@ -394,3 +413,23 @@ def test_step_speed_times_every_variant_and_refuses_bad_options(capsys):
         step_speed.main(["vgg11", "--width", "0", "--steps", "1", "--warmup", "0"])  # not the full width
     with pytest.raises(SystemExit, match="step_speed: unknown architecture 'nonesuch'"):
         step_speed.main(["nonesuch", "--steps", "1", "--warmup", "0"])
+
+
+def test_paired_accuracy_counts_discordant_images_and_tests_them_exactly():
+    import paired_accuracy as pa
+
+    # Ten images only the peer gets right and none the other way: p = 2 × 0.5^10.
+    assert pa.mcnemar_exact_p(10, 0) == pytest.approx(2 * 0.5 ** 10)
+    assert pa.mcnemar_exact_p(0, 10) == pa.mcnemar_exact_p(10, 0)
+    assert pa.mcnemar_exact_p(5, 5) == 1.0 and pa.mcnemar_exact_p(0, 0) == 1.0
+    assert pa.mcnemar_exact_p(3, 1) == pytest.approx(2 * (1 + 4) / 16)
+    ref = [True] * 900 + [False] * 100
+    peer = [True] * 850 + [False] * 50 + [True] * 100  # 50 images only the toolkit gets, 100 only the peer
+    p = pa.paired_difference(ref, peer)
+    assert (p["only_other_right"], p["only_reference_right"], p["images"]) == (100, 50, 1000)
+    assert p["difference"] == pytest.approx(0.05) and p["ci95"][0] > 0 and p["other_vs_reference"] == "ahead"
+    assert pa.paired_difference(peer, ref)["other_vs_reference"] == "behind"
+    near = [True] * 898 + [False] * 2 + [True] * 2 + [False] * 98  # 2 against 2: no difference at all
+    assert pa.paired_difference(ref, near)["other_vs_reference"] == "level"
+    with pytest.raises(ValueError, match="same non-empty images"):
+        pa.paired_difference(ref, ref[:-1])
