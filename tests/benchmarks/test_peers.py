@@ -65,6 +65,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     for label in ("`compress slim`", "BNScalePruner", "GroupNormPruner", "MagnitudePruner L1"):
         assert label in table
     assert "to be timed" in table and "Machine:" in table and "Training precision (every method): auto" in table
+    # One seed has no spread: the table says so rather than showing "± 0.00".
+    assert "(one seed)" in table and "± 0.00 (" not in table and "one seed, no sd" in table
 
     # The timing phase is separate and fills the latency columns.
     proc = _run(out, cifar10_archive, "--phase", "time", "--iters", "3", "--paired-blocks", "6")
