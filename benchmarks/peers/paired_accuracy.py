@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -83,9 +84,12 @@ def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int 
 
     if REFERENCE not in methods:
         raise SystemExit(f"the methods must include {REFERENCE}, the reference of every difference")
-    seed = int(seed_dir.name.removeprefix("seed")) if seed_dir.name.startswith("seed") else 0
+    # The data seed picks the test split's images: it is the folder's, never a guess.
+    if not re.fullmatch(r"seed\d{1,9}", seed_dir.name):
+        raise SystemExit(f"{seed_dir} is not a run.py seed folder (OUT/NET/seedS)")
+    seed = int(seed_dir.name.removeprefix("seed"))
     data = compress.DataOptions(data_spec, None, test_limit, seed)
-    right, recorded = {}, {}
+    right, accuracy = {}, {}
     for m in methods:
         record = seed_dir / f"{m}.json"
         if not record.is_file():
@@ -105,9 +109,9 @@ def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int 
         if abs(measured - final_accuracy) > 0.5 / len(right[m]):
             raise SystemExit(f"{m}: {measured:.4%} on these images, but its record says {final_accuracy:.4%}: "
                              "not the images it was measured on (check --data and --test-limit)")
-        recorded[m] = measured
+        accuracy[m] = measured
     return {"reference": REFERENCE, "data": data_spec, "test_limit": test_limit, "seed": seed,
-            "accuracy": recorded,
+            "accuracy": accuracy,
             "pairs": {m: paired_difference(right[REFERENCE], right[m]) for m in right if m != REFERENCE}}
 
 
@@ -135,7 +139,12 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if not args.seed_dir.is_dir():
         raise SystemExit(f"{args.seed_dir} is not a directory")
-    found = compare(args.seed_dir, [m for m in args.methods.split(",") if m], args.data, args.test_limit)
+    from compress.errors import CompressError
+
+    try:
+        found = compare(args.seed_dir, [m for m in args.methods.split(",") if m], args.data, args.test_limit)
+    except (CompressError, OSError, ValueError) as exc:
+        raise SystemExit(f"paired_accuracy: {exc}") from None
     atomic_json(args.seed_dir / "paired" / "accuracy.json", found)
     print("\n".join(table(found)))
 

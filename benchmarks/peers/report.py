@@ -84,7 +84,7 @@ def _range(values: list[int]) -> str:
 
 def _final_cell(s: dict) -> str:
     """mean ± sd (min–max); one seed has no spread to show, and "± 0.00" would claim one."""
-    if len(s["final"]) == 1:
+    if len(s["seeds"]) == 1:
         return f"{_pct(s['final_mean'])} (one seed)"
     return f"{_pct(s['final_mean'])} ± {s['final_sd'] * 100:.2f} ({_pct(min(s['final']))}–{_pct(max(s['final']))})"
 

@@ -435,3 +435,22 @@ def test_paired_accuracy_counts_discordant_images_and_tests_them_exactly():
     assert pa.paired_difference(ref, near)["other_vs_reference"] == "level"
     with pytest.raises(ValueError, match="same non-empty images"):
         pa.paired_difference(ref, ref[:-1])
+
+
+
+def test_paired_accuracy_refuses_a_folder_it_cannot_read_in_one_line(tmp_path):
+    import paired_accuracy as pa
+
+    guessed = tmp_path / "seedX"
+    guessed.mkdir()
+    with pytest.raises(SystemExit, match="is not a run.py seed folder"):  # no seed, no guessed test split
+        pa.main([str(guessed)])
+    run = tmp_path / "seed0"
+    run.mkdir()
+    (run / "toolkit.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="toolkit.json is not a finished method's record"):
+        pa.main([str(run)])
+    (run / "toolkit.json").write_text(json.dumps({"final_dir": "toolkit/finetuned", "final_accuracy": 0.5}))
+    with pytest.raises(SystemExit, match="^paired_accuracy: model directory not found: .*toolkit/finetuned$"):
+        pa.main([str(run)])
+    assert not (run / "paired").exists() and (run / "toolkit.json").read_text().startswith('{"final_dir"')
