@@ -64,9 +64,10 @@ def toolkit_record(where: Path, cfg: dict, seed: int, args) -> dict:
 
 
 def target_of(where: Path) -> tuple[int, int]:
-    """The toolkit default's MACs (Torch-Pruning counter) and the round_to its `--round-to auto` resolved to."""
-    ref = _read(where / "toolkit.json")
-    return int(ref["macs"]), int(ref["round_to"])
+    """The toolkit default's MACs (Torch-Pruning counter) and the round_to its `--round-to auto` resolved to,
+    from its pruned stage: fine-tuning keeps the architecture, so a peer may prune while it runs."""
+    pruned = where / "toolkit" / "pruned"
+    return counted(pruned)[0], int(_read(pruned / "plan.json")["round_to"])
 
 
 def peer_record(method: str, where: Path, cfg: dict, seed: int, args) -> dict:

@@ -19,6 +19,9 @@ Scales:
   cpu    VGG-19 ×0.25 and PreResNet-56 on all 50k images, 10 + 10 + 10 epochs, seed 0 (hours on a CPU).
   full   VGG-19 and PreResNet-56 on all 50k images, 30 + 30 + 30 epochs, seeds 0, 1, 2 (a GPU).
 
+--finetune-lr LR fine-tunes every method alike at that peak LR (default: the one `compress slim` uses); an OUT
+keeps the LR it started with.
+
 --precision bf16 trains every method in bf16 autocast (on a CPU with AVX-512 BF16 or AMX, PreResNet-56's
 full-width steps ran 1.8x faster; pruned networks gain less or lose); an OUT keeps the precision it started with.
 """
@@ -58,10 +61,14 @@ SCALES = {
 COMMON = {"recipe": "fast", "min_keep": 0.2}  # the quick preset's recipe and the toolkit's default floor
 PEERS = ["tp-bnscale", "tp-groupnorm", "tp-l1"]
 SECOND = ".second"  # a peer's second stage as its own item: it needs the plain model, not the toolkit's MACs
+# The toolkit's pruned stage as an item: its MACs are fixed there, so a peer's prune need not wait for the
+# toolkit's fine-tuning.
+PRUNED = ".pruned"
 
 
 def config(args) -> dict:
-    cfg = {**COMMON, **SCALES[args.scale], "data": args.data, "precision": args.precision}
+    cfg = {**COMMON, **SCALES[args.scale], "data": args.data, "precision": args.precision,
+           "finetune_lr": args.finetune_lr}
     if args.seeds:
         cfg["seeds"] = [int(s) for s in args.seeds.split(",")]
     if args.nets:
@@ -87,7 +94,7 @@ def _needs(method: str) -> list[str]:
     if method == "toolkit" or method.endswith(SECOND):
         return ["pretrained"]
     if method in PEERS:
-        return ["pretrained", "toolkit"]
+        return ["pretrained", "toolkit" + PRUNED]
     return ["pretrained", *variants.VARIANTS[method].needs]
 
 
@@ -111,13 +118,16 @@ def run_one(method: str, net: str, seed: int, cfg: dict, out: Path, args) -> Non
         atomic_json(where / "pretrained.json", {"wall_s": round(wall, 1)})
         return
     record = results.collect(method, where, cfg, seed, args)
-    record.update(net=net, arch=arch, arch_kwargs=kwargs, scale=args.scale, precision=cfg["precision"])
+    record.update(net=net, arch=arch, arch_kwargs=kwargs, scale=args.scale, precision=cfg["precision"],
+                  finetune_lr=finetune_lr_of(cfg))
     atomic_json(where / f"{method}.json", record)
 
 
 def _done(where: Path, item: str) -> bool:
     if item.endswith(SECOND):
         return (where / item[: -len(SECOND)] / "sparse" / "model.json").exists()
+    if item.endswith(PRUNED):
+        return (where / item[: -len(PRUNED)] / "pruned" / "model.json").exists()
     return (where / f"{item}.json").exists()
 
 
@@ -147,7 +157,7 @@ def train_phase(cfg: dict, out: Path, args) -> None:
     """Run every pending (net, seed, method) whose inputs are finished; wait for those held elsewhere."""
     chosen = methods(args)
     # The comparison first, seed by seed; then each ablation variant over every seed, one variant at a time.
-    # The toolkit's run comes before the peers' second stages: its MACs are what every peer's prune waits for.
+    # The toolkit's run comes before the peers' second stages: its prune fixes the MACs every peer's prune waits for.
     main = ["pretrained", "toolkit", *(p + SECOND for p in PEERS), *PEERS]
     pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in main]
     pending += [(net, seed, m) for net in cfg["nets"] for m in chosen if m not in main for seed in cfg["seeds"]]
@@ -176,6 +186,13 @@ def train_phase(cfg: dict, out: Path, args) -> None:
             time.sleep(args.poll)
 
 
+def finetune_lr_of(cfg: dict) -> float:
+    """The fine-tuning peak LR every method uses: `--finetune-lr`, else the one `compress slim` uses."""
+    from compress.training import FINETUNE_LR, Recipe
+
+    return cfg["finetune_lr"] or FINETUNE_LR.get(cfg["recipe"]) or Recipe.named(cfg["recipe"]).lr
+
+
 def _precision_of(out: Path) -> str:
     from compress.precision import label
 
@@ -191,6 +208,7 @@ def write_table(cfg: dict, out: Path, args) -> str:
     parts = [f"# This toolkit against Torch-Pruning at equal MACs: scale `{args.scale}`", "",
              f"Command: `python benchmarks/peers/run.py {' '.join(sys.argv[1:])}`  ",
              f"Machine: {machine()}  ", f"Training precision (every method): {_precision_of(out)}  ",
+             f"Fine-tuning peak LR (every method): {_finetune_lr_label(out, cfg)}  ",
              f"Written: {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC", ""]
     everything = {}
     for net in cfg["nets"]:
@@ -236,6 +254,39 @@ def _same_precision(out: Path, precision: str) -> None:
         atomic_json(path, {"precision": precision})
 
 
+def _finetune_lr_label(out: Path, cfg: dict) -> str:
+    path = out / "finetune_lr.json"
+    chosen = json.loads(path.read_text())["finetune_lr"] if path.exists() else None
+    return f"{chosen:g} (`--finetune-lr`)" if chosen else f"{finetune_lr_of({**cfg, 'finetune_lr': None}):g} (the recipe's)"
+
+
+def _same_finetune_lr(out: Path, lr: float | None) -> None:
+    """Every method of one OUT fine-tunes at the same peak LR; folders from before the option used the
+    recipe's (None)."""
+    path = out / "finetune_lr.json"
+    if path.exists():
+        before = json.loads(path.read_text())["finetune_lr"]
+    else:
+        before = None if any(out.glob("*/seed*")) else lr
+    if before != lr:
+        said = f"--finetune-lr {before:g}" if before else "the recipe's fine-tuning LR (no --finetune-lr)"
+        raise SystemExit(f"{out} holds runs fine-tuned with {said}; use it again, or another --out")
+    if not path.exists():
+        atomic_json(path, {"finetune_lr": lr})
+
+
+def _positive_lr(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 10):
+        raise argparse.ArgumentTypeError(f"a learning rate in (0, 10], got {text!r}")
+    return value
+
+
 def _blocks_or_none(text: str) -> int:
     import paired_timing
 
@@ -255,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                     help="training arithmetic of every method alike (compress --precision); one per OUT")
+    ap.add_argument("--finetune-lr", type=_positive_lr, default=None,
+                    help="fine-tuning peak LR of every method alike (default: the one compress slim uses); one per OUT")
     ap.add_argument("--iters", type=_at_least(1, 100_000), default=200, help="timing: iterations per batch size")
     ap.add_argument("--rounds", type=_at_least(1, 20), default=2,
                     help="timing: passes over all methods, alternating order; the fastest round's p50 is kept")
@@ -268,6 +321,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.phase == "train":
         _same_precision(out, args.precision)
+        _same_finetune_lr(out, args.finetune_lr)
         train_phase(cfg, out, args)
     elif args.phase == "time":
         import timing

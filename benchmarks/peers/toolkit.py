@@ -53,9 +53,10 @@ def pretrain(cfg: dict, arch: str, kwargs: dict, seed: int, out: Path, device: s
 
 def slim(cfg: dict, seed: int, start: Path, out: Path, device: str | None, extra: list[str] = ()) -> float:
     """`compress slim --from START` with the quick preset's defaults and the scale's data and epochs."""
+    chosen = ["--finetune-lr", repr(cfg["finetune_lr"])] if cfg.get("finetune_lr") else []
     return compress_cli(["slim", "--from", str(start), "--out", str(out), "--epochs", str(cfg["sparse_epochs"]),
                          "--finetune-epochs", str(cfg["finetune_epochs"]), "--round-to", "auto",
-                         *data_args(cfg, seed), *extra], out.parent / f"{out.name}.log", device)
+                         *data_args(cfg, seed), *chosen, *extra], out.parent / f"{out.name}.log", device)
 
 
 def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[str]) -> float:
@@ -68,10 +69,10 @@ def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[st
 
 def finetune(cfg: dict, seed: int, out: Path, device: str | None, extra: list[str] = ()) -> float:
     """`compress finetune` of OUT/pruned into OUT/finetuned with the recipe `compress slim` fine-tunes with
-    (the scale's recipe at its fine-tuning peak LR)."""
+    (the scale's recipe at its fine-tuning peak LR, or the benchmark's `--finetune-lr`)."""
     from compress.training import FINETUNE_LR
 
-    lr = FINETUNE_LR.get(cfg["recipe"])
+    lr = cfg.get("finetune_lr") or FINETUNE_LR.get(cfg["recipe"])
     return compress_cli(["finetune", str(out / "pruned"), "--out", str(out / "finetuned"), "--epochs",
                          str(cfg["finetune_epochs"]), *data_args(cfg, seed), *(["--lr", str(lr)] if lr else []),
                          *extra], out.parent / f"{out.name}.log", device)

@@ -57,7 +57,7 @@ def train_stage(parent_dir: Path, out: Path, data, recipe: Recipe, *, method: st
                  desc=f"{method} {'sparse' if sparse else 'train'}", tag=tag, precision=precision)
     wall = sum(r.get("epoch_time_s", 0.0) for r in result["history"])
     saved = _save(model, out, parent, result["last"]["test_accuracy"],
-                  {"stage": "sparse" if sparse else "train", "method": method, "epochs": recipe.epochs,
+                  {"stage": "sparse" if sparse else "train", "method": method, "epochs": recipe.epochs, "lr": recipe.lr,
                    "precision": result["precision"], "train_time_s": round(wall, 1),
                    "wall_s": round(time.time() - t0, 1)})
     finish(out)
@@ -108,6 +108,7 @@ def run_method(method: str, start: Path, run: Path, data, cfg: dict, *, seed: in
     pruned = prune_stage(run / "sparse", run / "pruned", data, method=method, target_macs=target_macs,
                          min_keep=cfg["min_keep"], round_to=round_to, device=device)
     final = train_stage(run / "pruned", run / "finetuned", data,
-                        Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), method=method, seed=seed,
+                        Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"], lr=cfg.get("finetune_lr")),
+                        method=method, seed=seed,
                         device=device, progress=progress, sparse=False, precision=cfg["precision"])
     return {"second": second, "pruned": pruned, "final": final}

@@ -184,7 +184,8 @@ def _slim_from_plain(where: Path, out: Path, cfg: dict, seed: int, args, prune, 
     t0 = time.time()
     options = compress.SlimOptions(
         train_recipe=Recipe.named(cfg["recipe"], epochs=cfg["sparse_epochs"]),
-        finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"]), prune=prune,
+        finetune_recipe=Recipe.finetuning(cfg["recipe"], epochs=cfg["finetune_epochs"], lr=cfg.get("finetune_lr")),
+        prune=prune,
         sparsity=sparsity)
     compress.slim(None, results.data_for(cfg, seed), out, options, start_from=where / "pretrained",
                   run=compress.RunOptions(device=args.device, seed=seed, progress=args.progress,

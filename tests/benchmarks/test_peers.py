@@ -47,7 +47,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         assert r["macs_target"] == target and abs(r["macs"] / target - 1) <= 0.01, method
         assert r["round_to"] == records["toolkit"]["round_to"]
         assert (where / r["final_dir"] / "model.json").exists()
-        assert r["precision"] == "auto"
+        assert r["precision"] == "auto" and r["finetune_lr"] == 0.1
     # Every method's training stages ran in the same arithmetic, fp32 on this CPU, and say so.
     for stage in ("toolkit/sparse", "toolkit/finetuned", "tp-l1/sparse", "tp-l1/finetuned"):
         meta = json.loads((where / stage / "model.json").read_text())
@@ -65,6 +65,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     for label in ("`compress slim`", "BNScalePruner", "GroupNormPruner", "MagnitudePruner L1"):
         assert label in table
     assert "to be timed" in table and "Machine:" in table and "Training precision (every method): auto" in table
+    assert "Fine-tuning peak LR (every method): 0.1 (the recipe's)" in table
     # One seed has no spread: the table says so rather than showing "± 0.00".
     assert "(one seed)" in table and "± 0.00 (" not in table and "one seed, no sd" in table
 
@@ -127,6 +128,20 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     with pytest.raises(SystemExit, match="tp-l1: .* not the images it was measured on"):
         paired_accuracy.compare(other, METHODS, "cifar10", 200)
     assert not (other / "paired" / "accuracy.json").exists()
+
+    # Every method fine-tunes at one chosen peak LR in its own folder; a folder keeps the LR it started with.
+    proc = _run(out, cifar10_archive, "--finetune-lr", "0.05")
+    assert proc.returncode != 0 and "fine-tuned with the recipe's fine-tuning LR" in proc.stderr
+    assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
+    lower = tmp_path / "lower"
+    proc = _run(lower, cifar10_archive, "--finetune-lr", "0.05")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    low = lower / "vgg11x0.25" / "seed0"
+    for m in METHODS:
+        assert json.loads((low / f"{m}.json").read_text())["finetune_lr"] == 0.05
+        meta = json.loads((low / m / "finetuned" / "model.json").read_text())
+        assert (meta["training"]["recipe"] if m == "toolkit" else meta["peers"])["lr"] == 0.05, m
+    assert "Fine-tuning peak LR (every method): 0.05 (`--finetune-lr`)" in (lower / "table.md").read_text()
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
@@ -289,6 +304,35 @@ def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
     (where / "tp-l1" / "sparse").mkdir(parents=True)
     (where / "tp-l1" / "sparse" / "model.json").write_text("{}")
     assert run._done(where, "tp-l1" + run.SECOND) and not run._done(where, "tp-l1")
+    # The toolkit's MACs are fixed once its prune is written: a peer need not wait for its fine-tuning.
+    (where / "toolkit" / "pruned").mkdir(parents=True)
+    (where / "toolkit" / "pruned" / "model.json").write_text("{}")
+    assert ready("tp-l1") and not run._done(where, "toolkit")
+
+
+def test_an_output_folder_keeps_the_finetuning_lr_it_started_with(tmp_path):
+    import run
+
+    out = tmp_path / "out"
+    out.mkdir()
+    run._same_finetune_lr(out, 0.05)
+    run._same_finetune_lr(out, 0.05)
+    for other in (None, 0.02):
+        with pytest.raises(SystemExit, match="fine-tuned with --finetune-lr 0.05"):
+            run._same_finetune_lr(out, other)
+    # A folder from before the option fine-tuned at the recipe's LR.
+    old = tmp_path / "old"
+    (old / "vgg" / "seed0").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="recipe's fine-tuning LR"):
+        run._same_finetune_lr(old, 0.05)
+    assert not (old / "finetune_lr.json").exists()
+    run._same_finetune_lr(old, None)
+    assert json.loads((old / "finetune_lr.json").read_text()) == {"finetune_lr": None}
+    for bad in ("0", "-0.1", "nan", "inf", "x", "11"):
+        with pytest.raises(SystemExit) as exit_:
+            run.main(["--out", str(tmp_path / "never"), "--finetune-lr", bad])
+        assert exit_.value.code == 2, bad
+    assert not (tmp_path / "never").exists()
 
 
 def test_run_refuses_out_of_range_timing_options_before_doing_anything(tmp_path):
