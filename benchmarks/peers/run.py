@@ -188,9 +188,9 @@ def train_phase(cfg: dict, out: Path, args) -> None:
 
 def finetune_lr_of(cfg: dict) -> float:
     """The fine-tuning peak LR every method uses: `--finetune-lr`, else the one `compress slim` uses."""
-    from compress.training import FINETUNE_LR, Recipe
+    from compress.training import Recipe
 
-    return cfg["finetune_lr"] or FINETUNE_LR.get(cfg["recipe"]) or Recipe.named(cfg["recipe"]).lr
+    return Recipe.finetuning(cfg["recipe"], lr=cfg["finetune_lr"]).lr
 
 
 def _precision_of(out: Path) -> str:
@@ -241,17 +241,23 @@ def write_table(cfg: dict, out: Path, args) -> str:
     return text
 
 
-def _same_precision(out: Path, precision: str) -> None:
-    """Every method of one OUT trains in the same arithmetic: the first run records it, later ones must match.
-    Folders from before the option trained in `auto`."""
-    path = out / "precision.json"
-    before = json.loads(path.read_text())["precision"] if path.exists() else None
-    if before is None and any(out.glob("*/seed*")):
-        before = "auto"
-    if before is not None and before != precision:
-        raise SystemExit(f"{out} holds runs trained with --precision {before}; use it again, or another --out")
+def _kept_setting(out: Path, name: str, value, *, legacy, said) -> None:
+    """Every method of one OUT shares the setting `name`: the first run records it in OUT/NAME.json and later
+    ones must match; a folder of runs made before the option holds `legacy`. `said(v)` words a refusal."""
+    path = out / f"{name}.json"
+    if path.exists():
+        before = json.loads(path.read_text())[name]
+    else:
+        before = legacy if any(out.glob("*/seed*")) else value
+    if before != value:
+        raise SystemExit(f"{out} holds runs {said(before)}; use it again, or another --out")
     if not path.exists():
-        atomic_json(path, {"precision": precision})
+        atomic_json(path, {name: value})
+
+
+def _same_precision(out: Path, precision: str) -> None:
+    """Every method of one OUT trains in the same arithmetic; folders from before the option trained in `auto`."""
+    _kept_setting(out, "precision", precision, legacy="auto", said=lambda b: f"trained with --precision {b}")
 
 
 def _finetune_lr_label(out: Path, cfg: dict) -> str:
@@ -263,16 +269,9 @@ def _finetune_lr_label(out: Path, cfg: dict) -> str:
 def _same_finetune_lr(out: Path, lr: float | None) -> None:
     """Every method of one OUT fine-tunes at the same peak LR; folders from before the option used the
     recipe's (None)."""
-    path = out / "finetune_lr.json"
-    if path.exists():
-        before = json.loads(path.read_text())["finetune_lr"]
-    else:
-        before = None if any(out.glob("*/seed*")) else lr
-    if before != lr:
-        said = f"--finetune-lr {before:g}" if before else "the recipe's fine-tuning LR (no --finetune-lr)"
-        raise SystemExit(f"{out} holds runs fine-tuned with {said}; use it again, or another --out")
-    if not path.exists():
-        atomic_json(path, {"finetune_lr": lr})
+    _kept_setting(out, "finetune_lr", lr, legacy=None,
+                  said=lambda b: f"fine-tuned with --finetune-lr {b:g}" if b
+                  else "fine-tuned with the recipe's fine-tuning LR (no --finetune-lr)")
 
 
 def _positive_lr(text: str) -> float:

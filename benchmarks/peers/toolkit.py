@@ -70,11 +70,11 @@ def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[st
 def finetune(cfg: dict, seed: int, out: Path, device: str | None, extra: list[str] = ()) -> float:
     """`compress finetune` of OUT/pruned into OUT/finetuned with the recipe `compress slim` fine-tunes with
     (the scale's recipe at its fine-tuning peak LR, or the benchmark's `--finetune-lr`)."""
-    from compress.training import FINETUNE_LR
+    from compress.training import Recipe
 
-    lr = cfg.get("finetune_lr") or FINETUNE_LR.get(cfg["recipe"])
+    lr = Recipe.finetuning(cfg["recipe"], lr=cfg.get("finetune_lr")).lr
     return compress_cli(["finetune", str(out / "pruned"), "--out", str(out / "finetuned"), "--epochs",
-                         str(cfg["finetune_epochs"]), *data_args(cfg, seed), *(["--lr", str(lr)] if lr else []),
+                         str(cfg["finetune_epochs"]), *data_args(cfg, seed), "--lr", repr(lr),
                          *extra], out.parent / f"{out.name}.log", device)
 
 
