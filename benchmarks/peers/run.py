@@ -241,9 +241,10 @@ def write_table(cfg: dict, out: Path, args) -> str:
     return text
 
 
-def _kept_setting(out: Path, name: str, value, *, legacy, said) -> None:
-    """Every method of one OUT shares the setting `name`: the first run records it in OUT/NAME.json and later
-    ones must match; a folder of runs made before the option holds `legacy`. `said(v)` words a refusal."""
+def _kept_setting(out: Path, name: str, value, *, legacy, said) -> tuple | None:
+    """Every method of one OUT shares the setting `name`, recorded in OUT/NAME.json by the first run: a
+    mismatch is refused (`said(v)` words it); a folder of runs made before the option holds `legacy`.
+    Returns what to record when the folder has not recorded it yet."""
     path = out / f"{name}.json"
     if path.exists():
         before = json.loads(path.read_text())[name]
@@ -251,27 +252,40 @@ def _kept_setting(out: Path, name: str, value, *, legacy, said) -> None:
         before = legacy if any(out.glob("*/seed*")) else value
     if before != value:
         raise SystemExit(f"{out} holds runs {said(before)}; use it again, or another --out")
-    if not path.exists():
-        atomic_json(path, {name: value})
+    return None if path.exists() else (path, {name: value})
+
+
+def _record(*settings) -> None:
+    for found in settings:
+        if found is not None:
+            atomic_json(*found)
+
+
+def _precision_setting(out: Path, precision: str) -> tuple | None:
+    """Every method of one OUT trains in the same arithmetic; folders from before the option trained in `auto`."""
+    return _kept_setting(out, "precision", precision, legacy="auto", said=lambda b: f"trained with --precision {b}")
+
+
+def _finetune_lr_setting(out: Path, lr: float | None) -> tuple | None:
+    """Every method of one OUT fine-tunes at the same peak LR; folders from before the option used the
+    recipe's (None)."""
+    return _kept_setting(out, "finetune_lr", lr, legacy=None,
+                         said=lambda b: f"fine-tuned with --finetune-lr {b:g}" if b
+                         else "fine-tuned with the recipe's fine-tuning LR (no --finetune-lr)")
 
 
 def _same_precision(out: Path, precision: str) -> None:
-    """Every method of one OUT trains in the same arithmetic; folders from before the option trained in `auto`."""
-    _kept_setting(out, "precision", precision, legacy="auto", said=lambda b: f"trained with --precision {b}")
+    _record(_precision_setting(out, precision))
+
+
+def _same_finetune_lr(out: Path, lr: float | None) -> None:
+    _record(_finetune_lr_setting(out, lr))
 
 
 def _finetune_lr_label(out: Path, cfg: dict) -> str:
     path = out / "finetune_lr.json"
     chosen = json.loads(path.read_text())["finetune_lr"] if path.exists() else None
     return f"{chosen:g} (`--finetune-lr`)" if chosen else f"{finetune_lr_of({**cfg, 'finetune_lr': None}):g} (the recipe's)"
-
-
-def _same_finetune_lr(out: Path, lr: float | None) -> None:
-    """Every method of one OUT fine-tunes at the same peak LR; folders from before the option used the
-    recipe's (None)."""
-    _kept_setting(out, "finetune_lr", lr, legacy=None,
-                  said=lambda b: f"fine-tuned with --finetune-lr {b:g}" if b
-                  else "fine-tuned with the recipe's fine-tuning LR (no --finetune-lr)")
 
 
 def _positive_lr(text: str) -> float:
@@ -319,8 +333,8 @@ def main(argv=None) -> int:
     out = args.out or Path("runs") / f"peers-{args.scale}"
     out.mkdir(parents=True, exist_ok=True)
     if args.phase == "train":
-        _same_precision(out, args.precision)
-        _same_finetune_lr(out, args.finetune_lr)
+        # Both checked before either is recorded: a refused run writes nothing.
+        _record(_precision_setting(out, args.precision), _finetune_lr_setting(out, args.finetune_lr))
         train_phase(cfg, out, args)
     elif args.phase == "time":
         import timing

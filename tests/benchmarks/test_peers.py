@@ -326,6 +326,10 @@ def test_an_output_folder_keeps_the_finetuning_lr_it_started_with(tmp_path):
     with pytest.raises(SystemExit, match="recipe's fine-tuning LR"):
         run._same_finetune_lr(old, 0.05)
     assert not (old / "finetune_lr.json").exists()
+    # A refusal of either setting records neither.
+    with pytest.raises(SystemExit):
+        run.main(["--out", str(old), "--finetune-lr", "0.05"])
+    assert not (old / "precision.json").exists() and not (old / "finetune_lr.json").exists()
     run._same_finetune_lr(old, None)
     assert json.loads((old / "finetune_lr.json").read_text()) == {"finetune_lr": None}
     for bad in ("0", "-0.1", "nan", "inf", "x", "11"):
