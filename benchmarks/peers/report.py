@@ -73,6 +73,11 @@ def acceptance(summary: dict, reference: str = "toolkit") -> list[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a bare `|` (as in |γ|) would end the cell and shift the row."""
+    return text.replace("|", "\\|")
+
+
 def _pct(v: float) -> str:
     return f"{v * 100:.2f}%"
 
@@ -102,7 +107,7 @@ def table(summary: dict) -> list[str]:
         lat = [f"{s['latency'][f'{b}@{n}']:.3f} ms" if f"{b}@{n}" in s["latency"] else "to be timed"
                for b, n in LATENCY_COLUMNS]
         lines.append(
-            f"| {s['label']} | {len(s['seeds'])} | {_final_cell(s)} | {_pct(s['pruned_mean'])} | "
+            f"| {_cell(s['label'])} | {len(s['seeds'])} | {_final_cell(s)} | {_pct(s['pruned_mean'])} | "
             f"{_pct(s['sparse_mean'])} | {s['drop_mean'] * 100:+.2f} pp ({s['drop_worst'] * 100:+.2f}) | "
             f"{_range(s['params'])} | {_range(s['macs'])} | {s['macs_error_max'] * 100:.2f}% | "
             f"{s['wall_mean'] / 60:.1f} min | " + " | ".join(lat) + " |")
@@ -114,7 +119,7 @@ def per_seed(results: list[dict]) -> list[str]:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     rank = lambda r: (r["method"] != "toolkit", not r["method"].startswith(PEER_PREFIX), r["method"], r["seed"])  # noqa: E731
     for r in sorted(results, key=rank):
-        lines.append(f"| {r['label']} | {r['seed']} | {_pct(r['sparse_accuracy'])} | {_pct(r['pruned_accuracy'])} "
+        lines.append(f"| {_cell(r['label'])} | {r['seed']} | {_pct(r['sparse_accuracy'])} | {_pct(r['pruned_accuracy'])} "
                      f"| {_pct(r['final_accuracy'])} | {r['params']:,} | {r['macs']:,} | "
                      f"{r['macs_error'] * 100:+.2f}% |")
     return lines
@@ -151,7 +156,7 @@ def paired_speed(paired: dict[str, dict], labels: dict[str, str], reference: str
                 if hi < 1:
                     faster.setdefault(m, []).append(f"{c} {seed}")
             row.append(" / ".join(parts))
-        lines.append(f"| {labels.get(m, m)} | " + " | ".join(row) + " |")
+        lines.append(f"| {_cell(labels.get(m, m))} | " + " | ".join(row) + " |")
     lines += ["", "Deployed speed at equal MACs (issue 20), from the paired timing:", ""]
     for m in methods:
         if not m.startswith(PEER_PREFIX):

@@ -34,11 +34,24 @@ VARIANTS = {
                               "|γ| importance, pruned to the default's MACs"),
     "targeted-r04": Variant("toolkit, `TargetedSparsity(reach=0.4)`, |γ| importance, pruned to the default's MACs"),
     "targeted-r09": Variant("toolkit, `TargetedSparsity(reach=0.9)`, |γ| importance, pruned to the default's MACs"),
+    "targeted-rel": Variant("toolkit, `TargetedSparsity()` with each unit's |γ| divided by its mean (prototype: "
+                            "`relative_importance.py`), pruned to the default's MACs"),
     "select": Variant("toolkit with the paper's channel selections on shared channels (`--shared select`), "
                       "MACs matched by Torch-Pruning's counter"),  # needs the default's MACs
     "costaware": Variant("toolkit, cost-aware importance at the default's MACs (`--target-macs --cost-aware`)"),
     "latency": Variant("toolkit, |γ| scaled by the measured speed of the channel's convolutions (β = 1), "
                        "pruned to the default's MACs (prototype: `latency_aware.py`)"),
+    # Which half of the pipeline loses at the `cpu` scale: the toolkit's prune and fine-tuning, given a peer's
+    # second stage instead of its own targeted one (same plain model, same epochs, same prune request).
+    "on-bnscale": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
+                          "re-estimation when inexact) and "
+                          "fine-tuning of BNScalePruner's second-stage model", needs=["toolkit", "tp-bnscale.second"]),
+    "on-bnscale-rel": Variant("toolkit's prune (the default's `--shared`, each unit's |γ| divided by its mean: prototype "
+                              "`relative_importance.py`; MACs matched by Torch-Pruning's counter) and fine-tuning of "
+                              "BNScalePruner's second-stage model", needs=["toolkit", "tp-bnscale.second"]),
+    "on-l1": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
+                     "re-estimation when inexact) and "
+                     "fine-tuning of the L1 peer's second stage (plain training)", needs=["toolkit", "tp-l1.second"]),
 }
 
 
@@ -49,6 +62,12 @@ def _macs_fraction(where: Path) -> float:
     sparse = json.loads((base / "sparse" / "model.json").read_text())
     pruned = json.loads((base / "pruned" / "model.json").read_text())
     return pruned["macs"] / sparse["macs"]
+
+
+def _default_shared(where: Path) -> str:
+    """How the default pruned shared channels (the quick preset's `--shared narrow`), so that a variant
+    built on compress.PruneRequest, whose own default is the paper's "select", prunes them the same way."""
+    return json.loads((where / "toolkit" / "pruned" / "plan.json").read_text())["shared"]
 
 
 def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
@@ -68,6 +87,13 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = _cost_weighted(where, out, cfg, seed, args)
     elif name in ("targeted", "targeted-gamma"):
         wall = _targeted(where, out, cfg, seed, args, "cost" if name == "targeted" else "gamma")
+    elif name == "targeted-rel":
+        from relative_importance import relative
+
+        # Its widths differ from the default's (wider streams), so its budget is matched by Torch-Pruning's
+        # counter, bisected on the plain model as for `select`.
+        wall = _targeted(where, out, cfg, seed, args, relative, reach=0.4,
+                         fraction=_matched_fraction(where, cfg, shared=_default_shared(where), importance=relative))
     elif name in ("targeted-r04", "targeted-r09"):
         wall = _targeted(where, out, cfg, seed, args, "gamma", reach=0.4 if name.endswith("04") else 0.9)
     elif name == "distill-a05":
@@ -77,10 +103,21 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = _select(where, out, cfg, seed, args)
     elif name == "latency":
         wall = _latency(where, out, cfg, seed, args)
+    elif name in ("on-bnscale", "on-l1"):
+        toolkit.reuse_stages(where / ("tp-bnscale" if name == "on-bnscale" else "tp-l1"), out, ["sparse"])
+        shared = _default_shared(where)
+        fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse")
+        wall = toolkit.prune(cfg, out / "sparse", out, args.device, ["--target-macs", repr(fraction), "--shared", shared])
+        wall += toolkit.finetune(cfg, seed, out, args.device)
+    elif name == "on-bnscale-rel":
+        toolkit.reuse_stages(where / "tp-bnscale", out, ["sparse"])
+        wall = _prune_relative(where, out, cfg, seed, args)
+        wall += toolkit.finetune(cfg, seed, out, args.device)
     elif name == "costaware":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse"])
         wall = toolkit.prune(cfg, out / "sparse", out, args.device,
-                             ["--target-macs", repr(_macs_fraction(where)), "--cost-aware"])
+                             ["--target-macs", repr(_macs_fraction(where)), "--cost-aware", "--shared",
+                              _default_shared(where)])
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
@@ -90,12 +127,13 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
 
 
 def _reused_train_s(out: Path) -> float:
-    """Training time of the stages copied from the default, so that a variant's wall time is its whole run's."""
+    """Training time of the stages copied from the default (or a peer), so that a variant's wall time is its whole run's."""
     stages = ["sparse"]
     total = 0.0
     for stage in stages:
         meta = json.loads((out / stage / "model.json").read_text())
-        total += float((meta.get("training") or {}).get("wall_time_s") or 0.0)
+        total += float((meta.get("training") or {}).get("wall_time_s")
+                       or (meta.get("peers") or {}).get("train_time_s") or 0.0)  # a peer's stage
     return total
 
 
@@ -109,18 +147,20 @@ def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     plain, _ = compress.load_model(where / "pretrained")
     round_to = results.target_of(where)[1]
     goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
-    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto")
+    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
+                                  shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune,
                             CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
 
 
-def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance: str, reach: float = 0.7) -> float:
+def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance, reach: float = 0.7,
+              fraction: float | None = None) -> float:
     """`compress.slim` from the shared plain model with the penalty on the channels its prune (to the
-    default's MACs) will remove, re-decided during the sparse stage."""
+    default's MACs, or `fraction` of the MACs) will remove, re-decided during the sparse stage."""
     import compress
 
-    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
-                                  importance=importance)
+    prune = compress.PruneRequest(target_macs=fraction or _macs_fraction(where), min_keep=cfg["min_keep"],
+                                  round_to="auto", importance=importance, shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity(reach=reach))
 
 
@@ -132,7 +172,8 @@ def _latency(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     plain, meta = compress.load_model(where / "pretrained")
     speeds = latency_aware.speeds_for(where)
     prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
-                                  importance=latency_aware.importance(plain, speeds, meta["input_size"]))
+                                  importance=latency_aware.importance(plain, speeds, meta["input_size"]),
+                                  shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
@@ -148,7 +189,31 @@ def _select(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
-def _matched_fraction(where: Path, cfg: dict, *, shared: str, steps: int = 12) -> float:
+def _prune_relative(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """`compress prune` of OUT/sparse as the CLI runs it (accuracy right after, BN re-estimation when
+    inexact), with the relative importance, at the default's MACs by Torch-Pruning's counter."""
+    import time
+
+    from relative_importance import relative
+
+    import compress
+    from compress.stages.prune import prune
+
+    if (out / "pruned" / "model.json").exists():
+        return 0.0
+    t0 = time.time()
+    shared = _default_shared(where)
+    fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse", importance=relative)
+    request = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
+                                    shared=shared, importance=relative)
+    prune(out / "sparse", out / "pruned", request, data=results.data_for(cfg, seed), device=args.device)
+    return time.time() - t0
+
+
+def _matched_fraction(where: Path, cfg: dict, *, shared: str, steps: int = 12, source: Path | None = None,
+                      importance="gamma") -> float:
+    """The `--target-macs` fraction whose prune of `source` (the plain model by default) Torch-Pruning's
+    counter puts at the default's MACs."""
     import copy
 
     import torch
@@ -157,13 +222,13 @@ def _matched_fraction(where: Path, cfg: dict, *, shared: str, steps: int = 12) -
     import tp_methods
 
     target, round_to = results.target_of(where)
-    plain, meta = compress.load_model(where / "pretrained")
+    plain, meta = compress.load_model(source or where / "pretrained")
     example = torch.zeros(1, *meta["input_size"])
 
     def tp_macs(fraction: float) -> int:
         model = copy.deepcopy(plain)
         compress.prune(model, example, target_macs=fraction, min_keep=cfg["min_keep"], round_to=round_to,
-                       shared=shared)
+                       shared=shared, importance=importance)
         return tp_methods.count(model, example)[0]
 
     lo, hi = 0.3, 0.7

@@ -145,7 +145,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
-                "latency"]
+                "latency", "on-bnscale", "on-bnscale-rel", "on-l1", "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -154,7 +154,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
                   "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
-                  "latency": []}[name]
+                  "latency": [], "on-bnscale": [], "on-bnscale-rel": [], "on-l1": [], "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
             assert r["macs"] == target, name
@@ -162,6 +162,14 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
             assert r["macs"] <= target * 1.01, name
         for stage in reused:
             assert sha(where / name / stage) == sha(where / "toolkit" / stage), (name, stage)
+        plan = lambda run: json.loads((where / run / "pruned" / "plan.json").read_text())  # noqa: E731
+        if name != "select":  # shared channels pruned as the default prunes them, not PruneRequest's default
+            assert plan(name)["shared"] == plan("toolkit")["shared"] == "narrow", name
+        if name.startswith("on-"):  # the toolkit's prune and fine-tuning of a peer's own second stage
+            peer = {"on-bnscale": "tp-bnscale", "on-bnscale-rel": "tp-bnscale", "on-l1": "tp-l1"}[name]
+            assert sha(where / name / "sparse") == sha(where / peer / "sparse"), name
+        if name.endswith("-rel"):
+            assert plan(name)["importance"] == "relative", name
     assert "`--distill`" in (out / "table.md").read_text()
     assert abs(json.loads((where / "select.json").read_text())["macs_error"]) <= 0.01  # matched by TP's counter
     # The latency variant measured its speeds once, on the default's final network, outside the seed folder.
@@ -289,6 +297,33 @@ def test_latency_aware_importance_prefers_the_faster_layers_at_equal_gamma():
     assert kept_late > kept_early
     with pytest.raises(SystemExit, match="no measured speed"):
         importance(model, {convs[0]: 1.0}, (3, 32, 32))
+
+
+def test_relative_importance_compares_a_channel_with_its_own_layer():
+    import compress
+    from relative_importance import relative
+
+    model, example = _vgg(), torch.zeros(1, 3, 32, 32)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():  # one layer of a tenth the others' scale, as the BNs that read a residual stream
+        bns[3].weight.mul_(0.1)
+    kept = {}
+    for name, importance in (("gamma", "gamma"), ("relative", relative)):
+        pruned = copy.deepcopy(model)
+        compress.prune(pruned, example, target_macs=0.5, min_keep=0.2, round_to=1, importance=importance)
+        kept[name] = _conv_widths(pruned)[3] / _conv_widths(model)[3]
+    # |γ| takes the small-scale layer down to its floor; relative to its own mean it keeps a share like the others'.
+    assert kept["gamma"] == pytest.approx(0.2, abs=0.02)
+    assert kept["relative"] > 0.3
+
+
+def test_a_label_with_bars_stays_in_its_table_cell():
+    import report
+
+    record = {"method": "v", "label": "|γ| scaled", "seed": 0, "sparse_accuracy": 0.5, "pruned_accuracy": 0.5,
+              "final_accuracy": 0.5, "params": 1, "macs": 1, "macs_error": 0.0}
+    row = report.per_seed([record])[-1]
+    assert row.startswith("| \\|γ\\| scaled | 0 |") and row.count(" | ") == 7
 
 
 def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
