@@ -46,9 +46,10 @@ VARIANTS = {
     "on-bnscale": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
                           "re-estimation when inexact) and "
                           "fine-tuning of BNScalePruner's second-stage model", needs=["toolkit", "tp-bnscale.second"]),
-    "on-bnscale-rel": Variant("toolkit's prune (the default's `--shared`, each unit's |γ| divided by its mean: prototype "
-                              "`relative_importance.py`; MACs matched by Torch-Pruning's counter) and fine-tuning of "
-                              "BNScalePruner's second-stage model", needs=["toolkit", "tp-bnscale.second"]),
+    "on-bnscale-rel": Variant("toolkit's prune (the default's `--shared`, each unit's |γ| divided by its mean: "
+                              "prototype `relative_importance.py`; MACs matched by Torch-Pruning's counter) and "
+                              "fine-tuning of BNScalePruner's second-stage model",
+                              needs=["toolkit", "tp-bnscale.second"]),
     "on-l1": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
                      "re-estimation when inexact) and "
                      "fine-tuning of the L1 peer's second stage (plain training)", needs=["toolkit", "tp-l1.second"]),
@@ -107,7 +108,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         toolkit.reuse_stages(where / ("tp-bnscale" if name == "on-bnscale" else "tp-l1"), out, ["sparse"])
         shared = _default_shared(where)
         fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse")
-        wall = toolkit.prune(cfg, out / "sparse", out, args.device, ["--target-macs", repr(fraction), "--shared", shared])
+        wall = toolkit.prune(cfg, out / "sparse", out, args.device,
+                             ["--target-macs", repr(fraction), "--shared", shared])
         wall += toolkit.finetune(cfg, seed, out, args.device)
     elif name == "on-bnscale-rel":
         toolkit.reuse_stages(where / "tp-bnscale", out, ["sparse"])
@@ -127,7 +129,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
 
 
 def _reused_train_s(out: Path) -> float:
-    """Training time of the stages copied from the default (or a peer), so that a variant's wall time is its whole run's."""
+    """Training time of the stages copied from the default (or a peer), so that a variant's wall time is its
+    whole run's."""
     stages = ["sparse"]
     total = 0.0
     for stage in stages:
