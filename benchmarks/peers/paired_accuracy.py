@@ -1,6 +1,7 @@
 """Each method's final accuracy against the toolkit's on the same test images (a paired comparison).
 
     python benchmarks/peers/paired_accuracy.py runs/peers-cpu/preresnet56/seed0 --test-limit 10000
+    python benchmarks/peers/paired_accuracy.py SEED_DIR --reference tp-bnscale --methods tp-bnscale,on-bnscale
 
 With one seed, the table's mean ± sd says nothing about whether a gap of a few tenths is more than the
 test set's sampling error. Both networks answer the same images, so the question is paired: of the images
@@ -12,7 +13,8 @@ excludes 0, "level" where it holds 0.
 The images are the benchmark's test split (same dataset, limit and seed), evaluated in fp32 on the CPU as
 the stages measured them; each method's count is checked against the accuracy its record holds, and a
 mismatch stops the script rather than comparing other images. The JSON goes to SEED_DIR/paired/accuracy.json
-(atomically); the table is printed.
+(atomically; `accuracy_vs_REFERENCE.json` for another `--reference`, so that the toolkit's comparison is
+never replaced by an ablation's); the table is printed.
 """
 
 from __future__ import annotations
@@ -79,11 +81,12 @@ def correct_per_image(model_dir: Path, data) -> list[bool]:
     return right
 
 
-def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int | None) -> dict:
+def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int | None,
+            reference: str = REFERENCE) -> dict:
     import compress
 
-    if REFERENCE not in methods:
-        raise SystemExit(f"the methods must include {REFERENCE}, the reference of every difference")
+    if reference not in methods:
+        raise SystemExit(f"the methods must include {reference}, the reference of every difference")
     # The data seed picks the test split's images: it is the folder's, never a guess.
     if not re.fullmatch(r"seed\d{1,9}", seed_dir.name):
         raise SystemExit(f"{seed_dir} is not a run.py seed folder (OUT/NET/seedS)")
@@ -93,7 +96,7 @@ def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int 
     for m in methods:
         record = seed_dir / f"{m}.json"
         if not record.is_file():
-            if m == REFERENCE:
+            if m == reference:
                 raise SystemExit(f"{record} is missing: nothing to compare with")
             print(f"{m}: no record, left out", file=sys.stderr)
             continue
@@ -110,18 +113,21 @@ def compare(seed_dir: Path, methods: list[str], data_spec: str, test_limit: int 
             raise SystemExit(f"{m}: {measured:.4%} on these images, but its record says {final_accuracy:.4%}: "
                              "not the images it was measured on (check --data and --test-limit)")
         accuracy[m] = measured
-    return {"reference": REFERENCE, "data": data_spec, "test_limit": test_limit, "seed": seed,
+    return {"reference": reference, "data": data_spec, "test_limit": test_limit, "seed": seed,
             "accuracy": accuracy,
-            "pairs": {m: paired_difference(right[REFERENCE], right[m]) for m in right if m != REFERENCE}}
+            "pairs": {m: paired_difference(right[reference], right[m]) for m in right if m != reference}}
 
 
 def table(found: dict) -> list[str]:
-    lines = ["| method | accuracy | vs toolkit | 95% interval | images only it / only the toolkit gets right | "
+    ref = found["reference"]
+    lines = [f"| method | accuracy | vs {ref} | 95% interval | images only it / only {ref} gets right | "
              "McNemar p | verdict |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-             f"| toolkit | {found['accuracy'][REFERENCE]:.2%} | — | — | — | — | — |"]
+             f"| {ref} | {found['accuracy'][ref]:.2%} | — | — | — | — | — |"]
+    words = {"level": "level", "ahead": "peer ahead", "behind": "toolkit ahead"} if ref == REFERENCE else \
+        {"level": "level", "ahead": f"ahead of {ref}", "behind": f"{ref} ahead"}
     for m, p in found["pairs"].items():
         low, high = p["ci95"]
-        verdict = {"level": "level", "ahead": "peer ahead", "behind": "toolkit ahead"}[p["other_vs_reference"]]
+        verdict = words[p["other_vs_reference"]]
         lines.append(f"| {m} | {found['accuracy'][m]:.2%} | {p['difference'] * 100:+.2f} pp | "
                      f"{low * 100:+.2f} to {high * 100:+.2f} pp | "
                      f"{p['only_other_right']} / {p['only_reference_right']} | "
@@ -129,10 +135,19 @@ def table(found: dict) -> list[str]:
     return lines
 
 
+def _method_name(text: str) -> str:
+    """A method's name, as its record `NAME.json` and the output file use it: no path, no spaces."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", text) or ".." in text:
+        raise argparse.ArgumentTypeError(f"not a method name: {text!r}")
+    return text
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("seed_dir", type=Path, help="OUT/NET/seedS of a finished run.py")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--reference", default=REFERENCE, type=_method_name,
+                    help="the method every other is compared with (default toolkit)")
     ap.add_argument("--data", default="cifar10", help="the dataset run.py trained on (default cifar10)")
     ap.add_argument("--test-limit", type=_at_least(1, 10_000_000), default=None,
                     help="run.py's scale's test limit (default: all)")
@@ -142,10 +157,12 @@ def main(argv=None) -> None:
     from compress.errors import CompressError
 
     try:
-        found = compare(args.seed_dir, [m for m in args.methods.split(",") if m], args.data, args.test_limit)
+        found = compare(args.seed_dir, [m for m in args.methods.split(",") if m], args.data, args.test_limit,
+                        args.reference)
     except (CompressError, OSError, ValueError) as exc:
         raise SystemExit(f"paired_accuracy: {exc}") from None
-    atomic_json(args.seed_dir / "paired" / "accuracy.json", found)
+    name = "accuracy.json" if args.reference == REFERENCE else f"accuracy_vs_{args.reference}.json"
+    atomic_json(args.seed_dir / "paired" / name, found)
     print("\n".join(table(found)))
 
 

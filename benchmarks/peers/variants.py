@@ -50,6 +50,9 @@ VARIANTS = {
                               "prototype `relative_importance.py`; MACs matched by Torch-Pruning's counter) and "
                               "fine-tuning of BNScalePruner's second-stage model",
                               needs=["toolkit", "tp-bnscale.second"]),
+    "on-bnscale-raw": Variant("toolkit's prune as `on-bnscale` but with neither BN re-estimation nor β folding "
+                              "(`--recalibrate 0 --no-compensate`, as Torch-Pruning prunes) and fine-tuning of "
+                              "BNScalePruner's second-stage model", needs=["toolkit", "tp-bnscale.second"]),
     "on-l1": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
                      "re-estimation when inexact) and "
                      "fine-tuning of the L1 peer's second stage (plain training)", needs=["toolkit", "tp-l1.second"]),
@@ -104,12 +107,13 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = _select(where, out, cfg, seed, args)
     elif name == "latency":
         wall = _latency(where, out, cfg, seed, args)
-    elif name in ("on-bnscale", "on-l1"):
-        toolkit.reuse_stages(where / ("tp-bnscale" if name == "on-bnscale" else "tp-l1"), out, ["sparse"])
+    elif name in ("on-bnscale", "on-bnscale-raw", "on-l1"):
+        toolkit.reuse_stages(where / ("tp-l1" if name == "on-l1" else "tp-bnscale"), out, ["sparse"])
         shared = _default_shared(where)
         fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse")
+        raw = ["--recalibrate", "0", "--no-compensate"] if name.endswith("-raw") else []
         wall = toolkit.prune(cfg, out / "sparse", out, args.device,
-                             ["--target-macs", repr(fraction), "--shared", shared])
+                             ["--target-macs", repr(fraction), "--shared", shared, *raw])
         wall += toolkit.finetune(cfg, seed, out, args.device)
     elif name == "on-bnscale-rel":
         toolkit.reuse_stages(where / "tp-bnscale", out, ["sparse"])

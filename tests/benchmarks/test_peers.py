@@ -121,6 +121,16 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         pair = found["pairs"][m]
         assert pair["images"] == 200
         assert pair["difference"] == pytest.approx(records[m]["final_accuracy"] - records["toolkit"]["final_accuracy"])
+    # Another reference (an ablation against a peer) writes its own file, never the toolkit's comparison.
+    paired_accuracy.main([str(where), "--methods", "tp-l1,toolkit", "--reference", "tp-l1", "--test-limit", "200"])
+    against = json.loads((where / "paired" / "accuracy_vs_tp-l1.json").read_text())
+    assert against["reference"] == "tp-l1" and list(against["pairs"]) == ["toolkit"]
+    assert against["pairs"]["toolkit"]["difference"] == pytest.approx(-found["pairs"]["tp-l1"]["difference"])
+    assert not (where / "paired" / "accuracy.json").exists()
+    for bad in ("../x", "tp l1"):
+        with pytest.raises(SystemExit) as exit_:
+            paired_accuracy.main([str(where), "--methods", f"{bad},toolkit", "--reference", bad])
+        assert exit_.value.code == 2, bad
     other = tmp_path / "other" / "seed0"
     shutil.copytree(where, other)
     record = json.loads((other / "tp-l1.json").read_text())
@@ -145,7 +155,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
-                "latency", "on-bnscale", "on-bnscale-rel", "on-l1", "targeted-rel"]
+                "latency", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -154,7 +164,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
                   "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
-                  "latency": [], "on-bnscale": [], "on-bnscale-rel": [], "on-l1": [], "targeted-rel": []}[name]
+                  "latency": [], "on-bnscale": [], "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [],
+                  "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
             assert r["macs"] == target, name
@@ -166,10 +177,14 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         if name != "select":  # shared channels pruned as the default prunes them, not PruneRequest's default
             assert plan(name)["shared"] == plan("toolkit")["shared"] == "narrow", name
         if name.startswith("on-"):  # the toolkit's prune and fine-tuning of a peer's own second stage
-            peer = {"on-bnscale": "tp-bnscale", "on-bnscale-rel": "tp-bnscale", "on-l1": "tp-l1"}[name]
+            peer = "tp-l1" if name == "on-l1" else "tp-bnscale"
             assert sha(where / name / "sparse") == sha(where / peer / "sparse"), name
         if name.endswith("-rel"):
             assert plan(name)["importance"] == "relative", name
+        if name == "on-bnscale-raw":  # pruned as Torch-Pruning prunes: no β folded, no BN re-estimation
+            assert plan(name)["compensated"] is False
+            pruning = json.loads((where / name / "pruned" / "model.json").read_text())["pruning"]
+            assert pruning["bn_recalibration_images"] == 0
     assert "`--distill`" in (out / "table.md").read_text()
     assert abs(json.loads((where / "select.json").read_text())["macs_error"]) <= 0.01  # matched by TP's counter
     # The latency variant measured its speeds once, on the default's final network, outside the seed folder.
