@@ -119,7 +119,7 @@ def run_one(method: str, net: str, seed: int, cfg: dict, out: Path, args) -> Non
         return
     record = results.collect(method, where, cfg, seed, args)
     record.update(net=net, arch=arch, arch_kwargs=kwargs, scale=args.scale, precision=cfg["precision"],
-                  finetune_lr=finetune_lr_of(cfg))
+                  finetune_lr=toolkit.finetune_lr_of(cfg))
     atomic_json(where / f"{method}.json", record)
 
 
@@ -184,13 +184,6 @@ def train_phase(cfg: dict, out: Path, args) -> None:
             break  # rescan from the top: what this run finished may have unblocked an earlier item
         if pending and not progressed:
             time.sleep(args.poll)
-
-
-def finetune_lr_of(cfg: dict) -> float:
-    """The fine-tuning peak LR every method uses: `--finetune-lr`, else the one `compress slim` uses."""
-    from compress.training import Recipe
-
-    return Recipe.finetuning(cfg["recipe"], lr=cfg["finetune_lr"]).lr
 
 
 def _precision_of(out: Path) -> str:
@@ -274,18 +267,14 @@ def _finetune_lr_setting(out: Path, lr: float | None) -> tuple | None:
                          else "fine-tuned with the recipe's fine-tuning LR (no --finetune-lr)")
 
 
-def _same_precision(out: Path, precision: str) -> None:
-    _record(_precision_setting(out, precision))
-
-
-def _same_finetune_lr(out: Path, lr: float | None) -> None:
-    _record(_finetune_lr_setting(out, lr))
-
-
 def _finetune_lr_label(out: Path, cfg: dict) -> str:
+    import toolkit
+
     path = out / "finetune_lr.json"
     chosen = json.loads(path.read_text())["finetune_lr"] if path.exists() else None
-    return f"{chosen:g} (`--finetune-lr`)" if chosen else f"{finetune_lr_of({**cfg, 'finetune_lr': None}):g} (the recipe's)"
+    if chosen:
+        return f"{chosen:g} (`--finetune-lr`)"
+    return f"{toolkit.finetune_lr_of({**cfg, 'finetune_lr': None}):g} (the recipe's)"
 
 
 def _positive_lr(text: str) -> float:

@@ -67,14 +67,18 @@ def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[st
                          "--data", cfg["data"], "--test-limit", str(cfg["test_limit"]), *extra], out.parent / f"{out.name}.log", device)
 
 
+def finetune_lr_of(cfg: dict) -> float:
+    """The fine-tuning peak LR every method uses: `--finetune-lr`, else the one `compress slim` uses."""
+    from compress.training import Recipe
+
+    return Recipe.finetuning(cfg["recipe"], lr=cfg.get("finetune_lr")).lr
+
+
 def finetune(cfg: dict, seed: int, out: Path, device: str | None, extra: list[str] = ()) -> float:
     """`compress finetune` of OUT/pruned into OUT/finetuned with the recipe `compress slim` fine-tunes with
     (the scale's recipe at its fine-tuning peak LR, or the benchmark's `--finetune-lr`)."""
-    from compress.training import Recipe
-
-    lr = Recipe.finetuning(cfg["recipe"], lr=cfg.get("finetune_lr")).lr
     return compress_cli(["finetune", str(out / "pruned"), "--out", str(out / "finetuned"), "--epochs",
-                         str(cfg["finetune_epochs"]), *data_args(cfg, seed), "--lr", repr(lr),
+                         str(cfg["finetune_epochs"]), *data_args(cfg, seed), "--lr", repr(finetune_lr_of(cfg)),
                          *extra], out.parent / f"{out.name}.log", device)
 
 

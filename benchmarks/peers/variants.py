@@ -107,17 +107,10 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = _select(where, out, cfg, seed, args)
     elif name == "latency":
         wall = _latency(where, out, cfg, seed, args)
-    elif name in ("on-bnscale", "on-bnscale-raw", "on-l1"):
-        toolkit.reuse_stages(where / ("tp-l1" if name == "on-l1" else "tp-bnscale"), out, ["sparse"])
-        shared = _default_shared(where)
-        fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse")
-        raw = ["--recalibrate", "0", "--no-compensate"] if name.endswith("-raw") else []
-        wall = toolkit.prune(cfg, out / "sparse", out, args.device,
-                             ["--target-macs", repr(fraction), "--shared", shared, *raw])
-        wall += toolkit.finetune(cfg, seed, out, args.device)
-    elif name == "on-bnscale-rel":
-        toolkit.reuse_stages(where / "tp-bnscale", out, ["sparse"])
-        wall = _prune_relative(where, out, cfg, seed, args)
+    elif name.startswith("on-"):
+        peer = variant.needs[-1].removesuffix(".second")  # the peer whose second stage it prunes
+        toolkit.reuse_stages(where / peer, out, ["sparse"])
+        wall = _prune_peer_stage(name, where, out, cfg, seed, args)
         wall += toolkit.finetune(cfg, seed, out, args.device)
     elif name == "costaware":
         toolkit.reuse_stages(where / "toolkit", out, ["sparse"])
@@ -196,12 +189,12 @@ def _select(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
-def _prune_relative(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
-    """`compress prune` of OUT/sparse as the CLI runs it (accuracy right after, BN re-estimation when
-    inexact), with the relative importance, at the default's MACs by Torch-Pruning's counter."""
+def _prune_peer_stage(name: str, where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+    """`compress prune` of OUT/sparse (a peer's second stage) as the CLI runs it (accuracy right after, BN
+    re-estimation when inexact), shared channels as the default prunes them, at the default's MACs by
+    Torch-Pruning's counter: `-rel` ranks by the relative importance (a callable, so through the library
+    stage), `-raw` neither folds β nor re-estimates BN statistics."""
     import time
-
-    from relative_importance import relative
 
     import compress
     from compress.stages.prune import prune
@@ -210,10 +203,17 @@ def _prune_relative(where: Path, out: Path, cfg: dict, seed: int, args) -> float
         return 0.0
     t0 = time.time()
     shared = _default_shared(where)
-    fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse", importance=relative)
-    request = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
-                                    shared=shared, importance=relative)
-    prune(out / "sparse", out / "pruned", request, data=results.data_for(cfg, seed), device=args.device)
+    if name.endswith("-rel"):
+        from relative_importance import relative
+
+        fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse", importance=relative)
+        request = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
+                                        shared=shared, importance=relative)
+        prune(out / "sparse", out / "pruned", request, data=results.data_for(cfg, seed), device=args.device)
+        return time.time() - t0
+    fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse")
+    raw = ["--recalibrate", "0", "--no-compensate"] if name.endswith("-raw") else []
+    toolkit.prune(cfg, out / "sparse", out, args.device, ["--target-macs", repr(fraction), "--shared", shared, *raw])
     return time.time() - t0
 
 

@@ -365,22 +365,22 @@ def test_an_output_folder_keeps_the_finetuning_lr_it_started_with(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    run._same_finetune_lr(out, 0.05)
-    run._same_finetune_lr(out, 0.05)
+    run._record(run._finetune_lr_setting(out, 0.05))
+    run._record(run._finetune_lr_setting(out, 0.05))
     for other in (None, 0.02):
         with pytest.raises(SystemExit, match="fine-tuned with --finetune-lr 0.05"):
-            run._same_finetune_lr(out, other)
+            run._record(run._finetune_lr_setting(out, other))
     # A folder from before the option fine-tuned at the recipe's LR.
     old = tmp_path / "old"
     (old / "vgg" / "seed0").mkdir(parents=True)
     with pytest.raises(SystemExit, match="recipe's fine-tuning LR"):
-        run._same_finetune_lr(old, 0.05)
+        run._record(run._finetune_lr_setting(old, 0.05))
     assert not (old / "finetune_lr.json").exists()
     # A refusal of either setting records neither.
     with pytest.raises(SystemExit):
         run.main(["--out", str(old), "--finetune-lr", "0.05"])
     assert not (old / "precision.json").exists() and not (old / "finetune_lr.json").exists()
-    run._same_finetune_lr(old, None)
+    run._record(run._finetune_lr_setting(old, None))
     assert json.loads((old / "finetune_lr.json").read_text()) == {"finetune_lr": None}
     for bad in ("0", "-0.1", "nan", "inf", "x", "11"):
         with pytest.raises(SystemExit) as exit_:
@@ -406,18 +406,18 @@ def test_an_output_folder_keeps_the_precision_it_started_with(tmp_path):
 
     out = tmp_path / "out"
     out.mkdir()
-    run._same_precision(out, "bf16")
-    run._same_precision(out, "bf16")
+    run._record(run._precision_setting(out, "bf16"))
+    run._record(run._precision_setting(out, "bf16"))
     with pytest.raises(SystemExit, match="trained with --precision bf16"):
-        run._same_precision(out, "auto")
+        run._record(run._precision_setting(out, "auto"))
     # A folder from before the option holds runs trained in auto: a bf16 run may not join it.
     old = tmp_path / "old"
     (old / "vgg" / "seed0").mkdir(parents=True)
     (old / "vgg" / "seed0" / "toolkit.json").write_text("{}")
     with pytest.raises(SystemExit, match="--precision auto"):
-        run._same_precision(old, "bf16")
+        run._record(run._precision_setting(old, "bf16"))
     assert not (old / "precision.json").exists()
-    run._same_precision(old, "auto")
+    run._record(run._precision_setting(old, "auto"))
     assert json.loads((old / "precision.json").read_text()) == {"precision": "auto"}
 
 
