@@ -19,6 +19,9 @@ Scales:
   cpu    VGG-19 ×0.25 and PreResNet-56 on all 50k images, 10 + 10 + 10 epochs, seed 0 (hours on a CPU).
   full   VGG-19 and PreResNet-56 on all 50k images, 30 + 30 + 30 epochs, seeds 0, 1, 2 (a GPU).
 
+--peers tp-bnscale runs only the named Torch-Pruning methods (a second seed for the pair that decides):
+the table then compares the toolkit with each peer on the seeds both ran.
+
 --finetune-lr LR fine-tunes every method alike at that peak LR (default: the one `compress slim` uses); an OUT
 keeps the LR it started with.
 
@@ -76,10 +79,20 @@ def config(args) -> dict:
     return cfg
 
 
+def peers_arg(text: str) -> list[str]:
+    """`--peers`: a comma-separated subset of the Torch-Pruning methods, in the benchmark's order."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown peers: {', '.join(unknown) or '(none named)'}; choose from "
+                                         f"{', '.join(PEERS)}")
+    return [p for p in PEERS if p in names]
+
+
 def methods(args) -> list[str]:
     import variants
 
-    chosen = ["toolkit", *PEERS] + [v for v in (args.variants or "").split(",") if v]
+    chosen = ["toolkit", *args.peers] + [v for v in (args.variants or "").split(",") if v]
     unknown = [m for m in chosen if m not in ("toolkit", *PEERS, *variants.VARIANTS)]
     if unknown:
         raise SystemExit(f"unknown variants: {', '.join(unknown)}; choose from {', '.join(variants.VARIANTS)}")
@@ -158,7 +171,7 @@ def train_phase(cfg: dict, out: Path, args) -> None:
     chosen = methods(args)
     # The comparison first, seed by seed; then each ablation variant over every seed, one variant at a time.
     # The toolkit's run comes before the peers' second stages: its prune fixes the MACs every peer's prune waits for.
-    main = ["pretrained", "toolkit", *(p + SECOND for p in PEERS), *PEERS]
+    main = ["pretrained", "toolkit", *(p + SECOND for p in args.peers), *args.peers]
     pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in main]
     pending += [(net, seed, m) for net in cfg["nets"] for m in chosen if m not in main for seed in cfg["seeds"]]
     while pending:
@@ -303,6 +316,8 @@ def main(argv=None) -> int:
                     help="train (then write the table), time (latency; run on a quiet machine), table")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default: the scale's)")
     ap.add_argument("--nets", default=None, help="comma-separated networks of the scale (default: all)")
+    ap.add_argument("--peers", type=peers_arg, default=list(PEERS),
+                    help=f"comma-separated Torch-Pruning methods to run (default: all, {','.join(PEERS)})")
     ap.add_argument("--variants", default=None, help="comma-separated ablation variants of the toolkit to add")
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--device", default=None)

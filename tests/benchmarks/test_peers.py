@@ -341,6 +341,41 @@ def test_a_label_with_bars_stays_in_its_table_cell():
     assert row.startswith("| \\|γ\\| scaled | 0 |") and row.count(" | ") == 7
 
 
+def _summary_record(method: str, seed: int, final: float) -> dict:
+    return {"method": method, "label": method.upper(), "seed": seed, "sparse_accuracy": final,
+            "pruned_accuracy": final, "final_accuracy": final, "params": 1, "macs": 1, "macs_error": 0.0, "wall_s": 1}
+
+
+def test_acceptance_compares_a_peer_on_the_seeds_both_ran():
+    import report
+
+    runs = [_summary_record("toolkit", 0, 0.80), _summary_record("toolkit", 1, 0.70),
+            _summary_record("tp-a", 0, 0.79), _summary_record("tp-a", 1, 0.71), _summary_record("tp-b", 0, 0.75)]
+    lines = report.acceptance(report.summarize(runs))
+    # Against tp-b, seed 0 only: +5 pp; a mean over both toolkit seeds (75%) would have said level.
+    assert lines[1].startswith("- vs TP-B: +5.00 pp") and "seeds 0 only" in lines[1] and "**met**" in lines[1]
+    assert lines[0].startswith("- vs TP-A: +0.00 pp") and "seeds" not in lines[0].split("(")[1]
+    assert "**missed**" in lines[0]  # level, by less than the larger sd
+    apart = report.acceptance(report.summarize([_summary_record("toolkit", 0, 0.8), _summary_record("tp-a", 1, 0.9)]))
+    assert apart[0] == "- vs TP-A: no seed in common with the toolkit's runs: **not compared**"
+
+
+def test_peers_option_runs_the_named_peers_only_and_refuses_unknown_ones(tmp_path):
+    import argparse
+
+    import run
+
+    assert run.peers_arg("tp-l1,tp-bnscale") == ["tp-bnscale", "tp-l1"]  # the benchmark's order
+    for bad in ("tp-foo", "", ",", "tp-l1,toolkit"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            run.peers_arg(bad)
+    with pytest.raises(SystemExit) as exit_:
+        run.main(["--out", str(tmp_path / "never"), "--peers", "bnscale"])
+    assert exit_.value.code == 2 and not (tmp_path / "never").exists()
+    args = argparse.Namespace(peers=["tp-bnscale"], variants=None)
+    assert run.methods(args) == ["toolkit", "tp-bnscale"]
+
+
 def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
     import run
 
