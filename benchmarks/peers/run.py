@@ -166,12 +166,20 @@ def _drop_unmatched(where: Path, method: str) -> None:
         shutil.rmtree(where / method / stage, ignore_errors=True)
 
 
+def main_items(peers: list[str], chosen: list[str]) -> list[str]:
+    """The comparison's items in run order: the plain model, the toolkit, the second stages of the chosen
+    peers and of any peer a chosen variant builds on (so `--peers` cannot leave a variant waiting for a
+    stage nobody runs), then the chosen peers."""
+    seconds = {d for m in chosen for d in _needs(m) if d.endswith(SECOND)}
+    return ["pretrained", "toolkit", *(p + SECOND for p in PEERS if p in peers or p + SECOND in seconds), *peers]
+
+
 def train_phase(cfg: dict, out: Path, args) -> None:
     """Run every pending (net, seed, method) whose inputs are finished; wait for those held elsewhere."""
     chosen = methods(args)
     # The comparison first, seed by seed; then each ablation variant over every seed, one variant at a time.
     # The toolkit's run comes before the peers' second stages: its prune fixes the MACs every peer's prune waits for.
-    main = ["pretrained", "toolkit", *(p + SECOND for p in args.peers), *args.peers]
+    main = main_items(args.peers, chosen)
     pending = [(net, seed, m) for net in cfg["nets"] for seed in cfg["seeds"] for m in main]
     pending += [(net, seed, m) for net in cfg["nets"] for m in chosen if m not in main for seed in cfg["seeds"]]
     while pending:

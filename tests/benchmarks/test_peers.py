@@ -374,6 +374,12 @@ def test_peers_option_runs_the_named_peers_only_and_refuses_unknown_ones(tmp_pat
     assert exit_.value.code == 2 and not (tmp_path / "never").exists()
     args = argparse.Namespace(peers=["tp-bnscale"], variants=None)
     assert run.methods(args) == ["toolkit", "tp-bnscale"]
+    assert run.main_items(["tp-bnscale"], run.methods(args)) == ["pretrained", "toolkit", "tp-bnscale.second",
+                                                                 "tp-bnscale"]
+    # A variant built on another peer's second stage still gets that stage run, not a wait for ever.
+    args = argparse.Namespace(peers=["tp-bnscale"], variants="on-l1")
+    assert run.main_items(args.peers, run.methods(args)) == ["pretrained", "toolkit", "tp-bnscale.second",
+                                                             "tp-l1.second", "tp-bnscale"]
 
 
 def test_a_peers_second_stage_waits_only_for_the_plain_model(tmp_path):
