@@ -85,7 +85,7 @@ def run(scale: RowScale, data_spec: str, work: Path, device: str, seconds: float
 def schedule_text(epochs: int, scale: RowScale) -> str:
     text = f"{epochs} + {epochs} epochs (baseline {epochs}), batch {BATCH}, SGD 0.1 Nesterov, ÷10 at 50%/75%"
     if epochs < 160:
-        text += f"; the paper's 160 + 160 did not fit in the window: this is the longest schedule that fit"
+        text += "; the paper's 160 + 160 did not fit in the window: this is the longest schedule that fit"
     if scale.train_limit:
         text += f"; {scale.train_limit} training and {scale.test_limit} test images (toy scale)"
     return text

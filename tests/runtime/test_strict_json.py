@@ -7,6 +7,7 @@ import pytest
 
 from compress.runtime.errors import InputFileError
 from compress.runtime.strict_json import nesting_depth, parse_json, read_json
+from hostile_support import deadline
 
 
 def test_a_plain_document_reads_back(tmp_path):
@@ -36,6 +37,16 @@ def test_depth_counts_brackets_outside_strings_only():
     assert nesting_depth('{"a": "[[[[{{{{", "b": [[1]]}') == 3
     assert nesting_depth('["\\"[[[", [2]]') == 2
     assert parse_json("[" * 64 + "]" * 64, "x", max_depth=64) is not None
+
+
+def test_an_unterminated_string_of_escaped_quotes_is_refused_at_once():
+    """1 MB of quote-backslash pairs after a bracket: the string pattern used to retry at every quote
+    (quadratic, about an hour at this size); now the depth scan ends in one pass and the parser refuses
+    the text."""
+    hostile = "[" + '"\\' * 500_000
+    assert nesting_depth('["open [[[') == 1
+    with deadline(30), pytest.raises(InputFileError, match="metadata is not valid JSON"):
+        parse_json(hostile, "metadata", max_bytes=2**20)
 
 
 def test_size_and_encoding_are_checked_before_parsing(tmp_path):
