@@ -5,7 +5,11 @@ model directory and of its exported ONNX agree:
 
 * MACs count Conv (Cout x Cin/groups x kh x kw x Hout x Wout), ConvTranspose, Gemm and MatMul
   (inner dimension x output elements) only; BatchNorm, activations, pooling and Add are excluded.
-  FLOPs are stated as exactly 2 x MACs.
+  FLOPs are stated as exactly 2 x MACs. Their INT8 operator forms (QLinearConv, ConvInteger,
+  QLinearMatMul, MatMulInteger) and ONNX Runtime's fused forms (FusedConv, FusedGemm) count as the op
+  they compute. Any other op that multiplies by weights (a recurrent cell, attention, a contrib
+  convolution) or holds a subgraph is listed as uncounted, so a report shows its MACs as a lower
+  bound rather than as a figure; its constant inputs still count as parameters.
 * Parameters are the elements of the constant tensors consumed as Conv/ConvTranspose W and B,
   Gemm B and C, a MatMul's constant operand, and BatchNormalization scale and B (not the running
   mean/var, which are buffers in torch). Constants are followed back through DequantizeLinear (INT8
@@ -24,14 +28,33 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+
 # Single-input ops a weight may pass through between its initializer and the op that consumes it.
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Identity", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
                 "CastLike"}
 # (op type) -> input positions that hold parameters.
 PARAM_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "BatchNormalization": (1, 2),
-                "MatMul": (0, 1)}
-COUNTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-FLOPS_NOTE = "FLOPs = 2 x MACs; MACs of Conv, ConvTranspose, Gemm and MatMul only (BN, activations, pooling excluded)"
+                "MatMul": (0, 1), "QLinearConv": (3, 8), "ConvInteger": (1,), "FusedConv": (1, 2),
+                "FusedGemm": (1, 2), "QLinearMatMul": (0, 3), "MatMulInteger": (0, 1)}
+# (op type) -> the input that holds the convolution's weight, or a matrix product's left operand.
+CONV_WEIGHT = {"Conv": 1, "QLinearConv": 3, "ConvInteger": 1, "FusedConv": 1}
+GEMM_LIKE = ("Gemm", "FusedGemm")
+MATMUL_LIKE = ("MatMul", "QLinearMatMul", "MatMulInteger")
+COUNTED = (*CONV_WEIGHT, "ConvTranspose", *GEMM_LIKE, *MATMUL_LIKE)
+# Op types that multiply by weights but that the rules above cannot size: named as uncounted, never as 0.
+_WEIGHTED_WORDS = ("conv", "gemm", "matmul", "attention", "lstm", "gru", "rnn", "einsum")
+FLOPS_NOTE = ("FLOPs = 2 x MACs; MACs of Conv, ConvTranspose, Gemm and MatMul (and their INT8 and fused forms) "
+              "only (BN, activations, pooling excluded)")
+
+
+def _not_counted(node) -> bool:
+    """An op whose MACs the rules cannot give: one that multiplies by weights, or one with a subgraph."""
+    if node.op_type in COUNTED:
+        return False
+    name = node.op_type.lower()
+    return any(word in name for word in _WEIGHTED_WORDS) or any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
 
 
 def count_onnx(model: str | Path | onnx.ModelProto, per_layer: bool = False) -> dict:
@@ -43,11 +66,14 @@ def count_onnx(model: str | Path | onnx.ModelProto, per_layer: bool = False) -> 
 
 
 def _load(path: str | Path) -> onnx.ModelProto:
+    """The graph of `path`, bounded in size, without its external tensor data: counting needs only the
+    initializers' dims, and a stranger's file may name external data of any size beside it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ONNX file not found: {path}")
+    check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
         raise ValueError(f"{path} is not a readable ONNX file (corrupt or truncated?): "
                          f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}") from None
@@ -129,7 +155,10 @@ class _Counter:
         unknown = []
         for node in self.model.graph.node:
             node_params = 0
-            for i in PARAM_INPUTS.get(node.op_type, ()):
+            positions = PARAM_INPUTS.get(node.op_type)
+            if positions is None and _not_counted(node):
+                positions = range(len(node.input))
+            for i in positions or ():
                 if i < len(node.input):
                     const = self.constant(node.input[i])
                     if const is not None and const[0] not in seen:
@@ -156,13 +185,14 @@ class _Counter:
         return out
 
     def _macs(self, node) -> int | None:
-        """MACs of the whole (batch-sized) node; 0 for ops that are not counted; None when shapes are unknown."""
+        """MACs of the whole (batch-sized) node: 0 for ops that hold no weights (BN, activations, pooling);
+        None when shapes are unknown or the op is one the rules cannot size (then listed as uncounted)."""
         op = node.op_type
         if op not in COUNTED:
-            return 0
+            return None if _not_counted(node) else 0
         out_shape = self.shape(node.output[0])
-        if op == "Conv":
-            w = self.shape(node.input[1])
+        if op in CONV_WEIGHT:
+            w = self.shape(node.input[CONV_WEIGHT[op]]) if len(node.input) > CONV_WEIGHT[op] else None
             if not _known(out_shape) or not _known(w) or len(out_shape) < 3:
                 return None
             # Cout x (Cin/g) x k... per output position == out elements x (W elements / Cout).
@@ -173,7 +203,7 @@ class _Counter:
                 return None
             # Each input element is scattered through the Cout/groups x kernel weights of its group.
             return _prod(x) * _prod(w[1:])
-        if op == "Gemm":
+        if op in GEMM_LIKE:
             a = self.shape(node.input[0])
             if not _known(out_shape) or not _known(a) or len(a) != 2:
                 return None

@@ -53,7 +53,7 @@ def _macs(model: dict):
 
 def _macs_cell(model: dict) -> str:
     if model.get("uncounted") and model.get("macs") is not None:
-        return f"≥ {model['macs']:,} ({len(model['uncounted'])} layers of unknown shape)"
+        return f"≥ {model['macs']:,} ({len(model['uncounted'])} layers not counted)"
     return _fmt(model.get("macs"), ",")
 
 

@@ -97,3 +97,82 @@ def test_channels_sized_by_shape_arithmetic_are_counted():
     counts = count_onnx(chunk_by_shape_arithmetic())
     assert "uncounted" not in counts
     assert counts["macs"] == 11264 and counts["params"] == 176
+
+
+def _graph(nodes, inits, x_shape, x_type=onnx.TensorProto.FLOAT, y_type=onnx.TensorProto.FLOAT):
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", x_type, x_shape)],
+                              [helper.make_tensor_value_info("y", y_type, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _q(name):
+    return {f"{name}_s": np.float32(0.1), f"{name}_z": np.uint8(128)}
+
+
+CONV_MACS, CONV_PARAMS = 16 * 3 * 9 * 32 * 32, 16 * 3 * 9  # 16 x 3 x 3 x 3 over 3 x 32 x 32, padded
+
+
+@pytest.mark.parametrize("form", ["QLinearConv", "ConvInteger"])
+def test_int8_operator_convolutions_count_as_the_convolution(form):
+    """A stranger's INT8 file in operator form (not the Q/DQ form our quantizer writes) used to count 0 MACs
+    and 0 params, which a report showed as ×0.000 and `compress info` as a file with no weights."""
+    from onnx import helper
+
+    w = np.ones((16, 3, 3, 3), np.uint8)
+    if form == "QLinearConv":
+        inits = {**_q("x"), "w": w, **_q("w"), **_q("y")}
+        node = helper.make_node("QLinearConv", ["x", "x_s", "x_z", "w", "w_s", "w_z", "y_s", "y_z"], ["y"],
+                                pads=[1, 1, 1, 1])
+        y_type = onnx.TensorProto.UINT8
+    else:
+        inits = {"w": w}
+        node = helper.make_node("ConvInteger", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+        y_type = onnx.TensorProto.INT32
+    counts = count_onnx(_graph([node], inits, [1, 3, 32, 32], onnx.TensorProto.UINT8, y_type))
+    assert (counts["macs"], counts["params"]) == (CONV_MACS, CONV_PARAMS)
+    assert "uncounted" not in counts
+
+
+@pytest.mark.parametrize("form", ["QLinearMatMul", "MatMulInteger"])
+def test_int8_operator_matrix_products_count_as_the_matmul(form):
+    from onnx import helper
+
+    b = np.ones((64, 10), np.uint8)
+    if form == "QLinearMatMul":
+        inits = {**_q("x"), "b": b, **_q("b"), **_q("y")}
+        node = helper.make_node(form, ["x", "x_s", "x_z", "b", "b_s", "b_z", "y_s", "y_z"], ["y"])
+        y_type = onnx.TensorProto.UINT8
+    else:
+        inits = {"b": b}
+        node = helper.make_node(form, ["x", "b"], ["y"])
+        y_type = onnx.TensorProto.INT32
+    counts = count_onnx(_graph([node], inits, [1, 64], onnx.TensorProto.UINT8, y_type))
+    assert (counts["macs"], counts["params"]) == (640, 640)
+
+
+def test_weighted_ops_the_rules_cannot_size_are_named_not_counted_as_zero():
+    """An LSTM multiplies by weights that no rule here sizes: its MACs are unknown (the report then shows
+    a lower bound and no MACs ratio), its weights still count as parameters."""
+    from onnx import helper
+
+    w, r = np.ones((1, 32, 8), np.float32), np.ones((1, 32, 8), np.float32)
+    node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=8, name="lstm0")
+    counts = count_onnx(_graph([node], {"w": w, "r": r}, [5, 1, 8]))
+    assert counts["uncounted"] == ["lstm0"] and counts["params"] == 512 and counts["macs"] == 0
+
+
+def test_files_are_bounded_and_external_data_is_not_read(tmp_path, monkeypatch):
+    """Counting needs the initializers' dims only: a file's external data (any size, beside a stranger's
+    file) is never read, and the file itself is bounded before it is read."""
+    import compress.runtime.onnx_flops as onnx_flops
+
+    model = tiny_cnn()
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)
+    (tmp_path / "ext.data").write_bytes(b"")  # the data is gone: the counts must not need it
+    assert count_onnx(tmp_path / "ext.onnx")["params"] == count_onnx(model)["params"] == 170
+    monkeypatch.setattr(onnx_flops, "MAX_ONNX_BYTES", 64)
+    with pytest.raises(ValueError, match="above the bound"):
+        count_onnx(tmp_path / "ext.onnx")
