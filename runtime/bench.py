@@ -105,8 +105,14 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
         for j, backend in enumerate(backends):
             shown = name if len(backends) == 1 else f"{name} [{backend}]"
             log(f"[{i * len(backends) + j + 1}/{total}] {name}: {backend}")
+            # NVML reads the GPU board: beside a CPU runtime its figure would be the idle card's, not the run's.
+            board_only = power_kind == "nvml" and not get_backend(backend).gpu
             v = bench_variant(artifact, replace(settings, backend=backend), name=shown, data=data,
-                              model_dir=model_dirs.get(str(artifact)), power_kind=power_kind, log=log)
+                              model_dir=model_dirs.get(str(artifact)), power_kind="none" if board_only else power_kind,
+                              log=log)
+            if board_only:
+                v["warnings"].append(f"{shown}: no energy figure: NVML measures the GPU board, and {backend} runs "
+                                     "on the CPU")
             v["artifact_name"] = name
             variants.append(v)
     paired, paired_warnings = [], []
@@ -368,7 +374,8 @@ def _bench_batch(runner, batch: int, settings: BenchSettings, v: dict, sampler, 
                 v["warnings"].append(w)
                 log(f"  warning: {w}")
     if sampler is not None:
-        row["power_window"] = (t_end - timings.elapsed_s, t_end, timings.iterations * batch, timings.elapsed_s)
+        row["power_window"] = (t_end - timings.elapsed_s, t_end,
+                               timings.iterations * batch * getattr(runner, "inferences_per_step", 1), timings.elapsed_s)
     log(f"  batch {batch}: p50 {e2e['p50_ms']:.3f} ms (min {e2e['min_ms']:.3f}, max {e2e['max_ms']:.3f}, "
         f"cv {e2e['cv']:.1%}), {row['throughput_img_s']:.1f} img/s over {timings.iterations} iterations")
     return row
@@ -411,7 +418,8 @@ def _finish_power(v: dict, sampler) -> None:
         per_batch[str(row["batch"])] = w
     v["power"] = {"source": sampler.source, "rails": sampler.rails, "per_batch": per_batch,
                   "note": "average of the board/GPU power over each timed loop; energy per image = average power x "
-                          "loop time / images (idle power included)"}
+                          "loop time / images inferred in the loop (idle power included; a runner that times "
+                          "end to end and compute only infers each batch twice per step, and both count)"}
 
 
 def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> dict | None:
@@ -425,6 +433,13 @@ def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> 
     if classes and data.classes and len(classes) != len(data.classes):
         v["warnings"].append(f"accuracy skipped: {data.spec} has {len(data.classes)} classes, "
                              f"{v['name']} {len(classes)}")
+        return None
+    if classes and data.classes and list(classes) != list(data.classes):
+        # Labels are indices into the data's class list: under other names (or another order) they would
+        # be scored against the wrong logits, and the top-1 would look plausible.
+        i = next(i for i, (a, b) in enumerate(zip(classes, data.classes)) if a != b)
+        v["warnings"].append(f"accuracy skipped: class {i} is {data.classes[i]!r} in {data.spec} but "
+                             f"{classes[i]!r} in {v['name']}; labels would not line up")
         return None
     count = len(classes) if classes else (len(data.classes) or None)
     problem = classifier_problem([(1, *o["shape"]) for o in v["outputs"]], count) if v["outputs"] else None

@@ -93,6 +93,7 @@ class OrtRunner(Runner):
         if backend != "ort-cpu":
             self.timer = "time.perf_counter (ONNX Runtime synchronizes the device at the end of each run)"
             self.compute_timing = "inputs and outputs bound on the GPU with I/O binding (no host copies)"
+            self.inferences_per_step = 2  # `_step` runs end to end, then bound (compute only)
         self._binding = None
 
     def _provider_entry(self, name: str):

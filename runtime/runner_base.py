@@ -45,6 +45,9 @@ class Runner:
     device = "cpu"
     timer = "time.perf_counter"
     compute_timing: str | None = None
+    # Inferences of the whole batch that one timed step makes (a step that times end to end and then
+    # compute only runs the model twice): the power window's energy is shared over all of them.
+    inferences_per_step = 1
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx_builders import tiny_cnn
 
-from compress.runtime.bench import BenchSettings, bench_variant, find_model_json
+from compress.runtime.bench import BenchSettings, bench_variant, find_model_json, run_benchmark
 from compress.runtime.power import PowerSampler
 
 
@@ -72,6 +72,36 @@ def test_power_windows_give_energy_per_image(tiny_onnx, monkeypatch):
     assert row["power"]["energy_per_image_mj"] == pytest.approx(5.0 * row["elapsed_s"] / 8 * 1000)
     assert v["power"]["per_batch"]["2"]["avg_power_w"] == 5.0
     assert "power_window" not in row
+
+
+def test_energy_is_shared_over_every_inference_of_a_step(tiny_onnx, monkeypatch):
+    """ONNX Runtime on a GPU times each step end to end and then compute only: two inferences of the batch
+    per step, so the loop's energy is shared over twice the images (it was over-stated about 2x)."""
+    class FiveWatts(PowerSampler):
+        source = "test"
+
+        def window(self, t0, t1):
+            return {"source": "test", "rails": "R", "samples": 10, "avg_power_w": 5.0}
+
+    monkeypatch.setattr("compress.runtime.power.make_sampler", lambda *a, **k: FiveWatts())
+    monkeypatch.setattr("compress.runtime.ort_runner.OrtRunner.inferences_per_step", 2)
+    v = bench_variant(tiny_onnx, BenchSettings(batches=(2,), iters=4, warmup=0, power="tegrastats"),
+                      power_kind="tegrastats", log=lambda m: None)
+    row = v["latency"][0]
+    assert row["power"]["energy_per_image_mj"] == pytest.approx(5.0 * row["elapsed_s"] / 16 * 1000)
+
+
+def test_nvml_gives_no_energy_figure_to_a_cpu_runtime(tiny_onnx, monkeypatch):
+    """NVML reads the GPU board: beside ort-cpu it would report the idle card's power as the run's."""
+    def no_sampler(*a, **k):
+        raise AssertionError("an NVML sampler was started for a CPU runtime")
+
+    monkeypatch.setattr("compress.runtime.power.make_sampler", no_sampler)
+    report = run_benchmark([tiny_onnx], BenchSettings(batches=(1,), iters=2, warmup=0, power="nvml"),
+                           log=lambda m: None)
+    v = report["variants"][0]
+    assert v["status"] == "ok" and v["power"] is None
+    assert any("NVML measures the GPU board" in w for w in v["warnings"])
 
 
 def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
@@ -166,3 +196,23 @@ def test_bench_cli_on_a_detector_with_dynamic_batch(tmp_path):
     v = json.loads(result.stdout)["variants"][0]
     assert v["status"] == "ok" and [r["batch"] for r in v["latency"] if r["status"] == "ok"] == [1, 3]
     assert [o["name"] for o in v["outputs"]] == ["boxes", "scores"]
+
+
+def test_no_accuracy_when_the_data_names_its_classes_otherwise(tmp_path):
+    """Ten classes each side, but in another order: the labels would be scored against the wrong logits
+    (the torch side refuses the same mismatch, compress.stages._run)."""
+    from onnx_builders import CLASSES, tiny_cnn
+
+    from compress.runtime.bench import EvalData
+
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_cnn(), str(path))
+    data = _data()
+    swapped = EvalData(data.images, data.labels, [CLASSES[1], CLASSES[0], *CLASSES[2:]], "swapped")
+    v = run_benchmark([path], BenchSettings(batches=(1,), iters=2, warmup=0, power="none"), data=swapped,
+                      log=lambda m: None)["variants"][0]
+    assert v["status"] == "partial" and v["accuracy"] is None  # asked for, and missing: not "ok"
+    assert any("class 0 is 'c1' in swapped but 'c0' in" in w for w in v["warnings"])
+    same = run_benchmark([path], BenchSettings(batches=(1,), iters=2, warmup=0, power="none"), data=data,
+                         log=lambda m: None)["variants"][0]
+    assert same["accuracy"]["images"] == 12
