@@ -410,8 +410,9 @@ def _finish_power(v: dict, sampler) -> None:
         t0, t1, images, elapsed = window
         w = sampler.window(t0, t1)
         if w["samples"] < MIN_POWER_SAMPLES:
+            why = f" ({w.pop('why')})" if w.get("why") else ""
             v["warnings"].append(f"{v['name']} batch {row['batch']}: {w['samples']} power sample(s) in "
-                                 f"{elapsed:.2f} s; raise --duration for an energy figure")
+                                 f"{elapsed:.2f} s{why}; raise --duration for an energy figure")
             w["avg_power_w"] = None
         w["energy_per_image_mj"] = energy_per_image_mj(w["avg_power_w"], elapsed, images)
         row["power"] = w

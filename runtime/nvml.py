@@ -1,6 +1,13 @@
 """NVML (nvidia-ml-py) queries for desktop/datacenter GPUs: name, driver, this process's memory.
 
 Jetson modules have no NVML (Thor's is partial); callers treat every answer as optional.
+
+Every query takes a CUDA device number, as the runtimes do, and `cuda_device_handle` turns it into
+NVML's device. The two numberings differ: NVML counts every GPU of the machine in PCI bus order and
+ignores CUDA_VISIBLE_DEVICES, while CUDA counts the visible ones, fastest first unless
+CUDA_DEVICE_ORDER=PCI_BUS_ID. Reading NVML's device N for CUDA's device N would report another card's
+power and memory under the benchmarked card's name, so where the mapping cannot be known, no reading
+is made.
 """
 
 from __future__ import annotations
@@ -20,11 +27,39 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def cuda_device_handle(nvml, ordinal: int = 0):
+    """NVML's handle of the GPU that CUDA calls device `ordinal` in this process. Raises ValueError, naming
+    the setting that would make it known, where the two numberings cannot be matched."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    physical = ordinal
+    if visible is not None:
+        entries = [e.strip() for e in visible.split(",")]
+        if ordinal >= len(entries) or not entries[ordinal]:
+            raise ValueError(f"CUDA_VISIBLE_DEVICES={visible!r} shows no CUDA device {ordinal}")
+        entry = entries[ordinal]
+        if entry.startswith(("GPU-", "MIG-")):
+            return nvml.nvmlDeviceGetHandleByUUID(entry)
+        if not entry.isdigit():
+            raise ValueError(f"CUDA_VISIBLE_DEVICES entry {entry!r} is neither a device number nor a UUID")
+        physical = int(entry)
+    count = int(nvml.nvmlDeviceGetCount())
+    if physical >= count:
+        raise ValueError(f"CUDA device {physical} is not among NVML's {count} GPUs")
+    if count > 1 and os.environ.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST") != "PCI_BUS_ID":
+        # Fastest first orders GPUs of one model by bus, as NVML does; GPUs of several models it may reorder.
+        names = {_text(nvml.nvmlDeviceGetName(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)}
+        if len(names) > 1:
+            raise ValueError(f"CUDA numbers these {count} GPUs of {len(names)} models fastest first and NVML by PCI "
+                             "bus, so which one NVML calls CUDA's device is unknown: set CUDA_DEVICE_ORDER=PCI_BUS_ID "
+                             "or CUDA_VISIBLE_DEVICES=GPU-<uuid> for power and memory readings")
+    return nvml.nvmlDeviceGetHandleByIndex(physical)
+
+
 def gpu_summary(index: int = 0) -> dict | None:
-    """{'name', 'driver', 'memory_total_bytes'} or None when NVML is unavailable."""
+    """{'name', 'driver', 'memory_total_bytes'} of CUDA device `index`, or None when NVML is unavailable."""
     try:
         nvml = _init()
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        handle = cuda_device_handle(nvml, index)
         return {"name": _text(nvml.nvmlDeviceGetName(handle)),
                 "driver": _text(nvml.nvmlSystemGetDriverVersion()),
                 "memory_total_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total)}
@@ -37,7 +72,7 @@ def process_memory_bytes(index: int = 0, pid: int | None = None) -> int | None:
     pid = os.getpid() if pid is None else pid
     try:
         nvml = _init()
-        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        handle = cuda_device_handle(nvml, index)
         procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
     except Exception:  # noqa: BLE001
         return None
@@ -50,7 +85,7 @@ def process_memory_bytes(index: int = 0, pid: int | None = None) -> int | None:
 def power_available(index: int = 0) -> bool:
     try:
         nvml = _init()
-        nvml.nvmlDeviceGetPowerUsage(nvml.nvmlDeviceGetHandleByIndex(index))
+        nvml.nvmlDeviceGetPowerUsage(cuda_device_handle(nvml, index))
         return True
     except Exception:  # noqa: BLE001
         return False

@@ -1,8 +1,10 @@
 """Power sampled in a background thread while a benchmark runs, and energy per image from it.
 
-Jetson: `tegrastats --interval N` (board/module rails). Desktop GPUs: NVML's power reading
-(`nvmlDeviceGetPowerUsage`, milliwatts, whole GPU board). Each sample is (time.perf_counter(),
-milliwatts); a measurement window is summarised by the samples that fall inside it.
+Jetson: `tegrastats --interval N` (board/module rails). Desktop GPUs: NVML, whole GPU board, of the GPU
+that CUDA runs on (compress.runtime.nvml.cuda_device_handle): the total-energy counter's difference over
+the window where the board has one, else the power readings (`nvmlDeviceGetPowerUsage`, milliwatts)
+taken at least a second into it. Each sample is (time.perf_counter(), milliwatts); a measurement window
+is summarised by the samples that fall inside it.
 """
 
 from __future__ import annotations
@@ -131,7 +133,19 @@ class TegrastatsSampler(PowerSampler):
             self.error = "tegrastats printed no power rails (some need root: run with sudo, or set --no-power)"
 
 
+# NVML's power reading is the mean of the last second on Ampere (except GA100) and newer GPUs, so a
+# reading taken less than this after a window opens still holds power drawn before it.
+READING_AVERAGES_S = 1.0
+# The total-energy counter (Volta and newer) gives a window's energy as a difference; it moves every
+# 20-100 ms, so over at least this span its error is a few percent.
+COUNTER_SPAN_S = 1.0
+
+
 class NvmlSampler(PowerSampler):
+    """The GPU board's power while a loop runs. A window's average comes from NVML's total-energy counter
+    where the board has one (its difference over the window, between the first and last polls that saw it
+    move), else from the power readings taken at least `READING_AVERAGES_S` into the window."""
+
     source = "nvml"
 
     def __init__(self, device_index: int = 0, interval_ms: int = 50):
@@ -141,18 +155,25 @@ class NvmlSampler(PowerSampler):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.rails = "nvmlDeviceGetPowerUsage (GPU board)"
+        self.counter = False
 
     def start(self) -> "NvmlSampler":
+        from compress.runtime.nvml import cuda_device_handle
         from compress.runtime.optional import pynvml
 
         nvml = pynvml()
         try:
             nvml.nvmlInit()
-            handle = nvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            handle = cuda_device_handle(nvml, self.device_index)
             nvml.nvmlDeviceGetPowerUsage(handle)
-        except Exception as exc:  # noqa: BLE001 - NVMLError subclasses per code
+        except Exception as exc:  # noqa: BLE001 - NVMLError subclasses per code, or an unknown device mapping
             self.error = f"NVML power reading unavailable: {exc}"
             return self
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            self.counter = True
+        except Exception:  # noqa: BLE001 - boards before Volta have no counter
+            self.counter = False
         self._thread = threading.Thread(target=self._poll, args=(nvml, handle), name="nvml-power", daemon=True)
         self._thread.start()
         return self
@@ -160,11 +181,27 @@ class NvmlSampler(PowerSampler):
     def _poll(self, nvml, handle) -> None:
         while not self._stop.is_set():
             try:
-                self._add(time.perf_counter(), float(nvml.nvmlDeviceGetPowerUsage(handle)))
+                energy = float(nvml.nvmlDeviceGetTotalEnergyConsumption(handle)) if self.counter else None
+                self._add(time.perf_counter(), float(nvml.nvmlDeviceGetPowerUsage(handle)),
+                          {"energy_mj": energy} if energy is not None else None)
             except Exception as exc:  # noqa: BLE001
                 self.error = f"NVML power reading failed: {exc}"
                 return
             self._stop.wait(self.interval_s)
+
+    def window(self, t0: float, t1: float) -> dict:
+        with self._lock:
+            energy = [(t, e["energy_mj"]) for t, e in self.extra if t0 <= t <= t1 and "energy_mj" in e]
+        moved = [energy[i] for i in range(1, len(energy)) if energy[i][1] != energy[i - 1][1]]
+        if len(moved) >= 2 and moved[-1][0] - moved[0][0] >= COUNTER_SPAN_S and moved[-1][1] > moved[0][1]:
+            (ta, ea), (tb, eb) = moved[0], moved[-1]
+            return {"source": self.source, "rails": "nvmlDeviceGetTotalEnergyConsumption (GPU board)",
+                    "samples": len(moved), "avg_power_w": (eb - ea) / (tb - ta) / 1000.0}
+        out = super().window(t0 + READING_AVERAGES_S, t1)
+        if not out["samples"]:
+            out["why"] = (f"NVML's power reading averages the last {READING_AVERAGES_S:g} s, so only readings taken "
+                          f"that far into the loop count")
+        return out
 
     def stop(self) -> None:
         self._stop.set()
