@@ -12,6 +12,8 @@ from compress.exporting.errors import ExportError
 from compress.exporting.metadata import metadata_of, set_metadata
 from compress.exporting.onnx_file import load_onnx, save_onnx
 
+FP16_MAX = 65504.0  # the largest finite float16
+
 
 def precision_of(model: onnx.ModelProto) -> str:
     """fp32, fp16 or int8, from the metadata when present, else from the graph itself."""
@@ -44,7 +46,9 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
         # It warns once per weight whose magnitude is below FP16's range; those become ±1e-7 or 0,
         # which the parity check then judges as a whole.
         warnings.simplefilter("ignore")
-        half = float16.convert_float_to_float16(model, keep_io_types=True)
+        # The converter's default clamps every value above 1e4 to 1e4, though FP16 holds up to 65504
+        # (a BN's running variance can pass 1e4): clamp only where FP16 must.
+        half = float16.convert_float_to_float16(model, keep_io_types=True, max_finite_val=FP16_MAX)
     set_metadata(half, {"precision": "fp16", "source_sha256": sha256_file(onnx_in)})
     try:
         onnx.checker.check_model(half)

@@ -163,6 +163,11 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
         if not np.isfinite(g).all():
             what = "logits" if len(got) == 1 else f"values in output {name}"
             raise ParityError(f"{onnx_path}: ONNX Runtime produced non-finite {what}")
+        if not np.isfinite(r).all():
+            # A tolerance relative to an infinite scale would pass any difference at all.
+            what = "logits" if len(got) == 1 else f"values in output {name}"
+            raise ParityError(f"{onnx_path}: the reference produced non-finite {what}, so there is nothing to "
+                              "check the file against")
     if len(got) == 1:
         result = _classifier_result(ref[0][1], got[0][1], atol, min_agreement, rel_tol, len(inputs))
     else:
@@ -235,7 +240,9 @@ def _torch_fn(model, batch_size: int) -> Callable[[np.ndarray], list[tuple[str, 
         try:
             with torch.inference_mode():
                 for start in range(0, len(x), batch_size):
-                    chunk = torch.from_numpy(np.ascontiguousarray(x[start:start + batch_size])).to(device)
+                    # A copy: a forward that scales its input in place would otherwise change the caller's
+                    # array, and ONNX Runtime, which runs next, would see other inputs than the reference did.
+                    chunk = torch.from_numpy(np.array(x[start:start + batch_size], copy=True)).to(device)
                     flat = flatten_outputs(model(chunk))
                     if not parts:
                         names, parts = [n for n, _ in flat], [[] for _ in flat]

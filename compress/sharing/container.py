@@ -14,6 +14,11 @@ pruning offsets width) with their Huffman streams (code lengths blob, chunk offs
 bit and symbol counts), and the blob of the remaining tensors (BN parameters and statistics, biases)
 stored raw at their own dtype (float32) as one safetensors buffer. The checksum is verified before
 anything else is parsed, so a flipped or missing byte is reported as such.
+
+A reader trusts no count in the header: the header is bounded by MAX_JSON_BYTES and the tensors by
+MAX_LAYERS, the blobs may not overlap (the writer lays them side by side, so every per-blob cost is
+bounded by the file's size), and the weights of all tensors together, the decode tables and the bit
+streams are checked against the memory available before they are allocated.
 """
 
 from __future__ import annotations
@@ -147,7 +152,10 @@ def _checked_body(blob: bytes, name: str) -> tuple[dict, memoryview]:
         raise ContainerError(f"{name} sets unknown flags {flags:#06x}")
     if header_len > len(body) - _PREFIX.size:
         raise ContainerError(f"{name} declares a {header_len}-byte header in a {len(body)}-byte file")
-    from compress.limits import MAX_JSON_DEPTH
+    from compress.limits import MAX_JSON_BYTES, MAX_JSON_DEPTH
+    if header_len > MAX_JSON_BYTES:
+        raise ContainerError(f"{name} has a {header_len:,}-byte header, over the bound of {MAX_JSON_BYTES:,} "
+                             "(MAX_JSON_BYTES)")
     from compress.runtime.errors import InputFileError
     from compress.runtime.strict_json import parse_json
 
@@ -170,6 +178,7 @@ class _Header:
 
     def __init__(self, name: str, payload_size: int):
         self.name, self.payload_size = name, payload_size
+        self.refs: list[tuple[int, int, str]] = []
 
     def fail(self, field: str, problem: str):
         raise ContainerError(f"{self.name}: {field} {problem}")
@@ -187,7 +196,18 @@ class _Header:
         off, length = (self.int(v, field) for v in value)
         if off + length > self.payload_size:
             self.fail(field, "points outside the payload")
+        if length:
+            self.refs.append((off, length, field))
         return off, length
+
+    def disjoint(self) -> None:
+        """No two pieces share payload bytes, as the writer lays them out: a stranger's header that points
+        many streams at one large blob would make the decoder copy and widen it once per stream."""
+        last_end, last_piece = 0, None
+        for off, length, piece in sorted(self.refs):
+            if off < last_end:
+                self.fail(piece, f"overlaps {last_piece} in the payload")
+            last_end, last_piece = off + length, piece
 
     def dict(self, value, field: str) -> dict:
         if not isinstance(value, dict):
@@ -223,8 +243,10 @@ def _check_entries(header: dict, payload_size: int, name: str) -> list[dict]:
     entries = header.get("shared")
     if not isinstance(entries, list):
         h.fail("shared", "must be a list")
+    from compress.limits import MAX_LAYERS, check_count
+    check_count(len(entries), MAX_LAYERS, f"{name}: shared tensors", "MAX_LAYERS")
     seen: set[str] = set()
-    symbols = 0
+    symbols = weights = 0
     for i, e in enumerate(entries):
         e = h.dict(e, f"shared[{i}]")
         tname = e.get("name")
@@ -241,6 +263,7 @@ def _check_entries(header: dict, payload_size: int, name: str) -> list[dict]:
             h.int(d, f"{field} shape", 1)
         numel = element_count(shape, f"{name}: {field}")
         check_allocation(numel, "int64", f"{name}: {field} (shape {shape})")
+        weights += numel
         bits = h.int(e.get("bits"), f"{field} bits", 1, 16)
         k = h.int(e.get("k"), f"{field} k", 1, 1 << bits)
         offset_bits = e.get("offset_bits")
@@ -263,8 +286,11 @@ def _check_entries(header: dict, payload_size: int, name: str) -> list[dict]:
                 h.fail(f"{field} index", f"holds {index['count']} entries for {numel} weights")
             symbols += offsets["count"]
         symbols += index["count"]
+    h.disjoint()
     # The decoder works on whole chunks of int32 symbols, then int64 copies of them.
     check_allocation(symbols + len(entries) * CHUNK, "int64", f"{name}: the Huffman streams")
+    # Every tensor is held at once: its int64 index, then the float32 weights and a mask made from it.
+    check_allocation(2 * weights, "int64", f"{name}: its {weights:,} weights (index, values and mask)")
     return entries
 
 
@@ -300,11 +326,13 @@ def decode_container(blob: bytes, name: str = "file") -> tuple[dict, list[Shared
                   for i, e in enumerate(entries)]
         raw_blob = part(header["raw"])
         raw = load_safetensors(raw_blob) if raw_blob else {}
-    except ContainerError:
+    except CompressError:  # ContainerError, or a bound (TooLargeError) that names itself
         raise
     except (KeyError, TypeError, ValueError, IndexError, SafetensorError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ContainerError(f"{name} is inconsistent: {first[:200]}") from None
+    except MemoryError:
+        raise ContainerError(f"{name} does not fit in memory to decode") from None
     clash = sorted({t.name for t in shared} & set(raw))
     if clash:
         raise ContainerError(f"{name}: tensor {clash[0]} is stored both shared and raw")
@@ -346,7 +374,8 @@ def write_container(path: str | Path, model_json: dict, shared: list[SharedTenso
     return sizes
 
 
-def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
+def read_container_bytes(path: str | Path) -> bytes:
+    """The bytes of a .dcz file, read once after checking that it is a regular file that fits in memory."""
     from compress.limits import check_allocation, regular_file
 
     path = Path(path)
@@ -354,4 +383,8 @@ def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
         raise ContainerNotFoundError(f"compressed model not found: {path}")
     size = regular_file(path).st_size  # a FIFO or /dev/zero would never finish reading
     check_allocation(size, "uint8", f"{path} ({size:,} bytes)")
-    return decode_container(path.read_bytes(), str(path))
+    return path.read_bytes()
+
+
+def read_container(path: str | Path) -> tuple[dict, list[SharedTensor], dict]:
+    return decode_container(read_container_bytes(path), str(path))

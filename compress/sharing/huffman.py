@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compress.limits import check_allocation
+
 MAX_LEN = 16
 CHUNK = 4096
 
@@ -140,6 +142,9 @@ def decode_streams(streams: list[HuffmanStream], chunk: int = CHUNK) -> list[np.
         check_lengths(st.lengths)
         table_bits = max(table_bits, int(np.asarray(st.lengths).max(initial=0)))
     size = 1 << table_bits
+    # One symbol (int32) and one length (int64) table row per stream, as wide as the longest code of any.
+    check_allocation(3 * len(streams) * size, "int32", f"Huffman decode tables ({len(streams)} × 2^{table_bits})")
+    check_allocation(sum(len(st.data) for st in streams), "int64", "Huffman bit streams")
     sym_table = np.zeros((len(streams), size), dtype=np.int32)
     len_table = np.zeros((len(streams), size), dtype=np.int64)
     for t, st in enumerate(streams):

@@ -21,7 +21,7 @@ from torch import nn
 from compress.atomic import signals_as_exceptions
 from compress.errors import CompressError, write_failure
 from compress.lock import output_lock
-from compress.sharing.container import SharedTensor, decode_container, read_container, write_container
+from compress.sharing.container import SharedTensor, decode_container, read_container_bytes, write_container
 from compress.sharing.kmeans import kmeans_1d
 from compress.sharing.sparse import encode_positions, magnitude_mask
 from compress.validate import check_finite
@@ -372,12 +372,13 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     if is_model_dir(path.parent):  # the shared model directory the file belongs to
         inputs.append(("the directory of", path.parent))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=("model.safetensors", "model.json"))
-    meta, shared, raw = read_container(path)
+    blob = read_container_bytes(path)  # read once: the recorded hash is of the bytes decoded
+    meta, shared, raw = decode_container(blob, str(path))
     validate_model_meta(meta, f"{path}: the embedded model.json", require_format=False)
     model = build_model(meta)
     state = restore_state(shared, raw)
     load_state(model, state, str(path), "its own model description")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = hashlib.sha256(blob).hexdigest()
     meta = {**meta, "decompressed_from": {"path": str(path), "sha256": digest}}
     with output_lock(out_dir, command or "compress share --decompress", directory=True), signals_as_exceptions():
         try:

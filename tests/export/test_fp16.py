@@ -65,3 +65,20 @@ def test_fp16_tolerance_is_tight_enough_to_catch_a_five_percent_drift(vgg_onnx, 
     drifted = _scaled_classifier(fp16, tmp_path / "drift.onnx", 1.05)
     with pytest.raises(ParityError, match="fails parity"):
         check_parity(fp32, drifted, x, min_agreement=0.0, rel_tol=FP16_REL_TOL)
+
+
+def test_values_between_1e4_and_fp16s_largest_are_kept(tmp_path):
+    """onnxconverter-common clamps values above 1e4 by default; FP16 holds them up to 65504."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.array([30000.0, 70000.0], np.float32), "scale")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])], [scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    half = onnx.load(str(convert_fp16(tmp_path / "m.onnx", tmp_path / "h.onnx")))
+    kept = numpy_helper.to_array(next(t for t in half.graph.initializer if t.name == "scale"))
+    assert kept.dtype == np.float16 and kept.tolist() == [30000.0, 65504.0]

@@ -140,3 +140,46 @@ def test_a_single_output_without_a_class_axis_is_compared_without_agreement(tmp_
     path = export_onnx(model, tmp_path / "s.onnx", input_size=[3, 32, 32], metadata=metadata())
     result = check_parity(model, path, images(4))
     assert result.passed and result.top1_agreement is None and "agreement" not in result.summary()
+
+
+def test_a_forward_that_scales_its_input_in_place_changes_nothing_of_the_callers(tmp_path):
+    """The reference ran on the caller's own memory: a forward with `x.mul_(0.5)` changed the caller's
+    array, and ONNX Runtime then ran on the halved inputs, failing a faithful export."""
+    import torch
+
+    from compress.exporting.onnx_export import export_onnx
+
+    class HalvesItsInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 5)
+
+        def forward(self, x):
+            x.mul_(0.5)
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = HalvesItsInput().eval()
+    meta = {"mean": [0, 0, 0], "std": [1, 1, 1], "arch": "halves", "source_sha256": "0" * 64, "toolkit_version": "0"}
+    path = export_onnx(model, tmp_path / "halves.onnx", input_size=[3, 8, 8], metadata=meta)
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    before = x.copy()
+    assert check_parity(model, path, x).passed
+    assert np.array_equal(x, before)
+
+
+def test_a_non_finite_reference_is_refused_not_compared(vgg_onnx):
+    """With a tolerance relative to the reference's largest value, one infinite logit made the bound
+    infinite and a reference 50x off passed on top-1 agreement alone."""
+    import onnxruntime as ort
+
+    _, path = vgg_onnx
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def wrong(a):
+        out = 50 * session.run(None, {session.get_inputs()[0].name: a})[0]
+        out[0, out[0].argmax()] = np.inf
+        return out
+
+    with pytest.raises(ParityError, match="the reference produced non-finite logits"):
+        check_parity(wrong, path, images(8), rel_tol=2e-2)

@@ -140,3 +140,59 @@ def test_sparse_positions_and_fillers_in_the_reference():
     assert sparse.index[[0, 1, 9, 19]].tolist() == [4, 0, 7, 4]
     assert sparse.values().ravel()[[0, 1, 9, 19]].tolist() == [0.0, -1.0, 0.75, 0.0]
     assert torch.equal(raw["bn.bias"], torch.tensor([0.125, -0.5]))
+
+
+# --- crafted files: what a small file may make the decoder allocate -----------------------------------------
+
+def _one_symbol_entry(i: int, base: int, **index) -> dict:
+    """A one-weight tensor whose codebook, lengths, chunk index and bits sit at base.. in the payload."""
+    stream = {"count": 1, "nbits": 1, "lengths": [base + 4, 1], "chunks": [base + 5, 4], "bits": [base + 9, 1]}
+    return {"name": f"w{i}", "shape": [1], "bits": 1, "k": 1, "offset_bits": None, "codebook": [base, 4],
+            "index": {**stream, **index}}
+
+
+def _one_symbol_payload() -> bytes:
+    import struct
+
+    return struct.pack("<f", 0.5) + bytes([1]) + struct.pack("<I", 0) + b"\0"
+
+
+def test_pieces_that_share_payload_bytes_are_refused():
+    """Thirty streams pointing at one 1 MiB bits blob made the decoder copy and widen it thirty times
+    (+300 MiB from a 1 MiB file) before its consistency check; the writer never lays pieces over each other."""
+    mib = 1 << 20
+    payload = _one_symbol_payload()[:9] + bytes(mib)
+    entries = [_one_symbol_entry(0, 0, nbits=8 * mib, bits=[9, mib])]
+    entries += [{**_one_symbol_entry(i, 0, nbits=8 * mib, bits=[9, mib]), "name": f"w{i}"} for i in range(1, 30)]
+    header = {"format": "compress.dcz/1", "chunk": 4096, "model": {}, "shared": entries, "raw": [0, 0]}
+    with pytest.raises(ContainerError, match="tensor w1 codebook overlaps tensor w0 codebook"):
+        decode_container(hand_built(header, payload), "crafted.dcz")
+    # The same tensors laid side by side are a valid file.
+    side = b"".join(_one_symbol_payload() for _ in range(3))
+    header["shared"] = [_one_symbol_entry(i, 10 * i) for i in range(3)]
+    _, shared, _ = decode_container(hand_built(header, side), "side.dcz")
+    assert [t.values().item() for t in shared] == [0.5, 0.5, 0.5]
+
+
+def test_the_weights_of_all_tensors_are_bounded_together(monkeypatch):
+    """Each empty sparse tensor of 8M weights passed the memory bound alone; four of them, all held at once
+    with their values and masks, need four times that: refused before any is built."""
+    import compress.limits as limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 0)  # the bound's 64 MiB floor
+    empty = {"count": 0, "nbits": 0, "chunks": [0, 0], "bits": [0, 0]}
+    entries = [{"name": f"w{i}", "shape": [8 << 20], "bits": 1, "k": 1, "offset_bits": 1, "codebook": [8 * i, 4],
+                "index": {**empty, "lengths": [8 * i + 4, 2]}, "offsets": {**empty, "lengths": [8 * i + 6, 2]}}
+               for i in range(4)]
+    header = {"format": "compress.dcz/1", "chunk": 4096, "model": {}, "shared": entries, "raw": [0, 0]}
+    with pytest.raises(limits.TooLargeError, match="33,554,432 weights"):
+        decode_container(hand_built(header, bytes(32)), "crafted.dcz")
+
+
+def test_a_header_over_the_json_bound_is_refused_before_parsing(monkeypatch):
+    import compress.limits as limits
+
+    monkeypatch.setattr(limits, "MAX_JSON_BYTES", 1000)
+    header = {"format": "compress.dcz/1", "chunk": 4096, "model": {"pad": "x" * 2000}, "shared": [], "raw": [0, 0]}
+    with pytest.raises(ContainerError, match="over the bound of 1,000 \\(MAX_JSON_BYTES\\)"):
+        decode_container(hand_built(header, b""), "crafted.dcz")
