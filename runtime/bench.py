@@ -373,6 +373,10 @@ def _bench_batch(runner, batch: int, settings: BenchSettings, v: dict, sampler, 
                 row["warnings"].append(w)
                 v["warnings"].append(w)
                 log(f"  warning: {w}")
+    for w in runner.caveats(batch):
+        row["warnings"].append(w)
+        v["warnings"].append(w)
+        log(f"  warning: {w}")
     if sampler is not None:
         row["power_window"] = (t_end - timings.elapsed_s, t_end,
                                timings.iterations * batch * getattr(runner, "inferences_per_step", 1), timings.elapsed_s)

@@ -168,6 +168,14 @@ class OpenVinoRunner(Runner):
                               "inference_num_threads": self.threads},
                 "compiled_per_batch": self.compiled_properties, "ran_at": self.ran_at}
 
+    def caveats(self, batch: int) -> list[str]:
+        streams = (self.compiled_properties.get(batch) or {}).get("num_streams")
+        if self.performance_hint == "THROUGHPUT" and isinstance(streams, int) and streams > 1:
+            # The harness times one request at a time, so the other streams sit idle.
+            return [f"{self.path.name} batch {batch}: OpenVINO's THROUGHPUT hint compiled {streams} streams, but the "
+                    "harness runs one request at a time: the throughput is one stream's, not the hint's"]
+        return []
+
     def close(self) -> None:
         self._request = None
         self._compiled = {}

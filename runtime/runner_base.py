@@ -59,6 +59,10 @@ class Runner:
         self.max_batch: int | None = None  # largest batch a dynamic profile allows (None: unbounded)
         self.prepared_batch: int | None = None
 
+    def caveats(self, batch: int) -> list[str]:
+        """What a reader of batch `batch`'s figures should know about how they were taken (none here)."""
+        return []
+
     # --- what subclasses implement ---------------------------------------------------------------
 
     def _prepare(self, batch: int) -> None:

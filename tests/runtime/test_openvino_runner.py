@@ -119,3 +119,18 @@ def test_side_by_side_report_marks_the_fastest(tiny_onnx, tmp_path):
     md = render_markdown(report)
     section = md.split("## Runtimes side by side")[1].split("\n## ")[0]
     assert section.count("**") == 4  # one bold cell per batch size
+
+
+def test_throughput_hint_with_several_streams_is_named_a_one_request_figure(tiny_onnx):
+    """The harness times one synchronous request at a time: under THROUGHPUT with several streams the
+    figure is one stream's, which the row says rather than passing it off as the hint's throughput."""
+    from compress.runtime.bench import BenchSettings, bench_variant
+
+    settings = BenchSettings(backend="openvino", batches=(2,), iters=2, warmup=0, performance_hint="THROUGHPUT",
+                             streams=2, power="none")
+    v = bench_variant(tiny_onnx, settings, log=lambda m: None)
+    assert v["runner"]["compiled_per_batch"][2]["num_streams"] == 2
+    assert any("one stream's, not the hint's" in w for w in v["latency"][0]["warnings"])
+    latency = bench_variant(tiny_onnx, BenchSettings(backend="openvino", batches=(2,), iters=2, warmup=0, power="none"),
+                            log=lambda m: None)
+    assert not any("hint" in w for w in latency["warnings"])
