@@ -6,12 +6,32 @@ network once, and read the consumers' inputs at those channels. Folding is exact
 consumers; for padded k×k convolutions it is exact away from the border, where zero padding replaces
 part of the constant, and the spatial mean is folded (the least-squares bias). Where a channel is not
 quite constant (a squeeze-and-excitation gate multiplies it) its mean over the probe batch is folded.
+
+That mean stands in for the channel only where the channel barely varies: the same forward bounds what
+the variation around it could add to each consumer's output (|W| times the largest deviation), and a
+consumer called more than once (a head shared by pyramid levels, each with its own BN) must get the same
+constant at every call. Beyond `VARIATION_TOL` of the consumer's output, `CompensationError` names the
+consumer, and the engine leaves the units that feed it alone: a gate computed from the kept channels
+(spatial attention) makes a removed channel carry information, and no bias replaces that.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from compress.errors import CompressError
+
+# Of the consumer's largest output magnitude on the probe: what a folded constant may leave unexplained.
+VARIATION_TOL = 1e-3
+
+
+class CompensationError(CompressError):
+    """Removed channels reaching `module` are not one constant, so folding a bias would change the network."""
+
+    def __init__(self, message: str, module: str, short: str):
+        super().__init__(message)
+        self.module, self.short = module, short
 
 
 def silence(model: nn.Module, bn_channels: dict[str, list[int]], *, beta: bool,
@@ -60,28 +80,70 @@ def delta_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor
     return out.mean(dim=[0, *spatial])
 
 
+def variation_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """An upper bound, per output channel, of what the removed inputs `idx` add to `mod`'s output beyond
+    their mean: |W| applied to each channel's largest deviation from its mean over images and positions."""
+    if isinstance(mod, nn.Linear):
+        values = x.index_select(1, idx).reshape(-1, idx.numel())
+        deviation = (values - values.mean(dim=0)).abs().amax(dim=0)
+        return mod.weight.detach().index_select(1, idx).abs() @ deviation
+    spatial = list(range(2, x.dim()))
+    values = x.index_select(1, idx)
+    deviation = (values - values.mean(dim=[0, *spatial], keepdim=True)).abs().amax(dim=[0, *spatial])
+    only_removed = torch.zeros_like(x[:1])
+    only_removed[:, idx] = deviation.view(1, -1, *[1] * len(spatial))
+    out = mod._conv_forward(only_removed, mod.weight.detach().abs(), None)
+    return out.amax(dim=[0, *spatial])
+
+
 @torch.no_grad()
 def measure_deltas(model: nn.Module, removal, probe: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per consumer (by name): the output offset that replaces its removed inputs, measured on `probe`."""
+    """Per consumer (by name): the output offset that replaces its removed inputs, measured on `probe`.
+    Raises CompensationError where no one offset can (see the module's docstring)."""
     if not removal.inputs:
         return {}
     modules = dict(model.named_modules())
     saved = silence(model, removal.bn, beta=False, raw=removal.raw)
-    deltas: dict[str, torch.Tensor] = {}
+    calls: dict[str, list[tuple[torch.Tensor, float, float]]] = {}
     names = {modules[n]: n for n in removal.inputs}
+    pending: dict[nn.Module, tuple[torch.Tensor, float]] = {}
 
     def capture(mod, inputs):
         name = names[mod]
         x = inputs[0]
-        deltas[name] = delta_of(mod, x, torch.as_tensor(removal.inputs[name], device=x.device))
+        idx = torch.as_tensor(removal.inputs[name], device=x.device)
+        pending[mod] = (delta_of(mod, x, idx), float(variation_of(mod, x, idx).max()))
+
+    def scale(mod, _inputs, out):
+        if mod in pending and isinstance(out, torch.Tensor):
+            delta, variation = pending.pop(mod)
+            calls.setdefault(names[mod], []).append((delta, variation, float(out.detach().abs().max())))
 
     hooks = [modules[n].register_forward_pre_hook(capture) for n in removal.inputs]
+    hooks += [modules[n].register_forward_hook(scale) for n in removal.inputs]
     try:
         model(probe)
     finally:
         for h in hooks:
             h.remove()
         restore(saved)
+    deltas = {}
+    for name, seen in calls.items():
+        magnitude = max(max(s for _, _, s in seen), 1e-12)
+        variation = max(v for _, v, _ in seen)
+        if variation > VARIATION_TOL * magnitude:
+            raise CompensationError(
+                f"the removed channels reaching {name} still vary (by up to {variation / magnitude:.1e} of its "
+                "output: a gate computed from kept channels multiplies them), so no constant replaces them", name,
+                "they still vary there")
+        first = seen[0][0]
+        apart = max((float((d - first).abs().max()) for d, _, _ in seen[1:]), default=0.0)
+        if apart > VARIATION_TOL * magnitude:
+            raise CompensationError(
+                f"{name} runs {len(seen)} times and its removed inputs differ between the calls (by up to "
+                f"{apart / magnitude:.1e} of its output: a layer shared by branches with their own BN), so no "
+                "one constant replaces them", name, f"its {len(seen)} calls see different constants")
+        deltas[name] = seen[-1][0]
     return {n: d for n, d in deltas.items() if bool(d.abs().gt(0).any())}
 
 

@@ -116,20 +116,37 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
 def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance) -> dict:
     """Prune; where the self-check finds the network changed at a module, leave the units whose channels
     pass that module alone and prune the rest (a decision replayed from a plan is never altered)."""
+    from compress.slimming.compensate import CompensationError
     from compress.slimming.selfcheck import SelfCheckError
 
     excluded: dict[str, str] = {}
     for attempt in range(ATTEMPTS):
         try:
             return _prune(model, backup, percent, example_input, opts, importance, excluded)
-        except SelfCheckError as exc:
-            names = set() if opts.plan is not None or attempt == ATTEMPTS - 1 else \
-                _units_at(exc.units, exc.module) - excluded.keys()
+        except (SelfCheckError, CompensationError) as exc:
+            compensation = isinstance(exc, CompensationError)
+            found = _units_reading(exc.units, exc.module) if compensation else _units_at(exc.units, exc.module)
+            names = set() if opts.plan is not None or attempt == ATTEMPTS - 1 else found - excluded.keys()
             if not names:
                 raise
             _restore(model, copy.deepcopy(backup))
-            excluded.update(dict.fromkeys(names, f"pruning them changed the network at {exc.module} (self-check)"))
+            why = (f"their removed channels reach {exc.module} as no one constant ({exc.short})" if compensation
+                   else f"pruning them changed the network at {exc.module} (self-check)")
+            excluded.update(dict.fromkeys(names, why))
     raise AssertionError("unreachable")
+
+
+def _units_reading(units, module: str | None) -> set[str]:
+    """The units whose channels `module` reads (its inputs only: its own output channels may go)."""
+    if not module or units is None:
+        return set()
+    analysis = units.analysis
+    touched: set[int] = set()
+    for node in analysis.trace.nodes:
+        if node.scope == module:
+            for v in node.inputs:
+                touched.update(analysis.classes_of(v).tolist())
+    return {_name(u) for u in [*units.groups, *units.selections] if set(u.class_of.tolist()) & touched}
 
 
 def _units_at(units, module: str | None) -> set[str]:
@@ -182,7 +199,7 @@ def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.T
 
 
 def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict) -> dict:
-    from compress.slimming.compensate import fold_deltas, measure_deltas
+    from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
     from compress.slimming.removal import removal_of
     from compress.slimming.selfcheck import SelfCheckError, self_check
     from compress.slimming.surgery import apply_removal
@@ -201,7 +218,11 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     # The constants are means over the probe: eight images average a not-quite-constant channel (an SE
     # gate) better than two, and give the same float sums as plans made before the engine traced itself.
     constants_probe = probe_batch(example_input, COMPENSATION_IMAGES)
-    deltas = measure_deltas(model, removal, constants_probe) if opts.compensate else {}
+    try:
+        deltas = measure_deltas(model, removal, constants_probe) if opts.compensate else {}
+    except CompensationError as exc:
+        exc.units = units
+        raise
     fold_deltas(model, units.analysis, deltas)
     gone_gamma = _removed_gamma_max(model, removal)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in units.groups]

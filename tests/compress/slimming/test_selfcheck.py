@@ -53,6 +53,38 @@ def test_a_network_that_computes_something_else_is_refused_naming_the_first_dive
     _unchanged(model, widths, state, modules)
 
 
+class MaskedClassifier(nn.Module):
+    """Logits plus a fixed mask: class 0 is disabled with -inf (or NaN)."""
+
+    def __init__(self, fill):
+        super().__init__()
+        self.f = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                               nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                               nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+        self.register_buffer("mask", torch.tensor([fill] + [0.0] * 9))
+
+    def forward(self, x):
+        return self.f(x) + self.mask
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), float("nan")])
+def test_a_non_finite_output_does_not_switch_the_check_off(monkeypatch, fill):
+    """One -inf or NaN made the output's scale infinite (or NaN), and every difference passed: the wrong
+    channels were accepted. The finite values are compared; the others must match the reference's."""
+    model = randomize_bn(MaskedClassifier(fill), seed=4)
+    original = copy.deepcopy(model)
+    pruned, plan = slimming.prune(copy.deepcopy(model), 0.5, EXAMPLE)  # a faithful prune passes
+    assert plan["check"]["max_relative_difference"] <= 1e-4
+    real = surgery._cut_batchnorm
+    monkeypatch.setattr(surgery, "_cut_batchnorm", lambda m, gone: real(
+        m, list(range(m.num_features - len(gone), m.num_features)) if gone else gone))
+    with pytest.raises(CompressError, match="self-check"):
+        slimming.prune(model, 0.5, EXAMPLE)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x)[:, 1:], original(x)[:, 1:])
+
+
 def test_a_network_whose_forward_fails_is_refused_naming_where(monkeypatch):
     monkeypatch.setattr(surgery, "_cut_batchnorm", lambda m, gone: None)  # BNs keep their old width
     model = _vgg()

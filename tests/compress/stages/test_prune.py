@@ -44,6 +44,17 @@ def test_bn_statistics_are_re_estimated_only_when_pruning_changed_the_function(t
         assert meta["accuracy"] == pruning["accuracy_uncalibrated"]
 
 
+def test_a_removal_without_compensation_is_never_called_exact():
+    """Without β folded, the removed channels' act(β) is dropped (logits moved 11% on a reviewer's model),
+    so the statistics are re-estimated however small the removed γ were."""
+    from compress.stages.prune import exact_removal
+
+    request = PruneRequest(percent=0.5)
+    assert exact_removal({"removed_gamma_max": 0.0, "compensated": True}, request)
+    assert not exact_removal({"removed_gamma_max": 0.0, "compensated": False}, request)
+    assert not exact_removal({"removed_gamma_max": 0.0}, PruneRequest(percent=0.5, compensate=False))
+
+
 def test_round_to_auto_rounds_to_this_cpus_convolution_block(tmp_path, monkeypatch):
     import compress.runtime.cpu_features
     from compress.errors import CompressError
