@@ -39,8 +39,10 @@ class CostModel:
         self.positions: dict[nn.Module, int] = {}
 
         def record(mod, _inp, out):
-            self.positions[mod] = out[0].numel() // out.shape[1] if isinstance(mod, nn.Conv2d) else \
-                out[0].numel() // out.shape[-1]
+            # Summed over calls: a layer run twice (a block shared by two resolutions) costs both runs, as
+            # compress.measure counts them.
+            self.positions[mod] = self.positions.get(mod, 0) + (
+                out[0].numel() // out.shape[1] if isinstance(mod, nn.Conv2d) else out[0].numel() // out.shape[-1])
 
         layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))]
         hooks = [m.register_forward_hook(record) for m in layers if not isinstance(m, nn.BatchNorm2d)]

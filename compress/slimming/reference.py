@@ -8,17 +8,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.errors import CompressError
 from compress.slimming.compensate import restore, silence
 
 
 def flatten_outputs(out) -> list[torch.Tensor]:
+    """Every tensor a model returns, in a fixed order. Anything else but None is refused: a value the
+    check cannot compare (a dataclass of logits) would pass it unseen, and the trace would not know those
+    channels as the model's output."""
     if isinstance(out, torch.Tensor):
         return [out]
+    if out is None:
+        return []
     if isinstance(out, (list, tuple)):
         return [t for o in out for t in flatten_outputs(o)]
     if isinstance(out, dict):
         return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
-    return []
+    raise CompressError(f"the model's outputs hold an object of type {type(out).__name__}; pruning checks tensors "
+                        "and lists, tuples and dicts of them, so it cannot vouch for this one")
 
 
 def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -> list:

@@ -308,6 +308,9 @@ def _record(model: nn.Module, x: torch.Tensor) -> Trace:
         rec.read_log.reads = None
         for h in hooks:
             h.remove()
+    from compress.slimming.reference import flatten_outputs
+
+    flatten_outputs(out)  # refuses outputs the check could not compare, before any work
     outputs = [rec.values[id(t)] for t in _leaves(out) if id(t) in rec.values]
     return Trace(rec.nodes, rec.all_values, [inp], outputs, rec.channel_reads, rec.names)
 

@@ -40,6 +40,37 @@ def test_estimated_cost_is_the_measured_cost(arch, kwargs, target):
     assert 0.6 * 0.97 <= b["met"] <= 0.6
 
 
+class SharedBlock(torch.nn.Module):
+    """One block run at 32×32 and again at 4×4 (a shared head, a siamese branch)."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                   nn.Conv2d(64, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        small = torch.nn.functional.avg_pool2d(x, 8)
+        return self.fc(torch.cat([self.block(x).mean((2, 3)), self.block(small).mean((2, 3))], 1))
+
+
+def test_a_layer_run_twice_costs_both_runs():
+    """The cost model counted a layer at its last call only: asked 0.5, it delivered 0.404 and reported
+    'met 10.74' (one counter divided by the other)."""
+    from compress.measure import count_macs
+
+    model = randomize_bn(SharedBlock(), seed=3)
+    full = count_macs(model, (3, 32, 32))
+    pruned, plan = slimming.prune(model, None, EXAMPLE, target_macs=0.8)
+    b = plan["budget"]
+    assert b["full"] == full
+    assert b["met"] == pytest.approx(b["estimated"], abs=1e-12) == pytest.approx(count_macs(pruned, (3, 32, 32)) / full)
+    assert b["met"] <= 0.8
+
+
 def test_cost_aware_importance_meets_the_budget_with_fewer_channels():
     """Dividing γ by each channel's MACs share removes expensive channels first."""
     model = randomize_bn(create_model("vgg11", width=0.25), stats=False)

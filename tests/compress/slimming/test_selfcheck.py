@@ -85,6 +85,31 @@ def test_a_non_finite_output_does_not_switch_the_check_off(monkeypatch, fill):
         assert torch.equal(model(x)[:, 1:], original(x)[:, 1:])
 
 
+def test_outputs_the_check_cannot_compare_are_refused_before_pruning():
+    """A dataclass of logits was neither traced as the output nor compared: the logits lost half their
+    classes and the prune was accepted with a difference of 0."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Out:
+        logits: torch.Tensor
+
+    class ReturnsAnObject(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.f = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                   nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8))
+
+        def forward(self, x):
+            return Out(self.f(x).mean((2, 3)))
+
+    model = randomize_bn(ReturnsAnObject())
+    widths = layer_widths(model)
+    with pytest.raises(CompressError, match="^the model's outputs hold an object of type Out; pruning checks"):
+        slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+    assert layer_widths(model) == widths
+
+
 def test_a_network_whose_forward_fails_is_refused_naming_where(monkeypatch):
     monkeypatch.setattr(surgery, "_cut_batchnorm", lambda m, gone: None)  # BNs keep their old width
     model = _vgg()
