@@ -106,8 +106,9 @@ def apply_plan(units, plan: dict) -> float:
     validate_plan(plan, where="plan")  # refused, never cast: indices must already be integers
     by_root = {r["root"]: r for r in plan["groups"]}
     by_bn = {r["bn"]: r for r in plan.get("selections", [])}
-    used = _replay_groups(units, by_root)
-    _replay(units.selections, by_bn, lambda s: s.name, "channel selection at")
+    left_alone = _left_alone(plan)
+    used = _replay_groups(units, by_root, left_alone)
+    _replay(units.selections, by_bn, lambda s: s.name, "channel selection at", left_alone)
     extra = set(by_root) - used
     if extra:
         raise CompressError(f"plan names layer layers the model lacks: {', '.join(sorted(extra)[:3])}")
@@ -123,7 +124,18 @@ def apply_plan(units, plan: dict) -> float:
     return float(plan["threshold"])
 
 
-def _replay_groups(units, records: dict) -> set:
+def _left_alone(plan: dict) -> set[str]:
+    """The units a plan's `skipped` names: a prune that the self-check or compensation made leave some
+    units alone records them there only, and replaying it keeps their channels."""
+    skipped = plan.get("skipped")
+    names = set()
+    for entry in skipped if isinstance(skipped, list) else ():
+        layers = entry.get("layers") if isinstance(entry, dict) else None
+        names.update(n for n in (layers if isinstance(layers, list) else ()) if isinstance(n, str))
+    return names
+
+
+def _replay_groups(units, records: dict, left_alone: set[str] = frozenset()) -> set:
     """Match each group to its record by root, or by another layer making the same channels (plans
     written by older versions named a group by another of its layers)."""
     used = set()
@@ -131,6 +143,9 @@ def _replay_groups(units, records: dict) -> set:
         rec, translate = records.get(g.root_name), None
         if rec is None:
             rec, translate = _record_by_member(units, g, records)
+        if rec is None and g.root_name in left_alone:
+            g.keep = list(range(g.scores.numel()))
+            continue
         if rec is None:
             raise CompressError(f"plan has no entry for layer {g.root_name}; was it made for another model "
                                 f"or by an older version?")
@@ -164,11 +179,14 @@ def _check_record(unit, rec: dict, name: str, n: int) -> None:
         raise CompressError(f"plan keeps invalid channel indices for {name}")
 
 
-def _replay(units, records: dict, name_of, what: str) -> None:
+def _replay(units, records: dict, name_of, what: str, left_alone: set[str] = frozenset()) -> None:
     for unit in units:
         name = name_of(unit)
         rec = records.get(name)
         n = unit.scores.numel()
+        if rec is None and name in left_alone:
+            unit.keep = list(range(n))
+            continue
         if rec is None:
             raise CompressError(f"plan has no entry for {what} {name}; was it made for another model "
                                 f"or by an older version?")

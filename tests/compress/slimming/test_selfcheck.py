@@ -201,3 +201,13 @@ def test_channels_that_break_the_network_are_left_alone_and_the_rest_prunes():
     assert plan["skipped"] == [{"layers": ["b.0"], "channels": 8,
                                 "reason": "pruning them changed the network at head (self-check)"}]
     assert plan["check"]["max_relative_difference"] <= 1e-4
+
+
+def test_a_plan_that_left_units_alone_replays():
+    """The units left alone after a retry are recorded in `skipped` only: replaying the plan refused them
+    ('plan has no entry for layer b.0'); now they keep their channels and the widths come out the same."""
+    model = randomize_bn(CountKeptInCode())
+    fresh = copy.deepcopy(model)
+    pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
+    replayed, _ = slimming.prune(fresh, 0.5, EXAMPLE, plan=plan)
+    assert layer_widths(replayed) == layer_widths(pruned)
