@@ -34,6 +34,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CompressError(f"{path} is not a readable safetensors file: {_first(exc)}") from None
     elif suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        _check_zip_entries(path)
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - corrupt zips, pickles with code, truncated files
@@ -42,6 +43,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     else:
         raise CompressError(f"{path}: weights must be .safetensors, .pt or .pth")
     return _unwrap(state, path)
+
+
+def _check_zip_entries(path: Path) -> None:
+    """torch.save writes its zip stored, never deflated; the reader would inflate a deflated entry all the
+    same, so a stranger's small file could ask for a thousand times its size. Refuse those, and bound what
+    the entries hold, before torch.load reads any."""
+    import zipfile
+
+    from compress.limits import check_allocation
+
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format: its storages are the file's own bytes
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CompressError(f"{path} cannot be read as a weights-only checkpoint: {_first(exc)}") from None
+    packed = next((e for e in entries if e.compress_type != zipfile.ZIP_STORED), None)
+    if packed is not None:
+        raise CompressError(f"{path}: entry {packed.filename!r} is compressed, which torch.save never writes; "
+                            "refusing to inflate it (save the checkpoint again with torch.save)")
+    check_allocation(sum(e.file_size for e in entries), "uint8", f"{path} (its entries)")
 
 
 def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -59,12 +82,16 @@ def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
                             f"save model.state_dict(), or wrap it under one of {', '.join(WRAPPER_KEYS)}")
     if not (isinstance(state, dict) and state):
         raise CompressError(f"{path} holds no tensors")
+    odd = next((k for k in state if not isinstance(k, str)), None)
+    if odd is not None:
+        raise CompressError(f"{path}: key {odd!r} is a {type(odd).__name__}, not a tensor name")
     out = {}
+    shared = [p for p in PREFIXES if all(k.startswith(p) for k in state)]  # once, not once per key
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise CompressError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
         for prefix in PREFIXES:
-            if key.startswith(prefix) and all(k.startswith(prefix) for k in state):
+            if prefix in shared and key.startswith(prefix):
                 key = key[len(prefix):]
         out[key] = value
     return out

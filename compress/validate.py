@@ -311,7 +311,8 @@ def validate_model_meta(meta: Any, where: str = "model.json", *, check_memory: b
         if not c.strip():
             raise InvalidFileError(f"{where}: classes holds an empty name")
     if len(set(classes)) != len(classes):
-        dup = next(c for c in classes if classes.count(c) > 1)
+        seen: set[str] = set()
+        dup = next(c for c in classes if c in seen or seen.add(c))
         raise InvalidFileError(f"{where}: class {dup!r} is listed twice")
     if "num_classes" in kwargs:
         n = _int(kwargs["num_classes"], where, "arch_kwargs.num_classes", 1, MAX_WIDTH)

@@ -78,7 +78,8 @@ def _checked_classes(classes, where: str):
     if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
         raise ValueError(f"{where}: classes must be a non-empty list of strings, got {classes!r:.80}")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"{where}: class {next(c for c in classes if list(classes).count(c) > 1)!r} is listed twice")
+        seen: set[str] = set()
+        raise ValueError(f"{where}: class {next(c for c in classes if c in seen or seen.add(c))!r} is listed twice")
     return classes
 
 

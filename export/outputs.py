@@ -29,7 +29,8 @@ def flatten_outputs(out: Any, single_name: str = SINGLE_NAME) -> list[tuple[str,
     if not flat:
         raise ValueError("the model returns no tensor")
     names = [n for n, _ in flat]
-    dup = next((n for n in names if names.count(n) > 1), None)
+    seen: set[str] = set()
+    dup = next((n for n in names if n in seen or seen.add(n)), None)
     if dup is not None:
         raise ValueError(f"two of the model's outputs would both be named {dup!r}")
     return flat

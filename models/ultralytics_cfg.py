@@ -28,8 +28,12 @@ MAX_INT_ARG = 1 << 16
 MAX_CLASSES = 1 << 20
 # A layer that downloads pretrained torchvision weights while it is built.
 REFUSED_LAYERS = ("TorchVision",)
-_ACTIVATION = re.compile(r"^(?:torch\.)?nn\.([A-Za-z_]\w*)\(\s*((?:[-+]?[\d.eE+-]+|True|False)"
-                         r"(?:\s*,\s*(?:[-+]?[\d.eE+-]+|True|False))*)?\s*\)$")
+# The number class carries its own signs: an optional sign before it would let each argument match two
+# ways, and a failing match would backtrack through 2^arguments of them.
+_ACTIVATION = re.compile(r"^(?:torch\.)?nn\.([A-Za-z_]\w*)\(\s*((?:[\d.eE+-]+|True|False)"
+                         r"(?:\s*,\s*(?:[\d.eE+-]+|True|False))*)?\s*\)$")
+MAX_ACTIVATION_CHARS = 200
+MAX_CFG_NAME_CHARS = 100
 _CFG_NAME = re.compile(r"^[\w.-]+\.ya?ml$")
 
 
@@ -72,7 +76,8 @@ def packaged_cfg(name: str) -> dict:
     path = found.get(name)
     if path is None:
         # Ultralytics names a scale by one letter after the version number, not in the file name.
-        m = re.match(r"^(.*\d)([nslmx])((?:-[\w-]+)?)\.ya?ml$", name)
+        # (Ultralytics' names are short; a long one would make this pattern backtrack quadratically.)
+        m = re.match(r"^(.*\d)([nslmx])((?:-[\w-]+)?)\.ya?ml$", name) if len(name) <= MAX_CFG_NAME_CHARS else None
         if m:
             path, scale = found.get(f"{m.group(1)}{m.group(3)}.yaml"), m.group(2)
     if path is None:
@@ -112,7 +117,7 @@ def check_cfg(cfg: dict, where: str) -> dict:
         _int(cfg["nc"], where, "nc", MAX_CLASSES)
     act = cfg.get("activation")
     if act is not None:
-        m = _ACTIVATION.match(act) if isinstance(act, str) else None
+        m = _ACTIVATION.match(act) if isinstance(act, str) and len(act) <= MAX_ACTIVATION_CHARS else None
         cls = getattr(nn, m.group(1), None) if m else None
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise ValueError(f"{where}: cfg activation must be a torch.nn class with literal arguments, such as "

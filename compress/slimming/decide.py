@@ -114,8 +114,8 @@ def apply_plan(units, plan: dict) -> float:
         raise CompressError(f"plan names layer layers the model lacks: {', '.join(sorted(extra)[:3])}")
     for unit in [*units.groups, *units.selections]:
         classes = unit.class_of.tolist()
-        kept = {classes[i] for i in unit.keep}
-        if any(classes[i] in kept for i in range(len(classes)) if i not in set(unit.keep)):
+        kept, keep = {classes[i] for i in unit.keep}, set(unit.keep)
+        if any(classes[i] in kept for i in range(len(classes)) if i not in keep):
             raise CompressError(f"plan keeps only part of channels that must go together at "
                                 f"{getattr(unit, 'root_name', getattr(unit, 'name', '?'))}")
         if bool((~unit.free[[i for i in range(len(classes)) if classes[i] not in kept]]).any()):

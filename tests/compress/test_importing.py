@@ -20,3 +20,27 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"model": torchvision.models.resnet18(num_classes=2)}, tmp_path / "whole.pt")
     with pytest.raises(CompressError, match="weights-only"):
         read_state_dict(tmp_path / "whole.pt")
+
+
+def test_a_deflated_checkpoint_is_refused_before_it_is_inflated(tmp_path):
+    """torch.load inflates deflated zip entries: 66 KB became a 64 MiB tensor. torch.save never deflates."""
+    import zipfile
+
+    torch.save({"w": torch.zeros(1 << 16)}, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, \
+            zipfile.ZipFile(tmp_path / "packed.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry))
+    assert read_state_dict(tmp_path / "plain.pt")["w"].numel() == 1 << 16
+    with pytest.raises(CompressError, match="is compressed, which torch.save never writes"):
+        read_state_dict(tmp_path / "packed.pt")
+
+
+def test_prefixes_are_found_once_for_many_keys(tmp_path):
+    """Whether every key shares a prefix was asked again for each key: quadratic (8k keys, 7 s)."""
+    from compress.importing import _unwrap
+
+    state = {f"module.layer{i}.weight": torch.zeros(0) for i in range(20_000)}
+    assert next(iter(_unwrap(state, tmp_path / "x.pt"))) == "layer0.weight"
+    with pytest.raises(CompressError, match="key 3 is a int, not a tensor name"):
+        _unwrap({3: torch.zeros(1)}, tmp_path / "x.pt")

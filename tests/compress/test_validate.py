@@ -98,6 +98,9 @@ def widths_with(name, **over):
     ({"classes": ["a", "b"]}, "arch_kwargs.num_classes is 3 but classes lists 2"),
     ({"arch_kwargs": {"width": 0.25}, "classes": ["a", "b"]}, "classifier has 3 outputs but classes lists 2"),
     ({"classes": ["a", "a", "b"]}, "class 'a' is listed twice"),
+    # The last of 50k names repeated: the first repeat was found by counting each name (quadratic, ~1 min).
+    ({"classes": [f"c{i}" for i in range(50_000)] + ["c49999"], "arch_kwargs": {"num_classes": 50_001}},
+     "class 'c49999' is listed twice"),
     ({"classes": []}, "classes is empty"),
     ({"classes": ["a", 2, "c"]}, "classes must be strings"),
     ({"input_size": [3, "32", 32]}, "input_size[1]"),

@@ -183,6 +183,9 @@ def test_an_ultralytics_cfg_by_name_builds_from_the_packaged_file_only(tmp_path,
     (lambda c: c["backbone"].__setitem__(0, [5, 1, "Conv", [64, 3, 2]]), "not earlier layers"),
     (lambda c: c["scales"].__setitem__("n", [0.33, 1e6, 1024]), "width must be a number"),
     (lambda c: c.update(backbone=[], head=[]), "1..1024 layers"),
+    # Forty arguments: with a sign both optional and in the number class, a failing match backtracked
+    # through 2^40 ways (days); now the pattern is linear and the string bounded.
+    (lambda c: c.update(activation="nn.ReLU(" + "-1," * 40 + "x)"), "activation must be a torch.nn class"),
 ])
 def test_a_hostile_ultralytics_cfg_is_refused_before_ultralytics_sees_it(tmp_path, monkeypatch, yolo, change, needle):
     monkeypatch.chdir(tmp_path)
@@ -195,7 +198,8 @@ def test_a_hostile_ultralytics_cfg_is_refused_before_ultralytics_sees_it(tmp_pat
 
 
 @pytest.mark.parametrize("cfg, needle", [("../yolov8n.yaml", "not the file name"), ("https://x/y.yaml", "not the file"),
-                                         ("yolov99z.yaml", "ships no model cfg"), (None, "needs the argument cfg")])
+                                         ("yolov99z.yaml", "ships no model cfg"), (None, "needs the argument cfg"),
+                                         ("1n-" * 20000 + ".x.yaml", "ships no model cfg")])  # quadratic before
 def test_ultralytics_cfg_names_outside_the_package_are_refused(yolo, cfg, needle):
     kwargs = {} if cfg is None else {"cfg": cfg}
     with pytest.raises(ValueError, match=needle):
