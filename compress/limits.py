@@ -35,6 +35,9 @@ MAX_CLASSES = 1 << 20         # classes of a model or a dataset
 MAX_IMAGE_SIDE = 1 << 14      # pixels of a model input's side
 MAX_CHANNELS = 64             # image channels
 MAX_IMAGE_PIXELS = 1 << 27    # pixels of one image file (400 MB decoded), checked from its header first
+MAX_IMAGE_BYTES = 1 << 30     # bytes of one image file, checked when it is listed (a 2^27-pixel 16-bit TIFF fits)
+MAX_ARCHIVE_EXPANSION = 100   # decompressed / compressed size of a dataset archive (images: 1-10x)
+MIN_ARCHIVE_BOUND = 1 << 30   # ... but a small archive may always decompress to this much
 MAX_BATCH = 1 << 16           # images in one batch (export, bench, evaluation)
 MAX_THREADS = 1024            # threads a runtime may be asked to start
 MAX_SEED = 2 ** 32 - 1        # the widest seed every RNG we use accepts (numpy's legacy seed is 32-bit)
@@ -59,19 +62,48 @@ class UnreadableFileError(CompressError):
     """A file that cannot be parsed: not UTF-8, not JSON, nested too deep, duplicate keys, NaN."""
 
 
+# Where a container's (or a batch job's) memory limit and use are read: cgroup v2, then v1.
+CGROUP_MEMORY = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _cgroup_room() -> int | None:
+    """What this process's cgroup still lets it allocate, or None without a limit. Inside a container
+    MemAvailable is the host's figure: a bound taken from it would admit what the cgroup then kills."""
+    for limit_file, usage_file in CGROUP_MEMORY:
+        try:
+            with open(limit_file) as fh:
+                text = fh.read().strip()
+            if text == "max":
+                return None
+            limit = int(text)
+            with open(usage_file) as fh:
+                used = int(fh.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 2**60:  # v1's "unlimited" is a huge page-aligned number
+            return None
+        return max(limit - used, 0)
+    return None
+
+
 def available_memory() -> int:
-    """Bytes of memory available to a new allocation (MemAvailable from /proc/meminfo when readable)."""
+    """Bytes of memory available to a new allocation: MemAvailable from /proc/meminfo when readable, and
+    no more than the cgroup's limit leaves."""
+    room = _cgroup_room()
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
+                    return free if room is None else min(free, room)
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
-        return 2**40
+        total = 2**40
+    return total if room is None else min(total, room)
 
 
 def human_bytes(n: float) -> str:

@@ -11,6 +11,7 @@ import math
 import torch
 
 from compress.data.sizing import RRC_RATIO, RRC_SCALE
+from compress.errors import CompressError
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -109,4 +110,10 @@ def channel_stats_of(chunks) -> tuple[list[float], list[float]]:
         n += x.numel() // x.shape[1]
     mean = total / n
     std = ((squares - n * mean.square()) / max(n - 1, 1)).clamp_min(0).sqrt()
+    # Under 1/255 (one grey level) a channel is constant in effect: dividing by its spread would make the
+    # inputs non-finite, and training would stop with a NaN loss that names the wrong cause.
+    flat = next((c for c, v in enumerate(std.tolist()) if v < 1 / 255), None)
+    if flat is not None:
+        raise CompressError(f"channel {flat} of the training images is constant (std {float(std[flat]):.2g}), so "
+                            "normalizing by it is undefined and training would end in a NaN loss; check the images")
     return [round(float(v), 4) for v in mean], [round(float(v), 4) for v in std]

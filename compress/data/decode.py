@@ -11,16 +11,21 @@ import torch
 from compress.errors import CompressError
 
 # Part of every cache key: bump it when decoding or resizing changes what a cached image holds.
-DECODER_VERSION = "2"
+DECODER_VERSION = "3"
 
 
-def _to_rgb(img):
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit grayscale: keep the top 8 bits instead of clipping everything above 255 to white.
+def _to_rgb(img, name: str = "image"):
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        # 16-bit grayscale: the top 8 bits, whatever this image's own maximum (choosing per image put a
+        # dark image with max 255 at full brightness and one with max 256 near black).
         from PIL import Image
 
         arr = np.asarray(img).astype(np.int64).clip(0, 65535)
-        img = Image.fromarray((arr >> 8 if arr.max() > 255 else arr).astype(np.uint8))
+        img = Image.fromarray((arr >> 8).astype(np.uint8))
+    elif img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "floating-point"
+        raise CompressError(f"image {name} holds {kind} pixels, whose range the file does not say; "
+                            "convert it to 8 or 16 bits per channel")
     elif img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img if img.mode == "RGB" else img.convert("RGB")
@@ -56,7 +61,7 @@ def decode_image(data: bytes, name: str, *, at_least: int | None = None) -> torc
             _check_pixels(img.size, name)
             if at_least is not None and img.format == "JPEG":
                 img.draft("RGB", (at_least, at_least))
-            img = _to_rgb(img)
+            img = _to_rgb(img, name)
             arr = np.asarray(img, dtype=np.uint8)
     except CompressError:
         raise

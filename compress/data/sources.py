@@ -14,13 +14,15 @@ import lzma
 import os
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import torch
 
 from compress.errors import CompressError
-from compress.limits import MAX_CLASSES, check_count
+from compress.limits import (MAX_ARCHIVE_EXPANSION, MAX_CLASSES, MAX_IMAGE_BYTES, MIN_ARCHIVE_BOUND, check_count,
+                             human_bytes)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 SPLIT_ALIASES = {"train": ("train", "training"), "test": ("test", "val", "validation")}
@@ -80,11 +82,50 @@ class TarReader:
         return state
 
 
-def _open_decompressed(path: str):
+class _BoundedStream:
+    """A decompressing stream that refuses to go past `limit` bytes: a small archive of zeros can
+    decompress to terabytes (a decompression bomb), which listing or copying it would otherwise follow."""
+
+    def __init__(self, raw, path: str, limit: int):
+        self.raw, self.path, self.limit = raw, path, limit
+
+    def _check(self) -> None:
+        if self.raw.tell() > self.limit:
+            raise CompressError(f"archive {self.path} decompresses to more than {human_bytes(self.limit)} "
+                                f"({MAX_ARCHIVE_EXPANSION}x its size: MAX_ARCHIVE_EXPANSION); refusing to follow it")
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n if n is not None and n >= 0 else self.limit + 1 - self.raw.tell())
+        self._check()
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self.raw.seek(offset, whence)
+        self._check()
+        return position
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def expansion_bound(path: str | Path) -> int:
+    return max(MIN_ARCHIVE_BOUND, MAX_ARCHIVE_EXPANSION * os.path.getsize(path))
+
+
+def _open_decompressed(path: str) -> _BoundedStream:
     with open(path, "rb") as fh:
         head = fh.read(6)
     opener = gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head[:3] == b"BZh" else lzma.open
-    return opener(path, "rb")
+    return _BoundedStream(opener(path, "rb"), path, expansion_bound(path))
 
 
 @dataclass
@@ -192,6 +233,9 @@ def list_folder(root: Path, split: str) -> Source:
         for entry in os.scandir(root / prefix / cls):
             if _is_image(entry.name) and entry.is_file():
                 st = entry.stat()
+                if st.st_size > MAX_IMAGE_BYTES:  # a sparse file claims any size and reads as zeros
+                    raise CompressError(f"{entry.path} is {human_bytes(st.st_size)}, over the bound of "
+                                        f"{human_bytes(MAX_IMAGE_BYTES)} for one image (MAX_IMAGE_BYTES)")
                 files.append((entry.name, st.st_size, st.st_mtime_ns))
             elif len(others) < 4:
                 others.append(entry.name)
@@ -219,44 +263,115 @@ def is_compressed(path: Path) -> bool:
     return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
 
 
+def _members(path: Path, readable: Path) -> list[tarfile.TarInfo]:
+    """Every member of the archive. A compressed one is read through to its end, so that its checksum
+    (gzip's CRC, xz's check) is verified: a damaged stream can decode to other bytes without an error
+    until then, and those would be decoded as images and cached."""
+    compressed = readable == path and is_compressed(path)
+    try:
+        if not compressed:
+            with tarfile.open(readable, "r:") as tar:  # only tar: anything else is not an archive here
+                return tar.getmembers()
+        with _open_decompressed(str(path)) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
+            members = tar.getmembers()
+            while stream.read(1 << 20):
+                pass
+            return members
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+        raise CompressError(f"cannot read archive {path}: {exc}") from None
+
+
+def _normalized(name: str) -> str | None:
+    """A member's path inside the archive, or None for one that leaves it ('..', absolute)."""
+    while name.startswith("./"):
+        name = name[2:]
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or ".." in parts:
+        return None
+    return "/".join(parts)
+
+
+def _resolve_links(path: Path, members: list[tarfile.TarInfo]) -> dict[int, tarfile.TarInfo]:
+    """For each hard or symbolic link: the regular member it stands for (by index). A link to nothing in
+    the archive, or a member stored sparse (its size is not its bytes at its offset), is refused in one line
+    where it would be read as an image."""
+    regular = {}
+    for m in members:
+        name = _normalized(m.name)
+        if name is not None and m.isreg() and not m.issparse():
+            regular[name] = m
+    targets = {}
+    for i, m in enumerate(members):
+        name = _normalized(m.name)
+        if name is None or not _is_image(PurePosixPath(name).name):
+            continue
+        if m.issparse():
+            raise CompressError(f"{path}: member {name} is stored sparse (tar -S), which this reader cannot place "
+                                "by offset; pack the archive again without -S")
+        if m.islnk() or m.issym():
+            link = m.linkname if m.islnk() else str(PurePosixPath(name).parent / m.linkname)
+            link = _normalized(os.path.normpath(link)) if not m.linkname.startswith("/") else None
+            target = regular.get(link) if link else None
+            if target is None:
+                raise CompressError(f"{path}: member {name} links to {m.linkname!r}, which is no image file in "
+                                    "the archive")
+            targets[i] = target
+    return targets
+
+
 def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> Source:
     """List an archive's images. With `plain_copy` (an uncompressed copy of a compressed archive),
     images are read from the copy by offset, so workers get random access."""
     readable = plain_copy or path
-    try:
-        with tarfile.open(readable) as tar:
-            members = tar.getmembers()
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise CompressError(f"cannot read archive {path}: {exc}") from None
-    # Archives may wrap everything in one top folder; strip it when present. Only regular files in
-    # split/class/file positions are read: links, devices and '..' paths are ignored.
-    parts = [PurePosixPath(m.name.lstrip("./")).parts for m in members]
-    tops = {p[0] for p in parts if len(p) > 1}
+    members = _members(path, readable)
+    links = _resolve_links(path, members)
+    # Archives may wrap everything in one top folder; strip it when present. Only files in split/class/file
+    # positions are read (a link as the file it names, as a folder's symlink is read); devices and paths
+    # that leave the archive ('..', absolute) are ignored. A name given twice (an archive appended to with
+    # tar -r) is refused: extraction would keep the last copy, the listing would count both.
+    seen: set[str] = set()
+    entries = []  # (path parts inside the archive, the member whose bytes are read, a file?, a folder?)
+    for i, m in enumerate(members):
+        name = _normalized(m.name)
+        if name is None:
+            continue
+        target = links.get(i, m)
+        is_file = m.isreg() or i in links
+        if is_file and _is_image(PurePosixPath(name).name):
+            if name in seen:
+                raise CompressError(f"{path}: {name} appears twice in the archive (appended with tar -r?); "
+                                    "extracting it would keep only the last copy")
+            seen.add(name)
+            if target.size > MAX_IMAGE_BYTES:
+                raise CompressError(f"{path}: {name} is {human_bytes(target.size)}, over the bound of "
+                                    f"{human_bytes(MAX_IMAGE_BYTES)} for one image (MAX_IMAGE_BYTES)")
+        entries.append((PurePosixPath(name).parts, target, is_file, m.isdir()))
+    tops = {p[0] for p, *_ in entries if len(p) > 1}
     strip = 1 if len(tops) == 1 and not (tops & set(SPLIT_ALIASES["train"] + SPLIT_ALIASES["test"])) else 0
     layout: dict[str, dict[str, list]] = {}
     present: dict[str, list[str]] = {}  # every top folder, with the files that are not images in class folders
-    for m, p in zip(members, parts):
-        p = p[strip:]
-        if ".." in p or not p or any(part.startswith(".") for part in p[:2]):
+    for full, m, is_file, is_dir in entries:
+        p = full[strip:]
+        if not p or any(part.startswith(".") for part in p[:2]):
             continue
-        if len(p) > 1 or m.isdir():
+        if len(p) > 1 or is_dir:
             present.setdefault(p[0], [])
-        if m.isdir() and len(p) == 2:
+        if is_dir and len(p) == 2:
             layout.setdefault(p[0], {}).setdefault(p[1], [])
-        elif m.isfile() and len(p) == 3 and _is_image(p[2]):
-            layout.setdefault(p[0], {}).setdefault(p[1], []).append(m)
-        elif m.isfile() and len(p) > 1:
+        elif is_file and len(p) == 3 and _is_image(p[2]):
+            layout.setdefault(p[0], {}).setdefault(p[1], []).append(("/".join(full), m))
+        elif is_file and len(p) > 1:
             present[p[0]].append("/".join(p[1:]))
             if len(p) == 3:
                 present.setdefault(f"{p[0]}/{p[1]}", []).append(p[2])
     classes = _check_classes(path, split, layout, present)
     prefix = split_prefix(set(layout), split, path)
-    chosen, labels = [], []
+    chosen, labels, names = [], [], []
     for label, cls in enumerate(classes):
-        for m in sorted(layout[prefix][cls], key=lambda m: m.name):
+        for name, m in sorted(layout[prefix][cls], key=lambda item: item[0]):
             chosen.append(m)
+            names.append(name)
             labels.append(label)
-    names = [m.name for m in chosen]
     if plain_copy is not None or not is_compressed(path):
         reader = TarReader(str(readable), names, [m.offset_data for m in chosen], [m.size for m in chosen],
                            label=str(path))
@@ -274,7 +389,7 @@ def decompress_to(path: Path, dest: Path) -> None:
         try:
             with _open_decompressed(str(path)) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, length=1 << 22)
-        except (OSError, EOFError, lzma.LZMAError) as exc:
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a write failure: the caller degrades
             raise CompressError(f"cannot read archive {path}: {exc}") from None

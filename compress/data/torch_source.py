@@ -58,9 +58,14 @@ class TorchItems:
 def _labels_of(dataset, n: int) -> torch.Tensor:
     from torch.utils.data import Subset
 
-    targets = getattr(dataset, "targets", None)
-    if targets is None and isinstance(dataset, Subset) and getattr(dataset.dataset, "targets", None) is not None:
-        targets = torch.as_tensor(dataset.dataset.targets)[torch.as_tensor(dataset.indices)]
+    # `targets` are the labels before the dataset's target_transform: where one is set, the labels are
+    # what the items return, read from them (a permutation of `targets` would pass silently otherwise).
+    inner = dataset.dataset if isinstance(dataset, Subset) else None
+    transformed = getattr(dataset, "target_transform", None) is not None or \
+        getattr(inner, "target_transform", None) is not None
+    targets = None if transformed else getattr(dataset, "targets", None)
+    if targets is None and not transformed and inner is not None and getattr(inner, "targets", None) is not None:
+        targets = torch.as_tensor(inner.targets)[torch.as_tensor(dataset.indices)]
     if targets is not None:
         return torch.as_tensor(targets, dtype=torch.int64).flatten()
     print(f"data: reading every item of {type(dataset).__name__} once for its labels "

@@ -195,3 +195,16 @@ def test_fit_and_evaluate_take_a_streamed_set(tmp_path):
     result = fit(model, data, data, tmp_path / "run", recipe, mean=[0.5] * 3, std=[0.5] * 3, progress=False)
     assert result["last"]["epoch"] == 1 and result["last"]["img_per_s"] > 0
     assert evaluate(model, data, [0.5] * 3, [0.5] * 3)["images"] == 16
+
+
+def test_from_torch_reads_labels_through_the_target_transform(tmp_path):
+    """`targets` are the labels before target_transform: a permutation set there was silently lost."""
+    import torchvision
+    from tests_support import make_image_folder
+
+    root = make_image_folder(tmp_path / "ds", classes=("a", "b", "c"), per_class=1, splits=("train",))
+    folder = torchvision.datasets.ImageFolder(root / "train", target_transform=lambda y: 2 - y)
+    data = D.from_torch(folder, classes=["c", "b", "a"], workers=0)
+    assert data.labels.tolist() == [2, 1, 0]
+    plain = D.from_torch(torchvision.datasets.ImageFolder(root / "train"), classes=["a", "b", "c"], workers=0)
+    assert plain.labels.tolist() == [0, 1, 2]

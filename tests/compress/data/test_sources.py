@@ -1,0 +1,118 @@
+"""Listing archives a stranger packed: what a folder of the same files would give, or a one-line refusal.
+Links are read as the files they name, a name given twice or a member stored sparse is refused, a member
+or an archive too large to be images is refused before it is read, and a compressed archive's checksum is
+verified even where only its listing is read."""
+
+import os
+import tarfile
+
+import pytest
+import torch
+from tests_support import make_image_folder
+
+from compress import data as D
+from compress.data import sources
+from compress.errors import CompressError
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+
+
+def _tar(root, path, mode="w"):
+    with tarfile.open(path, mode) as tar:
+        tar.add(root, arcname=".")
+    return path
+
+
+def test_links_are_read_as_the_files_they_name(tmp_path):
+    """A hard link and a symlink in a class folder were dropped from the archive's listing (3 images
+    against the folder's 5, without a word)."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    os.link(root / "train" / "cat" / "1.png", root / "train" / "dog" / "2.png")
+    os.symlink("0.png", root / "train" / "dog" / "3.png")
+    archive = _tar(root, tmp_path / "ds.tar")
+    folder, packed = D.load_dataset(str(root), "train", mode="memory"), D.load_dataset(str(archive), "train", mode="memory")
+    assert len(packed) == len(folder) == 6
+    assert torch.equal(packed.images, folder.images) and torch.equal(packed.labels, folder.labels)
+
+
+def test_a_link_to_nothing_in_the_archive_is_refused(tmp_path):
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    os.symlink("/etc/passwd.png", root / "train" / "dog" / "9.png")
+    with pytest.raises(CompressError, match="train/dog/9.png links to '/etc/passwd.png', which is no image file"):
+        D.load_dataset(str(_tar(root, tmp_path / "ds.tar")), "train", mode="memory")
+
+
+def test_a_name_given_twice_is_refused_and_paths_leaving_the_archive_are_not_counted(tmp_path):
+    """`../train/cat/0.png` and `/train/cat/0.png` became `train/cat/0.png` (lstrip of a character set) and
+    were counted as more images; an archive appended to with tar -r holds one name twice."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    archive = _tar(root, tmp_path / "ds.tar")
+    with tarfile.open(archive, "a") as tar:
+        for name in ("../train/cat/0.png", "/train/cat/0.png"):
+            info = tar.gettarinfo(root / "train" / "cat" / "0.png")
+            info.name = name  # as a stranger's tool may write it (tarfile.add would strip the '/')
+            with open(root / "train" / "cat" / "0.png", "rb") as fh:
+                tar.addfile(info, fh)
+    assert len(D.load_dataset(str(archive), "train", mode="memory")) == 4
+    with tarfile.open(archive, "a") as tar:
+        tar.add(root / "train" / "cat" / "1.png", arcname="./train/cat/0.png")
+    with pytest.raises(CompressError, match="train/cat/0.png appears twice in the archive"):
+        D.load_dataset(str(archive), "train", mode="memory")
+
+
+def test_a_member_stored_sparse_is_refused(tmp_path):
+    """Its size is not the bytes at its offset: read as if it were, it decoded to other pixels."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    archive = tmp_path / "ds.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(root.rglob("*.png")):
+            info = tar.gettarinfo(path, arcname=str(path.relative_to(root)))
+            if path.name == "1.png" and path.parent.name == "dog":
+                info.type = tarfile.GNUTYPE_SPARSE
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
+    with pytest.raises(CompressError, match="is stored sparse"):
+        D.load_dataset(str(archive), "train", mode="memory")
+
+
+def test_a_member_too_large_to_be_an_image_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    monkeypatch.setattr(sources, "MAX_IMAGE_BYTES", 64)
+    with pytest.raises(CompressError, match=r"over the bound of 64 bytes for one image \(MAX_IMAGE_BYTES\)"):
+        D.load_dataset(str(_tar(root, tmp_path / "ds.tar")), "train", mode="memory")
+
+
+def test_a_file_too_large_to_be_an_image_is_refused_in_a_folder(tmp_path):
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    with open(root / "train" / "cat" / "big.jpg", "wb") as fh:
+        fh.truncate((1 << 30) + 1)  # sparse: no disk used, 1 GiB + 1 byte claimed
+    with pytest.raises(CompressError, match=r"big.jpg is 1.0 GiB, over the bound of 1.0 GiB"):
+        D.load_dataset(str(root), "train", mode="memory")
+
+
+def test_a_decompression_bomb_is_refused_while_it_is_listed(tmp_path, monkeypatch):
+    """A small archive of zeros decompresses to any size; listing or copying followed it to the end."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    (root / "padding.bin").write_bytes(bytes(8 << 20))
+    archive = _tar(root, tmp_path / "ds.tar.gz", "w:gz")
+    monkeypatch.setattr(sources, "MIN_ARCHIVE_BOUND", 1 << 20)
+    for mode in ("memory", "stream"):
+        with pytest.raises(CompressError, match="decompresses to more than 1.0 MiB"):
+            D.load_dataset(str(archive), "train", mode=mode)
+    assert not list((tmp_path / "cache").rglob("*.tar"))
+
+
+def test_a_damaged_compressed_archive_is_refused_in_memory_mode_too(tmp_path):
+    """Listing stopped short of the gzip trailer, so its CRC was never checked: damaged archives decoded
+    (20 of 40 with wrong pixels) and were cached. Stream mode, which reads to the end, refused them."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    archive = _tar(root, tmp_path / "ds.tar.gz", "w:gz")
+    data = bytearray(archive.read_bytes())
+    data[-8] ^= 0xFF  # the CRC32 of the trailer: every byte decodes as before, the check fails
+    archive.write_bytes(bytes(data))
+    for mode in ("memory", "stream"):
+        with pytest.raises(CompressError, match="cannot read archive .*ds.tar.gz"):
+            D.load_dataset(str(archive), "train", mode=mode)
