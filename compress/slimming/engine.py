@@ -125,7 +125,7 @@ def _attempts(model, backup, percent, example_input, opts: PruneOptions, importa
             return _prune(model, backup, percent, example_input, opts, importance, excluded)
         except (SelfCheckError, CompensationError) as exc:
             compensation = isinstance(exc, CompensationError)
-            found = _units_reading(exc.units, exc.module) if compensation else _units_at(exc.units, exc.module)
+            found = _units_at(exc.units, exc.module, read_only=compensation)
             names = set() if opts.plan is not None or attempt == ATTEMPTS - 1 else found - excluded.keys()
             if not names:
                 raise
@@ -136,28 +136,16 @@ def _attempts(model, backup, percent, example_input, opts: PruneOptions, importa
     raise AssertionError("unreachable")
 
 
-def _units_reading(units, module: str | None) -> set[str]:
-    """The units whose channels `module` reads (its inputs only: its own output channels may go)."""
+def _units_at(units, module: str | None, *, read_only: bool = False) -> set[str]:
+    """The units whose channels are read or made inside `module`; with `read_only`, those the layer
+    `module` itself reads (its own output channels may still go)."""
     if not module or units is None:
         return set()
     analysis = units.analysis
     touched: set[int] = set()
     for node in analysis.trace.nodes:
-        if node.scope == module:
-            for v in node.inputs:
-                touched.update(analysis.classes_of(v).tolist())
-    return {_name(u) for u in [*units.groups, *units.selections] if set(u.class_of.tolist()) & touched}
-
-
-def _units_at(units, module: str | None) -> set[str]:
-    """The units whose channels are read or made inside `module`."""
-    if not module or units is None:
-        return set()
-    analysis = units.analysis
-    touched: set[int] = set()
-    for node in analysis.trace.nodes:
-        if node.scope == module or node.scope.startswith(module + "."):
-            for v in [*node.inputs, *node.outputs]:
+        if node.scope == module or (not read_only and node.scope.startswith(module + ".")):
+            for v in node.inputs if read_only else [*node.inputs, *node.outputs]:
                 touched.update(analysis.classes_of(v).tolist())
     return {_name(u) for u in [*units.groups, *units.selections] if set(u.class_of.tolist()) & touched}
 
