@@ -22,6 +22,7 @@ from compress.quantization.graph import (
     check_quantizable,
     classes_of,
     input_info,
+    int8_weight_layers,
     normalization_of,
     onnx_metadata,
     resolve_layers,
@@ -129,11 +130,17 @@ def quantize_onnx(src: str | Path, out: str | Path, calib: np.ndarray, *, recipe
         quantized = tmp / "quantized.onnx"
         calibration.quantize_qdq(prepared, quantized, cache, method=method, exclude=excluded, recipe=recipe)
         qmodel = _finish_model(quantized, source_props, recipe)
+    n_weight = len(weight_nodes(prepared_model))
+    quantized_layers = len(int8_weight_layers(qmodel))
+    if quantized_layers != n_weight - len(excluded):
+        # ONNX Runtime's quantizer leaves a tensor it cannot type in float with only a log line.
+        raise CompressError(f"{quantized_layers} of {n_weight} weight layers came out in int8, but "
+                            f"{n_weight - len(excluded)} were asked for ({len(excluded)} kept in float); "
+                            "the quantizer left some in float")
     result["trt_readiness"] = _check_for_target(qmodel, recipe)
     with atomic_path(out) as tmp_out:
         onnx.save_model(qmodel, str(tmp_out))
-    n_weight = len(weight_nodes(prepared_model))
-    result.update(excluded_layers=excluded, quantized_layers=n_weight - len(excluded), weight_layers=n_weight)
+    result.update(excluded_layers=excluded, quantized_layers=quantized_layers, weight_layers=n_weight)
     return result
 
 

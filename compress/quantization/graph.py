@@ -134,6 +134,13 @@ def weight_nodes(model) -> list:
     return [n for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in inits]
 
 
+def int8_weight_layers(model) -> list:
+    """Conv/Gemm/MatMul nodes of a quantized graph whose weight input comes out of a DequantizeLinear: the
+    layers that do run on int8 weights, read from the graph rather than inferred from what was asked."""
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n for n in model.graph.node if n.op_type in WEIGHT_OPS and len(n.input) > 1 and n.input[1] in dequantized]
+
+
 def _out_channel_axis(node, weight_rank: int) -> int:
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
