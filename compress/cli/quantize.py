@@ -38,7 +38,7 @@ from compress.cli.params import FiniteFloat
 @click.option("--keep-float", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep the K most sensitive layers in float (implies --sensitivity).")
 @click.option("--sensitivity-images", type=click.IntRange(min=1), default=500, show_default=True,
-              help="Held-out test images for the sensitivity scan.")
+              help="Training images for the sensitivity scan (not test images: the INT8 accuracy is reported on those).")
 @click.option("--eval-limit", type=click.IntRange(min=1), default=None,
               help="Measure FP32 and INT8 accuracy on N test images (default: the whole test split).")
 @click.option("--ort-int8-kernels", "int8_kernels", is_flag=True,

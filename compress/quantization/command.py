@@ -285,18 +285,20 @@ def _report_head(model: Path, src: Path, out: Path, opts: QuantizeOptions, recip
 
 def _sensitivity_scan(opts: QuantizeOptions, input_size, mean, std, recipe: Recipe, report: dict, log):
     """The `choose_exclusions` hook of quantize_onnx: with --sensitivity or --keep-float, quantize one layer
-    at a time on held-out test images, record the ranking in `report`, and keep the worst K in float."""
+    at a time on training images (with the evaluation's preprocessing), record the ranking in `report`, and
+    keep the worst K in float. Not test images: the layers kept in float would be chosen on the images the
+    INT8 accuracy is then reported on."""
     def choose_exclusions(prepared: Path, cache: Path, tmp: Path, exclude: list[str]) -> list[str]:
         from compress.data import load_dataset_for, normalize
 
         if not (opts.sensitivity or opts.keep_float):
             return exclude
-        test = load_dataset_for(opts.data, "test", input_size, limit=opts.sensitivity_images, seed=opts.seed + 1)
-        x_eval = normalize(test.eval_images(), mean, std).numpy()
-        rows = layer_sensitivity(prepared, x_eval, test.labels.numpy(), method=opts.method, cache=cache,
+        ranking = load_dataset_for(opts.data, "train", input_size, limit=opts.sensitivity_images, seed=opts.seed + 1)
+        x_eval = normalize(ranking.eval_images(), mean, std).numpy()
+        rows = layer_sensitivity(prepared, x_eval, ranking.labels.numpy(), method=opts.method, cache=cache,
                                  workdir=tmp, log=log, recipe=recipe)
-        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), test.labels.numpy())
-        report["sensitivity"] = {"images": len(test), "split": "test", "seed": opts.seed + 1,
+        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), ranking.labels.numpy())
+        report["sensitivity"] = {"images": len(ranking), "split": "train", "seed": opts.seed + 1,
                                  "fp32_accuracy": base, "layers": rows}
         return list(dict.fromkeys(exclude + [r["layer"] for r in rows[:opts.keep_float]]))
 
