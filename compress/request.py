@@ -131,10 +131,17 @@ class PruneRequest:
         return {"target": target.removeprefix("target_"), "asked": getattr(self, target)}
 
     def matches(self, plan: dict) -> bool:
-        """Whether `plan` (plan.json) was made for this request: target, min_keep and round_to (resolved)."""
+        """Whether `plan` (plan.json) was made for this request: target, floor, rounding (resolved),
+        compensation and importance (a plan that does not record one of these was made with its default)."""
+        from compress.slimming import importance as imp
+
         if (plan.get("min_keep"), plan.get("round_to")) != (self.min_keep, self.round_to):
             return False
         if plan.get("shared", "select") != self.shared:
+            return False
+        if (plan.get("min_channels", 1), plan.get("compensated", True)) != (self.min_channels, self.compensate):
+            return False
+        if plan.get("importance", "|γ|") != imp.describe(imp.resolve(self.importance, False)):
             return False
         recorded = self.recorded()
         if recorded is None:

@@ -38,11 +38,20 @@ def save_weights(state: dict[str, torch.Tensor] | nn.Module, path: Path) -> None
 def state_tag(state_dir: Path) -> str | None:
     try:
         return json.loads((state_dir / "state.json").read_text()).get("tag")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         return None
 
 
-def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag=None) -> None:
+def state_settings(state_dir: Path) -> dict | None:
+    """The settings the saved state was trained with (None when it recorded none: an older version)."""
+    try:
+        settings = json.loads((state_dir / "state.json").read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return settings if isinstance(settings, dict) else None
+
+
+def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag=None, settings=None) -> None:
     """Weights and momentum buffers of `epoch`, then state.json naming them; older files go last."""
     from safetensors.torch import save_file
 
@@ -57,7 +66,7 @@ def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag
     with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
         save_file(buffers, str(tmp))
     write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
-                                          "num_params": len(params), "tag": tag})
+                                          "num_params": len(params), "tag": tag, "settings": settings})
     for old in state_dir.glob("*.safetensors"):
         if not old.name.endswith(f"-{epoch}.safetensors"):
             old.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ epoch.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -30,7 +31,7 @@ from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
 from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
 from compress.sparsity import optimizer_groups, regularizer_for
-from compress.train_state import STATE_DIR, finish, load_state, rewrite_metrics, save_weights, state_tag
+from compress.train_state import STATE_DIR, finish, load_state, rewrite_metrics, save_weights, state_settings, state_tag
 from compress.train_state import save_state as _save_state  # looked up at call time: tests pause here
 
 # The loss is checked for NaN/inf every this many steps (one host sync) and at the end of every epoch.
@@ -61,7 +62,10 @@ class FitOptions:
     any device) or fp32 (see compress.precision); the test set is evaluated as `evaluate` says.
     compile: True compiles with inductor; a string names another torch.compile backend. Shapes are
     static, so a second stage of the same architecture in one process reuses the compiled code.
-    tag: identifies what is trained (settings, parent weights); saved state with another tag is discarded.
+    tag: identifies what is trained (settings, parent weights). settings: the JSON-able settings the tag
+    stands for, saved with the state. Saved state with another tag is discarded when only the inputs
+    differ (`INPUT_SETTINGS`: the parent weights changed, so it is stale); where other settings differ it
+    is refused, so a rerun with a mistyped option cannot throw hours of resumable training away.
     checkpoint_every_s: None = after every epoch on a CPU, at most every GPU_CHECKPOINT_S on a GPU.
     """
 
@@ -77,6 +81,7 @@ class FitOptions:
     progress: bool = True
     desc: str = "train"
     tag: str | None = None
+    settings: dict | None = None
     checkpoint_every_s: float | None = None
 
     def __post_init__(self):
@@ -227,8 +232,8 @@ class _Run:
         opts, state_dir = self.opts, self.state_dir
         resume = opts.resume and (state_dir / "state.json").exists()
         if resume and state_tag(state_dir) not in (None, opts.tag):
-            print(f"{state_dir} belongs to another run (other settings or parent weights); starting over",
-                  file=sys.stderr)
+            _check_discardable(state_dir, opts.settings)
+            print(f"{state_dir} belongs to another run (other parent weights); starting over", file=sys.stderr)
             resume = False
         if resume:
             self.start_epoch, self.best, self.history = load_state(state_dir, self.model, self.optimizer, self.device)
@@ -333,8 +338,26 @@ class _Run:
         if self.best_weights is not None:
             save_weights(self.best_weights, self.out_dir / "best.safetensors")
             self.best_weights = None
-        _save_state(self.state_dir, self.model, self.optimizer, epoch, self.best, self.history, self.opts.tag)
+        _save_state(self.state_dir, self.model, self.optimizer, epoch, self.best, self.history, self.opts.tag,
+                    self.opts.settings)
         self.saved_epoch, self.last_saved = epoch, time.monotonic()
+
+
+# Settings that name a stage's input: state saved for other inputs is stale, and starting over loses nothing.
+INPUT_SETTINGS = ("parent", "from", "like")
+
+
+def _check_discardable(state_dir: Path, settings: dict | None) -> None:
+    """Refuse to discard an interrupted run that differs in more than its inputs."""
+    saved = state_settings(state_dir)
+    if saved is None or settings is None:
+        return
+    current = json.loads(json.dumps(settings, default=str))
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ and not set(differ) <= set(INPUT_SETTINGS):
+        raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "
+                            f"({', '.join(differ)}); rerun with its settings to resume it, or use --no-resume "
+                            "(or another --out) to start over")
 
 
 class _Tally:

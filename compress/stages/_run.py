@@ -52,6 +52,20 @@ def as_json(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def kept_stage(out: Path, settings: dict, run: "RunOptions", done_what: str) -> dict:
+    """A finished stage kept on resume, refused when it was trained with other settings (a model.json
+    that records none, from an older version, is kept)."""
+    meta = read_meta(out)
+    done = (meta.get("training") or {}).get("settings")
+    if done is not None and done != as_json(settings):
+        diff = sorted(k for k in set(settings) | set(done) if done.get(k) != as_json(settings.get(k)))
+        raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
+                            "use another --out or --no-resume")
+    log(f"{out} is already {done_what}; keeping it")
+    note_kept_precision(meta, run)
+    return meta
+
+
 def settings_tag(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -171,7 +185,7 @@ class Fitting:
     std: list[float]
     sparsity: Any = 0.0
     desc: str = "train"
-    tag: str | None = None
+    settings: dict | None = None  # what the stage's resume identity is made of (its tag is their hash)
     distill: Distill | None = None
 
 
@@ -182,7 +196,9 @@ def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[d
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     options = FitOptions(sparsity=job.sparsity, device=run.device, seed=run.seed, resume=run.resume, distill=job.distill,
-                         compile=run.compile, progress=run.progress, desc=job.desc, tag=job.tag,
+                         compile=run.compile, progress=run.progress, desc=job.desc,
+                         tag=settings_tag(job.settings) if job.settings is not None else None,
+                         settings=as_json(job.settings) if job.settings is not None else None,
                          precision=run.precision)
     result = fit(job.model, job.train, job.test, out, job.recipe, mean=job.mean, std=job.std, options=options)
     if not is_main_process():

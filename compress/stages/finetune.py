@@ -3,13 +3,14 @@ directory on a dataset's test split."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from compress.artifact import derived_meta, load_model_dir, read_meta
 from compress.data.options import DataOptions
 from compress.errors import CompressError
-from compress.stages._run import Fitting, RunOptions, check_classes, command_line, finished, fit_and_save, log
-from compress.stages._run import note_kept_precision, settings_tag, sparsity_json, writing
+from compress.stages._run import Fitting, RunOptions, as_json, check_classes, command_line, finished, fit_and_save
+from compress.stages._run import kept_stage, sparsity_json, writing
 from compress.training import Distill, Recipe, evaluate, pick_device
 
 
@@ -30,11 +31,15 @@ def _finetune(model_dir: Path, data: DataOptions, out: Path, recipe: Recipe, tea
               run: RunOptions) -> dict:
     distill_dir, temperature, alpha = teacher
     model, meta = load_model_dir(model_dir)
+    # Everything that makes the fine-tuned model what it is: a finished one made with other settings is
+    # refused (a changed --finetune-epochs used to keep the old model under the new command line), and an
+    # interrupted one is resumed only with the same.
+    teacher_sha = read_meta(distill_dir).get("weights_sha256") if distill_dir is not None else None
+    settings = {"parent": meta.get("weights_sha256"), "recipe": dataclasses.asdict(recipe), "seed": run.seed,
+                "distill": {"teacher": teacher_sha, "temperature": temperature, "alpha": alpha} if distill_dir else None,
+                "data": data.describe(), "sparsity": sparsity_json(sparsity)}
     if finished(out, run.resume, parent_sha=meta.get("weights_sha256")):
-        log(f"{out} is already fine-tuned; keeping it")
-        kept = read_meta(out)
-        note_kept_precision(kept, run)
-        return kept
+        return kept_stage(out, settings, run, "fine-tuned")
     data = data.for_model(meta)
     train, test = data.split("train"), data.split("test")
     check_classes(meta, train)
@@ -45,19 +50,18 @@ def _finetune(model_dir: Path, data: DataOptions, out: Path, recipe: Recipe, tea
             raise CompressError(f"teacher {distill_dir} predicts other classes than the student")
         distill = Distill(teacher_model, temperature, alpha)
     norm = meta["normalization"]
-    tag = settings_tag({"parent": meta.get("weights_sha256"), "epochs": recipe.epochs, "lr": recipe.lr,
-                        "distill": str(distill_dir), "data": data.describe(), "sparsity": sparsity_json(sparsity)})
     extra = {"pruning": meta["pruning"]} if "pruning" in meta else {}
 
     def meta_for(result: dict, wall: float) -> dict:
         return derived_meta(meta, model_dir, accuracy=result["last"]["test_accuracy"],
                             best_accuracy=result["best"]["test_accuracy"], command=command_line(),
                             training={"recipe": result["recipe"], "seed": run.seed, "wall_time_s": wall,
-                                      "distilled_from": str(distill_dir) if distill_dir else None},
+                                      "distilled_from": str(distill_dir) if distill_dir else None,
+                                      "settings": as_json(settings)},
                             data=data.describe(), **extra)
 
-    job = Fitting(model, train, test, recipe, norm["mean"], norm["std"], sparsity=sparsity, desc="finetune", tag=tag,
-                  distill=distill)
+    job = Fitting(model, train, test, recipe, norm["mean"], norm["std"], sparsity=sparsity, desc="finetune",
+                  settings=settings, distill=distill)
     return fit_and_save(out, job, run, meta_for)
 
 

@@ -66,9 +66,26 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
     options = replace(options, prune=request, sparsity=steer_to(options.sparsity, request))
     if hasattr(options.sparsity, "check_ready"):
         options.sparsity.check_ready()  # before any training: a config that cannot build fails now
+    _check_from_is_not_a_stage(start_from, Path(out), sparse_dir, options.passes)
     with writing(out, [("--from", start_from)], data):
         return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
                      Path(sparse_dir) if sparse_dir is not None else None, run)
+
+
+def _check_from_is_not_a_stage(start_from, out: Path, sparse_dir, passes: int) -> None:
+    """`--from OUT/finetuned --out OUT` would fine-tune into the very directory it starts from: the
+    top-level guard sees only OUT, so each stage directory slim writes is checked here, before any work."""
+    if start_from is None:
+        return
+    stages = [Path(sparse_dir) if sparse_dir is not None else out / "sparse"]
+    for k in range(1, passes + 1):
+        where = out if passes == 1 else out / f"pass{k}"
+        stages += [where / "pruned", where / "finetuned"]
+    source = Path(start_from).resolve()
+    for stage in stages:
+        if source == stage.resolve() or stage.resolve() in source.parents:
+            raise CompressError(f"--from {start_from} is {stage}, a stage this run writes; copy it elsewhere "
+                                "or use another --out")
 
 
 def steer_to(sparsity, request: PruneRequest):
@@ -106,6 +123,11 @@ def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs,
     else:
         check_arch(arch, arch_kwargs, input_size=data.input_size)
     out.mkdir(parents=True, exist_ok=True)
+    # summary.json marks a finished run: a rerun killed halfway must not leave the last run's beside new stages.
+    for old in ("summary.json", "summary.md", "gamma_histogram.png", "training_curves.png"):
+        (out / old).unlink(missing_ok=True)
+    for old in out.glob("kept_channels*.png"):
+        old.unlink(missing_ok=True)
     pretrain = options.pretrain_recipe is not None and start_from is None
     s = _Slimming(out, sparse_dir or out / "sparse", data, options, run, total=1 + 2 * options.passes + pretrain)
     if pretrain:
@@ -128,8 +150,8 @@ def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs,
     summary = build_summary(s.stages, s.times, data, options.prune.percent, options.sparsity)
     summary["passes"] = options.passes
     summary["plots"] = write_plots(out, s.sparse_dir, s.stages, options.passes)
-    write_json(out / "summary.json", summary)
     write_text(out / "summary.md", summary_markdown(summary))
+    write_json(out / "summary.json", summary)  # last: its presence says the run finished
     return summary
 
 

@@ -23,9 +23,8 @@ from compress.stages._run import (
     command_line,
     finished,
     fit_and_save,
+    kept_stage,
     log,
-    note_kept_precision,
-    settings_tag,
     sparsity_json,
     sparsity_on,
     writing,
@@ -101,21 +100,12 @@ def _train(arch, data: DataOptions, out: Path, recipe: Recipe, sparsity, arch_kw
                 "command": command_line(), **extra}
 
     job = Fitting(model, train_set, test_set, recipe, mean, std, sparsity=sparsity,
-                  desc="sparse" if sparsity_on(sparsity) else "train", tag=settings_tag(settings))
+                  desc="sparse" if sparsity_on(sparsity) else "train", settings=settings)
     return fit_and_save(out, job, run, meta_for)
 
 
 def _kept(out: Path, settings: dict, run: RunOptions) -> dict:
-    """A finished stage kept on resume, refused when it was trained with other settings."""
-    meta = read_meta(out)
-    done = (meta.get("training") or {}).get("settings")
-    if done is not None and done != as_json(settings):
-        diff = sorted(k for k in settings if done.get(k) != as_json(settings[k]))
-        raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
-                            "use another --out or --no-resume")
-    log(f"{out} is already trained; keeping it")
-    note_kept_precision(meta, run)
-    return meta
+    return kept_stage(out, settings, run, "trained")
 
 
 def _parent_record(parent: dict | None, start_from) -> dict:
@@ -148,7 +138,8 @@ def _train_like(like: Path, data: DataOptions, out: Path, recipe: Recipe, sparsi
     log(f"Scratch-B: {pruned['arch']} at the widths of {like}, {epochs} epochs "
         f"({recipe.epochs} × MACs ratio {budget['macs_ratio']:.2f}, capped at 2×)")
     settings = {"like": pruned.get("weights_sha256"), "epochs": epochs, "data": data.describe(),
-                "sparsity": sparsity_json(sparsity)}
+                "sparsity": sparsity_json(sparsity), "seed": run.seed,
+                "recipe": dataclasses.asdict(dataclasses.replace(recipe, epochs=epochs))}
     if finished(out, run.resume):
         return _kept(out, settings, run)
     check_out_dir(out)
@@ -169,7 +160,7 @@ def _train_like(like: Path, data: DataOptions, out: Path, recipe: Recipe, sparsi
         return meta
 
     job = Fitting(model, train_set, test_set, dataclasses.replace(recipe, epochs=epochs), norm["mean"], norm["std"],
-                  sparsity=sparsity, desc="scratch-B", tag=settings_tag(settings))
+                  sparsity=sparsity, desc="scratch-B", settings=settings)
     return fit_and_save(out, job, run, meta_for)
 
 

@@ -161,3 +161,18 @@ def test_a_bug_inside_pruning_is_not_reported_as_an_unsupported_option(monkeypat
     monkeypatch.setattr(compress.slimming, "prune", broken)
     with pytest.raises(TypeError, match="unsupported operand"):
         compress.prune(_vgg(), torch.zeros(1, 3, 32, 32), percent=0.5)
+
+
+def test_a_plan_matches_only_the_request_that_made_it():
+    """Slim kept a pruned stage made without compensation, with another floor or importance, for a
+    request that asked otherwise (the plan records all three)."""
+    plan = {"percent": 0.5, "min_keep": 0.2, "round_to": 1, "shared": "select", "min_channels": 1,
+            "compensated": True, "importance": "|γ|"}
+    assert PruneRequest(percent=0.5).matches(plan)
+    assert not PruneRequest(percent=0.5, compensate=False).matches(plan)
+    assert not PruneRequest(percent=0.5, min_channels=8).matches(plan)
+    budget = {**plan, "percent": None, "budget": {"target": "macs", "asked": 0.5}}
+    assert PruneRequest(target_macs=0.5).matches(budget)
+    assert not PruneRequest(target_macs=0.5, importance="cost").matches(budget)
+    assert PruneRequest(percent=0.5).matches({k: v for k, v in plan.items()
+                                              if k not in ("min_channels", "compensated", "importance")})

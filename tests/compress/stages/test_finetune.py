@@ -57,3 +57,43 @@ def test_onto_itself_or_from_a_teacher_of_other_classes_is_refused(work):
     with pytest.raises(CompressError, match="predicts other classes than the student"):
         finetune(work / "m", data, work / "ft", RECIPE, distill_dir=work / "teacher")
     assert not (work / "ft").exists()
+
+
+def test_a_finished_fine_tune_made_with_other_settings_is_refused_not_kept(work):
+    """A finished fine-tune was kept whatever --epochs, --lr or --distill now said (only its parent was
+    compared), and slim then wrote the new command line into its summary."""
+    data = DataOptions(str(work / "imgs"))
+    finetune(work / "m", data, work / "ft", RECIPE, run=RunOptions(progress=False))
+    stamp = (work / "ft" / "model.json").stat().st_mtime_ns
+    for recipe, run in ((Recipe.named("fast", epochs=2, batch_size=4), RunOptions(progress=False)),
+                        (RECIPE, RunOptions(progress=False, seed=5))):
+        with pytest.raises(CompressError, match=r"holds a model trained with other settings \((recipe|seed)\)"):
+            finetune(work / "m", data, work / "ft", recipe, run=run)
+    assert (work / "ft" / "model.json").stat().st_mtime_ns == stamp
+    finetune(work / "m", data, work / "ft2", RECIPE, run=RunOptions(progress=False, resume=False))
+
+
+def test_an_interrupted_fine_tune_is_not_discarded_by_a_rerun_with_other_settings(work, monkeypatch):
+    """A rerun with a mistyped option deleted the interrupted run's state before training one step."""
+    import compress.training as training
+
+    data = DataOptions(str(work / "imgs"))
+    two = Recipe.named("fast", epochs=2, batch_size=4)
+    real = training._save_state
+
+    def stop_after_first(*args, **kw):
+        real(*args, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_state", stop_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(work / "m", data, work / "ft", two, run=RunOptions(progress=False))
+    monkeypatch.setattr(training, "_save_state", real)
+    state = work / "ft" / "train_state" / "state.json"
+    before = state.read_bytes()
+    with pytest.raises(CompressError, match=r"holds an interrupted run with other settings \(recipe\); rerun"):
+        finetune(work / "m", data, work / "ft", Recipe.named("fast", epochs=3, batch_size=4),
+                 run=RunOptions(progress=False))
+    assert state.read_bytes() == before
+    meta = finetune(work / "m", data, work / "ft", two, run=RunOptions(progress=False))  # resumes
+    assert len((work / "ft" / "metrics.jsonl").read_text().splitlines()) == 2 and meta["training"]["settings"]

@@ -35,7 +35,7 @@ def test_the_training_tail_writes_model_json_last_and_drops_the_resumable_state(
                 "accuracy": result["last"]["test_accuracy"]}
 
     job = Fitting(model, train, test, Recipe.named("fast", epochs=1, batch_size=4), [0.5] * 3, [0.25] * 3,
-                  desc="test", tag="t1")
+                  desc="test", settings={"name": "t1"})
     saved = fit_and_save(tmp_path / "out", job, RunOptions(progress=False), meta_for)
     out = tmp_path / "out"
     assert json.loads((out / "model.json").read_text()) == saved

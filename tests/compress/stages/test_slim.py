@@ -70,6 +70,24 @@ def test_percent_outside_the_unit_interval_is_refused(tmp_path):
 
 
 
+@pytest.mark.parametrize("stage", ["finetuned", "pruned", "sparse", "sparse/inner"])
+def test_starting_from_a_stage_this_run_writes_is_refused_before_any_work(tmp_path, stage):
+    """`--from OUT/finetuned --out OUT` fine-tuned into its own input: the user's weights were overwritten
+    (the top-level guard saw only OUT)."""
+    from compress.artifact import save_model_dir
+    from compress.models import create_model
+
+    start = tmp_path / "run" / stage
+    save_model_dir(create_model("vgg11", num_classes=2, width=0.0625), start,
+                   {"arch": "vgg11", "arch_kwargs": {"num_classes": 2, "width": 0.0625}, "classes": ["a", "b"],
+                    "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    before = {f.name: f.read_bytes() for f in start.iterdir()}
+    result = CliRunner().invoke(main, ["slim", "--from", str(start), "--out", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "a stage this run writes" in result.output, result.output
+    assert {f.name: f.read_bytes() for f in start.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [stage.split("/")[0]]
+
+
 def test_a_latency_target_under_targeted_sparsity_is_refused_before_any_training(tmp_path, monkeypatch):
     # The quick preset's targeted sparsity decides what to pull during training, where there is no pruned
     # network to time: refused at once, not after the plain stage.
@@ -143,3 +161,26 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
 
     refused = CliRunner().invoke(main, [*args, "--no-resume"])
     assert refused.exit_code != 0 and "--no-resume" in refused.output
+
+
+def test_a_rerun_stopped_halfway_leaves_no_summary_of_the_last_run(tmp_path, monkeypatch):
+    """summary.json marks a finished run; a rerun with another percent killed during a stage left the
+    previous run's summary (percent 0.5) beside the new stages (percent 0.3)."""
+    import compress.stages.slim as slim_stage
+    from compress.data.options import DataOptions
+    from compress.recipe import Recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("summary.json", "summary.md", "gamma_histogram.png", "kept_channels.png"):
+        (out / name).write_text("the last run's")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(slim_stage, "train", stopped)
+    recipe = Recipe.named("fast", epochs=1, batch_size=4)
+    with pytest.raises(KeyboardInterrupt):
+        slim_stage.slim("vgg11", DataOptions(str(tmp_path / "imgs")), out,
+                        slim_stage.SlimOptions(train_recipe=recipe, finetune_recipe=recipe))
+    assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]

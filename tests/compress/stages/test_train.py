@@ -54,6 +54,12 @@ def test_like_trains_the_pruned_widths_from_fresh_weights(tmp_path, cifar10_arch
     b, _ = load_model_dir(tmp_path / "scratch")
     first = next(n for n, p in a.named_parameters() if p.dim() == 4)
     assert not torch.allclose(dict(a.named_parameters())[first], dict(b.named_parameters())[first])
+    # Another learning rate or seed is another run: refused, where it used to keep this one.
+    for change in (["--lr", "0.01"], ["--seed", "3"]):
+        again = CliRunner().invoke(main, ["train", "--like", str(tmp_path / "pruned"), "--epochs", "1", "--recipe",
+                                          "fast", "--train-limit", "100", "--test-limit", "50",
+                                          "--out", str(tmp_path / "scratch"), *change])
+        assert again.exit_code != 0 and "other settings" in again.output, again.output
 
 
 def test_torchrun_trains_with_two_cpu_processes(tmp_path):
