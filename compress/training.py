@@ -156,7 +156,12 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"fit() got unknown option(s) {', '.join(unknown)}; FitOptions has {', '.join(sorted(known))}")
-    run = _Run(model, recipe, Path(out_dir), replace(options or FitOptions(), **overrides))
+    options = replace(options or FitOptions(), **overrides)
+    if options.tag is None:
+        # Without a caller's tag, saved state is resumed only by a call that trains the same way: a second
+        # fit() into one folder with another recipe or penalty returned the first call's weights untrained.
+        options = replace(options, tag=_call_tag(model, recipe, options))
+    run = _Run(model, recipe, Path(out_dir), options)
     run.prepare(train_data, mean, std)
     try:
         for epoch in range(run.start_epoch, recipe.epochs):
@@ -341,6 +346,15 @@ class _Run:
         _save_state(self.state_dir, self.model, self.optimizer, epoch, self.best, self.history, self.opts.tag,
                     self.opts.settings)
         self.saved_epoch, self.last_saved = epoch, time.monotonic()
+
+
+def _call_tag(model: nn.Module, recipe: Recipe, options: FitOptions) -> str:
+    import hashlib
+
+    identity = {"recipe": asdict(recipe), "sparsity": options.sparsity, "seed": options.seed,
+                "distill": None if options.distill is None else [options.distill.temperature, options.distill.alpha],
+                "shapes": [list(p.shape) for p in model.parameters()]}
+    return "fit-" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
 
 # Settings that name a stage's input: state saved for other inputs is stale, and starting over loses nothing.

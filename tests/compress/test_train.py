@@ -50,6 +50,20 @@ def test_interrupted_training_resumes_where_it_stopped(tmp_path):
     assert result["last"]["train_loss"] == pytest.approx(reference["last"]["train_loss"], rel=1e-4)
 
 
+def test_a_second_fit_with_another_recipe_into_one_folder_trains_instead_of_resuming(tmp_path):
+    """With no caller's tag, any saved state was resumed: a second fit() with another learning rate and
+    penalty returned the first call's weights and history without training a step."""
+    data = tiny_data()
+    kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, seed=0, progress=False)
+    first = fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "run",
+                Recipe.named("fast", epochs=1, batch_size=16), sparsity=0.0, **kwargs)
+    other = Recipe.named("fast", epochs=1, batch_size=16, lr=0.01)
+    second = fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "run", other,
+                 sparsity=1e-2, **kwargs)
+    assert second["history"][0]["lr"] != first["history"][0]["lr"]
+    assert second["history"][0]["sparsity_lambda"] != first["history"][0]["sparsity_lambda"]
+
+
 def test_sparse_training_drives_gamma_down():
     data = tiny_data()
     recipe = Recipe.named("fast", epochs=2, batch_size=16, lr=0.05)
