@@ -68,21 +68,41 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     (`skipped`), and the self-check (`check`). On any failure the model is left as it was.
     """
     opts, importance = _options(percent, options, "prune")
+    was_training = model.training
+    original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
-    backup = copy.deepcopy(model)  # the reference of the self-check, and what a failure restores
+    backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
     try:
         return model, _attempts(model, backup, percent, example_input, opts, importance)
     except CompressError:
-        _restore(model, backup)
+        _put_back(model, original, backup, was_training)
         raise
     except Exception as exc:
-        _restore(model, backup)
+        _put_back(model, original, backup, was_training)
         lines = str(exc).strip().splitlines()
         raise CompressError(f"pruning {type(model).__name__} failed ({type(exc).__name__}: "
                             f"{lines[0] if lines else ''}); the model is left unchanged") from exc
     except BaseException:
-        _restore(model, backup)
+        _put_back(model, original, backup, was_training)
         raise
+
+
+def _objects_of(model: nn.Module) -> dict:
+    """Every module's attributes as they are now, with its own parameter, buffer and child tables copied
+    (surgery sets attributes, which changes those tables in place)."""
+    tables = ("_parameters", "_buffers", "_modules")
+    return {m: {k: dict(v) if k in tables else v for k, v in m.__dict__.items()} for m in model.modules()}
+
+
+def _put_back(model: nn.Module, original: dict, backup: nn.Module, was_training: bool) -> None:
+    """After a failure: the caller's own module, parameter and buffer objects (an optimizer built on the
+    model holds them), their values as they were (compensation adds to biases in place), and its mode."""
+    for module, attributes in original.items():
+        module.__dict__.clear()
+        module.__dict__.update(attributes)
+    with torch.no_grad():
+        model.load_state_dict(backup.state_dict())
+    model.train(was_training)
 
 
 def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]:

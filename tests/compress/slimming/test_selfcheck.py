@@ -28,6 +28,18 @@ def _unchanged(model, widths, state, modules):
     assert [type(m) for m in model.modules()] == modules
 
 
+def test_a_refused_prune_leaves_the_callers_parameter_objects_and_mode():
+    """The refused prune put copies back: equal values, but new parameter objects, so an optimizer built
+    on the model no longer trained it; and the model was left in eval mode."""
+    model = _vgg().train()
+    first = next(model.parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(CompressError, match="cannot be met"):
+        slimming.prune(model, None, EXAMPLE, target_macs=1e-6)
+    assert next(model.parameters()) is first and model.training
+    assert all(any(p is q for q in optimizer.param_groups[0]["params"]) for p in model.parameters())
+
+
 def test_every_plan_records_its_check():
     _, plan = slimming.prune(_vgg(), 0.5, EXAMPLE)
     assert 0 < plan["removed_gamma_max"] <= plan["threshold"]  # what a stage reads to call a pruning exact
@@ -45,12 +57,15 @@ def test_a_network_that_computes_something_else_is_refused_naming_the_first_dive
     monkeypatch.setattr(surgery, "_cut_batchnorm", wrong_channels)
     model = _vgg()
     widths, state, modules = layer_widths(model), copy.deepcopy(model.state_dict()), [type(m) for m in model.modules()]
+    objects = [*model.modules(), *model.parameters(), *model.buffers()]
     with pytest.raises(CompressError, match=r"^pruning would change VGG's output beyond the self-check tolerance "
                                             r"\(max relative difference .* > 0\.0001\); outputs first diverge at "
                                             r"features\.\d+ \(BatchNorm2d\); the model is left unchanged$") as info:
         slimming.prune(model, 0.5, EXAMPLE)
     assert "\n" not in str(info.value)
     _unchanged(model, widths, state, modules)
+    # The caller's own objects, not copies of them: after the surgery had replaced them.
+    assert all(a is b for a, b in zip([*model.modules(), *model.parameters(), *model.buffers()], objects))
 
 
 class MaskedClassifier(nn.Module):
