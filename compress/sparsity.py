@@ -215,10 +215,13 @@ class SparsityRegularizer:
             self.lam *= AUTO_GROWTH
 
     def resume_from(self, record: dict | None) -> None:
-        """Continue a run from its last logged epoch: the steered λ is part of the state."""
+        """Continue a run from its last logged epoch: the steered λ is part of the state. The logged
+        `sparsity_lambda` is the λ applied (times the ramp); the steered one underneath it is
+        `sparsity_lambda_base` (records written before it existed hold no ramp, or give the applied one)."""
         if self.adaptive and record and record.get("sparsity_lambda"):
-            self.lam = float(record["sparsity_lambda"])
+            self.lam = float(record.get("sparsity_lambda_base") or record["sparsity_lambda"])
             self.start_quantile = record.get("sparsity_start_quantile")
+            self._last_quantile = record.get("sparsity_last_quantile", self._last_quantile)
 
     def lam_at(self, step: int) -> float:
         if not self.lam:
@@ -287,6 +290,8 @@ class SparsityRegularizer:
         if self.adaptive:
             out["sparsity_start_quantile"] = self.start_quantile
             out["sparsity_quantile_target"] = self.quantile_target(self.step_index) if self.start_quantile else None
+            out["sparsity_lambda_base"] = self.lam
+            out["sparsity_last_quantile"] = self._last_quantile
         return out
 
 

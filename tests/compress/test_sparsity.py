@@ -247,9 +247,27 @@ def test_auto_never_goes_under_the_budget_and_resumes_its_lambda():
     assert reg.lam >= floor
     record = reg.record()
     again = SparsityRegularizer(defended_gammas()[0], "auto", mode="proximal", lrs=[0.1] * steps, percent=0.5)
-    record["sparsity_lambda"] = 3 * floor
+    record["sparsity_lambda_base"] = 3 * floor
     again.resume_from(record)
     assert again.lam == pytest.approx(3 * floor) and again.start_quantile == record["sparsity_start_quantile"]
+    old_log = {k: v for k, v in record.items() if k not in ("sparsity_lambda_base", "sparsity_last_quantile")}
+    old_log["sparsity_lambda"] = 2 * floor  # a log written before the base was recorded: the λ it gives
+    again.resume_from(old_log)
+    assert again.lam == pytest.approx(2 * floor)
+
+
+def test_a_ramped_auto_lambda_resumes_at_its_steered_value_not_the_ramped_one():
+    """The log holds λ × ramp; restoring that halved λ at mid-ramp, and the ramp then applied again."""
+    model, defence = defended_gammas(force=0.0)
+    steps = 100
+    reg = SparsityRegularizer(model, "auto", mode="proximal", lrs=[0.1] * steps, percent=0.5, ramp=0.5)
+    run_defended(model, defence, reg, 25)
+    record = reg.record()
+    again = SparsityRegularizer(defended_gammas()[0], "auto", mode="proximal", lrs=[0.1] * steps, percent=0.5,
+                                ramp=0.5)
+    again.resume_from(record)
+    assert record["sparsity_lambda"] < reg.lam  # what was applied, mid-ramp
+    assert again.lam == pytest.approx(reg.lam) and again._last_quantile == reg._last_quantile
 
 
 def test_auto_needs_a_percent_inside_zero_one_and_budgets_stay_fixed():
