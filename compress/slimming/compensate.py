@@ -7,8 +7,8 @@ consumers; for padded k×k convolutions it is exact away from the border, where 
 part of the constant, and the spatial mean is folded (the least-squares bias). Where a channel is not
 quite constant (a squeeze-and-excitation gate multiplies it) its mean over the probe batch is folded.
 
-That mean stands in for the channel only where the channel barely varies: the same forward bounds what
-the variation around it could add to each consumer's output (|W| times the largest deviation), and a
+That mean stands in for the channel only where the channel barely varies with the image: the same forward
+bounds what that variation could add to each consumer's output (|W| times the largest deviation), and a
 consumer called more than once (a head shared by pyramid levels, each with its own BN) must get the same
 constant at every call. Beyond `VARIATION_TOL` of the consumer's output, `CompensationError` names the
 consumer, and the engine leaves the units that feed it alone: a gate computed from the kept channels
@@ -81,15 +81,17 @@ def delta_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor
 
 
 def variation_of(mod: nn.Module, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """An upper bound, per output channel, of what the removed inputs `idx` add to `mod`'s output beyond
-    their mean: |W| applied to each channel's largest deviation from its mean over images and positions."""
+    """An upper bound, per output channel, of how much what the removed inputs `idx` add to `mod`'s output
+    changes with the image: |W| applied to each channel's largest deviation from its mean over the probe
+    images, at any position. A pattern fixed by position alone (zero or average-pool padding at borders)
+    carries nothing of the input; its fold is the least-squares approximation the module docstring names."""
     if isinstance(mod, nn.Linear):
         values = x.index_select(1, idx).reshape(-1, idx.numel())
         deviation = (values - values.mean(dim=0)).abs().amax(dim=0)
         return mod.weight.detach().index_select(1, idx).abs() @ deviation
     spatial = list(range(2, x.dim()))
     values = x.index_select(1, idx)
-    deviation = (values - values.mean(dim=[0, *spatial], keepdim=True)).abs().amax(dim=[0, *spatial])
+    deviation = (values - values.mean(dim=0, keepdim=True)).abs().amax(dim=[0, *spatial])
     only_removed = torch.zeros_like(x[:1])
     only_removed[:, idx] = deviation.view(1, -1, *[1] * len(spatial))
     out = mod._conv_forward(only_removed, mod.weight.detach().abs(), None)

@@ -99,3 +99,29 @@ def test_constant_removed_channels_still_fold_exactly():
     assert pruned.a[0].out_channels < 32 and not plan["skipped"]
     x = torch.randn(16, 3, 8, 8)
     assert torch.allclose(_outputs(pruned, x)[0], _outputs(original, x)[0], atol=1e-4)
+
+
+class PaddedPool(nn.Module):
+    """An average pool with padding between a BN and its reader (Inception's pool branch): a removed channel
+    reaches the reader as a pattern fixed by position, the same for every image."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.pool = nn.AvgPool2d(3, stride=1, padding=1)
+        self.b = nn.Sequential(nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc(self.b(self.pool(self.a(x))).mean((2, 3)))
+
+
+def test_a_pattern_fixed_by_position_is_folded_as_before():
+    """Only variation with the image is refused: border patterns carry nothing of the input, and their
+    least-squares fold is the approximation compensation always made at padded borders."""
+    model = randomize_bn(PaddedPool(), seed=3)
+    with torch.no_grad():
+        model.a[1].weight[:8] = 0.0
+        model.a[1].bias[:8] = 1.0
+    pruned, plan = slimming.prune(model, 0.25, torch.zeros(1, 3, 8, 8), min_keep=0.0)
+    assert pruned.a[0].out_channels <= 8 and not plan["skipped"]
