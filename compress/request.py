@@ -133,21 +133,28 @@ class PruneRequest:
     def matches(self, plan: dict) -> bool:
         """Whether `plan` (plan.json) was made for this request: target, floor, rounding (resolved),
         compensation and importance (a plan that does not record one of these was made with its default)."""
-        from compress.slimming import importance as imp
-
         if (plan.get("min_keep"), plan.get("round_to")) != (self.min_keep, self.round_to):
             return False
         if plan.get("shared", "select") != self.shared:
             return False
         if (plan.get("min_channels", 1), plan.get("compensated", True)) != (self.min_channels, self.compensate):
             return False
-        if plan.get("importance", "|γ|") != imp.describe(imp.resolve(self.importance, False)):
+        if plan.get("importance", "|γ|") != importance_label(self.importance):
             return False
         recorded = self.recorded()
         if recorded is None:
             return plan.get("budget") is None and plan.get("percent") == self.percent
         budget = plan.get("budget") or {}
         return all(budget.get(key) == value for key, value in recorded.items())
+
+
+def importance_label(importance) -> str:
+    """How a plan records an importance: |γ|, cost, or a callable's (or Torch-Pruning class's) name."""
+    if importance in (None, "gamma"):
+        return "|γ|"
+    if importance == "cost":
+        return "cost"
+    return getattr(importance, "__name__", type(importance).__name__)
 
 
 def slimming_keywords(request: PruneRequest) -> dict:

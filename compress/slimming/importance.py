@@ -53,11 +53,9 @@ class Unit:
 
 
 def describe(importance) -> str:
-    if importance in (None, "gamma"):
-        return "|γ|"
-    if importance == "cost":
-        return "cost"
-    return getattr(importance, "__name__", type(importance).__name__)
+    from compress.request import importance_label
+
+    return importance_label(importance)
 
 
 def resolve(importance, cost_aware: bool):
