@@ -214,13 +214,24 @@ def test_a_layer_the_quantizer_leaves_in_float_unasked_is_refused(fp32_onnx, ima
     assert not out.exists()
 
 
-def test_sensitivity_keeps_the_worst_layers_float(fp32_onnx, image_folder, tmp_path):
+def test_sensitivity_keeps_the_worst_layers_float(fp32_onnx, image_folder, tmp_path, monkeypatch):
+    import compress.data
+
+    real, drawn = compress.data.load_dataset_for, []
+
+    def recording(spec, split, *args, **kwargs):
+        drawn.append((split, kwargs.get("limit")))
+        return real(spec, split, *args, **kwargs)
+
+    monkeypatch.setattr(compress.data, "load_dataset_for", recording)
     out = tmp_path / "kf.onnx"
     report = quantize_model(fp32_onnx, out, QuantizeOptions(data=str(image_folder), calib_images=16, keep_float=1,
                                                             sensitivity_images=20, eval_limit=20),
                             log=lambda _m: None)
     rows = report["sensitivity"]["layers"]
     assert len(rows) == 3 and [r["rank"] for r in rows] == [1, 2, 3]
+    # Ranked on training images: the INT8 accuracy is reported on the test images.
+    assert report["sensitivity"]["split"] == "train" and ("train", 20) in drawn and ("test", 20) in drawn
     # Worst first: the largest accuracy drop leads, ties broken by the lower SQNR.
     order = [(-r["drop"], r["sqnr_db"]) for r in rows]
     assert order == sorted(order) and len({r["layer"] for r in rows}) == 3
