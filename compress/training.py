@@ -238,7 +238,8 @@ class _Run:
         resume = opts.resume and (state_dir / "state.json").exists()
         if resume and state_tag(state_dir) not in (None, opts.tag):
             _check_discardable(state_dir, opts.settings)
-            print(f"{state_dir} belongs to another run (other parent weights); starting over", file=sys.stderr)
+            print(f"{state_dir} belongs to another run (other parent weights or, from an older version, other "
+                  "settings); starting over", file=sys.stderr)
             resume = False
         if resume:
             self.start_epoch, self.best, self.history = load_state(state_dir, self.model, self.optimizer, self.device)
