@@ -233,9 +233,7 @@ def list_folder(root: Path, split: str) -> Source:
         for entry in os.scandir(root / prefix / cls):
             if _is_image(entry.name) and entry.is_file():
                 st = entry.stat()
-                if st.st_size > MAX_IMAGE_BYTES:  # a sparse file claims any size and reads as zeros
-                    raise CompressError(f"{entry.path} is {human_bytes(st.st_size)}, over the bound of "
-                                        f"{human_bytes(MAX_IMAGE_BYTES)} for one image (MAX_IMAGE_BYTES)")
+                _check_image_size(entry.path, st.st_size)  # a sparse file claims any size and reads as zeros
                 files.append((entry.name, st.st_size, st.st_mtime_ns))
             elif len(others) < 4:
                 others.append(entry.name)
@@ -291,18 +289,19 @@ def _normalized(name: str) -> str | None:
     return "/".join(parts)
 
 
-def _resolve_links(path: Path, members: list[tarfile.TarInfo]) -> dict[int, tarfile.TarInfo]:
+def _check_image_size(where, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise CompressError(f"{where} is {human_bytes(size)}, over the bound of {human_bytes(MAX_IMAGE_BYTES)} "
+                            "for one image (MAX_IMAGE_BYTES)")
+
+
+def _resolve_links(path: Path, members: list[tarfile.TarInfo], names: list[str | None]) -> dict[int, tarfile.TarInfo]:
     """For each hard or symbolic link: the regular member it stands for (by index). A link to nothing in
     the archive, or a member stored sparse (its size is not its bytes at its offset), is refused in one line
-    where it would be read as an image."""
-    regular = {}
-    for m in members:
-        name = _normalized(m.name)
-        if name is not None and m.isreg() and not m.issparse():
-            regular[name] = m
+    where it would be read as an image. `names` are the members' normalized names."""
+    regular = {name: m for m, name in zip(members, names) if name is not None and m.isreg() and not m.issparse()}
     targets = {}
-    for i, m in enumerate(members):
-        name = _normalized(m.name)
+    for i, (m, name) in enumerate(zip(members, names)):
         if name is None or not _is_image(PurePosixPath(name).name):
             continue
         if m.issparse():
@@ -310,7 +309,7 @@ def _resolve_links(path: Path, members: list[tarfile.TarInfo]) -> dict[int, tarf
                                 "by offset; pack the archive again without -S")
         if m.islnk() or m.issym():
             link = m.linkname if m.islnk() else str(PurePosixPath(name).parent / m.linkname)
-            link = _normalized(os.path.normpath(link)) if not m.linkname.startswith("/") else None
+            link = _normalized(os.path.normpath(link))  # None for an absolute or escaping target
             target = regular.get(link) if link else None
             if target is None:
                 raise CompressError(f"{path}: member {name} links to {m.linkname!r}, which is no image file in "
@@ -324,15 +323,15 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
     images are read from the copy by offset, so workers get random access."""
     readable = plain_copy or path
     members = _members(path, readable)
-    links = _resolve_links(path, members)
+    normalized = [_normalized(m.name) for m in members]
+    links = _resolve_links(path, members, normalized)
     # Archives may wrap everything in one top folder; strip it when present. Only files in split/class/file
     # positions are read (a link as the file it names, as a folder's symlink is read); devices and paths
     # that leave the archive ('..', absolute) are ignored. A name given twice (an archive appended to with
     # tar -r) is refused: extraction would keep the last copy, the listing would count both.
     seen: set[str] = set()
     entries = []  # (path parts inside the archive, the member whose bytes are read, a file?, a folder?)
-    for i, m in enumerate(members):
-        name = _normalized(m.name)
+    for i, (m, name) in enumerate(zip(members, normalized)):
         if name is None:
             continue
         target = links.get(i, m)
@@ -342,9 +341,7 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
                 raise CompressError(f"{path}: {name} appears twice in the archive (appended with tar -r?); "
                                     "extracting it would keep only the last copy")
             seen.add(name)
-            if target.size > MAX_IMAGE_BYTES:
-                raise CompressError(f"{path}: {name} is {human_bytes(target.size)}, over the bound of "
-                                    f"{human_bytes(MAX_IMAGE_BYTES)} for one image (MAX_IMAGE_BYTES)")
+            _check_image_size(f"{path}: {name}", target.size)
         entries.append((PurePosixPath(name).parts, target, is_file, m.isdir()))
     tops = {p[0] for p, *_ in entries if len(p) > 1}
     strip = 1 if len(tops) == 1 and not (tops & set(SPLIT_ALIASES["train"] + SPLIT_ALIASES["test"])) else 0

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.request import importance_label as describe  # noqa: F401 - the name the engine records with
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,6 @@ class Unit:
     gamma: torch.Tensor  # the default importance: max |γ| per channel (mean over narrowed readers)
     layers: tuple[Layer, ...]
     model: nn.Module
-
-
-def describe(importance) -> str:
-    from compress.request import importance_label
-
-    return importance_label(importance)
 
 
 def resolve(importance, cost_aware: bool):
