@@ -63,11 +63,14 @@ def _kept_channels(name: str, removal, n: int) -> list[int] | None:
 
 @torch.no_grad()
 def first_divergence(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
-                     compensate: bool, tol: float) -> tuple[str | None, str]:
+                     compensate: bool, tol: float, folded: dict | None = None) -> tuple[str | None, str]:
     """(name, "name (Class)") of the first module, in the reference's order, whose output differs."""
-    hooks, (order, ref_out) = _record(reference)
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
-    replace = replacement_hooks(reference, removal, deltas, 0)
+    # The replacement first: forward hooks run in the order they were registered, and a recorder ahead
+    # of it kept each consumer's output without the constant folded into its bias, so the first such
+    # consumer was named however right it was.
+    replace = replacement_hooks(reference, removal, deltas, 0, folded)
+    hooks, (order, ref_out) = _record(reference)
     try:
         reference(probe)
     finally:

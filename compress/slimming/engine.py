@@ -231,7 +231,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     except CompensationError as exc:
         exc.units = units
         raise
-    fold_deltas(model, units.analysis, deltas)
+    folded = fold_deltas(model, units.analysis, deltas)
     gone_gamma = _removed_gamma_max(model, removal)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in units.groups]
     selection_records = [_record(s, threshold, {"bn": s.name, "consumer": s.site.consumer_name,
@@ -243,7 +243,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         rec["selected"] = s.site.selected()
     # One image is enough to see a changed function; the doubled reference batch makes it two forwards.
     try:
-        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate)
+        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate, folded=folded)
     except SelfCheckError as exc:
         exc.units = units
         raise

@@ -28,8 +28,12 @@ def flatten_outputs(out) -> list[torch.Tensor]:
                         "and lists, tuples and dicts of them, so it cannot vouch for this one")
 
 
-def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -> list:
-    """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)."""
+def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int, folded: dict | None = None) -> list:
+    """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)
+    where the pruned network holds it: after the consumer when it went into its bias, at the input of the
+    BN named by `folded` (compress.slimming.compensate.fold_deltas) when it went into that BN's mean. The
+    outputs are the same either way; the diagnosis compares each module's own, so it must be where the
+    pruned network has it."""
     modules = dict(reference.named_modules())
     hooks = []
     for name, idx in removal.inputs.items():
@@ -41,24 +45,31 @@ def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int) -
             return (x, *args[1:])
 
         hooks.append(mod.register_forward_pre_hook(pre))
-        if name in deltas:
-            def post(m, args, out, delta=deltas[name]):
-                out = out.clone()
-                shape = (1, -1) + (1,) * (out.dim() - 2)
-                out[start:] += delta.to(out).view(shape)
-                return out
-
-            hooks.append(mod.register_forward_hook(post))
+        if name not in deltas:
+            continue
+        into = (folded or {}).get(name, "bias")
+        if into == "bias":
+            hooks.append(mod.register_forward_hook(lambda m, args, out, d=deltas[name]: _added(out, d, start)))
+        else:
+            hooks.append(modules[into].register_forward_pre_hook(
+                lambda m, args, d=deltas[name]: (_added(args[0], d, start), *args[1:])))
     return hooks
 
 
+def _added(x: torch.Tensor, delta: torch.Tensor, start: int) -> torch.Tensor:
+    x = x.clone()
+    x[start:] += delta.to(x).view((1, -1) + (1,) * (x.dim() - 2))
+    return x
+
+
 @torch.no_grad()
-def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
+def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool,
+                      folded: dict | None = None):
     """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
     n = probe.shape[0]
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
-        hooks = replacement_hooks(reference, removal, deltas, n)
+        hooks = replacement_hooks(reference, removal, deltas, n, folded)
         try:
             both = flatten_outputs(reference(torch.cat([probe, probe])))
         finally:
@@ -66,7 +77,7 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
                 h.remove()
         if all(t.dim() and t.shape[0] == 2 * n for t in both):
             return [t[:n] for t in both], [t[n:] for t in both], 1
-        hooks = replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
+        hooks = replacement_hooks(reference, removal, deltas, 0, folded)  # outputs not batch-first: one at a time
         try:
             return None, flatten_outputs(reference(probe)), 2
         finally:

@@ -58,7 +58,7 @@ def _exact_math():
 
 
 def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
-               compensate: bool) -> dict:
+               compensate: bool, folded: dict | None = None) -> dict:
     """Compare; raise CompressError naming the first diverging module, or return the check's record."""
     t0 = time.perf_counter()
     tol = tolerance_for(reference)
@@ -67,7 +67,8 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
     reference.eval()
     try:
         with _exact_math(), torch.no_grad():
-            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate)
+            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate,
+                                                      folded=folded)
             try:
                 got = flatten_outputs(pruned(probe))
             except Exception as exc:  # a broken network: say where it breaks
@@ -83,7 +84,7 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
             from compress.slimming.diagnose import first_divergence
 
             module, where = first_divergence(pruned, reference, removal, deltas, probe, compensate=compensate,
-                                             tol=tol)
+                                             tol=tol, folded=folded)
             shown = "a different output structure" if diff == float("inf") else f"max relative difference {diff:.1e}"
             raise SelfCheckError(f"pruning would change {type(reference).__name__}'s output beyond the self-check "
                                  f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "

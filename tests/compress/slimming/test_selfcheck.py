@@ -226,3 +226,32 @@ def test_a_plan_that_left_units_alone_replays():
     pruned, plan = slimming.prune(model, 0.5, EXAMPLE, min_keep=0.0)
     replayed, _ = slimming.prune(fresh, 0.5, EXAMPLE, plan=plan)
     assert layer_widths(replayed) == layer_widths(pruned)
+
+
+class TwoHeads(nn.Module):
+    """Two heads on one stem, returned apart; head `a` comes first and folds a constant at `a.3`."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.a = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 4, 1))
+        self.b = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(), nn.Conv2d(24, 3, 1))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.a(x), self.b(x)
+
+
+def test_the_module_named_is_where_the_wrong_channels_are_not_a_right_consumer_before_them(monkeypatch):
+    """The diagnosis recorded each consumer's output before its folded constant was added, so `a.3` (right,
+    but the first consumer with a constant) was named for the wrong channels cut in `b.1`; the engine then
+    left head `a` alone, retried, and refused naming the wrong module."""
+    model = randomize_bn(TwoHeads(), seed=3)
+    _, plan = slimming.prune(copy.deepcopy(model), 0.4, EXAMPLE, min_keep=0.0)  # a faithful prune passes
+    assert not plan["skipped"] and plan["check"]["max_relative_difference"] <= 1e-4
+    real = surgery._cut_batchnorm
+    monkeypatch.setattr(surgery, "_cut_batchnorm", lambda m, gone: real(
+        m, list(range(m.num_features - len(gone), m.num_features)) if gone and m.num_features == 24 else gone))
+    _, plan = slimming.prune(model, 0.4, EXAMPLE, min_keep=0.0)
+    assert [s["layers"] for s in plan["skipped"]] == [["b.0"]]
+    assert plan["skipped"][0]["reason"] == "pruning them changed the network at b.1 (self-check)"

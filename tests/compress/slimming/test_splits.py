@@ -104,3 +104,32 @@ def test_yolov8n_at_640_prunes_and_passes_the_self_check():
     _, plan = slimming.prune(model, 0.3, torch.zeros(1, 3, 640, 640))
     assert plan["pruned_fraction"] > 0.15
     assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
+
+
+def test_wrong_channels_cut_in_yolos_class_branch_alone_are_refused(monkeypatch):
+    """The first output holds boxes in pixels beside class scores, so a change to the scores alone is
+    below 1e-4 of its scale; the raw class logits YOLO also returns are checked on their own scale. The
+    diagnosis used to name a right box layer (model.22.cv2.0.2, the first consumer with a constant folded
+    into its bias) in each of the three attempts."""
+    from compress.errors import CompressError
+    from compress.slimming import surgery
+    from compress.slimming.reference import flatten_outputs
+
+    model = _yolo("yolov8n.yaml")
+    for m in model.model[-1].cv3.modules():
+        m.class_branch = True  # an attribute: a retry puts copies of the modules back, and copies keep it
+    real = surgery._cut_batchnorm
+
+    def wrong_in_the_class_branch(m, gone):
+        wrong = gone and getattr(m, "class_branch", False)
+        real(m, list(range(m.num_features - len(gone), m.num_features)) if wrong else gone)
+
+    monkeypatch.setattr(surgery, "_cut_batchnorm", wrong_in_the_class_branch)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        before = [t.clone() for t in flatten_outputs(model.eval()(x))]
+    with pytest.raises(CompressError, match=r"self-check tolerance .*first diverge at model\.22\.cv3\."):
+        slimming.prune(model, 0.3, torch.zeros(1, 3, 96, 96))
+    with torch.no_grad():
+        after = flatten_outputs(model(x))
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
