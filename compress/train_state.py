@@ -1,4 +1,5 @@
-"""Resumable training state: weights and momentum under epoch-numbered names, then state.json naming them.
+"""Resumable training state: weights, momentum and the best epoch's weights under epoch-numbered names, then
+state.json naming them.
 
 A kill at any point leaves the previous state.json pointing at files that still exist, so a re-run
 continues from the last saved epoch (on the same machine or another).
@@ -7,6 +8,7 @@ continues from the last saved epoch (on the same machine or another).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -51,11 +53,19 @@ def state_settings(state_dir: Path) -> dict | None:
     return settings if isinstance(settings, dict) else None
 
 
-def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag=None, settings=None) -> None:
-    """Weights and momentum buffers of `epoch`, then state.json naming them; older files go last."""
+def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag=None, settings=None,
+               best_weights: dict | None = None) -> None:
+    """Weights and momentum buffers of `epoch` (and the best epoch's weights when they are new), then
+    state.json naming them; older files go last. The best weights live here, named by state.json, so that
+    a kill cannot leave a best.safetensors of an epoch the state does not know (see publish_best)."""
     from safetensors.torch import save_file
 
     state_dir.mkdir(parents=True, exist_ok=True)
+    if best_weights is not None:
+        best_file = f"best-{epoch}.safetensors"
+        save_weights(best_weights, state_dir / best_file)
+    else:
+        best_file = _best_file(state_dir)
     save_weights(model, state_dir / f"model-{epoch}.safetensors")
     params = list(model.parameters())
     buffers = {}
@@ -66,10 +76,30 @@ def save_state(state_dir: Path, model, optimizer, epoch: int, best, history, tag
     with atomic_path(state_dir / f"optimizer-{epoch}.safetensors") as tmp:
         save_file(buffers, str(tmp))
     write_json(state_dir / "state.json", {"epoch": epoch, "best": best, "history": history,
-                                          "num_params": len(params), "tag": tag, "settings": settings})
+                                          "num_params": len(params), "tag": tag, "settings": settings,
+                                          "best_file": best_file})
     for old in state_dir.glob("*.safetensors"):
-        if not old.name.endswith(f"-{epoch}.safetensors"):
+        if not old.name.endswith(f"-{epoch}.safetensors") and old.name != best_file:
             old.unlink(missing_ok=True)
+
+
+def _best_file(state_dir: Path) -> str | None:
+    """The best weights' file that the saved state names, if it names one and it is there."""
+    try:
+        name = json.loads((state_dir / "state.json").read_text()).get("best_file")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(name, str) or not re.fullmatch(r"best-\d{1,9}\.safetensors", name):
+        return None
+    return name if (state_dir / name).is_file() else None
+
+
+def publish_best(state_dir: Path, out_dir: Path) -> None:
+    """Copy the best weights the saved state names to OUT/best.safetensors (atomically)."""
+    name = _best_file(state_dir)
+    if name is not None:
+        with atomic_path(Path(out_dir) / "best.safetensors") as tmp:
+            shutil.copyfile(state_dir / name, tmp)
 
 
 def load_state(state_dir: Path, model, optimizer, device):

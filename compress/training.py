@@ -31,7 +31,8 @@ from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
 from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
 from compress.sparsity import optimizer_groups, regularizer_for
-from compress.train_state import STATE_DIR, finish, load_state, rewrite_metrics, save_weights, state_settings, state_tag
+from compress.train_state import (STATE_DIR, finish, load_state, publish_best, rewrite_metrics, state_settings,
+                                  state_tag)
 from compress.train_state import save_state as _save_state  # looked up at call time: tests pause here
 
 # The loss is checked for NaN/inf every this many steps (one host sync) and at the end of every epoch.
@@ -246,6 +247,7 @@ class _Run:
             self.saved_epoch = self.start_epoch
             if is_main_process():
                 rewrite_metrics(self.out_dir, self.history)
+                publish_best(state_dir, self.out_dir)  # a kill may have come between the state and the copy
         elif is_main_process():
             # Starting over: nothing of an earlier run may be mistaken for this one's.
             finish(self.out_dir)
@@ -341,11 +343,11 @@ class _Run:
             opts.on_epoch(record)
 
     def _checkpoint(self, epoch: int) -> None:
-        if self.best_weights is not None:
-            save_weights(self.best_weights, self.out_dir / "best.safetensors")
-            self.best_weights = None
+        new_best, self.best_weights = self.best_weights, None
         _save_state(self.state_dir, self.model, self.optimizer, epoch, self.best, self.history, self.opts.tag,
-                    self.opts.settings)
+                    self.opts.settings, best_weights=new_best)
+        if new_best is not None:
+            publish_best(self.state_dir, self.out_dir)
         self.saved_epoch, self.last_saved = epoch, time.monotonic()
 
 

@@ -200,7 +200,8 @@ def test_checkpoints_at_most_every_interval_and_always_after_the_last_epoch(tmp_
 
     saved = []
     real = T._save_state
-    monkeypatch.setattr(T, "_save_state", lambda d, m, o, epoch, *a: (saved.append(epoch), real(d, m, o, epoch, *a)))
+    monkeypatch.setattr(T, "_save_state",
+                        lambda d, m, o, epoch, *a, **k: (saved.append(epoch), real(d, m, o, epoch, *a, **k)))
     data = tiny_data()
     fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "a",
         Recipe.named("fast", epochs=3, batch_size=16), mean=[0.5] * 3, std=[0.25] * 3, progress=False,
@@ -211,6 +212,46 @@ def test_checkpoints_at_most_every_interval_and_always_after_the_last_epoch(tmp_
     fit(create_model("vgg11", num_classes=4, width=0.125), data, data, tmp_path / "b",
         Recipe.named("fast", epochs=3, batch_size=16), mean=[0.5] * 3, std=[0.25] * 3, progress=False)
     assert saved == [1, 2, 3]  # on a CPU: after every epoch
+
+
+def test_best_weights_always_belong_to_the_best_epoch_the_state_names_even_after_a_kill(tmp_path, monkeypatch):
+    """best.safetensors was written before the checkpoint's state: a kill between the two left the weights of
+    epoch 2, the resumed run never beat epoch 1, and it reported epoch 1's accuracy beside epoch 2's weights."""
+    import compress.training as T
+    from safetensors.torch import load_file
+
+    accuracies = iter([0.25, 0.5, 0.125, 0.125])  # epochs 1, 2 (killed at its checkpoint), then 2 and 3 again
+    real_evaluate = T.evaluate
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {**real_evaluate(*a, **k), "accuracy": next(accuracies)})
+
+    class Killed(Exception):
+        pass
+
+    real_save = T._save_state
+
+    def killed_at_epoch_2(d, m, o, epoch, *a, **k):
+        if epoch == 2:
+            raise Killed
+        real_save(d, m, o, epoch, *a, **k)
+
+    monkeypatch.setattr(T, "_save_state", killed_at_epoch_2)
+    data, run = tiny_data(), tmp_path / "run"
+    recipe = Recipe.named("fast", epochs=3, batch_size=16)
+    kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, seed=0, progress=False)
+    with pytest.raises(Killed):
+        fit(create_model("vgg11", num_classes=4, width=0.125), data, data, run, recipe, **kwargs)
+    epoch_1 = load_file(str(run / "train_state" / "model-1.safetensors"))
+
+    def same(path):
+        best = load_file(str(path))
+        return best.keys() == epoch_1.keys() and all(torch.equal(best[k], epoch_1[k]) for k in epoch_1)
+
+    assert same(run / "best.safetensors")
+    (run / "best.safetensors").unlink()  # as if the kill had come after the state, before the copy
+    monkeypatch.setattr(T, "_save_state", real_save)
+    result = fit(create_model("vgg11", num_classes=4, width=0.125), data, data, run, recipe, **kwargs)
+    assert result["best"]["epoch"] == 1 and result["best"]["test_accuracy"] == 0.25
+    assert same(run / "best.safetensors")
 
 
 def test_a_log_of_training_holds_one_line_per_epoch(tmp_path, capsys, monkeypatch):
