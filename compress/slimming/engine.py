@@ -67,13 +67,16 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     selection, the channels before and after and the kept indices, what was left alone and why
     (`skipped`), and the self-check (`check`). On any failure the model is left as it was.
     """
+    from compress.slimming.training_only import modules_run_in_training
+
     opts, importance = _options(percent, options, "prune")
+    in_training = modules_run_in_training(model, example_input)
     was_training = model.training
     original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
     try:
-        return model, _attempts(model, backup, percent, example_input, opts, importance)
+        return model, _attempts(model, backup, percent, example_input, opts, importance, in_training)
     except CompressError:
         _put_back(model, original, backup, was_training)
         raise
@@ -85,6 +88,18 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     except BaseException:
         _put_back(model, original, backup, was_training)
         raise
+
+
+def _refuse_training_only(model: nn.Module, in_training: set[str] | None, units: PruningUnits) -> None:
+    from compress.slimming.training_only import training_only
+
+    found = training_only(model, in_training, {node.scope for node in units.analysis.trace.nodes})
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise CompressError(f"{type(model).__name__} runs {shown} only in training mode: pruning follows the eval "
+                            "forward, so they would keep their old widths and training would fail at its first "
+                            "step; turn them off before pruning (torchvision: model.aux_logits = False, and those "
+                            "modules set to None)")
 
 
 def _objects_of(model: nn.Module) -> dict:
@@ -133,7 +148,7 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
     return opts, importance
 
 
-def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance) -> dict:
+def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance, in_training=None) -> dict:
     """Prune; where the self-check finds the network changed at a module, leave the units whose channels
     pass that module alone and prune the rest (a decision replayed from a plan is never altered)."""
     from compress.slimming.compensate import CompensationError
@@ -142,7 +157,7 @@ def _attempts(model, backup, percent, example_input, opts: PruneOptions, importa
     excluded: dict[str, str] = {}
     for attempt in range(ATTEMPTS):
         try:
-            return _prune(model, backup, percent, example_input, opts, importance, excluded)
+            return _prune(model, backup, percent, example_input, opts, importance, excluded, in_training)
         except (SelfCheckError, CompensationError) as exc:
             compensation = isinstance(exc, CompensationError)
             found = _units_at(exc.units, exc.module, read_only=compensation)
@@ -206,7 +221,8 @@ def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.T
     return units
 
 
-def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict) -> dict:
+def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict,
+           in_training=None) -> dict:
     from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
     from compress.slimming.removal import removal_of
     from compress.slimming.selfcheck import SelfCheckError, self_check
@@ -215,6 +231,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     started = time.perf_counter()
     probe = probe_batch(example_input)
     units = prunable_units(model, example_input, probe, shared=opts.shared)
+    _refuse_training_only(model, in_training, units)
     if excluded:
         _exclude(units, excluded, model)
     if opts.plan is None:

@@ -1,0 +1,54 @@
+"""Layers that run only in training mode, such as GoogLeNet's and Inception v3's auxiliary classifiers.
+
+Pruning follows the eval-mode forward, so such layers would keep their old widths: the pruned network
+would pass its self-check and then fail at the first training step. `modules_run_in_training` runs one
+training-mode forward and leaves the model exactly as it was (buffers such as BN statistics, each
+module's mode, the random number generators); `training_only` compares what ran with the eval trace.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.slimming.trace import LAYER_TYPES
+
+
+def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> set[str] | None:
+    """Names of the modules a training-mode forward runs; None where it does not run (a detector that
+    wants targets in training, say): then nothing can be told, and nothing is held against the model."""
+    names = {m: n for n, m in model.named_modules()}
+    ran: set[str] = set()
+    hooks = [m.register_forward_pre_hook(lambda m, _a: ran.add(names[m])) for m in model.modules()]
+    modes = [(m, m.training) for m in model.modules()]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    devices = [example_input.device.index or 0] if example_input.is_cuda else []
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            model.train()
+            model(torch.cat([example_input, example_input]))  # training-mode BN needs more than one value
+        return ran
+    except Exception:
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+
+
+def training_only(model: nn.Module, in_training: set[str] | None, eval_scopes) -> list[str]:
+    """The outermost modules holding weighted layers that ran in training (`in_training`) but not in the
+    eval trace (`eval_scopes`: the modules its nodes ran in)."""
+    if not in_training:
+        return []
+    in_eval = {""}
+    for scope in eval_scopes:
+        parts = scope.split(".") if scope else []
+        in_eval.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    only = {n for n in in_training - in_eval
+            if any(isinstance(m, LAYER_TYPES) for m in model.get_submodule(n).modules())}
+    return sorted(n for n in only if not any(n.startswith(o + ".") for o in only))

@@ -1,0 +1,75 @@
+"""Layers that run only in training mode (auxiliary classifiers): pruning follows the eval forward, so they
+kept their old widths, the self-check passed, and the first training step failed. Refused now, in one line."""
+
+import copy
+
+import pytest
+import torch
+from tests_support import randomize_bn
+from torch import nn
+
+from compress import slimming
+from compress.errors import CompressError
+from compress.slimming.training_only import modules_run_in_training
+
+
+class WithAux(nn.Module):
+    """An auxiliary head (with its own BN and dropout) that runs only in training, as in GoogLeNet."""
+
+    def __init__(self, aux=True):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.aux = nn.Sequential(nn.Conv2d(16, 8, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout(0.5),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)) if aux else None
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+
+    def forward(self, x):
+        x = self.stem(x)
+        if self.training and self.aux is not None:
+            return self.head(x), self.aux(x)
+        return self.head(x)
+
+
+def test_a_branch_run_only_in_training_is_refused_naming_it_and_the_model_is_left_as_it_was():
+    model = randomize_bn(WithAux()).train()
+    state = copy.deepcopy(model.state_dict())
+    rng = torch.get_rng_state()
+    with pytest.raises(CompressError, match=r"^WithAux runs aux only in training mode: pruning follows the eval "
+                                            r"forward, .* turn them off before pruning") as info:
+        slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+    assert "\n" not in str(info.value)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())  # BN statistics too
+    assert torch.equal(torch.get_rng_state(), rng)  # the dropout drew from a forked generator
+
+
+def test_with_the_branch_turned_off_it_prunes_and_trains():
+    model = randomize_bn(WithAux(aux=False))
+    pruned, _ = slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+    assert pruned.stem[0].out_channels < 16
+    pruned.train()(torch.randn(2, 3, 16, 16)).sum().backward()
+
+
+def test_a_training_forward_that_cannot_run_is_not_held_against_the_model():
+    class WantsTargets(WithAux):
+        def forward(self, x):
+            if self.training:
+                raise ValueError("targets should be passed in training mode")
+            return super().forward(x)
+
+    model = randomize_bn(WantsTargets())
+    assert modules_run_in_training(model, torch.zeros(1, 3, 16, 16)) is None
+    slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+
+
+torchvision = pytest.importorskip("torchvision")
+
+
+def test_torchvision_googlenet_with_its_auxiliary_classifiers():
+    model = torchvision.models.googlenet(weights=None, num_classes=10, aux_logits=True, init_weights=True)
+    with pytest.raises(CompressError, match=r"^GoogLeNet runs aux1, aux2 only in training mode"):
+        slimming.prune(model, 0.3, torch.zeros(1, 3, 64, 64))
+    model.aux_logits, model.aux1, model.aux2 = False, None, None
+    pruned, plan = slimming.prune(model, 0.3, torch.zeros(1, 3, 64, 64))
+    assert plan["pruned_fraction"] > 0.1
+    pruned.train()(torch.randn(2, 3, 64, 64))
