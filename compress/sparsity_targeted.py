@@ -70,7 +70,8 @@ class TargetedRegularizer(SparsityRegularizer):
         example = torch.zeros(1, *self.input_size, device=p.device if p is not None else "cpu")
         r = self.request
         bn = removal_preview(self.model, r.percent, example, target_macs=r.target_macs,
-                             target_params=r.target_params, **slimming_keywords(r))
+                             target_params=r.target_params, training_only_check=self.decided_at is None,
+                             **slimming_keywords(r))
         masks = {}
         for g in self.gammas:
             idx = bn.get(self._modules.get(id(g)), [])

@@ -152,16 +152,19 @@ def measure_deltas(model: nn.Module, removal, probe: torch.Tensor) -> dict[str, 
 @torch.no_grad()
 def fold_deltas(model: nn.Module, analysis, deltas: dict[str, torch.Tensor]) -> dict[str, str]:
     """Add each delta to its consumer's output: into the next BN's running mean when that BN is its
-    only reader (keeps bias-free convs bias-free), otherwise into the layer's own bias. Returns where
-    each went (consumer -> "bias" or the BN's name)."""
+    only reader and each runs once (keeps bias-free convs bias-free), otherwise into the layer's own bias.
+    A BN that also runs after another layer, or a layer whose other calls feed other BNs, would carry the
+    constant where it does not belong. Returns where each went (consumer -> "bias" or the BN's name)."""
     modules = dict(model.named_modules())
+    calls = analysis.trace.layer_calls()
     where = {}
     for name, delta in deltas.items():
         mod = modules[name]
         layer = analysis.layers[name]
         readers = layer.out_value.readers
         bn = readers[0].module if len(readers) == 1 and readers[0].op == "layer" else None
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats \
+        once = bn is not None and len(calls.get(name, ())) == 1 and len(calls.get(readers[0].scope, ())) == 1
+        if once and isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.track_running_stats \
                 and bn not in analysis.cmap.cuts and bn.running_mean is not None:
             target = modules[readers[0].scope]
             target.running_mean.sub_(delta.to(target.running_mean))

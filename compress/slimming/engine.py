@@ -418,24 +418,29 @@ def _split_records(units: PruningUnits) -> list[dict]:
             if b.attribute is not None and sizes[id(b.split)] != [len(p) for p in b.split.parts]]
 
 
-def removal_preview(model: nn.Module, percent: float | None, example_input: torch.Tensor,
-                    **options) -> dict[str, list[int]]:
+def removal_preview(model: nn.Module, percent: float | None, example_input: torch.Tensor, *,
+                    training_only_check: bool = False, **options) -> dict[str, list[int]]:
     """The BN channels (module name → indices) that `prune(model, percent, example_input, **options)` would
     remove now, decided the same way, without removing anything or checking the result; with
     shared="narrow", also the input channels of the layers whose weights gate them (a projection shortcut
     reading the raw stream: their weight columns must reach zero as the γ do). The model's
     weights and train/eval mode are left as they were: what a sparsity penalty aimed at the channels a
-    later prune removes reads during training (compress.sparsity_targeted)."""
+    later prune removes reads during training (compress.sparsity_targeted). With `training_only_check`,
+    layers that run only in training are refused here as `prune` would refuse them (one forward more), so
+    that a sparse stage aimed at a prune is not trained for nothing."""
     from compress.slimming.removal import removal_of
+    from compress.slimming.training_only import modules_run_in_training
 
     if options.get("plan") is not None:
         raise CompressError("removal_preview decides afresh; a plan already says what it removes")
     opts, importance = _options(percent, options, "removal_preview")
+    in_training = modules_run_in_training(model, example_input) if training_only_check else None
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             units = prunable_units(model, example_input, probe_batch(example_input), shared=opts.shared)
+            _refuse_training_only(model, in_training, units)
             if not isinstance(importance, str):
                 imp.scores_of(importance, units, model)
             _decide(model, units, percent, example_input, opts, importance)

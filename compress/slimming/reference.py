@@ -30,10 +30,9 @@ def flatten_outputs(out) -> list[torch.Tensor]:
 
 def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int, folded: dict | None = None) -> list:
     """At each consumer: removed inputs become zero, the folded constant is added (batch rows >= start)
-    where the pruned network holds it: after the consumer when it went into its bias, at the input of the
-    BN named by `folded` (compress.slimming.compensate.fold_deltas) when it went into that BN's mean. The
-    outputs are the same either way; the diagnosis compares each module's own, so it must be where the
-    pruned network has it."""
+    after the consumer at each of its calls: what the removal should compute. The diagnosis, which compares
+    each module's own output with the pruned network's, passes `folded` (compress.slimming.compensate.fold_deltas)
+    to add it where the pruned network holds it: at the input of the BN whose running mean took it."""
     modules = dict(reference.named_modules())
     hooks = []
     for name, idx in removal.inputs.items():
@@ -63,13 +62,12 @@ def _added(x: torch.Tensor, delta: torch.Tensor, start: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool,
-                      folded: dict | None = None):
+def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
     """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
     n = probe.shape[0]
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
-        hooks = replacement_hooks(reference, removal, deltas, n, folded)
+        hooks = replacement_hooks(reference, removal, deltas, n)
         try:
             both = flatten_outputs(reference(torch.cat([probe, probe])))
         finally:
@@ -77,7 +75,7 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
                 h.remove()
         if all(t.dim() and t.shape[0] == 2 * n for t in both):
             return [t[:n] for t in both], [t[n:] for t in both], 1
-        hooks = replacement_hooks(reference, removal, deltas, 0, folded)  # outputs not batch-first: one at a time
+        hooks = replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
         try:
             return None, flatten_outputs(reference(probe)), 2
         finally:

@@ -67,8 +67,9 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
     reference.eval()
     try:
         with _exact_math(), torch.no_grad():
-            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate,
-                                                      folded=folded)
+            # Each constant after its consumer, at every call: what the removal should compute, however
+            # the constants were folded (a fold into the wrong place must show here).
+            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate)
             try:
                 got = flatten_outputs(pruned(probe))
             except Exception as exc:  # a broken network: say where it breaks

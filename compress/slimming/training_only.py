@@ -2,8 +2,10 @@
 
 Pruning follows the eval-mode forward, so such layers would keep their old widths: the pruned network
 would pass its self-check and then fail at the first training step. `modules_run_in_training` runs one
-training-mode forward and leaves the model exactly as it was (buffers such as BN statistics, each
-module's mode, the random number generators); `training_only` compares what ran with the eval trace.
+training-mode forward and leaves the model as it was (buffers such as BN statistics, each module's mode,
+the CPU's and CUDA devices' random generators; not other accelerators' generators, nor Python
+attributes a forward might set);
+`training_only` compares what ran with the eval trace.
 """
 
 from __future__ import annotations
@@ -14,30 +16,34 @@ from torch import nn
 from compress.slimming.trace import LAYER_TYPES
 
 
-def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> set[str] | None:
-    """Names of the modules a training-mode forward runs; None where it does not run (a detector that
-    wants targets in training, say): then nothing can be told, and nothing is held against the model."""
+def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> set[str]:
+    """Names of the modules a training-mode forward runs. Where it stops with an error, the modules that
+    ran until then: an auxiliary head too small for the example still shows, while a forward that refuses
+    training mode at its top (a detector that wants targets) shows nothing held against the model."""
     names = {m: n for n, m in model.named_modules()}
     ran: set[str] = set()
     hooks = [m.register_forward_pre_hook(lambda m, _a: ran.add(names[m])) for m in model.modules()]
     modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    devices = [example_input.device.index or 0] if example_input.is_cuda else []
+    # The tensor objects themselves too: a forward may assign a buffer anew instead of writing into it.
+    buffers = [(m, key, b, b.detach().clone()) for m in model.modules() for key, b in m._buffers.items()
+               if b is not None]
+    devices = sorted({t.device.index or 0 for t in [example_input, *model.parameters()] if t.is_cuda})
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             model.train()
             model(torch.cat([example_input, example_input]))  # training-mode BN needs more than one value
-        return ran
     except Exception:
-        return None
+        pass
     finally:
         for h in hooks:
             h.remove()
         for m, mode in modes:
             m.training = mode
         with torch.no_grad():
-            for b, saved in buffers:
+            for m, key, b, saved in buffers:
                 b.copy_(saved)
+                m._buffers[key] = b
+    return ran
 
 
 def training_only(model: nn.Module, in_training: set[str] | None, eval_scopes) -> list[str]:

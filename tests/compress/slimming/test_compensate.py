@@ -7,6 +7,7 @@ constant, so it checks the surgery, not the premise of compensation."""
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from tests_support import randomize_bn
@@ -125,3 +126,70 @@ def test_a_pattern_fixed_by_position_is_folded_as_before():
         model.a[1].bias[:8] = 1.0
     pruned, plan = slimming.prune(model, 0.25, torch.zeros(1, 3, 8, 8), min_keep=0.0)
     assert pruned.a[0].out_channels <= 8 and not plan["skipped"]
+
+
+class SharedBN(nn.Module):
+    """One BN after two convolutions: conv1's constant must not reach conv2's path."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.conv1 = nn.Conv2d(16, 8, 1, bias=False)
+        self.conv2 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return [self.head(torch.relu(self.bn(self.conv1(self.stem(x))))), self.head(torch.relu(self.bn(self.conv2(x))))]
+
+
+class SharedConv(nn.Module):
+    """One bias-free convolution for two levels, each level with its own BN: both calls need the constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.shared = nn.Conv2d(16, 8, 1, bias=False)
+        self.bn_a, self.bn_b = nn.BatchNorm2d(8), nn.BatchNorm2d(8)
+        self.out = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        f = self.stem(x)
+        return [self.out(torch.relu(self.bn_a(self.shared(f)))),
+                self.out(torch.relu(self.bn_b(self.shared(f[..., ::2, ::2]))))]
+
+
+@pytest.mark.parametrize("cls", [SharedBN, SharedConv])
+def test_a_constant_goes_into_a_bn_only_where_that_bn_and_its_layer_each_run_once(cls):
+    """The constant went into the BN's running mean, so it also reached the BN's other call (or missed the
+    layer's other call): output 1 was off by 5-7% of its scale. With the reference adding it at the
+    pruned network's place, the self-check passed that; it adds it after the layer at every call again."""
+    model = randomize_bn(cls(), seed=1)
+    with torch.no_grad():
+        model.stem[1].weight[:8] = 0.0  # γ = 0, β kept: removing them changes nothing after compensation
+    original = copy.deepcopy(model)
+    pruned, plan = slimming.prune(model, 0.3, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+    assert pruned.stem[0].out_channels == 8 and not plan["skipped"]
+    x = torch.rand(2, 3, 16, 16)
+    for got, want in zip(_outputs(pruned, x), _outputs(original, x)):
+        assert torch.allclose(got, want, atol=1e-5 * float(want.abs().max()))
+
+
+def test_the_self_check_holds_a_fold_to_what_the_removal_should_compute(monkeypatch):
+    """The final comparison adds each constant after its layer at every call, never where the fold put
+    it: a fold into a BN that also runs elsewhere (the rule before calls were counted) is refused."""
+    from compress.errors import CompressError
+    from compress.slimming import compensate
+
+    real = compensate.fold_deltas
+
+    def fold_counting_every_layer_once(model, analysis, deltas):
+        monkeypatch.setattr(analysis.trace, "layer_calls", lambda: {n: [None] for n in analysis.layers})
+        return real(model, analysis, deltas)
+
+    monkeypatch.setattr(compensate, "fold_deltas", fold_counting_every_layer_once)
+    model = randomize_bn(SharedBN(), seed=1)
+    with torch.no_grad():
+        model.stem[1].weight[:8] = 0.0
+    with pytest.raises(CompressError, match="self-check tolerance"):
+        slimming.prune(model, 0.3, torch.zeros(1, 3, 16, 16), min_keep=0.0)

@@ -58,8 +58,51 @@ def test_a_training_forward_that_cannot_run_is_not_held_against_the_model():
             return super().forward(x)
 
     model = randomize_bn(WantsTargets())
-    assert modules_run_in_training(model, torch.zeros(1, 3, 16, 16)) is None
+    assert modules_run_in_training(model, torch.zeros(1, 3, 16, 16)) == {""}
     slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+
+
+def test_a_training_only_branch_that_fails_at_the_example_size_is_still_found():
+    """Inception v3's auxiliary head cannot run at 75 px in training mode: the check returned nothing and
+    the prune went through (then training at 299 px failed)."""
+
+    class SmallAux(WithAux):
+        def forward(self, x):
+            x = self.stem(x)
+            if self.training:
+                self.aux(x)
+                raise RuntimeError("input image is smaller than kernel size")
+            return self.head(x)
+
+    with pytest.raises(CompressError, match="^SmallAux runs aux only in training mode"):
+        slimming.prune(randomize_bn(SmallAux()), 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
+
+
+def test_a_buffer_the_training_forward_assigns_anew_is_put_back():
+    class Reassigns(WithAux):
+        def __init__(self):
+            super().__init__(aux=False)
+            self.register_buffer("seen", torch.zeros(2))
+
+        def forward(self, x):
+            if self.training:
+                self.seen = self.seen + 1
+            return super().forward(x)
+
+    model = randomize_bn(Reassigns())
+    before = model.seen
+    modules_run_in_training(model, torch.zeros(1, 3, 16, 16))
+    assert model.seen is before and torch.equal(model.seen, torch.zeros(2))
+
+
+def test_a_sparse_stage_aimed_at_a_prune_refuses_at_its_first_decision():
+    """removal_preview (what targeted sparsity reads) did not refuse, so a whole sparse stage was trained
+    for a prune that would refuse."""
+    model = randomize_bn(WithAux()).train()
+    with pytest.raises(CompressError, match="^WithAux runs aux only in training mode"):
+        slimming.removal_preview(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0, training_only_check=True)
+    assert slimming.removal_preview(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)  # later decisions: no
+    assert model.training
 
 
 torchvision = pytest.importorskip("torchvision")
