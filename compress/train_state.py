@@ -89,7 +89,7 @@ def _best_file(state_dir: Path) -> str | None:
         name = json.loads((state_dir / "state.json").read_text()).get("best_file")
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(name, str) or not re.fullmatch(r"best-\d{1,9}\.safetensors", name):
+    if not isinstance(name, str) or not re.fullmatch(r"best-[0-9]{1,9}\.safetensors", name):
         return None
     return name if (state_dir / name).is_file() else None
 

@@ -2,10 +2,9 @@
 
 Pruning follows the eval-mode forward, so such layers would keep their old widths: the pruned network
 would pass its self-check and then fail at the first training step. `modules_run_in_training` runs one
-training-mode forward and leaves the model as it was (buffers such as BN statistics, each module's mode,
-the CPU's and CUDA devices' random generators; not other accelerators' generators, nor Python
-attributes a forward might set);
-`training_only` compares what ran with the eval trace.
+training-mode forward and leaves the model as it was: buffers such as BN statistics, each module's mode,
+the random generators of the CPU and of the CUDA devices involved (not other accelerators' generators,
+nor Python attributes a forward might set). `training_only` compares what ran with the eval trace.
 """
 
 from __future__ import annotations
