@@ -30,7 +30,12 @@ def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> se
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             model.train()
-            model(torch.cat([example_input, example_input]))  # training-mode BN needs more than one value
+            # BNs normalize as in eval: which modules run is decided by the model's own flags, and then one
+            # image is enough (a training-mode BN after global pooling wants two, which doubled the cost).
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+            model(example_input)
     except Exception:
         pass
     finally:
