@@ -20,7 +20,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.measure import count_params_macs
-from compress.request import SHARED, check_shared
+from compress.request import SHARED, check_shared, importance_label
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
@@ -331,7 +331,7 @@ def _meet_budget(model, units, example_input, target: str, fraction: float, impo
     group_keeps, selection_keeps = found["keeps"]
     for unit, keep in zip([*units.groups, *units.selections], [*group_keeps, *selection_keeps]):
         unit.keep = keep
-    shown = f"|γ| / {target} share" if importance == "cost" else imp.describe(importance)
+    shown = f"|γ| / {target} share" if importance == "cost" else importance_label(importance)
     return threshold, {"target": target, "asked": fraction, "full": costs.full[target],
                        "estimated": found["estimate"][target] / costs.full[target], "importance": shown}
 
@@ -391,7 +391,7 @@ def _plan(opts: PruneOptions, percent, threshold, group_records, selection_recor
         "min_channels": opts.min_channels,
         "round_to": opts.round_to,
         "compensated": opts.compensate,
-        "importance": imp.describe(importance),
+        "importance": importance_label(importance),
         "shared": opts.shared,
         "channels_before": before,
         "channels_after": after,

@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.request import importance_label as describe  # noqa: F401 - the name the engine records with
 
 
 @dataclass(frozen=True)
