@@ -24,3 +24,11 @@ def test_it_times_each_network_named():
 def test_without_names_it_says_how_to_use_it():
     done = _run()
     assert done.returncode == 2 and "prune_time.py timm:pnasnet5large" in done.stderr
+
+
+def test_an_unknown_name_or_a_refused_network_is_one_line_and_a_failing_exit():
+    done = _run("nope:x", "tv:squeezenet1_1")
+    assert done.returncode == 1 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("nope:x: ValueError: unknown zoo name")
+    assert lines[1].startswith("tv:squeezenet1_1: CompressError: SqueezeNet has no BatchNorm2d layers")
