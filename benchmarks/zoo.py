@@ -394,14 +394,18 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
         f"to the largest output). ONNX parity on 64 random images within max(1e-3, {PARITY_REL:g} × the largest "
         "output). TP BNScale: `ok` when its pruned network matches the same silenced copy, `changed` when it "
         f"does not, `exception`/`timeout` ({TP_BUDGET_S} s) otherwise.", "",
-        "| network | px | ours | prune s | channels | exact (rel) | self-check | TP BNScale | TP exact (rel) | reason |",
-        "| --- | ---: | --- | ---: | --- | ---: | --- | --- | ---: | --- |",
+        "| network | px | ours | prune s | channels | exact (rel) | self-check | float64 look | TP BNScale | TP exact (rel) | reason |",
+        "| --- | ---: | --- | ---: | --- | ---: | --- | --- | --- | ---: | --- |",
     ]
     for r in rows:
         tp_row = r.get("torch_pruning", {})
         check = r.get("self_check") or {}
         check_text = (f"{check.get('max_relative_difference', float('nan')):.1e} ≤ "
                       f"{check.get('tolerance', float('nan')):.0e}") if check else ""
+        exact64 = check.get("float64") or {}
+        exact64_text = (f"{exact64['max_relative_difference']:.1e} ≤ {exact64['tolerance']:.0e}"
+                        if "max_relative_difference" in exact64 else
+                        f"not run: {exact64['not_run']}" if "not_run" in exact64 else "")
         chans = f"{r.get('channels_before', '')} → {r.get('channels_after', '')}" if "channels_after" in r else ""
         exact = f"{r['exact_rel_diff']:.1e}" if "exact_rel_diff" in r else ""
         tp_exact = f"{tp_row['exact_rel_diff']:.1e}" if "exact_rel_diff" in tp_row else ""
@@ -409,7 +413,7 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
         if tp_row.get("reason"):
             reason = (reason + "; " if reason else "") + "TP: " + tp_row["reason"]
         lines.append(f"| {r['name']} | {r.get('size', '')} | {r.get('status', '')} | {r.get('prune_s', '')} | {chans} "
-                     f"| {exact} | {check_text} | {tp_row.get('status', '')} | {tp_exact} | {reason.replace('|', '/')} |")
+                     f"| {exact} | {check_text} | {exact64_text.replace('|', '/')} | {tp_row.get('status', '')} | {tp_exact} | {reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,8 @@ The modules, in the order a pruning runs through them:
   scores, whether their BNs gate them, and the splits whose sizes must follow;
 - importance, decide (and compress.budget): what each unit keeps;
 - removal, compensate, surgery: what goes, β folded forward, layers cut in place;
-- selfcheck and diagnose: the pruned network against the silenced unpruned one, and where it differs;
+- selfcheck, float64_check and diagnose: the pruned network against the silenced unpruned one (in the
+  model's dtype, then both in float64), and where it differs;
 - engine: `prune` itself, budgets, plan replay, and the attempts after a failed check.
 """
 

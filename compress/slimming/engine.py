@@ -224,6 +224,7 @@ def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.T
 def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict,
            in_training=None) -> dict:
     from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
+    from compress.slimming.float64_check import applied_deltas
     from compress.slimming.removal import removal_of
     from compress.slimming.selfcheck import SelfCheckError, self_check
     from compress.slimming.surgery import apply_removal
@@ -249,6 +250,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         exc.units = units
         raise
     folded = fold_deltas(model, units.analysis, deltas)
+    applied = applied_deltas(model, backup, folded)
     gone_gamma = _removed_gamma_max(model, removal)
     group_records = [_record(g, threshold, {"root": g.root_name, "bn_layers": g.bn_names}) for g in units.groups]
     selection_records = [_record(s, threshold, {"bn": s.name, "consumer": s.site.consumer_name,
@@ -260,7 +262,8 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         rec["selected"] = s.site.selected()
     # One image is enough to see a changed function; the doubled reference batch makes it two forwards.
     try:
-        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate, folded=folded)
+        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate, folded=folded,
+                           applied=applied)
     except SelfCheckError as exc:
         exc.units = units
         raise

@@ -62,11 +62,20 @@ def _added(x: torch.Tensor, delta: torch.Tensor, start: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool):
-    """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run)."""
+def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool,
+                      loose: bool = True):
+    """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run); without `loose`
+    only the replaced outputs are computed (None, outputs, 1)."""
     n = probe.shape[0]
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
+        if not loose:
+            hooks = replacement_hooks(reference, removal, deltas, 0)
+            try:
+                return None, flatten_outputs(reference(probe)), 1
+            finally:
+                for h in hooks:
+                    h.remove()
         hooks = replacement_hooks(reference, removal, deltas, n)
         try:
             both = flatten_outputs(reference(torch.cat([probe, probe])))

@@ -14,6 +14,10 @@ makes (zero padding at borders, a squeeze-and-excitation gate on a constant), re
 
 A failure names the first module whose output diverges (forward hooks on both networks) and the caller's
 model is left unchanged (compress.slimming.engine restores it).
+
+The per-tensor scale checks small values beside large ones in one tensor loosely, so when it passes the
+comparison is repeated with both networks in float64 (compress.slimming.float64_check), where no
+rounding allowance is needed; its record is `float64`.
 """
 
 from __future__ import annotations
@@ -58,14 +62,23 @@ def _exact_math():
 
 
 def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
-               compensate: bool, folded: dict | None = None) -> dict:
-    """Compare; raise CompressError naming the first diverging module, or return the check's record."""
+               compensate: bool, folded: dict | None = None, applied: dict | None = None) -> dict:
+    """Compare; raise CompressError naming the first diverging module, or return the check's record.
+    With `applied` (compress.slimming.float64_check.applied_deltas: what each fold changed) the
+    comparison is repeated in float64 at `float64_check.TOLERANCE`."""
     t0 = time.perf_counter()
     tol = tolerance_for(reference)
     was = pruned.training, reference.training
     pruned.eval()
     reference.eval()
     try:
+        if applied is not None:
+            from compress.slimming.float64_check import mismatched_fold
+
+            bad = mismatched_fold(applied, deltas, reference, folded or {})
+            if bad is not None:
+                raise SelfCheckError(f"the constant folded for {bad} is not the one compensation measured; "
+                                     "the model is left unchanged", bad)
         with _exact_math(), torch.no_grad():
             # Each constant after its consumer, at every call: what the removal should compute, however
             # the constants were folded (a fold into the wrong place must show here).
@@ -91,12 +104,29 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                                  f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "
                                  "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
+        exact = _float64(pruned, reference, removal, applied, probe, compensate, folded) if applied is not None else None
     finally:
         pruned.train(was[0])
         reference.train(was[1])
-    return {"max_relative_difference": diff, "tolerance": tol,
-            "approximation": approx, "forwards": forwards, "probe": list(probe.shape),
-            "seconds": round(time.perf_counter() - t0, 3)}
+    record = {"max_relative_difference": diff, "tolerance": tol,
+              "approximation": approx, "forwards": forwards, "probe": list(probe.shape),
+              "seconds": round(time.perf_counter() - t0, 3)}
+    if exact is not None:
+        record["float64"] = exact
+    return record
+
+
+def _float64(pruned, reference, removal, applied, probe, compensate, folded) -> dict:
+    from compress.slimming.float64_check import TOLERANCE, float64_check
+
+    exact = float64_check(pruned, reference, removal, applied, probe, compensate=compensate, folded=folded)
+    if "module" in exact:
+        raise SelfCheckError(f"pruning would change {type(reference).__name__}'s output beyond float64 precision "
+                             f"(max relative difference {exact['max_relative_difference']:.1e} > {TOLERANCE:g} "
+                             f"with both networks in float64, where the first check in the model's dtype allows "
+                             f"{tolerance_for(reference):g}); outputs first diverge at {exact['where']}; "
+                             "the model is left unchanged", exact["module"])
+    return exact
 
 
 def _first_line(exc: BaseException) -> str:

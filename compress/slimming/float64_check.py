@@ -1,0 +1,136 @@
+"""The self-check's second look, in float64: the pruned network must equal its reference to float64 precision.
+
+The first look (compress.slimming.selfcheck) compares in the model's own dtype, so it must allow float32
+rounding, 1e-4 of each output tensor's largest value. A tensor holding values of very different sizes
+(boxes in pixels beside class scores near zero) is then checked loosely on its small values. Here both
+networks run again as float64 copies. The reference takes the constants exactly as the pruned network
+holds them: each folded bias or BN running mean, less its value before folding. The two then compute the
+same function on the same numbers, and any change beyond `TOLERANCE` is a changed function, whatever its
+size beside the tensor's largest value.
+
+What the folds hold is first held to what compensation measured, within the folded parameter's own
+rounding, so a wrong constant cannot hide in the reference.
+
+It runs only where it can be exact. A backend without float64 (MPS), no memory for the copies, or a
+model that computes in a lower precision inside (a cast to float32) leaves it unrun, and the check's
+record says why; the first look still stands.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
+
+TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-association leaves about 1e-15
+
+
+def applied_deltas(model: nn.Module, before: nn.Module, folded: dict[str, str]) -> dict[str, torch.Tensor]:
+    """What each fold changed, in float64, as a constant added after its consumer: the bias now less the
+    bias before (none counts as zero), or the BN's running mean before less now."""
+    now, was = dict(model.named_modules()), dict(before.named_modules())
+    out = {}
+    for name, into in folded.items():
+        if into == "bias":
+            b = now[name].bias.detach().double()
+            old = was[name].bias
+            out[name] = b - (old.detach().double() if old is not None else torch.zeros_like(b))
+        else:
+            out[name] = was[into].running_mean.detach().double() - now[into].running_mean.detach().double()
+    return out
+
+
+def mismatched_fold(applied: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
+                    before: nn.Module, folded: dict[str, str]) -> str | None:
+    """The first consumer whose folded constant is not the measured one within the rounding of the
+    parameter that holds it, or None."""
+    was = dict(before.named_modules())
+    for name, into in folded.items():
+        want = deltas[name].detach().double().to(applied[name].device)
+        held = was[name].bias if into == "bias" else was[into].running_mean
+        base = held.detach().double().abs() if held is not None else torch.zeros_like(want)
+        # A bias that folding created takes the layer's weight dtype (compress.slimming.compensate).
+        eps = torch.finfo(held.dtype if held is not None else was[name].weight.dtype).eps
+        if not bool(((applied[name] - want).abs() <= 2 * eps * (base + want.abs()) + 1e-30).all()):
+            return name
+    return None
+
+
+class _LowerPrecision(TorchFunctionMode):
+    """Notes the first operation that turns float64 inputs into a lower-precision float result."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: str | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.found is None and _any64((args, kwargs)) and _lower(out):
+            self.found = getattr(func, "__name__", repr(func))
+        return out
+
+
+def _any64(obj) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return obj.dtype == torch.float64
+    if isinstance(obj, (list, tuple)):
+        return any(_any64(o) for o in obj)
+    if isinstance(obj, dict):
+        return any(_any64(o) for o in obj.values())
+    return False
+
+
+def _lower(obj) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return obj.is_floating_point() and obj.dtype != torch.float64
+    if isinstance(obj, (list, tuple)):
+        return any(_lower(o) for o in obj)
+    return False
+
+
+def _float64_forward(model: nn.Module, run):
+    """run() under float64 defaults, watching for lower-precision results: (outputs, why not exact or None)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    watch = _LowerPrecision()
+    try:
+        with torch.no_grad(), watch:
+            out = run()
+    finally:
+        torch.set_default_dtype(saved)
+    if watch.found is None and any(t.is_floating_point() and t.dtype != torch.float64 for t in out):
+        watch.found = "its outputs"
+    return out, (f"{type(model).__name__} computes in a lower precision inside ({watch.found})"
+                 if watch.found else None)
+
+
+def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dict, probe: torch.Tensor, *,
+                  compensate: bool, folded: dict | None = None) -> dict:
+    """{"max_relative_difference", "tolerance"}, or {"not_run": why}; with `module` and `where`
+    set when the difference exceeds the tolerance (the caller raises)."""
+    try:
+        ref64 = copy.deepcopy(reference).to(torch.float64)
+        got64 = copy.deepcopy(pruned).to(torch.float64)
+        x = probe.to(torch.float64) if probe.is_floating_point() else probe
+        want, why = _float64_forward(reference, lambda: reference_outputs(
+            ref64, removal, applied, x, compensate=compensate, loose=False)[1])
+        if why is None:
+            got, why = _float64_forward(pruned, lambda: flatten_outputs(got64(x)))
+    except Exception as exc:  # only that float64 cannot run here: the first look has passed
+        lines = str(exc).strip().splitlines()
+        return {"not_run": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]}
+    if why is not None:
+        return {"not_run": why}
+    diff = relative_difference(got, want)
+    record = {"max_relative_difference": diff, "tolerance": TOLERANCE}
+    if not diff <= TOLERANCE:
+        from compress.slimming.diagnose import first_divergence
+
+        record["module"], record["where"] = first_divergence(got64, ref64, removal, applied, x,
+                                                             compensate=compensate, tol=TOLERANCE,
+                                                             folded=folded)
+    return record
