@@ -18,6 +18,7 @@ record says why; the first look still stands.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -92,45 +93,100 @@ def _lower(obj) -> bool:
     return False
 
 
-def _float64_forward(model: nn.Module, run):
-    """run() under float64 defaults, watching for lower-precision results: (outputs, why not exact or None)."""
+@contextlib.contextmanager
+def _float64_defaults():
+    """Float64 as the default dtype (tensors a forward makes itself), no autograd, and a watch for
+    lower-precision results; the default dtype is process-wide, so it is put back whatever happens."""
     saved = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     watch = _LowerPrecision()
     try:
         with torch.no_grad(), watch:
-            out = run()
+            yield watch
     finally:
         torch.set_default_dtype(saved)
+
+
+def _float64_forward(model: nn.Module, run):
+    """run() under float64 defaults: (outputs, why they are not exact, or None)."""
+    with _float64_defaults() as watch:
+        out = run()
     if watch.found is None and any(t.is_floating_point() and t.dtype != torch.float64 for t in out):
         watch.found = "its outputs"
     return out, (f"{type(model).__name__} computes in a lower precision inside ({watch.found})"
                  if watch.found else None)
 
 
+class _NotExact(Exception):
+    """Why this model cannot be checked in float64 (a reason, not a fault)."""
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy that shares nothing with `model`: converting a shared tensor would change the
+    caller's network. On the CPU its size is checked first, since running out of memory there is the
+    kernel's OOM killer rather than an exception."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.numel()]
+    if any(t.is_complex() for t in tensors):
+        raise _NotExact(f"{type(model).__name__} holds complex tensors")
+    if all(t.device.type == "cpu" for t in tensors):
+        from compress.limits import check_allocation
+
+        # The float64 copy, and the float32 deep copy it is converted from.
+        check_allocation(sum(t.numel() for t in tensors if t.is_floating_point()) * 3 // 2,
+                         "float64", "the self-check's float64 copy")
+    own = {t.untyped_storage().data_ptr() for t in tensors}
+    dup = copy.deepcopy(model)
+    if any(t.numel() and t.untyped_storage().data_ptr() in own for t in (*dup.parameters(), *dup.buffers())):
+        raise _NotExact(f"{type(model).__name__} shares tensors with its deep copy, so a float64 copy would "
+                        "change it")
+    return dup.to(torch.float64)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
+
+
 def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dict, probe: torch.Tensor, *,
                   compensate: bool, folded: dict | None = None) -> dict:
     """{"max_relative_difference", "tolerance"}, or {"not_run": why}; with `module` and `where`
-    set when the difference exceeds the tolerance (the caller raises)."""
+    set when the difference exceeds the tolerance (the caller raises). One float64 copy is alive at a
+    time, except while a failure is diagnosed."""
+    x = probe.to(torch.float64) if probe.is_floating_point() else probe
     try:
-        ref64 = copy.deepcopy(reference).to(torch.float64)
-        got64 = copy.deepcopy(pruned).to(torch.float64)
-        x = probe.to(torch.float64) if probe.is_floating_point() else probe
-        want, why = _float64_forward(reference, lambda: reference_outputs(
-            ref64, removal, applied, x, compensate=compensate, loose=False)[1])
+        want, why = _reference_outputs64(reference, removal, applied, x, compensate)
         if why is None:
+            got64 = _float64_copy(pruned)
             got, why = _float64_forward(pruned, lambda: flatten_outputs(got64(x)))
+    except _NotExact as exc:
+        return {"not_run": str(exc)}
     except Exception as exc:  # only that float64 cannot run here: the first look has passed
-        lines = str(exc).strip().splitlines()
-        return {"not_run": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]}
+        return {"not_run": _first_line(exc)}
     if why is not None:
         return {"not_run": why}
     diff = relative_difference(got, want)
     record = {"max_relative_difference": diff, "tolerance": TOLERANCE}
     if not diff <= TOLERANCE:
-        from compress.slimming.diagnose import first_divergence
-
-        record["module"], record["where"] = first_divergence(got64, ref64, removal, applied, x,
-                                                             compensate=compensate, tol=TOLERANCE,
-                                                             folded=folded)
+        record["module"], record["where"] = _diagnose(got64, reference, removal, applied, x, compensate, folded)
     return record
+
+
+def _reference_outputs64(reference, removal, applied, x, compensate):
+    """The silenced-and-replaced reference in float64; its copy is freed on return."""
+    ref64 = _float64_copy(reference)
+    return _float64_forward(reference, lambda: reference_outputs(ref64, removal, applied, x, compensate=compensate,
+                                                                 loose=False)[1])
+
+
+def _diagnose(got64, reference, removal, applied, x, compensate, folded) -> tuple[str | None, str]:
+    """The first diverging module, found in float64 as the comparison was; a diagnosis that cannot run
+    names none (the engine then refuses rather than guess which units to leave)."""
+    from compress.slimming.diagnose import first_divergence
+
+    try:
+        ref64 = _float64_copy(reference)
+        with _float64_defaults():
+            return first_divergence(got64, ref64, removal, applied, x, compensate=compensate, tol=TOLERANCE,
+                                    folded=folded)
+    except Exception as exc:
+        return None, f"no module named (the float64 diagnosis failed: {_first_line(exc)})"

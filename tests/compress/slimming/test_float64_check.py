@@ -131,3 +131,67 @@ class NoDouble(CastsInside):
 def test_where_float64_cannot_run_the_record_says_why():
     _, plan = slimming.prune(randomize_bn(NoDouble(), seed=1), 0.5, EXAMPLE)
     assert plan["check"]["float64"] == {"not_run": "RuntimeError: this backend has no float64"}
+    assert torch.get_default_dtype() == torch.float32
+
+
+class MakesItsOwnTensors(BoxesAndScores):
+    """A learned offset of a tensor the forward makes itself, in the default dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.offset = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return super().forward(x) + self.offset(torch.ones(x.shape[0], 4))[:, :, None, None]
+
+
+def test_the_float64_diagnosis_runs_as_the_comparison_did(monkeypatch):
+    """It ran with float32 defaults, so a tensor the forward makes met float64 weights and the whole
+    pruning failed instead of leaving the score branch whole."""
+    _wrong_in_the_score_branch(monkeypatch)
+    model = randomize_bn(MakesItsOwnTensors(), seed=3)
+    for m in model.score.modules():
+        m.score_branch = True
+    _, plan = slimming.prune(model, 0.5, EXAMPLE)
+    assert [s["layers"] for s in plan["skipped"]] == [["score.0"]]
+    assert "self-check" in plan["skipped"][0]["reason"]
+    assert torch.get_default_dtype() == torch.float32
+
+
+class CopiesAsItself(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.full((10,), 0.5))
+
+    def __deepcopy__(self, memo):  # a frozen module some libraries keep as one instance
+        return self
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class WithASharedModule(CastsInside):
+    def __init__(self):
+        super().__init__()
+        self.post = CopiesAsItself()
+
+    def forward(self, x):
+        return self.post(self.head(self.f(x)))
+
+
+def test_a_module_that_its_copies_share_is_not_turned_to_float64():
+    pruned, plan = slimming.prune(randomize_bn(WithASharedModule(), seed=1), 0.5, EXAMPLE)
+    assert plan["check"]["float64"] == {"not_run": "WithASharedModule shares tensors with its deep copy, so a "
+                                                   "float64 copy would change it"}
+    assert pruned.post.scale.dtype == torch.float32 and pruned(EXAMPLE).dtype == torch.float32
+
+
+class ReturnsAFloat32Constant(CastsInside):
+    def forward(self, x):
+        return self.head(self.f(x)), torch.arange(3, dtype=torch.float32)
+
+
+def test_an_output_in_a_lower_precision_is_named():
+    _, plan = slimming.prune(randomize_bn(ReturnsAFloat32Constant(), seed=1), 0.5, EXAMPLE)
+    assert plan["check"]["float64"] == {"not_run": "ReturnsAFloat32Constant computes in a lower precision inside "
+                                                   "(its outputs)"}
