@@ -110,8 +110,11 @@ def main() -> None:
     # 2. Prune by one global γ threshold; the library checks the pruned network against the unpruned one
     #    (timm's fused BatchNormAct2d, MixedConv2d splits and squeeze-excitation gates included).
     plan = compress.prune(model.eval(), torch.zeros(1, 3, size, size), percent=args.percent)
+    exact = plan.check["float64"]  # the same comparison with both networks in float64, or why it could not run
     print(f"pruned: {plan}; self-check {plan.check['max_relative_difference']:.1e} "
-          f"(tolerance {plan.check['tolerance']:.0e}), {accuracy(model, test_loader):.2%} before fine-tuning")
+          f"(tolerance {plan.check['tolerance']:.0e}; in float64 "
+          f"{exact.get('max_relative_difference', exact.get('not_run'))}), "
+          f"{accuracy(model, test_loader):.2%} before fine-tuning")
 
     # 3. Fine-tune the smaller network without the penalty, and keep it as a model directory.
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
