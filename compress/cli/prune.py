@@ -63,3 +63,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
                f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
                f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "
                f"({meta['macs'] / p['macs_before'] - 1:+.1%}){acc}")
+    exact = ((p.get("self_check") or {}).get("float64")) or {}
+    if "not_run" in exact:
+        click.echo(f"note: the self-check passed in the model's dtype; its float64 look did not run "
+                   f"({exact['not_run']})")

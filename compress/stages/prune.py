@@ -68,7 +68,7 @@ def _prune(model_dir: Path, out: Path, request: PruneRequest, plan_path, data, r
                "accuracy_before_pruning": meta.get("accuracy"),
                "accuracy_uncalibrated": measured["accuracy_uncalibrated"],
                "bn_recalibration_images": measured["bn_recalibration_images"], "exact_removal": exact,
-               "wall_time_s": round(time.time() - t0, 1)}
+               "self_check": plan.get("check"), "wall_time_s": round(time.time() - t0, 1)}
     new_meta = derived_meta(meta, model_dir, accuracy=measured["accuracy"], command=command_line(), pruning=pruning)
     return save_model_into(out, model, new_meta, beside={"plan.json": plan})
 

@@ -30,3 +30,19 @@ def test_an_unknown_mode_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(main, ["prune", str(tmp_path), "--target-macs", "0.5", "--shared", "gather",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "'gather' is not one of 'select', 'narrow'" in result.output
+
+
+def test_a_float64_look_that_did_not_run_is_said(tmp_path, monkeypatch):
+    from compress.slimming import float64_check
+
+    save_model_dir(randomize_bn(create_model("preresnet20", width=0.5)), tmp_path / "m", dict(META))
+    args = ["prune", str(tmp_path / "m"), "--percent", "0.3"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ran")], catch_exceptions=False)
+    assert result.exit_code == 0 and "note:" not in result.output
+    meta = json.loads((tmp_path / "ran" / "model.json").read_text())
+    assert meta["pruning"]["self_check"]["float64"]["max_relative_difference"] <= 1e-10
+    monkeypatch.setattr(float64_check, "float64_check", lambda *a, **k: {"not_run": "no float64 on this backend"})
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "not")], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.output.splitlines()[-1] == ("note: the self-check passed in the model's dtype; its float64 look did "
+                                             "not run (no float64 on this backend)")
