@@ -352,17 +352,17 @@ def machine() -> dict:
         pass
     model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("Model name")), "")
     isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f" {f} " in f" {flags} "]
-    import timm
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import torch_pruning as tp
 
-    versions = {"torch": torch.__version__, "timm": timm.__version__, "torch_pruning": tp.__version__}
-    try:
-        import ultralytics
-
-        versions["ultralytics"] = ultralytics.__version__
-    except ImportError:
-        pass
+    # The installed distributions' versions: torch-pruning 1.6.1's module still says 1.6.0.
+    versions = {"torch": torch.__version__}
+    for key, dist in (("timm", "timm"), ("torch_pruning", "torch-pruning"), ("ultralytics", "ultralytics")):
+        try:
+            versions[key] = version(dist)
+        except PackageNotFoundError:
+            pass
     return {"cpu": model, "cores": os.cpu_count(), "isa": isa, "python": platform.python_version(), **versions}
 
 
