@@ -111,9 +111,10 @@ def main() -> None:
     #    (timm's fused BatchNormAct2d, MixedConv2d splits and squeeze-excitation gates included).
     plan = compress.prune(model.eval(), torch.zeros(1, 3, size, size), percent=args.percent)
     exact = plan.check["float64"]  # the same comparison with both networks in float64, or why it could not run
+    exact_text = (f"{exact['max_relative_difference']:.1e}" if "max_relative_difference" in exact
+                  else f"not run: {exact['not_run']}")
     print(f"pruned: {plan}; self-check {plan.check['max_relative_difference']:.1e} "
-          f"(tolerance {plan.check['tolerance']:.0e}; in float64 "
-          f"{exact.get('max_relative_difference', exact.get('not_run'))}), "
+          f"(tolerance {plan.check['tolerance']:.0e}; in float64 {exact_text}), "
           f"{accuracy(model, test_loader):.2%} before fine-tuning")
 
     # 3. Fine-tune the smaller network without the penalty, and keep it as a model directory.

@@ -38,7 +38,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
               min_keep, round_to, no_compensate, shared, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
     from compress.request import PruneRequest
-    from compress.stages.prune import prune
+    from compress.stages.prune import float64_note, prune
     from compress.stages.summary import budget_text
 
     if percent is not None:
@@ -63,7 +63,6 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
                f"params {p['params_before']:,} → {meta['params']:,} ({meta['params'] / p['params_before'] - 1:+.1%}), "
                f"FLOPs (2×MACs) {2 * p['macs_before']:,} → {meta['flops']:,} "
                f"({meta['macs'] / p['macs_before'] - 1:+.1%}){acc}")
-    exact = ((p.get("self_check") or {}).get("float64")) or {}
-    if "not_run" in exact:
-        click.echo(f"note: the self-check passed in the model's dtype; its float64 look did not run "
-                   f"({exact['not_run']})")
+    note = float64_note(p)
+    if note:
+        click.echo(note, err=True)

@@ -260,7 +260,8 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     for s, rec in zip(units.selections, selection_records):
         s.site.bn = modules[s.name]
         rec["selected"] = s.site.selected()
-    # One image is enough to see a changed function; the doubled reference batch makes it two forwards.
+    # One image is enough to see a changed function; the doubled reference batch makes it two forwards,
+    # and the float64 look two more, on copies.
     try:
         check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate, folded=folded,
                            applied=applied)

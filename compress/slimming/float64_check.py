@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from compress.limits import TooLargeError
 from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
 
 TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-association leaves about 1e-15
@@ -158,7 +159,7 @@ def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dic
         if why is None:
             got64 = _float64_copy(pruned)
             got, why = _float64_forward(pruned, lambda: flatten_outputs(got64(x)))
-    except _NotExact as exc:
+    except (_NotExact, TooLargeError) as exc:
         return {"not_run": str(exc)}
     except Exception as exc:  # only that float64 cannot run here: the first look has passed
         return {"not_run": _first_line(exc)}

@@ -23,6 +23,7 @@ rounding allowance is needed; its record is `float64`.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 
 import torch
@@ -104,6 +105,7 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                                  f"tolerance ({shown} > {tol:g}); outputs first diverge at {where}; "
                                  "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
+        approx = approx if approx is None or math.isfinite(approx) else None  # plans are strict JSON
         exact = _float64(pruned, reference, removal, applied, probe, compensate, folded) if applied is not None else None
     finally:
         pruned.train(was[0])

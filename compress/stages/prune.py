@@ -68,9 +68,26 @@ def _prune(model_dir: Path, out: Path, request: PruneRequest, plan_path, data, r
                "accuracy_before_pruning": meta.get("accuracy"),
                "accuracy_uncalibrated": measured["accuracy_uncalibrated"],
                "bn_recalibration_images": measured["bn_recalibration_images"], "exact_removal": exact,
-               "self_check": plan.get("check"), "wall_time_s": round(time.time() - t0, 1)}
+               "self_check": _check_record(plan), "wall_time_s": round(time.time() - t0, 1)}
     new_meta = derived_meta(meta, model_dir, accuracy=measured["accuracy"], command=command_line(), pruning=pruning)
     return save_model_into(out, model, new_meta, beside={"plan.json": plan})
+
+
+def _check_record(plan: dict) -> dict | None:
+    """What model.json keeps of the self-check: the comparison, its tolerance, the float64 look."""
+    check = plan.get("check")
+    if not check:
+        return None
+    return {k: check[k] for k in ("max_relative_difference", "tolerance", "float64") if k in check}
+
+
+def float64_note(pruning: dict) -> str | None:
+    """One line for a pruning whose float64 self-check did not run, or None."""
+    exact = (pruning.get("self_check") or {}).get("float64") or {}
+    if "not_run" not in exact:
+        return None
+    return (f"note: the self-check passed in the model's own dtype, but its repeat in float64 did not run "
+            f"({exact['not_run']})")
 
 
 def _read_plan(plan_path) -> dict | None:

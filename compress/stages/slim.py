@@ -24,7 +24,7 @@ from compress.errors import CompressError
 from compress.request import PruneRequest, RequestConflict
 from compress.stages._run import RunOptions, finished, log, sparsity_label, sparsity_on, sync_and_read, writing
 from compress.stages.finetune import finetune
-from compress.stages.prune import check_request, prune
+from compress.stages.prune import check_request, float64_note, prune
 from compress.stages.summary import build_summary, summary_markdown, write_plots
 from compress.stages.train import check_arch, train
 from compress.training import Recipe, is_main_process
@@ -175,6 +175,8 @@ def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
     s.times["pruned" + suffix] = pruned["pruning"].get("wall_time_s", round(time.time() - t, 1))
     if pruned.get("accuracy") is not None:
         log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
+    if float64_note(pruned["pruning"]):
+        log("      " + float64_note(pruned["pruning"]))
     keep_sparse = options.sparsity if k < passes else 0.0
     log(f"[{step + 1}/{s.total}] fine-tuning ({options.finetune_recipe.epochs} epochs"
         f"{', ' + sparsity_label(keep_sparse) if sparsity_on(keep_sparse) else ''}) → {tuned_dir}")

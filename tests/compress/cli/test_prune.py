@@ -40,9 +40,11 @@ def test_a_float64_look_that_did_not_run_is_said(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "ran")], catch_exceptions=False)
     assert result.exit_code == 0 and "note:" not in result.output
     meta = json.loads((tmp_path / "ran" / "model.json").read_text())
+    assert set(meta["pruning"]["self_check"]) == {"max_relative_difference", "tolerance", "float64"}
     assert meta["pruning"]["self_check"]["float64"]["max_relative_difference"] <= 1e-10
     monkeypatch.setattr(float64_check, "float64_check", lambda *a, **k: {"not_run": "no float64 on this backend"})
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "not")], catch_exceptions=False)
     assert result.exit_code == 0
-    assert result.output.splitlines()[-1] == ("note: the self-check passed in the model's dtype; its float64 look did "
-                                             "not run (no float64 on this backend)")
+    assert result.stderr.splitlines()[-1] == ("note: the self-check passed in the model's own dtype, but its repeat in "
+                                             "float64 did not run (no float64 on this backend)")
+    assert "note:" not in result.stdout

@@ -2,6 +2,7 @@
 refused, a wrong folded constant is refused, and where float64 cannot be exact the record says so."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ EXAMPLE = torch.zeros(1, 3, 32, 32)
 
 
 class BoxesAndScores(nn.Module):
-    """One output tensor: 4 box channels in pixels (hundreds) beside 6 score channels near zero, as a
+    """One output tensor: 4 box channels in pixels (tens) beside 6 score channels near zero, as a
     detector's concatenated head returns them."""
 
     def __init__(self):
@@ -32,6 +33,7 @@ class BoxesAndScores(nn.Module):
 
 
 def _boxes_and_scores():
+    torch.manual_seed(0)
     model = randomize_bn(BoxesAndScores(), seed=3)
     for m in model.score.modules():
         m.score_branch = True  # an attribute: a retry puts copies of the modules back, and copies keep it
@@ -195,3 +197,45 @@ def test_an_output_in_a_lower_precision_is_named():
     _, plan = slimming.prune(randomize_bn(ReturnsAFloat32Constant(), seed=1), 0.5, EXAMPLE)
     assert plan["check"]["float64"] == {"not_run": "ReturnsAFloat32Constant computes in a lower precision inside "
                                                    "(its outputs)"}
+
+
+def test_an_infinite_approximation_is_recorded_as_none_so_the_plan_stays_json(monkeypatch):
+    """-inf where the silenced-only reference has it and the pruned network has not (log of a ReLU)
+    makes `approximation` infinite, which a strict JSON reader of plan.json refused."""
+    from compress.slimming import selfcheck
+
+    real, calls = selfcheck.relative_difference, []
+
+    def second_is_infinite(got, want):  # the first call is the check itself, the second `approximation`
+        calls.append(1)
+        return float("inf") if len(calls) == 2 else real(got, want)
+
+    monkeypatch.setattr(selfcheck, "relative_difference", second_is_infinite)
+    _, plan = slimming.prune(_boxes_and_scores(), 0.5, EXAMPLE)
+    assert len(calls) == 2 and plan["check"]["approximation"] is None
+    json.dumps(plan, allow_nan=False)
+
+
+class HoldsAComplexBuffer(CastsInside):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("phase", torch.ones(2, dtype=torch.complex64))
+
+    def forward(self, x):
+        return self.head(self.f(x))
+
+
+def test_a_model_with_complex_tensors_is_not_checked_in_float64():
+    pruned, plan = slimming.prune(randomize_bn(HoldsAComplexBuffer(), seed=1), 0.5, EXAMPLE)
+    assert plan["check"]["float64"] == {"not_run": "HoldsAComplexBuffer holds complex tensors"}
+    assert pruned.phase.dtype == torch.complex64
+
+
+def test_copies_that_would_not_fit_in_memory_are_not_made(monkeypatch):
+    from compress import limits
+
+    monkeypatch.setattr(limits, "available_memory", lambda: 0)
+    monkeypatch.setattr(limits, "_FLOOR", 0)
+    _, plan = slimming.prune(_boxes_and_scores(), 0.5, EXAMPLE)
+    assert plan["check"]["float64"]["not_run"].startswith("the self-check's float64 copy needs ")
+    assert plan["check"]["float64"]["not_run"].endswith(" of memory available")
