@@ -106,6 +106,9 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
             "--pretrain-epochs", "1", "--sparsity", "1e-4", "--epochs", "2", "--finetune-epochs", "1", "--percent", "0.5", "--out", str(out)]
     result = run(args)
     assert result.exit_code == 0, result.output
+    assert "did not run" not in result.output  # the self-check's float64 look ran
+    tuned_check = json.loads((out / "finetuned" / "model.json").read_text())["pruning"]["self_check"]
+    assert tuned_check["float64"]["max_relative_difference"] <= tuned_check["float64"]["tolerance"] == 1e-10
     for stage in ("pretrained", "sparse", "pruned", "finetuned"):
         assert (out / stage / "model.json").exists() and (out / stage / "model.safetensors").exists()
         assert not (out / stage / "train_state").exists()
