@@ -11,9 +11,9 @@ size beside the tensor's largest value.
 What the folds hold is first held to what compensation measured, within the folded parameter's own
 rounding, so a wrong constant cannot hide in the reference.
 
-It runs only where it can be exact. A backend without float64 (MPS), no memory for the copies, or a
-model that computes in a lower precision inside (a cast to float32) leaves it unrun, and the check's
-record says why; the first look still stands.
+It runs only where it can be exact. A device without float64, no memory for the copies, complex
+tensors, a model whose deep copy shares its tensors, or one that computes in a lower precision inside (a
+cast to float32) leaves it unrun, and the check's record says why; the first look still stands.
 """
 
 from __future__ import annotations
@@ -32,18 +32,23 @@ TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-associati
 
 
 def applied_deltas(model: nn.Module, before: nn.Module, folded: dict[str, str]) -> dict[str, torch.Tensor]:
-    """What each fold changed, in float64, as a constant added after its consumer: the bias now less the
-    bias before (none counts as zero), or the BN's running mean before less now."""
+    """What each fold changed, in float64 on the CPU (not every device has float64), as a constant added after its
+    consumer: the bias now less the bias before (none counts as zero), or the BN's running mean before
+    less now."""
     now, was = dict(model.named_modules()), dict(before.named_modules())
     out = {}
     for name, into in folded.items():
         if into == "bias":
-            b = now[name].bias.detach().double()
+            b = _cpu64(now[name].bias)
             old = was[name].bias
-            out[name] = b - (old.detach().double() if old is not None else torch.zeros_like(b))
+            out[name] = b - (_cpu64(old) if old is not None else torch.zeros_like(b))
         else:
-            out[name] = was[into].running_mean.detach().double() - now[into].running_mean.detach().double()
+            out[name] = _cpu64(was[into].running_mean) - _cpu64(now[into].running_mean)
     return out
+
+
+def _cpu64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float64)
 
 
 def mismatched_fold(applied: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
@@ -52,9 +57,9 @@ def mismatched_fold(applied: dict[str, torch.Tensor], deltas: dict[str, torch.Te
     parameter that holds it, or None."""
     was = dict(before.named_modules())
     for name, into in folded.items():
-        want = deltas[name].detach().double().to(applied[name].device)
+        want = _cpu64(deltas[name])
         held = was[name].bias if into == "bias" else was[into].running_mean
-        base = held.detach().double().abs() if held is not None else torch.zeros_like(want)
+        base = _cpu64(held).abs() if held is not None else torch.zeros_like(want)
         # A bias that folding created takes the layer's weight dtype (compress.slimming.compensate).
         eps = torch.finfo(held.dtype if held is not None else was[name].weight.dtype).eps
         if not bool(((applied[name] - want).abs() <= 2 * eps * (base + want.abs()) + 1e-30).all()):

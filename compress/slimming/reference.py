@@ -101,7 +101,7 @@ def relative_difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> fl
     for a, b in zip(got, want):
         if not a.numel():
             continue
-        a, b = a.double(), b.double()
+        a, b = a.to("cpu", torch.float64), b.to("cpu", torch.float64)  # a device may lack float64
         finite = torch.isfinite(b)
         # Non-finite values (a -inf logit mask, log(0)) must sit where the reference has them, equal to
         # them; the rest is compared on the finite values alone, since an infinite scale would pass anything.
