@@ -25,16 +25,16 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from compress.limits import TooLargeError
+from compress.limits import TooLargeError, check_allocation
 from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
 
 TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-association leaves about 1e-15
 
 
 def applied_deltas(model: nn.Module, before: nn.Module, folded: dict[str, str]) -> dict[str, torch.Tensor]:
-    """What each fold changed, in float64 on the CPU (not every device has float64), as a constant added after its
-    consumer: the bias now less the bias before (none counts as zero), or the BN's running mean before
-    less now."""
+    """What each fold changed, as a constant added after its consumer: the bias now less the bias before
+    (none counts as zero), or the BN's running mean before less now; in float64 on the CPU, since not
+    every device has float64."""
     now, was = dict(model.named_modules()), dict(before.named_modules())
     out = {}
     for name, into in folded.items():
@@ -135,8 +135,6 @@ def _float64_copy(model: nn.Module) -> nn.Module:
     if any(t.is_complex() for t in tensors):
         raise _NotExact(f"{type(model).__name__} holds complex tensors")
     if all(t.device.type == "cpu" for t in tensors):
-        from compress.limits import check_allocation
-
         # The float64 copy, and the float32 deep copy it is converted from.
         check_allocation(sum(t.numel() for t in tensors if t.is_floating_point()) * 3 // 2,
                          "float64", "the self-check's float64 copy")
@@ -195,4 +193,4 @@ def _diagnose(got64, reference, removal, applied, x, compensate, folded) -> tupl
             return first_divergence(got64, ref64, removal, applied, x, compensate=compensate, tol=TOLERANCE,
                                     folded=folded)
     except Exception as exc:
-        return None, f"no module named (the float64 diagnosis failed: {_first_line(exc)})"
+        return None, f"a module it could not name (the float64 diagnosis failed: {_first_line(exc)})"

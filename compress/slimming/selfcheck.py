@@ -106,7 +106,8 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                                  "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
         approx = approx if approx is None or math.isfinite(approx) else None  # plans are strict JSON
-        exact = _float64(pruned, reference, removal, applied, probe, compensate, folded) if applied is not None else None
+        exact = None if applied is None else _float64(pruned, reference, removal, applied, probe, compensate,
+                                                      folded)
     finally:
         pruned.train(was[0])
         reference.train(was[1])
