@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from compress.limits import TooLargeError, check_allocation
 from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
+from compress.slimming.selfcheck import _first_line as first_line
 
 TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-association leaves about 1e-15
 
@@ -147,8 +148,7 @@ def _float64_copy(model: nn.Module) -> nn.Module:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
+    return f"{type(exc).__name__}: {first_line(exc)}"[:200]
 
 
 def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dict, probe: torch.Tensor, *,

@@ -69,24 +69,20 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
     n = probe.shape[0]
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
-        if not loose:
-            hooks = replacement_hooks(reference, removal, deltas, 0)
+        forwards = 1
+        if loose:
+            hooks = replacement_hooks(reference, removal, deltas, n)
             try:
-                return None, flatten_outputs(reference(probe)), 1
+                both = flatten_outputs(reference(torch.cat([probe, probe])))
             finally:
                 for h in hooks:
                     h.remove()
-        hooks = replacement_hooks(reference, removal, deltas, n)
+            if all(t.dim() and t.shape[0] == 2 * n for t in both):
+                return [t[:n] for t in both], [t[n:] for t in both], 1
+            forwards = 2  # outputs not batch-first: the replaced ones alone, in a forward of their own
+        hooks = replacement_hooks(reference, removal, deltas, 0)
         try:
-            both = flatten_outputs(reference(torch.cat([probe, probe])))
-        finally:
-            for h in hooks:
-                h.remove()
-        if all(t.dim() and t.shape[0] == 2 * n for t in both):
-            return [t[:n] for t in both], [t[n:] for t in both], 1
-        hooks = replacement_hooks(reference, removal, deltas, 0)  # outputs not batch-first: one at a time
-        try:
-            return None, flatten_outputs(reference(probe)), 2
+            return None, flatten_outputs(reference(probe)), forwards
         finally:
             for h in hooks:
                 h.remove()

@@ -175,8 +175,8 @@ def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
     s.times["pruned" + suffix] = pruned["pruning"].get("wall_time_s", round(time.time() - t, 1))
     if pruned.get("accuracy") is not None:
         log(f"      accuracy right after pruning: {pruned['accuracy']:.2%}")
-    if float64_note(pruned["pruning"]):
-        log("      " + float64_note(pruned["pruning"]))
+    if note := float64_note(pruned["pruning"]):
+        log("      " + note)
     keep_sparse = options.sparsity if k < passes else 0.0
     log(f"[{step + 1}/{s.total}] fine-tuning ({options.finetune_recipe.epochs} epochs"
         f"{', ' + sparsity_label(keep_sparse) if sparsity_on(keep_sparse) else ''}) → {tuned_dir}")
