@@ -9,6 +9,12 @@ class CompressError(ValueError):
     """A problem with the user's input or files, named in the message."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" when it has none): what a one-line report quotes."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def write_failure(exc: BaseException, where: str | os.PathLike) -> str | None:
     """One line for a write that failed (a full disk, a read-only folder), or None when `exc` is not one.
 

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from compress.errors import first_line
 from compress.limits import TooLargeError, check_allocation
 from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
-from compress.slimming.selfcheck import _first_line as first_line
 
 TOLERANCE = 1e-10  # of each output tensor's largest value; float64 re-association leaves about 1e-15
 

@@ -29,7 +29,7 @@ import time
 import torch
 from torch import nn
 
-from compress.errors import CompressError
+from compress.errors import CompressError, first_line
 from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
 
 
@@ -91,7 +91,7 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
 
                 module, where = failing_module(pruned, probe)
                 raise SelfCheckError(f"the pruned {type(reference).__name__} fails in {where} "
-                                     f"({type(exc).__name__}: {_first_line(exc)}); the model is left unchanged",
+                                     f"({type(exc).__name__}: {first_line(exc)}); the model is left unchanged",
                                      module) from None
             forwards += 1
         diff = relative_difference(got, want)
@@ -131,7 +131,3 @@ def _float64(pruned, reference, removal, applied, probe, compensate, folded) -> 
                              "the model is left unchanged", exact["module"])
     return exact
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
