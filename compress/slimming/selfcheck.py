@@ -130,4 +130,3 @@ def _float64(pruned, reference, removal, applied, probe, compensate, folded) -> 
                              f"{tolerance_for(reference):g}); outputs first diverge at {exact['where']}; "
                              "the model is left unchanged", exact["module"])
     return exact
-
