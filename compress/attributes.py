@@ -6,7 +6,8 @@ their forward reads: timm's MixedConv2d.splits, Res2Net's `width`, timm's CSP `e
 C2f `c`. Pruning rewrites them (compress.slimming.splits); a model directory records every such attribute
 that differs from the unpruned architecture, as `attributes: {module: {name: int or [int, ...]}}`.
 Only plain, public integer attributes that the rebuilt module already has, of the same kind and length,
-are ever set from a file: a model.json cannot add an attribute or change its type.
+and no larger (pruning only lowers them), are ever set from a file: a model.json cannot add an attribute,
+change its type or raise a size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ def _kind(value) -> tuple[str, int] | None:
 
 def _plain(value):
     return int(value) if isinstance(value, int) else [int(v) for v in value]
+
+
+def _plain_list(value) -> list[int]:
+    return [int(value)] if isinstance(value, int) else [int(v) for v in value]
 
 
 def changed_attributes(reference: nn.Module, model: nn.Module) -> dict[str, dict]:
@@ -65,4 +70,9 @@ def apply_attributes(model: nn.Module, attributes: dict, where: str = "model.jso
             if kind is None or kind != want:
                 raise CompressError(f"{where}: attributes.{name}.{attr} is {value!r:.60}, but the "
                                     f"{type(module).__name__} there holds {old!r:.60}")
+            if any(v > o for v, o in zip(_plain_list(value), _plain_list(old))):
+                # pruning keeps a subset of channels, so it only ever lowers these counts; a larger value
+                # (an AdaptiveAvgPool2d's output_size of 4000) would only make the forward allocate
+                raise CompressError(f"{where}: attributes.{name}.{attr} is {value!r:.60}, larger than the "
+                                    f"{old!r:.60} of the unpruned {type(module).__name__}; pruning only lowers it")
             setattr(module, attr, value if kind[0] == "int" else type(old)(value))

@@ -67,22 +67,31 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
 
 
 def _input_size(artifacts) -> list[int] | None:
-    """[C, H, W] the first artifact takes, from its model.json or ONNX metadata (None when unknown)."""
+    """[C, H, W] the first artifact takes, from its model.json or ONNX metadata (None when unknown). Runs
+    before the artifacts are checked, so it reads them bounded and skips anything odd: the check that
+    follows names what is wrong with them."""
     import json
+
+    from compress.limits import MAX_IMAGE_SIDE, read_json
+    from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 
     for artifact in artifacts:
         path = Path(artifact)
         try:
             if (path / "model.json").is_file():
-                return list(json.loads((path / "model.json").read_text())["input_size"])
-            if path.suffix == ".onnx":
+                size = read_json(path / "model.json").get("input_size")
+            elif path.suffix == ".onnx":
                 import onnx
 
+                check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
                 props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-                if "compress.input_size" in props:
-                    return list(json.loads(props["compress.input_size"]))
-        except (OSError, ValueError, KeyError, TypeError):
+                size = json.loads(props.get("compress.input_size", "null"))
+            else:
+                continue
+        except Exception:  # noqa: BLE001 - bounds, bad JSON, a damaged protobuf: the artifact check says which
             continue
+        if isinstance(size, list) and len(size) == 3 and all(type(d) is int and 0 < d <= MAX_IMAGE_SIDE for d in size):
+            return size
     return None
 
 

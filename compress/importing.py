@@ -53,8 +53,19 @@ def _check_zip_entries(path: Path) -> None:
 
     from compress.limits import check_allocation
 
-    if not zipfile.is_zipfile(path):
-        return  # torch's legacy format: its storages are the file's own bytes
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return  # torch's legacy format (torch tells the two apart by these bytes): storages are the file's bytes
+        f.seek(0, 2)
+        size = f.tell()
+        f.seek(max(size - 22, 0))
+        end = f.read(22)
+    # torch.save ends the file with the 22-byte end record and no comment. Python's zipfile and torch's reader
+    # (miniz) search for that record differently, so any other ending lets them read different directories:
+    # 8 bytes appended to a deflated checkpoint hid it from zipfile.is_zipfile, and torch inflated it.
+    if len(end) < 22 or end[:4] != b"PK\x05\x06" or end[20:22] != b"\x00\x00":
+        raise CompressError(f"{path} starts as a zip checkpoint but does not end as torch.save ends one (trailing "
+                            "bytes, a comment or a truncated file); save it again with torch.save")
     try:
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()

@@ -13,6 +13,7 @@ def count_params(model: nn.Module) -> int:
 @torch.no_grad()
 def count_macs(model: nn.Module, input_size=(3, 32, 32)) -> int:
     """Multiply-accumulates of Conv2d and Linear layers for one image (BN, activations, pools excluded)."""
+    check_forward_memory(model, input_size)
     total = 0
 
     def conv_hook(mod: nn.Conv2d, _inp, out):
@@ -40,6 +41,58 @@ def count_macs(model: nn.Module, input_size=(3, 32, 32)) -> int:
         for h in hooks:
             h.remove()
     return int(total)
+
+
+# What a forward holds at once against its largest single output: that output, the input it came from and
+# one more (a residual, a BN's output before the ReLU). An estimate to refuse absurd sizes, not a budget.
+LIVE_OUTPUTS = 3
+
+
+def largest_output_bytes(model: nn.Module, input_size) -> int | None:
+    """Bytes of the largest tensor any module outputs for one image, from a forward of a copy on the meta
+    device (shapes only, nothing allocated); None when the model cannot run there (it reads values)."""
+    import copy
+
+    largest = 0
+
+    def hook(_mod, _inp, out):
+        nonlocal largest
+        for t in out if isinstance(out, (list, tuple)) else out.values() if isinstance(out, dict) else [out]:
+            if isinstance(t, torch.Tensor):
+                largest = max(largest, t.numel() * t.element_size())
+
+    # A copy, because a forward may cache what it computed (ultralytics' Detect keeps its anchors for the
+    # input shape): the model itself must never hold a meta tensor. Its tensors become meta in the copy.
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    try:
+        shadow = copy.deepcopy(model, memo)
+        for m in shadow.modules():
+            # the copy would run the model's own hooks (a MAC counter, a user's recorder) on meta tensors
+            for hooks in ("_forward_hooks", "_forward_pre_hooks", "_forward_hooks_with_kwargs",
+                          "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+                if isinstance(getattr(m, hooks, None), dict):
+                    getattr(m, hooks).clear()
+            m.register_forward_hook(hook)
+        shadow.eval()
+        with torch.no_grad():
+            shadow(torch.zeros(1, *input_size, device="meta"))
+    except Exception:  # noqa: BLE001 - .item() and other reads of values cannot run on meta tensors
+        return None
+    return largest
+
+
+def check_forward_memory(model: nn.Module, input_size) -> None:
+    """Refuse a one-image forward whose activations cannot fit in memory (TooLargeError), before it runs:
+    a stranger's model.json may give any input size up to MAX_IMAGE_SIDE² (a tiny network at 4096² px
+    took 2.3 GB; at 16384² it would take 37 GB)."""
+    from compress.limits import check_allocation
+
+    largest = largest_output_bytes(model, input_size)
+    if largest is not None:
+        check_allocation(LIVE_OUTPUTS * largest, "uint8",
+                         f"a forward of one {'x'.join(str(d) for d in input_size)} image (its largest layer "
+                         f"output is {largest:,} bytes)")
 
 
 def count_params_macs(model: nn.Module, input_size=(3, 32, 32)) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import onnx
 from compress.exporting._files import atomic_write_bytes
 from compress.exporting.errors import OnnxFileError
 from compress.runtime.errors import InputFileError
+from compress.runtime.external_data import check_external_data
 from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 
 # Protobuf refuses single messages above 2 GiB; CNNs in this toolkit stay far below.
@@ -30,9 +31,11 @@ def load_onnx(path: str | Path, *, check: bool = True, external_data: bool = Tru
     if size == 0:
         raise OnnxFileError(f"{path} is empty")
     try:
-        model = onnx.load(str(path), load_external_data=external_data)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError or ValueError
         raise OnnxFileError(f"{path} is not a readable ONNX file (corrupt or truncated?): {_first_line(exc)}") from None
+    if external_data:
+        _load_external_data(model, path)
     if len(model.graph.node) == 0:
         raise OnnxFileError(f"{path} holds no graph nodes (corrupt or truncated?)")
     if check:
@@ -41,6 +44,22 @@ def load_onnx(path: str | Path, *, check: bool = True, external_data: bool = Tru
         except Exception as exc:  # noqa: BLE001 - ValidationError and friends
             raise OnnxFileError(f"{path} fails the ONNX checker (corrupt or truncated?): {_first_line(exc)}") from None
     return model
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """The external tensors of `model`, read into it once their total is bounded."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    try:
+        tensors = check_external_data(model, path)
+    except InputFileError as exc:
+        raise OnnxFileError(str(exc)) from None
+    for tensor in tensors:
+        try:
+            load_external_data_for_tensor(tensor, str(path.parent))
+        except Exception as exc:  # noqa: BLE001 - onnx raises ValueError, OSError or its checker's errors
+            raise OnnxFileError(f"{path}: cannot read the external data of tensor {tensor.name!r}: "
+                                f"{_first_line(exc)}") from None
 
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import ArtifactError, BackendUnavailableError
-from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.external_data import check_onnx_file
 from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import openvino
 from compress.runtime.runner_base import Runner
@@ -59,7 +59,7 @@ class OpenVinoRunner(Runner):
         self.backend = backend
         ov = openvino()
         self._ov = ov
-        check_regular_file(self.path, "ONNX file", MAX_ONNX_BYTES)
+        check_onnx_file(self.path)
         self.core = ov.Core()
         self.inference_precision = PRECISIONS[backend]
         if self.inference_precision == "bf16" and not bf16_supported(self.core):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import ArtifactError, BackendUnavailableError
-from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.external_data import check_onnx_file
 from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import onnxruntime
 from compress.runtime.runner_base import Runner
@@ -54,7 +54,7 @@ class OrtRunner(Runner):
         self.device_id = int(device_id)
         ort = onnxruntime()
         self._ort = ort
-        check_regular_file(self.path, "ONNX file", MAX_ONNX_BYTES)
+        check_onnx_file(self.path)
         wanted = PROVIDERS[backend][0]
         available = ort.get_available_providers()
         if wanted not in available:

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from compress.errors import CompressError
+from compress.errors import CompressError, MixedImageSizes
 
 # Part of every cache key: bump it when decoding or resizing changes what a cached image holds.
 DECODER_VERSION = "3"
@@ -31,6 +31,22 @@ def _to_rgb(img, name: str = "image"):
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+# The formats of IMAGE_SUFFIXES (a camera's multi-picture JPEG opens through JPEG). Without this list PIL
+# picks a plugin from the bytes, whatever the suffix: a ".png" holding PostScript went to Ghostscript.
+PIXEL_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "GIF", "TIFF")
+
+
+def _open(data: bytes, name: str):
+    from PIL import Image, UnidentifiedImageError
+
+    Image.init()  # PIL raises KeyError for a format it has not registered yet (or was built without: WebP)
+    try:
+        return Image.open(io.BytesIO(data), formats=[f for f in PIXEL_FORMATS if f in Image.OPEN])
+    except UnidentifiedImageError:
+        raise CompressError(f"image {name} is not a JPEG, PNG, BMP, WebP, GIF or TIFF file "
+                            "(other formats are not read, whatever the name)") from None
+
+
 def _check_pixels(size: tuple[int, int], name: str) -> None:
     """A header may promise any size; bound it before the pixels are decoded (compress.limits)."""
     from compress.limits import MAX_IMAGE_PIXELS
@@ -48,17 +64,21 @@ def _too_many_pixels(name: str, exc: Exception) -> str:
     return f"image {name} is over the bound of {MAX_IMAGE_PIXELS:,} pixels (MAX_IMAGE_PIXELS): {exc}"
 
 
-def decode_image(data: bytes, name: str, *, at_least: int | None = None) -> torch.Tensor:
+def decode_image(data: bytes, name: str, *, at_least: int | None = None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode one image to uint8 3×H×W. `at_least` lets JPEG decoding downscale by a power of two
-    while keeping both sides at or above that many pixels (much faster for large photos)."""
+    while keeping both sides at or above that many pixels (much faster for large photos). An image whose
+    header says another (height, width) than `size` raises MixedImageSizes before its pixels are decoded."""
     from PIL import Image
 
     try:
         with warnings.catch_warnings():
             # PIL warns about odd but readable files (palette transparency, EXIF); they decode fine.
             warnings.simplefilter("ignore")
-            img = Image.open(io.BytesIO(data))
+            img = _open(data, name)
             _check_pixels(img.size, name)
+            if size is not None and tuple(img.size) != (size[1], size[0]):
+                raise MixedImageSizes(f"{name} is {img.size[0]}x{img.size[1]}, not {size[1]}x{size[0]}")
             if at_least is not None and img.format == "JPEG":
                 img.draft("RGB", (at_least, at_least))
             img = _to_rgb(img, name)
@@ -80,7 +100,9 @@ def image_size(data: bytes, name: str) -> tuple[int, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            w, h = Image.open(io.BytesIO(data)).size
+            w, h = _open(data, name).size
+    except CompressError:
+        raise
     except Image.DecompressionBombError as exc:
         raise CompressError(_too_many_pixels(name, exc)) from None
     except Exception as exc:  # noqa: BLE001

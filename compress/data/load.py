@@ -112,11 +112,11 @@ def _load_files(path: Path, split: str, limit, seed: int, side: int | None, mode
         if limit is None or full_bytes < MEMORY_SHARE * avail:
             # The whole split is memory-sized: decode it once and cache it; limits are subsets of it.
             check_fits_memory(full_bytes, what, avail)
-            data = _decode_all(listing, everything, side)
+            data = _decode_all(listing, everything, side, (h, w))
             save_images(cached_file, data.stored, data.labels, data.classes)
             return data if limit is None else data.subset(chosen)
         check_fits_memory(chosen_bytes, what, avail)
-        return _decode_all(listing, chosen, side)
+        return _decode_all(listing, chosen, side, (h, w))
     if not path.is_dir() and is_compressed(path):
         listing = list_archive(path, split, plain_copy=_plain_copy(path, fingerprint))
     at_least = storage_side(side) if side is not None else None
@@ -151,26 +151,27 @@ def _decoded_bytes(listing: Source, side: int | None) -> tuple[int, int, int]:
     return len(listing) * 3 * h * w, h, w
 
 
-def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None) -> ImageSet:
+def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None, hw: tuple[int, int]) -> ImageSet:
+    """Decode the chosen images into one buffer of the size whose memory was checked (`hw`, from
+    _decoded_bytes): a tar is read in archive order, so its first image decoded need not be the one measured."""
     from tqdm import tqdm
 
     reader = listing.reader
     s = storage_side(side) if side is not None else None
     slot = {int(i): k for k, i in enumerate(chosen.tolist())}
-    out = None
-    first_name = None
+    out = torch.empty((len(slot), 3, *hw), dtype=torch.uint8)
     filled = 0
     for i, raw in tqdm(reader.read_many(list(slot)), total=len(slot), desc=f"decoding {listing.path.name}",
                        unit="img", leave=False, mininterval=1.0, disable=None):
-        img = decode_image(raw, reader.name(i), at_least=s)
+        try:
+            img = decode_image(raw, reader.name(i), at_least=s, size=None if s is not None else hw)
+        except MixedImageSizes as exc:
+            raise MixedImageSizes(f"{exc}, the size of {reader.name(0)}; pass input_size to resize all images "
+                                  "to one size") from None
         if s is not None:
             img = to_storage(img, s)
-        if out is None:
-            out = torch.empty((len(slot), *img.shape), dtype=torch.uint8)
-            first_name = reader.name(i)
-        elif img.shape != out.shape[1:]:
-            raise MixedImageSizes(f"{reader.name(i)} is {img.shape[2]}x{img.shape[1]}, {first_name} is "
-                                  f"{out.shape[3]}x{out.shape[2]}; pass input_size to resize all images to one size")
+        if img.shape != out.shape[1:]:
+            raise CompressError(f"{reader.name(i)} decoded to {list(img.shape)}, not {list(out.shape[1:])}")
         out[slot[i]] = img
         filled += 1
     if filled != len(slot):

@@ -91,15 +91,25 @@ class _BoundedStream:
 
     def _check(self) -> None:
         if self.raw.tell() > self.limit:
-            raise CompressError(f"archive {self.path} decompresses to more than {human_bytes(self.limit)} "
-                                f"({MAX_ARCHIVE_EXPANSION}x its size: MAX_ARCHIVE_EXPANSION); refusing to follow it")
+            self._refuse()
+
+    def _refuse(self) -> None:
+        raise CompressError(f"archive {self.path} decompresses to more than {human_bytes(self.limit)} "
+                            f"({MAX_ARCHIVE_EXPANSION}x its size: MAX_ARCHIVE_EXPANSION); refusing to follow it")
 
     def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n is not None and n >= 0 else self.limit + 1 - self.raw.tell())
+        # tarfile asks for sizes read from member headers (a long name, a pax header): cap the request, or
+        # one call would decompress gigabytes into memory before the check.
+        room = max(self.limit + 1 - self.raw.tell(), 0)
+        data = self.raw.read(room if n is None or n < 0 else min(n, room))
         self._check()
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
+        target = offset if whence == 0 else self.raw.tell() + offset if whence == 1 else None
+        if target is not None and target > self.limit:
+            # decompressing up to a header's claimed size takes seconds per gigabyte: refuse before it
+            self._refuse()
         position = self.raw.seek(offset, whence)
         self._check()
         return position

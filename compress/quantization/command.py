@@ -57,6 +57,18 @@ def export_model_dir(model_dir: str | Path, out: str | Path) -> Path:
     return Path(report["onnx"]["path"])
 
 
+def _load_source(src: Path):
+    """The user's FP32 graph, parsed and its external data bounded (compress.exporting.external_data): every
+    later reader of `src`, ORT's preprocessing included, loads that same data."""
+    from compress.exporting.errors import ExportError
+    from compress.exporting.onnx_file import load_onnx
+
+    try:
+        return load_onnx(src, check=False)
+    except ExportError as exc:
+        raise CompressError(str(exc)) from None
+
+
 def _finish_model(quantized: Path, source_props: dict[str, str], recipe: Recipe | None = None):
     """The quantized graph with the source's compress.* metadata, precision int8, the recipe, checked."""
     import onnx
@@ -111,7 +123,7 @@ def quantize_onnx(src: str | Path, out: str | Path, calib: np.ndarray, *, recipe
         raise CompressError(f"--out {out} would overwrite the input")
     recipe = recipe or recipe_for("trt")
     if source_props is None:
-        source = onnx.load(str(src))
+        source = _load_source(src)
         check_quantizable(source, src)
         source_props = onnx_metadata(source)
     result: dict = {}
@@ -199,18 +211,13 @@ def _check_companions(opts: QuantizeOptions) -> None:
 def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
     """(the FP32 ONNX file, its loaded and checked graph): a model directory is exported into the scratch
     folder first, never to a *.fp32.onnx left beside the output."""
-    import onnx
-
     if model.is_dir():
         src = work / "fp32.onnx"
         export_model_dir(model, src)
         log(f"exported {model} to a temporary FP32 ONNX")
     else:
         src = model
-    try:
-        source = onnx.load(str(src))
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a damaged file
-        raise CompressError(f"{src} is not a readable ONNX file: {str(exc).strip().splitlines()[0][:200]}") from None
+    source = _load_source(src)
     props = onnx_metadata(source)
     if props.get(PRECISION_KEY, "fp32") != "fp32":
         raise CompressError(f"{src} is {props[PRECISION_KEY]}; quantize the fp32 ONNX")

@@ -86,6 +86,9 @@ def test_changed_attributes_leaves_layers_to_the_widths(splitnet):
     ({"": {"splits": [-1, 1]}}, "must be an integer"),
     ({"stem.0": {"out_channels": 3}}, "does not have"),  # a layer's size is the widths' business
     ({"": {}}, "non-empty"),
+    ({"": {"splits": [9, 8]}}, "larger than the"),  # pruning only lowers a size
+    # a reviewer's AdaptiveAvgPool2d output_size of 4000: 4·C·4000² bytes before the classifier refused it
+    ({"head.0": {"output_size": 4000}}, "larger than the 1 of the unpruned AdaptiveAvgPool2d"),
 ])
 def test_a_model_json_cannot_add_retype_or_resize_an_attribute(splitnet, attributes, message):
     model = splitnet.SplitNet()

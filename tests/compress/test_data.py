@@ -330,3 +330,31 @@ def test_a_split_folder_without_class_folders_is_described_as_it_is(tmp_path):
     with pytest.raises(CompressError, match=r"d.tar: train/ holds no class folder with images \(found notes.txt; "
                                             r"expected train/CLASS/IMAGE"):
         list_archive(tmp_path / "d.tar", "train")
+
+
+def test_a_tar_is_decoded_into_the_buffer_whose_memory_was_checked(tmp_path, monkeypatch):
+    """The memory estimate measured the first image by name, the buffer was sized from the first decoded,
+    which in a tar is the first in archive order: large images stored first passed an 8x8 estimate and
+    filled a buffer sized for them (a few thousand such PNGs need hundreds of GB). Now the buffer has the
+    checked size and the first image of another size is refused from its header, before its pixels."""
+    import io
+
+    from compress.data import decode
+    from compress.errors import MixedImageSizes
+
+    def png(side):
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    with tarfile.open(tmp_path / "order.tar", "w") as tar:
+        for name, data in [("train/a/big.png", png(512)), ("train/a/00.png", png(8)), ("test/a/0.png", png(8))]:
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    decoded = []
+    real = decode._to_rgb
+    monkeypatch.setattr(decode, "_to_rgb", lambda img, name="image": decoded.append(img.size) or real(img, name))
+    with pytest.raises(MixedImageSizes, match=r"big.png is 512x512, not 8x8, the size of .*00.png; pass input_size"):
+        D.load_dataset(str(tmp_path / "order.tar"), "train", mode="memory")
+    assert (512, 512) not in decoded

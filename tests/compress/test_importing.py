@@ -36,6 +36,26 @@ def test_a_deflated_checkpoint_is_refused_before_it_is_inflated(tmp_path):
         read_state_dict(tmp_path / "packed.pt")
 
 
+@pytest.mark.parametrize("ending", [b"PK\x05\x06" + bytes(4), b"junk", b""])
+def test_a_deflated_checkpoint_with_another_ending_is_refused_before_it_is_inflated(tmp_path, monkeypatch, ending):
+    """8 bytes appended to a deflated checkpoint (a cut end record) made zipfile.is_zipfile say no, which
+    skipped the check, and torch, which knows a zip by its first bytes, inflated 200 KB to 200 MB.
+    A zip comment is the other way the two readers can find different directories."""
+    import zipfile
+
+    torch.save({"w": torch.zeros(1 << 16)}, tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "plain.pt") as src, \
+            zipfile.ZipFile(tmp_path / "packed.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry))
+        if not ending:
+            dst.comment = b"a comment"
+    (tmp_path / "packed.pt").write_bytes((tmp_path / "packed.pt").read_bytes() + ending)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("torch.load ran on the file"))
+    with pytest.raises(CompressError, match="does not end as torch.save ends one"):
+        read_state_dict(tmp_path / "packed.pt")
+
+
 def test_prefixes_are_found_once_for_many_keys(tmp_path):
     """Whether every key shares a prefix was asked again for each key: quadratic (8k keys, 7 s)."""
     from compress.importing import _unwrap

@@ -33,3 +33,41 @@ def test_pixels_whose_range_the_file_does_not_say_are_refused(mode, kind):
     Image.fromarray(np.full((4, 4), 0.5, np.float32)).convert(mode).save(buf, format="TIFF")
     with pytest.raises(CompressError, match=f"image x.tif holds {kind} pixels"):
         decode_image(buf.getvalue(), "x.tif")
+
+
+EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n")
+
+
+def test_a_stranger_s_postscript_named_png_never_reaches_ghostscript(tmp_path, monkeypatch):
+    """PIL picked its plugin from the bytes: an EPS file named x.png went to the EPS plugin, which runs `gs`
+    on it when the image is converted (a reviewer's fake gs logged the stranger's PostScript)."""
+    marker = tmp_path / "gs-ran"
+    fake = tmp_path / "bin" / "gs"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{__import__('os').environ['PATH']}")
+    from compress.data.decode import image_size
+
+    for read in (lambda: decode_image(EPS, "train/cat/x.png"), lambda: image_size(EPS, "train/cat/x.png")):
+        with pytest.raises(CompressError, match=r"^image train/cat/x.png is not a JPEG, PNG, BMP, WebP, GIF or TIFF"):
+            read()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "PCX", "ICO", "TGA"])
+def test_formats_outside_the_image_suffixes_are_refused_whatever_the_name(fmt):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format=fmt)
+    with pytest.raises(CompressError, match="is not a JPEG, PNG"):
+        decode_image(buf.getvalue(), "x.jpg")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "MPO", "PNG", "BMP", "WEBP", "GIF", "TIFF"])
+def test_every_format_of_the_image_suffixes_still_decodes(fmt):
+    """MPO: a camera's JPEG with a second picture, which PIL opens through its JPEG plugin."""
+    buf = io.BytesIO()
+    extra = {"save_all": True, "append_images": [Image.new("RGB", (8, 6))]} if fmt == "MPO" else {}
+    Image.new("RGB", (8, 6), (200, 100, 50)).save(buf, format=fmt, **extra)
+    img = decode_image(buf.getvalue(), f"x.{fmt.lower()}")
+    assert tuple(img.shape) == (3, 6, 8) and abs(int(img[0].float().mean()) - 200) <= 8

@@ -116,3 +116,58 @@ def test_a_damaged_compressed_archive_is_refused_in_memory_mode_too(tmp_path):
     for mode in ("memory", "stream"):
         with pytest.raises(CompressError, match="cannot read archive .*ds.tar.gz"):
             D.load_dataset(str(archive), "train", mode=mode)
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.REGTYPE])
+def test_a_header_s_claimed_size_is_not_decompressed_before_the_bound(tmp_path, monkeypatch, kind):
+    """tarfile reads a long-name header's claimed size in one call and seeks past a member's claimed size:
+    the bound was checked after that call, so 10 KB of .tar.bz2 could ask for 10 GB of memory, and 1 MB
+    for an hour of decompressing. Now no call goes past the bound."""
+    import gzip
+
+    claimed = 64 << 20
+    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "train/a/big.png")
+    header.type, header.size = kind, claimed
+    with gzip.open(tmp_path / "bomb.tar.gz", "wb", compresslevel=1) as out:
+        out.write(header.tobuf(format=tarfile.GNU_FORMAT))
+        for _ in range(claimed >> 20):
+            out.write(bytes(1 << 20))
+        out.write(bytes(1024))
+    monkeypatch.setattr(sources, "MIN_ARCHIVE_BOUND", 1 << 20)
+    monkeypatch.setattr(sources, "MAX_ARCHIVE_EXPANSION", 1)  # gzip at level 1 leaves 280 KB: 100x is 28 MiB
+    watched = []
+    real = sources._open_decompressed
+
+    def opening(path):
+        stream = real(path)
+        stream.raw = _Furthest(stream.raw)
+        watched.append(stream.raw)
+        return stream
+
+    monkeypatch.setattr(sources, "_open_decompressed", opening)
+    with pytest.raises(CompressError, match="decompresses to more than 1.0 MiB"):
+        D.load_dataset(str(tmp_path / "bomb.tar.gz"), "train", mode="memory")
+    assert watched and max(w.furthest for w in watched) <= (1 << 20) + 1
+
+
+class _Furthest:
+    """A decompressing stream that remembers how far it was made to decompress."""
+
+    def __init__(self, raw):
+        self.raw, self.furthest = raw, 0
+
+    def _note(self, result):
+        self.furthest = max(self.furthest, self.raw.tell())
+        return result
+
+    def read(self, n=-1):
+        return self._note(self.raw.read(n))
+
+    def seek(self, offset, whence=0):
+        return self._note(self.raw.seek(offset, whence))
+
+    def tell(self):
+        return self.raw.tell()
+
+    def close(self):
+        self.raw.close()

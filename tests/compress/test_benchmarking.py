@@ -1,0 +1,49 @@
+"""compress.benchmarking: what `compress bench --data` reads of the artifacts before they are checked."""
+
+import json
+import os
+import threading
+
+import onnx
+from onnx_builders import tiny_cnn
+
+from compress.benchmarking import _input_size
+
+
+def _model_dir(root, meta):
+    root.mkdir()
+    (root / "model.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_the_input_size_comes_from_model_json_or_onnx_metadata(tmp_path):
+    assert _input_size([_model_dir(tmp_path / "m", {"input_size": [3, 40, 40]})]) == [3, 40, 40]
+    model = tiny_cnn()
+    onnx.helper.set_model_props(model, {"compress.input_size": "[3, 24, 24]"})
+    onnx.save(model, tmp_path / "t.onnx")
+    assert _input_size([tmp_path / "t.onnx"]) == [3, 24, 24]
+
+
+def test_odd_sizes_are_skipped_for_the_artifact_check_to_name(tmp_path):
+    """A non-list input_size ended in an unexpected ValueError from int(input_size[-1])."""
+    for k, size in enumerate([7, "3x32x32", [3, 32], [3, 0, 32], [3, 32, 1 << 20], [3.0, 32, 32], None]):
+        assert _input_size([_model_dir(tmp_path / f"m{k}", {"input_size": size})]) is None
+
+
+def test_a_huge_model_json_is_not_read(tmp_path):
+    """A 1 GiB model.json was read whole (2.1 GB of memory) before the checks that refuse it."""
+    root = tmp_path / "big"
+    root.mkdir()
+    with open(root / "model.json", "wb") as fh:
+        fh.truncate(1 << 30)  # sparse: no disk used
+    assert _input_size([root]) is None
+
+
+def test_a_fifo_named_onnx_does_not_block(tmp_path):
+    """onnx.load opened a FIFO and waited for a writer forever."""
+    os.mkfifo(tmp_path / "fifo.onnx")
+    found = []
+    reader = threading.Thread(target=lambda: found.append(_input_size([tmp_path / "fifo.onnx"])), daemon=True)
+    reader.start()
+    reader.join(timeout=20)
+    assert not reader.is_alive() and found == [None]
