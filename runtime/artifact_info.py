@@ -96,6 +96,11 @@ def attach_model_json(v: dict, path: Path, kind: str, model_dir, one_line) -> No
     except (OSError, ValueError, RuntimeBenchError) as exc:
         v["warnings"].append(f"{found}: unreadable ({one_line(exc)})")
         return
+    matched, why = _matched(path, kind, found)
+    if why is not None:
+        v["warnings"].append(why)
+    if not matched:
+        return
     v["model_json"] = str(found)
     accuracy = meta.get("accuracy")
     if accuracy is not None and not (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool)
@@ -104,6 +109,16 @@ def attach_model_json(v: dict, path: Path, kind: str, model_dir, one_line) -> No
         accuracy = None
     v["reference_accuracy"] = accuracy
     v["widths"] = _widths(meta.get("widths"), found, v["warnings"])
+
+
+def _matched(path: Path, kind: str, found: Path) -> tuple[bool, str | None]:
+    from compress.runtime.model_json_match import mismatch
+
+    try:
+        onnx_file = path if kind == "onnx" else engine_onnx_path(path) if kind == "engine" else None
+    except RuntimeBenchError:
+        onnx_file = None
+    return mismatch(path, kind, found, onnx_file)
 
 
 def _widths(raw, found: Path, warnings: list) -> dict | None:

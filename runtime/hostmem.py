@@ -38,8 +38,12 @@ class HostMemory:
         self.peaks: dict[str, int | None] = {}
 
     def mark(self, name: str) -> None:
-        self.marks[name] = rss_bytes()
-        self.peaks[name] = peak_rss_bytes()
+        self.marks[name] = rss = rss_bytes()
+        peak = peak_rss_bytes()
+        # Linux updates the high-water mark lazily (at unmaps and exits), so it can read below the RSS just
+        # measured: a peak is at least every RSS and peak seen before it.
+        seen = [v for v in (peak, rss, *self.peaks.values()) if v is not None]
+        self.peaks[name] = max(seen) if seen else None
 
     def summary(self) -> dict:
         m, p = self.marks, self.peaks

@@ -39,7 +39,8 @@ def _backends(items: tuple[str, ...]) -> list[str]:
         raise click.BadParameter(str(exc), param_hint="--backend") from None
 
 
-def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:
+def _model_dir_map(items: tuple[str, ...], artifacts) -> dict[str, Path]:
+    named = {str(Path(a)) for a in artifacts}
     out = {}
     for item in items:
         artifact, sep, directory = item.partition("=")
@@ -48,6 +49,10 @@ def _model_dir_map(items: tuple[str, ...]) -> dict[str, Path]:
         key = str(Path(artifact))
         if key in out:
             raise click.BadParameter(f"{artifact} is given twice", param_hint="--model-dir")
+        if key not in named:
+            raise click.BadParameter(f"{artifact} is not one of the artifacts to benchmark", param_hint="--model-dir")
+        if not (Path(directory) / "model.json").is_file():
+            raise click.BadParameter(f"{directory} has no model.json", param_hint="--model-dir")
         out[key] = Path(directory)
     return out
 
@@ -140,7 +145,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
         raise click.UsageError("--no-plots only applies with --report DIR")
     batches = _batches(batch_text)
     backends = _backends(backend_items)
-    model_dirs = _model_dir_map(model_dir_items)
+    model_dirs = _model_dir_map(model_dir_items, artifacts)
     log = (lambda msg: click.echo(msg, err=True))
     try:
         settings = BenchSettings(backend=backends[0], batches=batches, warmup=warmup,

@@ -187,6 +187,11 @@ def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_si
     from compress.models.user import accepts, is_import_path, resolve_class
 
     kwargs = dict(arch_kwargs or {})
+    given = kwargs.get("num_classes")
+    if given is not None and given != num_classes:
+        # found only when the trained model was saved: a finished-looking folder that no command could read
+        raise CompressError(f"--arch-kwargs gives num_classes {given!r}, but the data has {num_classes} classes; "
+                            "leave num_classes out: it is the data's")
     if is_import_path(arch):
         try:
             cls = resolve_class(arch)
@@ -209,5 +214,6 @@ def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input
     from compress.artifact import construct
     from compress.importing import check_input_size
 
+    num_classes = (arch_kwargs or {}).get("num_classes", num_classes)  # the data's count is checked later
     model = construct(arch, model_kwargs(arch, arch_kwargs, num_classes, input_size))
     check_input_size(model, arch, input_size or 32)

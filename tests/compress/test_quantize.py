@@ -490,3 +490,17 @@ def test_library_options_are_checked_like_the_cli_checks_them(fp32_onnx, image_f
         with pytest.raises(CompressError, match=needle):
             check_options(QuantizeOptions(data=str(image_folder), **change))
     check_options(QuantizeOptions(data=str(image_folder), method="percentile", percentile=99.9))
+
+
+def test_data_whose_class_names_differ_from_the_file_s_is_refused(fp32_onnx, image_folder, tmp_path):
+    """The same images in folders of other names calibrated and reported an accuracy table on labels that
+    are not the model's; `compress eval` on a model directory refused them."""
+    import shutil
+
+    renamed = tmp_path / "renamed"
+    for split in ("train", "test"):
+        for k, name in enumerate(CLASSES):
+            shutil.copytree(image_folder / split / name, renamed / split / f"other{k}")
+    with pytest.raises(CompressError, match="class 0 is 'other0' in the data"):
+        quantize_model(fp32_onnx, tmp_path / "q.onnx", QuantizeOptions(data=str(renamed)), log=lambda _m: None)
+    assert not (tmp_path / "q.onnx").exists()

@@ -171,3 +171,44 @@ def test_paired_keeps_one_row_per_artifact_given_twice_and_names_a_failed_refere
     report = json.loads(result.stdout)
     assert report["paired"] == []
     assert any(w.startswith("paired comparison on ort-cpu not made: the first artifact") for w in report["warnings"])
+
+
+def test_a_model_json_of_other_weights_is_not_reported_for_the_file(tmp_path):
+    """`--model-dir e1.onnx=m1`, or a model.json beside the file, gave e1.onnx the widths and accuracy of an
+    unpruned model it was not made from, without a word."""
+    pytest.importorskip("torch", reason="exporting needs PyTorch (runtime/ installs without it)")
+    import shutil
+
+    from compress.artifact import save_model_dir
+    from compress.models import create_model
+    from compress.stages.export import export
+
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": [f"k{i}" for i in range(10)],
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "accuracy": 0.5}
+    for name, width in (("narrow", 0.0625), ("wide", 0.125)):
+        save_model_dir(create_model("vgg11", num_classes=10, width=width), tmp_path / name,
+                       {**meta, "arch_kwargs": {"num_classes": 10, "width": width}})
+    export(tmp_path / "narrow", tmp_path / "narrow.onnx", log=lambda _m: None)
+    shutil.copy(tmp_path / "narrow.onnx", tmp_path / "narrow" / "model.onnx")
+    shutil.copytree(tmp_path / "wide", tmp_path / "wide-copy")
+    shutil.copy(tmp_path / "narrow.onnx", tmp_path / "wide-copy" / "model.onnx")
+
+    own = json.loads(_invoke([str(tmp_path / "narrow.onnx"), "--model-dir", f"{tmp_path / 'narrow.onnx'}="
+                              f"{tmp_path / 'narrow'}", "--batch", "1", *FAST, "--json"]).stdout)["variants"][0]
+    assert own["widths"]["features.0"] == 4 and own["reference_accuracy"] == 0.5
+    assert json.loads(_invoke([str(tmp_path / "narrow" / "model.onnx"), "--batch", "1", *FAST, "--json"])
+                      .stdout)["variants"][0]["widths"]["features.0"] == 4
+    for args in ([str(tmp_path / "narrow.onnx"), "--model-dir", f"{tmp_path / 'narrow.onnx'}={tmp_path / 'wide'}"],
+                 [str(tmp_path / "wide-copy" / "model.onnx")]):
+        v = json.loads(_invoke([*args, "--batch", "1", *FAST, "--json"]).stdout)["variants"][0]
+        assert v["status"] == "ok" and v.get("widths") is None and v.get("reference_accuracy") is None
+        assert any("describes other weights" in w for w in v["warnings"])
+
+
+@pytest.mark.parametrize("item, message", [("other.onnx={model}", "is not one of the artifacts"),
+                                           ("{artifact}={empty}", "has no model.json")])
+def test_model_dir_keys_name_an_artifact_and_a_model_directory(tiny_onnx, tmp_path, item, message):
+    (tmp_path / "empty").mkdir()
+    item = item.format(model=tmp_path, artifact=tiny_onnx, empty=tmp_path / "empty")
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--model-dir", item, *FAST])
+    assert result.exit_code == 2 and message in result.output

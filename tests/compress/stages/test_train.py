@@ -109,3 +109,19 @@ def test_targeted_sparsity_without_a_prune_is_refused_before_any_work(tmp_path):
     assert result.exit_code != 0
     assert "compress slim --sparsity targeted" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("given", [7, 1])
+def test_num_classes_other_than_the_data_s_is_refused_before_training(tmp_path, given, monkeypatch):
+    """7 for 2 classes trained, then left a finished-looking folder no command could read (and that a
+    corrected rerun resumed into); 1 crashed in the loss with IndexError."""
+    from tests_support import make_image_folder
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    data = make_image_folder(tmp_path / "imgs", per_class=4, size=16)
+    r = CliRunner().invoke(main, ["train", "--arch", "vgg11", "--arch-kwargs",
+                                  json.dumps({"width": 0.0625, "num_classes": given}), "--data", str(data),
+                                  "--epochs", "1", "--recipe", "fast", "--batch-size", "4", "--device", "cpu",
+                                  "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2 and f"num_classes {given}, but the data has 2 classes" in r.output, r.output
+    assert not (tmp_path / "t" / "model.json").exists() and not (tmp_path / "t" / "train_state").exists()

@@ -1,0 +1,66 @@
+"""Whether a model.json describes the artifact a report row measures.
+
+A report takes an artifact's per-layer widths and its recorded accuracy from a model.json: given with
+`--model-dir`, or found beside the file. Any model.json can sit there, so before its figures are reported
+for the artifact, the weights it sits beside are matched to the artifact: an exported ONNX file records
+the sha256 of the model.safetensors it came from (`compress.source_sha256`), and so does an INT8 file
+quantized from it. An FP16 file records the hash of the FP32 file it was converted from, so it cannot be
+matched this way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.onnx_metadata import PREFIX
+
+WEIGHTS = "model.safetensors"
+
+
+def mismatch(path: Path, kind: str, found: Path, onnx_file: Path | None) -> tuple[bool, str | None]:
+    """(matched, why not): matched False means the model.json describes other weights and must not be
+    used; matched True with a reason means it could not be checked (the row says so)."""
+    weights = found.parent / WEIGHTS
+    if kind == "model_dir":
+        if found.parent.resolve() == path.resolve():
+            return True, None
+        source = _sha256(path / WEIGHTS) if (path / WEIGHTS).is_file() else None
+        what = f"{path}/{WEIGHTS}"
+    else:
+        if onnx_file is None or not onnx_file.is_file():
+            return True, f"{found} not matched to {path.name}: the ONNX file it was built from is not here"
+        props = _props(onnx_file)
+        if props.get(PREFIX + "precision") == "fp16":
+            return True, (f"{found} not matched to {path.name}: an FP16 file records the hash of the FP32 file "
+                          "it was made from, not of the weights")
+        source = props.get(PREFIX + "source_sha256")
+        what = f"{onnx_file.name}'s {PREFIX}source_sha256"
+    if source is None:
+        return True, f"{found} not matched to {path.name}: {what} is not recorded"
+    if not weights.is_file():
+        return True, f"{found} not matched to {path.name}: no {WEIGHTS} beside it"
+    if _sha256(weights) != source:
+        return False, (f"{found} describes other weights than {path.name} (the sha256 of its {WEIGHTS} is not "
+                       f"{what}); its widths and accuracy are not reported")
+    return True, None
+
+
+def _props(onnx_file: Path) -> dict[str, str]:
+    import onnx
+
+    try:
+        check_regular_file(onnx_file, "ONNX file", MAX_ONNX_BYTES)
+        model = onnx.load(str(onnx_file), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the measurement itself names a file it cannot read
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
