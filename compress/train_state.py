@@ -104,6 +104,7 @@ def publish_best(state_dir: Path, out_dir: Path) -> None:
 
 def load_state(state_dir: Path, model, optimizer, device):
     """(epoch, best record, history) of the saved state, with weights and momentum loaded in place."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
@@ -133,8 +134,11 @@ def load_state(state_dir: Path, model, optimizer, device):
             # parameter's (channels_last weights against the contiguous tensors safetensors gives back).
             momentum[p] = torch.empty_like(p).copy_(buf)
         model.load_state_dict(weights)  # last: a state refused above leaves the model as it was
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # a weights file cut short raises safetensors' own error type, which named no file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, SafetensorError):
+            reason = f"a state file is damaged: {reason}"
         raise CompressError(f"cannot resume from {state_dir} ({reason}); "
                             "run with --no-resume to start over") from None
     for p, buf in momentum.items():
@@ -144,8 +148,8 @@ def load_state(state_dir: Path, model, optimizer, device):
 
 def _state_file(state_dir: Path, kind: str, epoch: int) -> Path:
     numbered = state_dir / f"{kind}-{epoch}.safetensors"
-    # State written before files were numbered by epoch.
-    return numbered if numbered.exists() else state_dir / f"{kind}.safetensors"
+    legacy = state_dir / f"{kind}.safetensors"  # state written before files were numbered by epoch
+    return legacy if legacy.exists() and not numbered.exists() else numbered
 
 
 def rewrite_metrics(out_dir: Path, history: list[dict]) -> None:

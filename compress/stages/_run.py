@@ -89,7 +89,26 @@ def writing(out: str | Path, inputs=(), data=None):
         yield
         return
     with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
-        yield
+        try:
+            yield
+        except Exception as exc:
+            line = _disk_write_failure(exc, out)
+            if line is None:
+                raise
+            raise CompressError(f"{line} (free space and run it again: training resumes from its last saved "
+                                "epoch)") from None
+
+
+def _disk_write_failure(exc: BaseException, out) -> str | None:
+    """One line for a checkpoint that could not be written (a full disk, a quota, a read-only folder), or
+    None. Only the errors a write alone raises: a missing or unreadable input is not a failed write."""
+    import errno
+
+    from compress.errors import write_failure
+
+    if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+        return None
+    return write_failure(exc, out)
 
 
 def save_model_into(out: Path, model, meta: dict, beside: dict[str, Any] | None = None) -> dict:
@@ -156,6 +175,19 @@ def note_kept_precision(meta: dict, run: RunOptions) -> None:
 def check_out_dir(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise CompressError(f"output {out} exists and is not a directory")
+
+
+# What a training run leaves beside its model: a stage that writes a model of its own into that folder would
+# leave them describing a network that is no longer there.
+RUN_FILES = ("metrics.jsonl", "best.safetensors", "train_state")
+
+
+def check_no_training_run(out: Path, stage: str) -> None:
+    """Refuse an --out that holds a training run's files, for a stage that writes no such files."""
+    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+    if found:
+        raise CompressError(f"{out} holds a training run ({', '.join(found)}), which {stage} would leave beside "
+                            "a model it did not train; choose a new folder")
 
 
 def check_classes(meta: dict, data) -> None:

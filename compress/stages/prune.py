@@ -14,7 +14,7 @@ from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.limits import read_json
 from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimming_keywords
-from compress.stages._run import check_classes, command_line, log, save_model_into, writing
+from compress.stages._run import check_classes, check_no_training_run, command_line, log, save_model_into, writing
 from compress.training import evaluate, pick_device
 
 
@@ -49,6 +49,7 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
         raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}", *TARGETS, "plan_path")
     request = check_request(request)
     with writing(out, [("MODEL_DIR", model_dir), ("--plan", plan_path)], data):
+        check_no_training_run(Path(out), "prune")
         return _prune(Path(model_dir), Path(out), request, plan_path, data, recalibrate, device)
 
 

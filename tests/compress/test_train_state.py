@@ -77,3 +77,19 @@ def test_weights_of_the_wrong_shape_are_refused_and_the_model_is_left_as_it_was(
     with pytest.raises(CompressError, match=r"2.weight is \(4, 8, 3, 3\), the model's \(4, 8, 1, 1\)"):
         load_state(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9), "cpu")
     assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
+
+
+def test_a_truncated_or_missing_state_file_is_refused_in_one_line_naming_it(tmp_path):
+    """A weights file cut to 1000 bytes raised safetensors' own SafetensorError (exit 1, no file named); a
+    missing optimizer-1.safetensors was named optimizer.safetensors, a file that never exists."""
+    net = _net()
+    save_state(tmp_path, net, _stepped(net), 1, None, [])
+    weights = tmp_path / "model-1.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])
+    fresh = _net()
+    with pytest.raises(CompressError, match=r"cannot resume from .*a state file is damaged.*--no-resume"):
+        load_state(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9), "cpu")
+    save_state(tmp_path, net, _stepped(net), 1, None, [])
+    (tmp_path / "optimizer-1.safetensors").unlink()
+    with pytest.raises(CompressError, match=r"optimizer-1\.safetensors"):
+        load_state(tmp_path, fresh, torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9), "cpu")

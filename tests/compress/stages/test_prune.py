@@ -123,3 +123,21 @@ def test_bn_statistics_are_re_estimated_on_augmented_images(tmp_path, cifar10_ar
     off_augmented = (bn.running_mean - first_layer_mean(True)).abs().max()
     off_plain = (bn.running_mean - first_layer_mean(False)).abs().max()
     assert off_augmented < off_plain / 5, (off_augmented, off_plain)
+
+
+def test_a_folder_holding_a_training_run_is_refused_and_prune_s_own_output_is_replaced(tmp_path):
+    """Pruned into a finished fine-tuning folder, the new model.* sat beside the old run's best.safetensors
+    and metrics.jsonl, which described another network."""
+    from compress.errors import CompressError
+
+    base = trained_like(tmp_path, 0.0, classes=[str(i) for i in range(10)])
+    trained = tmp_path / "trained"
+    save_model_dir(create_model("vgg11", width=0.125), trained, json.loads((base / "model.json").read_text()))
+    (trained / "metrics.jsonl").write_text("{}\n")
+    before = sorted((p.name, p.read_bytes()) for p in trained.iterdir())
+    with pytest.raises(CompressError, match=r"holds a training run \(metrics.jsonl\).*choose a new folder"):
+        prune(base, trained, PruneRequest(percent=0.5))
+    assert sorted((p.name, p.read_bytes()) for p in trained.iterdir()) == before
+    first = prune(base, tmp_path / "pruned", PruneRequest(percent=0.5))
+    again = prune(base, tmp_path / "pruned", PruneRequest(percent=0.25))
+    assert again["macs"] > first["macs"]

@@ -2,6 +2,7 @@
 output guard (COMPRESS_DATA's dataset included) and the resume checks."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -78,3 +79,33 @@ def test_data_that_does_not_line_up_with_the_model_is_refused():
         check_classes({**meta, "classes": ["b", "a"]}, Data())
     with pytest.raises(CompressError, match=r"model expects \[3, 48, 48\] images"):
         check_classes({**meta, "input_size": [3, 48, 48]}, Data())
+
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EROFS"])
+def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_the_file(tmp_path, images, monkeypatch, errno_name):
+    """A full disk while training printed safetensors' or the OS's raw error (exit 1), where prune, export
+    and quantize named the file in one line."""
+    import errno
+
+    from click.testing import CliRunner
+
+    import compress.training as training
+    from compress.cli import main
+
+    def full(state_dir, *a, **k):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)),
+                      str(state_dir / "model-1.safetensors"))
+
+    monkeypatch.setattr(training, "_save_state", full)
+    r = CliRunner().invoke(main, ["train", "--arch", "vgg11", "--width", "0.0625", "--data", str(images),
+                                  "--epochs", "1", "--recipe", "fast", "--batch-size", "4", "--device", "cpu",
+                                  "--out", str(tmp_path / "t")])
+    assert r.exit_code == 2, r.output
+    assert f"cannot write {tmp_path / 't' / 'train_state' / 'model-1.safetensors'}: " in r.output
+    assert "training resumes from its last saved epoch" in r.output
+
+
+def test_a_missing_input_is_not_called_a_failed_write(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with writing(tmp_path / "out"):
+            open(tmp_path / "absent.bin")
