@@ -39,6 +39,8 @@ PIXEL_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "GIF", "TIFF")
 def _open(data: bytes, name: str):
     from PIL import Image, UnidentifiedImageError
 
+    if not data:
+        raise CompressError(f"image {name} is an empty file")
     Image.init()  # PIL raises KeyError for a format it has not registered yet (or was built without: WebP)
     try:
         return Image.open(io.BytesIO(data), formats=[f for f in PIXEL_FORMATS if f in Image.OPEN])

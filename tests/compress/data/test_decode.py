@@ -71,3 +71,9 @@ def test_every_format_of_the_image_suffixes_still_decodes(fmt):
     Image.new("RGB", (8, 6), (200, 100, 50)).save(buf, format=fmt, **extra)
     img = decode_image(buf.getvalue(), f"x.{fmt.lower()}")
     assert tuple(img.shape) == (3, 6, 8) and abs(int(img[0].float().mean()) - 200) <= 8
+
+
+def test_an_empty_file_is_called_empty():
+    """It was `cannot identify image file <_io.BytesIO object at 0x7fa0...>`."""
+    with pytest.raises(CompressError, match="^image x.png is an empty file$"):
+        decode_image(b"", "x.png")
