@@ -26,6 +26,7 @@ from torch import nn
 
 from compress.atomic import append_jsonl
 from compress.data import ImageSet
+from compress.devices import check_device
 from compress.errors import CompressError
 from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
@@ -107,7 +108,7 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
-        return torch.device(requested)
+        return check_device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

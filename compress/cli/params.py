@@ -154,3 +154,23 @@ class OutDir(click.Path):
 
 
 OUT_DIR = OutDir()
+
+
+class Device(click.ParamType):
+    """`--device`: cpu, cuda or cuda:N, refused at parse time when torch cannot parse it or this machine
+    lacks it (compress.devices), before any data is read."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from compress.devices import check_device
+        from compress.errors import CompressError
+
+        try:
+            check_device(value)
+        except CompressError as exc:
+            self.fail(str(exc), param, ctx)
+        return value.strip() if isinstance(value, str) else value
+
+
+DEVICE = Device()

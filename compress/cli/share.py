@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import OUT_DIR, FiniteFloat
+from compress.cli.params import DEVICE, OUT_DIR, FiniteFloat
 
 
 @click.command("share", short_help="Weight sharing (k-means codebooks) + Huffman coding into OUT/model.dcz; --decompress back.")
@@ -30,7 +30,7 @@ from compress.cli.params import OUT_DIR, FiniteFloat
 @click.option("--train-limit", type=click.IntRange(min=1), default=None)
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--device", type=DEVICE, default=None, help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--decompress", "dcz", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Restore the .dcz FILE into the model directory --out instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
