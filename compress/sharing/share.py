@@ -278,13 +278,16 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     from compress.atomic import move_into, scratch_dir, write_json, write_text
     from compress.info import load_checked
     from compress.measure import layer_widths
-    from compress.training import pick_device
+    from compress.training import check_batch_norm_batches, pick_device
 
     bit_spec, off_spec, prune, finetune_epochs, data = req.bit_spec, req.off_spec, req.prune, req.finetune_epochs, req.data
     lr, batch_size, seed, command = req.lr, req.batch_size, req.seed, req.command
     dev = pick_device(req.device)
     model, meta = load_checked(model_dir)
     check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
+    train = data.split("train") if finetune_epochs else None
+    if train is not None:
+        check_batch_norm_batches(model, len(train), batch_size)  # before the k-means, not after it
     model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
@@ -303,7 +306,7 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     if finetune_epochs:
         from compress.sharing.finetune import finetune_centroids
 
-        history = finetune_centroids(model, shared, data.split("train"), meta["normalization"],
+        history = finetune_centroids(model, shared, train, meta["normalization"],
                                      epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
                                      log=_log)
         # A learning rate that overflows the centroids must not ship as a complete-looking model.
