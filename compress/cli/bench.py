@@ -20,8 +20,11 @@ DEFAULT_ITERS = 100
 
 
 def _batches(text: str) -> tuple[int, ...]:
+    items = text.replace(" ", "").split(",")
+    if "" in items:  # "1,,2" was read as 1,2: a value lost to a typo may be the one that mattered
+        raise click.BadParameter(f"empty batch size in {text!r}", param_hint="--batch")
     try:
-        values = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        values = tuple(int(t) for t in items)
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers like 1,8,32, got {text!r}",
                                  param_hint="--batch") from None

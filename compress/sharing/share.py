@@ -66,7 +66,9 @@ def parse_bits(spec: str | int, what: str = "--bits", lo: int = 1, hi: int = MAX
 
     conv, fc = default
     layers = {}
-    for item in [p.strip() for p in str(spec).split(",") if p.strip()]:
+    for item in [p.strip() for p in str(spec).split(",")]:
+        if not item:  # "conv=8,,fc=5" was read as conv=8,fc=5: a lost override is a silent change
+            raise CompressError(f"{what}: empty item in {spec!r}")
         if "=" not in item:
             once("conv", item)
             once("fc", item)
