@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, parse_arch_kwargs
-from compress.cli.params import DEVICE, OUT_DIR
+from compress.cli.params import DEVICE, OUT_DIR, GivenPath
 
 
 def _floats(text: str | None, hint: str) -> list[float] | None:
@@ -25,7 +25,7 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 
 
 @click.command("import")
-@click.argument("weights", type=click.Path(path_type=Path))
+@click.argument("weights", type=GivenPath(path_type=Path))
 @click.option("--arch", required=True, help="Registry name (resnet18, vgg19, ...) or package.module:Class.")
 @click.option("--out", type=OUT_DIR, required=True, help="Model directory.")
 @click.option("--arch-kwargs", "arch_kwargs_json", default=None, metavar="JSON",

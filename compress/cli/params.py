@@ -139,18 +139,28 @@ class Seed(click.ParamType):
 SEED = Seed()
 
 
-class OutDir(click.Path):
-    """An output directory. An empty name is refused: Path('') is the current directory, so `--out ''`
-    (an unset shell variable) would write a model into wherever the command was started."""
+class GivenPath(click.Path):
+    """A path argument or option (a pathlib.Path unless `path_type` says otherwise). An empty one is refused:
+    Path('') is the current directory, so `compress info ""` (an unset shell variable) reported ". is not a
+    model directory", and other commands read or wrote wherever they were started."""
 
-    def __init__(self):
-        super().__init__(file_okay=False, path_type=Path)
+    def __init__(self, what: str | None = None, **kwargs):
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+        self.empty = "an empty path would be read as the current directory" + (f"; give {what}" if what else "")
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("an empty name would mean the current directory; give the output directory's path",
-                      param, ctx)
+            self.fail(self.empty, param, ctx)
         return super().convert(value, param, ctx)
+
+
+class OutDir(GivenPath):
+    """An output directory: an empty name would write a model into wherever the command was started."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+        self.empty = "an empty name would mean the current directory; give the output directory's path"
 
 
 OUT_DIR = OutDir()

@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to, shared_option
-from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat
+from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat, GivenPath
 
 
 @click.command("prune")
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", type=GivenPath(path_type=Path))
 @click.option("--out", type=OUT_DIR, required=True)
 @click.option("--percent", type=FINITE, default=None, help="Fraction of BN channels to prune, in (0, 1).")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plan", "plan_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Replay the kept channels of an earlier plan.json instead of thresholding.")
 @budget_options()
 @click.option("--cost-aware", is_flag=True,

@@ -368,14 +368,17 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     """Turn a .dcz file back into an ordinary model directory; returns its model.json."""
     from compress.artifact import build_model, save_model_dir
     from compress.atomic import move_into, scratch_dir
-    from compress.guard import check_outputs, is_model_dir
+    from compress.guard import OutputOverlapError, check_outputs, is_model_dir
     from compress.validate import validate_model_meta
     from compress.weights_file import load_state
 
     path, out_dir = Path(path), Path(out_dir)
     inputs = [("--decompress", path)]
     if is_model_dir(path.parent):  # the shared model directory the file belongs to
-        inputs.append(("the directory of", path.parent))
+        if out_dir.resolve() == path.parent.resolve():
+            raise OutputOverlapError(f"--out {out_dir} is the shared model directory that holds --decompress "
+                                     f"{path}; restoring into it would overwrite that model: choose another --out")
+        inputs.append((None, path.parent))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=("model.safetensors", "model.json"))
     blob = read_container_bytes(path)  # read once: the recorded hash is of the bytes decoded
     meta, shared, raw = decode_container(blob, str(path))

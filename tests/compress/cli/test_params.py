@@ -51,3 +51,34 @@ def test_every_device_option_is_checked_before_any_work(command, tmp_path, monke
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--device': device 'bogus' is not a device name" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_path_is_refused_not_read_as_the_current_directory():
+    """Path('') is '.', so an empty path argument named the current directory."""
+    from pathlib import Path
+
+    from compress.cli.params import GivenPath
+
+    assert GivenPath().convert("m", None, None) == Path("m")
+    for bad in ("", "  "):
+        with pytest.raises(click.BadParameter, match="an empty path would be read as the current directory"):
+            GivenPath().convert(bad, None, None)
+
+
+@pytest.mark.parametrize("command", [["info", ""], ["eval", ""], ["prune", "", "--percent", "0.3", "--out", "o"],
+                                     ["finetune", "", "--out", "o"], ["quantize", "", "--out", "o.onnx"],
+                                     ["export", "", "--onnx", "o.onnx"], ["import", "", "--arch", "vgg11", "--out", "o"],
+                                     ["share", "", "--out", "o"], ["bench", ""], ["train", "--from", "", "--out", "o"],
+                                     ["share", "--decompress", "", "--out", "o"]])
+def test_every_path_argument_refuses_an_empty_path(command, tmp_path, monkeypatch):
+    """compress info "" said ". is not a model directory"; other commands took '' as the current directory."""
+    from click.testing import CliRunner
+
+    from compress.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1].endswith("an empty path would be read as the current directory" + (
+        "; give a model directory, an .onnx file or an architecture name" if command[0] == "info" else ""))
+    assert list(tmp_path.iterdir()) == []
