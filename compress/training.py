@@ -26,6 +26,7 @@ from torch import nn
 
 from compress.atomic import append_jsonl
 from compress.data import ImageSet
+from compress.devices import check_device
 from compress.errors import CompressError
 from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
@@ -107,7 +108,7 @@ def distillation_loss(student_logits, teacher_logits, labels, temperature: float
 
 def pick_device(requested: str | None = None) -> torch.device:
     if requested:
-        return torch.device(requested)
+        return check_device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -162,6 +163,8 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
         # Without a caller's tag, saved state is resumed only by a call that trains the same way: a second
         # fit() into one folder with another recipe or penalty returned the first call's weights untrained.
         options = replace(options, tag=_call_tag(model, recipe, options))
+    rank_images = len(train_data) // _world()[1]  # what _shard gives each rank
+    check_batch_norm_batches(model, rank_images, recipe.batch_size)
     run = _Run(model, recipe, Path(out_dir), options)
     run.prepare(train_data, mean, std)
     try:
@@ -175,6 +178,26 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
     used = dict.fromkeys(r.get("precision", "unrecorded") for r in run.history) or {run.precision: None}
     return {"best": run.best, "last": run.history[-1] if run.history else None, "history": run.history,
             "recipe": asdict(recipe), "distributed": run.distributed, "precision": "+".join(used)}
+
+
+def drops_last(images: int, batch_size: int) -> bool:
+    """Whether an epoch drops its last, partial batch: with two full batches or more (a different few images
+    each epoch), and always when it would hold one image, which BatchNorm cannot normalize in training."""
+    return images >= 2 * batch_size or images % batch_size == 1
+
+
+def check_batch_norm_batches(model: nn.Module, images: int, batch_size: int) -> None:
+    """Refuse, before anything is written, training whose batches would give BatchNorm one image: its
+    batch statistics need two, and torch failed at the first such batch ("Expected more than 1 value per
+    channel"). Batches never end in one image (drops_last), so that leaves a batch size of 1 and one image."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if batch_size < 2:
+        raise CompressError("batch size (--batch-size) 1: BatchNorm needs at least 2 images per training batch; "
+                            "use --batch-size 2 or more")
+    if images == 1:
+        raise CompressError("1 training image: BatchNorm needs at least 2 "
+                            "images per training batch; train on 2 images or more (--train-limit)")
 
 
 class _Run:
@@ -221,7 +244,7 @@ class _Run:
         shard = _shard(train_data, self.rank, self.world, opts.seed)
         bs = self.recipe.batch_size
         self.batches = shard.batches(bs, mean, std, train=True, device=device, seed=opts.seed,
-                                     channels_last=self.channels_last, drop_last=len(shard) >= 2 * bs)
+                                     channels_last=self.channels_last, drop_last=drops_last(len(shard), bs))
         self.mean, self.std = mean, std
         self.teacher = opts.distill.teacher.to(device).eval() if opts.distill else None
         if self.teacher is not None and self.channels_last:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import FiniteFloat
+from compress.cli.params import FiniteFloat, GivenPath
 from compress.errors import CompressError
 
 BACKEND_CHOICES = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile", "openvino", "openvino-bf16")
@@ -20,8 +20,11 @@ DEFAULT_ITERS = 100
 
 
 def _batches(text: str) -> tuple[int, ...]:
+    items = text.replace(" ", "").split(",")
+    if "" in items:  # "1,,2" was read as 1,2: a value lost to a typo may be the one that mattered
+        raise click.BadParameter(f"empty batch size in {text!r}", param_hint="--batch")
     try:
-        values = tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        values = tuple(int(t) for t in items)
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers like 1,8,32, got {text!r}",
                                  param_hint="--batch") from None
@@ -77,7 +80,7 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 
 
 @click.command("bench")
-@click.argument("artifacts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("artifacts", nargs=-1, required=True, type=GivenPath(path_type=Path))
 @click.option("--backend", "backend_items", multiple=True, metavar="NAME[,NAME...]",
               help="ort-cpu (default), ort-cuda, ort-trt: ONNX Runtime with that provider (.onnx); openvino, "
                    "openvino-bf16: OpenVINO on the CPU at f32 / bf16 (.onnx); trt: TensorRT engine; torch, "
@@ -97,7 +100,7 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--data", "data_spec", default=None,
               help="Also measure each artifact's accuracy on this dataset's test split (cifar10, a folder, a .tar.gz).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--report", "report_dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Write report.json, report.md and PNG plots into this directory.")
 @click.option("--model-dir", "model_dir_items", multiple=True, metavar="ARTIFACT=DIR",
               help="Model directory whose model.json describes ARTIFACT (per-layer widths); by default a "

@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _emit
+from compress.cli.params import DEVICE, GivenPath
 from compress.errors import CompressError
 
 
 @click.command("eval")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=GivenPath(path_type=Path))
 @click.option("--data", "data_spec", default="cifar10", show_default=True)
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
-@click.option("--device", default=None)
+@click.option("--device", type=DEVICE, default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def eval_cmd(model, data_spec, test_limit, device, as_json):
     """Accuracy of a model directory or an .onnx file (run in ONNX Runtime) on the test split."""

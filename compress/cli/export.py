@@ -10,17 +10,17 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import FRACTION, NON_NEGATIVE
+from compress.cli.params import FRACTION, NON_NEGATIVE, GivenPath
 from compress.errors import CompressError
 from compress.limits import MAX_BATCH
 from compress.stages.export import RANDOM_INPUTS
 
 
 @click.command("export")
-@click.argument("source", required=False, type=click.Path(path_type=Path))
-@click.option("--onnx", "onnx_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.argument("source", required=False, type=GivenPath(path_type=Path))
+@click.option("--onnx", "onnx_out", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Write an ONNX file here (FP16 with --fp16; the FP32 one then goes beside it as *.fp32.onnx).")
-@click.option("--trt", "trt_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--trt", "trt_out", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Build a TensorRT engine here, with its X.engine.json sidecar.")
 @click.option("--check-trt", is_flag=True,
               help="Only check SOURCE (.onnx) for TensorRT readiness; exit 1 when it has errors.")
@@ -31,10 +31,10 @@ from compress.stages.export import RANDOM_INPUTS
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
               help="Batch dimension named 'batch', or fixed to --batch.")
 @click.option("--fp16", is_flag=True, help="FP16 ONNX with float32 inputs/outputs (and an FP16 engine with --trt).")
-@click.option("--int8", "int8_onnx", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--int8", "int8_onnx", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Build the engine from this INT8 Q/DQ ONNX file (from `compress quantize`).")
 @click.option("--workspace", type=click.IntRange(min=1), default=None, help="TensorRT workspace limit in MB.")
-@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--timing-cache", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Load and update a TensorRT timing cache file (faster rebuilds).")
 @click.option("--opt-level", type=click.IntRange(0, 5), default=None, help="TensorRT builder optimization level.")
 @click.option("--dla-core", type=click.IntRange(min=0), default=None,

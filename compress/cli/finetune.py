@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _recipe, _run, data_options, recipe_options
-from compress.cli.params import OUT_DIR, FiniteFloat
+from compress.cli.params import OUT_DIR, FiniteFloat, GivenPath
 
 
 @click.command("finetune")
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", type=GivenPath(path_type=Path))
 @click.option("--out", type=OUT_DIR, required=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--distill", "distill_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--distill", "distill_dir", type=GivenPath(path_type=Path), default=None,
               help="Teacher model directory: learn from its soft targets too (Hinton et al.).")
 @click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=4.0, show_default=True)
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.9, show_default=True,

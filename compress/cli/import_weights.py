@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, parse_arch_kwargs
-from compress.cli.params import OUT_DIR
+from compress.cli.params import DEVICE, OUT_DIR, GivenPath
 
 
 def _floats(text: str | None, hint: str) -> list[float] | None:
@@ -25,7 +25,7 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 
 
 @click.command("import")
-@click.argument("weights", type=click.Path(path_type=Path))
+@click.argument("weights", type=GivenPath(path_type=Path))
 @click.option("--arch", required=True, help="Registry name (resnet18, vgg19, ...) or package.module:Class.")
 @click.option("--out", type=OUT_DIR, required=True, help="Model directory.")
 @click.option("--arch-kwargs", "arch_kwargs_json", default=None, metavar="JSON",
@@ -39,7 +39,8 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 @click.option("--mean", default=None, help="Per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Per-channel std of [0, 1] pixels, e.g. 0.229,0.224,0.225.")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
-@click.option("--device", default=None)
+@click.option("--device", type=DEVICE, default=None,
+              help="Where --data's accuracy is measured: cpu, cuda, cuda:1 (default: cuda when available).")
 def import_cmd(weights, arch, out, arch_kwargs_json, input_size, data_spec, classes, mean, std, test_limit, device):
     """Make a model directory from a state dict (.safetensors, or .pt/.pth read weights-only).
 

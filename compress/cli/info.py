@@ -6,11 +6,12 @@ import json
 
 import click
 
-from compress.cli.params import FiniteFloat
+from compress.cli.params import FiniteFloat, GivenPath
 
 
 @click.command("info")
-@click.argument("model_or_arch")
+@click.argument("model_or_arch", type=GivenPath(what="a model directory, an .onnx file or an architecture name",
+                                                  path_type=str))
 @click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True,
               help="For an architecture name.")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None)

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from compress.cli.params import POSITIVE, SEED, FiniteFloat
+from compress.cli.params import DEVICE, POSITIVE, SEED, FiniteFloat
 
 # How a pruning request's keywords read on the command line, for its conflict messages.
 OPTION_NAMES = {"percent": "--percent", "target_macs": "--target-macs", "target_params": "--target-params",
@@ -42,7 +42,7 @@ def recipe_options(prefix: str = ""):
         f = click.option("--recipe", type=click.Choice(["paper", "fast"]), default=None,
                          help="paper: SGD 0.1 Nesterov, wd 1e-4, batch 64, 160 epochs, ÷10 at 50%/75%; "
                               "fast: batch 128, wd 5e-4, cosine, for quick runs.")(f)
-        f = click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
+        f = click.option("--device", type=DEVICE, default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
         f = click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the model.")(f)
         f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
                          show_default=True,

@@ -139,18 +139,48 @@ class Seed(click.ParamType):
 SEED = Seed()
 
 
-class OutDir(click.Path):
-    """An output directory. An empty name is refused: Path('') is the current directory, so `--out ''`
-    (an unset shell variable) would write a model into wherever the command was started."""
+class GivenPath(click.Path):
+    """A path argument or option (a pathlib.Path unless `path_type` says otherwise). An empty one is refused:
+    Path('') is the current directory, so `compress info ""` (an unset shell variable) reported ". is not a
+    model directory", and other commands read or wrote wherever they were started."""
 
-    def __init__(self):
-        super().__init__(file_okay=False, path_type=Path)
+    def __init__(self, what: str | None = None, **kwargs):
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+        self.empty = "an empty path would be read as the current directory" + (f"; give {what}" if what else "")
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("an empty name would mean the current directory; give the output directory's path",
-                      param, ctx)
+            self.fail(self.empty, param, ctx)
         return super().convert(value, param, ctx)
 
 
+class OutDir(GivenPath):
+    """An output directory: an empty name would write a model into wherever the command was started."""
+
+    def __init__(self):
+        super().__init__(file_okay=False)
+        self.empty = "an empty name would mean the current directory; give the output directory's path"
+
+
 OUT_DIR = OutDir()
+
+
+class Device(click.ParamType):
+    """`--device`: cpu, cuda or cuda:N, refused at parse time when torch cannot parse it or this machine
+    lacks it (compress.devices), before any data is read."""
+
+    name = "device"
+
+    def convert(self, value, param, ctx):
+        from compress.devices import check_device
+        from compress.errors import CompressError
+
+        try:
+            check_device(value)
+        except CompressError as exc:
+            self.fail(str(exc), param, ctx)
+        return value.strip() if isinstance(value, str) else value
+
+
+DEVICE = Device()

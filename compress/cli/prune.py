@@ -7,14 +7,14 @@ from pathlib import Path
 import click
 
 from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to, shared_option
-from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
+from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat, GivenPath
 
 
 @click.command("prune")
-@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.argument("model_dir", type=GivenPath(path_type=Path))
 @click.option("--out", type=OUT_DIR, required=True)
 @click.option("--percent", type=FINITE, default=None, help="Fraction of BN channels to prune, in (0, 1).")
-@click.option("--plan", "plan_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--plan", "plan_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Replay the kept channels of an earlier plan.json instead of thresholding.")
 @budget_options()
 @click.option("--cost-aware", is_flag=True,
@@ -33,7 +33,8 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, FiniteFloat
               help="Training images (augmented as in training) to re-estimate BN running statistics on after an "
                    "inexact pruning (0: off; needs --data).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
-@click.option("--device", default=None)
+@click.option("--device", type=DEVICE, default=None,
+              help="Where --data's accuracy and BN statistics are computed: cpu, cuda, cuda:1 (needs --data).")
 def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,
               min_keep, round_to, no_compensate, shared, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
@@ -43,6 +44,10 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
 
     if percent is not None:
         _percent(percent)
+    if device is not None and not data_spec:
+        # pruning itself runs on the CPU: without --data the device would be silently ignored
+        raise click.UsageError("--device is where --data's accuracy and BN statistics are computed: add --data, "
+                               "or drop --device")
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
     with as_usage():
         request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,

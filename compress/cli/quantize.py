@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import FiniteFloat
+from compress.cli.params import FiniteFloat, GivenPath
 
 
 @click.command("quantize")
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", type=GivenPath(path_type=Path))
 @click.option("--data", "data_spec", default="cifar10", show_default=True,
               help="Dataset: calibration images come from its train split, accuracy from its test split.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("--out", type=GivenPath(dir_okay=False, path_type=Path), required=True,
               help="Output OUT.onnx (OUT.quant.json is written beside it).")
 @click.option("--target", type=click.Choice(["trt", "cpu"]), default="trt", show_default=True,
               help="trt: TensorRT's symmetric int8 Q/DQ (GPUs, Jetson). cpu: ONNX Runtime's CPU recipe for the "

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from compress.cli.params import OUT_DIR, FiniteFloat
+from compress.cli.params import DEVICE, OUT_DIR, FiniteFloat, GivenPath
 
 
 @click.command("share", short_help="Weight sharing (k-means codebooks) + Huffman coding into OUT/model.dcz; --decompress back.")
-@click.argument("model_dir", type=click.Path(path_type=Path), required=False)
+@click.argument("model_dir", type=GivenPath(path_type=Path), required=False)
 @click.option("--out", type=OUT_DIR, required=True,
               help="Output directory (shared model dir + model.dcz + share_report.json/.md).")
 @click.option("--bits", default="conv=8,fc=5", show_default=True,
@@ -30,8 +30,8 @@ from compress.cli.params import OUT_DIR, FiniteFloat
 @click.option("--train-limit", type=click.IntRange(min=1), default=None)
 @click.option("--test-limit", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
-@click.option("--decompress", "dcz", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--device", type=DEVICE, default=None, help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--decompress", "dcz", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Restore the .dcz FILE into the model directory --out instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_size, data_spec, train_limit,

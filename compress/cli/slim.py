@@ -20,7 +20,7 @@ from compress.cli.options import (
     resolved_round_to,
     shared_option,
 )
-from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
+from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat, GivenPath
 
 
 @click.command("slim")
@@ -28,7 +28,7 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
               help="quick: VGG-19 ×0.25 on 10k images, 5 plain + 5 sparse + 5 fine-tuning epochs (minutes on a "
                    "CPU); paper: full data, paper recipe, λ = 1e-4 (VGG; 1e-5 otherwise), 160 + 160 epochs.")
 @click.option("--arch", default=None, help="Architecture (preset: vgg19), or package.module:Class.")
-@click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
+@click.option("--from", "start_from", type=GivenPath(path_type=Path), default=None,
               help="Start sparse training from this model directory's trained weights (see `compress import`).")
 @click.option("--out", type=OUT_DIR, default=None,
               help="Run directory (default runs/slim-ARCH).")

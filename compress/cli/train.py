@@ -16,15 +16,15 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
 )
-from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat
+from compress.cli.params import OUT_DIR, SPARSITY, FiniteFloat, GivenPath
 
 
 @click.command("train")
 @click.option("--arch", default=None, help="vgg11/13/16/19, preresnet<9n+2>, densenet<3n+4>, torchvision names, "
                                            "or package.module:Class for your own nn.Module.")
-@click.option("--from", "start_from", type=click.Path(path_type=Path), default=None,
+@click.option("--from", "start_from", type=GivenPath(path_type=Path), default=None,
               help="Continue from this model directory's weights (e.g. made by `compress import`).")
-@click.option("--like", "like", type=click.Path(path_type=Path), default=None,
+@click.option("--like", "like", type=GivenPath(path_type=Path), default=None,
               help="Scratch-B: train this pruned model directory's architecture from scratch, with --epochs "
                    "scaled by its MACs ratio (at most 2×), to see whether the inherited weights mattered.")
 @click.option("--out", type=OUT_DIR, required=True, help="Model directory.")

@@ -166,8 +166,8 @@ def _decode_all(listing: Source, chosen: torch.Tensor, side: int | None, hw: tup
         try:
             img = decode_image(raw, reader.name(i), at_least=s, size=None if s is not None else hw)
         except MixedImageSizes as exc:
-            raise MixedImageSizes(f"{exc}, the size of {reader.name(0)}; pass input_size to resize all images "
-                                  "to one size") from None
+            raise MixedImageSizes(f"{exc}, the size of {reader.name(0)}; pass input_size (CLI: --input-size) "
+                                  "to resize all images to one size") from None
         if s is not None:
             img = to_storage(img, s)
         if img.shape != out.shape[1:]:

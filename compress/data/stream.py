@@ -77,7 +77,8 @@ class ItemTransform:
         if self.side is None:
             if tuple(image.shape[1:]) != self.own_hw:
                 raise CompressError(f"{name} is {image.shape[2]}x{image.shape[1]}, others are "
-                                    f"{self.own_hw[1]}x{self.own_hw[0]}; pass input_size to resize them all")
+                                    f"{self.own_hw[1]}x{self.own_hw[0]}; pass input_size (CLI: --input-size) "
+                                    "to resize them all")
             return self.augment(image) if self.augment is not None else image
         if self.augment is not None and uses_random_resized_crop(*self.out_hw):
             return self.augment(image)  # straight from the full image, as torchvision does

@@ -66,7 +66,9 @@ def parse_bits(spec: str | int, what: str = "--bits", lo: int = 1, hi: int = MAX
 
     conv, fc = default
     layers = {}
-    for item in [p.strip() for p in str(spec).split(",") if p.strip()]:
+    for item in [p.strip() for p in str(spec).split(",")]:
+        if not item:  # "conv=8,,fc=5" was read as conv=8,fc=5: a lost override is a silent change
+            raise CompressError(f"{what}: empty item in {spec!r}")
         if "=" not in item:
             once("conv", item)
             once("fc", item)
@@ -278,13 +280,16 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     from compress.atomic import move_into, scratch_dir, write_json, write_text
     from compress.info import load_checked
     from compress.measure import layer_widths
-    from compress.training import pick_device
+    from compress.training import check_batch_norm_batches, pick_device
 
     bit_spec, off_spec, prune, finetune_epochs, data = req.bit_spec, req.off_spec, req.prune, req.finetune_epochs, req.data
     lr, batch_size, seed, command = req.lr, req.batch_size, req.seed, req.command
     dev = pick_device(req.device)
     model, meta = load_checked(model_dir)
     check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
+    train = data.split("train") if finetune_epochs else None
+    if train is not None:
+        check_batch_norm_batches(model, len(train), batch_size)  # before the k-means, not after it
     model = model.to(dev)
     accuracy = {"slimmed": _evaluate(model, data, meta, dev) if data is not None else meta.get("accuracy")}
     prune = prune or None
@@ -303,7 +308,7 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     if finetune_epochs:
         from compress.sharing.finetune import finetune_centroids
 
-        history = finetune_centroids(model, shared, data.split("train"), meta["normalization"],
+        history = finetune_centroids(model, shared, train, meta["normalization"],
                                      epochs=finetune_epochs, lr=lr, batch_size=batch_size, device=dev, seed=seed,
                                      log=_log)
         # A learning rate that overflows the centroids must not ship as a complete-looking model.
@@ -363,14 +368,17 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     """Turn a .dcz file back into an ordinary model directory; returns its model.json."""
     from compress.artifact import build_model, save_model_dir
     from compress.atomic import move_into, scratch_dir
-    from compress.guard import check_outputs, is_model_dir
+    from compress.guard import OutputOverlapError, check_outputs, is_model_dir
     from compress.validate import validate_model_meta
     from compress.weights_file import load_state
 
     path, out_dir = Path(path), Path(out_dir)
     inputs = [("--decompress", path)]
     if is_model_dir(path.parent):  # the shared model directory the file belongs to
-        inputs.append(("the directory of", path.parent))
+        if out_dir.resolve() == path.parent.resolve():
+            raise OutputOverlapError(f"--out {out_dir} is the shared model directory that holds --decompress "
+                                     f"{path}; restoring into it would overwrite that model: choose another --out")
+        inputs.append((None, path.parent))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=("model.safetensors", "model.json"))
     blob = read_container_bytes(path)  # read once: the recorded hash is of the bytes decoded
     meta, shared, raw = decode_container(blob, str(path))

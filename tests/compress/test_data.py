@@ -102,8 +102,9 @@ def test_shared_cifar10_copy_loads(cifar10_archive, monkeypatch):
 # --- images of any size, the content-aware cache, auto mode ---------------------------------------
 
 def test_mixed_sizes_need_an_input_size(tmp_path):
+    """The message named only the library's input_size, not the CLI's --input-size."""
     root = make_mixed_folder(tmp_path / "ds")
-    with pytest.raises(CompressError, match=r"pass input_size") as err:
+    with pytest.raises(CompressError, match=r"pass input_size \(CLI: --input-size\) to resize") as err:
         D.load_dataset(str(root), "train", mode="memory")
     assert "\n" not in str(err.value) and str(root) in str(err.value)
 

@@ -108,8 +108,9 @@ def test_a_broken_image_stops_a_worker_with_one_line(mixed):
 
 
 def test_own_size_streams_need_one_size(mixed):
+    """The message named only the library's input_size, not the CLI's --input-size."""
     stream = D.load_dataset(str(mixed), "test", mode="stream", workers=0)
-    with pytest.raises(CompressError, match="pass input_size"):
+    with pytest.raises(CompressError, match=r"pass input_size \(CLI: --input-size\) to resize them all"):
         _eval_batches(stream)
 
 

@@ -215,8 +215,11 @@ def test_decompress_refuses_float_tensors_stored_as_int8(work):
 
 
 def test_decompress_into_the_shared_directory_it_came_from(work):
-    refused_unchanged(work, ["share", "--decompress", work / "shared" / "model.dcz", "--out", work / "shared"],
-                      "--out", "shared")
+    """The refusal read "... is the input model directory the directory of shared", not a sentence."""
+    dcz = work / "shared" / "model.dcz"
+    line = refused_unchanged(work, ["share", "--decompress", dcz, "--out", work / "shared"], "--out", "shared")
+    assert line == (f"Error: --out {work / 'shared'} is the shared model directory that holds --decompress {dcz}; "
+                    "restoring into it would overwrite that model: choose another --out")
 
 
 @pytest.mark.parametrize("damage,needle", [(lambda b: b[:len(b) // 2], "checksum"), (lambda b: b"", "truncated"),

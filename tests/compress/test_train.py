@@ -278,3 +278,37 @@ def test_compiled_training_reuses_the_graph_for_a_second_model_of_the_same_shape
         if name == "a":
             graphs = counters["stats"]["unique_graphs"]
     assert graphs >= 1 and counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch-size", "1"], "batch size (--batch-size) 1: BatchNorm needs at least 2 images per training batch; "
+                             "use --batch-size 2 or more"),
+    (["--train-limit", "1"], "1 training image: BatchNorm needs at least 2 images per training batch; train on 2 "
+                             "images or more (--train-limit)"),
+])
+def test_a_batch_of_one_image_is_refused_before_training_and_writes_nothing(tmp_path, args, message):
+    """A batch of one image crashed mid-epoch with torch's "Expected more than 1 value per channel", exit 1."""
+    from click.testing import CliRunner
+    from tests_support import make_image_folder
+
+    from compress.cli import main
+
+    data = make_image_folder(tmp_path / "ds", per_class=8, size=16)
+    result = CliRunner().invoke(main, ["train", "--arch", "vgg11", "--width", "0.0625", "--epochs", "1", "--recipe",
+                                       "fast", "--device", "cpu", "--data", str(data), *args,
+                                       "--out", str(tmp_path / "out")], env={"COMPRESS_CACHE": str(tmp_path / "c")})
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == f"Error: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_epoch_never_ends_in_a_batch_of_one_image(tmp_path):
+    """17 images in batches of 16 ended each epoch in a batch of one, which BatchNorm cannot train on."""
+    from compress.training import drops_last
+
+    assert [drops_last(n, 16) for n in (16, 17, 18, 31, 32, 33)] == [False, True, False, False, True, True]
+    data = tiny_data(n=17)
+    model = create_model("vgg11", num_classes=4, width=0.0625)
+    result = fit(model, data, data, tmp_path, Recipe.named("fast", epochs=1, batch_size=16), mean=[0.5] * 3,
+                 std=[0.25] * 3, progress=False)
+    assert result["last"]["epoch"] == 1

@@ -48,3 +48,13 @@ def test_a_float64_look_that_did_not_run_is_said(tmp_path, monkeypatch):
     assert result.stderr.splitlines()[-1] == ("note: the self-check passed in the model's own dtype, but its repeat in "
                                              "float64 did not run (no float64 on this backend)")
     assert "note:" not in result.stdout
+
+
+def test_device_without_data_is_a_usage_error(tmp_path):
+    """prune --device cpu without --data was silently ignored: pruning itself runs on the CPU."""
+    save_model_dir(randomize_bn(create_model("preresnet20", width=0.5)), tmp_path / "m", dict(META))
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--percent", "0.3", "--device", "cpu",
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "--device is where --data's accuracy and BN statistics are computed: add --data" in result.output
+    assert not (tmp_path / "o").exists()

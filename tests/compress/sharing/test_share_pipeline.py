@@ -150,3 +150,27 @@ def test_cli_needs_data_for_finetuning(model_dir, tmp_path):
 
     result = CliRunner().invoke(share, [str(model_dir), "--out", str(tmp_path / "s"), "--finetune-epochs", "1"])
     assert result.exit_code != 0 and "--data" in result.output
+
+
+def test_fine_tuning_on_batches_of_one_image_is_refused_before_the_k_means(model_dir, image_folder, tmp_path):
+    """--batch-size 1 with --finetune-epochs crashed in BatchNorm after the k-means had run."""
+    from compress.data.options import DataOptions
+
+    with pytest.raises(CompressError, match=r"batch size \(--batch-size\) 1: BatchNorm needs at least 2 images"):
+        share_model(model_dir, tmp_path / "out", ShareOptions(finetune_epochs=1, batch_size=1),
+                    data=DataOptions(str(image_folder)), device="cpu")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_item_in_a_bits_list_is_refused(model_dir, tmp_path):
+    """--bits conv=8,,fc=5 (and --offset-bits alike) was accepted, the empty item dropped."""
+    from compress.cli import main
+
+    for bad in ("conv=8,,fc=5", "6,", ""):
+        with pytest.raises(CompressError, match=r"--bits: empty item in"):
+            parse_bits(bad)
+    result = CliRunner().invoke(main, ["share", str(model_dir), "--out", str(tmp_path / "o"),
+                                       "--offset-bits", "conv=8,,fc=5"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: --offset-bits: empty item in 'conv=8,,fc=5'"
+    assert not (tmp_path / "o").exists()
