@@ -139,6 +139,11 @@ def _world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def images_per_rank(images: int) -> int:
+    """What _shard gives each rank of a torchrun job (all of them to a lone process)."""
+    return images // _world()[1]
+
+
 def _under_torchrun() -> bool:
     """torchrun sets these for every worker, also with --nproc_per_node=1 (a process group of one)."""
     return "LOCAL_RANK" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" in os.environ
@@ -163,8 +168,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
         # Without a caller's tag, saved state is resumed only by a call that trains the same way: a second
         # fit() into one folder with another recipe or penalty returned the first call's weights untrained.
         options = replace(options, tag=_call_tag(model, recipe, options))
-    rank_images = len(train_data) // _world()[1]  # what _shard gives each rank
-    check_batch_norm_batches(model, rank_images, recipe.batch_size)
+    check_batch_norm_batches(model, images_per_rank(len(train_data)), recipe.batch_size)
     run = _Run(model, recipe, Path(out_dir), options)
     run.prepare(train_data, mean, std)
     try:
@@ -183,7 +187,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
 def drops_last(images: int, batch_size: int) -> bool:
     """Whether an epoch drops its last, partial batch: with two full batches or more (a different few images
     each epoch), and always when it would hold one image, which BatchNorm cannot normalize in training."""
-    return images >= 2 * batch_size or images % batch_size == 1
+    return images >= 2 * batch_size or (images > batch_size and images % batch_size == 1)
 
 
 def check_batch_norm_batches(model: nn.Module, images: int, batch_size: int) -> None:

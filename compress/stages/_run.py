@@ -225,6 +225,10 @@ def fit_and_save(out: Path, job: Fitting, run: RunOptions, meta_for: Callable[[d
     """The tail of every training stage: fit (resumable), then on rank 0 the model directory with
     `meta_for(fit's result, wall time)` as model.json, written last; the resumable state is dropped and
     the other ranks read what rank 0 wrote."""
+    from compress.training import check_batch_norm_batches, images_per_rank
+
+    # before model.json goes: a refused batch size must leave a finished directory as it was
+    check_batch_norm_batches(job.model, images_per_rank(len(job.train)), job.recipe.batch_size)
     (out / "model.json").unlink(missing_ok=True)
     t0 = time.time()
     options = FitOptions(sparsity=job.sparsity, device=run.device, seed=run.seed, resume=run.resume, distill=job.distill,

@@ -307,6 +307,7 @@ def test_an_epoch_never_ends_in_a_batch_of_one_image(tmp_path):
     from compress.training import drops_last
 
     assert [drops_last(n, 16) for n in (16, 17, 18, 31, 32, 33)] == [False, True, False, False, True, True]
+    assert not drops_last(1, 16)  # the only batch: a network without BatchNorm still trains on it
     data = tiny_data(n=17)
     model = create_model("vgg11", num_classes=4, width=0.0625)
     result = fit(model, data, data, tmp_path, Recipe.named("fast", epochs=1, batch_size=16), mean=[0.5] * 3,

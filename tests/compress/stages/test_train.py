@@ -125,3 +125,18 @@ def test_num_classes_other_than_the_data_s_is_refused_before_training(tmp_path, 
                                   "--out", str(tmp_path / "t")])
     assert r.exit_code == 2 and f"num_classes {given}, but the data has 2 classes" in r.output, r.output
     assert not (tmp_path / "t" / "model.json").exists() and not (tmp_path / "t" / "train_state").exists()
+
+
+def test_a_refused_batch_size_leaves_a_finished_directory_as_it_was(tmp_path, monkeypatch):
+    """fit refused a batch size of 1 only after the stage had removed the finished model.json."""
+    from tests_support import make_image_folder
+
+    monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path / "cache"))
+    data = make_image_folder(tmp_path / "imgs", per_class=4, size=16)
+    args = ["train", "--arch", "vgg11", "--width", "0.0625", "--data", str(data), "--epochs", "1", "--recipe", "fast",
+            "--device", "cpu", "--out", str(tmp_path / "t")]
+    assert CliRunner().invoke(main, [*args, "--batch-size", "4"]).exit_code == 0
+    before = (tmp_path / "t" / "model.json").read_bytes()
+    r = CliRunner().invoke(main, [*args, "--batch-size", "1", "--no-resume"])
+    assert r.exit_code == 2 and "BatchNorm needs at least 2 images" in r.output, r.output
+    assert (tmp_path / "t" / "model.json").read_bytes() == before
