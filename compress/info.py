@@ -13,8 +13,14 @@ from pathlib import Path
 from compress.errors import CompressError
 
 
-def describe(target: str, num_classes: int = 10, width: float | None = None) -> dict:
+def describe(target: str, num_classes: int | None = None, width: float | None = None) -> dict:
+    """Counts and widths of a model directory, an .onnx file, or an architecture name (built with
+    `num_classes`, 10 by default, and `width`, which only an architecture name takes)."""
     path = Path(target)
+    if (path.suffix == ".onnx" or path.is_dir()) and (num_classes is not None or width is not None):
+        # a file or directory holds its own architecture: the options would be silently ignored
+        raise CompressError(f"{target} holds its own architecture: num_classes and width (--num-classes, --width) "
+                            "are for an architecture name")
     if path.suffix == ".onnx":
         return _describe_onnx(path)
     if path.is_dir():
@@ -24,7 +30,7 @@ def describe(target: str, num_classes: int = 10, width: float | None = None) -> 
     from compress.measure import count_params_macs, layer_widths
     from compress.models import create_model
 
-    kwargs = {"num_classes": num_classes}
+    kwargs = {"num_classes": 10 if num_classes is None else num_classes}
     if width is not None:
         kwargs["width"] = width
     import torch

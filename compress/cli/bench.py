@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.options import only_with
 from compress.cli.params import FiniteFloat, GivenPath
 from compress.errors import CompressError
 
@@ -162,6 +163,9 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
             raise CompressError(str(exc)) from None
         raise click.BadParameter(str(exc), param_hint=option) from None
     _check_backend_options(backends, streams, performance_hint, cuda_graph)
+    only_with("--data", data_spec, "test_limit")
+    if all(b in ("ort-cpu", *OPENVINO) for b in backends):
+        only_with("a GPU backend (--backend ort-cuda, ort-trt, trt or torch)", False, "device")
     command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     report = bench_artifacts(list(artifacts), settings, backends=backends, data_spec=data_spec, test_limit=test_limit,
                              model_dirs=model_dirs, command=command, log=log)

@@ -12,9 +12,9 @@ from compress.cli.params import FiniteFloat, GivenPath
 @click.command("info")
 @click.argument("model_or_arch", type=GivenPath(what="a model directory, an .onnx file or an architecture name",
                                                   path_type=str))
-@click.option("--num-classes", type=click.IntRange(min=1), default=10, show_default=True,
-              help="For an architecture name.")
-@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None)
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="For an architecture name (default 10).")
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="For an architecture name.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def info(model_or_arch, num_classes, width, as_json):
     """Parameters, MACs, FLOPs (= 2 × MACs) and per-layer widths of a model dir, .onnx file or arch name."""

@@ -167,3 +167,16 @@ def _emit(obj: dict, as_json: bool, human: str) -> None:
         click.echo(json.dumps(obj, indent=2))
     else:
         click.echo(human)
+
+
+def only_with(needed: str, given, *options: str) -> None:
+    """Refuse options given on the command line (not left at their default) that do nothing without
+    `needed` (`given` is its value): an option silently ignored reads as one that worked."""
+    ctx = click.get_current_context()
+    if given:
+        return
+    for name in options:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source != click.core.ParameterSource.DEFAULT:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} only applies with {needed}: add {needed}, or drop {flag}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _percent, as_usage, budget_options, resolved_round_to, shared_option
+from compress.cli.options import _data, _percent, as_usage, budget_options, only_with, resolved_round_to, shared_option
 from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat, GivenPath
 
 
@@ -44,10 +44,8 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
 
     if percent is not None:
         _percent(percent)
-    if device is not None and not data_spec:
-        # pruning itself runs on the CPU: without --data the device would be silently ignored
-        raise click.UsageError("--device is where --data's accuracy and BN statistics are computed: add --data, "
-                               "or drop --device")
+    # pruning itself runs on the CPU: without --data these would be silently ignored
+    only_with("--data", data_spec, "device", "recalibrate", "test_limit")
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
     with as_usage():
         request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,

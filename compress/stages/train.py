@@ -51,6 +51,11 @@ def train(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, 
         if like is not None:
             if start_from is not None:
                 raise CompressError("--like and --from exclude each other")
+            if arch_kwargs:
+                raise CompressError("--like takes the architecture and its widths from its model directory: drop "
+                                    "--arch-kwargs/--width")
+            if arch is not None and arch != read_meta(like)["arch"]:
+                raise CompressError(f"--arch {arch} disagrees with {like}, which holds {read_meta(like)['arch']}")
             return _train_like(Path(like), data, out, recipe, sparsity, run)
         return _train(arch, data, out, recipe, sparsity, arch_kwargs, start_from, run)
 

@@ -212,3 +212,12 @@ def test_model_dir_keys_name_an_artifact_and_a_model_directory(tiny_onnx, tmp_pa
     item = item.format(model=tmp_path, artifact=tiny_onnx, empty=tmp_path / "empty")
     result = CliRunner().invoke(main, ["bench", str(tiny_onnx), "--model-dir", item, *FAST])
     assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("args, message", [(["--test-limit", "3"], "--test-limit only applies with --data"),
+                                           (["--device", "1"], "--device only applies with a GPU backend"),
+                                           (["--backend", "ort-cpu,openvino", "--device", "0"], "--device only")])
+def test_options_that_would_do_nothing_are_refused(tiny_onnx, args, message):
+    """bench --test-limit without --data, and a CUDA --device for CPU runtimes, were silently ignored."""
+    result = CliRunner().invoke(main, ["bench", str(tiny_onnx), *args, *FAST])
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 from tests_support import randomize_bn
 
@@ -50,11 +51,13 @@ def test_a_float64_look_that_did_not_run_is_said(tmp_path, monkeypatch):
     assert "note:" not in result.stdout
 
 
-def test_device_without_data_is_a_usage_error(tmp_path):
-    """prune --device cpu without --data was silently ignored: pruning itself runs on the CPU."""
+@pytest.mark.parametrize("option", [["--device", "cpu"], ["--recalibrate", "500"], ["--test-limit", "4"]])
+def test_options_for_data_without_data_are_a_usage_error(tmp_path, option):
+    """prune --device, --recalibrate and --test-limit without --data were silently ignored (the help of
+    --recalibrate says it needs --data): pruning itself runs on the CPU and measures nothing."""
     save_model_dir(randomize_bn(create_model("preresnet20", width=0.5)), tmp_path / "m", dict(META))
-    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--percent", "0.3", "--device", "cpu",
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "m"), "--percent", "0.3", *option,
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
-    assert "--device is where --data's accuracy and BN statistics are computed: add --data" in result.output
+    assert f"{option[0]} only applies with --data: add --data, or drop {option[0]}" in result.output
     assert not (tmp_path / "o").exists()

@@ -140,3 +140,17 @@ def test_a_refused_batch_size_leaves_a_finished_directory_as_it_was(tmp_path, mo
     r = CliRunner().invoke(main, [*args, "--batch-size", "1", "--no-resume"])
     assert r.exit_code == 2 and "BatchNorm needs at least 2 images" in r.output, r.output
     assert (tmp_path / "t" / "model.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("extra, message", [(["--arch", "vgg13"], "--arch vgg13 disagrees with"),
+                                            (["--width", "0.5"], "--like takes the architecture and its widths")])
+def test_like_refuses_an_architecture_it_would_ignore(tmp_path, extra, message):
+    """--like with --arch vgg13 or --width 0.5 trained vgg11 at the pruned widths without a word (--from
+    refuses the same options)."""
+    torch.manual_seed(0)
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.125}, "classes": list("abcdefghij"),
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    save_model_dir(create_model("vgg11", width=0.125), tmp_path / "base", meta)
+    r = CliRunner().invoke(main, ["train", "--like", str(tmp_path / "base"), *extra, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "o" / "model.json").exists()
