@@ -48,6 +48,8 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
     if plan_path is None and request.target is None:
         raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}", *TARGETS, "plan_path")
     request = check_request(request)
+    if recalibrate == 1:
+        raise CompressError("BN recalibration needs at least 2 training images, got 1 (--recalibrate)")
     with writing(out, [("MODEL_DIR", model_dir), ("--plan", plan_path)], data):
         check_no_training_run(Path(out), "prune")
         return _prune(Path(model_dir), Path(out), request, plan_path, data, recalibrate, device)
@@ -130,11 +132,16 @@ def _measure(model, meta: dict, data: DataOptions, *, recalibrate: int, device) 
     recalibrated_on = 0
     if recalibrate > 0:
         calib = stratified_subset(data.split("train"), recalibrate, seed=data.seed)
-        recalibrated_on = len(calib)
+        if len(calib) < 2:
+            # BN in training mode cannot normalize one image ("Expected more than 1 value per channel")
+            raise CompressError(f"BN recalibration needs at least 2 training images, got {len(calib)} "
+                                "(--recalibrate)")
+        recalibrated_on = len(calib) - (1 if len(calib) % 250 == 1 else 0)
         # With the training augmentation: the statistics the network was trained under. On plain images they
         # moved a trained PreResNet-56 by −4.7 pp and a VGG-19 ×0.25 by −0.6 pp with no channel removed.
+        # A last batch of one image is left out, for the same reason.
         batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=True, seed=data.seed,
-                                               device=dev))
+                                               device=dev, drop_last=len(calib) % 250 == 1))
         recalibrate_batchnorm(model, batches)
         accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
     model.cpu()

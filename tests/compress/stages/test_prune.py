@@ -141,3 +141,26 @@ def test_a_folder_holding_a_training_run_is_refused_and_prune_s_own_output_is_re
     first = prune(base, tmp_path / "pruned", PruneRequest(percent=0.5))
     again = prune(base, tmp_path / "pruned", PruneRequest(percent=0.25))
     assert again["macs"] > first["macs"]
+
+
+def test_bn_recalibration_never_trains_on_a_batch_of_one_image(tmp_path, cifar10_archive, monkeypatch):
+    """--recalibrate 251 ended in a batch of one image, which a BN on a 1x1 map (ResNet-18's last block at
+    32 px) cannot normalize in training mode: the prune crashed after its work. 1 is refused at once."""
+    from compress.errors import CompressError
+
+    monkeypatch.setenv("COMPRESS_DATA", str(cifar10_archive))
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=10)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.0)
+    classes = load_dataset("cifar10", "test", limit=10).classes
+    save_model_dir(model, tmp_path / "base", {"arch": "resnet18", "arch_kwargs": {"num_classes": 10},
+                                             "classes": classes, "input_size": [3, 32, 32],
+                                             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
+    data = DataOptions("cifar10", train_limit=251, test_limit=20)
+    with pytest.raises(CompressError, match="at least 2 training images, got 1"):
+        prune(tmp_path / "base", tmp_path / "one", PruneRequest(percent=0.3), data=data, recalibrate=1)
+    assert not (tmp_path / "one").exists()
+    meta = prune(tmp_path / "base", tmp_path / "pruned", PruneRequest(percent=0.3), data=data, recalibrate=251)
+    assert meta["pruning"]["bn_recalibration_images"] == 250
