@@ -37,16 +37,34 @@ PIXEL_FORMATS = ("JPEG", "PNG", "BMP", "DIB", "WEBP", "GIF", "TIFF")
 
 
 def _open(data: bytes, name: str):
-    from PIL import Image, UnidentifiedImageError
+    """The image in `data`, opened by the plugin of one of PIXEL_FORMATS that accepts its first bytes.
+
+    Image.open itself is not called: other packages replace it (ultralytics does on import, and on a file
+    Pillow cannot identify it tries to pip-install a HEIF plugin). Each allowed format's registered opener
+    is tried as Image.open tries them; the pixel bound is checked by the caller (_check_pixels)."""
+    import struct
+
+    from PIL import Image
 
     if not data:
         raise CompressError(f"image {name} is an empty file")
-    Image.init()  # PIL raises KeyError for a format it has not registered yet (or was built without: WebP)
-    try:
-        return Image.open(io.BytesIO(data), formats=[f for f in PIXEL_FORMATS if f in Image.OPEN])
-    except UnidentifiedImageError:
-        raise CompressError(f"image {name} is not a JPEG, PNG, BMP, WebP, GIF or TIFF file "
-                            "(other formats are not read, whatever the name)") from None
+    Image.init()  # registers every plugin Pillow was built with (WebP may be missing: it is then skipped)
+    prefix, failure = data[:16], None
+    for fmt in PIXEL_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None:
+            continue
+        verdict = accept(prefix) if accept else True
+        if not verdict or isinstance(verdict, str):  # a string is Pillow's "almost, but no" message
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except (SyntaxError, IndexError, TypeError, struct.error) as exc:  # Image.open tries the next format
+            failure = failure or f"{fmt}: {exc}"
+    if failure is not None:
+        raise CompressError(f"cannot decode image {name}: {failure.splitlines()[0][:200]}")
+    raise CompressError(f"image {name} is not a JPEG, PNG, BMP, WebP, GIF or TIFF file "
+                        "(other formats are not read, whatever the name)")
 
 
 def _check_pixels(size: tuple[int, int], name: str) -> None:

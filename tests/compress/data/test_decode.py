@@ -77,3 +77,27 @@ def test_an_empty_file_is_called_empty():
     """It was `cannot identify image file <_io.BytesIO object at 0x7fa0...>`."""
     with pytest.raises(CompressError, match="^image x.png is an empty file$"):
         decode_image(b"", "x.png")
+
+
+def test_decoding_never_calls_an_image_open_another_package_replaced(monkeypatch):
+    """ultralytics replaces PIL.Image.open on import; on a file Pillow cannot identify, its version tried to
+    pip-install a HEIF plugin ("No module named 'pi_heif'" here, offline) in the middle of our decoding."""
+    from PIL import Image
+
+    from compress.data.decode import image_size
+
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("the replaced Image.open ran"))
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6), (200, 100, 50)).save(buf, format="PNG")
+    assert tuple(decode_image(buf.getvalue(), "x.png").shape) == (3, 6, 8)
+    assert image_size(buf.getvalue(), "x.png") == (6, 8)
+    with pytest.raises(CompressError, match="is not a JPEG, PNG"):
+        decode_image(EPS, "x.png")
+
+
+def test_a_damaged_file_of_an_allowed_format_names_what_its_decoder_said():
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, format="PNG")
+    damaged = buf.getvalue()[:8] + bytes(8) + buf.getvalue()[16:]  # the signature, then a broken header
+    with pytest.raises(CompressError, match="^cannot decode image x.png: "):
+        decode_image(damaged, "x.png")
