@@ -102,7 +102,7 @@ def test_stream_limit_and_subset(mixed):
 def test_a_broken_image_stops_a_worker_with_one_line(mixed):
     (mixed / "test" / "bee" / "1.jpg").write_bytes(b"not a jpeg")
     stream = D.load_dataset(str(mixed), "test", input_size=16, mode="stream", workers=2)
-    with pytest.raises(CompressError, match=r"cannot decode image .*bee/1\.jpg") as err:
+    with pytest.raises(CompressError, match=r"image .*bee/1\.jpg is not a JPEG, PNG") as err:
         _eval_batches(stream)
     assert "\n" not in str(err.value)
 
