@@ -16,7 +16,7 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from compress.runtime.errors import InputFileError
 from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file, size_text
-from compress.runtime.sysinfo import memory_total_bytes
+from compress.runtime.memory import available_memory
 
 
 def check_external_data(model: onnx.ModelProto, source: Path) -> list[onnx.TensorProto]:
@@ -35,10 +35,10 @@ def check_external_data(model: onnx.ModelProto, source: Path) -> list[onnx.Tenso
     if claimed > held:
         raise InputFileError(f"{source}: its {len(tensors)} external tensors claim {size_text(claimed)} of files "
                              f"that hold {size_text(held)} (tensors that share bytes); refusing to read them")
-    memory = memory_total_bytes()
-    if memory is not None and claimed > memory // 2:
-        raise InputFileError(f"{source}: its external tensors hold {size_text(claimed)}, more than half of this "
-                             f"machine's {size_text(memory)} of memory")
+    memory = available_memory()
+    if claimed > memory:
+        raise InputFileError(f"{source}: its external tensors hold {size_text(claimed)}, more than the "
+                             f"{size_text(memory)} of memory available")
     return tensors
 
 

@@ -94,16 +94,3 @@ def test_json_depth_is_counted_without_recursion():
     for _ in range(100_000):
         deep = [deep]
     assert json_depth(deep, limit=64) == 65  # stops once past the limit
-
-
-def test_a_cgroup_limit_bounds_the_memory_available(tmp_path, monkeypatch):
-    """Inside a container MemAvailable is the host's: 1 GiB allowed, 256 MiB of it used, leaves 768 MiB."""
-    from compress import limits
-
-    (tmp_path / "memory.max").write_text(f"{1 << 30}\n")
-    (tmp_path / "memory.current").write_text(f"{256 << 20}\n")
-    monkeypatch.setattr(limits, "CGROUP_MEMORY", ((str(tmp_path / "memory.max"), str(tmp_path / "memory.current")),))
-    assert limits._cgroup_room() == 768 << 20
-    assert limits.available_memory() <= 768 << 20
-    (tmp_path / "memory.max").write_text("max\n")
-    assert limits.available_memory() > 0 and limits._cgroup_room() is None

@@ -95,3 +95,12 @@ def test_compress_info_and_bench_refuse_it_in_one_line(tmp_path):
     assert info.exit_code != 0 and "share bytes" in info.output and "Traceback" not in info.output
     bench = CliRunner().invoke(main, ["bench", str(path), "--batch", "1", "--iters", "2"])
     assert bench.exit_code != 0 and "share bytes" in bench.output
+
+
+def test_external_data_beyond_the_memory_available_is_refused(tmp_path, monkeypatch):
+    import compress.runtime.external_data as external_data
+
+    _, path = _external(tmp_path)
+    monkeypatch.setattr(external_data, "available_memory", lambda: 100)
+    with pytest.raises(InputFileError, match=r"its external tensors hold .* more than the 100 bytes of memory"):
+        check_onnx_file(path)
