@@ -8,6 +8,7 @@ import numpy as np
 
 from compress.data import ImageSet
 from compress.errors import CompressError
+from compress.labels import check_class_names
 
 
 def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> dict:
@@ -37,7 +38,7 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
         raise CompressError(f"{path} is not a classifier ({why}); accuracy is measured for classifiers only")
     if len(data) == 0:
         raise CompressError("the test split holds no images")
-    check_class_names(classes, data.classes, path)
+    check_class_names(classes, data.classes, path, "the file")
     if list(data.input_size) != list(meta["input_size"]):
         raise CompressError(f"the data's images are {list(data.input_size)}, {path} takes {meta['input_size']}")
     try:
@@ -46,17 +47,6 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
         raise CompressError(str(exc)) from None
     except ValueError as exc:  # the graph disagrees with its own metadata
         raise CompressError(f"{path}: {_first(exc)}") from None
-
-
-def check_class_names(classes: list[str], data_classes: list[str], path) -> None:
-    """The data's classes are the file's, in order, or labels and outputs would not line up (the accuracy of
-    a model on someone else's labels is a number that means nothing)."""
-    if len(classes) != len(data_classes):
-        raise CompressError(f"{path} has {len(classes)} classes, the data {len(data_classes)}")
-    for i, (ours, theirs) in enumerate(zip(classes, data_classes)):
-        if ours != theirs:
-            raise CompressError(f"the data's class names differ from {path}'s (class {i} is {theirs!r} in the data, "
-                                f"{ours!r} in the file); labels would not line up")
 
 
 def _first(exc: BaseException) -> str:

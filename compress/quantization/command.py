@@ -257,9 +257,9 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         if list(calib.shape[1:]) != list(input_size):
             raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}")
         if classes is not None:
-            from compress.onnx_eval import check_class_names
+            from compress.labels import check_class_names
 
-            check_class_names(classes, calib_data.classes, model)
+            check_class_names(classes, calib_data.classes, model, "the file")
         log(f"calibrating on {len(calib)} training images ({opts.method})")
 
         recipe = recipe_for(opts.target, opts.cpu_isa)

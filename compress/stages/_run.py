@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from compress.artifact import is_model_dir, read_meta, save_model_dir
 from compress.errors import CompressError
+from compress.labels import check_class_names
 from compress.training import Distill, FitOptions, Recipe, finish, fit, is_main_process
 
 
@@ -192,10 +193,7 @@ def check_no_training_run(out: Path, stage: str) -> None:
 
 def check_classes(meta: dict, data) -> None:
     """The data's classes and image size are the model's, or labels and inputs would not line up."""
-    if len(meta["classes"]) != len(data.classes):
-        raise CompressError(f"model has {len(meta['classes'])} classes, data has {len(data.classes)}")
-    if list(meta["classes"]) != list(data.classes):
-        raise CompressError("the data's class names differ from the model's; labels would not line up")
+    check_class_names(list(meta["classes"]), list(data.classes))
     if tuple(meta["input_size"]) != data.input_size:
         raise CompressError(f"model expects {meta['input_size']} images, data has {list(data.input_size)}")
 

@@ -1,0 +1,23 @@
+"""The data's class list against a model's: the one check before any accuracy is measured or recorded.
+
+Labels are indices into the data's class list, so data with the same number of classes under other names,
+or in another order, scores a model against the wrong logits, and the top-1 still looks plausible. (The
+runtime, which imports no compress code, makes the same comparison for `compress bench` in
+runtime/bench.py and reports it as a warning.)
+"""
+
+from __future__ import annotations
+
+from compress.errors import CompressError
+
+
+def check_class_names(classes: list[str], data_classes: list[str], owner: str = "the model",
+                      where: str = "the model") -> None:
+    """Refuse data whose classes are not `classes` (those of `owner`, e.g. a file's path), name for name
+    and in order; `where` names the model in the message's pair ("in the file")."""
+    if len(classes) != len(data_classes):
+        raise CompressError(f"{owner} has {len(classes)} classes, data has {len(data_classes)}")
+    for i, (ours, theirs) in enumerate(zip(classes, data_classes)):
+        if ours != theirs:
+            raise CompressError(f"the data's class names differ from {owner}'s (class {i} is {theirs!r} in the "
+                                f"data, {ours!r} in {where}); labels would not line up")

@@ -1,0 +1,20 @@
+"""compress.labels: data is scored against a model only under the model's own class list, in order."""
+
+import pytest
+
+from compress.errors import CompressError
+from compress.labels import check_class_names
+
+
+def test_the_same_names_in_the_same_order_pass():
+    check_class_names(["cat", "dog"], ["cat", "dog"])
+
+
+@pytest.mark.parametrize("data, message", [
+    (["cat"], "the model has 2 classes, data has 1"),
+    (["dog", "cat"], r"class 0 is 'dog' in the data, 'cat' in the model\); labels would not line up"),
+    (["cat", "cow"], r"class 1 is 'cow' in the data, 'dog' in the model"),
+])
+def test_another_count_order_or_name_is_refused(data, message):
+    with pytest.raises(CompressError, match=message):
+        check_class_names(["cat", "dog"], data)
