@@ -89,13 +89,15 @@ def _node_tensors(node: onnx.NodeProto):
             yield from _graph_tensors(graph)
 
 
-def check_onnx_file(path: str | os.PathLike) -> None:
+def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto | None:
     """A regular ONNX file within MAX_ONNX_BYTES whose external data is bounded, before a backend (ONNX
-    Runtime, OpenVINO) reads it on its own; a file that does not parse is left to the backend to name."""
+    Runtime, OpenVINO) reads it on its own. Returns the graph it parsed (without external data), for a
+    caller that reads it too; None for a file that does not parse, which is left to the backend to name."""
     path = Path(path)
     check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - protobuf raises several types; the backend's own message is clearer
-        return
+        return None
     check_external_data(model, path)
+    return model

@@ -59,7 +59,7 @@ class OpenVinoRunner(Runner):
         self.backend = backend
         ov = openvino()
         self._ov = ov
-        check_onnx_file(self.path)
+        graph = check_onnx_file(self.path)
         self.core = ov.Core()
         self.inference_precision = PRECISIONS[backend]
         if self.inference_precision == "bf16" and not bf16_supported(self.core):
@@ -69,12 +69,12 @@ class OpenVinoRunner(Runner):
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
             raise ArtifactError(f"OpenVINO cannot read {self.path}: {_first_line(exc)}") from None
-        self._read_onnx_facts()
+        self._read_onnx_facts(graph)
         self._compiled: dict[int, object] = {}
         self._request = None
         self.compiled_properties: dict[int, dict] = {}
 
-    def _read_onnx_facts(self) -> None:
+    def _read_onnx_facts(self, graph) -> None:
         import onnx
 
         inputs = self.model.inputs
@@ -86,7 +86,7 @@ class OpenVinoRunner(Runner):
         dims = [d.get_length() if d.is_static else None for d in shape]
         if dims[0] is not None:
             self.fixed_batch = dims[0]
-        model = onnx.load(str(self.path), load_external_data=False)
+        model = graph if graph is not None else onnx.load(str(self.path), load_external_data=False)
         self.metadata = decode_metadata({p.key: p.value for p in model.metadata_props}, self.path.name)
         self.output_names = [o.name for o in model.graph.output]
         if all(d is not None for d in dims[1:]):
