@@ -17,6 +17,8 @@ from compress.request import COST, TARGETS, PruneRequest, RequestConflict, slimm
 from compress.stages._run import check_classes, check_no_training_run, command_line, log, save_model_into, writing
 from compress.training import evaluate, pick_device
 
+RECALIBRATION_BATCH = 250  # images per BN re-estimation batch
+
 
 def check_request(request: PruneRequest) -> PruneRequest:
     """Refuse what cannot be pruned to here before any work (a latency backend this machine lacks), and
@@ -136,12 +138,13 @@ def _measure(model, meta: dict, data: DataOptions, *, recalibrate: int, device) 
             # BN in training mode cannot normalize one image ("Expected more than 1 value per channel")
             raise CompressError(f"BN recalibration needs at least 2 training images, got {len(calib)} "
                                 "(--recalibrate)")
-        recalibrated_on = len(calib) - (1 if len(calib) % 250 == 1 else 0)
+        lone_last = len(calib) % RECALIBRATION_BATCH == 1
+        recalibrated_on = len(calib) - lone_last
         # With the training augmentation: the statistics the network was trained under. On plain images they
         # moved a trained PreResNet-56 by −4.7 pp and a VGG-19 ×0.25 by −0.6 pp with no channel removed.
         # A last batch of one image is left out, for the same reason.
-        batches = (x for x, _ in calib.batches(250, norm["mean"], norm["std"], train=True, seed=data.seed,
-                                               device=dev, drop_last=len(calib) % 250 == 1))
+        batches = (x for x, _ in calib.batches(RECALIBRATION_BATCH, norm["mean"], norm["std"], train=True,
+                                               seed=data.seed, device=dev, drop_last=lone_last))
         recalibrate_batchnorm(model, batches)
         accuracy = evaluate(model, test, norm["mean"], norm["std"], device=dev)["accuracy"]
     model.cpu()

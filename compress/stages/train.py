@@ -54,8 +54,10 @@ def train(arch: str | None, data: DataOptions, out: str | Path, recipe: Recipe, 
             if arch_kwargs:
                 raise CompressError("--like takes the architecture and its widths from its model directory: drop "
                                     "--arch-kwargs/--width")
-            if arch is not None and arch != read_meta(like)["arch"]:
-                raise CompressError(f"--arch {arch} disagrees with {like}, which holds {read_meta(like)['arch']}")
+            if arch is not None:
+                held = read_meta(like)["arch"]
+                if arch != held:
+                    raise CompressError(f"--arch {arch} disagrees with {like}, which holds {held}")
             return _train_like(Path(like), data, out, recipe, sparsity, run)
         return _train(arch, data, out, recipe, sparsity, arch_kwargs, start_from, run)
 
