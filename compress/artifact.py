@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from compress.attributes import apply_attributes, changed_attributes
 from compress.errors import CompressError
 from compress.limits import read_json, regular_file
 from compress.measure import count_params_macs, layer_widths
+from compress.runtime.file_hash import sha256_file as file_sha256
 from compress.weights_file import check_finite, read_weights
 from compress.widths import apply_widths
 
@@ -31,14 +31,6 @@ FORMAT = "compress.model/1"
 WEIGHTS = "model.safetensors"
 META = "model.json"
 REQUIRED_META = ("arch", "arch_kwargs", "classes", "input_size", "normalization")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def is_model_dir(path: str | Path) -> bool:

@@ -10,9 +10,9 @@ matched this way.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from compress.runtime.file_hash import sha256_file
 from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 from compress.runtime.onnx_metadata import PREFIX
 
@@ -26,7 +26,7 @@ def mismatch(path: Path, kind: str, found: Path, onnx_file: Path | None) -> tupl
     if kind == "model_dir":
         if found.parent.resolve() == path.resolve():
             return True, None
-        source = _sha256(path / WEIGHTS) if (path / WEIGHTS).is_file() else None
+        source = sha256_file(path / WEIGHTS) if (path / WEIGHTS).is_file() else None
         what = f"{path}/{WEIGHTS}"
     else:
         if onnx_file is None or not onnx_file.is_file():
@@ -41,7 +41,7 @@ def mismatch(path: Path, kind: str, found: Path, onnx_file: Path | None) -> tupl
         return True, f"{found} not matched to {path.name}: {what} is not recorded"
     if not weights.is_file():
         return True, f"{found} not matched to {path.name}: no {WEIGHTS} beside it"
-    if _sha256(weights) != source:
+    if sha256_file(weights) != source:
         return False, (f"{found} describes other weights than {path.name} (the sha256 of its {WEIGHTS} is not "
                        f"{what}); its widths and accuracy are not reported")
     return True, None
@@ -56,11 +56,3 @@ def _props(onnx_file: Path) -> dict[str, str]:
     except Exception:  # noqa: BLE001 - the measurement itself names a file it cannot read
         return {}
     return {p.key: p.value for p in model.metadata_props}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -89,7 +89,7 @@ def test_export_writes_are_atomic_with_normal_permissions(tmp_path, monkeypatch)
     os.umask(mask)
     target = tmp_path / "m.onnx"
     target.write_bytes(b"old")
-    monkeypatch.setattr(_files.os, "replace", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
+    monkeypatch.setattr(os, "replace", lambda *_: (_ for _ in ()).throw(OSError(28, "No space left")))
     with pytest.raises(OSError):
         _files.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old" and names(tmp_path) == ["m.onnx"]
