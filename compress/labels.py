@@ -16,7 +16,7 @@ def check_class_names(classes: list[str], data_classes: list[str], owner: str = 
     """Refuse data whose classes are not `classes` (those of `owner`, e.g. a file's path), name for name
     and in order; `where` names the model in the message's pair ("in the file")."""
     if len(classes) != len(data_classes):
-        raise CompressError(f"{owner} has {len(classes)} classes, data has {len(data_classes)}")
+        raise CompressError(f"{owner} has {len(classes)} classes, the data {len(data_classes)}")
     for i, (ours, theirs) in enumerate(zip(classes, data_classes)):
         if ours != theirs:
             raise CompressError(f"the data's class names differ from {owner}'s (class {i} is {theirs!r} in the "

@@ -193,6 +193,8 @@ def check_no_training_run(out: Path, stage: str) -> None:
 
 def check_classes(meta: dict, data) -> None:
     """The data's classes and image size are the model's, or labels and inputs would not line up."""
+    if len(meta["classes"]) != len(data.classes):
+        raise CompressError(f"model has {len(meta['classes'])} classes, data has {len(data.classes)}")
     check_class_names(list(meta["classes"]), list(data.classes))
     if tuple(meta["input_size"]) != data.input_size:
         raise CompressError(f"model expects {meta['input_size']} images, data has {list(data.input_size)}")

@@ -11,7 +11,7 @@ def test_the_same_names_in_the_same_order_pass():
 
 
 @pytest.mark.parametrize("data, message", [
-    (["cat"], "the model has 2 classes, data has 1"),
+    (["cat"], "the model has 2 classes, the data 1"),
     (["dog", "cat"], r"class 0 is 'dog' in the data, 'cat' in the model\); labels would not line up"),
     (["cat", "cow"], r"class 1 is 'cow' in the data, 'dog' in the model"),
 ])
