@@ -19,5 +19,15 @@ def check_class_names(classes: list[str], data_classes: list[str], owner: str = 
         raise CompressError(f"{owner} has {len(classes)} classes, the data {len(data_classes)}")
     for i, (ours, theirs) in enumerate(zip(classes, data_classes)):
         if ours != theirs:
+            hint = ""
+            if list(classes) == placeholder_names(len(classes)):
+                hint = ("; its classes are unnamed (class0, class1, ...): give their names "
+                        "(compress import --classes, or meta={'classes': [...]} when exporting a module)")
             raise CompressError(f"the data's class names differ from {owner}'s (class {i} is {theirs!r} in the "
-                                f"data, {ours!r} in {where}); labels would not line up")
+                                f"data, {ours!r} in {where}); labels would not line up{hint}")
+
+
+def placeholder_names(n: int) -> list[str]:
+    """The names a model gets when nobody named its n classes; no data's label order can be checked
+    against them."""
+    return [f"class{i}" for i in range(n)]

@@ -20,6 +20,7 @@ from torch import nn
 
 from compress.atomic import signals_as_exceptions
 from compress.errors import CompressError, write_failure
+from compress.labels import check_class_names
 from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container_bytes, write_container
 from compress.sharing.kmeans import kmeans_1d
@@ -201,8 +202,6 @@ def _evaluate(model, data, meta, device) -> float | None:
     from compress.training import evaluate
 
     test = data.split("test")
-    if len(test.classes) != len(meta["classes"]):
-        raise CompressError(f"the data has {len(test.classes)} classes, the model {len(meta['classes'])}")
     norm = meta["normalization"]
     return evaluate(model, test, norm["mean"], norm["std"], device=device)["accuracy"]
 
@@ -288,6 +287,9 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
     model, meta = load_checked(model_dir)
     check_finite(model.state_dict(), str(model_dir / "model.safetensors"))
     train = data.split("train") if finetune_epochs else None
+    for split in (data.split("test") if data is not None else None, train):
+        if split is not None:  # before any work: accuracies and centroid fine-tuning follow the labels
+            check_class_names(list(meta["classes"]), list(split.classes))
     if train is not None:
         check_batch_norm_batches(model, len(train), batch_size)  # before the k-means, not after it
     model = model.to(dev)

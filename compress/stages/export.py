@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compress.errors import CompressError, write_failure
+from compress.labels import check_class_names, placeholder_names
 from compress.limits import MAX_BATCH, check_allocation, check_count
 
 RANDOM_INPUTS = 64  # parity inputs without a dataset: seeded random images
@@ -353,7 +354,7 @@ def _module_meta(model, example, given: dict, out) -> dict:
     if isinstance(classes, tuple):
         classes = list(classes)
     if classes is None and isinstance(out, torch.Tensor) and out.dim() == 2:
-        classes = [f"class{i}" for i in range(int(out.shape[-1]))]  # a classifier's logits; else none
+        classes = placeholder_names(int(out.shape[-1]))  # a classifier's logits; else none
     return {"classes": classes, "input_size": [int(s) for s in example.shape[1:]],
             "normalization": {"mean": list(given.get("mean", [0.0] * channels)),
                               "std": list(given.get("std", [1.0] * channels))},
@@ -425,8 +426,8 @@ def _parity_inputs(parity: Parity, mean, std, input_size, classes):
 
     if parity.data:
         data = load_dataset_for(parity.data, "test", input_size, limit=parity.limit)
-        if classes is not None and len(data.classes) != len(classes):
-            raise CompressError(f"{parity.data} has {len(data.classes)} classes, the model {len(classes)}")
+        if classes is not None:  # the accuracies printed beside the parity are top-1 against these labels
+            check_class_names(list(classes), list(data.classes), "the model", "the model")
         if list(data.input_size) != list(input_size):
             raise CompressError(f"{parity.data} images are {list(data.input_size)}, the model takes {list(input_size)}")
         x = normalize(data.eval_images(), mean, std).numpy()

@@ -8,6 +8,7 @@ from pathlib import Path
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.importing import check_input_size, load_strict, logits_width, output_width, read_state_dict
+from compress.labels import placeholder_names
 from compress.stages._run import check_no_training_run, command_line, save_model_into, writing
 from compress.stages.train import model_kwargs
 
@@ -58,7 +59,7 @@ def _class_names(classes: list[str] | None, state: dict) -> list[str]:
     width = output_width(state)
     if width is None:
         raise CompressError("give the class names (--classes a,b,... or --data)")
-    return [f"class{i}" for i in range(width)]
+    return placeholder_names(width)
 
 
 def _normalization(mean, std, train) -> tuple[list[float], list[float]]:

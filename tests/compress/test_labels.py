@@ -18,3 +18,13 @@ def test_the_same_names_in_the_same_order_pass():
 def test_another_count_order_or_name_is_refused(data, message):
     with pytest.raises(CompressError, match=message):
         check_class_names(["cat", "dog"], data)
+
+
+def test_a_model_nobody_named_is_told_how_to_name_it():
+    from compress.labels import placeholder_names
+
+    with pytest.raises(CompressError, match=r"'class0' in the model\); labels would not line up; its classes are "
+                                            r"unnamed \(class0, class1, ...\): give their names"):
+        check_class_names(placeholder_names(2), ["cat", "dog"])
+    with pytest.raises(CompressError, match="labels would not line up$"):  # named classes get no hint
+        check_class_names(["class0", "dog"], ["cat", "dog"])

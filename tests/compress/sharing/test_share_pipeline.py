@@ -21,7 +21,7 @@ def model_dir(tmp_path):
 
     torch.manual_seed(0)
     model = create_model("vgg11", **ARCH_KWARGS)
-    meta = {"arch": "vgg11", "arch_kwargs": ARCH_KWARGS, "classes": ["a", "b", "c", "d"], "input_size": [3, 32, 32],
+    meta = {"arch": "vgg11", "arch_kwargs": ARCH_KWARGS, "classes": ["c0", "c1", "c2", "c3"], "input_size": [3, 32, 32],
             "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "accuracy": 0.5,
             "origin": {"path": "unpruned", "params": 1_000_000, "accuracy": 0.6}}
     save_model_dir(model, tmp_path / "src", meta)
@@ -174,3 +174,14 @@ def test_an_empty_item_in_a_bits_list_is_refused(model_dir, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip() == "Error: --offset-bits: empty item in 'conv=8,,fc=5'"
     assert not (tmp_path / "o").exists()
+
+
+def test_data_under_other_class_names_is_refused_before_any_work(model_dir, tmp_path):
+    """The accuracies and the centroids' fine-tuning read labels as indices into the model's classes."""
+    from compress.data.options import DataOptions
+    from tests_support import make_image_folder
+
+    other = make_image_folder(tmp_path / "other", classes=("c1", "c2", "c3", "x0"), per_class=2, size=32)
+    with pytest.raises(CompressError, match="class 0 is 'c1' in the data, 'c0' in the model"):
+        share_model(model_dir, tmp_path / "out", ShareOptions(bits="4"), data=DataOptions(str(other)), device="cpu")
+    assert not (tmp_path / "out").exists()

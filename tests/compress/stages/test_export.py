@@ -94,6 +94,21 @@ def test_the_guard_knows_the_dataset_compress_data_names(model_dir, tmp_path, mo
     assert victim.read_bytes() == before
 
 
+def test_parity_on_data_needs_the_models_class_names_in_order(model_dir, tmp_path):
+    names = [f"c{i}" for i in range(10)]
+    same = make_image_folder(tmp_path / "same", classes=names, per_class=1, size=32)
+    report = compress.export(model_dir, tmp_path / "ok.onnx", check=Parity(data=str(same)), log=lambda _m: None)
+    assert report["onnx"]["parity"]["images"] == 10 and "accuracy_onnx" in report["onnx"]["parity"]
+    # the same count under other names: its accuracy would be top-1 against labels that mean other classes
+    other = make_image_folder(tmp_path / "other", classes=[f"k{i}" for i in range(10)], per_class=1, size=32)
+    with pytest.raises(CompressError, match="class 0 is 'k0' in the data, 'c0' in the model"):
+        compress.export(model_dir, tmp_path / "bad.onnx", check=Parity(data=str(other)))
+    # a module nobody named: the message says how to name it
+    with pytest.raises(CompressError, match=r"its classes are unnamed \(class0, class1, ...\)"):
+        compress.export(_vgg(), tmp_path / "m.onnx", example=torch.zeros(1, 3, 32, 32), check=Parity(data=str(same)))
+    assert not (tmp_path / "bad.onnx").exists() and not (tmp_path / "m.onnx").exists()
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda d, t: compress.export(_vgg(), t / "m.onnx"), "needs example"),
     (lambda d, t: compress.export([1, 2], t / "m.onnx"), "export takes an nn.Module"),
