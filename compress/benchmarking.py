@@ -33,7 +33,7 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     A failed export becomes that artifact's failed row. Raises CompressError for unusable settings
     (an unknown or unavailable backend).
     """
-    from compress.runtime.bench import run_benchmark
+    from compress.runtime.bench import resolve_power, run_benchmark
     from compress.runtime.errors import RuntimeBenchError
     from compress.runtime.runners import ONNX_BACKENDS, check_backend
 
@@ -43,6 +43,7 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     try:
         for b in backends:
             check_backend(b)
+        resolve_power(settings, backends)  # a --power source this machine lacks, before any export or data
     except (RuntimeBenchError, ValueError) as exc:
         raise CompressError(str(exc)) from None
     onnx_backends = [b for b in backends if b in ONNX_BACKENDS]

@@ -56,8 +56,14 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
 
 
-def resolve_power(settings: BenchSettings) -> str:
+def resolve_power(settings: BenchSettings, backends: list[str] | tuple[str, ...] = ()) -> str:
+    """The power source to sample: `auto` picks what this machine has; a source asked for by name that it
+    cannot read is refused here (ValueError), before anything runs, rather than reported as a warning under
+    a report without the energy the user asked for."""
+    if settings.power == "none":
+        return "none"
     if settings.power != "auto":
+        _check_power_source(settings.power, settings.device, backends or (settings.backend,))
         return settings.power
     from compress.runtime.jetson import is_jetson
     from compress.runtime.optional import has_module
@@ -71,6 +77,24 @@ def resolve_power(settings: BenchSettings) -> str:
 
         return "nvml" if power_available(settings.device) else "none"
     return "none"
+
+
+def _check_power_source(kind: str, device: int, backends) -> None:
+    import shutil
+
+    from compress.runtime.optional import has_module
+
+    if kind == "tegrastats" and not shutil.which("tegrastats"):
+        raise ValueError("--power tegrastats: no tegrastats on this machine's PATH (it ships with Jetson Linux)")
+    if kind == "nvml":
+        if not any(get_backend(b).gpu for b in backends):
+            raise ValueError("--power nvml reads a GPU's power, and every --backend here runs on the CPU")
+        if not has_module("pynvml"):
+            raise ValueError("--power nvml needs nvidia-ml-py (pip install nvidia-ml-py)")
+        from compress.runtime.nvml import power_available
+
+        if not power_available(device):
+            raise ValueError(f"--power nvml: GPU {device} gives no power reading through NVML")
 
 
 def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data: EvalData | None = None,
@@ -92,7 +116,8 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     model_dirs = {str(k): v for k, v in (model_dirs or {}).items()}
     gpu_backends = [b for b in backends if get_backend(b).gpu]
     system = collect_system(gpu=bool(gpu_backends), device_index=settings.device)
-    power_kind = resolve_power(replace(settings, backend=gpu_backends[0] if gpu_backends else backends[0]))
+    power_kind = resolve_power(replace(settings, backend=gpu_backends[0] if gpu_backends else backends[0]),
+                               backends)
     base_names: list[str] = []
     taken: set[str] = set()
     for i, artifact in enumerate(artifacts):
@@ -315,7 +340,13 @@ def _note_quantization(v: dict, meta: dict, backend: str) -> None:
         from compress.runtime.cpu_features import int8_isa
 
         here = int8_isa()
-        if here != meta["quant_isa"]:
+        if here != meta["quant_isa"] and meta["quant_isa"] in ("vnni", "arm64") and here == "avx2":
+            # measured: a VNNI file's logits on a 2-core AVX2-only EPYC were 19% of the largest off float32 in
+            # ONNX Runtime and OpenVINO alike, the avx2 recipe's 1% (2026-12-07)
+            v["warnings"].append(f"{v['name']}: quantized with 8-bit weights for {meta['quant_isa']}; this CPU has "
+                                 "no VNNI, where int8 kernels saturate on them, so its outputs and accuracy here "
+                                 "are not the file's; re-quantize with --cpu-isa avx2 (or auto) for this machine")
+        elif here != meta["quant_isa"]:
             v["warnings"].append(f"{v['name']}: quantized for instruction set {meta['quant_isa']}, this CPU is "
                                  f"{here}; re-quantize with --cpu-isa {here} (or auto) for this machine")
 

@@ -97,11 +97,27 @@ def test_nvml_gives_no_energy_figure_to_a_cpu_runtime(tiny_onnx, monkeypatch):
         raise AssertionError("an NVML sampler was started for a CPU runtime")
 
     monkeypatch.setattr("compress.runtime.power.make_sampler", no_sampler)
+    # as on a machine with a GPU benchmarked beside it (ort-cpu,trt): the up-front check passes
+    monkeypatch.setattr("compress.runtime.bench._check_power_source", lambda *a: None)
     report = run_benchmark([tiny_onnx], BenchSettings(batches=(1,), iters=2, warmup=0, power="nvml"),
                            log=lambda m: None)
     v = report["variants"][0]
     assert v["status"] == "ok" and v["power"] is None
     assert any("NVML measures the GPU board" in w for w in v["warnings"])
+
+
+@pytest.mark.parametrize("power, backends, message", [
+    ("nvml", ["ort-cpu", "openvino"], "every --backend here runs on the CPU"),
+    ("tegrastats", ["ort-cpu"], "no tegrastats on this machine's PATH"),
+])
+def test_a_power_source_named_but_not_here_is_refused_before_anything_runs(tiny_onnx, monkeypatch, power,
+                                                                           backends, message):
+    """It was a warning inside a report that then had no energy figures, which the user had asked for."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("compress.runtime.bench.bench_variant", lambda *a, **k: pytest.fail("a variant ran"))
+    with pytest.raises(ValueError, match=message):
+        run_benchmark([tiny_onnx], BenchSettings(batches=(1,), iters=2, warmup=0, power=power),
+                      backends=backends, log=lambda m: None)
 
 
 def test_accuracy_uses_the_artifacts_normalization(tiny_onnx):
@@ -132,6 +148,22 @@ def test_int8_file_records_its_target_and_warns_off_target(tiny_onnx, tmp_path, 
     assert v["status"] == "ok" and v["quantization"]["target"] == "cpu"
     assert v["quantization"]["instruction_set"] == "avx2"
     assert any("re-quantize with --cpu-isa vnni" in w for w in v["warnings"])
+
+
+def test_a_vnni_file_on_a_cpu_without_vnni_is_said_to_compute_other_outputs(tiny_onnx, tmp_path, monkeypatch):
+    import numpy as np
+
+    from compress.quantization import quantize_onnx, recipe_for
+    from compress.runtime import cpu_features
+    from compress.runtime.bench import BenchSettings, bench_variant
+
+    out = tmp_path / "int8-vnni.onnx"
+    quantize_onnx(tiny_onnx, out, np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32),
+                  recipe=recipe_for("cpu", "vnni"))
+    monkeypatch.setattr(cpu_features, "int8_isa", lambda flags=None, machine=None: "avx2")
+    v = bench_variant(out, BenchSettings(batches=(1,), iters=2, warmup=0), log=lambda m: None)
+    assert any("no VNNI, where int8 kernels saturate on them, so its outputs and accuracy here are not the file's"
+               in w for w in v["warnings"]), v["warnings"]
 
 
 # --- several outputs, other input names (issue 17) ----------------------------------------------------------

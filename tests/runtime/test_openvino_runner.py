@@ -56,12 +56,15 @@ def test_bf16_matches_within_bfloat16_tolerance(tiny_onnx):
 
 
 def test_int8_cpu_target_matches_onnx_runtime_int8(tiny_onnx, tmp_path):
-    """A `quantize --target cpu` file runs on both; the difference is a few int8 steps, not a wrong graph."""
+    """A `quantize --target cpu` file runs on both; the difference is a few int8 steps, not a wrong graph.
+    The recipe is this machine's, as the command's default: a VNNI file on a CPU without VNNI saturates in
+    both runtimes (19% of the largest logit on a 2-core AVX2-only EPYC, 2026-12-07), which is what the
+    avx2 recipe's 7-bit weights are for and what `compress bench` warns about (test_bench)."""
     from compress.quantization import quantize_onnx, recipe_for
 
     calib = RNG.standard_normal((64, 3, 8, 8)).astype(np.float32)
     out = tmp_path / "tiny-int8.onnx"
-    quantize_onnx(tiny_onnx, out, calib, recipe=recipe_for("cpu", "vnni"))
+    quantize_onnx(tiny_onnx, out, calib, recipe=recipe_for("cpu", "auto"))
     got, runner = openvino_logits(out, X)
     ref_int8 = ort_logits(out, X)
     ref_fp32 = ort_logits(tiny_onnx, X)
