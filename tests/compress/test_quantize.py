@@ -416,7 +416,12 @@ def test_cpu_target_follows_onnxruntime_guidance(fp32_onnx, image_folder, tmp_pa
     assert report["eval_session"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
     assert "ORT_ENABLE_ALL" in report["accuracy"]["runtime"]
     acc = report["accuracy"]
-    assert acc["int8"] >= acc["fp32"] - 0.05 and acc["logit_sqnr_db"] > 15
+    from compress.runtime.cpu_features import int8_isa
+
+    if isa == "vnni" and int8_isa() == "avx2":  # measured on kernels that saturate on its weights, and said so
+        assert "measured on a CPU without VNNI" in acc["not_the_targets"]
+    else:
+        assert acc["int8"] >= acc["fp32"] - 0.05 and acc["logit_sqnr_db"] > 15 and "not_the_targets" not in acc
     # The reported INT8 accuracy is the optimized session's, recomputed here independently.
     import onnxruntime as ort
 
