@@ -74,7 +74,7 @@ def _input_size(artifacts) -> list[int] | None:
     import json
 
     from compress.limits import MAX_IMAGE_SIDE, read_json
-    from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+    from compress.runtime.external_data import load_graph
 
     for artifact in artifacts:
         path = Path(artifact)
@@ -82,10 +82,7 @@ def _input_size(artifacts) -> list[int] | None:
             if (path / "model.json").is_file():
                 size = read_json(path / "model.json").get("input_size")
             elif path.suffix == ".onnx":
-                import onnx
-
-                check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
-                props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+                props = {p.key: p.value for p in load_graph(path).metadata_props}
                 size = json.loads(props.get("compress.input_size", "null"))
             else:
                 continue

@@ -337,12 +337,10 @@ def _note_quantization(v: dict, meta: dict, backend: str) -> None:
         v["warnings"].append(f"{v['name']}: quantized with the trt recipe; on ONNX Runtime's CPU kernels "
                              "`compress quantize --target cpu` is the recipe that keeps accuracy")
     elif target == "cpu" and meta.get("quant_isa"):
-        from compress.runtime.cpu_features import int8_isa
+        from compress.runtime.cpu_features import int8_isa, saturates
 
         here = int8_isa()
-        if here != meta["quant_isa"] and meta["quant_isa"] in ("vnni", "arm64") and here == "avx2":
-            # measured: a VNNI file's logits on a 2-core AVX2-only EPYC were 19% of the largest off float32 in
-            # ONNX Runtime and OpenVINO alike, the avx2 recipe's 1% (2026-12-07)
+        if saturates(meta["quant_isa"], here):
             v["warnings"].append(f"{v['name']}: quantized with 8-bit weights for {meta['quant_isa']}; this CPU has "
                                  "no VNNI, where int8 kernels saturate on them, so its outputs and accuracy here "
                                  "are not the file's; re-quantize with --cpu-isa avx2 (or auto) for this machine")

@@ -89,6 +89,21 @@ def _node_tensors(node: onnx.NodeProto):
             yield from _graph_tensors(graph)
 
 
+def load_graph(path: str | os.PathLike) -> onnx.ModelProto:
+    """The graph of `path`, bounded in size, without its external tensor data: for readers of its metadata
+    or shapes, where a stranger's file may name external data of any size beside it. FileNotFoundError,
+    InputFileError or ValueError (a file that does not parse) otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {path}")
+    check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
+        raise ValueError(f"{path} is not a readable ONNX file (corrupt or truncated?): "
+                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}") from None
+
+
 def check_onnx_file(path: str | os.PathLike) -> onnx.ModelProto | None:
     """A regular ONNX file within MAX_ONNX_BYTES whose external data is bounded, before a backend (ONNX
     Runtime, OpenVINO) reads it on its own. Returns the graph it parsed (without external data), for a

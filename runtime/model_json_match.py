@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.runtime.file_hash import sha256_file
-from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 from compress.runtime.onnx_metadata import PREFIX
 
 WEIGHTS = "model.safetensors"
@@ -48,11 +47,10 @@ def mismatch(path: Path, kind: str, found: Path, onnx_file: Path | None) -> tupl
 
 
 def _props(onnx_file: Path) -> dict[str, str]:
-    import onnx
+    from compress.runtime.external_data import load_graph
 
     try:
-        check_regular_file(onnx_file, "ONNX file", MAX_ONNX_BYTES)
-        model = onnx.load(str(onnx_file), load_external_data=False)
+        model = load_graph(onnx_file)
     except Exception:  # noqa: BLE001 - the measurement itself names a file it cannot read
         return {}
     return {p.key: p.value for p in model.metadata_props}

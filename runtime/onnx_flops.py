@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
+from compress.runtime.external_data import load_graph
 
 # Single-input ops a weight may pass through between its initializer and the op that consumes it.
 PASS_THROUGH = {"DequantizeLinear", "Cast", "Identity", "Reshape", "Transpose", "Unsqueeze", "Squeeze",
@@ -60,23 +60,9 @@ def _not_counted(node) -> bool:
 def count_onnx(model: str | Path | onnx.ModelProto, per_layer: bool = False) -> dict:
     """{'params', 'macs', 'flops', 'batch', 'note'} (and 'layers' with per_layer=True) for one image."""
     if not isinstance(model, onnx.ModelProto):
-        model = _load(model)
+        model = load_graph(model)
     counter = _Counter(model)
     return counter.run(per_layer)
-
-
-def _load(path: str | Path) -> onnx.ModelProto:
-    """The graph of `path`, bounded in size, without its external tensor data: counting needs only the
-    initializers' dims, and a stranger's file may name external data of any size beside it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ONNX file not found: {path}")
-    check_regular_file(path, "ONNX file", MAX_ONNX_BYTES)
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
-        raise ValueError(f"{path} is not a readable ONNX file (corrupt or truncated?): "
-                         f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}") from None
 
 
 class _Counter:

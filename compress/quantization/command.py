@@ -332,13 +332,12 @@ def _accuracy(src: Path, quantized: Path, opts: QuantizeOptions, input_size, mea
                 "logit_sqnr_db": sqnr_db(ref, q),
                 "runtime": f"onnxruntime {session['onnxruntime']} CPUExecutionProvider, "
                            f"{session['graph_optimization_level']}: {session['what']}"}
-    if recipe.target == "cpu" and recipe.isa in ("vnni", "arm64"):
-        from compress.runtime.cpu_features import int8_isa
+    from compress.runtime.cpu_features import saturates
 
-        if int8_isa() == "avx2":  # ORT's u8 x s8 kernels here saturate on 8-bit weights; its target's do not
-            accuracy["not_the_targets"] = (f"measured on a CPU without VNNI, whose int8 kernels saturate on this "
-                                           f"file's 8-bit weights: on a {recipe.isa} CPU its INT8 accuracy differs")
-            log(f"warning: {accuracy['not_the_targets']}")
+    if recipe.target == "cpu" and saturates(recipe.isa):  # the kernels here are not its target's
+        accuracy["not_the_targets"] = (f"measured on a CPU without VNNI, whose int8 kernels saturate on this "
+                                       f"file's 8-bit weights: on a {recipe.isa} CPU its INT8 accuracy differs")
+        log(f"warning: {accuracy['not_the_targets']}")
     if opts.int8_kernels and not recipe.fused_kernels:
         fused = onnx_logits(quantized, x_test, int8_kernels=True)
         accuracy["int8_ort_kernels"] = accuracy_of(fused, y_test)

@@ -35,3 +35,11 @@ def test_nchwc_block_follows_the_vector_width():
     assert nchwc_block(cpu_flags(ALDER), "x86_64") == 8
     assert nchwc_block({"sse4_2"}, "x86_64") == 1
     assert nchwc_block(cpu_flags(GRAVITON), "aarch64") == 1
+
+
+def test_only_8_bit_weight_files_on_an_x86_cpu_without_vnni_saturate():
+    from compress.runtime.cpu_features import saturates
+
+    assert saturates("vnni", "avx2") and saturates("arm64", "avx2")
+    assert not saturates("avx2", "avx2") and not saturates("avx2", "vnni")  # 7-bit weights: right everywhere
+    assert not saturates("vnni", "vnni") and not saturates("vnni", "arm64") and not saturates(None, "avx2")

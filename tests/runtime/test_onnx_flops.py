@@ -167,12 +167,12 @@ def test_weighted_ops_the_rules_cannot_size_are_named_not_counted_as_zero():
 def test_files_are_bounded_and_external_data_is_not_read(tmp_path, monkeypatch):
     """Counting needs the initializers' dims only: a file's external data (any size, beside a stranger's
     file) is never read, and the file itself is bounded before it is read."""
-    import compress.runtime.onnx_flops as onnx_flops
+    import compress.runtime.external_data as external_data  # where the bounded load lives
 
     model = tiny_cnn()
     onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)
     (tmp_path / "ext.data").write_bytes(b"")  # the data is gone: the counts must not need it
     assert count_onnx(tmp_path / "ext.onnx")["params"] == count_onnx(model)["params"] == 170
-    monkeypatch.setattr(onnx_flops, "MAX_ONNX_BYTES", 64)
+    monkeypatch.setattr(external_data, "MAX_ONNX_BYTES", 64)
     with pytest.raises(ValueError, match="above the bound"):
         count_onnx(tmp_path / "ext.onnx")
