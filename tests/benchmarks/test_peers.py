@@ -155,7 +155,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
-                "latency", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
+                "latency", "fullres", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -164,7 +164,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
                   "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
-                  "latency": [], "on-bnscale": [], "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [],
+                  "latency": [], "fullres": [], "on-bnscale": [], "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [],
                   "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
@@ -314,6 +314,37 @@ def test_latency_aware_importance_prefers_the_faster_layers_at_equal_gamma():
     assert kept_late > kept_early
     with pytest.raises(SystemExit, match="no measured speed"):
         importance(model, {convs[0]: 1.0}, (3, 32, 32))
+
+
+def test_fullres_cost_divides_only_the_full_resolution_channels_by_their_cost():
+    from fullres_cost import importance
+
+    from compress.slimming.importance import Layer, Unit
+
+    model = _vgg()
+    score = importance(model, (3, 32, 32))
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def unit(i):
+        (name, conv), (next_name, reader) = convs[i], convs[i + 1]
+        every = torch.arange(conv.out_channels)
+        layers = (Layer(name, conv, "out", every, every), Layer(f"bn{i}", bns[i], "bn", every, every),
+                  Layer(next_name, reader, "in", every, every))
+        return Unit(name, "group", conv.out_channels, bns[i].weight.detach().abs(), layers, model)
+
+    # VGG-19 x0.25 at 32x32: the first two convolutions make 16 channels each at 1,024 positions; the
+    # mean channel's MACs is twice the network's MACs over its channels made.
+    made = sum(m.out_channels for _, m in convs)
+    macs = sum(9 * m.in_channels * m.out_channels * (32 * 32 // 4 ** k) for k, stage in
+               enumerate([convs[:2], convs[2:4], convs[4:8], convs[8:12], convs[12:16]]) for _, m in stage)
+    mean = 2 * macs / made
+    second = unit(1)  # made at 32x32 (16 in, 9 taps), read at 16x16 by 32 outputs
+    cost = 9 * 16 * 1024 + 9 * 32 * 256
+    assert torch.allclose(score(second), second.gamma / (cost / mean))
+    assert cost / mean > 2  # so these channels now rank below channels of half their |γ| elsewhere
+    later = unit(4)  # made at 8x8: |γ| unchanged
+    assert torch.equal(score(later), later.gamma)
 
 
 def test_relative_importance_compares_a_channel_with_its_own_layer():
