@@ -104,7 +104,8 @@ class Plan:
 
 def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest | None = None, *,
           measure=None, log=None, **options) -> Plan:
-    """Network slimming on any ``nn.Module``: remove channels in place, and return the :class:`Plan`.
+    """Network slimming on any ``nn.Module``: remove channels in place, and return the :class:`Plan`. The
+    model keeps its train/eval mode; where pruning is refused it is left as it was.
 
     `example_input` is one batch of the shape the model takes (e.g. ``torch.zeros(1, 3, 224, 224)``).
     What to prune to is a :class:`compress.request.PruneRequest`, or its fields as keywords (which replace

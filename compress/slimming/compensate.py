@@ -3,9 +3,13 @@
 With γ = 0 a removed channel emits a constant (ReLU(β), or whatever the following ops make of β).
 Rather than deriving that constant per architecture, zero γ of every removed channel at once, run the
 network once, and read the consumers' inputs at those channels. Folding is exact for linear and 1×1
-consumers; for padded k×k convolutions it is exact away from the border, where zero padding replaces
-part of the constant, and the spatial mean is folded (the least-squares bias). Where a channel is not
-quite constant (a squeeze-and-excitation gate multiplies it) its mean over the probe batch is folded.
+consumers of a channel that is the same at every position; for padded k×k convolutions it is exact away
+from the border, where zero padding replaces part of the constant, and the spatial mean is folded (the
+least-squares bias). A channel that differs by position alone (padded with a nonzero value, or through an
+average pool that counts padding) is folded the same way, as its spatial mean, so its fold is a
+least-squares fit even for a 1×1 consumer; the self-check records what it gives up as `approximation`.
+Where a channel is not quite constant (a squeeze-and-excitation gate multiplies it) its mean over the
+probe batch is folded.
 
 That mean stands in for the channel only where the channel barely varies with the image: the same forward
 bounds what that variation could add to each consumer's output (|W| times the largest deviation), and a

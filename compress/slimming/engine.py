@@ -65,18 +65,19 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     The threshold is the `percent` quantile of every BN's |γ|; with a budget, the lowest one whose pruned
     network keeps at most the asked fraction (compress.budget). The plan records, per group and per
     selection, the channels before and after and the kept indices, what was left alone and why
-    (`skipped`), and the self-check (`check`). On any failure the model is left as it was.
+    (`skipped`), and the self-check (`check`). The model comes back in the mode it came in (train or eval);
+    on any failure it is left as it was.
     """
-    from compress.slimming.training_only import modules_run_in_training
+    from compress.slimming.other_inputs import untraced_runs
 
     opts, importance = _options(percent, options, "prune")
-    in_training = modules_run_in_training(model, example_input)
+    untraced = untraced_runs(model, example_input)
     was_training = model.training
     original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
     try:
-        return model, _attempts(model, backup, percent, example_input, opts, importance, in_training)
+        plan = _attempts(model, backup, percent, example_input, opts, importance, untraced)
     except CompressError:
         _put_back(model, original, backup, was_training)
         raise
@@ -88,18 +89,26 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     except BaseException:
         _put_back(model, original, backup, was_training)
         raise
+    model.train(was_training)  # in the mode it came in: pruning changes the channels, nothing else
+    return model, plan
 
 
-def _refuse_training_only(model: nn.Module, in_training: set[str] | None, units: PruningUnits) -> None:
+def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
+    """Refuse layers the eval trace missed: `untraced` is (modules run in training, {other input: modules
+    run}) or None."""
+    from compress.slimming.other_inputs import refuse_other_paths
     from compress.slimming.training_only import training_only
 
-    found = training_only(model, in_training, {node.scope for node in units.analysis.trace.nodes})
+    in_training, elsewhere = untraced or (None, None)
+    scopes = {node.scope for node in units.analysis.trace.nodes}
+    found = training_only(model, in_training, scopes)
     if found:
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise CompressError(f"{type(model).__name__} runs {shown} only in training mode: pruning follows the eval "
                             "forward, so they would keep their old widths and training would fail at its first "
                             "step; turn them off before pruning (torchvision: model.aux_logits = False, and those "
                             "modules set to None)")
+    refuse_other_paths(model, elsewhere, scopes)
 
 
 def _objects_of(model: nn.Module) -> dict:
@@ -148,7 +157,7 @@ def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]
     return opts, importance
 
 
-def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance, in_training=None) -> dict:
+def _attempts(model, backup, percent, example_input, opts: PruneOptions, importance, untraced=None) -> dict:
     """Prune; where the self-check finds the network changed at a module, leave the units whose channels
     pass that module alone and prune the rest (a decision replayed from a plan is never altered)."""
     from compress.slimming.compensate import CompensationError
@@ -157,7 +166,7 @@ def _attempts(model, backup, percent, example_input, opts: PruneOptions, importa
     excluded: dict[str, str] = {}
     for attempt in range(ATTEMPTS):
         try:
-            return _prune(model, backup, percent, example_input, opts, importance, excluded, in_training)
+            return _prune(model, backup, percent, example_input, opts, importance, excluded, untraced)
         except (SelfCheckError, CompensationError) as exc:
             compensation = isinstance(exc, CompensationError)
             found = _units_at(exc.units, exc.module, read_only=compensation)
@@ -222,7 +231,7 @@ def prunable_units(model: nn.Module, example_input: torch.Tensor, probe: torch.T
 
 
 def _prune(model, backup, percent, example_input, opts: PruneOptions, importance, excluded: dict,
-           in_training=None) -> dict:
+           untraced=None) -> dict:
     from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
     from compress.slimming.float64_check import applied_deltas
     from compress.slimming.removal import removal_of
@@ -232,7 +241,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     started = time.perf_counter()
     probe = probe_batch(example_input)
     units = prunable_units(model, example_input, probe, shared=opts.shared)
-    _refuse_training_only(model, in_training, units)
+    _refuse_untraced(model, untraced, units)
     if excluded:
         _exclude(units, excluded, model)
     if opts.plan is None:
@@ -432,19 +441,19 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     later prune removes reads during training (compress.sparsity_targeted). With `training_only_check`,
     layers that run only in training are refused here as `prune` would refuse them (one forward more), so
     that a sparse stage aimed at a prune is not trained for nothing."""
+    from compress.slimming.other_inputs import untraced_runs
     from compress.slimming.removal import removal_of
-    from compress.slimming.training_only import modules_run_in_training
 
     if options.get("plan") is not None:
         raise CompressError("removal_preview decides afresh; a plan already says what it removes")
     opts, importance = _options(percent, options, "removal_preview")
-    in_training = modules_run_in_training(model, example_input) if training_only_check else None
+    untraced = untraced_runs(model, example_input) if training_only_check else None
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             units = prunable_units(model, example_input, probe_batch(example_input), shared=opts.shared)
-            _refuse_training_only(model, in_training, units)
+            _refuse_untraced(model, untraced, units)
             if not isinstance(importance, str):
                 imp.scores_of(importance, units, model)
             _decide(model, units, percent, example_input, opts, importance)

@@ -2,9 +2,11 @@
 
 Pruning follows the eval-mode forward, so such layers would keep their old widths: the pruned network
 would pass its self-check and then fail at the first training step. `modules_run_in_training` runs one
-training-mode forward and leaves the model as it was: buffers such as BN statistics, each module's mode,
-the random generators of the CPU and of the CUDA devices involved (not other accelerators' generators,
-nor Python attributes a forward might set). `training_only` compares what ran with the eval trace.
+training-mode forward and leaves the model as it was: buffers such as BN statistics, parameters (a layer
+may initialise itself from its first training batch, as Glow's ActNorm does), each module's attributes
+that hold plain values (such a layer's "initialized" flag), each module's mode, and the random generators
+of the CPU and of the CUDA devices involved (not other accelerators' generators, nor attributes holding
+other objects). `training_only` compares what ran with the eval trace.
 """
 
 from __future__ import annotations
@@ -19,25 +21,40 @@ def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> se
     """Names of the modules a training-mode forward runs. Where it stops with an error, the modules that
     ran until then: an auxiliary head too small for the example still shows, while a forward that refuses
     training mode at its top (a detector that wants targets) shows nothing held against the model."""
+    return modules_run(model, [(example_input, True)])[0]
+
+
+def modules_run(model: nn.Module, runs: list[tuple[torch.Tensor, bool]]) -> list[set[str]]:
+    """Per (input, training) of `runs`, the names of the modules one forward runs, in training mode where
+    asked (BNs normalize as in eval), up to an error where it stops; the model is left as it was (the
+    module docstring says what that covers)."""
     names = {m: n for n, m in model.named_modules()}
     ran: set[str] = set()
+    found: list[set[str]] = []
     hooks = [m.register_forward_pre_hook(lambda m, _a: ran.add(names[m])) for m in model.modules()]
     modes = [(m, m.training) for m in model.modules()]
     # The tensor objects themselves too: a forward may assign a buffer anew instead of writing into it.
     buffers = [(m, key, b, b.detach().clone()) for m in model.modules() for key, b in m._buffers.items()
                if b is not None]
-    devices = sorted({t.device.index or 0 for t in [example_input, *model.parameters()] if t.is_cuda})
+    params = [(m, key, p, p.detach().clone()) for m in model.modules() for key, p in m._parameters.items()
+              if p is not None]
+    plain = [(m, _plain_attributes(m)) for m in model.modules()]
+    devices = sorted({t.device.index or 0 for t in [*(x for x, _ in runs), *model.parameters()] if t.is_cuda})
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            model.train()
-            # BNs normalize as in eval: which modules run is decided by the model's own flags, and then one
-            # image is enough (a training-mode BN after global pooling wants two, which doubled the cost).
-            for m in model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-            model(example_input)
-    except Exception:
-        pass
+            for x, training in runs:
+                model.train(training)
+                # Which modules run is decided by the model's own flags, and then one image is enough (a
+                # training-mode BN after global pooling wants two, which doubled the cost).
+                for m in model.modules():
+                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                        m.eval()
+                ran.clear()
+                try:
+                    model(x)
+                except Exception:
+                    pass
+                found.append(set(ran))
     finally:
         for h in hooks:
             h.remove()
@@ -47,7 +64,20 @@ def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> se
             for m, key, b, saved in buffers:
                 b.copy_(saved)
                 m._buffers[key] = b
-    return ran
+            for m, key, p, saved in params:
+                p.copy_(saved)
+                m._parameters[key] = p
+        for m, attributes in plain:  # in the instance's own table: no attribute becomes a parameter or module
+            for key in set(_plain_attributes(m)) - set(attributes):
+                del m.__dict__[key]
+            m.__dict__.update(attributes)
+    return found
+
+
+def _plain_attributes(m: nn.Module) -> dict:
+    """A module's public attributes that hold plain values (flags, counts, names), which a forward may set."""
+    return {k: v for k, v in vars(m).items()
+            if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
 
 
 def training_only(model: nn.Module, in_training: set[str] | None, eval_scopes) -> list[str]:

@@ -142,6 +142,13 @@ def test_percent_out_of_range_is_refused():
         slimming.prune(create_model("vgg11", width=0.125), 1.0, EXAMPLE)
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_pruned_model_comes_back_in_the_mode_it_came_in(training):
+    model = randomize_bn(create_model("vgg11", width=0.125)).train(training)
+    slimming.prune(model, 0.3, EXAMPLE)
+    assert all(m.training is training for m in model.modules())
+
+
 def test_plan_for_another_model_is_refused():
     _, plan = slimming.prune(randomize_bn(create_model("vgg11", width=0.25)), 0.5, EXAMPLE)
     with pytest.raises(CompressError, match="channels"):

@@ -95,6 +95,55 @@ def test_a_buffer_the_training_forward_assigns_anew_is_put_back():
     assert model.seen is before and torch.equal(model.seen, torch.zeros(2))
 
 
+class InitialisesOnFirstBatch(nn.Module):
+    """A per-channel affine that sets itself from its first training batch (Glow's ActNorm)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1, channels, 1, 1), 0.5))
+        self.initialized = False
+
+    def forward(self, x):
+        if self.training and not self.initialized:
+            with torch.no_grad():
+                self.scale.copy_(1 / (x.std((0, 2, 3), keepdim=True) + 1e-6))
+            self.initialized = True
+            self.batches_seen = 1
+        return x * self.scale
+
+
+def _with_actnorm():
+    model = WithAux(aux=False)
+    model.stem.insert(0, InitialisesOnFirstBatch(3))
+    model = randomize_bn(model).eval()
+    with torch.no_grad():  # four dead channels: pruning them changes nothing
+        model.stem[2].weight[:4] = 0
+        model.stem[2].bias[:4] = 0
+    return model
+
+
+def test_parameters_and_flags_a_training_forward_sets_are_put_back():
+    model = _with_actnorm()
+    norm, scale = model.stem[0], model.stem[0].scale
+    modules_run_in_training(model, torch.randn(2, 3, 16, 16) * 3)
+    assert norm.scale is scale and torch.equal(scale, torch.full_like(scale, 0.5))
+    assert norm.initialized is False and not hasattr(norm, "batches_seen")
+
+
+@pytest.mark.parametrize("percent, options", [(3.5 / 16, {}), (None, {"target_macs": 0.01})], ids=["prunes", "refuses"])
+def test_prune_leaves_a_layer_that_initialises_on_its_first_batch_as_it_was(percent, options):
+    model = _with_actnorm()
+    original, x = copy.deepcopy(model), torch.randn(2, 3, 16, 16) * 3 + 1
+    try:
+        slimming.prune(model, percent, x, min_keep=0.0, **options)
+    except CompressError as exc:
+        assert "cannot be met" in str(exc)
+    assert torch.equal(model.stem[0].scale, original.stem[0].scale) and model.stem[0].initialized is False
+    with torch.no_grad():
+        t = torch.randn(3, 3, 16, 16)
+        assert torch.allclose(model(t), original(t), rtol=0, atol=1e-5 * float(original(t).abs().max()))
+
+
 def test_a_sparse_stage_aimed_at_a_prune_refuses_at_its_first_decision():
     """removal_preview (what targeted sparsity reads) did not refuse, so a whole sparse stage was trained
     for a prune that would refuse."""
