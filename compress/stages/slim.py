@@ -12,6 +12,7 @@ polarizes γ without an accuracy cost on short schedules (benchmarks/results/spa
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,11 +124,57 @@ def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs,
     else:
         check_arch(arch, arch_kwargs, input_size=data.input_size)
     out.mkdir(parents=True, exist_ok=True)
-    # summary.json marks a finished run: a rerun killed halfway must not leave the last run's beside new stages.
-    for old in ("summary.json", "summary.md", "gamma_histogram.png", "training_curves.png"):
-        (out / old).unlink(missing_ok=True)
-    for old in out.glob("kept_channels*.png"):
-        old.unlink(missing_ok=True)
+    # summary.json marks a finished run: a rerun killed halfway must not leave the last run's beside new
+    # stages, and a rerun refused before it changed anything must not lose them.
+    main = is_main_process()  # under torchrun the other ranks leave the folder to rank 0
+    watched = [out] + ([sparse_dir] if sparse_dir is not None else [])
+    before = _stage_files(watched) if main else None
+    moved = _set_aside(out) if main else []
+    try:
+        summary = _stages(arch, data, out, options, arch_kwargs, start_from, sparse_dir, run)
+    except CompressError:
+        if main and _stage_files(watched) == before:
+            for path, aside in moved:
+                os.replace(aside, path)
+        raise
+    if main:
+        for aside in out.glob(ASIDE + "*"):
+            aside.unlink(missing_ok=True)
+    return summary
+
+
+SUMMARY_FILES = ("summary.json", "summary.md", "gamma_histogram.png", "training_curves.png", "kept_channels*.png")
+ASIDE = ".previous-"
+
+
+def _set_aside(out: Path) -> list[tuple[Path, Path]]:
+    """Move the last run's summary and plots out of sight (hidden names); returns (path, where it went)."""
+    moved = []
+    for pattern in SUMMARY_FILES:
+        for path in sorted(out.glob(pattern)):
+            aside = path.with_name(ASIDE + path.name)
+            os.replace(path, aside)
+            moved.append((path, aside))
+    return moved
+
+
+def _stage_files(folders: list[Path]) -> dict:
+    """{file: (size, mtime)} of what the stages write under `folders`: the summary, hidden files (the lock)
+    and what is set aside left out."""
+    found = {}
+    for folder in folders:
+        for path in folder.rglob("*"):
+            name = path.relative_to(folder).parts
+            if name[0].startswith(".") or (len(name) == 1 and any(path.match(p) for p in SUMMARY_FILES)):
+                continue
+            if path.is_file():
+                st = path.stat()
+                found[str(path)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _stages(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs, start_from, sparse_dir,
+            run: RunOptions) -> dict:
     pretrain = options.pretrain_recipe is not None and start_from is None
     s = _Slimming(out, sparse_dir or out / "sparse", data, options, run, total=1 + 2 * options.passes + pretrain)
     if pretrain:

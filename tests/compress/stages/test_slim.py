@@ -187,3 +187,54 @@ def test_a_rerun_stopped_halfway_leaves_no_summary_of_the_last_run(tmp_path, mon
         slim_stage.slim("vgg11", DataOptions(str(tmp_path / "imgs")), out,
                         slim_stage.SlimOptions(train_recipe=recipe, finetune_recipe=recipe))
     assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]
+
+
+def _last_run(tmp_path):
+    out = tmp_path / "run"
+    (out / "sparse").mkdir(parents=True)
+    (out / "sparse" / "model.json").write_text("{}")
+    for name in ("summary.json", "summary.md", "gamma_histogram.png", "kept_channels.png"):
+        (out / name).write_text("the last run's")
+    return out
+
+
+def _slim_with(tmp_path, monkeypatch, out, stage):
+    import compress.stages.slim as slim_stage
+    from compress.data.options import DataOptions
+    from compress.recipe import Recipe
+
+    monkeypatch.setattr(slim_stage, "train", stage)
+    recipe = Recipe.named("fast", epochs=1, batch_size=4)
+    return slim_stage.slim("vgg11", DataOptions(str(tmp_path / "imgs")), out,
+                           slim_stage.SlimOptions(train_recipe=recipe, finetune_recipe=recipe))
+
+
+def test_a_rerun_refused_before_it_changed_anything_keeps_the_last_runs_summary(tmp_path, monkeypatch):
+    """A rerun with other settings is refused at its first stage; it used to delete the finished run's
+    summary and plots on the way in."""
+    from compress.errors import CompressError
+
+    out = _last_run(tmp_path)
+
+    def refused(*args, **kwargs):
+        raise CompressError(f"{out / 'sparse'} holds a model trained with other settings (recipe)")
+
+    with pytest.raises(CompressError, match="other settings"):
+        _slim_with(tmp_path, monkeypatch, out, refused)
+    for name in ("summary.json", "summary.md", "gamma_histogram.png", "kept_channels.png"):
+        assert (out / name).read_text() == "the last run's", name
+    assert not list(out.glob(".previous-*"))
+
+
+def test_a_rerun_refused_after_a_stage_wrote_leaves_no_summary_of_the_last_run(tmp_path, monkeypatch):
+    from compress.errors import CompressError
+
+    out = _last_run(tmp_path)
+
+    def wrote_then_refused(*args, **kwargs):
+        (out / "sparse" / "model.json").write_text('{"another": "run"}')
+        raise CompressError("refused halfway")
+
+    with pytest.raises(CompressError, match="halfway"):
+        _slim_with(tmp_path, monkeypatch, out, wrote_then_refused)
+    assert not (out / "summary.json").exists() and not (out / "kept_channels.png").exists()
