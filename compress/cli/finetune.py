@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _recipe, _run, data_options, recipe_options
+from compress.cli.options import _data, _recipe, _run, data_options, only_with, recipe_options
 from compress.cli.params import OUT_DIR, FiniteFloat, GivenPath
 
 
@@ -27,6 +27,7 @@ def finetune(model_dir, out, epochs, distill_dir, temperature, alpha, data_spec,
     """Fine-tune a (pruned) model directory."""
     from compress.stages.finetune import finetune as run_finetune
 
+    only_with("--distill", distill_dir, "temperature", "alpha")
     meta = run_finetune(model_dir, _data(data_spec, train_limit, test_limit, seed, input_size, data_mode), out,
                         _recipe(recipe, epochs, batch_size, lr, weight_decay), distill_dir=distill_dir,
                         temperature=temperature, alpha=alpha, run=_run(device, seed, no_resume, compile_, precision))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, parse_arch_kwargs
+from compress.cli.options import _data, only_with, parse_arch_kwargs
 from compress.cli.params import DEVICE, OUT_DIR, GivenPath
 
 
@@ -54,6 +54,7 @@ def import_cmd(weights, arch, out, arch_kwargs_json, input_size, data_spec, clas
     class_list = [c.strip() for c in classes.split(",")] if classes else None
     if class_list is not None and (not all(class_list) or len(set(class_list)) != len(class_list)):
         raise click.BadParameter("class names must be non-empty and distinct", param_hint="--classes")
+    only_with("--data", data_spec, "test_limit", "device")
     data = _data(data_spec, None, test_limit, 0, input_size) if data_spec else None
     meta = import_weights(weights, arch, out, arch_kwargs=parse_arch_kwargs(arch_kwargs_json), input_size=input_size,
                           classes=class_list, data=data, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),

@@ -172,11 +172,23 @@ def _emit(obj: dict, as_json: bool, human: str) -> None:
 def only_with(needed: str, given, *options: str) -> None:
     """Refuse options given on the command line (not left at their default) that do nothing without
     `needed` (`given` is its value): an option silently ignored reads as one that worked."""
-    ctx = click.get_current_context()
     if given:
         return
-    for name in options:
-        source = ctx.get_parameter_source(name)
-        if source is not None and source != click.core.ParameterSource.DEFAULT:
-            flag = "--" + name.replace("_", "-")
-            raise click.UsageError(f"{flag} only applies with {needed}: add {needed}, or drop {flag}")
+    for flag in _given(options):
+        raise click.UsageError(f"{flag} only applies with {needed}: add {needed}, or drop {flag}")
+
+
+def only_without(other: str, given, *options: str) -> None:
+    """Refuse options given on the command line that do nothing with `other` (`given` is its value)."""
+    if not given:
+        return
+    for flag in _given(options):
+        raise click.UsageError(f"{flag} does nothing with {other}: drop {flag}")
+
+
+def _given(options) -> list[str]:
+    """The flags of `options` (parameter names) given on the command line rather than left at their default."""
+    ctx = click.get_current_context()
+    sources = [(name, ctx.get_parameter_source(name)) for name in options]
+    return ["--" + name.replace("_", "-") for name, source in sources
+            if source is not None and source != click.core.ParameterSource.DEFAULT]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import _data, _percent, as_usage, budget_options, only_with, resolved_round_to, shared_option
+from compress.cli.options import (_data, _percent, as_usage, budget_options, only_with, only_without,
+                                  resolved_round_to, shared_option)
 from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat, GivenPath
 
 
@@ -46,6 +47,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
         _percent(percent)
     # pruning itself runs on the CPU: without --data these would be silently ignored
     only_with("--data", data_spec, "device", "recalibrate", "test_limit")
+    only_without("--plan (a plan replays the channels it recorded)", plan_path, "min_keep", "round_to")
     data = _data(data_spec, None, test_limit, 0) if data_spec else None
     with as_usage():
         request = PruneRequest(percent=percent, target_macs=target_macs, target_params=target_params,

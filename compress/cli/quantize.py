@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.options import only_with
 from compress.cli.params import FiniteFloat, GivenPath
 
 
@@ -62,6 +63,7 @@ def quantize(model, data_spec, out, target, cpu_isa, calib_images, method, perce
         summary_markdown,
     )
 
+    only_with("--sensitivity or --keep-float", sensitivity or keep_float > 0, "sensitivity_images")
     opts = QuantizeOptions(data=data_spec, calib_images=calib_images, method=method, exclude=tuple(exclude),
                            keep_float=keep_float, sensitivity=sensitivity or keep_float > 0,
                            sensitivity_images=sensitivity_images, eval_limit=eval_limit, seed=seed,

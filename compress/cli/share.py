@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.options import only_with, only_without
 from compress.cli.params import DEVICE, OUT_DIR, FiniteFloat, GivenPath
 
 
@@ -45,6 +46,8 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
     if dcz is not None:
         if model_dir is not None:
             raise click.UsageError("give either MODEL_DIR or --decompress FILE, not both")
+        only_without("--decompress (it restores what the file holds)", dcz, "bits", "prune", "offset_bits",
+                     "finetune_epochs", "lr", "batch_size", "data_spec", "train_limit", "test_limit", "seed", "device")
         from compress.stages._run import command_line
         from compress.sharing.share import decompress
 
@@ -56,6 +59,8 @@ def share(model_dir, out, bits, prune, offset_bits, finetune_epochs, lr, batch_s
         raise click.UsageError("MODEL_DIR is required (or --decompress FILE)")
     if finetune_epochs and not data_spec:
         raise click.UsageError("--finetune-epochs needs --data")
+    only_with("--data", data_spec, "train_limit", "test_limit", "device")
+    only_with("--finetune-epochs", finetune_epochs, "lr", "batch_size", "train_limit")
     from compress.data.options import DataOptions
     from compress.stages._run import command_line
     from compress.sharing.share import ShareOptions, report_markdown, share_model
