@@ -22,6 +22,23 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_paths(artifacts) -> None:
+    """A path that is not there, or is neither a regular file nor a folder (a FIFO, a device), is bad
+    input: one line before any work. A file that is there but cannot be run is measured as a failed row,
+    beside the others."""
+    from compress.runtime.input_files import InputFileError, check_regular_file
+
+    for a in artifacts:
+        path = Path(a)
+        if not path.exists():
+            raise CompressError(f"{a}: no such file or model directory")
+        if not path.is_dir():
+            try:
+                check_regular_file(path, "artifact")
+            except InputFileError as exc:
+                raise CompressError(str(exc)) from None
+
+
 def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str] | None = None,
                     data_spec: str | None = None, test_limit: int | None = None,
                     model_dirs: dict[str, str | Path] | None = None, command: str | None = None,
@@ -46,6 +63,7 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
         resolve_power(settings, backends)  # a --power source this machine lacks, before any export or data
     except (RuntimeBenchError, ValueError) as exc:
         raise CompressError(str(exc)) from None
+    _check_paths(artifacts)
     onnx_backends = [b for b in backends if b in ONNX_BACKENDS]
     if onnx_backends and len(onnx_backends) != len(backends):
         raise CompressError(f"backends {', '.join(backends)} run different kinds of artifact; benchmark ONNX "
