@@ -27,6 +27,8 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
         return _describe_model_dir(path)
     if path.exists():
         raise CompressError(f"{path} is neither a model directory nor an .onnx file")
+    if "/" in target or "\\" in target:  # no architecture name holds one: a mistyped path
+        raise CompressError(f"{target}: no such model directory or .onnx file")
     from compress.measure import count_params_macs, layer_widths
     from compress.models import create_model
 
@@ -60,7 +62,7 @@ def load_checked(path: Path):
 
     meta = validate_model_meta(read_meta(path), str(path / META))
     weights = weights_of(path)
-    model = build_model(meta)
+    model = build_model(meta, where=str(path / META))
     read_weights(weights, model, where=meta["arch"])
     return model.eval(), meta
 

@@ -385,7 +385,7 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
     blob = read_container_bytes(path)  # read once: the recorded hash is of the bytes decoded
     meta, shared, raw = decode_container(blob, str(path))
     validate_model_meta(meta, f"{path}: the embedded model.json", require_format=False)
-    model = build_model(meta)
+    model = build_model(meta, where=f"{path}: the embedded model.json")
     state = restore_state(shared, raw)
     load_state(model, state, str(path), "its own model description")
     digest = hashlib.sha256(blob).hexdigest()

@@ -154,7 +154,7 @@ def _train_like(like: Path, data: DataOptions, out: Path, recipe: Recipe, sparsi
     train_set, test_set = data.split("train"), data.split("test")
     check_classes(pruned, train_set)
     torch.manual_seed(run.seed)
-    model = build_model(pruned)
+    model = build_model(pruned, where=str(Path(like) / "model.json"))
     _fresh_init(model, pruned["arch"])
     norm = pruned["normalization"]
 

@@ -33,3 +33,11 @@ def test_options_for_an_architecture_name_are_refused_for_a_directory_or_file(tm
         result = CliRunner().invoke(main, ["info", str(target), *option])
         assert result.exit_code == 2 and "holds its own architecture" in result.output, result.output
     assert run(["info", "vgg11", *option, "--json"]).exit_code == 0
+
+
+def test_a_mistyped_path_is_named_as_a_path_not_an_architecture(tmp_path):
+    """It said "unknown architecture 'runs/x/finetunde'; see available_models()": a Python function."""
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "runs" / "finetunde")])
+    assert result.exit_code == 2
+    assert f"{tmp_path / 'runs' / 'finetunde'}: no such model directory or .onnx file" in result.output
+    assert "architecture" not in result.output
