@@ -61,11 +61,19 @@ __all__ = sorted(_API)
 
 
 def __getattr__(name: str):
-    try:
+    if name in _API:
         module, attr = _API[name]
-    except KeyError:
-        raise AttributeError(f"module 'compress' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(module), attr)
+    elif name.isidentifier() and not name.startswith("_"):
+        # A subpackage the README names (compress.slimming.removal_preview) after a plain `import compress`.
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise  # the subpackage exists and lacks a dependency: say so, not "no attribute"
+            raise AttributeError(f"module 'compress' has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module 'compress' has no attribute {name!r}")
     globals()[name] = value
     return value
 

@@ -22,6 +22,13 @@ def test_importing_the_package_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
+def test_a_subpackage_the_readme_names_resolves_after_a_plain_import():
+    code = ("import compress; assert callable(compress.slimming.removal_preview); "
+            "assert not hasattr(compress, 'no_such_module') and not hasattr(compress, '_private')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _randomized(seed: int):
     torch.manual_seed(seed)
     model = create_model("vgg11", width=0.125)
