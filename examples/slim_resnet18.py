@@ -63,7 +63,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--weights", type=Path, default=None, help="a trained resnet18 state_dict (.pth)")
-    ap.add_argument("--input-size", type=int, default=64)
+    ap.add_argument("--input-size", type=int, default=64,
+                    help="at least 64: the model directory names the registry's resnet18, which keeps torchvision's "
+                         "7x7 stem from 64 px up (below, it is the CIFAR 3x3 stem, another network)")
     ap.add_argument("--epochs", type=int, default=2, help="sparse-training epochs (and as many to fine-tune)")
     ap.add_argument("--percent", type=float, default=0.3, help="fraction of BN channels to prune")
     ap.add_argument("--sparsity", type=float, default=1e-4, help="λ of the L1 penalty on BN γ")
@@ -71,6 +73,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="stop each epoch after N steps (quick tries)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
+    if args.input_size < 64:
+        ap.error(f"--input-size must be at least 64 for torchvision's resnet18 stem, got {args.input_size}")
 
     train_loader, test_loader, classes = loaders(args.data, args.input_size, args.batch_size, args.workers)
     model = torchvision.models.resnet18(num_classes=len(classes))

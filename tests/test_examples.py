@@ -98,3 +98,13 @@ def test_slim_yolo_example(tmp_path):
     assert meta["classes"] == ["a", "b"] and meta["macs"] < sparse["macs"]
     assert "self-check" in proc.stdout and "parity ONNX Runtime vs torch" in proc.stdout
     assert set(_latencies(proc.stdout)) == {"sparse", "model.onnx"}
+
+
+def test_slim_resnet18_example_refuses_a_size_whose_stem_the_registry_would_not_rebuild(tmp_path):
+    """Below 64 px the registry's resnet18 has the CIFAR stem: the example used to train for its epochs and
+    then fail in save_model with a traceback."""
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "slim_resnet18.py"), "--data", str(tmp_path),
+                           "--out", str(tmp_path / "run"), "--input-size", "32"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--input-size must be at least 64" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
