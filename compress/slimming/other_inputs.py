@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.slimming.training_only import modules_run, training_only
+from compress.slimming.training_only import listed, modules_run, training_only
 
 # Elements of one image above which the larger input is not tried: a forward at 2.25 times an image that
 # large would cost more memory than pruning itself.
@@ -64,8 +64,7 @@ def refuse_other_paths(model: nn.Module, elsewhere: dict[str, set[str]] | None, 
     for label, ran in (elsewhere or {}).items():
         found = training_only(model, ran, eval_scopes)
         if found:
-            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-            raise CompressError(f"{type(model).__name__} runs {shown} for {label} but not for the example input: "
+            raise CompressError(f"{type(model).__name__} runs {listed(found)} for {label} but not for the example input: "
                                 "pruning follows one forward, so those layers would keep their old widths and the "
                                 "pruned network would be wrong there; a network whose layers depend on its input "
                                 "this way cannot be pruned by tracing")

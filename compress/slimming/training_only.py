@@ -92,3 +92,8 @@ def training_only(model: nn.Module, in_training: set[str] | None, eval_scopes) -
     only = {n for n in in_training - in_eval
             if any(isinstance(m, LAYER_TYPES) for m in model.get_submodule(n).modules())}
     return sorted(n for n in only if not any(n.startswith(o + ".") for o in only))
+
+
+def listed(names: list[str]) -> str:
+    """The first three names, and how many more: one line however many layers a refusal names."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
