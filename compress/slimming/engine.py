@@ -103,10 +103,10 @@ def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
     scopes = {node.scope for node in units.analysis.trace.nodes}
     found = training_only(model, in_training, scopes)
     if found:
-        raise CompressError(f"{type(model).__name__} runs {listed(found)} only in training mode: pruning follows the eval "
-                            "forward, so they would keep their old widths and training would fail at its first "
-                            "step; turn them off before pruning (torchvision: model.aux_logits = False, and those "
-                            "modules set to None)")
+        raise CompressError(f"{type(model).__name__} runs {listed(found)} only in training mode: pruning follows "
+                            "the eval forward, so they would keep their old widths and training would fail at its "
+                            "first step; turn them off before pruning (torchvision: model.aux_logits = False, and "
+                            "those modules set to None)")
     refuse_other_paths(model, elsewhere, scopes)
 
 

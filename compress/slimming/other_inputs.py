@@ -64,7 +64,7 @@ def refuse_other_paths(model: nn.Module, elsewhere: dict[str, set[str]] | None, 
     for label, ran in (elsewhere or {}).items():
         found = training_only(model, ran, eval_scopes)
         if found:
-            raise CompressError(f"{type(model).__name__} runs {listed(found)} for {label} but not for the example input: "
-                                "pruning follows one forward, so those layers would keep their old widths and the "
-                                "pruned network would be wrong there; a network whose layers depend on its input "
-                                "this way cannot be pruned by tracing")
+            raise CompressError(f"{type(model).__name__} runs {listed(found)} for {label} but not for the example "
+                                "input: pruning follows one forward, so those layers would keep their old widths "
+                                "and the pruned network would be wrong there; a network whose layers depend on its "
+                                "input this way cannot be pruned by tracing")
