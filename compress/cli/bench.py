@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from compress.cli.options import only_with
+from compress.cli.options import _given, only_with
 from compress.cli.params import FiniteFloat, GivenPath
 from compress.errors import CompressError
 
@@ -163,6 +163,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
             raise CompressError(str(exc)) from None
         raise click.BadParameter(str(exc), param_hint=option) from None
     _check_backend_options(backends, streams, performance_hint, cuda_graph)
+    _check_power_interval(settings, backends)
     only_with("--data", data_spec, "test_limit")
     if all(b in ("ort-cpu", *OPENVINO) for b in backends):
         only_with("a GPU backend (--backend ort-cuda, ort-trt, trt or torch)", False, "device")
@@ -179,3 +180,20 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
     if not measured_anything(report):
         click.echo("Error: nothing was measured: every artifact or batch size failed (see the rows above)", err=True)
         sys.exit(1)
+
+
+def _check_power_interval(settings, backends) -> None:
+    """--power-interval given where no power source will be sampled (--power none, or auto on CPU backends
+    and machines without NVML or tegrastats) would do nothing."""
+    from compress.runtime.bench import resolve_power
+
+    if not _given(["power_interval"]):
+        return
+    try:
+        source = resolve_power(settings, backends)
+    except ValueError:
+        return  # a named source this machine lacks: the benchmark refuses it in its own words
+    if source == "none":
+        raise click.UsageError("--power-interval does nothing without a power source: this run samples none "
+                               "(--power none, or CPU backends, or no NVML or tegrastats here); drop --power-interval")
+

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from compress.cli.options import only_without
 from compress.cli.params import FRACTION, NON_NEGATIVE, GivenPath
 from compress.errors import CompressError
 from compress.limits import MAX_BATCH
@@ -67,6 +68,9 @@ def export(source, onnx_out, trt_out, check_trt, opset, batch, dynamic_batch, fp
     say = (lambda _msg: None) if as_json else click.echo
     try:
         if check_trt:
+            only_without("--check-trt (it reads the .onnx file alone)", check_trt, "onnx_out", "trt_out", "opset",
+                         "batch", "dynamic_batch", "fp16", "int8_onnx", "workspace", "timing_cache", "opt_level",
+                         "dla_core", "data_spec", "parity_limit", "atol", "min_agreement", "verbose")
             _check_trt(source, as_json)
             return
         _check_usage(source, onnx_out, trt_out, fp16, int8_onnx)

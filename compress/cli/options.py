@@ -187,8 +187,10 @@ def only_without(other: str, given, *options: str) -> None:
 
 
 def _given(options) -> list[str]:
-    """The flags of `options` (parameter names) given on the command line rather than left at their default."""
+    """The flags of `options` (parameter names) given on the command line rather than left at their default,
+    as the user writes them (`data_spec` is --data)."""
     ctx = click.get_current_context()
+    flags = {p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in ctx.command.params if p.opts}
     sources = [(name, ctx.get_parameter_source(name)) for name in options]
-    return ["--" + name.replace("_", "-") for name, source in sources
+    return [flags.get(name, "--" + name.replace("_", "-")) for name, source in sources
             if source is not None and source != click.core.ParameterSource.DEFAULT]

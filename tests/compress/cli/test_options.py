@@ -17,8 +17,14 @@ CASES = [
     (["share", "M", "--out", "O", "--batch-size", "4"], "--batch-size only applies with --finetune-epochs"),
     (["share", "M", "--out", "O", "--test-limit", "10"], "--test-limit only applies with --data"),
     (["share", "--decompress", "F", "--out", "O", "--bits", "4"], "--bits does nothing with --decompress"),
+    (["share", "--decompress", "F", "--out", "O", "--data", "cifar10"], "--data does nothing with --decompress"),
     (["import", "F", "--arch", "resnet18", "--out", "O", "--test-limit", "5"], "--test-limit only applies with --data"),
     (["import", "F", "--arch", "resnet18", "--out", "O", "--device", "cpu"], "--device only applies with --data"),
+    (["export", "--check-trt", "F.onnx", "--atol", "0.1"], "--atol does nothing with --check-trt"),
+    (["export", "--check-trt", "F.onnx", "--onnx", "O.onnx"], "--onnx does nothing with --check-trt"),
+    (["bench", "F.onnx", "--power-interval", "50"], "--power-interval does nothing without a power source"),
+    (["bench", "F.onnx", "--power", "none", "--power-interval", "50"],
+     "--power-interval does nothing without a power source"),
 ]
 
 
@@ -26,7 +32,8 @@ CASES = [
 def test_an_option_that_would_be_ignored_is_refused_before_any_work(tmp_path, args, said):
     (tmp_path / "M").mkdir()
     (tmp_path / "F").write_text("{}")
-    args = [str(tmp_path / a) if a in ("M", "F", "O", "O.onnx") else a for a in args]
+    (tmp_path / "F.onnx").write_bytes(b"not read")
+    args = [str(tmp_path / a) if a in ("M", "F", "F.onnx", "O", "O.onnx") else a for a in args]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert said in result.output and "Traceback" not in result.output
