@@ -210,16 +210,26 @@ def test_a_slimming_run_resumes_pruning_only_for_the_same_latency_target(tmp_pat
 def test_the_real_harness_prunes_to_a_target_between_the_unpruned_and_the_floor_latency():
     """ort-cpu on this machine. The target is the geometric mean of the unpruned and the smallest
     structure's latency measured beforehand, a wide margin on both sides for a busy machine; only what
-    the plan records is checked, never a time."""
+    the plan records is checked, never a time. The VM can switch between speed states about 2x apart
+    between those measurements and the search (the floor once measured 0.078 ms before and 0.163 ms
+    inside it, with tests running beside it), so a target the search finds out of reach is measured
+    again, up to three times."""
+    from compress.errors import CompressError
     from compress.slimming import least_budget, prune
 
     model = lively(create_model("vgg11", width=0.25))
     timer = latency_budget.HarnessTimer(latency_budget.LatencySettings(iters=50, threads=1))
     floor = copy.deepcopy(model)
     prune(floor, None, EXAMPLE, target_macs=least_budget(model, EXAMPLE))
-    target = (timer(model, EXAMPLE)["p50_ms"] * timer(floor, EXAMPLE)["p50_ms"]) ** 0.5
-    pruned, plan = latency_budget.prune_to_latency(model, EXAMPLE,
-                                                   PruneRequest(target_latency_ms=target, iters=50, threads=1))
+    for attempt in range(3):
+        target = (timer(model, EXAMPLE)["p50_ms"] * timer(floor, EXAMPLE)["p50_ms"]) ** 0.5
+        try:
+            pruned, plan = latency_budget.prune_to_latency(
+                copy.deepcopy(model), EXAMPLE, PruneRequest(target_latency_ms=target, iters=50, threads=1))
+            break
+        except CompressError as exc:
+            if "cannot be met" not in str(exc) or attempt == 2:
+                raise
     b = plan["budget"]
     assert b["met"] <= target < b["full"] and b["macs_met"] < 1.0
     assert b["macs_met"] == pytest.approx(macs_of(pruned) / macs_of(create_model("vgg11", width=0.25)))
