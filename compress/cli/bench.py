@@ -196,4 +196,3 @@ def _check_power_interval(settings, backends) -> None:
     if source == "none":
         raise click.UsageError("--power-interval does nothing without a power source: this run samples none "
                                "(--power none, or CPU backends, or no NVML or tegrastats here); drop --power-interval")
-

@@ -97,11 +97,11 @@ def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
     """Refuse layers the eval trace missed: `untraced` is (modules run in training, {other input: modules
     run}) or None."""
     from compress.slimming.other_inputs import refuse_other_paths
-    from compress.slimming.training_only import listed, training_only
+    from compress.slimming.training_only import listed, not_in_trace
 
     in_training, elsewhere = untraced or (None, None)
     scopes = {node.scope for node in units.analysis.trace.nodes}
-    found = training_only(model, in_training, scopes)
+    found = not_in_trace(model, in_training, scopes)
     if found:
         raise CompressError(f"{type(model).__name__} runs {listed(found)} only in training mode: pruning follows "
                             "the eval forward, so they would keep their old widths and training would fail at its "

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.slimming.training_only import listed, modules_run, training_only
+from compress.slimming.training_only import listed, modules_run, not_in_trace
 
 # Elements of one image above which the larger input is not tried: a forward at 2.25 times an image that
 # large would cost more memory than pruning itself.
@@ -45,24 +45,18 @@ def _larger(d: int) -> int:
     return -(-bigger // 32) * 32 if d % 32 == 0 else bigger
 
 
-def modules_run_elsewhere(model: nn.Module, example_input: torch.Tensor) -> dict[str, set[str]]:
-    """{what the input is: the modules its eval forward runs}; the model is left as it was."""
-    return untraced_runs(model, example_input, training=False)[1]
-
-
-def untraced_runs(model: nn.Module, example_input: torch.Tensor, training: bool = True):
-    """(the modules a training-mode forward of the example runs, or None without `training`; {other
-    input: the modules its eval forward runs}), with the model's state saved and put back once."""
+def untraced_runs(model: nn.Module, example_input: torch.Tensor) -> tuple[set[str], dict[str, set[str]]]:
+    """(the modules a training-mode forward of the example runs, {other input: the modules its eval forward
+    runs}), with the model's state saved and put back once for all of them."""
     probes = probe_inputs(example_input)
-    runs = modules_run(model, [(example_input, True)] * training + [(x, False) for _, x in probes])
-    in_training = runs.pop(0) if training else None
-    return in_training, {label: ran for (label, _), ran in zip(probes, runs)}
+    in_training, *others = modules_run(model, [(example_input, True)] + [(x, False) for _, x in probes])
+    return in_training, {label: ran for (label, _), ran in zip(probes, others)}
 
 
 def refuse_other_paths(model: nn.Module, elsewhere: dict[str, set[str]] | None, eval_scopes) -> None:
     """CompressError naming the weighted layers an input in `elsewhere` ran and the eval trace did not."""
     for label, ran in (elsewhere or {}).items():
-        found = training_only(model, ran, eval_scopes)
+        found = not_in_trace(model, ran, eval_scopes)
         if found:
             raise CompressError(f"{type(model).__name__} runs {listed(found)} for {label} but not for the example "
                                 "input: pruning follows one forward, so those layers would keep their old widths "

@@ -6,7 +6,7 @@ training-mode forward and leaves the model as it was: buffers such as BN statist
 may initialise itself from its first training batch, as Glow's ActNorm does), each module's attributes
 that hold plain values (such a layer's "initialized" flag), each module's mode, and the random generators
 of the CPU and of the CUDA devices involved (not other accelerators' generators, nor attributes holding
-other objects). `training_only` compares what ran with the eval trace.
+other objects). `not_in_trace` compares what ran with the eval trace.
 """
 
 from __future__ import annotations
@@ -80,16 +80,16 @@ def _plain_attributes(m: nn.Module) -> dict:
             if not k.startswith("_") and k != "training" and isinstance(v, (bool, int, float, str, type(None)))}
 
 
-def training_only(model: nn.Module, in_training: set[str] | None, eval_scopes) -> list[str]:
-    """The outermost modules holding weighted layers that ran in training (`in_training`) but not in the
-    eval trace (`eval_scopes`: the modules its nodes ran in)."""
-    if not in_training:
+def not_in_trace(model: nn.Module, ran: set[str] | None, eval_scopes) -> list[str]:
+    """The outermost modules holding weighted layers that ran (`ran`: in training, or on another input) but
+    not in the eval trace (`eval_scopes`: the modules its nodes ran in)."""
+    if not ran:
         return []
     in_eval = {""}
     for scope in eval_scopes:
         parts = scope.split(".") if scope else []
         in_eval.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    only = {n for n in in_training - in_eval
+    only = {n for n in ran - in_eval
             if any(isinstance(m, LAYER_TYPES) for m in model.get_submodule(n).modules())}
     return sorted(n for n in only if not any(n.startswith(o + ".") for o in only))
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from compress import slimming
 from compress.errors import CompressError
-from compress.slimming.other_inputs import modules_run_elsewhere, probe_inputs
+from compress.slimming.other_inputs import probe_inputs, untraced_runs
 
 
 def _cbr(i, o):
@@ -87,6 +87,6 @@ def test_the_probes_are_single_images_brighter_darker_and_larger():
 def test_the_probes_leave_the_model_as_it_was():
     model = randomize_bn(BrightHead())
     before = copy.deepcopy(model.state_dict())
-    runs = modules_run_elsewhere(model, torch.zeros(1, 3, 32, 32))
+    _, runs = untraced_runs(model, torch.zeros(1, 3, 32, 32))
     assert "alt" in runs["brighter images (+3)"] and "alt" not in runs["darker images (-3)"]
     assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
