@@ -8,10 +8,11 @@ every channel's |γ| by its cost (`importance="cost"`) moves MACs out of those s
 accuracy, since it also thins the narrow middle layers. This importance divides by the cost only for the
 channels made by a full-resolution convolution (the largest output height × width in the network):
 
-    score = |γ| / (c / c̄)   for those channels,   |γ| elsewhere
+    score = |γ| / (c / c̄)^p   for those channels,   |γ| elsewhere
 
-where c is the MACs a channel's convolutions spend on it (made and read) and c̄ is that figure for the
-network's mean convolution channel. It lives in the benchmark, not in compress/, until it is measured.
+where c is the MACs a channel's convolutions spend on it (made and read), c̄ is that figure for the
+network's mean convolution channel, and p is 1 (variant `fullres`) or 1/2 (`fullres-sqrt`, half the pull
+on a log scale, between the default's accuracy and `fullres`'s speed). It lives in the benchmark, not in compress/, until it is measured.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def channel_cost(layer, positions: dict) -> float:
     return per_position * (m.in_channels // m.groups if layer.role == "out" else m.out_channels // m.groups)
 
 
-def importance(model: nn.Module, input_size):
-    """The callable importance (compress.slimming.importance) for `model` at `input_size` (C, H, W)."""
+def importance(model: nn.Module, input_size, power: float = 1.0):
+    """The callable importance (compress.slimming.importance) for `model` at `input_size` (C, H, W), the
+    cost raised to `power`."""
     from common import conv_positions
 
     positions = conv_positions(model, input_size)
@@ -49,6 +51,6 @@ def importance(model: nn.Module, input_size):
         if not makers:
             return unit.gamma
         cost = sum(channel_cost(x, positions) for x in unit.layers)
-        return unit.gamma / max(cost / mean, 1e-6)
+        return unit.gamma / max(cost / mean, 1e-6) ** power
 
     return fullres_cost

@@ -43,6 +43,9 @@ VARIANTS = {
                        "pruned to the default's MACs (prototype: `latency_aware.py`)"),
     "fullres": Variant("toolkit, |γ| divided by the channel's MACs cost for the channels of full-resolution "
                        "convolutions only, pruned to the default's MACs (prototype: `fullres_cost.py`)"),
+    "fullres-sqrt": Variant("toolkit, |γ| divided by the square root of the channel's MACs cost for the channels "
+                            "of full-resolution convolutions only, pruned to the default's MACs (prototype: "
+                            "`fullres_cost.py`)"),
     # Which half of the pipeline loses at the `cpu` scale: the toolkit's prune and fine-tuning, given a peer's
     # second stage instead of its own targeted one (same plain model, same epochs, same prune request).
     "on-bnscale": Variant("toolkit's prune (the default's `--shared`, MACs matched by Torch-Pruning's counter, BN "
@@ -109,8 +112,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall = _select(where, out, cfg, seed, args)
     elif name == "latency":
         wall = _latency(where, out, cfg, seed, args)
-    elif name == "fullres":
-        wall = _fullres(where, out, cfg, seed, args)
+    elif name in ("fullres", "fullres-sqrt"):
+        wall = _fullres(where, out, cfg, seed, args, power=0.5 if name == "fullres-sqrt" else 1.0)
     elif name.startswith("on-"):
         peer = variant.needs[-1].removesuffix(".second")  # the peer whose second stage it prunes
         toolkit.reuse_stages(where / peer, out, ["sparse"])
@@ -124,7 +127,8 @@ def run(name: str, where: Path, cfg: dict, seed: int, args) -> dict:
         wall += toolkit.finetune(cfg, seed, out, args.device)
     else:
         raise KeyError(name)
-    reused = 0.0 if name in ("sparse-lr05", "costweighted", "select", "latency", "fullres") or name.startswith("targeted") \
+    reused = 0.0 if name in ("sparse-lr05", "costweighted", "select", "latency") \
+        or name.startswith(("targeted", "fullres")) \
         else _reused_train_s(out)
     return results.slim_record(out, variant.label, wall + reused, target_macs=target)
 
@@ -181,15 +185,15 @@ def _latency(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
-def _fullres(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
+def _fullres(where: Path, out: Path, cfg: dict, seed: int, args, power: float) -> float:
     """The default run with the cost-aware importance on full-resolution channels only (fullres_cost.py),
-    at the default's MACs."""
+    the cost raised to `power`, at the default's MACs."""
     import compress
     import fullres_cost
 
     plain, meta = compress.load_model(where / "pretrained")
     prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
-                                  importance=fullres_cost.importance(plain, meta["input_size"]),
+                                  importance=fullres_cost.importance(plain, meta["input_size"], power),
                                   shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 

@@ -155,7 +155,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
-                "latency", "fullres", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
+                "latency", "fullres", "fullres-sqrt", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1",
+                "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -164,7 +165,8 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
                   "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
-                  "latency": [], "fullres": [], "on-bnscale": [], "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [],
+                  "latency": [], "fullres": [], "fullres-sqrt": [], "on-bnscale": [], "on-bnscale-rel": [],
+                  "on-bnscale-raw": [], "on-l1": [],
                   "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
@@ -343,8 +345,10 @@ def test_fullres_cost_divides_only_the_full_resolution_channels_by_their_cost():
     cost = 9 * 16 * 1024 + 9 * 32 * 256
     assert torch.allclose(score(second), second.gamma / (cost / mean))
     assert cost / mean > 2  # so these channels now rank below channels of half their |γ| elsewhere
+    half = importance(model, (3, 32, 32), power=0.5)  # the `fullres-sqrt` variant
+    assert torch.allclose(half(second), second.gamma / (cost / mean) ** 0.5)
     later = unit(4)  # made at 8x8: |γ| unchanged
-    assert torch.equal(score(later), later.gamma)
+    assert torch.equal(score(later), later.gamma) and torch.equal(half(later), later.gamma)
 
 
 def test_relative_importance_compares_a_channel_with_its_own_layer():
