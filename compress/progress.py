@@ -17,13 +17,14 @@ the caller's own line when it ends (``say``). Messages go to stderr: stdout stay
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import TextIO
 
-PROGRESS_ENV = "COMPRESS_PROGRESS"
-MODES = ("bar", "lines", "off")
+from compress import environment
+
+PROGRESS_ENV = environment.PROGRESS_ENV
+MODES = environment.PROGRESS_MODES
 HEARTBEAT_S = 120.0  # a log line at most this often while one unit of work runs
 BAR_REFRESH_S = 1.0  # how often a terminal bar's postfix is worth computing
 
@@ -36,8 +37,8 @@ def _stderr() -> TextIO:
 
 def mode(stream: TextIO | None = None) -> str:
     """'bar' on a terminal, 'lines' otherwise; COMPRESS_PROGRESS (bar, lines, off) decides when set."""
-    forced = os.environ.get(PROGRESS_ENV, "").strip().lower()
-    if forced in MODES:
+    forced = environment.progress_mode()
+    if forced:
         return forced
     stream = stream if stream is not None else _stderr()
     try:

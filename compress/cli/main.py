@@ -13,7 +13,7 @@ import traceback
 
 import click
 
-from compress import __version__
+from compress import __version__, environment
 from compress.errors import CompressError
 
 DEBUG_ENV = "COMPRESS_DEBUG"
@@ -54,6 +54,7 @@ class Main(click.Group):
 
     def invoke(self, ctx):
         try:
+            environment.check()  # a mistyped COMPRESS_* value, refused before any work
             return super().invoke(ctx)
         except click.UsageError as exc:
             # One line that names the option at fault; `--help` shows the usage.

@@ -27,20 +27,16 @@ from compress.data.sizing import (
     to_storage,
     uses_random_resized_crop,
 )
+from compress import environment
 from compress.errors import CompressError
 from compress.limits import available_memory
 
-WORKERS_ENV = "COMPRESS_WORKERS"
 STATS_SAMPLE = 3000  # images drawn to estimate channel statistics of a streamed set
 
 
 def default_workers() -> int:
-    if os.environ.get(WORKERS_ENV):
-        try:
-            return max(0, int(os.environ[WORKERS_ENV]))
-        except ValueError:
-            raise CompressError(f"{WORKERS_ENV} must be a whole number, got {os.environ[WORKERS_ENV]!r}") from None
-    return min(8, len(os.sched_getaffinity(0)))
+    forced = environment.workers()
+    return min(8, len(os.sched_getaffinity(0))) if forced is None else forced
 
 
 class FileItems:

@@ -312,6 +312,7 @@ def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptio
         threshold, budget = _meet_budget(model, units, example_input, target, fraction, importance,
                                          opts.compensate, chooser)
         return threshold, budget, None
+    _refuse_floor_keeping_all(units, chooser, percent)
     if importance == "gamma":
         threshold = global_threshold(model, percent)
     else:
@@ -319,6 +320,18 @@ def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptio
     for unit in [*units.groups, *units.selections]:
         unit.keep = chooser(unit, unit.scores if unit.importance is None else unit.importance, threshold)
     return threshold, None, percent
+
+
+def _refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:
+    """A floor that keeps every channel of every unit whatever the threshold would hand back the model
+    unpruned as the answer to `percent`: refused, as a budget the floor cannot meet is."""
+    every = [*units.groups, *units.selections]
+    if any(bool(u.free.any()) for u in every) and \
+            all(len(chooser(u, u.scores, math.inf)) == u.scores.numel() for u in every):
+        floor = chooser.floor
+        raise CompressError(f"the floor (min_keep {floor['min_keep']:g}, min_channels {floor['min_channels']}, "
+                            f"round_to {floor['round_to']}) keeps every channel of every layer: percent "
+                            f"{percent:g} would prune nothing; lower min_keep (--min-keep) or min_channels")
 
 
 def _budget_scores(units: PruningUnits, costs, target: str, importance):

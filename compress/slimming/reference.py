@@ -63,9 +63,11 @@ def _added(x: torch.Tensor, delta: torch.Tensor, start: int) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *, compensate: bool,
-                      loose: bool = True):
+                      loose: bool = True, shapes: list | None = None):
     """(silenced unpruned outputs or None, silenced-and-replaced outputs, forwards run); without `loose`
-    only the replaced outputs are computed (None, outputs, 1)."""
+    only the replaced outputs are computed (None, outputs, 1). `shapes`, the output shapes of one forward
+    of `probe` (the pruned network's), tell a batch-first output from one whose first dimension only
+    happens to be twice the probe's batch (torch.stack of two heads on a batch of one)."""
     n = probe.shape[0]
     saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
     try:
@@ -77,7 +79,7 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
             finally:
                 for h in hooks:
                     h.remove()
-            if all(t.dim() and t.shape[0] == 2 * n for t in both):
+            if all(t.dim() and t.shape[0] == 2 * n for t in both) and _batch_first(both, shapes, n):
                 return [t[:n] for t in both], [t[n:] for t in both], 1
             forwards = 2  # outputs not batch-first: the replaced ones alone, in a forward of their own
         hooks = replacement_hooks(reference, removal, deltas, 0)
@@ -88,6 +90,13 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
                 h.remove()
     finally:
         restore(saved)
+
+
+def _batch_first(both: list[torch.Tensor], shapes: list | None, n: int) -> bool:
+    if shapes is None:
+        return True
+    return len(shapes) == len(both) and all(
+        tuple(s) == (n, *t.shape[1:]) for s, t in zip(shapes, both))
 
 
 def relative_difference(got: list[torch.Tensor], want: list[torch.Tensor]) -> float:

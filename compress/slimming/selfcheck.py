@@ -81,9 +81,6 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                 raise SelfCheckError(f"the constant folded for {bad} is not the one compensation measured; "
                                      "the model is left unchanged", bad)
         with _exact_math(), torch.no_grad():
-            # Each constant after its consumer, at every call: what the removal should compute, however
-            # the constants were folded (a fold into the wrong place must show here).
-            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate)
             try:
                 got = flatten_outputs(pruned(probe))
             except Exception as exc:  # a broken network: say where it breaks
@@ -93,6 +90,10 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                 raise SelfCheckError(f"the pruned {type(reference).__name__} fails in {where} "
                                      f"({type(exc).__name__}: {first_line(exc)}); the model is left unchanged",
                                      module) from None
+            # Each constant after its consumer, at every call: what the removal should compute, however
+            # the constants were folded (a fold into the wrong place must show here).
+            loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate,
+                                                      shapes=[t.shape for t in got])
             forwards += 1
         diff = relative_difference(got, want)
         if not diff <= tol:

@@ -48,9 +48,13 @@ def test_a_plan_replays_its_own_channels_on_a_model_with_other_gammas(tmp_path):
     own = compress.prune(_randomized(1), example, percent=0.5).kept()
     assert own != plan.kept()
     loaded.apply(other, example)
-    replayed = compress.prune(other, example, percent=0.01, min_keep=1.0)  # records the current widths only
-    widths = {g["root"]: g["channels_before"] for g in replayed.groups}
+    modules = dict(other.named_modules())
+    widths = {root: getattr(modules[root], "out_channels", getattr(modules[root], "num_features", None))
+              for root in plan.kept()}
     assert widths == {root: len(kept) for root, kept in plan.kept().items()}
+    # A floor that keeps every channel is no way to read the widths: it is refused, not a silent no-op.
+    with pytest.raises(compress.CompressError, match="keeps every channel of every layer: percent 0.01 would prune"):
+        compress.prune(other, example, percent=0.01, min_keep=1.0)
 
 
 def test_prune_refuses_what_it_cannot_use():

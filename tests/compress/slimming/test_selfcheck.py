@@ -255,3 +255,32 @@ def test_the_module_named_is_where_the_wrong_channels_are_not_a_right_consumer_b
     _, plan = slimming.prune(model, 0.4, EXAMPLE, min_keep=0.0)
     assert [s["layers"] for s in plan["skipped"]] == [["b.0"]]
     assert plan["skipped"][0]["reason"] == "pruning them changed the network at b.1 (self-check)"
+
+
+class _StackedHeads(nn.Module):
+    """Two or four heads stacked in front of the batch: the output's first dimension is the head, and with
+    two heads on a probe of one image it equals twice the batch."""
+
+    def __init__(self, heads: int):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                      nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.heads = nn.ModuleList(nn.Linear(16, 4) for _ in range(heads))
+
+    def forward(self, x):
+        y = self.features(x).mean((2, 3))
+        return torch.stack([h(y) for h in self.heads], 0)
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+def test_outputs_stacked_in_front_of_the_batch_are_checked_not_refused(heads):
+    """torch.stack([a, b], 0) was refused as "a different output structure": its first dimension, 2, was
+    taken for the doubled batch of a one-image probe and split there."""
+    model = randomize_bn(_StackedHeads(heads), seed=1).eval()
+    reference = copy.deepcopy(model)
+    x = torch.randn(3, 3, 32, 32)
+    _, plan = slimming.prune(model, 0.5, EXAMPLE)
+    assert plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
+    assert layer_widths(model) != layer_widths(reference)
+    with torch.no_grad():
+        assert model(x).shape == reference(x).shape == (heads, 3, 4)

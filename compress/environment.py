@@ -1,0 +1,54 @@
+"""The environment variables that change what the toolkit does, read in one place so that a mistyped value
+is refused in one line before any work starts (the CLI checks them all first), not ignored.
+
+| variable | what it sets |
+| --- | --- |
+| ``COMPRESS_DATA`` | the local copy that the ``cifar10`` data name means (compress.data.load) |
+| ``COMPRESS_DATA_DIR`` | where torchvision's CIFAR copies are downloaded (default: the cache below) |
+| ``COMPRESS_CACHE`` | the decoded-image cache (default ``~/.cache/compress``) |
+| ``COMPRESS_WORKERS`` | DataLoader workers of a streamed data set (default: CPUs, at most 8) |
+| ``COMPRESS_PROGRESS`` | ``bar``, ``lines`` or ``off`` (default: a bar on a terminal, lines otherwise) |
+| ``COMPRESS_TRUSTED_CODE`` | modules whose code a model directory may import (docs/SECURITY.md) |
+| ``COMPRESS_DEBUG`` | ``1``: the CLI prints tracebacks |
+"""
+
+from __future__ import annotations
+
+import os
+
+from compress.errors import CompressError
+
+PROGRESS_ENV = "COMPRESS_PROGRESS"
+PROGRESS_MODES = ("bar", "lines", "off")
+WORKERS_ENV = "COMPRESS_WORKERS"
+
+
+def progress_mode() -> str | None:
+    """COMPRESS_PROGRESS when set, else None."""
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in PROGRESS_MODES:
+        raise CompressError(f"{PROGRESS_ENV} must be one of {', '.join(PROGRESS_MODES)}, "
+                            f"got {os.environ[PROGRESS_ENV]!r}")
+    return value
+
+
+def workers() -> int | None:
+    """COMPRESS_WORKERS when set, else None."""
+    value = os.environ.get(WORKERS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise CompressError(f"{WORKERS_ENV} must be a whole number >= 0, got {os.environ[WORKERS_ENV]!r}")
+    return n
+
+
+def check() -> None:
+    """Refuse a mistyped value of any variable above that has a fixed form."""
+    progress_mode()
+    workers()

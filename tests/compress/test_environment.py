@@ -1,0 +1,44 @@
+"""A mistyped COMPRESS_* value is refused in one line, by the library where it is read and by the CLI
+before any work; an unset or well-formed one changes nothing."""
+
+import pytest
+from click.testing import CliRunner
+
+from compress import environment, progress
+from compress.cli import main
+from compress.data.stream import default_workers
+from compress.errors import CompressError
+
+
+@pytest.mark.parametrize("value", ["bogus", "1", "bars"])
+def test_a_progress_mode_that_is_not_one_of_the_three_is_refused(monkeypatch, value):
+    monkeypatch.setenv(environment.PROGRESS_ENV, value)
+    with pytest.raises(CompressError, match=f"COMPRESS_PROGRESS must be one of bar, lines, off, got '{value}'"):
+        progress.mode()
+
+
+@pytest.mark.parametrize("value", ["many", "-1", "2.5"])
+def test_a_worker_count_that_is_not_a_whole_number_is_refused(monkeypatch, value):
+    monkeypatch.setenv(environment.WORKERS_ENV, value)
+    with pytest.raises(CompressError, match="COMPRESS_WORKERS must be a whole number >= 0"):
+        default_workers()
+
+
+def test_well_formed_values_are_used(monkeypatch):
+    monkeypatch.setenv(environment.WORKERS_ENV, " 0 ")
+    monkeypatch.setenv(environment.PROGRESS_ENV, "Lines")
+    assert default_workers() == 0 and progress.mode() == "lines"
+    monkeypatch.setenv(environment.WORKERS_ENV, "")
+    assert default_workers() >= 1
+
+
+@pytest.mark.parametrize("name,value", [("COMPRESS_PROGRESS", "bogus"), ("COMPRESS_WORKERS", "x")])
+def test_the_cli_refuses_before_any_work(tmp_path, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["prune", str(tmp_path / "missing"), "--percent", "0.5", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"Error: {name} must be {lines[0].split(' must be ', 1)[1]}"] and repr(value) in lines[0]
+    assert not out.exists()
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0  # help still shows
