@@ -13,14 +13,19 @@ from pathlib import Path
 from compress.errors import CompressError
 
 
-def describe(target: str, num_classes: int | None = None, width: float | None = None) -> dict:
+def describe(target: str, num_classes: int | None = None, width: float | None = None, *,
+             input_size: int | None = None, arch_kwargs: dict | None = None) -> dict:
     """Counts and widths of a model directory, an .onnx file, or an architecture name (built with
-    `num_classes`, 10 by default, and `width`, which only an architecture name takes)."""
+    `num_classes`, 10 by default, `width` and any other constructor `arch_kwargs`, and counted at
+    `input_size`×`input_size` pixels, 32 by default; only an architecture name takes these)."""
     path = Path(target)
-    if (path.suffix == ".onnx" or path.is_dir()) and (num_classes is not None or width is not None):
-        # a file or directory holds its own architecture: the options would be silently ignored
-        raise CompressError(f"{target} holds its own architecture: num_classes and width (--num-classes, --width) "
-                            "are for an architecture name")
+    given = [name for name, v in (("num_classes", num_classes), ("width", width), ("input_size", input_size),
+                                  ("arch_kwargs", arch_kwargs)) if v is not None]
+    if (path.suffix == ".onnx" or path.is_dir()) and given:
+        # a file or directory holds its own architecture and size: the options would be silently ignored
+        raise CompressError(f"{target} holds its own architecture: {', '.join(given)} "
+                            f"({', '.join('--' + g.replace('_', '-') for g in given)}) {'is' if len(given) == 1 else 'are'} for an "
+                            "architecture name")
     if path.suffix == ".onnx":
         return _describe_onnx(path)
     if path.is_dir():
@@ -29,12 +34,18 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
         raise CompressError(f"{path} is neither a model directory nor an .onnx file")
     if "/" in target or "\\" in target:  # no architecture name holds one: a mistyped path
         raise CompressError(f"{target}: no such model directory or .onnx file")
+    from compress.data.sizing import check_input_size
     from compress.measure import count_params_macs, layer_widths
     from compress.models import create_model
 
-    kwargs = {"num_classes": 10 if num_classes is None else num_classes}
-    if width is not None:
-        kwargs["width"] = width
+    side = check_input_size(input_size) or 32
+    kwargs = dict(arch_kwargs or {})
+    for name, value in (("num_classes", num_classes), ("width", width)):
+        if value is not None and name in kwargs:
+            raise CompressError(f"{name} is given twice, as --{name.replace('_', '-')} and in arch_kwargs")
+        if value is not None:
+            kwargs[name] = value
+    kwargs.setdefault("num_classes", 10)
     import torch
 
     from compress.limits import check_allocation
@@ -47,9 +58,9 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
         model = create_model(target, **kwargs)
     except (ValueError, TypeError) as exc:
         raise CompressError(str(exc).strip().splitlines()[0] if str(exc).strip() else f"cannot build {target}") from None
-    params, macs = count_params_macs(model)
+    params, macs = count_params_macs(model, (3, side, side))
     return {"name": target, "arch": target, "params": params, "macs": macs, "flops": 2 * macs,
-            "accuracy": None, "widths": layer_widths(model), "input_size": [3, 32, 32]}
+            "accuracy": None, "widths": layer_widths(model), "input_size": [3, side, side]}
 
 
 def load_checked(path: Path):

@@ -111,7 +111,7 @@ def check_call(spec: str, target, kwargs: dict) -> None:
     missing = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                and p.name not in kwargs]
     if missing:
-        raise ValueError(f"{spec} needs the argument(s) {', '.join(missing)} (give them in arch_kwargs)")
+        raise ValueError(f"{spec} needs the argument(s) {', '.join(missing)} (give them in arch_kwargs, --arch-kwargs on the command line)")
     positional_only = [p.name for p in params if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]
     if positional_only:
         raise ValueError(f"{spec} takes positional-only argument(s) {', '.join(positional_only)}, which "

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from compress.cli.options import arch_options, parse_arch_kwargs
 from compress.cli.params import FiniteFloat, GivenPath
 
 
@@ -15,16 +16,23 @@ from compress.cli.params import FiniteFloat, GivenPath
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="For an architecture name (default 10).")
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None, help="For an architecture name.")
+@click.option("--input-size", type=click.IntRange(min=8, max=4096), default=None,
+              help="For an architecture name: count MACs at N×N pixels (default 32).")
+@arch_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def info(model_or_arch, num_classes, width, as_json):
+def info(model_or_arch, num_classes, width, input_size, arch_kwargs_json, as_json):
     """Parameters, MACs, FLOPs (= 2 × MACs) and per-layer widths of a model dir, .onnx file or arch name."""
     from compress.info import describe
 
-    result = describe(model_or_arch, num_classes=num_classes, width=width)
+    arch_kwargs = parse_arch_kwargs(arch_kwargs_json) if arch_kwargs_json is not None else None
+    result = describe(model_or_arch, num_classes=num_classes, width=width, input_size=input_size,
+                      arch_kwargs=arch_kwargs)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"{result['name']}: {result['params']:,} params, {result['macs']:,} MACs, "
+    size = result.get("input_size")
+    at = f" at {'×'.join(str(v) for v in size)}" if size else ""
+    click.echo(f"{result['name']}: {result['params']:,} params, {result['macs']:,} MACs{at}, "
                f"{result['flops']:,} FLOPs (FLOPs = 2 × MACs; Conv and Linear only)")
     if result.get("accuracy") is not None:
         click.echo(f"accuracy: {result['accuracy']:.2%}")

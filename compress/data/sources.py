@@ -271,11 +271,19 @@ def is_compressed(path: Path) -> bool:
     return head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head == b"\xfd7zXZ\x00"
 
 
+def _is_zip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive's end
+
+
 def _members(path: Path, readable: Path) -> list[tarfile.TarInfo]:
     """Every member of the archive. A compressed one is read through to its end, so that its checksum
     (gzip's CRC, xz's check) is verified: a damaged stream can decode to other bytes without an error
     until then, and those would be decoded as images and cached."""
     compressed = readable == path and is_compressed(path)
+    if _is_zip(readable):
+        raise CompressError(f"{path} is a zip file; only folders and tar archives (.tar, .tar.gz, .tar.bz2, "
+                            ".tar.xz) are read: extract it to a folder")
     try:
         if not compressed:
             with tarfile.open(readable, "r:") as tar:  # only tar: anything else is not an archive here

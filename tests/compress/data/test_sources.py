@@ -118,6 +118,21 @@ def test_a_damaged_compressed_archive_is_refused_in_memory_mode_too(tmp_path):
             D.load_dataset(str(archive), "train", mode=mode)
 
 
+@pytest.mark.parametrize("name", ["ds.zip", "ds.tar"])
+def test_a_zip_file_is_named_as_one_whatever_its_name(tmp_path, name):
+    """A .zip said "cannot read archive ...: truncated header", which sent users looking for damage."""
+    import zipfile
+
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    archive = tmp_path / name
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(root.rglob("*.png")):
+            z.write(f, f.relative_to(root))
+    for mode in ("memory", "stream"):
+        with pytest.raises(CompressError, match=f"{name} is a zip file; only folders and tar archives"):
+            D.load_dataset(str(archive), "train", mode=mode)
+
+
 @pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.REGTYPE])
 def test_a_header_s_claimed_size_is_not_decompressed_before_the_bound(tmp_path, monkeypatch, kind):
     """tarfile reads a long-name header's claimed size in one call and seeks past a member's claimed size:
