@@ -95,6 +95,12 @@ def test_cli_bench_runs_and_torch_commands_name_the_extra(tmp_path):
                                 "TMPDIR": str(tmp_path)})
     assert bench.returncode == 0, bench.stderr
     assert "| tiny.onnx | ok |" in bench.stdout
+    torch_backend = subprocess.run([sys.executable, "-c", BLOCKER + cli, "bench", str(model), "--backend", "torch",
+                                    "--report", str(tmp_path / "report")], cwd=ROOT, capture_output=True, text=True,
+                                   timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert torch_backend.returncode == 2 and not (tmp_path / "report").exists()
+    assert torch_backend.stderr.strip().splitlines() == [
+        "Error: torch needs PyTorch: pip install torch (or use an ort-* / trt backend, which do not)"]
     for args in (["prune", str(tmp_path), "--percent", "0.5", "--out", str(tmp_path / "p")], ["train", "--help"]):
         result = subprocess.run([sys.executable, "-c", BLOCKER + cli, *args], cwd=ROOT, capture_output=True,
                                 text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
