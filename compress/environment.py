@@ -39,13 +39,9 @@ def workers() -> int | None:
     value = os.environ.get(WORKERS_ENV, "").strip()
     if not value:
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
+    if not value.isascii() or not value.isdigit():  # int() would take "1_000" and "+2"
         raise CompressError(f"{WORKERS_ENV} must be a whole number >= 0, got {os.environ[WORKERS_ENV]!r}")
-    return n
+    return int(value)
 
 
 def check() -> None:

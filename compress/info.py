@@ -38,6 +38,8 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
     from compress.measure import count_params_macs, layer_widths
     from compress.models import create_model
 
+    from compress.stages.train import model_kwargs
+
     side = check_input_size(input_size) or 32
     kwargs = dict(arch_kwargs or {})
     for name, value in (("num_classes", num_classes), ("width", width)):
@@ -45,7 +47,8 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
             raise CompressError(f"{name} is given twice, as --{name.replace('_', '-')} and in arch_kwargs")
         if value is not None:
             kwargs[name] = value
-    kwargs.setdefault("num_classes", 10)
+    # As `compress train` and `import` build it at this size (a torchvision network's own stem from 64 px).
+    kwargs = model_kwargs(target, kwargs, kwargs.get("num_classes", 10), input_size)
     import torch
 
     from compress.limits import check_allocation

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import os
@@ -50,11 +51,10 @@ class Main(click.Group):
                 cmd = getattr(importlib.import_module(module), attr)
             except ImportError as exc:
                 raise CompressError(missing_module_message(name, exc)) from None
-        return cmd
+        return _environment_checked(cmd) if cmd is not None else None
 
     def invoke(self, ctx):
         try:
-            environment.check()  # a mistyped COMPRESS_* value, refused before any work
             return super().invoke(ctx)
         except click.UsageError as exc:
             # One line that names the option at fault; `--help` shows the usage.
@@ -81,6 +81,21 @@ class Main(click.Group):
             _unexpected(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
             _unexpected(exc)
+
+
+def _environment_checked(cmd: click.Command) -> click.Command:
+    """`cmd` with a mistyped COMPRESS_* value refused once its options are parsed, before any work (its
+    `--help` still shows)."""
+    callback = cmd.callback
+    if callback is not None and not getattr(callback, "checks_environment", False):
+        @functools.wraps(callback)
+        def checked(*args, **kwargs):
+            environment.check()
+            return callback(*args, **kwargs)
+
+        checked.checks_environment = True
+        cmd.callback = checked
+    return cmd
 
 
 def _unexpected(exc: BaseException) -> None:

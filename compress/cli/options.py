@@ -190,7 +190,14 @@ def _given(options) -> list[str]:
     """The flags of `options` (parameter names) given on the command line rather than left at their default,
     as the user writes them (`data_spec` is --data)."""
     ctx = click.get_current_context()
-    flags = {p.name: next((o for o in p.opts if o.startswith("--")), p.opts[0]) for p in ctx.command.params if p.opts}
+    flags = {p.name: _spelling(p, ctx.params.get(p.name)) for p in ctx.command.params if p.opts}
     sources = [(name, ctx.get_parameter_source(name)) for name in options]
     return [flags.get(name, "--" + name.replace("_", "-")) for name, source in sources
             if source is not None and source != click.core.ParameterSource.DEFAULT]
+
+
+def _spelling(param, value) -> str:
+    """The flag as given: an on/off pair's second spelling (--static-batch of --dynamic-batch/--static-batch)
+    when it set the value off."""
+    opts = param.secondary_opts if getattr(param, "secondary_opts", None) and value is False else param.opts
+    return next((o for o in opts if o.startswith("--")), opts[0])

@@ -71,26 +71,48 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     from compress.slimming.other_inputs import untraced_runs
 
     opts, importance = _options(percent, options, "prune")
-    untraced = untraced_runs(model, example_input)
-    was_training = model.training
+    refuse_lazy(model)
+    modes = _modes_of(model)
     original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
     try:
+        untraced = untraced_runs(model, example_input)
         plan = _attempts(model, backup, percent, example_input, opts, importance, untraced)
     except CompressError:
-        _put_back(model, original, backup, was_training)
+        _put_back(model, original, backup, modes)
         raise
     except Exception as exc:
-        _put_back(model, original, backup, was_training)
+        _put_back(model, original, backup, modes)
         lines = str(exc).strip().splitlines()
         raise CompressError(f"pruning {type(model).__name__} failed ({type(exc).__name__}: "
                             f"{lines[0] if lines else ''}); the model is left unchanged") from exc
     except BaseException:
-        _put_back(model, original, backup, was_training)
+        _put_back(model, original, backup, modes)
         raise
-    model.train(was_training)  # in the mode it came in: pruning changes the channels, nothing else
+    _put_modes(model, modes)  # each module in the mode it came in: pruning changes the channels, nothing else
     return model, plan
+
+
+def refuse_lazy(model: nn.Module) -> None:
+    """A lazy layer has no shape until its first forward: its channels cannot be counted or copied yet."""
+    lazy = [n or type(model).__name__ for n, m in model.named_modules()
+            if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
+    if lazy:
+        raise CompressError(f"{type(model).__name__} has lazy layers not initialized yet ({', '.join(lazy[:3])}"
+                            f"{', ...' if len(lazy) > 3 else ''}): run one forward pass on an example first")
+
+
+def _modes_of(model: nn.Module) -> dict:
+    return {m: m.training for m in model.modules()}
+
+
+def _put_modes(model: nn.Module, modes: dict) -> None:
+    """Each module's own train/eval flag as in `modes` (a frozen BN in a training model stays frozen); a
+    module pruning added takes the model's."""
+    top = modes.get(model, model.training)
+    for m in model.modules():
+        m.training = modes.get(m, top)
 
 
 def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
@@ -117,15 +139,15 @@ def _objects_of(model: nn.Module) -> dict:
     return {m: {k: dict(v) if k in tables else v for k, v in m.__dict__.items()} for m in model.modules()}
 
 
-def _put_back(model: nn.Module, original: dict, backup: nn.Module, was_training: bool) -> None:
+def _put_back(model: nn.Module, original: dict, backup: nn.Module, modes: dict) -> None:
     """After a failure: the caller's own module, parameter and buffer objects (an optimizer built on the
-    model holds them), their values as they were (compensation adds to biases in place), and its mode."""
+    model holds them), their values as they were (compensation adds to biases in place), and their modes."""
     for module, attributes in original.items():
         module.__dict__.clear()
         module.__dict__.update(attributes)
     with torch.no_grad():
         model.load_state_dict(backup.state_dict())
-    model.train(was_training)
+    _put_modes(model, modes)
 
 
 def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]:
@@ -247,7 +269,8 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         check_round_to(units, opts.round_to)
     if not isinstance(importance, str):
         imp.scores_of(importance, units, model)
-    threshold, budget, percent = _decide(model, units, percent, example_input, opts, importance)
+    threshold, budget, percent = _decide(model, units, percent, example_input, opts, importance,
+                                         floor_check=not excluded)
     removal = removal_of(units)
     # The constants are means over the probe: eight images average a not-quite-constant channel (an SE
     # gate) better than two, and give the same float sums as plans made before the engine traced itself.
@@ -301,8 +324,11 @@ def _removed_gamma_max(model: nn.Module, removal) -> float:
     return worst
 
 
-def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptions, importance):
-    """Set every unit's kept channels; returns (threshold, budget record or None, percent recorded)."""
+def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptions, importance, *,
+            floor_check: bool = True):
+    """Set every unit's kept channels; returns (threshold, budget record or None, percent recorded).
+    `floor_check` False: units were left alone after a failed self-check, and a floor that keeps every
+    channel of the rest is what that leaves, not what the request asked for (the plan says why)."""
     chooser = Chooser(units, min_keep=opts.min_keep, min_channels=opts.min_channels, round_to=opts.round_to)
     if opts.plan is not None:
         return apply_plan(units, opts.plan), opts.plan.get("budget"), opts.plan["percent"]
@@ -312,7 +338,8 @@ def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptio
         threshold, budget = _meet_budget(model, units, example_input, target, fraction, importance,
                                          opts.compensate, chooser)
         return threshold, budget, None
-    _refuse_floor_keeping_all(units, chooser, percent)
+    if floor_check:
+        _refuse_floor_keeping_all(units, chooser, percent)
     if importance == "gamma":
         threshold = global_threshold(model, percent)
     else:
@@ -331,7 +358,8 @@ def _refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: fl
         floor = chooser.floor
         raise CompressError(f"the floor (min_keep {floor['min_keep']:g}, min_channels {floor['min_channels']}, "
                             f"round_to {floor['round_to']}) keeps every channel of every layer: percent "
-                            f"{percent:g} would prune nothing; lower min_keep (--min-keep) or min_channels")
+                            f"{percent:g} would prune nothing; lower min_keep (--min-keep), min_channels or "
+                            "round_to (--round-to)")
 
 
 def _budget_scores(units: PruningUnits, costs, target: str, importance):
@@ -373,12 +401,17 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
 
     round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
+    refuse_lazy(model)
+    modes = _modes_of(model)
     model.eval()
-    units = prunable_units(model, example_input, probe_batch(example_input), shared=shared)
-    costs = CostModel(model, units, example_input, compensate=compensate)
-    chooser = Chooser(units, min_keep=min_keep, min_channels=min_channels, round_to=round_to)
-    keeps = tuple([chooser(u, u.scores, math.inf) for u in us] for us in (units.groups, units.selections))
-    return (costs.cost(keeps)[target] + 0.5) / costs.full[target]
+    try:
+        units = prunable_units(model, example_input, probe_batch(example_input), shared=shared)
+        costs = CostModel(model, units, example_input, compensate=compensate)
+        chooser = Chooser(units, min_keep=min_keep, min_channels=min_channels, round_to=round_to)
+        keeps = tuple([chooser(u, u.scores, math.inf) for u in us] for us in (units.groups, units.selections))
+        return (costs.cost(keeps)[target] + 0.5) / costs.full[target]
+    finally:
+        _put_modes(model, modes)
 
 
 def _record(unit, threshold: float, names: dict) -> dict:
@@ -459,8 +492,9 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     if options.get("plan") is not None:
         raise CompressError("removal_preview decides afresh; a plan already says what it removes")
     opts, importance = _options(percent, options, "removal_preview")
+    refuse_lazy(model)
     untraced = untraced_runs(model, example_input) if training_only_check else None
-    was_training = model.training
+    modes = _modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -472,7 +506,7 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
             removal = removal_of(units)
             return {**removal.bn, **removal.raw}
     finally:
-        model.train(was_training)
+        _put_modes(model, modes)
 
 
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:

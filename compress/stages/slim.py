@@ -73,6 +73,22 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
                      Path(sparse_dir) if sparse_dir is not None else None, run)
 
 
+def check_floor_prunes(model, side: int, request: PruneRequest) -> None:
+    """Refuse, before any training, a floor (min_keep, min_channels, round_to) under which the prune at the
+    end would find nothing to remove: every unit's floor keeps all its channels, whatever γ training makes."""
+    import torch
+
+    from compress.slimming import least_budget
+
+    example = torch.zeros(1, 3, side, side)
+    if least_budget(model, example, "macs", min_keep=request.min_keep, min_channels=request.min_channels,
+                    round_to=request.round_to, compensate=request.compensate, shared=request.shared) >= 1.0:
+        raise CompressError(f"the floor (min_keep {request.min_keep:g}, min_channels {request.min_channels}, "
+                            f"round_to {request.round_to}) keeps every channel of every layer of "
+                            f"{type(model).__name__}: pruning would remove nothing after training; lower min_keep (--min-keep), "
+                            "min_channels or round_to (--round-to)")
+
+
 def _check_from_is_not_a_stage(start_from, out: Path, sparse_dir, passes: int) -> None:
     """`--from OUT/finetuned --out OUT` would fine-tune into the very directory it starts from: the
     top-level guard sees only OUT, so each stage directory slim writes is checked here, before any work."""
@@ -121,8 +137,13 @@ def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs,
           run: RunOptions) -> dict:
     if start_from is not None:
         arch = read_meta(start_from)["arch"] if arch is None else arch
+        from compress.info import load_checked
+
+        model, meta = load_checked(Path(start_from))
+        side = meta["input_size"][-1]
     else:
-        check_arch(arch, arch_kwargs, input_size=data.input_size)
+        model, side = check_arch(arch, arch_kwargs, input_size=data.input_size), data.input_size or 32
+    check_floor_prunes(model, side, options.prune)
     out.mkdir(parents=True, exist_ok=True)
     # summary.json marks a finished run: a rerun killed halfway must not leave the last run's beside new
     # stages, and a rerun refused before it changed anything must not lose them.
@@ -132,7 +153,7 @@ def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs,
     moved = _set_aside(out) if main else []
     try:
         summary = _stages(arch, data, out, options, arch_kwargs, start_from, sparse_dir, run)
-    except CompressError:
+    except BaseException:  # refused, interrupted or failed: with no stage changed, the last summary stands
         if main and _stage_files(watched) == before:
             for path, aside in moved:
                 os.replace(aside, path)

@@ -216,11 +216,13 @@ def model_kwargs(arch: str, arch_kwargs: dict | None, num_classes: int, input_si
     return resolved_kwargs(arch, {"num_classes": num_classes, **kwargs})
 
 
-def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input_size: int | None = None) -> None:
-    """Fail on a bad architecture name, constructor argument or input size before any data is loaded."""
+def check_arch(arch: str, arch_kwargs: dict | None, num_classes: int = 10, input_size: int | None = None):
+    """Fail on a bad architecture name, constructor argument or input size before any data is loaded;
+    returns the model built (untrained, in eval mode)."""
     from compress.artifact import construct
     from compress.importing import check_input_size
 
     num_classes = (arch_kwargs or {}).get("num_classes", num_classes)  # the data's count is checked later
     model = construct(arch, model_kwargs(arch, arch_kwargs, num_classes, input_size))
     check_input_size(model, arch, input_size or 32)
+    return model

@@ -17,7 +17,7 @@ def test_a_progress_mode_that_is_not_one_of_the_three_is_refused(monkeypatch, va
         progress.mode()
 
 
-@pytest.mark.parametrize("value", ["many", "-1", "2.5"])
+@pytest.mark.parametrize("value", ["many", "-1", "2.5", "1_000", "+2"])
 def test_a_worker_count_that_is_not_a_whole_number_is_refused(monkeypatch, value):
     monkeypatch.setenv(environment.WORKERS_ENV, value)
     with pytest.raises(CompressError, match="COMPRESS_WORKERS must be a whole number >= 0"):
@@ -41,4 +41,6 @@ def test_the_cli_refuses_before_any_work(tmp_path, monkeypatch, name, value):
     lines = result.output.strip().splitlines()
     assert lines == [f"Error: {name} must be {lines[0].split(' must be ', 1)[1]}"] and repr(value) in lines[0]
     assert not out.exists()
-    assert CliRunner().invoke(main, ["--help"]).exit_code == 0  # help still shows
+    for help_asked in (["--help"], ["prune", "--help"]):  # help still shows
+        shown = CliRunner().invoke(main, help_asked)
+        assert shown.exit_code == 0 and "Usage:" in shown.output, shown.output

@@ -22,6 +22,7 @@ CASES = [
     (["import", "F", "--arch", "resnet18", "--out", "O", "--device", "cpu"], "--device only applies with --data"),
     (["export", "--check-trt", "F.onnx", "--atol", "0.1"], "--atol does nothing with --check-trt"),
     (["export", "--check-trt", "F.onnx", "--onnx", "O.onnx"], "--onnx does nothing with --check-trt"),
+    (["export", "--check-trt", "F.onnx", "--static-batch"], "--static-batch does nothing with --check-trt"),
     (["bench", "F.onnx", "--power-interval", "50"], "--power-interval does nothing without a power source"),
     (["bench", "F.onnx", "--power", "none", "--power-interval", "50"],
      "--power-interval does nothing without a power source"),

@@ -169,24 +169,40 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
 def test_a_rerun_stopped_halfway_leaves_no_summary_of_the_last_run(tmp_path, monkeypatch):
     """summary.json marks a finished run; a rerun with another percent killed during a stage left the
     previous run's summary (percent 0.5) beside the new stages (percent 0.3)."""
-    import compress.stages.slim as slim_stage
-    from compress.data.options import DataOptions
-    from compress.recipe import Recipe
+    out = _last_run(tmp_path)
 
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("summary.json", "summary.md", "gamma_histogram.png", "kept_channels.png"):
-        (out / name).write_text("the last run's")
+    def stopped_after_writing(*args, **kwargs):
+        (out / "sparse" / "model.json").write_text('{"another": "run"}')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _slim_with(tmp_path, monkeypatch, out, stopped_after_writing)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["sparse"]
+
+
+def test_a_rerun_stopped_before_it_changed_anything_keeps_the_last_runs_summary(tmp_path, monkeypatch):
+    """Ctrl-C before the first stage wrote left the finished run's summary hidden as .previous-*."""
+    out = _last_run(tmp_path)
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(slim_stage, "train", stopped)
-    recipe = Recipe.named("fast", epochs=1, batch_size=4)
     with pytest.raises(KeyboardInterrupt):
-        slim_stage.slim("vgg11", DataOptions(str(tmp_path / "imgs")), out,
-                        slim_stage.SlimOptions(train_recipe=recipe, finetune_recipe=recipe))
-    assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]
+        _slim_with(tmp_path, monkeypatch, out, stopped)
+    for name in ("summary.json", "summary.md", "gamma_histogram.png", "kept_channels.png"):
+        assert (out / name).read_text() == "the last run's", name
+    assert not list(out.glob(".previous-*"))
+
+
+@pytest.mark.parametrize("floor", [["--min-keep", "1"], ["--round-to", "64"]])
+def test_a_floor_that_keeps_every_channel_is_refused_before_any_training(tmp_path, floor):
+    """`slim --min-keep 1` trained its sparse stage, then was refused at the prune."""
+    result = CliRunner().invoke(main, ["slim", "--arch", "vgg11", "--width", "0.125", "--data",
+                                       str(tmp_path / "no-data-needed"), "--percent", "0.5", "--preset", "paper",
+                                       *floor, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "keeps every channel of every layer of VGG: pruning would remove nothing after training" in result.output
+    assert not (tmp_path / "x").exists()
 
 
 def _last_run(tmp_path):
