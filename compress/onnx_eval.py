@@ -15,22 +15,12 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     """{'accuracy', 'correct', 'images'} of the ONNX file on `data`, after checking that the file's metadata
     is valid and agrees with the data (classes, image size). Accuracy is measured for classifiers only: a
     file with several outputs, or without class names, is refused."""
-    from compress.exporting.errors import ExportError
-    from compress.exporting.metadata import checked_metadata, class_names
-    from compress.exporting.onnx_file import load_onnx
+    from compress.exporting.metadata import class_names
     from compress.runtime.accuracy import onnx_accuracy
     from compress.runtime.errors import RuntimeBenchError
 
     path = Path(path)
-    if not path.exists():
-        raise CompressError(f"ONNX file not found: {path}")
-    try:
-        proto = load_onnx(path)
-        meta = checked_metadata(path)
-    except ExportError as exc:
-        raise CompressError(str(exc)) from None
-    except ValueError as exc:
-        raise CompressError(_first(exc)) from None
+    proto, meta = _loaded(path)
     outputs = [o.name for o in proto.graph.output]
     classes = class_names(meta)
     if len(outputs) != 1 or classes is None:
@@ -47,6 +37,26 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
         raise CompressError(str(exc)) from None
     except ValueError as exc:  # the graph disagrees with its own metadata
         raise CompressError(f"{path}: {_first(exc)}") from None
+
+
+def onnx_metadata(path: str | Path) -> dict:
+    """The file's checked `compress.*` metadata (input size, classes, normalization): what sizes the data."""
+    return _loaded(Path(path))[1]
+
+
+def _loaded(path: Path):
+    from compress.exporting.errors import ExportError
+    from compress.exporting.metadata import checked_metadata
+    from compress.exporting.onnx_file import load_onnx
+
+    if not path.exists():
+        raise CompressError(f"ONNX file not found: {path}")
+    try:
+        return load_onnx(path), checked_metadata(path)
+    except ExportError as exc:
+        raise CompressError(str(exc)) from None
+    except ValueError as exc:
+        raise CompressError(_first(exc)) from None
 
 
 def _first(exc: BaseException) -> str:

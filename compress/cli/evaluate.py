@@ -23,9 +23,10 @@ def eval_cmd(model, data_spec, test_limit, device, as_json):
         raise CompressError(f"model not found: {model}")
     data = _data(data_spec, None, test_limit, 0)
     if model.suffix == ".onnx":
-        from compress.onnx_eval import evaluate_onnx
+        from compress.onnx_eval import evaluate_onnx, onnx_metadata
 
-        result = evaluate_onnx(model, data.split("test"))
+        # Images of any size are sized for the file, as for a model directory.
+        result = evaluate_onnx(model, data.for_model(onnx_metadata(model)).split("test"))
     else:
         from compress.artifact import META, read_meta
         from compress.stages.finetune import evaluate_model_dir

@@ -24,6 +24,8 @@ from compress.request import SHARED, check_shared, importance_label
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
+from compress.slimming.modes import modes_of, put_modes
+from compress.slimming.refusals import TIE_SLACK, refuse_floor_keeping_all, refuse_lazy, refuse_ties
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
@@ -72,7 +74,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
 
     opts, importance = _options(percent, options, "prune")
     refuse_lazy(model)
-    modes = _modes_of(model)
+    modes = modes_of(model)
     original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
@@ -90,29 +92,8 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     except BaseException:
         _put_back(model, original, backup, modes)
         raise
-    _put_modes(model, modes)  # each module in the mode it came in: pruning changes the channels, nothing else
+    put_modes(model, modes)  # each module in the mode it came in: pruning changes the channels, nothing else
     return model, plan
-
-
-def refuse_lazy(model: nn.Module) -> None:
-    """A lazy layer has no shape until its first forward: its channels cannot be counted or copied yet."""
-    lazy = [n or type(model).__name__ for n, m in model.named_modules()
-            if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
-    if lazy:
-        raise CompressError(f"{type(model).__name__} has lazy layers not initialized yet ({', '.join(lazy[:3])}"
-                            f"{', ...' if len(lazy) > 3 else ''}): run one forward pass on an example first")
-
-
-def _modes_of(model: nn.Module) -> dict:
-    return {m: m.training for m in model.modules()}
-
-
-def _put_modes(model: nn.Module, modes: dict) -> None:
-    """Each module's own train/eval flag as in `modes` (a frozen BN in a training model stays frozen); a
-    module pruning added takes the model's."""
-    top = modes.get(model, model.training)
-    for m in model.modules():
-        m.training = modes.get(m, top)
 
 
 def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
@@ -147,7 +128,7 @@ def _put_back(model: nn.Module, original: dict, backup: nn.Module, modes: dict) 
         module.__dict__.update(attributes)
     with torch.no_grad():
         model.load_state_dict(backup.state_dict())
-    _put_modes(model, modes)
+    put_modes(model, modes)
 
 
 def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]:
@@ -325,10 +306,10 @@ def _removed_gamma_max(model: nn.Module, removal) -> float:
 
 
 def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptions, importance, *,
-            floor_check: bool = True):
+            floor_check: bool = True, tie_check: bool = True):
     """Set every unit's kept channels; returns (threshold, budget record or None, percent recorded).
-    `floor_check` False: units were left alone after a failed self-check, and a floor that keeps every
-    channel of the rest is what that leaves, not what the request asked for (the plan says why)."""
+    `floor_check` False: units were left alone after a failed self-check (the plan says why), and the rest
+    may all sit at their floor. `tie_check` False: a preview, which a sparse stage takes of γ as initialized."""
     chooser = Chooser(units, min_keep=opts.min_keep, min_channels=opts.min_channels, round_to=opts.round_to)
     if opts.plan is not None:
         return apply_plan(units, opts.plan), opts.plan.get("budget"), opts.plan["percent"]
@@ -337,29 +318,21 @@ def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptio
         target, fraction = next(iter(targets.items()))
         threshold, budget = _meet_budget(model, units, example_input, target, fraction, importance,
                                          opts.compensate, chooser)
+        if tie_check and budget["estimated"] < fraction - TIE_SLACK:
+            refuse_ties(units, threshold, f"target_{target} {fraction:g}",
+                         f"keep {budget['estimated']:.3f} of the {target}")
         return threshold, budget, None
     if floor_check:
-        _refuse_floor_keeping_all(units, chooser, percent)
-    if importance == "gamma":
-        threshold = global_threshold(model, percent)
-    else:
-        threshold = quantile_threshold([u.importance for u in [*units.groups, *units.selections]], percent)
-    for unit in [*units.groups, *units.selections]:
-        unit.keep = chooser(unit, unit.scores if unit.importance is None else unit.importance, threshold)
-    return threshold, None, percent
-
-
-def _refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:
-    """A floor that keeps every channel of every unit whatever the threshold would hand back the model
-    unpruned as the answer to `percent`: refused, as a budget the floor cannot meet is."""
+        refuse_floor_keeping_all(units, chooser, percent)
     every = [*units.groups, *units.selections]
-    if any(bool(u.free.any()) for u in every) and \
-            all(len(chooser(u, u.scores, math.inf)) == u.scores.numel() for u in every):
-        floor = chooser.floor
-        raise CompressError(f"the floor (min_keep {floor['min_keep']:g}, min_channels {floor['min_channels']}, "
-                            f"round_to {floor['round_to']}) keeps every channel of every layer: percent "
-                            f"{percent:g} would prune nothing; lower min_keep (--min-keep), min_channels or "
-                            "round_to (--round-to)")
+    threshold = global_threshold(model, percent) if importance == "gamma" else \
+        quantile_threshold([u.importance for u in every], percent)
+    for unit in every:
+        unit.keep = chooser(unit, unit.scores if unit.importance is None else unit.importance, threshold)
+    removed = sum(u.scores.numel() - len(u.keep) for u in every) / max(1, sum(u.scores.numel() for u in every))
+    if tie_check and removed > percent + TIE_SLACK:
+        refuse_ties(units, threshold, f"percent {percent:g}", f"remove {removed:.1%} of the channels")
+    return threshold, None, percent
 
 
 def _budget_scores(units: PruningUnits, costs, target: str, importance):
@@ -402,7 +375,7 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
     round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
     refuse_lazy(model)
-    modes = _modes_of(model)
+    modes = modes_of(model)
     model.eval()
     try:
         units = prunable_units(model, example_input, probe_batch(example_input), shared=shared)
@@ -411,7 +384,7 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
         keeps = tuple([chooser(u, u.scores, math.inf) for u in us] for us in (units.groups, units.selections))
         return (costs.cost(keeps)[target] + 0.5) / costs.full[target]
     finally:
-        _put_modes(model, modes)
+        put_modes(model, modes)
 
 
 def _record(unit, threshold: float, names: dict) -> dict:
@@ -494,7 +467,7 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     opts, importance = _options(percent, options, "removal_preview")
     refuse_lazy(model)
     untraced = untraced_runs(model, example_input) if training_only_check else None
-    modes = _modes_of(model)
+    modes = modes_of(model)
     model.eval()
     try:
         with torch.no_grad():
@@ -502,11 +475,11 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
             _refuse_untraced(model, untraced, units)
             if not isinstance(importance, str):
                 imp.scores_of(importance, units, model)
-            _decide(model, units, percent, example_input, opts, importance)
+            _decide(model, units, percent, example_input, opts, importance, tie_check=False)
             removal = removal_of(units)
             return {**removal.bn, **removal.raw}
     finally:
-        _put_modes(model, modes)
+        put_modes(model, modes)
 
 
 def zero_removed_channels(model: nn.Module, plan: dict, example_input: torch.Tensor, *, beta: bool) -> None:

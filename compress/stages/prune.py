@@ -43,10 +43,12 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
     `recalibrate` training images with the training augmentation (0 disables it). A latency target is
     measured on this machine.
     """
-    if plan_path is not None and (request.target is not None or request.importance != "gamma"):
-        # A plan replays the channels it recorded: a target, or an importance to rank them by, asks for another.
+    if plan_path is not None and request.target is not None:
+        # A plan replays the channels it recorded: a target asks for others.
         raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}, not {4} and {5}", *TARGETS, "plan_path",
-                              request.target or COST)
+                              request.target)
+    if plan_path is not None and request.importance != "gamma":
+        raise RequestConflict("{0} does nothing with {1}: a plan replays the channels it recorded", COST, "plan_path")
     if plan_path is None and request.target is None:
         raise RequestConflict("give one of {0}, {1}, {2}, {3} or {4}", *TARGETS, "plan_path")
     request = check_request(request)

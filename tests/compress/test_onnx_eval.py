@@ -35,3 +35,19 @@ def test_data_whose_class_names_differ_is_refused(classifier):
     swapped = [CLASSES[1], CLASSES[0], *CLASSES[2:]]
     with pytest.raises(CompressError, match="class 0 is"):
         evaluate_onnx(classifier, _data(swapped))
+
+
+def test_eval_sizes_images_of_another_size_for_the_file_as_for_a_model_directory(tmp_path, classifier):
+    """`compress eval FILE.onnx --data 8-pixel-images` was refused ("the data's images are [3, 8, 8]") where
+    `bench` on the same file and `eval` on its model directory sized them."""
+    import json
+
+    from click.testing import CliRunner
+    from tests_support import make_image_folder
+
+    from compress.cli import main
+
+    folder = make_image_folder(tmp_path / "imgs", classes=tuple(CLASSES), per_class=1, size=8)
+    result = CliRunner().invoke(main, ["eval", str(classifier), "--data", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["images"] == len(CLASSES)

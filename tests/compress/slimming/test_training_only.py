@@ -158,7 +158,8 @@ torchvision = pytest.importorskip("torchvision")
 
 
 def test_torchvision_googlenet_with_its_auxiliary_classifiers():
-    model = torchvision.models.googlenet(weights=None, num_classes=10, aux_logits=True, init_weights=True)
+    model = randomize_bn(torchvision.models.googlenet(weights=None, num_classes=10, aux_logits=True,
+                                                      init_weights=True))
     with pytest.raises(CompressError, match=r"^GoogLeNet runs aux1, aux2 only in training mode"):
         slimming.prune(model, 0.3, torch.zeros(1, 3, 64, 64))
     model.aux_logits, model.aux1, model.aux2 = False, None, None

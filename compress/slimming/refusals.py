@@ -1,0 +1,51 @@
+"""What pruning refuses rather than return a network other than the one asked for: lazy layers with no
+shape yet, a floor that keeps every channel, and scores that tie at the threshold (γ as initialized), where
+a 5% prune would remove most of the network."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from compress.errors import CompressError
+from compress.slimming.decide import Chooser
+from compress.slimming.units import PruningUnits
+
+TIE_SLACK = 0.05  # how far past the request a prune may land before ties at its threshold are refused
+
+
+def refuse_lazy(model: nn.Module) -> None:
+    """A lazy layer has no shape until its first forward: its channels cannot be counted or copied yet."""
+    lazy = [n or type(model).__name__ for n, m in model.named_modules()
+            if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
+    if lazy:
+        raise CompressError(f"{type(model).__name__} has lazy layers not initialized yet ({', '.join(lazy[:3])}"
+                            f"{', ...' if len(lazy) > 3 else ''}): run one forward pass on an example first")
+
+
+def refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:
+    """A floor that keeps every channel of every unit whatever the threshold would hand back the model
+    unpruned as the answer to `percent`: refused, as a budget the floor cannot meet is."""
+    every = [*units.groups, *units.selections]
+    if any(bool(u.free.any()) for u in every) and \
+            all(len(chooser(u, u.scores, math.inf)) == u.scores.numel() for u in every):
+        floor = chooser.floor
+        raise CompressError(f"the floor (min_keep {floor['min_keep']:g}, min_channels {floor['min_channels']}, "
+                            f"round_to {floor['round_to']}) keeps every channel of every layer: percent "
+                            f"{percent:g} would prune nothing; lower min_keep (--min-keep), min_channels or "
+                            "round_to (--round-to)")
+
+
+def refuse_ties(units: PruningUnits, threshold: float, asked: str, result: str) -> None:
+    """Channels whose scores equal a nonzero threshold all go together: with γ as they are after
+    initialization (all 1), a 5% prune removed 80% of the channels. Refused: such γ rank nothing. Ties at
+    zero are left to go (channels held at zero by the sparse stage, which compute nothing)."""
+    if not (math.isfinite(threshold) and threshold > 0):
+        return
+    tied = sum(int(((u.scores if u.importance is None else u.importance) == threshold)[u.free].sum())
+               for u in [*units.groups, *units.selections])
+    if tied >= 2:
+        raise CompressError(f"{tied} channels share the score {threshold:g} at the threshold, so {asked} would "
+                            f"{result}: their BN γ do not rank them (an untrained network, or γ reset?); train "
+                            "with a sparsity penalty first (compress slim / train --sparsity)")
