@@ -30,7 +30,8 @@ from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_bat
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
-ATTEMPTS = 3  # a self-check failure leaves the units at the failing module alone and tries again, twice
+ATTEMPTS = 3
+HELD_OUT_SEED = 2  # the self-check's image: not one of the compensation probe's (seed 0)  # a self-check failure leaves the units at the failing module alone and tries again, twice
 
 
 @dataclass
@@ -236,6 +237,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
            untraced=None) -> dict:
     from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
     from compress.slimming.float64_check import applied_deltas
+    from compress.slimming.other_inputs import probe_inputs
     from compress.slimming.removal import removal_of
     from compress.slimming.selfcheck import SelfCheckError, self_check
     from compress.slimming.surgery import apply_removal
@@ -273,10 +275,12 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
         s.site.bn = modules[s.name]
         rec["selected"] = s.site.selected()
     # One image is enough to see a changed function; the doubled reference batch makes it two forwards,
-    # and the float64 look two more, on copies.
+    # and the float64 look two more, on copies. Both images are outside the constants' fit, so that
+    # `approximation` is what compensation gives up on inputs it did not see (two forwards more).
     try:
-        check = self_check(model, backup, removal, deltas, probe[:1], compensate=opts.compensate, folded=folded,
-                           applied=applied)
+        check = self_check(model, backup, removal, deltas, probe_batch(example_input, 1, seed=HELD_OUT_SEED),
+                           compensate=opts.compensate, folded=folded, applied=applied,
+                           elsewhere=probe_inputs(example_input)[2:])
     except SelfCheckError as exc:
         exc.units = units
         raise

@@ -63,10 +63,13 @@ def _exact_math():
 
 
 def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
-               compensate: bool, folded: dict | None = None, applied: dict | None = None) -> dict:
+               compensate: bool, folded: dict | None = None, applied: dict | None = None,
+               elsewhere: list = ()) -> dict:
     """Compare; raise CompressError naming the first diverging module, or return the check's record.
     With `applied` (compress.slimming.float64_check.applied_deltas: what each fold changed) the
-    comparison is repeated in float64 at `float64_check.TOLERANCE`."""
+    comparison is repeated in float64 at `float64_check.TOLERANCE`. `elsewhere`, (label, input) pairs
+    such as a larger image, add their approximation to the record (compensation's constants are fitted at
+    the example's size, and a gate or a border share can differ at another)."""
     t0 = time.perf_counter()
     tol = tolerance_for(reference)
     was = pruned.training, reference.training
@@ -107,17 +110,38 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                                  "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
         approx = approx if approx is None or math.isfinite(approx) else None  # plans are strict JSON
+        by_input = {"example size": approx, **{label: _approximation(pruned, reference, removal, deltas, x,
+                                                                     compensate) for label, x in elsewhere}}
+        found = [v for v in by_input.values() if v is not None]
+        approx = max(found) if found else None
         exact = None if applied is None else _float64(pruned, reference, removal, applied, probe, compensate,
                                                       folded)
     finally:
         pruned.train(was[0])
         reference.train(was[1])
     record = {"max_relative_difference": diff, "tolerance": tol,
-              "approximation": approx, "forwards": forwards, "probe": list(probe.shape),
-              "seconds": round(time.perf_counter() - t0, 3)}
+              "approximation": approx, "approximation_by_input": by_input, "forwards": forwards,
+              "probe": list(probe.shape), "seconds": round(time.perf_counter() - t0, 3)}
     if exact is not None:
         record["float64"] = exact
     return record
+
+
+def _approximation(pruned, reference, removal, deltas, x, compensate) -> float | None:
+    """The pruned network against the unpruned one with the removed channels' γ silenced, on `x`; None
+    where either network cannot take `x` (a classifier of one input size) or the outputs are not
+    batch-first."""
+    try:
+        with _exact_math(), torch.no_grad():
+            got = flatten_outputs(pruned(x))
+            loose, _, _ = reference_outputs(reference, removal, deltas, x, compensate=compensate,
+                                            shapes=[t.shape for t in got])
+    except Exception:  # noqa: BLE001 - an input this model does not take has no approximation to record
+        return None
+    if loose is None:
+        return None
+    diff = relative_difference(got, loose)
+    return diff if math.isfinite(diff) else None
 
 
 def _float64(pruned, reference, removal, applied, probe, compensate, folded) -> dict:

@@ -111,9 +111,9 @@ class Analysis:
         return np.array([int(c) in self.classes.frozen for c in cls], dtype=bool)
 
 
-def probe_batch(example_input: torch.Tensor, n: int = PROBE_IMAGES) -> torch.Tensor:
+def probe_batch(example_input: torch.Tensor, n: int = PROBE_IMAGES, seed: int = 0) -> torch.Tensor:
     """A batch with varied content, so measured constants are not artefacts of one input."""
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(seed)
     shape = (n, *example_input.shape[1:])
     return torch.randn(shape, generator=gen).to(example_input.device, example_input.dtype)
 
