@@ -92,6 +92,17 @@ def reference_outputs(reference: nn.Module, removal, deltas: dict, probe: torch.
         restore(saved)
 
 
+@torch.no_grad()
+def silenced_outputs(reference: nn.Module, removal, x: torch.Tensor, *, compensate: bool) -> list[torch.Tensor]:
+    """The unpruned network's outputs on `x` with the removed channels silenced (γ, and β without
+    compensation), nothing replaced: what `approximation` compares the pruned network with."""
+    saved = silence(reference, removal.bn, beta=not compensate, raw=removal.raw)
+    try:
+        return flatten_outputs(reference(x))
+    finally:
+        restore(saved)
+
+
 def _batch_first(both: list[torch.Tensor], shapes: list | None, n: int) -> bool:
     if shapes is None:
         return True

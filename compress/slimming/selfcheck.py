@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError, first_line
-from compress.slimming.reference import flatten_outputs, reference_outputs, relative_difference
+from compress.slimming.reference import (flatten_outputs, reference_outputs, relative_difference,
+                                          silenced_outputs)
 
 
 class SelfCheckError(CompressError):
@@ -110,8 +111,8 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
                                  "the model is left unchanged", module)
         approx = relative_difference(got, loose) if loose is not None else None
         approx = approx if approx is None or math.isfinite(approx) else None  # plans are strict JSON
-        by_input = {"example size": approx, **{label: _approximation(pruned, reference, removal, deltas, x,
-                                                                     compensate) for label, x in elsewhere}}
+        by_input = {"example size": approx, **{label: _approximation(pruned, reference, removal, x, compensate)
+                                                 for label, x in elsewhere}}
         found = [v for v in by_input.values() if v is not None]
         approx = max(found) if found else None
         exact = None if applied is None else _float64(pruned, reference, removal, applied, probe, compensate,
@@ -127,18 +128,14 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
     return record
 
 
-def _approximation(pruned, reference, removal, deltas, x, compensate) -> float | None:
+def _approximation(pruned, reference, removal, x, compensate) -> float | None:
     """The pruned network against the unpruned one with the removed channels' γ silenced, on `x`; None
-    where either network cannot take `x` (a classifier of one input size) or the outputs are not
-    batch-first."""
+    where either network cannot take `x` (a classifier of one input size)."""
     try:
         with _exact_math(), torch.no_grad():
             got = flatten_outputs(pruned(x))
-            loose, _, _ = reference_outputs(reference, removal, deltas, x, compensate=compensate,
-                                            shapes=[t.shape for t in got])
+            loose = silenced_outputs(reference, removal, x, compensate=compensate)
     except Exception:  # noqa: BLE001 - an input this model does not take has no approximation to record
-        return None
-    if loose is None:
         return None
     diff = relative_difference(got, loose)
     return diff if math.isfinite(diff) else None
