@@ -24,7 +24,7 @@ from compress.request import SHARED, check_shared, importance_label
 from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
-from compress.slimming.modes import modes_of, put_modes
+from compress.slimming.restore import modes_of, objects_of, put_back, put_modes
 from compress.slimming.refusals import TIE_SLACK, refuse_floor_keeping_all, refuse_lazy, refuse_ties
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
@@ -76,22 +76,22 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     opts, importance = _options(percent, options, "prune")
     refuse_lazy(model)
     modes = modes_of(model)
-    original = _objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
+    original = objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()
     backup = copy.deepcopy(model)  # the reference of the self-check, and the values a failure restores
     try:
         untraced = untraced_runs(model, example_input)
         plan = _attempts(model, backup, percent, example_input, opts, importance, untraced)
     except CompressError:
-        _put_back(model, original, backup, modes)
+        put_back(model, original, backup, modes)
         raise
     except Exception as exc:
-        _put_back(model, original, backup, modes)
+        put_back(model, original, backup, modes)
         lines = str(exc).strip().splitlines()
         raise CompressError(f"pruning {type(model).__name__} failed ({type(exc).__name__}: "
                             f"{lines[0] if lines else ''}); the model is left unchanged") from exc
     except BaseException:
-        _put_back(model, original, backup, modes)
+        put_back(model, original, backup, modes)
         raise
     put_modes(model, modes)  # each module in the mode it came in: pruning changes the channels, nothing else
     return model, plan
@@ -112,24 +112,6 @@ def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
                             "first step; turn them off before pruning (torchvision: model.aux_logits = False, and "
                             "those modules set to None)")
     refuse_other_paths(model, elsewhere, scopes)
-
-
-def _objects_of(model: nn.Module) -> dict:
-    """Every module's attributes as they are now, with its own parameter, buffer and child tables copied
-    (surgery sets attributes, which changes those tables in place)."""
-    tables = ("_parameters", "_buffers", "_modules")
-    return {m: {k: dict(v) if k in tables else v for k, v in m.__dict__.items()} for m in model.modules()}
-
-
-def _put_back(model: nn.Module, original: dict, backup: nn.Module, modes: dict) -> None:
-    """After a failure: the caller's own module, parameter and buffer objects (an optimizer built on the
-    model holds them), their values as they were (compensation adds to biases in place), and their modes."""
-    for module, attributes in original.items():
-        module.__dict__.clear()
-        module.__dict__.update(attributes)
-    with torch.no_grad():
-        model.load_state_dict(backup.state_dict())
-    put_modes(model, modes)
 
 
 def _options(percent, options: dict, caller: str) -> tuple[PruneOptions, object]:

@@ -40,46 +40,6 @@ def test_a_refused_prune_leaves_the_callers_parameter_objects_and_mode():
     assert all(any(p is q for q in optimizer.param_groups[0]["params"]) for p in model.parameters())
 
 
-def _frozen_parts():
-    """A training model with its first BN and its dropout frozen, as when fine-tuning."""
-    model = _vgg().train()
-    frozen = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)][:1]
-    frozen += [m for m in model.modules() if isinstance(m, nn.Dropout)][:1]
-    for m in frozen:
-        m.eval()
-    return model, {name: m.training for name, m in model.named_modules()}
-
-
-def test_each_module_keeps_its_own_mode_whether_pruning_succeeds_or_is_refused():
-    """Both paths ran model.train(was_training): a frozen BN came back training, and its statistics moved
-    at the next step."""
-    model, modes = _frozen_parts()
-    assert not all(modes.values())
-    slimming.prune(model, 0.5, EXAMPLE)
-    assert {name: m.training for name, m in model.named_modules()} == modes
-    model, modes = _frozen_parts()
-    with pytest.raises(CompressError, match="cannot be met"):
-        slimming.prune(model, None, EXAMPLE, target_macs=1e-6)
-    assert {name: m.training for name, m in model.named_modules()} == modes
-    model, modes = _frozen_parts()
-    assert slimming.least_budget(model, EXAMPLE) < 1
-    assert {name: m.training for name, m in model.named_modules()} == modes  # it left every module in eval
-
-
-def test_a_lazy_layer_not_yet_initialized_is_refused_in_one_line():
-    """Saving the parameters before the training-mode forward raised a bare ValueError on one."""
-    model = nn.Sequential(nn.LazyConv2d(8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(8, 2))
-    for call in (lambda: slimming.prune(model, 0.5, EXAMPLE), lambda: slimming.least_budget(model, EXAMPLE),
-                 lambda: slimming.removal_preview(model, 0.5, EXAMPLE)):
-        with pytest.raises(CompressError, match=r"^Sequential has lazy layers not initialized yet \(0\): run one "
-                                                r"forward pass on an example first$"):
-            call()
-    model(EXAMPLE)  # initialized (and its γ spread out, as training leaves them): it prunes
-    slimming.prune(randomize_bn(model).eval(), 0.5, EXAMPLE)
-    assert model[0].out_channels < 8
-
-
 def test_every_plan_records_its_check():
     _, plan = slimming.prune(_vgg(), 0.5, EXAMPLE)
     assert 0 < plan["removed_gamma_max"] <= plan["threshold"]  # what a stage reads to call a pruning exact
