@@ -23,9 +23,9 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
                                   ("arch_kwargs", arch_kwargs)) if v is not None]
     if (path.suffix == ".onnx" or path.is_dir()) and given:
         # a file or directory holds its own architecture and size: the options would be silently ignored
-        raise CompressError(f"{target} holds its own architecture: {', '.join(given)} "
-                            f"({', '.join('--' + g.replace('_', '-') for g in given)}) {'is' if len(given) == 1 else 'are'} for an "
-                            "architecture name")
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise CompressError(f"{target} holds its own architecture: {', '.join(given)} ({flags}) "
+                            f"{'is' if len(given) == 1 else 'are'} for an architecture name")
     if path.suffix == ".onnx":
         return _describe_onnx(path)
     if path.is_dir():
@@ -37,7 +37,6 @@ def describe(target: str, num_classes: int | None = None, width: float | None = 
     from compress.data.sizing import check_input_size
     from compress.measure import count_params_macs, layer_widths
     from compress.models import create_model
-
     from compress.stages.train import model_kwargs
 
     side = check_input_size(input_size) or 32

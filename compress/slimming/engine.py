@@ -30,8 +30,8 @@ from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_bat
 
 PLAN_FORMAT = "compress.plan/2"
 OLD_PLAN_FORMAT = "compress.plan/1"  # groups only; still replayable on models without selection sites
-ATTEMPTS = 3
-HELD_OUT_SEED = 2  # the self-check's image: not one of the compensation probe's (seed 0)  # a self-check failure leaves the units at the failing module alone and tries again, twice
+ATTEMPTS = 3  # a self-check failure leaves the units at the failing module alone and tries again, twice
+HELD_OUT_SEED = 2  # the self-check's image: not one of the compensation probe's (seed 0)
 
 
 @dataclass

@@ -85,8 +85,8 @@ def check_floor_prunes(model, side: int, request: PruneRequest) -> None:
                     round_to=request.round_to, compensate=request.compensate, shared=request.shared) >= 1.0:
         raise CompressError(f"the floor (min_keep {request.min_keep:g}, min_channels {request.min_channels}, "
                             f"round_to {request.round_to}) keeps every channel of every layer of "
-                            f"{type(model).__name__}: pruning would remove nothing after training; lower min_keep (--min-keep), "
-                            "min_channels or round_to (--round-to)")
+                            f"{type(model).__name__}: pruning would remove nothing after training; lower "
+                            "min_keep (--min-keep), min_channels or round_to (--round-to)")
 
 
 def _check_from_is_not_a_stage(start_from, out: Path, sparse_dir, passes: int) -> None:
