@@ -83,15 +83,15 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
         untraced = untraced_runs(model, example_input)
         plan = _attempts(model, backup, percent, example_input, opts, importance, untraced)
     except CompressError:
-        put_back(model, original, backup, modes)
+        put_back(model, original, backup)
         raise
     except Exception as exc:
-        put_back(model, original, backup, modes)
+        put_back(model, original, backup)
         lines = str(exc).strip().splitlines()
         raise CompressError(f"pruning {type(model).__name__} failed ({type(exc).__name__}: "
                             f"{lines[0] if lines else ''}); the model is left unchanged") from exc
     except BaseException:
-        put_back(model, original, backup, modes)
+        put_back(model, original, backup)
         raise
     put_modes(model, modes)  # each module in the mode it came in: pruning changes the channels, nothing else
     return model, plan
@@ -219,7 +219,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
            untraced=None) -> dict:
     from compress.slimming.compensate import CompensationError, fold_deltas, measure_deltas
     from compress.slimming.float64_check import applied_deltas
-    from compress.slimming.other_inputs import probe_inputs
+    from compress.slimming.other_inputs import larger_input
     from compress.slimming.removal import removal_of
     from compress.slimming.selfcheck import SelfCheckError, self_check
     from compress.slimming.surgery import apply_removal
@@ -262,7 +262,7 @@ def _prune(model, backup, percent, example_input, opts: PruneOptions, importance
     try:
         check = self_check(model, backup, removal, deltas, probe_batch(example_input, 1, seed=HELD_OUT_SEED),
                            compensate=opts.compensate, folded=folded, applied=applied,
-                           elsewhere=probe_inputs(example_input)[2:])
+                           elsewhere=larger_input(example_input))
     except SelfCheckError as exc:
         exc.units = units
         raise

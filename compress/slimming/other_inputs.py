@@ -40,6 +40,11 @@ def probe_inputs(example_input: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
     return [(label, x.to(example_input.device, example_input.dtype)) for label, x in probes]
 
 
+def larger_input(example_input: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """The 1.5 times larger one of `probe_inputs`, as a list: empty where it is not tried."""
+    return probe_inputs(example_input)[2:]  # after the brighter and the darker image
+
+
 def _larger(d: int) -> int:
     bigger = math.ceil(d * 1.5)
     return -(-bigger // 32) * 32 if d % 32 == 0 else bigger

@@ -27,12 +27,12 @@ def objects_of(model: nn.Module) -> dict:
     return {m: {k: dict(v) if k in tables else v for k, v in m.__dict__.items()} for m in model.modules()}
 
 
-def put_back(model: nn.Module, original: dict, backup: nn.Module, modes: dict) -> None:
+def put_back(model: nn.Module, original: dict, backup: nn.Module) -> None:
     """After a failure: the caller's own module, parameter and buffer objects (an optimizer built on the
-    model holds them), their values as they were (compensation adds to biases in place), and their modes."""
+    model holds them), their values as they were (compensation adds to biases in place), and their modes
+    (each module's `training` is one of the attributes `objects_of` kept)."""
     for module, attributes in original.items():
         module.__dict__.clear()
         module.__dict__.update(attributes)
     with torch.no_grad():
         model.load_state_dict(backup.state_dict())
-    put_modes(model, modes)

@@ -1,8 +1,9 @@
 """Layers that run only in training mode, such as GoogLeNet's and Inception v3's auxiliary classifiers.
 
 Pruning follows the eval-mode forward, so such layers would keep their old widths: the pruned network
-would pass its self-check and then fail at the first training step. `modules_run_in_training` runs one
-training-mode forward and leaves the model as it was: buffers such as BN statistics, parameters (a layer
+would pass its self-check and then fail at the first training step. `modules_run` runs one forward per
+input, in training mode where asked (compress.slimming.other_inputs runs the example so, and other inputs
+in eval), and leaves the model as it was: buffers such as BN statistics, parameters (a layer
 may initialise itself from its first training batch, as Glow's ActNorm does), each module's attributes
 that hold plain values (such a layer's "initialized" flag), each module's mode, and the random generators
 of the CPU and of the CUDA devices involved (not other accelerators' generators, nor attributes holding
@@ -14,25 +15,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.slimming.restore import modes_of, put_modes
 from compress.slimming.trace import LAYER_TYPES
-
-
-def modules_run_in_training(model: nn.Module, example_input: torch.Tensor) -> set[str]:
-    """Names of the modules a training-mode forward runs. Where it stops with an error, the modules that
-    ran until then: an auxiliary head too small for the example still shows, while a forward that refuses
-    training mode at its top (a detector that wants targets) shows nothing held against the model."""
-    return modules_run(model, [(example_input, True)])[0]
 
 
 def modules_run(model: nn.Module, runs: list[tuple[torch.Tensor, bool]]) -> list[set[str]]:
     """Per (input, training) of `runs`, the names of the modules one forward runs, in training mode where
     asked (BNs normalize as in eval), up to an error where it stops; the model is left as it was (the
-    module docstring says what that covers)."""
+    module docstring says what that covers). Where a training-mode forward stops with an error, the
+    modules that ran until then: an auxiliary head too small for the example still shows, while a forward
+    that refuses training mode at its top (a detector that wants targets) shows nothing held against the
+    model."""
     names = {m: n for n, m in model.named_modules()}
     ran: set[str] = set()
     found: list[set[str]] = []
     hooks = [m.register_forward_pre_hook(lambda m, _a: ran.add(names[m])) for m in model.modules()]
-    modes = [(m, m.training) for m in model.modules()]
+    modes = modes_of(model)
     # The tensor objects themselves too: a forward may assign a buffer anew instead of writing into it.
     buffers = [(m, key, b, b.detach().clone()) for m in model.modules() for key, b in m._buffers.items()
                if b is not None]
@@ -58,8 +56,7 @@ def modules_run(model: nn.Module, runs: list[tuple[torch.Tensor, bool]]) -> list
     finally:
         for h in hooks:
             h.remove()
-        for m, mode in modes:
-            m.training = mode
+        put_modes(model, modes)
         with torch.no_grad():
             for m, key, b, saved in buffers:
                 b.copy_(saved)

@@ -136,11 +136,10 @@ class _Slimming:
 def _slim(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwargs, start_from, sparse_dir,
           run: RunOptions) -> dict:
     if start_from is not None:
-        arch = read_meta(start_from)["arch"] if arch is None else arch
         from compress.info import load_checked
 
         model, meta = load_checked(Path(start_from))
-        side = meta["input_size"][-1]
+        arch, side = meta["arch"] if arch is None else arch, meta["input_size"][-1]
     else:
         model, side = check_arch(arch, arch_kwargs, input_size=data.input_size), data.input_size or 32
     check_floor_prunes(model, side, options.prune)

@@ -75,7 +75,7 @@ def test_the_approximation_is_measured_at_a_larger_input_too():
     while at 96 the pruned network differed from the unpruned one (removed γ = 0) by 6e-4, unrecorded."""
     import copy
 
-    from compress.slimming.other_inputs import probe_inputs
+    from compress.slimming.other_inputs import larger_input
     from compress.slimming.reference import flatten_outputs, relative_difference
 
     torch.manual_seed(0)  # timm draws its initial weights from the global generator
@@ -88,7 +88,7 @@ def test_the_approximation_is_measured_at_a_larger_input_too():
     silenced = copy.deepcopy(model)
     _, plan = slimming.prune(model, 0.3, example)
     by_input = plan["check"]["approximation_by_input"]
-    label, larger = probe_inputs(example)[2]
+    [(label, larger)] = larger_input(example)
     assert label == "a 96x96 input" and set(by_input) == {"example size", label}
     with torch.no_grad():
         measured = relative_difference(flatten_outputs(model(larger)), flatten_outputs(silenced(larger)))

@@ -10,7 +10,7 @@ from torch import nn
 
 from compress import slimming
 from compress.errors import CompressError
-from compress.slimming.training_only import modules_run_in_training
+from compress.slimming.training_only import modules_run
 
 
 class WithAux(nn.Module):
@@ -58,7 +58,7 @@ def test_a_training_forward_that_cannot_run_is_not_held_against_the_model():
             return super().forward(x)
 
     model = randomize_bn(WantsTargets())
-    assert modules_run_in_training(model, torch.zeros(1, 3, 16, 16)) == {""}
+    assert modules_run(model, [(torch.zeros(1, 3, 16, 16), True)]) == [{""}]
     slimming.prune(model, 0.5, torch.zeros(1, 3, 16, 16), min_keep=0.0)
 
 
@@ -91,7 +91,7 @@ def test_a_buffer_the_training_forward_assigns_anew_is_put_back():
 
     model = randomize_bn(Reassigns())
     before = model.seen
-    modules_run_in_training(model, torch.zeros(1, 3, 16, 16))
+    modules_run(model, [(torch.zeros(1, 3, 16, 16), True)])
     assert model.seen is before and torch.equal(model.seen, torch.zeros(2))
 
 
@@ -125,7 +125,7 @@ def _with_actnorm():
 def test_parameters_and_flags_a_training_forward_sets_are_put_back():
     model = _with_actnorm()
     norm, scale = model.stem[0], model.stem[0].scale
-    modules_run_in_training(model, torch.randn(2, 3, 16, 16) * 3)
+    modules_run(model, [(torch.randn(2, 3, 16, 16) * 3, True)])
     assert norm.scale is scale and torch.equal(scale, torch.full_like(scale, 0.5))
     assert norm.initialized is False and not hasattr(norm, "batches_seen")
 
