@@ -107,11 +107,16 @@ def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Mo
     Construction stops once its tensors exceed the memory available."""
     from compress.models import build_from_file
 
-    with _bounded_construction(f"{where}: {meta['arch']}"):
+    def build():
         try:
-            model = build_from_file(meta["arch"], meta["arch_kwargs"], trust=trust, where=where)
+            return build_from_file(meta["arch"], meta["arch_kwargs"], trust=trust, where=where)
         except (ValueError, TypeError) as exc:
             raise CompressError(_first_line(exc)) from None
+
+    what = f"{where}: {meta['arch']}"
+    _refuse_oversized(what, build)
+    with _bounded_construction(what):
+        model = build()
     apply_widths(model, meta.get("widths") or {})
     apply_attributes(model, meta.get("attributes") or {}, where)
     return model
@@ -136,6 +141,27 @@ def construct(arch: str, arch_kwargs: dict) -> nn.Module:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _refuse_oversized(what: str, build) -> None:
+    """Build once on the meta device (shapes only, nothing allocated) and refuse a network whose tensors
+    exceed the memory available: the registration bound below stops a real build only after every earlier
+    layer's weights were initialized (a DenseNet-40 of growth rate 1024 reached 9 GB first). A constructor
+    that cannot run there (it reads values) is left to that bound."""
+    from compress.limits import available_memory, human_bytes
+
+    try:
+        with torch.device("meta"):
+            shadow = build()
+    except CompressError:
+        raise
+    except Exception:  # noqa: BLE001 - a constructor that computes on values: the registration bound applies
+        return
+    total = sum(t.numel() * t.element_size() for t in [*shadow.parameters(), *shadow.buffers()])
+    limit = available_memory()
+    if total > limit:
+        raise CompressError(f"{what} builds tensors of {human_bytes(total)}, beyond the {human_bytes(limit)} of "
+                            "memory available")
 
 
 @contextlib.contextmanager
@@ -250,18 +276,24 @@ def _check_same_structure(rebuilt: nn.Module, model: nn.Module, arch: str) -> No
                                 f"{theirs.get(key, 'absent')} there and {ours.get(key, 'absent')} in the model")
 
 
+PROBE_IMAGES = 2  # the rebuild check's batch
+
+
 @torch.no_grad()
 def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_size: list[int]) -> None:
     """The rebuilt network, given the model's weights, computes what the model computes (in eval mode):
     arguments that change behaviour but no shape (an activation, a pooling type) are caught here."""
     from compress.exporting.outputs import flatten_outputs
 
+    from compress.measure import check_forward_memory
+
+    check_forward_memory(model, input_size, images=PROBE_IMAGES)
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     rebuilt.to(device).eval()
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    x = torch.randn(2, *input_size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
+    x = torch.randn(PROBE_IMAGES, *input_size, generator=torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
     was_training = model.training
     model.eval()
     try:
@@ -276,9 +308,12 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
         raise CompressError(f"{arch} with these arch_kwargs returns {[n for n, _ in got]}, the model "
                             f"{[n for n, _ in want]}")
     for (name, a), (_, b) in zip(want, got):
+        if a.is_floating_point() and not bool(torch.isfinite(a).all()):
+            raise CompressError(f"the model's output {name} holds NaN or infinity on a random input of "
+                                f"{input_size}: a broken network is not saved")
         scale = float(a.abs().max()) if a.numel() else 0.0
         diff = float((a.float() - b.float()).abs().max()) if a.shape == b.shape and a.numel() else 0.0
-        if a.shape != b.shape or diff > 1e-5 * max(scale, 1e-6):
+        if a.shape != b.shape or not diff <= 1e-5 * max(scale, 1e-6):
             raise CompressError(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
                                 f"{name} (differs by {diff:.3g}); pass the arguments it was built with in arch_kwargs")
 

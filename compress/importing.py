@@ -54,8 +54,12 @@ def _check_zip_entries(path: Path) -> None:
     from compress.limits import check_allocation
 
     with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":
-            return  # torch's legacy format (torch tells the two apart by these bytes): storages are the file's bytes
+        if f.read(4) != b"PK\x03\x04":  # how torch tells its zip format from the legacy one
+            # The legacy format's pickle declares each storage's size and torch allocates that before reading
+            # the bytes: a 1.6 MB file asked for 17 GB. Its sizes cannot be bounded without unpickling.
+            raise CompressError(f"{path} is not in torch.save's zip format (torch >= 1.6); the legacy format "
+                                "declares storage sizes that cannot be checked before torch allocates them: "
+                                "re-save it with a current torch.save, or as .safetensors")
         f.seek(0, 2)
         size = f.tell()
         f.seek(max(size - 22, 0))

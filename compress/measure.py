@@ -82,17 +82,18 @@ def largest_output_bytes(model: nn.Module, input_size) -> int | None:
     return largest
 
 
-def check_forward_memory(model: nn.Module, input_size) -> None:
-    """Refuse a one-image forward whose activations cannot fit in memory (TooLargeError), before it runs:
-    a stranger's model.json may give any input size up to MAX_IMAGE_SIDE² (a tiny network at 4096² px
+def check_forward_memory(model: nn.Module, input_size, images: int = 1) -> None:
+    """Refuse a forward of `images` images whose activations cannot fit in memory (TooLargeError), before it
+    runs: a stranger's model.json may give any input size up to MAX_IMAGE_SIDE² (a tiny network at 4096² px
     took 2.3 GB; at 16384² it would take 37 GB)."""
     from compress.limits import check_allocation
 
     largest = largest_output_bytes(model, input_size)
     if largest is not None:
-        check_allocation(LIVE_OUTPUTS * largest, "uint8",
-                         f"a forward of one {'x'.join(str(d) for d in input_size)} image (its largest layer "
-                         f"output is {largest:,} bytes)")
+        size = "x".join(str(d) for d in input_size)
+        what = f"one {size} image" if images == 1 else f"{images} {size} images"
+        check_allocation(LIVE_OUTPUTS * images * largest, "uint8",
+                         f"a forward of {what} (its largest layer output is {largest:,} bytes per image)")
 
 
 def count_params_macs(model: nn.Module, input_size=(3, 32, 32)) -> tuple[int, int]:

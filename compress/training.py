@@ -48,6 +48,11 @@ class NonFiniteLoss(CompressError):
     """Training reached a NaN or infinite loss and stopped."""
 
 
+class NonFiniteOutput(CompressError):
+    """A model returned NaN or infinite logits, so no accuracy is reported from it: argmax would still pick
+    a class and give a plausible-looking figure for a broken network."""
+
+
 @dataclass
 class Distill:
     teacher: nn.Module
@@ -120,14 +125,23 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     device = torch.device(device)
     model.eval().to(device)
     correct = torch.zeros((), device=device, dtype=torch.long)
+    broken = torch.zeros((), device=device, dtype=torch.long)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     autocast = autocast_for("fp32" if precision == "fp32" else "auto", device)
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise CompressError(f"the model returns {shape}, not one batch × classes tensor of logits; accuracy "
+                                "is measured for classifiers only")
+        broken += (~torch.isfinite(logits)).any(1).sum()
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
     n = len(data)
+    if int(broken):
+        raise NonFiniteOutput(f"the model outputs NaN or infinite logits for {int(broken):,} of {n:,} test images; "
+                              "no accuracy is reported from a broken model")
     return {"accuracy": int(correct) / n, "loss": float(loss_sum) / n, "images": n}
 
 
@@ -348,8 +362,11 @@ class _Run:
         if not is_main_process():
             return
         opts = self.opts
-        test = evaluate(self.model, test_data, self.mean, self.std, device=self.device,
-                        channels_last=self.channels_last, precision=self.opts.precision)
+        try:
+            test = evaluate(self.model, test_data, self.mean, self.std, device=self.device,
+                            channels_last=self.channels_last, precision=self.opts.precision)
+        except NonFiniteOutput:
+            test = {"loss": math.nan}
         if not math.isfinite(test["loss"]):
             raise NonFiniteLoss(f"{opts.desc}: the test loss after epoch {epoch + 1} is NaN or infinite (the weights "
                                 f"diverged); training stopped, {self._kept()}: lower --lr")

@@ -27,11 +27,23 @@ def file_info(path: Path, kind: str) -> dict:
 
 
 def engine_onnx_path(engine: Path) -> Path | None:
-    """The ONNX file an engine was built from, as its sidecar records it (None when unknown)."""
+    """The ONNX file an engine was built from: the sidecar's `onnx_path` (recorded as the build was given it,
+    so tried beside the engine first, then from here) or its name beside the engine, whichever file has the
+    sidecar's `onnx_sha256`; None when none has. A sidecar is a stranger's file too: a path it names is used
+    only for the bytes the engine was built from, never for another model's counts."""
+    from compress.runtime.file_hash import sha256_file
+
     if not sidecar_path(engine).exists():
         return None
-    onnx_path = read_sidecar(engine).get("onnx_path")
-    return Path(onnx_path) if isinstance(onnx_path, str) and onnx_path else None
+    info = read_sidecar(engine)
+    recorded, digest = info.get("onnx_path"), info.get("onnx_sha256")
+    if not isinstance(recorded, str) or not recorded:
+        return None
+    candidates = [engine.parent / recorded, Path(recorded), engine.parent / Path(recorded).name]
+    for candidate in dict.fromkeys(candidates):
+        if candidate.is_file() and sha256_file(candidate) == digest:
+            return candidate
+    return None
 
 
 def _count(value):
@@ -49,8 +61,8 @@ def model_counts(path: Path, kind: str, warnings: list, one_line) -> dict | None
             onnx_path = engine_onnx_path(path)
             if onnx_path is not None and onnx_path.is_file():
                 return {**count_onnx(onnx_path), "source": f"ONNX graph the engine was built from ({onnx_path})"}
-            warnings.append(f"{path.name}: parameter/MAC counts unknown (the ONNX file named by its sidecar "
-                            "is not here)")
+            warnings.append(f"{path.name}: parameter/MAC counts unknown (no ONNX file with the sidecar's "
+                            "onnx_sha256 is where its onnx_path says, or beside the engine)")
             return None
         if kind == "model_dir":
             meta = read_json(path / "model.json", "model.json")

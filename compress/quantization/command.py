@@ -306,7 +306,8 @@ def _sensitivity_scan(opts: QuantizeOptions, input_size, mean, std, recipe: Reci
         x_eval = normalize(ranking.eval_images(), mean, std).numpy()
         rows = layer_sensitivity(prepared, x_eval, ranking.labels.numpy(), method=opts.method, cache=cache,
                                  workdir=tmp, log=log, recipe=recipe)
-        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), ranking.labels.numpy())
+        base = accuracy_of(onnx_logits(prepared, x_eval, int8_kernels=recipe.fused_kernels), ranking.labels.numpy(),
+                           "the FP32 model")
         report["sensitivity"] = {"images": len(ranking), "split": "train", "seed": opts.seed + 1,
                                  "fp32_accuracy": base, "layers": rows}
         return list(dict.fromkeys(exclude + [r["layer"] for r in rows[:opts.keep_float]]))
@@ -326,7 +327,9 @@ def _accuracy(src: Path, quantized: Path, opts: QuantizeOptions, input_size, mea
     log(f"evaluating FP32 and INT8 in ONNX Runtime on {len(test)} test images ({session['what']})")
     ref = onnx_logits(src, x_test, int8_kernels=recipe.fused_kernels)
     q = onnx_logits(quantized, x_test, int8_kernels=recipe.fused_kernels)
-    fp32_acc, int8_acc = accuracy_of(ref, y_test), accuracy_of(q, y_test)
+    classes = len(test.classes)
+    fp32_acc, int8_acc = accuracy_of(ref, y_test, "the FP32 model", classes), accuracy_of(q, y_test, "the INT8 model",
+                                                                                           classes)
     accuracy = {"images": len(test), "fp32": fp32_acc, "int8": int8_acc, "drop": fp32_acc - int8_acc,
                 "top1_agreement": float((ref.argmax(1) == q.argmax(1)).mean()),
                 "logit_sqnr_db": sqnr_db(ref, q),
@@ -340,6 +343,7 @@ def _accuracy(src: Path, quantized: Path, opts: QuantizeOptions, input_size, mea
         log(f"warning: {accuracy['not_the_targets']}")
     if opts.int8_kernels and not recipe.fused_kernels:
         fused = onnx_logits(quantized, x_test, int8_kernels=True)
-        accuracy["int8_ort_kernels"] = accuracy_of(fused, y_test)
+        accuracy["int8_ort_kernels"] = accuracy_of(fused, y_test, "the INT8 model in ONNX Runtime's int8 kernels",
+                                                   classes)
         accuracy["int8_ort_kernels_sqnr_db"] = sqnr_db(ref, fused)
     return accuracy

@@ -42,7 +42,21 @@ def onnx_logits(path: str | Path, inputs: np.ndarray, batch_size: int = EVAL_BAT
     return run_onnx(session, inputs, batch_size)
 
 
-def accuracy_of(logits: np.ndarray, labels: np.ndarray) -> float:
+def accuracy_of(logits: np.ndarray, labels: np.ndarray, what: str = "the model", classes: int | None = None) -> float:
+    """Top-1 accuracy, refused (CompressError) for outputs that are not `classes` logits per image or that hold
+    NaN or infinity: argmax over either still picks a class and gives a plausible-looking figure."""
+    from compress.errors import CompressError
+
+    logits = np.asarray(logits)
+    if logits.ndim != 2 or len(logits) != len(labels) or logits.shape[1] < 2 \
+            or (classes is not None and logits.shape[1] != classes):
+        wanted = f"N x {classes}" if classes is not None else "N x classes"
+        raise CompressError(f"{what} returns {' x '.join(['N', *map(str, logits.shape[1:])])}, not {wanted} logits; "
+                            "accuracy is measured for classifiers only")
+    broken = int((~np.isfinite(logits).all(axis=1)).sum())
+    if broken:
+        raise CompressError(f"{what} outputs NaN or infinite logits for {broken:,} of {len(logits):,} images; no "
+                            "accuracy is reported from a broken model")
     return float((logits.argmax(1) == np.asarray(labels)).mean())
 
 
@@ -67,7 +81,7 @@ def layer_sensitivity(prepared: Path, x_eval: np.ndarray, y_eval: np.ndarray, *,
     model = onnx.load(str(prepared))
     inits = {t.name: t for t in model.graph.initializer}
     ref = onnx_logits(prepared, x_eval, int8_kernels=fused)
-    base = accuracy_of(ref, y_eval)
+    base = accuracy_of(ref, y_eval, "the FP32 model")
     rows = []
     nodes = weight_nodes(model)
     for i, node in enumerate(nodes):
@@ -75,7 +89,7 @@ def layer_sensitivity(prepared: Path, x_eval: np.ndarray, y_eval: np.ndarray, *,
         calibration.quantize_qdq(prepared, out, cache, method=method, only=[node.name], recipe=recipe)
         logits = onnx_logits(out, x_eval, int8_kernels=fused)
         out.unlink(missing_ok=True)
-        acc = accuracy_of(logits, y_eval)
+        acc = accuracy_of(logits, y_eval, f"the model with {node.name} in INT8")
         rows.append({"layer": node.name, "op": node.op_type, "weight_shape": list(inits[node.input[1]].dims),
                      "accuracy": acc, "drop": base - acc, "sqnr_db": sqnr_db(ref, logits)})
         log(f"sensitivity {i + 1}/{len(nodes)} {node.name}: accuracy {acc:.2%} (drop {100 * (base - acc):+.2f} pp), "

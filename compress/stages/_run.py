@@ -183,12 +183,17 @@ def check_out_dir(out: Path) -> None:
 RUN_FILES = ("metrics.jsonl", "best.safetensors", "train_state")
 
 
-def check_no_training_run(out: Path, stage: str) -> None:
-    """Refuse an --out that holds a training run's files, for a stage that writes no such files."""
-    found = [name for name in RUN_FILES if (Path(out) / name).exists()]
+# What other commands leave beside a model: a pruning's plan, weight sharing's file and report.
+MADE_FILES = ("plan.json", "model.dcz", "share_report.json")
+
+
+def check_no_training_run(out: Path, stage: str, also: tuple[str, ...] = ()) -> None:
+    """Refuse an --out that holds a training run's files (or `also`'s), for a stage that writes no such files."""
+    found = [name for name in (*RUN_FILES, *also) if (Path(out) / name).exists()]
     if found:
-        raise CompressError(f"{out} holds a training run ({', '.join(found)}), which {stage} would leave beside "
-                            "a model it did not train; choose a new folder")
+        kind = "a training run" if set(found) & set(RUN_FILES) else "another model's files"
+        raise CompressError(f"{out} holds {kind} ({', '.join(found)}), which {stage} would leave beside "
+                            "a model they do not describe; choose a new folder")
 
 
 def check_classes(meta: dict, data) -> None:

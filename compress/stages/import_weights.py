@@ -9,7 +9,7 @@ from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.importing import check_input_size, load_strict, logits_width, output_width, read_state_dict
 from compress.labels import placeholder_names
-from compress.stages._run import check_no_training_run, command_line, save_model_into, writing
+from compress.stages._run import MADE_FILES, check_no_training_run, command_line, save_model_into, writing
 from compress.stages.train import model_kwargs
 
 
@@ -24,7 +24,7 @@ def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwar
     the test accuracy is recorded.
     """
     with writing(out, [("WEIGHTS", weights)], data):
-        check_no_training_run(Path(out), "import")
+        check_no_training_run(Path(out), "import", also=MADE_FILES)
         state = read_state_dict(weights)
         train = test = None
         if data is not None:

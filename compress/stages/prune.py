@@ -55,7 +55,7 @@ def prune(model_dir: str | Path, out: str | Path, request: PruneRequest = PruneR
     if recalibrate == 1:
         raise CompressError("BN recalibration needs at least 2 training images, got 1 (--recalibrate)")
     with writing(out, [("MODEL_DIR", model_dir), ("--plan", plan_path)], data):
-        check_no_training_run(Path(out), "prune")
+        check_no_training_run(Path(out), "prune", also=("model.dcz", "share_report.json"))
         return _prune(Path(model_dir), Path(out), request, plan_path, data, recalibrate, device)
 
 

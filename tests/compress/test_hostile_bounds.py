@@ -205,3 +205,38 @@ def test_the_bounds_are_named_in_one_place():
     import compress.validate as validate
 
     assert validate.MAX_WIDTH is limits.MAX_WIDTH  # validate re-uses them rather than keeping copies
+
+
+# --- what a model description builds ------------------------------------------------------------------
+
+def test_an_oversized_architecture_is_refused_before_any_layer_is_built(work, warm, monkeypatch):
+    """A DenseNet-40 of growth rate 1024 (within every field's bound) has 28 GiB of weights: refused from its
+    shapes on the meta device. Counting while building refused only once the layers before the limit were
+    initialized (9 GB resident first, a helper's probe on 2026-12-07), which the cap here turns into a
+    MemoryError."""
+    import json
+
+    import compress.limits
+
+    monkeypatch.setattr(compress.limits, "available_memory", lambda: 4 * 2**30)
+    meta = json.loads((work / "vgg" / "model.json").read_text())
+    meta.update(arch="densenet40", arch_kwargs={"num_classes": 10, "growth_rate": 1024}, widths={})
+    (work / "vgg" / "model.json").write_text(json.dumps(meta))
+    with memory_cap(), deadline(60):
+        refused_unchanged(work, ["info", work / "vgg"], "densenet40", "GiB", "beyond", "memory available")
+
+
+def test_decompress_bounds_the_rebuild_checks_forward(work, warm):
+    """The rebuild check's probe forward runs at the file's input size: 16384² px (within the side bound)
+    asked 48 GiB of a tiny VGG before the bound; refused from the layer shapes first."""
+    from hostile_support import invoke
+
+    from compress.sharing.container import decode_container, encode_container
+
+    assert invoke(["share", work / "vgg", "--out", work / "shared", "--bits", "4"]).exit_code == 0
+    meta, shared, raw = decode_container((work / "shared" / "model.dcz").read_bytes())
+    meta["input_size"] = [3, 16384, 16384]
+    (work / "wide.dcz").write_bytes(encode_container(meta, shared, raw)[0])
+    with memory_cap(), deadline(60):
+        refused_unchanged(work, ["share", "--decompress", work / "wide.dcz", "--out", work / "r"],
+                          "a forward of 2 3x16384x16384 images", "memory available")

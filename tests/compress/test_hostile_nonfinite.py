@@ -5,8 +5,10 @@ class (10.00% on ten classes): it must never come out as a complete-looking mode
 """
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from hostile_support import CLASSES, bench_refused, fresh_copy, invoke, poison, refused_unchanged, workspace
 
 
@@ -151,3 +153,143 @@ def test_nan_in_model_json_normalization_is_refused(work):
     meta["normalization"]["mean"][0] = float("nan")
     (work / "vgg" / "model.json").write_text(json.dumps(meta))
     refused_unchanged(work, ["info", work / "vgg"], "model.json", "normalization.mean")
+
+
+# --- finite weights, non-finite outputs ------------------------------------------------------------------
+# Weights of 3e38 are finite, so the weight checks pass, but every logit is NaN or infinite: accuracy of
+# such a network (10.00% on ten classes: argmax still picks a class) must never be reported.
+
+def blow_up(model_dir):
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(model_dir) / "model.safetensors"
+    state = load_file(str(weights))
+    state["features.0.weight"] = torch.full_like(state["features.0.weight"], 3e38)
+    save_file(state, str(weights))
+
+
+@pytest.mark.parametrize("command", ["eval", "share --data"])
+def test_accuracy_of_a_network_whose_logits_are_nan_is_refused(work, command):
+    blow_up(work / "vgg")
+    args = nan_commands(work)["eval"] if command == "eval" else \
+        ["share", work / "vgg", "--out", work / "s", "--bits", "4", "--data", work / "data"]
+    refused_unchanged(work, args, "NaN or infinite logits", "no accuracy")
+
+
+def test_evaluate_refuses_non_finite_logits():
+    from compress.training import NonFiniteOutput, evaluate
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(len(x), 10)
+            out[0, 3] = float("inf")
+            return out
+
+    data = _tiny_set()
+    with pytest.raises(NonFiniteOutput, match="1 of 4 test images"):
+        evaluate(Broken(), data, [0.5] * 3, [0.25] * 3)
+
+
+def test_evaluate_refuses_outputs_that_are_not_logits():
+    from compress import CompressError
+    from compress.training import evaluate
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10), torch.zeros(len(x), 4)
+
+    with pytest.raises(CompressError, match="classifiers only"):
+        evaluate(Pair(), _tiny_set(), [0.5] * 3, [0.25] * 3)
+
+
+def _tiny_set():
+    from compress.data import ImageSet
+
+    return ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 2, 3]), list(CLASSES))
+
+
+def test_a_model_computing_nan_from_finite_weights_is_not_saved(tmp_path):
+    from compress.artifact import save_model_dir
+    from compress.models import create_model
+
+    model = create_model("vgg11", num_classes=10, width=0.0625)
+    with torch.no_grad():
+        model.features[0].weight.fill_(3e38)
+    meta = {"arch": "vgg11", "arch_kwargs": {"num_classes": 10, "width": 0.0625}, "classes": list(CLASSES),
+            "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    with pytest.raises(Exception, match="NaN or infinity on a random input"):
+        save_model_dir(model, tmp_path / "m", meta)
+    assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_decompress_of_a_dcz_whose_codebook_makes_nan_outputs(work):
+    """Each centroid finite (3e38), the network's outputs not: the restored directory would compute NaN."""
+    import numpy as np
+
+    from compress.sharing.container import decode_container, encode_container
+
+    assert invoke(["share", work / "vgg", "--out", work / "shared", "--bits", "4"]).exit_code == 0
+    meta, shared, raw = decode_container((work / "shared" / "model.dcz").read_bytes())
+    first = next(t for t in shared if t.name == "features.0.weight")
+    first.codebook[:] = np.float32(3e38)
+    (work / "big.dcz").write_bytes(encode_container(meta, shared, raw)[0])
+    refused_unchanged(work, ["share", "--decompress", work / "big.dcz", "--out", work / "r"],
+                      "NaN or infinity on a random input")
+
+
+def _onnx_with_tail(work, name, tail):
+    """vgg.onnx with nodes `tail(graph, logits_name)` appended after its logits."""
+    import onnx
+
+    model = onnx.load(str(work / "vgg.onnx"))
+    out = model.graph.output[0]
+    pre = out.name + "_pre"
+    for node in model.graph.node:
+        node.output[:] = [pre if o == out.name else o for o in node.output]
+    tail(model.graph, pre, out)
+    onnx.save(model, str(work / name))
+    return work / name
+
+
+def test_quantize_refuses_a_graph_whose_logits_are_nan(work):
+    from onnx import helper
+
+    def nan_tail(graph, pre, out):
+        graph.node.extend([helper.make_node("Abs", [pre], ["a"]), helper.make_node("Neg", ["a"], ["n"]),
+                           helper.make_node("Sqrt", ["n"], ["s"]),
+                           helper.make_node("Add", [pre, "s"], [out.name])])
+
+    path = _onnx_with_tail(work, "nan_out.onnx", nan_tail)
+    # Here ONNX Runtime's calibrator refuses first (the NaN range of the last tensor); where the NaN stays
+    # out of every calibrated range (helper probe, 2026-12-07) the accuracy check below refuses instead.
+    refused_unchanged(work, ["quantize", path, "--data", work / "data", "--out", work / "q.onnx",
+                             "--calib-images", "4"], "nan_out.onnx")
+
+
+@pytest.mark.parametrize("logits,needle", [
+    ([[0.0, 1.0], [float("nan"), 1.0]], "NaN or infinite logits for 1 of 2 images"),
+    ([[0.0, float("inf")], [0.0, 1.0]], "NaN or infinite logits for 1 of 2 images"),
+    ([[1.0], [0.0]], "returns N x 1, not N x 2 logits"),
+    ([[[0.0, 1.0]], [[0.0, 1.0]]], "returns N x 1 x 2"),
+])
+def test_quantization_accuracy_refuses_what_is_not_finite_logits(logits, needle):
+    import numpy as np
+
+    from compress import CompressError
+    from compress.quantization.measure import accuracy_of
+
+    with pytest.raises(CompressError, match=needle):
+        accuracy_of(np.array(logits, dtype=np.float32), np.array([1, 0]), "the FP32 model", classes=2)
+    assert accuracy_of(np.array([[0.0, 1.0], [2.0, 1.0]]), np.array([1, 0]), classes=2) == 1.0
+
+
+def test_quantize_refuses_an_output_that_is_not_logits(work):
+    from onnx import TensorProto, helper
+
+    def argmax_tail(graph, pre, out):
+        graph.node.append(helper.make_node("ArgMax", [pre], [out.name], axis=1, keepdims=1))
+        out.type.CopyFrom(helper.make_tensor_type_proto(TensorProto.INT64, ["batch", 1]))
+
+    path = _onnx_with_tail(work, "argmax.onnx", argmax_tail)
+    refused_unchanged(work, ["quantize", path, "--data", work / "data", "--out", work / "q.onnx",
+                             "--calib-images", "4"], "N x 1", "classifiers only")

@@ -64,3 +64,19 @@ def test_prefixes_are_found_once_for_many_keys(tmp_path):
     assert next(iter(_unwrap(state, tmp_path / "x.pt"))) == "layer0.weight"
     with pytest.raises(CompressError, match="key 3 is a int, not a tensor name"):
         _unwrap({3: torch.zeros(1)}, tmp_path / "x.pt")
+
+
+def test_the_legacy_format_is_refused_before_torch_allocates_its_declared_sizes(tmp_path):
+    """The legacy (non-zip) pickle declares each storage's element count and torch allocates it before reading:
+    counts raised to 2**31 in a 1.6 MB file asked for 17 GB (a helper's probe, 2026-12-07)."""
+    import struct
+
+    torch.save({"a": torch.zeros(70000, dtype=torch.float64)}, tmp_path / "old.pt",
+               _use_new_zipfile_serialization=False)
+    blob = (tmp_path / "old.pt").read_bytes()
+    declared = b"J" + struct.pack("<i", 70000)
+    assert declared in blob
+    (tmp_path / "huge.pt").write_bytes(blob.replace(declared, b"J" + struct.pack("<i", 0x7FFFFFF0)))
+    for name in ("old.pt", "huge.pt"):
+        with pytest.raises(CompressError, match="not in torch.save's zip format.*re-save"):
+            read_state_dict(tmp_path / name)

@@ -41,3 +41,40 @@ def test_an_engine_with_a_broken_sidecar_counts_nothing_and_says_so(tmp_path):
     warnings = []
     assert model_counts(tmp_path / "m.engine", "engine", warnings, one_line) is None
     assert "lacks" in warnings[0]
+
+
+def _engine_with_sidecar(folder, onnx_path, digest):
+    from compress.runtime.engine_sidecar import sidecar_path
+
+    engine = folder / "m.engine"
+    engine.write_bytes(b"plan")
+    sidecar_path(engine).write_text(json.dumps({
+        "format": "compress.engine/1", "tensorrt_version": "10.3.0", "gpu_name": "Orin", "compute_capability": "8.7",
+        "precision": "fp16", "profile": {"input": "input", "min": [1, 3, 16, 16], "opt": [1, 3, 16, 16],
+                                         "max": [1, 3, 16, 16]},
+        "onnx_sha256": digest, "build_time_s": 1.5, "engine_size": 4, "onnx_path": str(onnx_path)}))
+    return engine
+
+
+def test_an_engine_counts_only_the_onnx_file_its_sidecar_hashed(tmp_path, monkeypatch):
+    """The sidecar's onnx_path is a stranger's word: it was read from the current directory and counted
+    whatever file it named (another model's counts in the report row). Now only the file with the recorded
+    onnx_sha256 counts: beside the engine as recorded, from here, or by its name beside the engine."""
+    from compress.runtime.artifact_info import engine_onnx_path
+    from compress.runtime.file_hash import sha256_file
+
+    built, other = tmp_path / "built", tmp_path / "other"
+    built.mkdir()
+    other.mkdir()
+    onnx.save(tiny_cnn(), str(built / "m.onnx"))
+    onnx.save(tiny_cnn(seed=1), str(other / "big.onnx"))
+    digest = sha256_file(built / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    engine = _engine_with_sidecar(built, "m.onnx", digest)  # recorded relative to the build's folder
+    assert engine_onnx_path(engine) == built / "m.onnx"
+    engine = _engine_with_sidecar(built, other / "big.onnx", digest)  # names another file (other weights)
+    assert engine_onnx_path(engine) is None
+    warnings = []
+    assert model_counts(engine, "engine", warnings, one_line) is None and "onnx_sha256" in warnings[0]
+    engine = _engine_with_sidecar(built, "elsewhere/m.onnx", digest)  # moved beside the engine since
+    assert engine_onnx_path(engine) == built / "m.onnx"

@@ -185,3 +185,26 @@ def test_data_under_other_class_names_is_refused_before_any_work(model_dir, tmp_
     with pytest.raises(CompressError, match="class 0 is 'c1' in the data, 'c0' in the model"):
         share_model(model_dir, tmp_path / "out", ShareOptions(bits="4"), data=DataOptions(str(other)), device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("left,needle", [("metrics.jsonl", "a training run"), ("plan.json", "another model's files")])
+def test_decompress_into_a_folder_of_another_models_files_is_refused(model_dir, tmp_path, left, needle):
+    """Restored into a trained (or pruned) model's folder, the new model.* replaced that model's while its
+    metrics.jsonl or plan.json stayed beside them, describing a network no longer there."""
+    share_model(model_dir, tmp_path / "s", ShareOptions(bits=4))
+    target = tmp_path / "other"
+    target.mkdir()
+    (target / left).write_text("{}\n")
+    with pytest.raises(CompressError, match=f"holds {needle} \\({left}\\).*choose a new folder"):
+        decompress(tmp_path / "s" / "model.dcz", target)
+    assert [p.name for p in target.iterdir()] == [left]
+    decompress(tmp_path / "s" / "model.dcz", tmp_path / "restored")
+    decompress(tmp_path / "s" / "model.dcz", tmp_path / "restored")  # its own output is replaced
+
+
+def test_share_into_a_pruned_models_folder_is_refused(model_dir, tmp_path):
+    target = tmp_path / "pruned"
+    target.mkdir()
+    (target / "plan.json").write_text("{}\n")
+    with pytest.raises(CompressError, match=r"holds another model's files \(plan.json\)"):
+        share_model(model_dir, target, ShareOptions(bits=4))
