@@ -113,8 +113,12 @@ def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Mo
         except (ValueError, TypeError) as exc:
             raise CompressError(_first_line(exc)) from None
 
+    from compress.models.factories import is_known_entry
+    from compress.models.user import is_import_path
+
     what = f"{where}: {meta['arch']}"
-    _refuse_oversized(what, build)
+    if not is_import_path(meta["arch"]) or is_known_entry(meta["arch"]):
+        _refuse_oversized(what, build)  # a user's own class is built once, as it expects
     with _bounded_construction(what):
         model = build()
     apply_widths(model, meta.get("widths") or {})
@@ -153,10 +157,8 @@ def _refuse_oversized(what: str, build) -> None:
     try:
         with torch.device("meta"):
             shadow = build()
-    except CompressError:
-        raise
-    except Exception:  # noqa: BLE001 - a constructor that computes on values: the registration bound applies
-        return
+    except Exception:  # noqa: BLE001 - a constructor that computes on values (ultralytics' stride probe), or a
+        return         # refusal the real build below raises again
     total = sum(t.numel() * t.element_size() for t in [*shadow.parameters(), *shadow.buffers()])
     limit = available_memory()
     if total > limit:

@@ -28,6 +28,11 @@ def test_slim_resnet18_example(tmp_path):
     assert plan["channels_after"] < plan["channels_before"]
     assert (tmp_path / "run" / "model.onnx").stat().st_size > 0
     assert "parity ONNX Runtime vs torch on 64 random images" in proc.stdout
+    sparse = json.loads((tmp_path / "run" / "sparse" / "model.json").read_text())
+    assert meta["macs"] < sparse["macs"] and f"compress bench {tmp_path / 'run' / 'sparse'} " in proc.stdout
+    from compress.runtime.cpu_features import nchwc_block
+
+    assert plan["round_to"] == nchwc_block()  # "auto", resolved for this CPU
     # The example uses the library alone, never the command line.
     assert "compress.cli" not in (ROOT / "examples" / "slim_resnet18.py").read_text()
     # The saved directory is a complete model for the CLI, in a new process.
@@ -46,6 +51,12 @@ def _run_example(name: str, args: list[str], tmp_path: Path) -> subprocess.Compl
     return proc
 
 
+def _paired(stdout: str) -> list[str]:
+    """The pruned network's time over the unpruned one's, from the timing in turns."""
+    return re.findall(r"^model\.onnx: ×\d\.\d{3} of sparse's time at batch 1 \(95% interval \d\.\d{3}–\d\.\d{3}, "
+                      r"6 blocks in turns\): (?:faster|slower|level)$", stdout, re.M)
+
+
 def _latencies(stdout: str) -> dict[str, float]:
     rows = [line.split(": batch 1 p50 ") for line in stdout.splitlines() if ": batch 1 p50 " in line]
     return {name: float(value.split()[0]) for name, value in rows}
@@ -56,7 +67,8 @@ def test_slim_timm_example(tmp_path):
     pytest.importorskip("timm", reason="timm is optional; the dev extra installs it")
     data = make_image_folder(tmp_path / "imgs", classes=("a", "b", "c"), per_class=6, size=72)
     proc = _run_example("slim_timm.py", ["--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
-                                         "--steps", "2", "--batch-size", "8", "--workers", "0", "--bench-iters", "5"],
+                                         "--steps", "2", "--batch-size", "8", "--workers", "0", "--bench-iters", "5",
+                                         "--paired-blocks", "6"],
                         tmp_path)
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     assert meta["arch"] == "timm:create_model" and meta["arch_kwargs"]["model_name"] == "mobilenetv3_large_100"
@@ -64,7 +76,7 @@ def test_slim_timm_example(tmp_path):
     assert meta["macs"] < sparse["macs"]
     assert "parity ONNX Runtime vs torch" in proc.stdout
     assert re.search(r"in float64 \d\.\de-\d\d\)", proc.stdout)  # the float64 look ran, and passed
-    assert set(_latencies(proc.stdout)) == {"sparse", "model.onnx"}
+    assert set(_latencies(proc.stdout)) == {"sparse", "model.onnx"} and len(_paired(proc.stdout)) == 1
 
 
 def _yolo_dataset(root: Path, n: int = 8, side: int = 64) -> Path:
@@ -92,12 +104,12 @@ def test_slim_yolo_example(tmp_path):
     data = _yolo_dataset(tmp_path / "yolo")
     proc = _run_example("slim_yolo.py", ["--data", str(data), "--classes", "a,b", "--out", str(tmp_path / "run"),
                                          "--size", "64", "--epochs", "1", "--steps", "2", "--batch-size", "4",
-                                         "--bench-iters", "5"], tmp_path)
+                                         "--bench-iters", "5", "--paired-blocks", "6"], tmp_path)
     meta = json.loads((tmp_path / "run" / "model" / "model.json").read_text())
     sparse = json.loads((tmp_path / "run" / "sparse" / "model.json").read_text())
     assert meta["classes"] == ["a", "b"] and meta["macs"] < sparse["macs"]
     assert "self-check" in proc.stdout and "parity ONNX Runtime vs torch" in proc.stdout
-    assert set(_latencies(proc.stdout)) == {"sparse", "model.onnx"}
+    assert set(_latencies(proc.stdout)) == {"sparse", "model.onnx"} and len(_paired(proc.stdout)) == 1
 
 
 def test_slim_resnet18_example_refuses_a_size_whose_stem_the_registry_would_not_rebuild(tmp_path):
