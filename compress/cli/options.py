@@ -85,15 +85,22 @@ def shared_option(default: str | None):
                              "network." + shown)
 
 
-def resolved_round_to(value: int | str) -> int:
-    """--round-to as a number; `auto` is resolved here so that the run says what it chose."""
+def resolved_round_to(value: int | str, say: bool = True) -> int:
+    """--round-to as a number; `auto` is resolved here so that the run says what it chose (`say_round_to`,
+    at once unless `say` is False)."""
     if value != "auto":
         return value
     from compress.slimming import resolve_round_to
 
     block = resolve_round_to("auto")
-    click.echo(f"--round-to auto: {block} (ONNX Runtime's CPU convolution block on this machine)", err=True)
+    if say:
+        say_round_to(value, block)
     return block
+
+
+def say_round_to(value: int | str, block: int) -> None:
+    if value == "auto":
+        click.echo(f"--round-to auto: {block} (ONNX Runtime's CPU convolution block on this machine)", err=True)
 
 
 def arch_options(f):

@@ -19,6 +19,7 @@ from compress.cli.options import (
     parse_arch_kwargs,
     recipe_options,
     resolved_round_to,
+    say_round_to,
     shared_option,
 )
 from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat, GivenPath
@@ -50,9 +51,10 @@ from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat
 @click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None)
 @click.option("--min-keep", type=FiniteFloat(0, 1), default=None,
               help="Floor: every layer keeps at least this fraction per pruning (default 0.2; 0.5 with --passes > 1).")
-@click.option("--round-to", type=ROUND_TO, default="1", show_default=True,
+@click.option("--round-to", type=ROUND_TO, default=None,
               help="Round kept channels up to a multiple: 8 suits tensor cores; auto is ONNX Runtime's CPU "
-                   "convolution block here (16 with AVX-512, 8 with AVX2), which its fast kernels need.")
+                   "convolution block here (16 with AVX-512, 8 with AVX2), which its fast kernels need "
+                   "(default: auto for the quick preset, 1 for the paper's).")
 @shared_option(None)
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
 @click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
@@ -72,7 +74,8 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
       compress slim --from imported/ --data imgs/ --percent 0.4 --out runs/mine
     """
     from compress.artifact import read_meta
-    from compress.presets import SlimChoices, resolve
+    from compress.presets import PRESETS, SlimChoices, resolve
+    from compress.stages.slim import checked_options
     from compress.stages.slim import slim as run_slim
     from compress.stages.summary import summary_markdown
 
@@ -84,15 +87,19 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
         arch = arch or read_meta(start_from)["arch"]
     if percent is not None:
         _percent(percent)
+    chosen_round_to = round_to if round_to is not None else PRESETS[preset].round_to
     prune = {"percent": percent, "target_macs": target_macs, "target_params": target_params,
              "target_latency_ms": target_latency, "backend": backend, "min_keep": min_keep,
-             "round_to": resolved_round_to(round_to), "shared": shared}
+             "round_to": resolved_round_to(chosen_round_to, say=False), "shared": shared}
     with as_usage():
         settled = resolve(preset, SlimChoices(
             arch=arch, arch_kwargs=kwargs, from_model=start_from is not None, train_limit=train_limit,
             test_limit=test_limit, pretrain_epochs=pretrain_epochs, epochs=epochs, finetune_epochs=finetune_epochs,
             recipe=recipe, batch_size=batch_size, lr=lr, finetune_lr=finetune_lr, weight_decay=weight_decay,
             sparsity=sparsity, prune=prune, passes=passes, distill=distill))
+    with as_usage():
+        checked_options(settled.options)  # what slim refuses before any work, refused before the notes below
+    say_round_to(chosen_round_to, settled.options.prune.round_to)
     limited = [f"{n:,} {split}" for n, given, split in ((settled.train_limit, train_limit, "training"),
                                                          (settled.test_limit, test_limit, "test")) if given is None and n]
     if limited:  # the preset's limits on the user's own --data are said, not applied silently

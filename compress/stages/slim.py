@@ -57,16 +57,23 @@ class SlimOptions:
                                   "target_latency_ms", "passes")
 
 
+def checked_options(options: SlimOptions) -> SlimOptions:
+    """`options` with the request checked and the sparse stage steered to it; refused (CompressError) before any
+    work when a backend this machine lacks is named or the sparse stage cannot build for the request."""
+    request = check_request(options.prune)
+    options = replace(options, prune=request, sparsity=steer_to(options.sparsity, request))
+    if hasattr(options.sparsity, "check_ready"):
+        options.sparsity.check_ready()
+    return options
+
+
 def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOptions, *,
          arch_kwargs: dict | None = None, start_from: str | Path | None = None, sparse_dir: str | Path | None = None,
          run: RunOptions = RunOptions()) -> dict:
     """Run `options` on `arch` (or the model directory `start_from`) into the run directory `out`; returns
     summary.json. `sparse_dir` puts the sparse stage elsewhere than OUT/sparse, so that several runs
     (pruning ratios) can share one sparse model. A latency target is measured on this machine."""
-    request = check_request(options.prune)  # before any training: a backend this machine lacks fails now
-    options = replace(options, prune=request, sparsity=steer_to(options.sparsity, request))
-    if hasattr(options.sparsity, "check_ready"):
-        options.sparsity.check_ready()  # before any training: a config that cannot build fails now
+    options = checked_options(options)
     _check_from_is_not_a_stage(start_from, Path(out), sparse_dir, options.passes)
     with writing(out, [("--from", start_from)], data):
         return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
