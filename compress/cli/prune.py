@@ -40,7 +40,7 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
               min_keep, round_to, no_compensate, shared, data_spec, recalibrate, test_limit, device):
     """Remove the channels whose BN |γ| falls under one global threshold."""
     from compress.request import PruneRequest
-    from compress.stages.prune import float64_note, prune
+    from compress.stages.prune import float64_note, prune, unrounded_note
     from compress.stages.summary import budget_text
 
     if percent is not None:
@@ -71,3 +71,9 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
     note = float64_note(p)
     if note:
         click.echo(note, err=True)
+    if plan_path is None and request.round_to == 1:
+        from compress.runtime.cpu_features import nchwc_block
+
+        note = unrounded_note(meta, nchwc_block())
+        if note:
+            click.echo(note, err=True)

@@ -114,6 +114,13 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
     click.echo(summary_markdown(summary))
     final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
+    if settled.options.prune.round_to == 1:
+        from compress.runtime.cpu_features import nchwc_block
+        from compress.stages.prune import unrounded_note
+
+        note = unrounded_note(read_meta(final), nchwc_block())
+        if note:
+            click.echo(note, err=True)
     start = start_from if start_from is not None else f"{out}/sparse"
     click.echo(f"Next, how much faster it runs here (both timed in turns):\n  compress export {final} --onnx "
                f"{out}/slim.onnx && compress bench {start} {out}/slim.onnx --batch 1,32 --paired 30")

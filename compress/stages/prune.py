@@ -97,6 +97,19 @@ def float64_note(pruning: dict) -> str | None:
             f"({exact['not_run']})")
 
 
+def unrounded_note(meta: dict, block: int) -> str | None:
+    """One line when a pruned model's convolutions keep widths off ONNX Runtime's CPU block (`block`, from
+    compress.runtime.cpu_features.nchwc_block), or None: there the network can run slower than the unpruned
+    one, as the quick preset's did with exact widths (benchmarks/results/main_job)."""
+    convs = [w for w in (meta.get("widths") or {}).values() if w.get("type") == "Conv2d" and w.get("groups", 1) == 1]
+    off = [w for w in convs if w["out_channels"] % block]
+    if block <= 1 or not off:
+        return None
+    return (f"note: {len(off)} of {len(convs)} convolutions keep a width that is not a multiple of {block}, ONNX "
+            "Runtime's CPU convolution block here; on its CPU kernels the network can run slower than the unpruned "
+            "one (--round-to auto rounds the widths)")
+
+
 def _read_plan(plan_path) -> dict | None:
     if plan_path is None:
         return None

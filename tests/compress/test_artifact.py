@@ -177,10 +177,16 @@ def test_construction_beyond_memory_stops_before_initialization(tmp_path, monkey
 
     save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
-    meta["arch_kwargs"]["width"] = 64.0  # 4096x wider than recorded: ~80 GB of VGG-11 weights
+    meta["arch_kwargs"]["width"] = 64.0  # 256x wider than recorded: 140.6 GiB of VGG-11 weights
     meta.pop("widths")
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     monkeypatch.setattr(compress.limits, "available_memory", lambda: 2 ** 30)
+    with pytest.raises(CompressError, match="builds tensors of 140.6 GiB, beyond the 1.0 GiB"):
+        load_model_dir(tmp_path / "m")  # from its shapes on the meta device, before any layer is built
+    # A constructor that cannot run on the meta device is counted as it builds, and stopped the same way.
+    import compress.artifact
+
+    monkeypatch.setattr(compress.artifact, "_refuse_oversized", lambda what, build: None)
     with pytest.raises(CompressError, match="builds tensors of more than .* beyond the 1.0 GiB"):
         load_model_dir(tmp_path / "m")
 
