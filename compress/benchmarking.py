@@ -69,7 +69,7 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
         raise CompressError(f"backends {', '.join(backends)} run different kinds of artifact; benchmark ONNX "
                             "backends (ort-*, openvino*) and trt/torch backends in separate runs")
     model_dirs = {str(Path(k)): Path(v) for k, v in (model_dirs or {}).items()}
-    data = load_eval_data(data_spec, test_limit, log, input_size=_input_size(artifacts)) if data_spec else None
+    data = load_eval_data(data_spec, test_limit, log, input_size=_sized_for(artifacts)) if data_spec else None
     with tempfile.TemporaryDirectory(prefix="compress-bench-") as tmp:
         paths, names, exported, errors = _runnable_paths(artifacts, bool(onnx_backends), Path(tmp), model_dirs, log)
         report = run_benchmark(paths, settings, data=data, model_dirs=model_dirs, names=names, command=command,
@@ -83,6 +83,18 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
         if k in errors:
             v["status"], v["error"], v["latency"] = "failed", errors[k], []
     return report
+
+
+def _sized_for(artifacts) -> list[int] | None:
+    """`_input_size`, refused in one line naming the artifact when --data's images cannot be sized to it."""
+    from compress.data.sizing import MAX_INPUT, MIN_INPUT
+
+    size = _input_size(artifacts)
+    if size is not None and not all(MIN_INPUT <= d <= MAX_INPUT for d in size[1:]):
+        first = next(a for a in artifacts if _input_size([a]) == size)
+        raise CompressError(f"{first} takes {size[1]}x{size[2]} images (its input_size); --data's images can be "
+                            f"sized to {MIN_INPUT} to {MAX_INPUT} pixels a side for accuracy")
+    return size
 
 
 def _input_size(artifacts) -> list[int] | None:

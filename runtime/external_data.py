@@ -25,12 +25,23 @@ def check_external_data(model: onnx.ModelProto, source: Path) -> list[onnx.Tenso
     tensors = [t for t in all_tensors(model) if uses_external_data(t)]
     claimed, files = 0, {}
     for tensor in tensors:
-        info = ExternalDataInfo(tensor)
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as exc:  # onnx's own check of the fields (a negative length): named with the file
+            raise InputFileError(f"{source}: {exc}") from None
         path = _data_file(Path(source).parent, info.location, tensor.name, source)
         if path not in files:
             files[path] = check_regular_file(path, f"external data of {source}")
         offset = int(info.offset or 0)
-        claimed += int(info.length) if info.length is not None else max(files[path] - offset, 0)
+        length = int(info.length) if info.length is not None else None
+        if offset < 0 or (length is not None and length < 0):
+            # onnx refuses these itself (since 1.17); a negative length would lower the total bounded below
+            raise InputFileError(f"{source}: tensor {tensor.name!r} names external data at offset {offset}, length "
+                                 f"{length}; neither may be negative")
+        if offset + (length or 0) > files[path]:
+            raise InputFileError(f"{source}: tensor {tensor.name!r} reads bytes {offset} to {offset + (length or 0)} "
+                                 f"of {info.location!r}, which holds {files[path]}")
+        claimed += length if length is not None else files[path] - offset
     held = sum(files.values())
     if claimed > held:
         raise InputFileError(f"{source}: its {len(tensors)} external tensors claim {size_text(claimed)} of files "

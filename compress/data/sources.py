@@ -245,6 +245,11 @@ def list_folder(root: Path, split: str) -> Source:
                 st = entry.stat()
                 _check_image_size(entry.path, st.st_size)  # a sparse file claims any size and reads as zeros
                 files.append((entry.name, st.st_size, st.st_mtime_ns))
+            elif _is_image(entry.name) and not entry.is_dir():
+                # A FIFO, a device or a dangling link named as an image: skipping it would train on other data
+                # than the folder lists, without a word.
+                raise CompressError(f"{entry.path} is named as an image but is not a regular file (a FIFO, a device "
+                                    "or a broken link); remove it or give it another name")
             elif len(others) < 4:
                 others.append(entry.name)
         files.sort()
@@ -325,6 +330,8 @@ def _resolve_links(path: Path, members: list[tarfile.TarInfo], names: list[str |
         if m.issparse():
             raise CompressError(f"{path}: member {name} is stored sparse (tar -S), which this reader cannot place "
                                 "by offset; pack the archive again without -S")
+        if not (m.isreg() or m.islnk() or m.issym() or m.isdir()):
+            raise CompressError(f"{path}: member {name} is named as an image but is a device or a FIFO, not a file")
         if m.islnk() or m.issym():
             link = m.linkname if m.islnk() else str(PurePosixPath(name).parent / m.linkname)
             link = _normalized(os.path.normpath(link))  # None for an absolute or escaping target
@@ -344,9 +351,10 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
     normalized = [_normalized(m.name) for m in members]
     links = _resolve_links(path, members, normalized)
     # Archives may wrap everything in one top folder; strip it when present. Only files in split/class/file
-    # positions are read (a link as the file it names, as a folder's symlink is read); devices and paths
-    # that leave the archive ('..', absolute) are ignored. A name given twice (an archive appended to with
-    # tar -r) is refused: extraction would keep the last copy, the listing would count both.
+    # positions are read (a link as the file it names, as a folder's symlink is read); paths that leave the
+    # archive ('..', absolute) are ignored, and a device or FIFO named as an image is refused (_resolve_links).
+    # A name given twice (an archive appended to with tar -r) is refused: extraction would keep the last copy,
+    # the listing would count both.
     seen: set[str] = set()
     entries = []  # (path parts inside the archive, the member whose bytes are read, a file?, a folder?)
     for i, (m, name) in enumerate(zip(members, normalized)):

@@ -21,7 +21,7 @@ from compress.quantization.graph import (
     PRECISION_KEY,
     check_quantizable,
     classes_of,
-    input_info,
+    image_size,
     int8_weight_layers,
     normalization_of,
     onnx_metadata,
@@ -248,7 +248,7 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         src, source = read_source(model, job.work, log)
         props = onnx_metadata(source)
         mean, std = normalization_of(source, model)
-        _, _, input_size = input_info(source)
+        input_size = image_size(source, model)
         classes = classes_of(source, model)
         del source  # the graph and its weights: calibration reads the file again
 

@@ -73,6 +73,22 @@ def input_info(model) -> tuple[str, int | None, list[int]]:
     return inputs[0].name, batch, [d.dim_value for d in dims[1:]]
 
 
+def image_size(model, path) -> list[int]:
+    """[C, H, W] the graph takes: its input's fixed dimensions, or where those are dynamic, the size its
+    compress.input_size metadata names (refused in one line when it names none or another channel count)."""
+    _, _, size = input_info(model)
+    if len(size) == 3 and all(size):
+        return size
+    declared = _metadata_json(model, path, "input_size")
+    if not (isinstance(declared, list) and len(declared) == 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in declared)
+            and (not size or size[0] in (0, declared[0]))):
+        raise CompressError(f"{path}: the graph's input is {['N', *[d or '?' for d in size]]} (dynamic) and no "
+                            "compress.input_size metadata names the image size to calibrate and evaluate at; export "
+                            "it with a fixed size or with the metadata")
+    return declared
+
+
 # --- what the quantizer needs of its source -------------------------------------------------------------
 
 def check_quantizable(model, where) -> None:

@@ -47,3 +47,19 @@ def test_a_fifo_named_onnx_does_not_block(tmp_path):
     reader.start()
     reader.join(timeout=20)
     assert not reader.is_alive() and found == [None]
+
+
+def test_a_size_the_data_cannot_take_is_named_with_its_artifact(tmp_path):
+    """bench --data said "input_size must be between 8 and 4096 pixels, got 16384", naming neither the file
+    nor the field (a helper's probe, 2026-12-07)."""
+    import pytest
+
+    from compress.benchmarking import _sized_for
+    from compress.errors import CompressError
+
+    model = tiny_cnn()
+    onnx.helper.set_model_props(model, {"compress.input_size": "[3, 16384, 16384]"})
+    onnx.save(model, tmp_path / "wide.onnx")
+    with pytest.raises(CompressError, match=r"wide.onnx takes 16384x16384 images \(its input_size\); --data's"):
+        _sized_for([tmp_path / "wide.onnx"])
+    assert _sized_for([_model_dir(tmp_path / "m", {"input_size": [3, 40, 40]})]) == [3, 40, 40]

@@ -509,3 +509,26 @@ def test_data_whose_class_names_differ_from_the_file_s_is_refused(fp32_onnx, ima
     with pytest.raises(CompressError, match="class 0 is 'other0' in the data"):
         quantize_model(fp32_onnx, tmp_path / "q.onnx", QuantizeOptions(data=str(renamed)), log=lambda _m: None)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_graph_of_dynamic_height_and_width_is_quantized_at_its_metadatas_size(fp32_onnx, image_folder, tmp_path):
+    """Its input's H and W read as 0, and quantize refused a valid file with "input_size must be between 8 and
+    4096 pixels, got 0" (a helper's probe, 2026-12-07): the image size is compress.input_size's."""
+    from compress.quantization.graph import META_PREFIX
+
+    model = onnx.load(str(fp32_onnx))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    onnx.save(model, str(tmp_path / "dynamic.onnx"))
+    opts = QuantizeOptions(data=str(image_folder), calib_images=8, eval_limit=8)
+    if not any(p.key == META_PREFIX + "input_size" for p in model.metadata_props):
+        pytest.fail("the export wrote no compress.input_size")
+    report = quantize_model(tmp_path / "dynamic.onnx", tmp_path / "q.onnx", opts)
+    assert report["accuracy"]["images"] == 8 and (tmp_path / "q.onnx").exists()
+    for p in model.metadata_props:
+        if p.key == META_PREFIX + "input_size":
+            model.metadata_props.remove(p)
+            break
+    onnx.save(model, str(tmp_path / "bare.onnx"))
+    with pytest.raises(CompressError, match=r"input is \['N', 3, '\?', '\?'\] \(dynamic\) and no compress.input_size"):
+        quantize_model(tmp_path / "bare.onnx", tmp_path / "q2.onnx", opts)

@@ -104,3 +104,17 @@ def test_external_data_beyond_the_memory_available_is_refused(tmp_path, monkeypa
     monkeypatch.setattr(external_data, "available_memory", lambda: 100)
     with pytest.raises(InputFileError, match=r"its external tensors hold .* more than the 100 bytes of memory"):
         check_onnx_file(path)
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"length": "-258336"}, r"ext.onnx: .*length must be non-negative"),  # onnx's words, the file named
+    ({"offset": "-8"}, r"ext.onnx: .*offset must be non-negative"),
+    ({"offset": "0", "length": str(1 << 40)}, "which holds"),
+])
+def test_negative_or_overlong_external_ranges_are_refused_by_the_bound_itself(tmp_path, fields, needle):
+    """onnx refused a negative length in its own words, naming no file (a helper's probe, 2026-12-07); a range
+    past its file's end is refused by the bound before any reader reads it."""
+    _, path = _external(tmp_path)
+    _rewrite(path, **fields)
+    with pytest.raises(InputFileError, match=needle):
+        check_onnx_file(path)
