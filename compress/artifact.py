@@ -118,6 +118,7 @@ def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Mo
 
     what = f"{where}: {meta['arch']}"
     if not is_import_path(meta["arch"]) or is_known_entry(meta["arch"]):
+        _import_outside_meta(meta["arch"])
         _refuse_oversized(what, build)  # a user's own class is built once, as it expects
     with _bounded_construction(what):
         model = build()
@@ -145,6 +146,20 @@ def construct(arch: str, arch_kwargs: dict) -> nn.Module:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _import_outside_meta(arch: str) -> None:
+    """Import what the build will import, before the meta-device build: tensors a module makes when first
+    imported (class attributes: ultralytics' Detect.anchors) would otherwise be made on the meta device."""
+    import importlib
+
+    from compress.models.user import is_import_path
+
+    module = arch.partition(":")[0] if is_import_path(arch) else "torchvision.models"
+    try:
+        importlib.import_module(module)
+    except ImportError:  # not installed: the build says so in its own words
+        pass
 
 
 def _refuse_oversized(what: str, build) -> None:
@@ -310,7 +325,12 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
         raise CompressError(f"{arch} with these arch_kwargs returns {[n for n, _ in got]}, the model "
                             f"{[n for n, _ in want]}")
     for (name, a), (_, b) in zip(want, got):
-        if a.is_floating_point() and not bool(torch.isfinite(a).all()):
+        if not (a.is_floating_point() or a.is_complex()):  # a mask, an index: equal or not
+            if not torch.equal(a, b):
+                raise CompressError(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
+                                    f"{name}; pass the arguments it was built with in arch_kwargs")
+            continue
+        if not bool(torch.isfinite(a).all()):
             raise CompressError(f"the model's output {name} holds NaN or infinity on a random input of "
                                 f"{input_size}: a broken network is not saved")
         scale = float(a.abs().max()) if a.numel() else 0.0

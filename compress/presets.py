@@ -45,7 +45,8 @@ class Preset:
     sparsity: str  # "targeted": TargetedSparsity(); "auto": SparsityConfig(); "paper": paper_sparsity(arch)
     shared: str = "select"  # PruneRequest.shared: channel selections (the paper's) or a narrowed stream
     # PruneRequest.round_to: the paper keeps exact widths; the quick preset rounds to ONNX Runtime's CPU block
-    # here, without which its network ran 1.13-1.65x slower than the unpruned one (README, Set up).
+    # here, without which its network ran 1.13-1.65x slower than the unpruned one
+    # (benchmarks/results/main_job/README.md, "Why the quick preset now rounds").
     round_to: int | str = 1
 
     def sparsity_for(self, arch: str):

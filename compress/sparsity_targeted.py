@@ -193,5 +193,11 @@ class TargetedSparsity(SparsityConfig):
 
     def describe(self) -> dict:
         r = self.prune
+        # The floor and rounding decide which channels are pulled as much as the target does: a stage steered
+        # for other ones must not be resumed or kept for this request (the quick preset's rounding changed).
+        floor = {} if r is None else {"floor": {"min_keep": r.min_keep, "min_channels": r.min_channels,
+                                                "round_to": r.round_to, "shared": r.shared,
+                                                "importance": r.importance if isinstance(r.importance, str)
+                                                else getattr(r.importance, "__qualname__", type(r.importance).__name__)}}
         return {**super().describe(), "targeted": True, "selections": self.selections, "reach": self.reach,
-                **({"prepares": r.text()} if r is not None else {})}
+                **({"prepares": r.text()} if r is not None else {}), **floor}

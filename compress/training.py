@@ -131,10 +131,10 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
             logits = model(x)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-            shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise CompressError(f"the model returns {shape}, not one batch × classes tensor of logits; accuracy "
-                                "is measured for classifiers only")
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+            shape = f"{logits.dtype} {list(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise CompressError(f"the model returns {shape}, not one batch × classes tensor of float logits; "
+                                "accuracy is measured on such classifiers only")
         broken += (~torch.isfinite(logits)).any(1).sum()
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()

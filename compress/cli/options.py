@@ -98,9 +98,10 @@ def resolved_round_to(value: int | str, say: bool = True) -> int:
     return block
 
 
-def say_round_to(value: int | str, block: int) -> None:
+def say_round_to(value: int | str, block: int, whose: str = "") -> None:
+    """The number `--round-to auto` stands for here; `whose` names a default's owner ("the quick preset's ")."""
     if value == "auto":
-        click.echo(f"--round-to auto: {block} (ONNX Runtime's CPU convolution block on this machine)", err=True)
+        click.echo(f"{whose}--round-to auto: {block} (ONNX Runtime's CPU convolution block on this machine)", err=True)
 
 
 def arch_options(f):

@@ -25,6 +25,22 @@ from compress.cli.options import (
 from compress.cli.params import FINITE, OUT_DIR, ROUND_TO, SPARSITY, FiniteFloat, GivenPath
 
 
+def next_commands(final, start, out) -> str:
+    """The export and paired bench that show the speed-up, as one shell line; with `--trust` given (which
+    the command exports as COMPRESS_TRUSTED_CODE for what it starts) the same trust, since both read the
+    model directories' arch."""
+    import os
+    import shlex
+
+    from compress.cli.main import TRUST_ENV
+
+    trusted = os.environ.get(TRUST_ENV, "")
+    prefix = "compress" + "".join(f" --trust {shlex.quote(m)}" for m in trusted.split(",") if m.strip())
+    onnx = shlex.quote(f"{out}/slim.onnx")
+    return (f"{prefix} export {shlex.quote(str(final))} --onnx {onnx} && {prefix} bench {shlex.quote(str(start))} "
+            f"{onnx} --batch 1,32 --paired 30")
+
+
 @click.command("slim")
 @click.option("--preset", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
               help="quick: VGG-19 ×0.25 on 10k images, 5 plain + 5 sparse + 5 fine-tuning epochs (minutes on a "
@@ -99,7 +115,7 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
             sparsity=sparsity, prune=prune, passes=passes, distill=distill))
     with as_usage():
         checked_options(settled.options)  # what slim refuses before any work, refused before the notes below
-    say_round_to(chosen_round_to, settled.options.prune.round_to)
+    say_round_to(chosen_round_to, settled.options.prune.round_to, "" if round_to is not None else f"the {preset} preset's ")
     limited = [f"{n:,} {split}" for n, given, split in ((settled.train_limit, train_limit, "training"),
                                                          (settled.test_limit, test_limit, "test")) if given is None and n]
     if limited:  # the preset's limits on the user's own --data are said, not applied silently
@@ -114,16 +130,15 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
     click.echo(summary_markdown(summary))
     final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
+    start = start_from if start_from is not None else f"{out}/sparse"
     if settled.options.prune.round_to == 1:
         from compress.runtime.cpu_features import nchwc_block
         from compress.stages.prune import unrounded_note
 
-        note = unrounded_note(read_meta(final), nchwc_block())
+        note = unrounded_note(read_meta(final), nchwc_block(), read_meta(start).get("widths") or {})
         if note:
             click.echo(note, err=True)
-    start = start_from if start_from is not None else f"{out}/sparse"
-    click.echo(f"Next, how much faster it runs here (both timed in turns):\n  compress export {final} --onnx "
-               f"{out}/slim.onnx && compress bench {start} {out}/slim.onnx --batch 1,32 --paired 30")
+    click.echo("Next, how much faster it runs here (both timed in turns):\n  " + next_commands(final, start, out))
     if preset == "quick" and start_from is None:
         click.echo("The paper's full recipe on a GPU:\n  compress slim --preset paper --arch vgg19 "
                    "--data cifar10 --out runs/vgg19-paper")

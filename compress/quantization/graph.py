@@ -82,10 +82,10 @@ def image_size(model, path) -> list[int]:
     declared = _metadata_json(model, path, "input_size")
     if not (isinstance(declared, list) and len(declared) == 3
             and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in declared)
-            and (not size or size[0] in (0, declared[0]))):
+            and all(d in (0, want) for d, want in zip(size, declared))):
         raise CompressError(f"{path}: the graph's input is {['N', *[d or '?' for d in size]]} (dynamic) and no "
-                            "compress.input_size metadata names the image size to calibrate and evaluate at; export "
-                            "it with a fixed size or with the metadata")
+                            "compress.input_size metadata names an image size it takes to calibrate and evaluate at; "
+                            "export it with a fixed size or with the metadata")
     return declared
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.errors import CompressError
 from compress.quantization import calibration
 from compress.quantization.graph import weight_nodes
 from compress.quantization.recipe import Recipe, recipe_for
@@ -89,7 +90,10 @@ def layer_sensitivity(prepared: Path, x_eval: np.ndarray, y_eval: np.ndarray, *,
         calibration.quantize_qdq(prepared, out, cache, method=method, only=[node.name], recipe=recipe)
         logits = onnx_logits(out, x_eval, int8_kernels=fused)
         out.unlink(missing_ok=True)
-        acc = accuracy_of(logits, y_eval, f"the model with {node.name} in INT8")
+        try:
+            acc = accuracy_of(logits, y_eval, f"the model with {node.name} in INT8")
+        except CompressError:  # NaN or infinite logits with this layer in INT8: the most sensitive of all
+            acc = 0.0
         rows.append({"layer": node.name, "op": node.op_type, "weight_shape": list(inits[node.input[1]].dims),
                      "accuracy": acc, "drop": base - acc, "sqnr_db": sqnr_db(ref, logits)})
         log(f"sensitivity {i + 1}/{len(nodes)} {node.name}: accuracy {acc:.2%} (drop {100 * (base - acc):+.2f} pp), "

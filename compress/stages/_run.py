@@ -184,7 +184,7 @@ RUN_FILES = ("metrics.jsonl", "best.safetensors", "train_state")
 
 
 # What other commands leave beside a model: a pruning's plan, weight sharing's file and report.
-MADE_FILES = ("plan.json", "model.dcz", "share_report.json")
+MADE_FILES = ("plan.json", "model.dcz", "share_report.json", "share_report.md")
 
 
 def check_no_training_run(out: Path, stage: str, also: tuple[str, ...] = ()) -> None:
@@ -192,8 +192,8 @@ def check_no_training_run(out: Path, stage: str, also: tuple[str, ...] = ()) -> 
     found = [name for name in (*RUN_FILES, *also) if (Path(out) / name).exists()]
     if found:
         kind = "a training run" if set(found) & set(RUN_FILES) else "another model's files"
-        raise CompressError(f"{out} holds {kind} ({', '.join(found)}), which {stage} would leave beside "
-                            "a model they do not describe; choose a new folder")
+        raise CompressError(f"{out} holds {kind} ({', '.join(found)}); {stage} would leave those files beside "
+                            "a model they do not describe: choose a new folder")
 
 
 def check_classes(meta: dict, data) -> None:

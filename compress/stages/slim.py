@@ -88,12 +88,20 @@ def check_floor_prunes(model, side: int, request: PruneRequest) -> None:
     from compress.slimming import least_budget
 
     example = torch.zeros(1, 3, side, side)
-    if least_budget(model, example, "macs", min_keep=request.min_keep, min_channels=request.min_channels,
-                    round_to=request.round_to, compensate=request.compensate, shared=request.shared) >= 1.0:
-        raise CompressError(f"the floor (min_keep {request.min_keep:g}, min_channels {request.min_channels}, "
-                            f"round_to {request.round_to}) keeps every channel of every layer of "
-                            f"{type(model).__name__}: pruning would remove nothing after training; lower "
-                            "min_keep (--min-keep), min_channels or round_to (--round-to)")
+    kind = "params" if request.target_params is not None else "macs"
+    least = least_budget(model, example, kind, min_keep=request.min_keep, min_channels=request.min_channels,
+                         round_to=request.round_to, compensate=request.compensate, shared=request.shared)
+    floor = (f"the floor (min_keep {request.min_keep:g}, min_channels {request.min_channels}, round_to "
+             f"{request.round_to})")
+    lower = "lower min_keep (--min-keep), min_channels or round_to (--round-to)"
+    if least >= 1.0:
+        raise CompressError(f"{floor} keeps every channel of every layer of {type(model).__name__}: pruning would "
+                            f"remove nothing after training; {lower}")
+    target = getattr(request, f"target_{kind}")
+    if target is not None and target < least:
+        raise CompressError(f"{floor} keeps at least {least:.3f} of the {kind.upper() if kind == 'macs' else kind} "
+                            f"of {type(model).__name__}: target_{kind} {target:g} cannot be met after training; "
+                            f"{lower}, or ask for more")
 
 
 def _check_from_is_not_a_stage(start_from, out: Path, sparse_dir, passes: int) -> None:

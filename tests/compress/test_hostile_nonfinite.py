@@ -266,6 +266,24 @@ def test_quantize_refuses_a_graph_whose_logits_are_nan(work):
                              "--calib-images", "4"], "nan_out.onnx")
 
 
+def test_quantize_refuses_int8_logits_that_are_nan_and_writes_nothing(work, monkeypatch):
+    """Calibrated and quantized, then NaN from the INT8 graph (as a broken Q/DQ scale would give): no accuracy,
+    no file; the report said "INT8 10.00%, top-1 agreement 100%" for the FP32 graph's NaN (a probe)."""
+    import numpy as np
+
+    import compress.quantization.command as command
+
+    real = command.onnx_logits
+
+    def int8_nan(path, inputs, *args, **kwargs):
+        out = real(path, inputs, *args, **kwargs)
+        return np.full_like(out, np.nan) if str(path).endswith("q.onnx") or ".tmp" in str(path) else out
+
+    monkeypatch.setattr(command, "onnx_logits", int8_nan)
+    refused_unchanged(work, ["quantize", work / "vgg.onnx", "--data", work / "data", "--out", work / "q.onnx",
+                             "--calib-images", "4"], "the INT8 model outputs NaN or infinite logits")
+
+
 @pytest.mark.parametrize("logits,needle", [
     ([[0.0, 1.0], [float("nan"), 1.0]], "NaN or infinite logits for 1 of 2 images"),
     ([[0.0, float("inf")], [0.0, 1.0]], "NaN or infinite logits for 1 of 2 images"),

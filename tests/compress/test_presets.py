@@ -18,7 +18,7 @@ def test_the_quick_preset_is_the_readmes_run():
     assert o.train_recipe == Recipe.named("fast", epochs=5)
     assert o.finetune_recipe == Recipe.finetuning("fast", epochs=5) and o.finetune_recipe.lr == 0.1
     # Widths in multiples of ONNX Runtime's CPU block here: unrounded, the run's network was slower than the
-    # unpruned one on ORT (1.13x at batch 1, 1.19x at 32; README, Set up).
+    # unpruned one on ORT (1.13x at batch 1, 1.19x at 32; benchmarks/results/main_job/README.md).
     block = nchwc_block()
     assert o.prune == PruneRequest(target_macs=0.5, min_keep=0.2, shared="narrow", round_to=block)
     assert o.sparsity == TargetedSparsity() and (o.passes, o.distill) == (1, False)

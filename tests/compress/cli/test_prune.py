@@ -69,6 +69,15 @@ def test_widths_off_onnx_runtimes_block_are_said(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [*args, "--round-to", "auto", "--out", str(tmp_path / "rounded")],
                                 catch_exceptions=False)
     assert result.exit_code == 0 and "not a multiple" not in result.output
+    from compress.stages.prune import unrounded_note
+
+    unpruned = json.loads((tmp_path / "m" / "model.json").read_text())["widths"]
+    rounded = json.loads((tmp_path / "rounded" / "model.json").read_text())
+    assert unrounded_note(rounded, 8, unpruned) is None  # the widths themselves, not only the option
+    assert unrounded_note(json.loads((tmp_path / "exact" / "model.json").read_text()), 8, unpruned) is not None
+    # A convolution pruning left whole (a head's width) is not rounding's to change.
+    assert unrounded_note({"widths": {"head": {"type": "Conv2d", "out_channels": 85}}}, 8,
+                          {"head": {"type": "Conv2d", "out_channels": 85}}) is None
 
 
 @pytest.mark.parametrize("option", [["--device", "cpu"], ["--recalibrate", "500"], ["--test-limit", "4"]])

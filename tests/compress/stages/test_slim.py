@@ -254,3 +254,44 @@ def test_a_rerun_refused_after_a_stage_wrote_leaves_no_summary_of_the_last_run(t
     with pytest.raises(CompressError, match="halfway"):
         _slim_with(tmp_path, monkeypatch, out, wrote_then_refused)
     assert not (out / "summary.json").exists() and not (out / "kept_channels.png").exists()
+
+
+def test_a_floor_above_the_macs_target_is_refused_before_any_training(tmp_path):
+    """Rounding to 64 on VGG-11 ×0.125 keeps every layer of up to 64 channels whole, more than half the MACs:
+    the run trained its stages and was refused at the prune ("cannot be met")."""
+    result = CliRunner().invoke(main, ["slim", "--arch", "vgg11", "--width", "0.25", "--data",
+                                       str(tmp_path / "no-data-needed"), "--target-macs", "0.3", "--round-to", "32",
+                                       "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2, result.output
+    assert "of the MACS of VGG: target_macs 0.3 cannot be met after training" in result.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_quick_preset_rounds_says_its_limits_and_ends_with_the_speed_check(tmp_path, monkeypatch):
+    """What `compress slim` prints around the run: the rounding it chose (ONNX Runtime's block here), the
+    preset's image limits when none were given, and the export + paired bench that show the speed-up,
+    with the --trust the run was given."""
+    import compress.stages.slim
+    from compress.runtime.cpu_features import nchwc_block
+
+    seen = {}
+    def fake_slim(*args, **kwargs):
+        seen["options"] = args[3]
+        return {}
+
+    monkeypatch.setattr(compress.stages.slim, "slim", fake_slim)
+    monkeypatch.setattr("compress.stages.summary.summary_markdown", lambda s: "")
+    monkeypatch.delenv("COMPRESS_TRUSTED_CODE", raising=False)
+    result = CliRunner().invoke(main, ["--trust", "mymodule", "slim", "--out", str(tmp_path / "q")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    block = nchwc_block()
+    assert seen["options"].prune.round_to == block
+    lines = result.stderr.splitlines()
+    assert lines[:2] == [f"the quick preset's --round-to auto: {block} (ONNX Runtime's CPU convolution block on "
+                         "this machine)",
+                         "quick preset: at most 10,000 training and 2,000 test images of the data (--train-limit / "
+                         "--test-limit to use more)"]
+    q = tmp_path / "q"
+    assert (f"  compress --trust mymodule export {q}/finetuned --onnx {q}/slim.onnx && compress --trust mymodule "
+            f"bench {q}/sparse {q}/slim.onnx --batch 1,32 --paired 30") in result.stdout.splitlines()
