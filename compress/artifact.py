@@ -53,7 +53,7 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
     (out_dir / META).unlink(missing_ok=True)
     with atomic_path(out_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp))
-    params, macs = count_params_macs(model, tuple(meta["input_size"]))
+    params, macs = count_params_macs(model, tuple(meta["input_size"]), checked=True)  # _rebuilds bounded it
     full = {
         "format": FORMAT,
         **{k: v for k, v in meta.items() if k not in ("widths", "attributes", "params", "macs", "flops")},

@@ -11,9 +11,11 @@ def count_params(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def count_macs(model: nn.Module, input_size=(3, 32, 32)) -> int:
-    """Multiply-accumulates of Conv2d and Linear layers for one image (BN, activations, pools excluded)."""
-    check_forward_memory(model, input_size)
+def count_macs(model: nn.Module, input_size=(3, 32, 32), *, checked: bool = False) -> int:
+    """Multiply-accumulates of Conv2d and Linear layers for one image (BN, activations, pools excluded).
+    `checked`: the caller bounded a forward at this size already (check_forward_memory)."""
+    if not checked:
+        check_forward_memory(model, input_size)
     total = 0
 
     def conv_hook(mod: nn.Conv2d, _inp, out):
@@ -96,8 +98,8 @@ def check_forward_memory(model: nn.Module, input_size, images: int = 1) -> None:
                          f"a forward of {what} (its largest layer output is {largest:,} bytes per image)")
 
 
-def count_params_macs(model: nn.Module, input_size=(3, 32, 32)) -> tuple[int, int]:
-    return count_params(model), count_macs(model, input_size)
+def count_params_macs(model: nn.Module, input_size=(3, 32, 32), *, checked: bool = False) -> tuple[int, int]:
+    return count_params(model), count_macs(model, input_size, checked=checked)
 
 
 def layer_widths(model: nn.Module) -> dict[str, dict]:

@@ -144,30 +144,29 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
     assert proc.returncode != 0 and "fine-tuned with the recipe's fine-tuning LR" in proc.stderr
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
     lower = tmp_path / "lower"
-    proc = _run(lower, cifar10_archive, "--finetune-lr", "0.05")
+    proc = _run(lower, cifar10_archive, "--finetune-lr", "0.05", "--peers", "tp-l1")  # one peer: the same path
     assert proc.returncode == 0, proc.stderr[-3000:]
     low = lower / "vgg11x0.25" / "seed0"
-    for m in METHODS:
+    for m in ("toolkit", "tp-l1"):
         assert json.loads((low / f"{m}.json").read_text())["finetune_lr"] == 0.05
         meta = json.loads((low / m / "finetuned" / "model.json").read_text())
         assert (meta["training"]["recipe"] if m == "toolkit" else meta["peers"])["lr"] == 0.05, m
     assert "Fine-tuning peak LR (every method): 0.05 (`--finetune-lr`)" in (lower / "table.md").read_text()
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
-    variants = ["distill", "distill-a05", "ft-lr05", "sparse-lr05", "costaware", "costweighted", "targeted", "select",
-                "latency", "fullres", "fullres-sqrt", "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1",
-                "targeted-rel"]
+    # Every code path of variants.run once: distill-a05 is ft-lr05's path (flags to a reused stage),
+    # sparse-lr05 the default's with a flag, fullres-sqrt fullres's at another power (unit-tested below).
+    variants = ["distill", "ft-lr05", "costaware", "costweighted", "targeted", "select", "latency", "fullres",
+                "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
     sha = lambda d: json.loads((d / "model.json").read_text())["weights_sha256"]  # noqa: E731
     for name in variants:
         r = json.loads((where / f"{name}.json").read_text())
-        reused = {"distill": ["sparse", "pruned"], "distill-a05": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"],
-                  "costaware": ["sparse"], "sparse-lr05": [], "costweighted": [], "targeted": [], "select": [],
-                  "latency": [], "fullres": [], "fullres-sqrt": [], "on-bnscale": [], "on-bnscale-rel": [],
-                  "on-bnscale-raw": [], "on-l1": [],
-                  "targeted-rel": []}[name]
+        reused = {"distill": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"], "costaware": ["sparse"],
+                  "costweighted": [], "targeted": [], "select": [], "latency": [], "fullres": [], "on-bnscale": [],
+                  "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [], "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
             assert r["macs"] == target, name
