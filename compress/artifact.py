@@ -113,13 +113,8 @@ def build_model(meta: dict[str, Any], *, trust=None, where: str = META) -> nn.Mo
         except (ValueError, TypeError) as exc:
             raise CompressError(_first_line(exc)) from None
 
-    from compress.models.factories import is_known_entry
-    from compress.models.user import is_import_path
-
     what = f"{where}: {meta['arch']}"
-    if not is_import_path(meta["arch"]) or is_known_entry(meta["arch"]):
-        _import_outside_meta(meta["arch"])
-        _refuse_oversized(what, build)  # a user's own class is built once, as it expects
+    _refuse_oversized(meta["arch"], what, build)
     with _bounded_construction(what):
         model = build()
     apply_widths(model, meta.get("widths") or {})
@@ -148,15 +143,14 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _import_outside_meta(arch: str) -> None:
+def _import_outside_meta(arch: str, import_path: bool) -> None:
     """Import what the build will import, before the meta-device build: tensors a module makes when first
     imported (class attributes: ultralytics' Detect.anchors) would otherwise be made on the meta device."""
     import importlib
 
     from compress.models import parse_name
-    from compress.models.user import is_import_path
 
-    if is_import_path(arch):
+    if import_path:
         module = arch.partition(":")[0]
     else:
         try:
@@ -174,13 +168,20 @@ def _import_outside_meta(arch: str) -> None:
         pass
 
 
-def _refuse_oversized(what: str, build) -> None:
-    """Build once on the meta device (shapes only, nothing allocated) and refuse a network whose tensors
-    exceed the memory available: the registration bound below stops a real build only after every earlier
-    layer's weights were initialized (a DenseNet-40 of growth rate 1024 reached 9 GB first). A constructor
-    that cannot run there (it reads values) is left to that bound."""
+def _refuse_oversized(arch: str, what: str, build) -> None:
+    """Build a registry network or a known entry point's once on the meta device (shapes only, nothing
+    allocated) and refuse it when its tensors exceed the memory available: the registration bound stops a
+    real build only after every earlier layer's weights were initialized (a DenseNet-40 of growth rate 1024
+    reached 9 GB first). A user's own class is built once, as its code expects, and a constructor that
+    cannot run on the meta device (it reads values) is left to that bound too."""
     from compress.limits import available_memory, human_bytes
+    from compress.models.factories import is_known_entry
+    from compress.models.user import is_import_path
 
+    import_path = is_import_path(arch)
+    if import_path and not is_known_entry(arch):
+        return
+    _import_outside_meta(arch, import_path)
     try:
         with torch.device("meta"):
             shadow = build()
@@ -313,7 +314,6 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
     """The rebuilt network, given the model's weights, computes what the model computes (in eval mode):
     arguments that change behaviour but no shape (an activation, a pooling type) are caught here."""
     from compress.exporting.outputs import flatten_outputs
-
     from compress.measure import check_forward_memory
 
     check_forward_memory(model, input_size, images=PROBE_IMAGES)

@@ -89,10 +89,9 @@ def _sized_for(artifacts) -> list[int] | None:
     """`_input_size`, refused in one line naming the artifact when --data's images cannot be sized to it."""
     from compress.data.sizing import MAX_INPUT, MIN_INPUT
 
-    size = _input_size(artifacts)
+    size, artifact = _first_size(artifacts)
     if size is not None and not all(MIN_INPUT <= d <= MAX_INPUT for d in size[1:]):
-        first = next(a for a in artifacts if _input_size([a]) == size)
-        raise CompressError(f"{first} takes {size[1]}x{size[2]} images (its input_size); --data's images can be "
+        raise CompressError(f"{artifact} takes {size[1]}x{size[2]} images (its input_size); --data's images can be "
                             f"sized to {MIN_INPUT} to {MAX_INPUT} pixels a side for accuracy")
     return size
 
@@ -101,6 +100,11 @@ def _input_size(artifacts) -> list[int] | None:
     """[C, H, W] the first artifact takes, from its model.json or ONNX metadata (None when unknown). Runs
     before the artifacts are checked, so it reads them bounded and skips anything odd: the check that
     follows names what is wrong with them."""
+    return _first_size(artifacts)[0]
+
+
+def _first_size(artifacts) -> tuple[list[int] | None, object]:
+    """`_input_size`, with the artifact it came from."""
     import json
 
     from compress.limits import MAX_IMAGE_SIDE, read_json
@@ -119,8 +123,8 @@ def _input_size(artifacts) -> list[int] | None:
         except Exception:  # noqa: BLE001 - bounds, bad JSON, a damaged protobuf: the artifact check says which
             continue
         if isinstance(size, list) and len(size) == 3 and all(type(d) is int and 0 < d <= MAX_IMAGE_SIDE for d in size):
-            return size
-    return None
+            return size, artifact
+    return None, None
 
 
 def load_eval_data(data_spec: str, test_limit: int | None, log: Callable[[str], None] = _stderr,

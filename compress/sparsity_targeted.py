@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
-from compress.request import PruneRequest, slimming_keywords
+from compress.request import PruneRequest, importance_label, slimming_keywords
 from compress.sparsity import AUTO_MODE, SparsityConfig, SparsityRegularizer
 
 SELECTIONS = 24  # decisions per run: every ~4% of the steps; a decision costs one traced forward
@@ -197,7 +197,6 @@ class TargetedSparsity(SparsityConfig):
         # for other ones must not be resumed or kept for this request (the quick preset's rounding changed).
         floor = {} if r is None else {"floor": {"min_keep": r.min_keep, "min_channels": r.min_channels,
                                                 "round_to": r.round_to, "shared": r.shared,
-                                                "importance": r.importance if isinstance(r.importance, str)
-                                                else getattr(r.importance, "__qualname__", type(r.importance).__name__)}}
+                                                "importance": importance_label(r.importance)}}
         return {**super().describe(), "targeted": True, "selections": self.selections, "reach": self.reach,
                 **({"prepares": r.text()} if r is not None else {}), **floor}

@@ -85,16 +85,14 @@ def shared_option(default: str | None):
                              "network." + shown)
 
 
-def resolved_round_to(value: int | str, say: bool = True) -> int:
-    """--round-to as a number; `auto` is resolved here so that the run says what it chose (`say_round_to`,
-    at once unless `say` is False)."""
+def resolved_round_to(value: int | str) -> int:
+    """--round-to as a number; `auto` is resolved here so that the run says what it chose."""
     if value != "auto":
         return value
     from compress.slimming import resolve_round_to
 
     block = resolve_round_to("auto")
-    if say:
-        say_round_to(value, block)
+    say_round_to(value, block)
     return block
 
 

@@ -72,10 +72,8 @@ def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, ta
     if note:
         click.echo(note, err=True)
     if plan_path is None and request.round_to == 1:
-        from compress.runtime.cpu_features import nchwc_block
-
         from compress.artifact import read_meta
 
-        note = unrounded_note(meta, nchwc_block(), read_meta(model_dir).get("widths") or {})
+        note = unrounded_note(meta, read_meta(model_dir).get("widths") or {})
         if note:
             click.echo(note, err=True)

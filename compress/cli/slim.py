@@ -18,7 +18,6 @@ from compress.cli.options import (
     only_without,
     parse_arch_kwargs,
     recipe_options,
-    resolved_round_to,
     say_round_to,
     shared_option,
 )
@@ -103,10 +102,9 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
         arch = arch or read_meta(start_from)["arch"]
     if percent is not None:
         _percent(percent)
-    chosen_round_to = round_to if round_to is not None else PRESETS[preset].round_to
     prune = {"percent": percent, "target_macs": target_macs, "target_params": target_params,
              "target_latency_ms": target_latency, "backend": backend, "min_keep": min_keep,
-             "round_to": resolved_round_to(chosen_round_to, say=False), "shared": shared}
+             "round_to": round_to, "shared": shared}  # None: the preset's, "auto" resolved by the preset
     with as_usage():
         settled = resolve(preset, SlimChoices(
             arch=arch, arch_kwargs=kwargs, from_model=start_from is not None, train_limit=train_limit,
@@ -115,7 +113,8 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
             sparsity=sparsity, prune=prune, passes=passes, distill=distill))
     with as_usage():
         checked_options(settled.options)  # what slim refuses before any work, refused before the notes below
-    say_round_to(chosen_round_to, settled.options.prune.round_to, "" if round_to is not None else f"the {preset} preset's ")
+    say_round_to(round_to or PRESETS[preset].round_to, settled.options.prune.round_to,
+                 "" if round_to is not None else f"the {preset} preset's ")
     limited = [f"{n:,} {split}" for n, given, split in ((settled.train_limit, train_limit, "training"),
                                                          (settled.test_limit, test_limit, "test")) if given is None and n]
     if limited:  # the preset's limits on the user's own --data are said, not applied silently
@@ -132,10 +131,9 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
     start = start_from if start_from is not None else f"{out}/sparse"
     if settled.options.prune.round_to == 1:
-        from compress.runtime.cpu_features import nchwc_block
         from compress.stages.prune import unrounded_note
 
-        note = unrounded_note(read_meta(final), nchwc_block(), read_meta(start).get("widths") or {})
+        note = unrounded_note(read_meta(final), read_meta(start).get("widths") or {})
         if note:
             click.echo(note, err=True)
     click.echo("Next, how much faster it runs here (both timed in turns):\n  " + next_commands(final, start, out))

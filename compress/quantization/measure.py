@@ -46,8 +46,6 @@ def onnx_logits(path: str | Path, inputs: np.ndarray, batch_size: int = EVAL_BAT
 def accuracy_of(logits: np.ndarray, labels: np.ndarray, what: str = "the model", classes: int | None = None) -> float:
     """Top-1 accuracy, refused (CompressError) for outputs that are not `classes` logits per image or that hold
     NaN or infinity: argmax over either still picks a class and gives a plausible-looking figure."""
-    from compress.errors import CompressError
-
     logits = np.asarray(logits)
     if logits.ndim != 2 or len(logits) != len(labels) or logits.shape[1] < 2 \
             or (classes is not None and logits.shape[1] != classes):

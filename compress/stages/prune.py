@@ -97,17 +97,21 @@ def float64_note(pruning: dict) -> str | None:
             f"({exact['not_run']})")
 
 
-def unrounded_note(meta: dict, block: int, before: dict) -> str | None:
-    """One line when a pruned model's convolutions keep widths off ONNX Runtime's CPU block (`block`, from
-    compress.runtime.cpu_features.nchwc_block), or None: there the network can run slower than the unpruned
-    one, as the quick preset's did with exact widths (benchmarks/results/main_job). Only the convolutions
-    pruning narrowed count (`before`: the unpruned model's widths); a head's or a gate's own width is not
-    rounding's to change."""
+def unrounded_note(meta: dict, before: dict, block: int | None = None) -> str | None:
+    """One line when a pruned model's convolutions keep widths off ONNX Runtime's CPU block (`block`, by
+    default this machine's: compress.runtime.cpu_features.nchwc_block), or None: there the network can run
+    slower than the unpruned one, as the quick preset's did with exact widths (benchmarks/results/main_job).
+    Only the convolutions pruning narrowed count (`before`: the unpruned model's widths); a head's or a
+    gate's own width is not rounding's to change."""
+    if block is None:
+        from compress.runtime.cpu_features import nchwc_block
+
+        block = nchwc_block()
     convs = {n: w for n, w in (meta.get("widths") or {}).items()
              if w.get("type") == "Conv2d" and w.get("groups", 1) == 1}
     off = [n for n, w in convs.items()
            if w["out_channels"] % block and w["out_channels"] != (before.get(n) or {}).get("out_channels")]
-    if block <= 1 or not off:
+    if not off:  # a block of 1 leaves none
         return None
     return (f"note: {len(off)} of {len(convs)} convolutions keep a width that is not a multiple of {block}, ONNX "
             "Runtime's CPU convolution block here; on its CPU kernels the network can run slower than the unpruned "

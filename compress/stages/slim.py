@@ -22,7 +22,7 @@ from compress.artifact import read_meta
 from compress.atomic import write_json, write_text
 from compress.data.options import DataOptions
 from compress.errors import CompressError
-from compress.request import PruneRequest, RequestConflict
+from compress.request import PruneRequest, RequestConflict, slimming_keywords
 from compress.stages._run import RunOptions, finished, log, sparsity_label, sparsity_on, sync_and_read, writing
 from compress.stages.finetune import finetune
 from compress.stages.prune import check_request, float64_note, prune
@@ -89,8 +89,7 @@ def check_floor_prunes(model, side: int, request: PruneRequest) -> None:
 
     example = torch.zeros(1, 3, side, side)
     kind = "params" if request.target_params is not None else "macs"
-    least = least_budget(model, example, kind, min_keep=request.min_keep, min_channels=request.min_channels,
-                         round_to=request.round_to, compensate=request.compensate, shared=request.shared)
+    least = least_budget(model, example, kind, **slimming_keywords(request))
     floor = (f"the floor (min_keep {request.min_keep:g}, min_channels {request.min_channels}, round_to "
              f"{request.round_to})")
     lower = "lower min_keep (--min-keep), min_channels or round_to (--round-to)"
@@ -99,7 +98,7 @@ def check_floor_prunes(model, side: int, request: PruneRequest) -> None:
                             f"remove nothing after training; {lower}")
     target = getattr(request, f"target_{kind}")
     if target is not None and target < least:
-        raise CompressError(f"{floor} keeps at least {least:.3f} of the {kind.upper() if kind == 'macs' else kind} "
+        raise CompressError(f"{floor} keeps at least {least:.3f} of the {'MACs' if kind == 'macs' else 'parameters'} "
                             f"of {type(model).__name__}: target_{kind} {target:g} cannot be met after training; "
                             f"{lower}, or ask for more")
 

@@ -186,7 +186,7 @@ def test_construction_beyond_memory_stops_before_initialization(tmp_path, monkey
     # A constructor that cannot run on the meta device is counted as it builds, and stopped the same way.
     import compress.artifact
 
-    monkeypatch.setattr(compress.artifact, "_refuse_oversized", lambda what, build: None)
+    monkeypatch.setattr(compress.artifact, "_refuse_oversized", lambda arch, what, build: None)
     with pytest.raises(CompressError, match="builds tensors of more than .* beyond the 1.0 GiB"):
         load_model_dir(tmp_path / "m")
 

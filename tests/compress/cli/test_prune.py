@@ -73,11 +73,11 @@ def test_widths_off_onnx_runtimes_block_are_said(tmp_path, monkeypatch):
 
     unpruned = json.loads((tmp_path / "m" / "model.json").read_text())["widths"]
     rounded = json.loads((tmp_path / "rounded" / "model.json").read_text())
-    assert unrounded_note(rounded, 8, unpruned) is None  # the widths themselves, not only the option
-    assert unrounded_note(json.loads((tmp_path / "exact" / "model.json").read_text()), 8, unpruned) is not None
+    assert unrounded_note(rounded, unpruned, 8) is None  # the widths themselves, not only the option
+    assert unrounded_note(json.loads((tmp_path / "exact" / "model.json").read_text()), unpruned, 8) is not None
     # A convolution pruning left whole (a head's width) is not rounding's to change.
-    assert unrounded_note({"widths": {"head": {"type": "Conv2d", "out_channels": 85}}}, 8,
-                          {"head": {"type": "Conv2d", "out_channels": 85}}) is None
+    assert unrounded_note({"widths": {"head": {"type": "Conv2d", "out_channels": 85}}},
+                          {"head": {"type": "Conv2d", "out_channels": 85}}, 8) is None
 
 
 @pytest.mark.parametrize("option", [["--device", "cpu"], ["--recalibrate", "500"], ["--test-limit", "4"]])

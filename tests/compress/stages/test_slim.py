@@ -263,7 +263,7 @@ def test_a_floor_above_the_macs_target_is_refused_before_any_training(tmp_path):
                                        str(tmp_path / "no-data-needed"), "--target-macs", "0.3", "--round-to", "32",
                                        "--out", str(tmp_path / "x")])
     assert result.exit_code == 2, result.output
-    assert "of the MACS of VGG: target_macs 0.3 cannot be met after training" in result.output
+    assert "of the MACs of VGG: target_macs 0.3 cannot be met after training" in result.output
     assert not (tmp_path / "x").exists()
 
 
