@@ -14,7 +14,7 @@ from compress.labels import check_class_names
 def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> dict:
     """{'accuracy', 'correct', 'images'} of the ONNX file on `data`, after checking that the file's metadata
     is valid and agrees with the data (classes, image size). Accuracy is measured for classifiers only: a
-    file with several outputs, or without class names, is refused."""
+    file with other outputs than logits (or probabilities and logits), or without class names, is refused."""
     from compress.exporting.metadata import class_names
     from compress.runtime.accuracy import onnx_accuracy
     from compress.runtime.errors import RuntimeBenchError
@@ -23,8 +23,8 @@ def evaluate_onnx(path: str | Path, data: ImageSet, batch_size: int = 250) -> di
     proto, meta = _loaded(path)
     outputs = [o.name for o in proto.graph.output]
     classes = class_names(meta)
-    if len(outputs) != 1 or classes is None:
-        why = f"it has {len(outputs)} outputs" if len(outputs) != 1 else "its metadata names no classes"
+    if len(outputs) not in (1, 2) or classes is None:  # two: probabilities and logits, checked when run
+        why = f"it has {len(outputs)} outputs" if len(outputs) > 2 else "its metadata names no classes"
         raise CompressError(f"{path} is not a classifier ({why}); accuracy is measured for classifiers only")
     if len(data) == 0:
         raise CompressError("the test split holds no images")

@@ -28,6 +28,7 @@ from compress.atomic import append_jsonl
 from compress.data import ImageSet
 from compress.devices import check_device
 from compress.errors import CompressError
+from compress.logits import check_classifier, logits_of
 from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
 from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
@@ -130,11 +131,7 @@ def evaluate(model: nn.Module, data: ImageSet, mean, std, *, device="cpu", batch
     autocast = autocast_for("fp32" if precision == "fp32" else "auto", device)
     for x, y in data.batches(batch_size, mean, std, train=False, device=device, channels_last=channels_last):
         with autocast:
-            logits = model(x)
-        if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
-            shape = f"{logits.dtype} {list(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise CompressError(f"the model returns {shape}, not one batch × classes tensor of float logits; "
-                                "accuracy is measured on such classifiers only")
+            logits = logits_of(model(x))
         broken += (~torch.isfinite(logits)).any(1).sum()
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
@@ -183,6 +180,7 @@ def fit(model: nn.Module, train_data: ImageSet, test_data: ImageSet, out_dir: st
         # fit() into one folder with another recipe or penalty returned the first call's weights untrained.
         options = replace(options, tag=_call_tag(model, recipe, options))
     check_batch_norm_batches(model, images_per_rank(len(train_data)), recipe.batch_size)
+    check_classifier(model, test_data, mean, std, teacher=options.distill.teacher if options.distill else None)
     run = _Run(model, recipe, Path(out_dir), options)
     run.prepare(train_data, mean, std)
     try:
@@ -329,10 +327,10 @@ class _Run:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with self.autocast:
-            logits = self.net(x)
+            logits = logits_of(self.net(x))
             if self.teacher is not None:
                 with torch.no_grad():
-                    t_logits = self.teacher(x)
+                    t_logits = logits_of(self.teacher(x), "the teacher")
                 d = self.opts.distill
                 loss = distillation_loss(logits.float(), t_logits.float(), y, d.temperature, d.alpha,
                                          recipe.label_smoothing)

@@ -95,8 +95,13 @@ def onnx_session(onnx_path: str | Path, threads: int | None = None):
 
 
 def run_onnx(session, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """The first output (the logits of a classifier) for `inputs`, in chunks."""
-    return run_onnx_outputs(session, inputs, batch_size)[0][1]
+    """A classifier's logits for `inputs`, in chunks: the second of a (probabilities, logits) pair of outputs
+    (an ultralytics classifier), else the first output."""
+    from compress.runtime.accuracy import logits_in
+
+    outputs = [value for _, value in run_onnx_outputs(session, inputs, batch_size)]
+    logits = logits_in(outputs) if len(outputs) == 2 else None
+    return outputs[0] if logits is None else logits
 
 
 def run_onnx_outputs(session, inputs: np.ndarray, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:

@@ -1,8 +1,9 @@
 """Top-1 accuracy of an artifact on uint8 images, preprocessed with the artifact's own mean/std.
 
 Accuracy is a classifier's figure: the model must return one 2-D output (batch × classes) whose width
-is the class count its metadata names. A detector or any multi-output model is refused
-(`NotAClassifierError`), and so are logits holding NaN or infinity (`NonFiniteOutputError`), since
+is the class count its metadata names, or the pair (probabilities, logits) of an ultralytics classifier,
+whose first output is checked to be the softmax of its second. A detector or any other multi-output model is
+refused (`NotAClassifierError`), and so are logits holding NaN or infinity (`NonFiniteOutputError`), since
 argmax over them would still "pick" a class and report a plausible-looking accuracy.
 """
 
@@ -13,6 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
+
+# How far a (probabilities, logits) pair's first output may sit from the softmax of its second: the rounding of
+# an fp16 or int8 engine's outputs, while probabilities of anything else sit much further off.
+PAIR_TOLERANCE = 1e-2
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -31,14 +36,42 @@ def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | 
     """Why outputs of these shapes (batch first) are not a classifier's over `num_classes`; None if they are."""
     if num_classes is None:
         return "it names no classes (compress.classes), so its output cannot be checked against a class count"
+    if len(output_shapes) == 2 and tuple(output_shapes[0]) == tuple(output_shapes[1]):
+        output_shapes = output_shapes[1:]  # (probabilities, logits): logits_in checks their values
     if len(output_shapes) != 1:
-        return f"it returns {len(output_shapes)} outputs; accuracy is measured on classifiers (one output)"
+        return (f"it returns {len(output_shapes)} outputs; accuracy is measured on classifiers (one output, or "
+                "probabilities and logits)")
     shape = tuple(output_shapes[0])
     if len(shape) != 2:
         return f"its output is {' x '.join(['N', *map(str, shape[1:])])}; a classifier's is N x classes"
     if shape[1] != num_classes:
         return f"it outputs {shape[1]} logits for {num_classes} classes"
     return None
+
+
+def logits_in(outputs: list[np.ndarray]) -> np.ndarray | None:
+    """The logits among a model's outputs: its only output, or the second of two whose first is, row by row,
+    the softmax of the second (an ultralytics classifier in eval mode); None for any other outputs."""
+    if len(outputs) == 1:
+        return outputs[0]
+    if len(outputs) == 2 and is_probability_pair(*outputs):
+        return outputs[1]
+    return None
+
+
+def is_probability_pair(probs: np.ndarray, logits: np.ndarray) -> bool:
+    """Whether `probs` is softmax(`logits`) over axis 1 within PAIR_TOLERANCE, on the rows whose logits are finite
+    (those that are not are the caller's to refuse)."""
+    probs, logits = np.asarray(probs), np.asarray(logits)
+    if probs.shape != logits.shape or logits.ndim != 2 or probs.dtype.kind != "f" or logits.dtype.kind != "f":
+        return False
+    rows = np.isfinite(logits).all(axis=1)
+    x = logits[rows].astype(np.float64)
+    if x.size == 0:
+        return True
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    gap = np.abs(probs[rows] - e / e.sum(axis=1, keepdims=True))
+    return bool(gap.max() <= PAIR_TOLERANCE)  # a NaN gap (NaN probabilities) is no pair
 
 
 def nonfinite_outputs(outputs: list[np.ndarray], names: list[str]) -> list[str]:
@@ -72,7 +105,10 @@ def runner_accuracy(runner, images: np.ndarray, labels: np.ndarray, batch_size: 
         problem = classifier_problem([o.shape for o in outs], count)
         if problem:
             raise NotAClassifierError(f"no accuracy for {name}: {problem}")
-        logits = outs[0]
+        logits = logits_in(outs)
+        if logits is None:
+            raise NotAClassifierError(f"no accuracy for {name}: its first output is not the softmax of its second, "
+                                      "so they are not a classifier's probabilities and logits")
         bad = ~np.isfinite(logits).all(axis=1)
         if bad.any():
             raise NonFiniteOutputError(f"{name} outputs NaN or infinite logits for {int(bad.sum())} of {len(x)} "

@@ -15,6 +15,7 @@ from torch import nn
 
 from compress.data import ImageSet
 from compress.errors import CompressError
+from compress.logits import logits_of
 from compress.sharing.container import SharedTensor
 
 
@@ -60,7 +61,7 @@ def finetune_centroids(model: nn.Module, shared: list[SharedTensor], train: Imag
             opt.zero_grad(set_to_none=True)
             for t in shared:
                 params[t.name].grad = None
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(logits_of(model(x)), y)
             loss.backward()
             for t, c, idx, keep in zip(shared, centroids, indices, keeps):
                 g = params[t.name].grad.reshape(-1)

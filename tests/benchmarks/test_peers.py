@@ -155,9 +155,10 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
 
     # Ablation variants join the same directory; those that differ only later reuse the default's stages.
     # Every code path of variants.run once: distill-a05 is ft-lr05's path (flags to a reused stage),
-    # sparse-lr05 the default's with a flag, fullres-sqrt fullres's at another power (unit-tested below).
+    # sparse-lr05 the default's with a flag, fullres-sqrt fullres's at another power (unit-tested below),
+    # on-l1 on-bnscale's with another peer's second stage.
     variants = ["distill", "ft-lr05", "costaware", "costweighted", "targeted", "select", "latency", "fullres",
-                "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "on-l1", "targeted-rel"]
+                "on-bnscale", "on-bnscale-rel", "on-bnscale-raw", "targeted-rel"]
     proc = _run(out, cifar10_archive, "--variants", ",".join(variants))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {m: (where / f"{m}.json").stat().st_mtime for m in METHODS} == stamps
@@ -166,7 +167,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         r = json.loads((where / f"{name}.json").read_text())
         reused = {"distill": ["sparse", "pruned"], "ft-lr05": ["sparse", "pruned"], "costaware": ["sparse"],
                   "costweighted": [], "targeted": [], "select": [], "latency": [], "fullres": [], "on-bnscale": [],
-                  "on-bnscale-rel": [], "on-bnscale-raw": [], "on-l1": [], "targeted-rel": []}[name]
+                  "on-bnscale-rel": [], "on-bnscale-raw": [], "targeted-rel": []}[name]
         assert r["method"] == name, name
         if "pruned" in reused:
             assert r["macs"] == target, name
@@ -178,8 +179,7 @@ def test_tiny_scale_runs_every_method_resumes_and_times(tmp_path, cifar10_archiv
         if name != "select":  # shared channels pruned as the default prunes them, not PruneRequest's default
             assert plan(name)["shared"] == plan("toolkit")["shared"] == "narrow", name
         if name.startswith("on-"):  # the toolkit's prune and fine-tuning of a peer's own second stage
-            peer = "tp-l1" if name == "on-l1" else "tp-bnscale"
-            assert sha(where / name / "sparse") == sha(where / peer / "sparse"), name
+            assert sha(where / name / "sparse") == sha(where / "tp-bnscale" / "sparse"), name
         if name.endswith("-rel"):
             assert plan(name)["importance"] == "relative", name
         if name == "on-bnscale-raw":  # pruned as Torch-Pruning prunes: no β folded, no BN re-estimation

@@ -79,15 +79,20 @@ def test_accuracy_is_refused_for_a_file_that_is_not_a_classifier(tmp_path):
     from compress.onnx_eval import evaluate_onnx
 
     class Pair(torch.nn.Module):
-        def __init__(self):
+        def __init__(self, outputs: int):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 10, 3)
+            self.outputs = outputs
 
         def forward(self, x):
             y = self.conv(x).mean((2, 3))
-            return y, y * 2
+            return tuple(y * (k + 2) for k in range(self.outputs))
 
-    path = export_onnx(Pair(), tmp_path / "p.onnx", input_size=[3, 32, 32], metadata=_meta())
     data = ImageSet(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), CLASSES)
-    with pytest.raises(CompressError, match="not a classifier .*2 outputs"):
+    path = export_onnx(Pair(3), tmp_path / "p3.onnx", input_size=[3, 32, 32], metadata=_meta())
+    with pytest.raises(CompressError, match="not a classifier .*3 outputs"):
+        evaluate_onnx(path, data)
+    # Two outputs are taken only as probabilities and their logits, which these are not.
+    path = export_onnx(Pair(2), tmp_path / "p2.onnx", input_size=[3, 32, 32], metadata=_meta())
+    with pytest.raises(CompressError, match="p2.onnx: its first output is not the softmax of its second"):
         evaluate_onnx(path, data)

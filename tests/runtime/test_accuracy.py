@@ -3,9 +3,10 @@
 import numpy as np
 import onnx
 import pytest
-from onnx_builders import MEAN, STD, detector_like, reference_logits, renamed_classifier, tiny_cnn, with_nonfinite_weights
+from onnx_builders import (MEAN, STD, detector_like, probabilities_and_logits, reference_logits, renamed_classifier,
+                           tiny_cnn, with_nonfinite_weights)
 
-from compress.runtime.accuracy import classifier_problem, normalize, onnx_accuracy
+from compress.runtime.accuracy import classifier_problem, is_probability_pair, logits_in, normalize, onnx_accuracy
 from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
 
 IMAGES = np.random.default_rng(1).integers(0, 256, (9, 3, 8, 8), dtype=np.uint8)
@@ -17,6 +18,9 @@ IMAGES = np.random.default_rng(1).integers(0, 256, (9, 3, 8, 8), dtype=np.uint8)
     ([(4, 4, 8, 8)], 10, "output is N x 4 x 8 x 8"),
     ([(4, 8)], 10, "8 logits for 10 classes"),
     ([(4, 10)], None, "names no classes"),
+    ([(4, 10), (4, 10)], 10, None),  # probabilities and logits: their values are checked when run
+    ([(4, 8), (4, 8)], 10, "8 logits for 10 classes"),
+    ([(4, 10), (4, 10), (4, 10)], 10, "3 outputs"),
 ])
 def test_what_counts_as_a_classifier(shapes, classes, words):
     problem = classifier_problem(shapes, classes)
@@ -49,3 +53,33 @@ def test_nonfinite_logits_give_no_accuracy(tmp_path, value):
 def test_labels_beyond_the_class_count_are_refused(tiny_onnx):
     with pytest.raises(ValueError, match="labels run from 4 to 12, tiny.onnx has 10 classes"):
         onnx_accuracy(tiny_onnx, IMAGES, np.arange(9) + 4)
+
+
+def test_the_logits_of_a_pair_are_its_second_output_only_when_the_first_is_their_softmax():
+    x = np.random.default_rng(0).standard_normal((6, 5)).astype(np.float32) * 3
+    e = np.exp(x - x.max(1, keepdims=True))
+    probs = e / e.sum(1, keepdims=True)
+    assert logits_in([x]) is x
+    assert logits_in([probs, x]) is x
+    assert logits_in([probs.astype(np.float16).astype(np.float32), x]) is x  # an fp16 engine's rounding
+    for first in (x, probs + 0.05, probs.T.copy().T[:, ::-1], np.full_like(probs, np.nan)):
+        assert logits_in([first, x]) is None
+    assert logits_in([probs, x, x]) is None
+    assert not is_probability_pair(probs[:, :3], x)
+    assert not is_probability_pair(probs.astype(np.int64), x)
+
+
+def test_an_exported_classifier_with_probabilities_and_logits_gets_the_logits_accuracy(tmp_path):
+    path = tmp_path / "pair.onnx"
+    onnx.save(probabilities_and_logits(), str(path))
+    labels = reference_logits(tiny_cnn(), normalize(IMAGES, MEAN, STD)).argmax(1)
+    labels[:3] = (labels[:3] + 1) % 10
+    assert onnx_accuracy(path, IMAGES, labels, batch_size=4) == {"accuracy": 6 / 9, "correct": 6, "images": 9}
+
+
+@pytest.mark.parametrize("first,temperature", [("identity", 1.0), ("softmax", 3.0)])
+def test_two_outputs_that_are_not_probabilities_and_logits_get_no_accuracy(tmp_path, first, temperature):
+    path = tmp_path / "pair.onnx"
+    onnx.save(probabilities_and_logits(first, temperature), str(path))
+    with pytest.raises(NotAClassifierError, match="pair.onnx: its first output is not the softmax of its second"):
+        onnx_accuracy(path, IMAGES, np.zeros(9, np.int64))

@@ -189,6 +189,26 @@ def renamed_classifier(input_name: str = "pixel_values", output_name: str = "pro
     return model
 
 
+def probabilities_and_logits(first: str = "softmax", temperature: float = 1.0) -> onnx.ModelProto:
+    """tiny_cnn with two outputs, as an ultralytics classifier exports: `probs` (N×10, Softmax of the logits
+    over axis 1, or `first`="identity" for the logits again) then `logits`; `temperature` divides the logits
+    before the Softmax."""
+    model = tiny_cnn()
+    graph = model.graph
+    graph.initializer.append(_init("t", np.array([temperature], np.float32)))
+    graph.node.append(helper.make_node("Div", ["logits", "t"], ["scaled"]))
+    graph.node.append(helper.make_node("Softmax", ["scaled"], ["probs"], axis=1) if first == "softmax"
+                      else helper.make_node("Identity", ["scaled"], ["probs"]))
+    logits = graph.output[0]
+    graph.output.insert(0, helper.make_tensor_value_info("probs", TensorProto.FLOAT, list(_dims(logits))))
+    onnx.checker.check_model(model)
+    return model
+
+
+def _dims(value_info):
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
 def with_nonfinite_weights(model: onnx.ModelProto, name: str = "fc_w", value: float = float("nan")) -> onnx.ModelProto:
     """A copy of `model` whose initializer `name` is all `value` (NaN by default): a broken network."""
     out = onnx.ModelProto()

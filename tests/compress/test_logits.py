@@ -1,0 +1,150 @@
+"""compress.logits: one tensor of logits, or a (probabilities, logits) pair whose values are checked."""
+
+import pytest
+import torch
+from torch import nn
+
+from compress.errors import CompressError
+from compress.logits import check_classifier, logits_of
+
+from tests_support import make_image_folder
+
+
+def _pair(logits: torch.Tensor):
+    return logits.softmax(1), logits
+
+
+def test_one_tensor_of_logits_is_taken_as_it_is():
+    x = torch.randn(4, 10)
+    assert logits_of(x) is x
+
+
+@pytest.mark.parametrize("output", [torch.randn(4, 10, 2), torch.zeros(4, 10, dtype=torch.long), {"logits": 1}])
+def test_outputs_that_are_not_logits_are_refused(output):
+    with pytest.raises(CompressError, match="not one batch × classes tensor of float logits"):
+        logits_of(output)
+
+
+def test_probabilities_and_logits_give_the_logits():
+    x = torch.randn(5, 7) * 4
+    assert logits_of(_pair(x)) is x
+    assert logits_of(list(_pair(x))) is x
+    assert logits_of((x.softmax(1).to(torch.bfloat16), x)) is x  # probabilities rounded by autocast
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: (x.softmax(1) + 0.01, x),  # not the softmax of the logits
+    lambda x: (x, x),
+    lambda x: (x.softmax(1), x, x),
+    lambda x: (x.softmax(0), x),  # softmax over the batch
+    lambda x: ((x / 2).softmax(1), x),  # another temperature
+    lambda x: (x.softmax(1)[:, :3], x),
+], ids=["shifted", "logits-twice", "three", "over-batch", "temperature", "other-shape"])
+def test_a_pair_that_is_not_probabilities_and_their_logits_is_refused(make):
+    x = torch.randn(6, 5) * 3
+    with pytest.raises(CompressError, match="nor the pair of their softmax and them"):
+        logits_of(make(x))
+
+
+def test_nan_logits_in_a_pair_are_passed_on_for_the_caller_to_refuse():
+    from compress.data import ImageSet
+    from compress.training import NonFiniteOutput, evaluate
+
+    class NanPair(nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(len(x), 2)
+            logits[0] = float("nan")
+            return logits.softmax(1), logits
+
+    data = ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    with pytest.raises(NonFiniteOutput, match="NaN or infinite logits for 1 of 4"):
+        evaluate(NanPair(), data, [0.5] * 3, [0.25] * 3)
+
+
+class ProbabilitiesInEval(nn.Module):
+    """Logits in training, (probabilities, logits) in eval mode, as ultralytics' Classify head returns them."""
+
+    def __init__(self, classes: int = 2):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes))
+
+    def forward(self, x):
+        logits = self.body(x)
+        return logits if self.training else (logits.softmax(1), logits)
+
+
+class FeatureMap(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_training_and_accuracy_take_the_logits_of_the_pair(tmp_path):
+    from compress.data import load_dataset
+    from compress.training import Recipe, evaluate, fit
+
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    train, test = load_dataset(str(root), "train"), load_dataset(str(root), "test")
+    model = ProbabilitiesInEval()
+    recipe = Recipe(epochs=1, batch_size=4, lr=0.01)
+    teacher = ProbabilitiesInEval().eval()
+    from compress.training import Distill
+
+    result = fit(model, train, test, tmp_path / "run", recipe, mean=[0.5] * 3, std=[0.25] * 3, progress=False,
+                 distill=Distill(teacher=teacher, temperature=2.0, alpha=0.5))
+    measured = evaluate(model, test, [0.5] * 3, [0.25] * 3)
+    assert measured["accuracy"] == result["last"]["test_accuracy"]
+
+    class LogitsOnly(nn.Module):  # the same network, returning its logits alone
+        def forward(self, x):
+            return model.body(x)
+
+    assert evaluate(LogitsOnly(), test, [0.5] * 3, [0.25] * 3) == measured
+
+
+def test_a_model_without_logits_is_refused_before_any_training(tmp_path):
+    from compress.data import load_dataset
+    from compress.training import Recipe, fit
+
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    train, test = load_dataset(str(root), "train"), load_dataset(str(root), "test")
+    with pytest.raises(CompressError, match=r"the model returns torch.float32 \[2, 4, 6, 6\], not one batch"):
+        fit(FeatureMap(), train, test, tmp_path / "run", Recipe(epochs=1, batch_size=2), mean=[0.5] * 3,
+            std=[0.25] * 3, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_teacher_without_logits_is_named():
+    from compress.data import ImageSet
+
+    data = ImageSet(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1]), ["a", "b"])
+    student = ProbabilitiesInEval().train()
+    with pytest.raises(CompressError, match="the teacher returns"):
+        check_classifier(student, data, [0.5] * 3, [0.25] * 3, teacher=FeatureMap())
+    assert student.training  # the check leaves each network in the mode it found it in
+
+
+def test_an_ultralytics_classifier_fine_tunes_and_gets_one_accuracy_in_torch_and_onnx(tmp_path):
+    """YOLOv8n-cls returns (probabilities, logits) in eval mode and exports both as outputs."""
+    tasks = pytest.importorskip("ultralytics.nn.tasks", reason="ultralytics is optional (AGPL; the dev extra has it)")
+    import compress
+    from hostile_support import invoke
+
+    root = make_image_folder(tmp_path / "imgs", per_class=4, size=32)
+    torch.manual_seed(0)
+    model = tasks.ClassificationModel("yolov8n-cls.yaml", nc=2, verbose=False)
+    compress.save_model(model, tmp_path / "cls", input_size=(3, 32, 32), classes=["cat", "dog"], mean=(0.5,) * 3,
+                        std=(0.25,) * 3)
+    result = invoke(["finetune", tmp_path / "cls", "--data", root, "--epochs", "1", "--out", tmp_path / "ft"])
+    assert result.exit_code == 0, result.output
+    torch_line = invoke(["eval", tmp_path / "ft", "--data", root])
+    assert invoke(["export", tmp_path / "ft", "--onnx", tmp_path / "ft.onnx"]).exit_code == 0
+    onnx_line = invoke(["eval", tmp_path / "ft.onnx", "--data", root])
+    assert torch_line.exit_code == onnx_line.exit_code == 0, torch_line.output + onnx_line.output
+    accuracy = [line.split(": ", 1)[1] for line in torch_line.output.splitlines() + onnx_line.output.splitlines()
+                if "accuracy" in line]
+    assert len(accuracy) == 2 and accuracy[0] == accuracy[1] and accuracy[0].endswith("on 8 images")
