@@ -22,18 +22,18 @@ def _zoo(*args) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_the_zoo_writes_its_table_and_reruns_one_row(tmp_path):
-    done = _zoo("--names", "timm:resnet18,tv:resnet18", "--out", str(tmp_path))
+    done = _zoo("--names", "timm:mobilenetv3_small_050,tv:mobilenet_v3_small", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     recorded = json.loads((tmp_path / "zoo.json").read_text())
     rows = {r["name"]: r for r in recorded["rows"]}
-    assert set(rows) == {"timm:resnet18", "tv:resnet18"}
+    assert set(rows) == {"timm:mobilenetv3_small_050", "tv:mobilenet_v3_small"}
     for row in rows.values():
         assert row["status"] == "ok" and row["exact_rel_diff"] <= 1e-5 and row["onnx_parity"]["passed"]
         assert row["channels_after"] < row["channels_before"] and row["torch_pruning"]["status"]
     table = (tmp_path / "README.md").read_text()
-    assert "| timm:resnet18 | 224 | ok |" in table and "0 FAIL" in table
-    again = _zoo("--names", "tv:resnet18", "--out", str(tmp_path), "--rerun")
+    assert "| timm:mobilenetv3_small_050 | 224 | ok |" in table and "0 FAIL" in table
+    again = _zoo("--names", "tv:mobilenet_v3_small", "--out", str(tmp_path), "--rerun")
     assert again.returncode == 0, again.stderr[-2000:]
     merged = json.loads((tmp_path / "zoo.json").read_text())
-    assert [r["name"] for r in merged["rows"]] == ["timm:resnet18", "tv:resnet18"]
-    assert merged["rows"][0] == rows["timm:resnet18"] and "rerun" in merged["machine"]
+    assert [r["name"] for r in merged["rows"]] == ["timm:mobilenetv3_small_050", "tv:mobilenet_v3_small"]
+    assert merged["rows"][0] == rows["timm:mobilenetv3_small_050"] and "rerun" in merged["machine"]
