@@ -90,8 +90,9 @@ def onnx_session(onnx_path: str | Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise OnnxFileError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
+        from compress.runtime.errors import readable
+
+        raise OnnxFileError(f"ONNX Runtime cannot load {path}: {readable(exc)}") from None
 
 
 def run_onnx(session, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:

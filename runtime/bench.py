@@ -47,13 +47,14 @@ def _stderr(msg: str) -> None:
 
 def one_line(exc: BaseException) -> str:
     """The first line of an error; foreign exception types keep their name so the line stays meaningful."""
-    from compress.runtime.errors import RuntimeBenchError
+    from compress.runtime.errors import RuntimeBenchError, readable
 
     text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     if isinstance(exc, (RuntimeBenchError, ValueError, OSError)) and first:
         return first[:500]
-    return f"{type(exc).__name__}: {first}"[:500] if first else type(exc).__name__
+    # A runtime library's own exception: its sentence, without its C++ source locations.
+    return f"{type(exc).__name__}: {readable(exc, 500)}"[:500] if text else type(exc).__name__
 
 
 def resolve_power(settings: BenchSettings, backends: list[str] | tuple[str, ...] = ()) -> str:

@@ -1,5 +1,7 @@
 """Errors from the runtime side. Each carries a one-line message the CLI prints without a traceback."""
 
+import re
+
 
 class RuntimeBenchError(Exception):
     """A problem the user can act on: a bad artifact, an unusable backend, a failed measurement."""
@@ -40,3 +42,22 @@ class NotAClassifierError(RuntimeBenchError):
 
 class ReportWriteError(RuntimeBenchError):
     """A benchmark report could not be written (disk full, read-only directory); nothing partial was left."""
+
+
+# Where ONNX Runtime and OpenVINO wrote an error in their C++ sources: a reader can act on the sentence, not on
+# the file, line and function signature around it.
+_SOURCE = r"\S+\.(?:h|hpp|c|cc|cpp|cu):\d+"
+_SOURCE_NOISE = re.compile("|".join([
+    rf"Exception from {_SOURCE}:",  # OpenVINO's wrapper lines
+    rf"Check '.*?' failed at {_SOURCE}:",  # OpenVINO's assertion, whose condition is code
+    rf"{_SOURCE} (?:[\w:<>,*&~ ]*::)?[\w~<>]+\([^()]*\)(?: const)?",  # ONNX Runtime: file:line Class::fn(args)
+    rf"{_SOURCE}:?",
+]))
+
+
+def readable(exc: BaseException, limit: int = 300) -> str:
+    """An error from a runtime library as one line: its source locations and C++ signatures dropped, its
+    remaining lines joined; the exception type's name if nothing is left."""
+    text = _SOURCE_NOISE.sub(" ", str(exc))
+    line = " ".join(text.split())
+    return (line or type(exc).__name__)[:limit]

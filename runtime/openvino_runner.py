@@ -199,5 +199,6 @@ def _no_bf16_message() -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    from compress.runtime.errors import readable
+
+    return readable(exc)  # OpenVINO's first line is only "Exception from src/...cpp:NN:"

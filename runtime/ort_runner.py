@@ -147,5 +147,6 @@ class OrtRunner(Runner):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+    from compress.runtime.errors import readable
+
+    return readable(exc)
