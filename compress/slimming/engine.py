@@ -25,7 +25,8 @@ from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
 from compress.slimming.restore import modes_of, objects_of, put_back, put_modes
-from compress.slimming.refusals import TIE_SLACK, refuse_floor_keeping_all, refuse_lazy, refuse_ties
+from compress.slimming.refusals import (TIE_SLACK, refuse_floor_keeping_all, refuse_lazy, refuse_nothing_removed,
+                                       refuse_ties)
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
@@ -318,6 +319,8 @@ def _decide(model, units: PruningUnits, percent, example_input, opts: PruneOptio
     removed = sum(u.scores.numel() - len(u.keep) for u in every) / max(1, sum(u.scores.numel() for u in every))
     if tie_check and removed > percent + TIE_SLACK:
         refuse_ties(units, threshold, f"percent {percent:g}", f"remove {removed:.1%} of the channels")
+    if floor_check and tie_check:
+        refuse_nothing_removed(percent, threshold, removed, every_bn=importance == "gamma")
     return threshold, None, percent
 
 

@@ -49,3 +49,16 @@ def refuse_ties(units: PruningUnits, threshold: float, asked: str, result: str) 
         raise CompressError(f"{tied} channels share the score {threshold:g} at the threshold, so {asked} would "
                             f"{result}: their BN γ do not rank them (an untrained network, or γ reset?); train "
                             "with a sparsity penalty first (compress slim / train --sparsity)")
+
+
+def refuse_nothing_removed(percent: float, threshold: float, removed: float, *, every_bn: bool) -> None:
+    """A percent that removes no channel would hand back the model unpruned as its answer. With γ the threshold
+    is taken over every BN (`every_bn`, the paper's rule), so it can fall among the γ of layers whose channels
+    cannot be removed, such as the residual branch's last BN that timm initializes at zero."""
+    if percent <= 0 or removed > 0:
+        return
+    population = "every BN's |γ|, of layers that cannot be pruned too" if every_bn else "every unit's score"
+    raise CompressError(f"percent {percent:g} would prune nothing: no removable channel scores under its threshold "
+                        f"{threshold:g} (the {percent:.0%} point of {population}), or the floor keeps those that "
+                        "do; prune to a budget instead (--target-macs / --target-params), or train with a sparsity "
+                        "penalty first")

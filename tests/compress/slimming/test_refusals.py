@@ -54,6 +54,20 @@ def test_gammas_held_at_zero_may_all_go_past_the_percent():
     assert plan["pruned_fraction"] > 0.4
 
 
+def test_a_percent_whose_threshold_falls_among_unremovable_channels_is_refused_not_a_no_op():
+    """A residual branch's last BN initialized at zero (torchvision's zero_init_residual, timm's default): 40% of
+    all γ are 0 and every removable one is 1, so percent 0.3 pruned nothing and returned success."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=3, zero_init_residual=True).eval()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CompressError, match=r"percent 0.3 would prune nothing: no removable channel scores under "
+                                            r"its threshold 0 \(the 30% point of every BN's \|γ\|"):
+        slimming.prune(model, 0.3, EXAMPLE)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert slimming.removal_preview(model, 0.3, EXAMPLE) is not None  # a sparse stage's first look still runs
+
+
 def test_a_lazy_layer_not_yet_initialized_is_refused_in_one_line():
     """Saving the parameters before the training-mode forward raised a bare ValueError on one."""
     model = nn.Sequential(nn.LazyConv2d(8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
