@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compress.exporting import float64_review
 from compress.exporting.errors import OnnxFileError, ParityError
 from compress.exporting.outputs import flatten_outputs
 
@@ -40,10 +41,13 @@ class ParityResult:
     accuracy_onnx: float | None = None
     accuracy_tol: float | None = None
     outputs: list[dict] | None = None
+    float64: dict | None = None  # float64_review's record, where the absolute tolerance alone failed
 
     @property
     def passed(self) -> bool:
-        if self.outputs is not None:
+        if self.float64 is not None:
+            ok = float64_review.passed(self.float64)
+        elif self.outputs is not None:
             ok = all(o["max_abs_diff"] <= o["atol"] for o in self.outputs)
         else:
             ok = self.max_abs_diff <= self.atol
@@ -60,19 +64,23 @@ class ParityResult:
             text = (f"{len(self.outputs)} outputs; worst {worst['name']}: max |Δ| {worst['max_abs_diff']:.3g} "
                     f"(tolerance {worst['atol']:.3g}, values up to {worst['scale']:.3g})"
                     + (f"; beyond tolerance: {', '.join(bad)}" if bad else "") + f" on {self.images} inputs")
-            return text
+            return text + self._float64_text()
         agreement = ("" if self.top1_agreement is None else
                      f", top-1 agreement {self.top1_agreement:.2%} (min {self.min_agreement:.2%})")
         text = f"max |Δlogit| {self.max_abs_diff:.3g} (atol {self.atol:.3g}){agreement} on {self.images} inputs"
         if self.accuracy_reference is not None:
             text += (f"; accuracy reference {self.accuracy_reference:.2%}, ONNX Runtime {self.accuracy_onnx:.2%} "
                      f"(Δ {100 * (self.accuracy_onnx - self.accuracy_reference):+.2f} pp)")
-        return text
+        return text + self._float64_text()
+
+    def _float64_text(self) -> str:
+        return "" if self.float64 is None else f"; {float64_review.summary(self.float64)}"
 
     def to_dict(self) -> dict[str, Any]:
         out = {**asdict(self), "passed": self.passed}
-        if self.outputs is None:
-            out.pop("outputs")
+        for optional in ("outputs", "float64"):
+            if out[optional] is None:
+                out.pop(optional)
         return out
 
 
@@ -152,7 +160,9 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
     each against its own scale: within `rel_tol` × its max |value| when given, else within `atol` and
     FP32_REL_TOL × its max |value|, so that an output of small values is not passed by an absolute bound.
     With `labels` (classifiers only), both accuracies are measured; `accuracy_tol` then bounds their
-    difference. Raises ParityError when beyond tolerance unless `raise_on_failure` is False.
+    difference. An FP32 check against a torch module that fails its absolute tolerance is looked at again in
+    float64 (float64_review): the values' rounding passes, a different computation does not. Raises
+    ParityError when beyond tolerance unless `raise_on_failure` is False.
     """
     inputs = np.asarray(inputs, dtype=np.float32)
     if inputs.ndim != 4 or len(inputs) == 0:
@@ -180,6 +190,9 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
         if labels is not None:
             raise ValueError("labels measure a classifier's accuracy; this graph has several outputs")
         result = _outputs_result(ref, got, atol, min_agreement, rel_tol, len(inputs))
+    if not result.passed and rel_tol is None and _is_torch_module(reference):
+        tolerances = [result.atol] if result.outputs is None else [o["atol"] for o in result.outputs]
+        result.float64 = float64_review.review(reference, inputs, ref, got, tolerances)
     if labels is not None:
         labels = np.asarray(labels).reshape(-1)
         if len(labels) != len(inputs):
