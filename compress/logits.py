@@ -7,6 +7,8 @@ tensor is, row by row, the softmax of its second; any other output is refused ra
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -30,22 +32,40 @@ def logits_of(output, what: str = "the model") -> torch.Tensor:
 
 
 def check_classifier(model: nn.Module, data, mean, std, *, teacher: nn.Module | None = None) -> None:
-    """Refuse, before any training, a model (or teacher) whose eval-mode output holds no logits, such as a
-    detector or a feature extractor: `evaluate` would refuse it only after the first epoch."""
+    """Refuse, before any training, a model whose eval-mode output holds no logits (a detector, a feature
+    extractor), whose training-mode forward fails or returns more than logits (an auxiliary classifier), or a
+    teacher without logits: each would otherwise stop the run at its first step or after its first epoch."""
     if len(data) == 0:
         return
     x, _ = next(iter(data.subset(list(range(min(2, len(data))))).batches(2, mean, std, train=False)))
     for net, what in ((model, "the model"), (teacher, "the teacher")):
-        if net is None:
-            continue
-        was_training = net.training
-        device = next(net.parameters(), torch.empty(0)).device
-        net.eval()
-        try:
-            with torch.no_grad():
-                logits_of(net(x.to(device)), what)
-        finally:
-            net.train(was_training)
+        if net is not None:
+            _forward_checked(net, x, what, training=False)
+    if len(x) == 2:  # training-mode BN needs two images; on a copy, so that no statistic moves
+        _forward_checked(copy.deepcopy(model), x, "the model in training mode", training=True)
+
+
+def _forward_checked(net: nn.Module, x: torch.Tensor, what: str, *, training: bool) -> None:
+    was_training = net.training
+    device = next(net.parameters(), torch.empty(0)).device
+    aux = [n for n, _ in net.named_modules() if "aux" in n.rsplit(".", 1)[-1].lower()]
+    hint = (f" (auxiliary classifiers {', '.join(aux[:2])}? turn them off: torchvision's model.aux_logits = False, "
+            "with those modules set to None)") if aux and training else ""
+    net.train(training)
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            try:
+                output = net(x.to(device))
+            except Exception as exc:  # noqa: BLE001 - any failure of the user's forward, named in one line
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise CompressError(f"{what} fails on {len(x)} images of the data ({type(exc).__name__}: "
+                                    f"{first[:200]}){hint}") from None
+            try:
+                logits_of(output, what)
+            except CompressError as exc:
+                raise CompressError(f"{exc}{hint}") from None
+    finally:
+        net.train(was_training)
 
 
 def _checked(logits: torch.Tensor, what: str) -> torch.Tensor:

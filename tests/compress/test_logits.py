@@ -1,5 +1,7 @@
 """compress.logits: one tensor of logits, or a (probabilities, logits) pair whose values are checked."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -148,3 +150,40 @@ def test_an_ultralytics_classifier_fine_tunes_and_gets_one_accuracy_in_torch_and
     accuracy = [line.split(": ", 1)[1] for line in torch_line.output.splitlines() + onnx_line.output.splitlines()
                 if "accuracy" in line]
     assert len(accuracy) == 2 and accuracy[0] == accuracy[1] and accuracy[0].endswith("on 8 images")
+
+
+class WithAux(nn.Module):
+    """An auxiliary classifier run in training mode only, as torchvision's GoogLeNet and Inception v3 have."""
+
+    def __init__(self, fails: bool = False):
+        super().__init__()
+        self.body = ProbabilitiesInEval().body
+        self.aux_head = nn.Linear(3 * 8 * 8, 2)
+        self.fails = fails
+
+    def forward(self, x):
+        logits = self.body(x)
+        if not self.training:
+            return logits
+        if self.fails:  # a head too small for the images, as Inception v3's at 80 px
+            raise RuntimeError("Given input size: (768x3x3). Calculated output size: (768x0x0)\nmore")
+        return logits, self.aux_head(x.flatten(1))
+
+
+@pytest.mark.parametrize("fails,words", [
+    (False, r"the model in training mode returns a tuple of 2 \(torch.float32 \[2, 2\], torch.float32 \[2, 2\]\)"),
+    (True, r"the model in training mode fails on 2 images of the data \(RuntimeError: Given input size: "
+           r"\(768x3x3\). Calculated output size: \(768x0x0\)\)"),
+])
+def test_an_auxiliary_classifier_is_refused_before_any_training_with_the_way_out(tmp_path, fails, words):
+    from compress.data import ImageSet
+    from compress.training import Recipe, fit
+
+    data = ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    model = WithAux(fails)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CompressError, match=words + r".*auxiliary classifiers aux_head\? turn them off"):
+        fit(model, data, data, tmp_path / "run", Recipe(epochs=1, batch_size=2), mean=[0.5] * 3, std=[0.25] * 3,
+            progress=False)
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics did not move
