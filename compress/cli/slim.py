@@ -98,7 +98,9 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
     if start_from is not None:
         if kwargs:
             raise click.UsageError("--from takes the architecture from its model directory: drop --arch-kwargs/--width")
-        only_without("--from (the run starts from that model: nothing is pre-trained)", start_from, "pretrain_epochs")
+        if pretrain_epochs:  # 0 asks for what --from does anyway
+            only_without("--from (the run starts from that model: nothing is pre-trained)", start_from,
+                         "pretrain_epochs")
         arch = arch or read_meta(start_from)["arch"]
     if percent is not None:
         _percent(percent)

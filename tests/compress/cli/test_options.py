@@ -39,3 +39,12 @@ def test_an_option_that_would_be_ignored_is_refused_before_any_work(tmp_path, ar
     assert result.exit_code == 2, result.output
     assert said in result.output and "Traceback" not in result.output
     assert not (tmp_path / "O").exists() and not (tmp_path / "O.onnx").exists()
+
+
+def test_pretrain_epochs_0_with_from_asks_for_what_from_does_and_passes_the_option_check(tmp_path):
+    """The help says 0 is what --from uses; giving it was refused as an option that does nothing."""
+    (tmp_path / "M").mkdir()
+    result = CliRunner().invoke(main, ["slim", "--from", str(tmp_path / "M"), "--out", str(tmp_path / "O"),
+                                       "--pretrain-epochs", "0"])
+    assert "--pretrain-epochs" not in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "model.json" in result.output  # the empty directory is what is refused
