@@ -71,6 +71,10 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
     return full
 
 
+class RebuildMismatch(CompressError):
+    """The architecture model.json would name does not rebuild the model (tensors, widths or outputs)."""
+
+
 def _rebuilds(model: nn.Module, meta: dict[str, Any]) -> dict[str, dict]:
     """Check, before anything is written, that what model.json will say rebuilds `model`: its architecture
     resized to the model's widths, with the module attributes pruning rewrote (returned, for model.json),
@@ -78,7 +82,10 @@ def _rebuilds(model: nn.Module, meta: dict[str, Any]) -> dict[str, dict]:
     arch = meta["arch"]
     with _bounded_construction(f"the architecture {arch}"):
         rebuilt = construct(arch, meta["arch_kwargs"])
-    apply_widths(rebuilt, layer_widths(model))
+    try:
+        apply_widths(rebuilt, layer_widths(model))
+    except CompressError as exc:  # a layer the rebuilt network does not have: another network
+        raise RebuildMismatch(str(exc)) from None
     attributes = changed_attributes(rebuilt, model)
     apply_attributes(rebuilt, attributes, "the model's attributes")
     _check_same_structure(rebuilt, model, arch)
@@ -264,9 +271,11 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
         raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
     from compress.models import resolved_kwargs
 
+    by_class = arch is None and not arch_kwargs
     if arch is None:
         arch, guessed = guess_arch(model)
         arch_kwargs = {**guessed, **(arch_kwargs or {})}
+        by_class = by_class and not guessed
     classes = _classes_of(model, classes)
     try:
         arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))
@@ -285,7 +294,14 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
     validate_model_meta({**meta, "widths": layer_widths(model)}, "the model's metadata", check_memory=False,
                         require_format=False)
     check_finite(model.state_dict(), "the model to save")
-    return save_model_dir(model, path, meta)
+    try:
+        return save_model_dir(model, path, meta)
+    except RebuildMismatch as exc:
+        if not by_class:
+            raise
+        raise CompressError(f"{exc}; {arch} was rebuilt with its constructor's defaults, since no arch or arch_kwargs "
+                            "were given: pass the arguments the model was built with as arch_kwargs, or a registry "
+                            "name as arch") from None
 
 
 def _classes_of(model: nn.Module, classes) -> list[str]:
@@ -302,7 +318,7 @@ def _check_same_structure(rebuilt: nn.Module, model: nn.Module, arch: str) -> No
     theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
     for key in list(ours) + [k for k in theirs if k not in ours]:
         if ours.get(key) != theirs.get(key):
-            raise CompressError(f"{arch} with these arch_kwargs does not rebuild the model: tensor {key} is "
+            raise RebuildMismatch(f"{arch} with these arch_kwargs does not rebuild the model: tensor {key} is "
                                 f"{theirs.get(key, 'absent')} there and {ours.get(key, 'absent')} in the model")
 
 
@@ -334,13 +350,13 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
     finally:
         model.train(was_training)
     if [n for n, _ in want] != [n for n, _ in got]:
-        raise CompressError(f"{arch} with these arch_kwargs returns {[n for n, _ in got]}, the model "
+        raise RebuildMismatch(f"{arch} with these arch_kwargs returns {[n for n, _ in got]}, the model "
                             f"{[n for n, _ in want]}")
     for (name, a), (_, b) in zip(want, got):
         if not (a.is_floating_point() or a.is_complex()):  # a mask, an index: equal or not
             if not torch.equal(a, b):
-                raise CompressError(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
-                                    f"{name}; pass the arguments it was built with in arch_kwargs")
+                raise RebuildMismatch(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
+                                      f"{name}; pass the arguments it was built with in arch_kwargs")
             continue
         if not bool(torch.isfinite(a).all()):
             raise CompressError(f"the model's output {name} holds NaN or infinity on a random input of "
@@ -348,8 +364,8 @@ def _check_same_outputs(rebuilt: nn.Module, model: nn.Module, arch: str, input_s
         scale = float(a.abs().max()) if a.numel() else 0.0
         diff = float((a.float() - b.float()).abs().max()) if a.shape == b.shape and a.numel() else 0.0
         if a.shape != b.shape or not diff <= 1e-5 * max(scale, 1e-6):
-            raise CompressError(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
-                                f"{name} (differs by {diff:.3g}); pass the arguments it was built with in arch_kwargs")
+            raise RebuildMismatch(f"{arch} with these arch_kwargs rebuilds the model's tensors but not its output "
+                                  f"{name} (differs by {diff:.3g}); pass the arguments it was built with in arch_kwargs")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", *, trust=None) -> tuple[nn.Module, dict[str, Any]]:

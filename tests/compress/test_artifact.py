@@ -220,3 +220,21 @@ def test_a_network_that_checks_its_state_dict_version_loads(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_a_class_rebuilt_with_its_defaults_that_differs_says_to_pass_its_arguments(tmp_path):
+    """SqueezeNet 1.1 saved by its class was rebuilt as SqueezeNet 1.0; the line named a layer, not the way out."""
+    import torchvision
+
+    from compress.artifact import save_model
+    from compress.errors import CompressError
+
+    model = torchvision.models.squeezenet1_1(num_classes=3).eval()
+    with pytest.raises(CompressError, match=r"SqueezeNet does not have; torchvision.models.squeezenet:SqueezeNet was "
+                                            r"rebuilt with its constructor's defaults, since no arch or arch_kwargs "
+                                            r"were given: pass the arguments the model was built with as arch_kwargs"):
+        save_model(model, tmp_path / "sq", classes=["a", "b", "c"], input_size=64, mean=[0.5] * 3, std=[0.25] * 3)
+    assert not (tmp_path / "sq").exists()
+    save_model(model, tmp_path / "sq", classes=["a", "b", "c"], input_size=64, mean=[0.5] * 3, std=[0.25] * 3,
+               arch_kwargs={"version": "1_1", "num_classes": 3})
+    assert (tmp_path / "sq" / "model.json").is_file()
