@@ -60,18 +60,21 @@ def logits_in(outputs: list[np.ndarray]) -> np.ndarray | None:
 
 
 def is_probability_pair(probs: np.ndarray, logits: np.ndarray) -> bool:
-    """Whether `probs` is softmax(`logits`) over axis 1 within PAIR_TOLERANCE, on the rows whose logits are finite
-    (those that are not are the caller's to refuse)."""
+    """Whether `probs` is softmax(`logits`) over axis 1, on the rows whose logits are finite (those that are not
+    are the caller's to refuse): each row sums to 1 and sits within PAIR_TOLERANCE of the softmax, and the
+    logits' top class is a top class of the probabilities, so that accuracy from either is the same."""
     probs, logits = np.asarray(probs), np.asarray(logits)
     if probs.shape != logits.shape or logits.ndim != 2 or probs.dtype.kind != "f" or logits.dtype.kind != "f":
         return False
     rows = np.isfinite(logits).all(axis=1)
-    x = logits[rows].astype(np.float64)
+    x, p = logits[rows].astype(np.float64), probs[rows].astype(np.float64)
     if x.size == 0:
         return True
     e = np.exp(x - x.max(axis=1, keepdims=True))
-    gap = np.abs(probs[rows] - e / e.sum(axis=1, keepdims=True))
-    return bool(gap.max() <= PAIR_TOLERANCE)  # a NaN gap (NaN probabilities) is no pair
+    gap = np.abs(p - e / e.sum(axis=1, keepdims=True))
+    sums = np.abs(p.sum(axis=1) - 1)
+    top = p[np.arange(len(p)), x.argmax(axis=1)] >= p.max(axis=1)
+    return bool(gap.max() <= PAIR_TOLERANCE and sums.max() <= PAIR_TOLERANCE and top.all())  # NaN: no pair
 
 
 def nonfinite_outputs(outputs: list[np.ndarray], names: list[str]) -> list[str]:

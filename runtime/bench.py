@@ -46,7 +46,8 @@ def _stderr(msg: str) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The first line of an error; foreign exception types keep their name so the line stays meaningful."""
+    """One line of an error: the first line of ours; a runtime library's own exception with its type's name and
+    all its lines joined, without their C++ source locations (errors.readable)."""
     from compress.runtime.errors import RuntimeBenchError, readable
 
     text = str(exc).strip()

@@ -46,7 +46,7 @@ class ReportWriteError(RuntimeBenchError):
 
 # Where ONNX Runtime and OpenVINO wrote an error in their C++ sources: a reader can act on the sentence, not on
 # the file, line and function signature around it.
-_SOURCE = r"\S+\.(?:h|hpp|c|cc|cpp|cu):\d+"
+_SOURCE = r"(?:\S*onnxruntime\S*|src/\S+)\.(?:h|hpp|c|cc|cpp|cu):\d+"  # ONNX Runtime's tree, OpenVINO's src/
 _SOURCE_NOISE = re.compile("|".join([
     rf"Exception from {_SOURCE}:",  # OpenVINO's wrapper lines
     rf"Check '.*?' failed at {_SOURCE}:",  # OpenVINO's assertion, whose condition is code

@@ -46,7 +46,8 @@ from compress.stages.export import RANDOM_INPUTS
               help=f"Images for the parity check (default: the whole test split with --data, "
                    f"{RANDOM_INPUTS} random images without).")
 @click.option("--atol", type=NON_NEGATIVE, default=1e-3, show_default=True,
-              help="FP32 parity: largest allowed |logit difference|.")
+              help="FP32 parity: largest allowed |difference| per output; an output beyond it passes only if "
+                   "a float64 review finds float32 rounding (docs/ARTIFACTS.md).")
 @click.option("--min-agreement", type=FRACTION, default=0.999, show_default=True,
               help="FP32 parity: smallest allowed top-1 agreement.")
 @click.option("--verbose", is_flag=True, help="TensorRT builder log at INFO level.")

@@ -101,7 +101,7 @@ def _lower(obj) -> bool:
 
 
 @contextlib.contextmanager
-def _float64_defaults():
+def float64_defaults():
     """Float64 as the default dtype (tensors a forward makes itself), no autograd, and a watch for
     lower-precision results; the default dtype is process-wide, so it is put back whatever happens."""
     saved = torch.get_default_dtype()
@@ -114,9 +114,9 @@ def _float64_defaults():
         torch.set_default_dtype(saved)
 
 
-def _float64_forward(model: nn.Module, run):
+def float64_forward(model: nn.Module, run):
     """run() under float64 defaults: (outputs, why they are not exact, or None)."""
-    with _float64_defaults() as watch:
+    with float64_defaults() as watch:
         out = run()
     if watch.found is None and any(t.is_floating_point() and t.dtype != torch.float64 for t in out):
         watch.found = "its outputs"
@@ -124,17 +124,17 @@ def _float64_forward(model: nn.Module, run):
                  if watch.found else None)
 
 
-class _NotExact(Exception):
+class NotExact(Exception):
     """Why this model cannot be checked in float64 (a reason, not a fault)."""
 
 
-def _float64_copy(model: nn.Module) -> nn.Module:
+def float64_copy(model: nn.Module) -> nn.Module:
     """A float64 copy that shares nothing with `model`: converting a shared tensor would change the
     caller's network. On the CPU its size is checked first, since running out of memory there is the
     kernel's OOM killer rather than an exception."""
     tensors = [t for t in (*model.parameters(), *model.buffers()) if t.numel()]
     if any(t.is_complex() for t in tensors):
-        raise _NotExact(f"{type(model).__name__} holds complex tensors")
+        raise NotExact(f"{type(model).__name__} holds complex tensors")
     if all(t.device.type == "cpu" for t in tensors):
         # The float64 copy, and the float32 deep copy it is converted from.
         check_allocation(sum(t.numel() for t in tensors if t.is_floating_point()) * 3 // 2,
@@ -142,7 +142,7 @@ def _float64_copy(model: nn.Module) -> nn.Module:
     own = {t.untyped_storage().data_ptr() for t in tensors}
     dup = copy.deepcopy(model)
     if any(t.numel() and t.untyped_storage().data_ptr() in own for t in (*dup.parameters(), *dup.buffers())):
-        raise _NotExact(f"{type(model).__name__} shares tensors with its deep copy, so a float64 copy would "
+        raise NotExact(f"{type(model).__name__} shares tensors with its deep copy, so a float64 copy would "
                         "change it")
     return dup.to(torch.float64)
 
@@ -160,9 +160,9 @@ def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dic
     try:
         want, why = _reference_outputs64(reference, removal, applied, x, compensate)
         if why is None:
-            got64 = _float64_copy(pruned)
-            got, why = _float64_forward(pruned, lambda: flatten_outputs(got64(x)))
-    except (_NotExact, TooLargeError) as exc:
+            got64 = float64_copy(pruned)
+            got, why = float64_forward(pruned, lambda: flatten_outputs(got64(x)))
+    except (NotExact, TooLargeError) as exc:
         return {"not_run": str(exc)}
     except Exception as exc:  # only that float64 cannot run here: the first look has passed
         return {"not_run": _first_line(exc)}
@@ -177,8 +177,8 @@ def float64_check(pruned: nn.Module, reference: nn.Module, removal, applied: dic
 
 def _reference_outputs64(reference, removal, applied, x, compensate):
     """The silenced-and-replaced reference in float64; its copy is freed on return."""
-    ref64 = _float64_copy(reference)
-    return _float64_forward(reference, lambda: reference_outputs(ref64, removal, applied, x, compensate=compensate,
+    ref64 = float64_copy(reference)
+    return float64_forward(reference, lambda: reference_outputs(ref64, removal, applied, x, compensate=compensate,
                                                                  loose=False)[1])
 
 
@@ -188,8 +188,8 @@ def _diagnose(got64, reference, removal, applied, x, compensate, folded) -> tupl
     from compress.slimming.diagnose import first_divergence
 
     try:
-        ref64 = _float64_copy(reference)
-        with _float64_defaults():
+        ref64 = float64_copy(reference)
+        with float64_defaults():
             return first_divergence(got64, ref64, removal, applied, x, compensate=compensate, tol=TOLERANCE,
                                     folded=folded)
     except Exception as exc:

@@ -380,9 +380,12 @@ def _export_fp32(source, tmp: Path, out: Path, shape: _Shape, parity: Parity | N
         return None, None, result
     norm = meta["normalization"]
     inputs, labels, what = _parity_inputs(parity, norm["mean"], norm["std"], meta["input_size"], meta.get("classes"))
+    from compress.parity_review import review
+
     checked = _named(out, tmp, lambda: check_parity(
         model, tmp, inputs, parity.atol, parity.min_agreement, labels=labels,
-        accuracy_tol=ACCURACY_TOL if labels is not None else None))
+        accuracy_tol=ACCURACY_TOL if labels is not None else None,
+        review=lambda *found: review(model, *found)))
     say(f"parity ONNX Runtime vs torch on {what}: {checked.summary()}")
     return inputs, labels, {**result, "parity_inputs": what, "parity": checked.to_dict()}
 

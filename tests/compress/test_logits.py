@@ -36,14 +36,17 @@ def test_probabilities_and_logits_give_the_logits():
 
 @pytest.mark.parametrize("make", [
     lambda x: (x.softmax(1) + 0.01, x),  # not the softmax of the logits
+    lambda x: (torch.zeros_like(x).to(torch.bfloat16), x),  # within the loose bf16 tolerance of many small values
+    lambda x: (torch.randn_like(x).softmax(1).to(torch.bfloat16), x),
     lambda x: (x, x),
     lambda x: (x.softmax(1), x, x),
     lambda x: (x.softmax(0), x),  # softmax over the batch
     lambda x: ((x / 2).softmax(1), x),  # another temperature
     lambda x: (x.softmax(1)[:, :3], x),
-], ids=["shifted", "logits-twice", "three", "over-batch", "temperature", "other-shape"])
+], ids=["shifted", "zeros-bf16", "unrelated-bf16", "logits-twice", "three", "over-batch", "temperature",
+        "other-shape"])
 def test_a_pair_that_is_not_probabilities_and_their_logits_is_refused(make):
-    x = torch.randn(6, 5) * 3
+    x = torch.randn(6, 1000) * 0.5  # 1000 classes: every probability is under the bf16 tolerance
     with pytest.raises(CompressError, match="nor the pair of their softmax and them"):
         logits_of(make(x))
 
@@ -144,7 +147,9 @@ def test_an_ultralytics_classifier_fine_tunes_and_gets_one_accuracy_in_torch_and
     result = invoke(["finetune", tmp_path / "cls", "--data", root, "--epochs", "1", "--out", tmp_path / "ft"])
     assert result.exit_code == 0, result.output
     torch_line = invoke(["eval", tmp_path / "ft", "--data", root])
-    assert invoke(["export", tmp_path / "ft", "--onnx", tmp_path / "ft.onnx"]).exit_code == 0
+    exported = invoke(["export", tmp_path / "ft", "--onnx", tmp_path / "ft.onnx", "--data", root])
+    assert exported.exit_code == 0, exported.output  # parity on the labelled images: accuracy from the logits
+    assert ": 2 outputs; worst" in exported.output and "; accuracy reference" in exported.output
     onnx_line = invoke(["eval", tmp_path / "ft.onnx", "--data", root])
     assert torch_line.exit_code == onnx_line.exit_code == 0, torch_line.output + onnx_line.output
     accuracy = [line.split(": ", 1)[1] for line in torch_line.output.splitlines() + onnx_line.output.splitlines()
@@ -187,3 +192,21 @@ def test_an_auxiliary_classifier_is_refused_before_any_training_with_the_way_out
             progress=False)
     assert not (tmp_path / "run").exists()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics did not move
+
+
+def test_a_model_that_cannot_be_copied_still_trains(tmp_path):
+    """The training-mode check runs on a copy; a model holding a lock cannot be copied and trained anyway."""
+    import threading
+
+    from compress.data import ImageSet
+    from compress.training import Recipe, fit
+
+    class Locked(ProbabilitiesInEval):
+        def __init__(self):
+            super().__init__()
+            self.lock = threading.Lock()
+
+    data = ImageSet(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
+    result = fit(Locked(), data, data, tmp_path / "run", Recipe(epochs=1, batch_size=2), mean=[0.5] * 3,
+                 std=[0.25] * 3, progress=False)
+    assert result["last"]["test_accuracy"] == 0.5

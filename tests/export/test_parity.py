@@ -183,3 +183,20 @@ def test_a_non_finite_reference_is_refused_not_compared(vgg_onnx):
 
     with pytest.raises(ParityError, match="the reference produced non-finite logits"):
         check_parity(wrong, path, images(8), rel_tol=2e-2)
+
+
+def test_run_onnx_gives_the_logits_of_a_pair_and_refuses_two_outputs_that_are_not_one(tmp_path):
+    """quantize compares files by run_onnx: one file's logits were compared with another's probabilities."""
+    from onnx_builders import probabilities_and_logits, tiny_cnn
+
+    from compress.exporting.errors import ExportError
+    from compress.exporting.parity import onnx_session, run_onnx
+
+    x = np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    for name, model in (("one.onnx", tiny_cnn()), ("pair.onnx", probabilities_and_logits()),
+                        ("not.onnx", probabilities_and_logits("identity", 3.0))):
+        onnx.save(model, str(tmp_path / name))
+    logits = run_onnx(onnx_session(tmp_path / "one.onnx"), x)
+    assert np.array_equal(run_onnx(onnx_session(tmp_path / "pair.onnx"), x), logits)
+    with pytest.raises(ExportError, match="two outputs of one shape, and the first is not the softmax"):
+        run_onnx(onnx_session(tmp_path / "not.onnx"), x)

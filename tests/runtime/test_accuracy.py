@@ -65,6 +65,10 @@ def test_the_logits_of_a_pair_are_its_second_output_only_when_the_first_is_their
     for first in (x, probs + 0.05, probs.T.copy().T[:, ::-1], np.full_like(probs, np.nan)):
         assert logits_in([first, x]) is None
     assert logits_in([probs, x, x]) is None
+    wide = np.random.default_rng(1).standard_normal((250, 1000)) * 0.5  # every probability under PAIR_TOLERANCE
+    unrelated = np.exp(np.random.default_rng(2).standard_normal((250, 1000)))
+    for first in (np.zeros_like(wide), unrelated / unrelated.sum(1, keepdims=True)):
+        assert logits_in([first, wide]) is None
     assert not is_probability_pair(probs[:, :3], x)
     assert not is_probability_pair(probs.astype(np.int64), x)
 

@@ -34,6 +34,8 @@ OPENVINO_RESHAPE = ("Exception from src/inference/src/cpp/infer_request.cpp:224:
     (OPENVINO_RESHAPE, "[CPU] Reshape node with name 'logits' [cpu]reshape: the shape of input data (1.3.8.8) "
                        "conflicts with the reshape pattern (-1.7)"),
     ("Input channels C (3) differ", "Input channels C (3) differ"),  # no location: unchanged
+    ("file weights.c:3 missing", "file weights.c:3 missing"),  # a user's file name is not a source location
+    ("Invalid input name: input.cc:1", "Invalid input name: input.cc:1"),
     ("", "RuntimeError"),
 ])
 def test_source_locations_and_signatures_are_dropped(message, expected):
