@@ -79,9 +79,9 @@ def test_training_runs_its_convolutions_in_the_precision_asked_and_keeps_fp32_we
     monkeypatch.setattr(prec, "cpu_has_native_bf16", lambda: True)  # no warning on CPUs without
     data = tiny_data()
     model = create_model("vgg11", num_classes=4, width=0.125)
-    seen = []  # (training?, output dtype) of the first convolution, every call
+    seen = []  # (training?, output dtype) of the first convolution, every call (not its copy's: fit's pre-check)
     conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
-    conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)))
+    conv.register_forward_hook(lambda m, i, o: seen.append((m.training, o.dtype)) if m is conv else None)
     kwargs = dict(mean=[0.5] * 3, std=[0.25] * 3, progress=False, device="cpu")
     result = fit(model, data, data, tmp_path / "run", Recipe.named("fast", epochs=1, batch_size=16),
                  precision=precision, **kwargs)
