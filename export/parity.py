@@ -22,6 +22,7 @@ ACCURACY_TOL = 0.0005  # 0.05 percentage points
 # within FP32_ATOL and FP32_REL_TOL of its largest value, so that an output of tiny values is checked too.
 FP32_REL_TOL = 1e-4
 FP32_ABS_FLOOR = 1e-12
+PARITY_BATCH = 256  # images per forward, in torch and in ONNX Runtime
 
 
 @dataclass
@@ -167,8 +168,8 @@ def reference_outputs_fn(reference, batch_size: int = 256) -> Callable[[np.ndarr
 
 def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: float = FP32_ATOL,
                  min_agreement: float = FP32_MIN_AGREEMENT, *, labels: np.ndarray | None = None,
-                 rel_tol: float | None = None, accuracy_tol: float | None = None, batch_size: int = 256,
-                 raise_on_failure: bool = True, review: Callable | None = None) -> ParityResult:
+                 rel_tol: float | None = None, accuracy_tol: float | None = None, raise_on_failure: bool = True,
+                 review: Callable | None = None) -> ParityResult:
     """Compare every output of `reference` and the ONNX file on `inputs` (float32 N×C×H×W, normalized).
 
     A classifier (one output) is judged as before: max |Δlogit| within `atol` (or `rel_tol` × max|logit|
@@ -183,8 +184,8 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
     inputs = np.asarray(inputs, dtype=np.float32)
     if inputs.ndim != 4 or len(inputs) == 0:
         raise ValueError(f"inputs must be a non-empty N×C×H×W array, got shape {inputs.shape}")
-    ref = reference_outputs_fn(reference, batch_size)(inputs)
-    got = run_onnx_outputs(onnx_session(onnx_path), inputs, batch_size)
+    ref = reference_outputs_fn(reference, PARITY_BATCH)(inputs)
+    got = run_onnx_outputs(onnx_session(onnx_path), inputs, PARITY_BATCH)
     if len(ref) != len(got):
         raise ParityError(f"{onnx_path}: {len(got)} outputs ({', '.join(n for n, _ in got)}), the reference "
                           f"returns {len(ref)}")
