@@ -60,13 +60,15 @@ def review(model: nn.Module, inputs: np.ndarray, ref: list[tuple[str, np.ndarray
 
 
 def _worst_rows(ref, got, tolerances, failed: list[int], n: int) -> np.ndarray:
-    """The images where each failed output is furthest beyond its tolerance, IMAGES_PER_OUTPUT each."""
-    chosen: list[int] = []
+    """The images where each failed output is furthest beyond its tolerance: IMAGES_PER_OUTPUT each, fewer
+    when many outputs failed (MAX_IMAGES in all), but always each one's worst."""
+    each = max(1, min(IMAGES_PER_OUTPUT, MAX_IMAGES // len(failed)))
+    chosen: set[int] = set()
     for i in failed:
         r, g = ref[i][1], got[i][1]
         per_image = np.abs(r - g).reshape(n, -1).max(axis=1) / max(float(tolerances[i]), 1e-30)
-        chosen += [int(k) for k in np.argsort(per_image)[::-1][:IMAGES_PER_OUTPUT]]
-    return np.array(sorted(set(chosen))[:MAX_IMAGES])
+        chosen.update(int(k) for k in np.argsort(per_image)[::-1][:each])
+    return np.array(sorted(chosen))
 
 
 def _cpu_runs(model: nn.Module, x: torch.Tensor):
@@ -83,7 +85,3 @@ def _cpu_runs(model: nn.Module, x: torch.Tensor):
         first, second = tensors(cpu32(x.clone())), tensors(cpu32(x.clone()))
     as_arrays = lambda outs: [(str(k), t.detach().double().numpy()) for k, t in enumerate(outs)]  # noqa: E731
     return as_arrays(first), as_arrays(second), as_arrays(exact)
-
-
-def passed(record: dict) -> bool:
-    return all(o["onnx_error"] <= o["tolerance"] for o in record["outputs"])
