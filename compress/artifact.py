@@ -271,11 +271,11 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
         raise CompressError(f"input_size must be N or (C, H, W), got {input_size}")
     from compress.models import resolved_kwargs
 
-    by_class = arch is None and not arch_kwargs
+    by_class = False  # rebuilt from the model's class with its constructor's defaults
     if arch is None:
         arch, guessed = guess_arch(model)
+        by_class = not guessed and not arch_kwargs
         arch_kwargs = {**guessed, **(arch_kwargs or {})}
-        by_class = by_class and not guessed
     classes = _classes_of(model, classes)
     try:
         arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))

@@ -206,8 +206,8 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
     else:
         from compress.runtime.accuracy import logits_in
 
-        pair = len(got) == 2 and all(logits_in([v for _, v in o]) is not None for o in (ref, got))
-        if labels is not None and not pair:
+        if labels is not None and not (len(got) == 2 and all(logits_in([v for _, v in o]) is not None
+                                                              for o in (ref, got))):
             raise ValueError("labels measure a classifier's accuracy; this graph has several outputs")
         result = _outputs_result(ref, got, atol, min_agreement, rel_tol, len(inputs))
     if not result.passed and review is not None:

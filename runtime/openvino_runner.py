@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.errors import ArtifactError, BackendUnavailableError, readable
 from compress.runtime.external_data import check_onnx_file
 from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import openvino
@@ -68,7 +68,7 @@ class OpenVinoRunner(Runner):
         try:
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses of its own
-            raise ArtifactError(f"OpenVINO cannot read {self.path}: {_first_line(exc)}") from None
+            raise ArtifactError(f"OpenVINO cannot read {self.path}: {readable(exc)}") from None
         self._read_onnx_facts(graph)
         self._compiled: dict[int, object] = {}
         self._request = None
@@ -118,7 +118,7 @@ class OpenVinoRunner(Runner):
                 self._compiled[batch] = self.core.compile_model(model, "CPU", self._config())
             except Exception as exc:  # noqa: BLE001
                 raise ArtifactError(f"OpenVINO cannot compile {self.path.name} at batch {batch}: "
-                                    f"{_first_line(exc)}") from None
+                                    f"{readable(exc)}") from None
             self.compiled_properties[batch] = self._read_properties(self._compiled[batch])
         self._request = self._compiled[batch].create_infer_request()
 
@@ -196,9 +196,3 @@ def _no_bf16_message() -> str:
     flags = cpu_flags()
     return (f"openvino-bf16 needs a CPU with BF16 ({' or '.join(BF16_FLAGS)}); this CPU has neither "
             f"({len(flags)} flags read), so BF16 was not measured here")
-
-
-def _first_line(exc: BaseException) -> str:
-    from compress.runtime.errors import readable
-
-    return readable(exc)  # OpenVINO's first line is only "Exception from src/...cpp:NN:"

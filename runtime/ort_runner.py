@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.runtime.errors import ArtifactError, BackendUnavailableError
+from compress.runtime.errors import ArtifactError, BackendUnavailableError, readable
 from compress.runtime.external_data import check_onnx_file
 from compress.runtime.onnx_metadata import decode_metadata
 from compress.runtime.optional import onnxruntime
@@ -68,7 +68,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {_first_line(exc)}") from None
+            raise ArtifactError(f"ONNX Runtime cannot load {self.path}: {readable(exc)}") from None
         self.providers = self.session.get_providers()
         if not self.providers or self.providers[0] != wanted:
             raise BackendUnavailableError(
@@ -144,9 +144,3 @@ class OrtRunner(Runner):
     def close(self) -> None:
         self._binding = None
         self.session = None
-
-
-def _first_line(exc: BaseException) -> str:
-    from compress.runtime.errors import readable
-
-    return readable(exc)

@@ -5,11 +5,9 @@ tell rounding from another computation."""
 import copy
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from export_helpers import images, lively, metadata
-from onnx import numpy_helper
+from export_helpers import images, lively, metadata, scaled_gemm
 from torch import nn
 
 from compress.exporting.errors import ParityError
@@ -36,15 +34,6 @@ def loud(tmp_path_factory):
     return model, path
 
 
-def _tampered(path, dst, factor):
-    model = onnx.load(str(path))
-    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
-    init = next(t for t in model.graph.initializer if t.name == gemm.input[1])
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * factor, init.name))
-    onnx.save(model, str(dst))
-    return dst
-
-
 def test_rounding_of_large_logits_passes_on_the_float64_look(loud):
     model, path = loud
     x = images(32)
@@ -63,7 +52,7 @@ def test_rounding_of_large_logits_passes_on_the_float64_look(loud):
 def test_a_slightly_different_computation_still_fails(loud, tmp_path):
     model, path = loud
     with pytest.raises(ParityError, match="reviewed against float64 .* ONNX Runtime is off by"):
-        _checked(model, _tampered(path, tmp_path / "tampered.onnx", 1.0001), images(32))  # 0.01%
+        _checked(model, scaled_gemm(path, tmp_path / "tampered.onnx", 1.0001), images(32))  # 0.01%
 
 
 class Noisy(nn.Module):
@@ -97,7 +86,7 @@ def test_a_model_whose_own_runs_differ_gets_no_review(loud, tmp_path, wrapper):
     wrapped = wrapper(copy.deepcopy(model)).eval()
     path = tmp_path / "wrapped.onnx"
     export_onnx(wrapped, path, input_size=[3, 32, 32], metadata=metadata("vgg11"))
-    wrong = _tampered(path, tmp_path / "wrong.onnx", 1.01)
+    wrong = scaled_gemm(path, tmp_path / "wrong.onnx", 1.01)
     result = _checked(wrapped, wrong, images(32), raise_on_failure=False, min_agreement=0.0)
     assert not result.passed and result.float64 is None
 

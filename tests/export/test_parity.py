@@ -4,26 +4,15 @@ report both accuracies when labels are given."""
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from compress.exporting.errors import OnnxFileError, ParityError
 from compress.exporting.parity import check_parity
-from export_helpers import images
-
-
-def _tampered(src, dst, factor):
-    """Copy of an ONNX file with the classifier weights scaled by `factor`."""
-    model = onnx.load(str(src))
-    gemm = next(n for n in model.graph.node if n.op_type == "Gemm")
-    init = next(t for t in model.graph.initializer if t.name == gemm.input[1])
-    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * factor, init.name))
-    onnx.save(model, str(dst))
-    return dst
+from export_helpers import images, scaled_gemm
 
 
 def test_a_small_drift_beyond_atol_is_an_error(vgg_onnx, tmp_path):
     model, path = vgg_onnx
-    bad = _tampered(path, tmp_path / "bad.onnx", 1.01)
+    bad = scaled_gemm(path, tmp_path / "bad.onnx", 1.01)
     with pytest.raises(ParityError) as err:
         check_parity(model, bad, images(16), atol=1e-3, min_agreement=0.999)
     message = str(err.value)
@@ -34,7 +23,7 @@ def test_a_small_drift_beyond_atol_is_an_error(vgg_onnx, tmp_path):
 
 def test_top1_disagreement_is_an_error_even_within_atol(vgg_onnx, tmp_path):
     model, path = vgg_onnx
-    flipped = _tampered(path, tmp_path / "neg.onnx", -1.0)
+    flipped = scaled_gemm(path, tmp_path / "neg.onnx", -1.0)
     with pytest.raises(ParityError, match="top-1 agreement"):
         check_parity(model, flipped, images(16), atol=1e9, min_agreement=0.999)
 
