@@ -5,6 +5,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _share_the_cores() -> None:
+    """pytest-xdist runs one process per core; each one's torch and ONNX Runtime would start a thread per
+    core too, and the oversubscribed cores then spin-wait. Each worker gets its share, unless the caller
+    set OMP_NUM_THREADS; the test processes it starts inherit it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+
+_share_the_cores()
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
