@@ -190,7 +190,10 @@ def decode_streams(streams: list[HuffmanStream], chunk: int = CHUNK) -> list[np.
         window = (window >> (24 - table_bits - (p & 7))) & mask
         tid = table_sorted[:a]
         out[:a, i] = sym_table[tid, window]
-        pos[:a] += len_table[tid, window]
+        step = len_table[tid, window]
+        if not step.all():  # bits that start no code: an incomplete code, or lengths that are all 0
+            raise ValueError("Huffman data is corrupt: its bits hold a code its code lengths do not define")
+        pos[:a] += step
     if not np.array_equal(pos, expected[order]):
         raise ValueError("Huffman data is corrupt: decoded chunks do not end where they should")
     rows = np.empty_like(order)

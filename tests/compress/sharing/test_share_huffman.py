@@ -176,3 +176,18 @@ def test_decode_chunks_of_unequal_length_across_streams():
     assert (sa.chunk_starts.size, sb.chunk_starts.size) == (3, 2)
     out = H.decode_streams([sb, sa], chunk=3)
     assert [o.tolist() for o in out] == [b.tolist(), a.tolist()] and out[0].dtype == np.int64
+
+
+def test_bits_that_start_no_code_are_refused():
+    """All-zero code lengths once decoded any count of symbol 0 from no bits; an incomplete code (Kraft sum
+    under 1) let bits that start no code through whenever the chunk ends happened to match."""
+    corrupt = "^Huffman data is corrupt: its bits hold a code its code lengths do not define$"
+    nothing = H.HuffmanStream(b"", 0, 5, np.zeros(4, np.uint8), np.zeros(1, np.uint32))
+    with pytest.raises(ValueError, match=corrupt):
+        H.decode_streams([nothing])
+    # lengths 1 and 2 for symbols 0 and 1: "0" and "10" are codes, "11" is not.
+    incomplete = H.HuffmanStream(bytes([0b11000000]), 2, 1, np.array([1, 2], np.uint8), np.zeros(1, np.uint32))
+    with pytest.raises(ValueError, match=corrupt):
+        H.decode_streams([incomplete])
+    fine = H.HuffmanStream(bytes([0b10000000]), 2, 1, np.array([1, 2], np.uint8), np.zeros(1, np.uint32))
+    assert H.decode_streams([fine])[0].tolist() == [1]
