@@ -13,8 +13,9 @@ from compress.errors import CompressError
 
 @click.command("eval")
 @click.argument("model", type=GivenPath(path_type=Path))
-@click.option("--data", "data_spec", default="cifar10", show_default=True)
-@click.option("--test-limit", type=click.IntRange(min=1), default=None)
+@click.option("--data", "data_spec", default="cifar10", show_default=True,
+              help="cifar10, cifar100, an ImageFolder dir or a .tar/.tar.gz of one (its test split).")
+@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
 @click.option("--device", type=DEVICE, default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def eval_cmd(model, data_spec, test_limit, device, as_json):

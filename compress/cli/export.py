@@ -25,7 +25,7 @@ from compress.stages.export import RANDOM_INPUTS
               help="Build a TensorRT engine here, with its X.engine.json sidecar.")
 @click.option("--check-trt", is_flag=True,
               help="Only check SOURCE (.onnx) for TensorRT readiness; exit 1 when it has errors.")
-@click.option("--opset", type=click.IntRange(13, 17), default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(13, 17), default=17, show_default=True, help="ONNX opset of the graph.")
 @click.option("--batch", default=None,
               help="ONNX: example batch, or the fixed batch with --static-batch (default 1). "
                    "TensorRT: MIN:OPT:MAX batch profile (default 1:8:32).")

@@ -12,11 +12,13 @@ from compress.cli.params import OUT_DIR, FiniteFloat, GivenPath
 
 @click.command("finetune")
 @click.argument("model_dir", type=GivenPath(path_type=Path))
-@click.option("--out", type=OUT_DIR, required=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--out", type=OUT_DIR, required=True, help="Model directory to write.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs (recipe default otherwise: paper 160, fast 30).")
 @click.option("--distill", "distill_dir", type=GivenPath(path_type=Path), default=None,
               help="Teacher model directory: learn from its soft targets too (Hinton et al.).")
-@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=4.0, show_default=True)
+@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=4.0, show_default=True,
+              help="Softmax temperature of the soft targets (with --distill).")
 @click.option("--alpha", type=FiniteFloat(0, 1), default=0.9, show_default=True,
               help="Weight of the soft-target loss.")
 @data_options

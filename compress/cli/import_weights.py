@@ -38,7 +38,7 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 @click.option("--classes", default=None, help="Class names, comma-separated, in output order (instead of --data).")
 @click.option("--mean", default=None, help="Per-channel mean of [0, 1] pixels, e.g. 0.485,0.456,0.406.")
 @click.option("--std", default=None, help="Per-channel std of [0, 1] pixels, e.g. 0.229,0.224,0.225.")
-@click.option("--test-limit", type=click.IntRange(min=1), default=None)
+@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
 @click.option("--device", type=DEVICE, default=None,
               help="Where --data's accuracy is measured: cpu, cuda, cuda:1 (default: cuda when available).")
 def import_cmd(weights, arch, out, arch_kwargs_json, input_size, data_spec, classes, mean, std, test_limit, device):

@@ -7,7 +7,6 @@ import functools
 import importlib
 import importlib.util
 import os
-import re
 import select
 import sys
 import traceback
@@ -17,7 +16,7 @@ import click
 from compress import __version__, environment
 from compress.errors import CompressError
 
-DEBUG_ENV = "COMPRESS_DEBUG"
+DEBUG_ENV = environment.DEBUG_ENV
 
 # Commands that live in their own modules: (module, attribute).
 PLUGIN_COMMANDS = {
@@ -63,12 +62,12 @@ class Main(click.Group):
         except (click.ClickException, click.Abort, click.exceptions.Exit, SystemExit):
             raise
         except _user_errors() as exc:
-            if os.environ.get(DEBUG_ENV):
+            if _debug():
                 traceback.print_exc()
             click.echo(f"Error: {one_line(exc)}", err=True)
             sys.exit(2)
         except ImportError as exc:
-            if os.environ.get(DEBUG_ENV):
+            if _debug():
                 traceback.print_exc()
             click.echo(f"Error: {missing_module_message(ctx.invoked_subcommand, exc)}", err=True)
             sys.exit(2)
@@ -81,6 +80,14 @@ class Main(click.Group):
             _unexpected(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence for a CLI
             _unexpected(exc)
+
+
+def _debug() -> bool:
+    """COMPRESS_DEBUG=1; a mistyped value is refused before the command runs, so here it only means off."""
+    try:
+        return environment.debug()
+    except CompressError:
+        return False
 
 
 def _environment_checked(cmd: click.Command) -> click.Command:
@@ -99,7 +106,7 @@ def _environment_checked(cmd: click.Command) -> click.Command:
 
 
 def _unexpected(exc: BaseException) -> None:
-    if os.environ.get(DEBUG_ENV):
+    if _debug():
         traceback.print_exc()
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     click.echo(f"Error: {type(exc).__name__}: {first} (set {DEBUG_ENV}=1 for the traceback)", err=True)
@@ -156,13 +163,13 @@ def one_line(exc: BaseException | str) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-TRUST_ENV = "COMPRESS_TRUSTED_CODE"  # read by compress.models.trust (not imported here: it needs torch)
+TRUST_ENV = environment.TRUSTED_CODE_ENV  # read by compress.models.trust (not imported here: it needs torch)
 
 
 def _trust(_ctx, _param, modules):
     """--trust adds to the environment variable, so workers this command starts trust the same code."""
     for module in modules:
-        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*)?", module):
+        if not environment.is_import_entry(module):
             raise click.BadParameter(f"{module!r} is not a module name (package.module[:Name])")
     if modules:
         current = [m for m in os.environ.get(TRUST_ENV, "").split(",") if m.strip()]

@@ -33,15 +33,20 @@ def data_options(f):
     return f
 
 
-def recipe_options(prefix: str = ""):
+RESUME_HELP = "Start over instead of continuing an interrupted run."
+
+
+def recipe_options(resume_help: str = RESUME_HELP):
     def deco(f):
         f = click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None,
                          help="Peak learning rate (recipe default otherwise).")(f)
         f = click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Batch size.")(f)
-        f = click.option("--weight-decay", type=FiniteFloat(min=0), default=None)(f)
+        f = click.option("--weight-decay", type=FiniteFloat(min=0), default=None,
+                         help="Weight decay (recipe default otherwise: 1e-4 paper, 5e-4 fast).")(f)
         f = click.option("--recipe", type=click.Choice(["paper", "fast"]), default=None,
-                         help="paper: SGD 0.1 Nesterov, wd 1e-4, batch 64, 160 epochs, ÷10 at 50%/75%; "
-                              "fast: batch 128, wd 5e-4, cosine, for quick runs.")(f)
+                         help="paper (the default, except where a preset says otherwise): SGD 0.1 Nesterov, wd "
+                              "1e-4, batch 64, 160 epochs, ÷10 at 50%/75%; fast: batch 128, wd 5e-4, cosine, 30 "
+                              "epochs, for quick runs.")(f)
         f = click.option("--device", type=DEVICE, default=None, help="cpu, cuda, cuda:1 (default: cuda when available).")(f)
         f = click.option("--compile/--no-compile", "compile_", default=False, help="torch.compile the model.")(f)
         f = click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto",
@@ -49,7 +54,7 @@ def recipe_options(prefix: str = ""):
                          help="Training arithmetic: auto is bf16 autocast on a GPU and fp32 on a CPU; bf16 is "
                               "bf16 autocast on either (on a CPU with AVX-512 BF16 or AMX faster for full-width "
                               "networks, not always for pruned ones; slower without them); weights stay fp32.")(f)
-        f = click.option("--no-resume", is_flag=True, help="Start over instead of continuing an interrupted run.")(f)
+        f = click.option("--no-resume", is_flag=True, help=resume_help)(f)
         return f
     return deco
 

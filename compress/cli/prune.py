@@ -33,7 +33,7 @@ from compress.cli.params import DEVICE, FINITE, OUT_DIR, ROUND_TO, FiniteFloat, 
 @click.option("--recalibrate", type=click.IntRange(min=0), default=2000, show_default=True,
               help="Training images (augmented as in training) to re-estimate BN running statistics on after an "
                    "inexact pruning (0: off; needs --data).")
-@click.option("--test-limit", type=click.IntRange(min=1), default=None)
+@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
 @click.option("--device", type=DEVICE, default=None,
               help="Where --data's accuracy and BN statistics are computed: cpu, cuda, cuda:1 (needs --data).")
 def prune_cmd(model_dir, out, percent, plan_path, target_macs, target_params, target_latency, backend, cost_aware,

@@ -45,7 +45,8 @@ from compress.cli.params import FiniteFloat, GivenPath
 @click.option("--ort-int8-kernels", "int8_kernels", is_flag=True,
               help="--target trt: also measure INT8 accuracy with ONNX Runtime's fused CPU int8 kernels (these saturate "
                    "on x86 CPUs without VNNI, so they can read lower than the Q/DQ graph itself).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the calibration images' draw (the sensitivity images use seed + 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def quantize(model, data_spec, out, target, cpu_isa, calib_images, method, percentile, exclude, sensitivity, keep_float,
              sensitivity_images, eval_limit, int8_kernels, seed, as_json):

@@ -25,12 +25,14 @@ from compress.cli.params import DEVICE, OUT_DIR, FiniteFloat, GivenPath
               help="Epochs of centroid fine-tuning (gradients summed per cluster); needs --data.")
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Plain-SGD learning rate for centroid fine-tuning.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Batch size of centroid fine-tuning and evaluation.")
 @click.option("--data", "data_spec", default=None,
               help="Dataset for accuracy at each step and fine-tuning (cifar10, folder, .tar.gz).")
-@click.option("--train-limit", type=click.IntRange(min=1), default=None)
-@click.option("--test-limit", type=click.IntRange(min=1), default=None)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use N training images (stratified).")
+@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the image subsets and the fine-tuning order.")
 @click.option("--device", type=DEVICE, default=None, help="cpu, cuda, ... (default: cuda when available).")
 @click.option("--decompress", "dcz", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Restore the .dcz FILE into the model directory --out instead.")

@@ -60,10 +60,12 @@ def next_commands(final, start, out) -> str:
               help="Train this many epochs without sparsity first, then sparse-train from that model "
                    "(quick preset: 5; 0 with --from or the paper preset).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Sparse-training epochs.")
-@click.option("--finetune-epochs", type=click.IntRange(min=1), default=None)
+@click.option("--finetune-epochs", type=click.IntRange(min=1), default=None,
+              help="Fine-tuning epochs (quick preset: 5; paper: 160).")
 @click.option("--finetune-lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Fine-tuning peak learning rate (default: the recipe's).")
-@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None)
+@click.option("--width", type=FiniteFloat(min=0, min_open=True), default=None,
+              help="Width multiplier of the toolkit's VGG/ResNet/DenseNet (quick preset: 0.25).")
 @click.option("--min-keep", type=FiniteFloat(0, 1), default=None,
               help="Floor: every layer keeps at least this fraction per pruning (default 0.2; 0.5 with --passes > 1).")
 @click.option("--round-to", type=ROUND_TO, default=None,
@@ -77,7 +79,8 @@ def next_commands(final, start, out) -> str:
                    "at most half of any layer (--min-keep 0.5 unless given), fine-tune after each pass.")
 @arch_options
 @data_options
-@recipe_options()
+@recipe_options(resume_help="Refuse an --out that exists rather than continue the run in it (start over with a "
+                             "new --out: slim never deletes stages).")
 def slim(preset, arch, start_from, out, percent, target_macs, target_params, target_latency, backend, sparsity,
          pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, shared, distill, passes,
          arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr, batch_size,
