@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from compress.errors import CompressError
+from compress.errors import CompressError, one_error_class
 
 EXPORT_NOTE = "model directory exported to a temporary ONNX file (opset 17, dynamic batch) for {backends}"
 
@@ -39,6 +39,7 @@ def _check_paths(artifacts) -> None:
                 raise CompressError(str(exc)) from None
 
 
+@one_error_class
 def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str] | None = None,
                     data_spec: str | None = None, test_limit: int | None = None,
                     model_dirs: dict[str, str | Path] | None = None, command: str | None = None,

@@ -2,11 +2,54 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
 class CompressError(ValueError):
     """A problem with the user's input or files, named in the message."""
+
+
+_BOTH: dict[type, type] = {}
+
+
+def as_compress_error(exc: Exception) -> Exception:
+    """`exc` (an export or runtime error) as an instance of a subclass of both its own class and
+    CompressError, with the same message and attributes."""
+    kind = type(exc)
+    both = _BOTH.get(kind)
+    if both is None:
+        # Made at run time, so it pickles as the way to make it again (a worker process sends it back).
+        reduce = lambda self: (_rebuilt, (kind, self.args, dict(self.__dict__)))  # noqa: E731
+        both = _BOTH.setdefault(kind, type(kind.__name__, (kind, CompressError),
+                                           {"__module__": kind.__module__, "__qualname__": kind.__qualname__,
+                                            "__reduce__": reduce}))
+    return _rebuilt(both, exc.args, exc.__dict__)
+
+
+def _rebuilt(kind: type, args: tuple, state: dict) -> Exception:
+    exc = BaseException.__new__(kind)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc if isinstance(exc, CompressError) else as_compress_error(exc)
+
+
+def one_error_class(func):
+    """The export and runtime rooms raise their own error classes (they import nothing of this package),
+    so `except compress.CompressError` around an entry point of the API would miss them: the entry points
+    that reach those rooms re-raise them as CompressErrors too (`except ParityError` still catches them)."""
+    @functools.wraps(func)
+    def call(*args, **kwargs):
+        from compress.exporting.errors import ExportError
+        from compress.runtime.errors import RuntimeBenchError
+
+        try:
+            return func(*args, **kwargs)
+        except (ExportError, RuntimeBenchError) as exc:
+            if isinstance(exc, CompressError):
+                raise
+            raise as_compress_error(exc).with_traceback(exc.__traceback__) from exc.__cause__
+    return call
 
 
 def first_line(exc: BaseException) -> str:

@@ -60,8 +60,10 @@ def apply_widths(model: nn.Module, widths: dict[str, dict]) -> None:
         # A plain BN of the unpruned architecture becomes a selecting one where slimming put a selection.
         selects = spec.get("type") == SELECT_TYPE and current is not None and current["type"] == "BatchNorm2d"
         if current is None or (current["type"] != spec.get("type") and not selects):
+            found = ("does not have" if old is None else
+                     f"builds as a {type(old).__name__}, not a {spec.get('type')}")
             raise CompressError(f"widths name a layer {name!r} ({spec.get('type')}) that "
-                                f"{type(model).__name__} does not have")
+                                f"{type(model).__name__} {found}")
         wanted = spec.get("class")
         if wanted is not None and not selects and wanted != current.get("class"):
             raise CompressError(f"widths name layer {name!r} as a {wanted}, but {type(model).__name__} has a "

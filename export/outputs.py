@@ -4,7 +4,8 @@ A forward may return a tensor, a tuple or list, or a dict, nested (ultralytics' 
 mode, a tensor and a dict holding a list of feature maps). Names follow the structure: a single tensor is
 `logits` (the classifier convention of docs/ARTIFACTS.md); the items of a top-level tuple or list are
 `output0`, `output1`, ...; a dict's items are named by their keys; nested items join their parent's name
-with a dot (`output1.feats.0`). Works on torch tensors and numpy arrays alike (no torch import here).
+with a dot (`output1.feats.0`). A top-level key of digits alone (torchvision's feature extractors return
+`{"0": ..., "1": ..., "pool": ...}`) is named `output.0`: TorchScript refuses a value named by a number. Works on torch tensors and numpy arrays alike (no torch import here).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _walk(value: Any, prefix: str, flat: list) -> None:
             key = str(key)
             if not _KEY.match(key):
                 raise ValueError(f"output key {key!r:.60} cannot name an ONNX output (letters, digits, _.:/-)")
-            _walk(item, f"{prefix}.{key}" if prefix else key, flat)
+            _walk(item, f"{prefix}.{key}" if prefix else (f"output.{key}" if key.isdigit() else key), flat)
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _walk(item, f"{prefix}.{i}" if prefix else f"output{i}", flat)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.errors import CompressError
+from compress.errors import CompressError, one_error_class
 from compress.quantization import calibration
 from compress.quantization.calibration import DEFAULT_PERCENTILE, METHODS
 from compress.quantization.graph import (
@@ -225,6 +225,7 @@ def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
     return src, source
 
 
+@one_error_class
 def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, log=_log) -> dict:
     """`compress quantize`: writes OUT.onnx and OUT.quant.json; returns the report."""
     from compress.atomic import write_json

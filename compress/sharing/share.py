@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from compress.atomic import signals_as_exceptions
-from compress.errors import CompressError, write_failure
+from compress.errors import CompressError, one_error_class, write_failure
 from compress.labels import check_class_names
 from compress.lock import output_lock
 from compress.sharing.container import SharedTensor, decode_container, read_container_bytes, write_container
@@ -224,6 +224,7 @@ class ShareOptions:
     batch_size: int = 128
 
 
+@one_error_class
 def share_model(model_dir: str | Path, out_dir: str | Path, options: ShareOptions = ShareOptions(), *,
                 data=None, device: str | None = None, seed: int = 0, command: str | None = None) -> dict:
     """Run the sharing pipeline; `data` is a compress.DataOptions (needed for accuracy and fine-tuning)."""
@@ -369,6 +370,7 @@ def restore_state(shared: list[SharedTensor], raw: dict) -> dict:
     return state
 
 
+@one_error_class
 def decompress(path: str | Path, out_dir: str | Path, command: str | None = None) -> dict:
     """Turn a .dcz file back into an ordinary model directory; returns its model.json."""
     from compress.artifact import build_model, save_model_dir

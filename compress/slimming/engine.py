@@ -110,8 +110,8 @@ def _refuse_untraced(model: nn.Module, untraced, units: PruningUnits) -> None:
     if found:
         raise CompressError(f"{type(model).__name__} runs {listed(found)} only in training mode: pruning follows "
                             "the eval forward, so they would keep their old widths and training would fail at its "
-                            "first step; turn them off before pruning (torchvision: model.aux_logits = False, and "
-                            "those modules set to None)")
+                            "first step; turn them off before pruning where the model allows it (torchvision's "
+                            "GoogLeNet and Inception v3: model.aux_logits = False, and those modules set to None)")
     refuse_other_paths(model, elsewhere, scopes)
 
 

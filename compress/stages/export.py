@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.errors import CompressError, write_failure
+from compress.errors import CompressError, one_error_class, write_failure
 from compress.labels import check_class_names, placeholder_names
 from compress.limits import MAX_BATCH, check_allocation, check_count
 
@@ -89,6 +89,7 @@ def state_sha256(model) -> str:
     return digest.hexdigest()
 
 
+@one_error_class
 def export(source, path: str | Path | None = None, *, precision: str = "fp32", example=None,
            meta: dict | None = None, check: Parity | bool = True, onnx: OnnxShape = OnnxShape(),
            engine: Engine | None = None, log: Callable[[str], None] = _stderr) -> dict:

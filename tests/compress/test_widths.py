@@ -98,3 +98,17 @@ def test_timm_networks_with_batchnormact_save_and_load(tmp_path, name):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_a_layer_that_rebuilds_as_another_class_is_named_with_the_class_it_became():
+    """torchvision's feature backbones rebuild with FrozenBatchNorm2d by default: the layer is there, as
+    another class, and the message once said the network did not have it."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    saved = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    rebuilt = nn.Sequential(nn.Conv2d(3, 4, 3), FrozenBatchNorm2d(4))
+    with pytest.raises(CompressError, match=r"^widths name a layer '1' \(BatchNorm2d\) that Sequential builds as a "
+                                            r"FrozenBatchNorm2d, not a BatchNorm2d$"):
+        apply_widths(rebuilt, layer_widths(saved))
+    with pytest.raises(CompressError, match=r"that Sequential does not have$"):
+        apply_widths(nn.Sequential(nn.Conv2d(3, 4, 3)), layer_widths(saved))

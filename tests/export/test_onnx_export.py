@@ -175,6 +175,30 @@ def test_output_names_can_be_given_and_the_input_renamed(tmp_path):
     assert check_parity(model, path, images(5)).passed  # a static batch of 2, padded
 
 
+class Levels(torch.nn.Module):
+    """A feature extractor as torchvision's IntermediateLayerGetter returns them: keys "0", "1", "pool"."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.b = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        f0 = self.a(x)
+        f1 = self.b(f0)
+        return {"0": f0, "1": f1, "pool": {"0": f1.amax((2, 3))}}
+
+
+def test_keys_of_digits_alone_name_their_outputs_with_a_prefix(tmp_path):
+    from compress.exporting.parity import onnx_session
+
+    model = lively_bn(Levels())
+    path = export_onnx(model, tmp_path / "l.onnx", input_size=[3, 32, 32], metadata=detection_metadata())
+    assert [o.name for o in onnx_session(path).get_outputs()] == ["output.0", "output.1", "pool.0"]
+    result = check_parity(model, path, images(4))
+    assert result.passed and [o["name"] for o in result.outputs] == ["output.0", "output.1", "pool.0"]
+
+
 class Unbatched(torch.nn.Module):
     def __init__(self, out):
         super().__init__()
