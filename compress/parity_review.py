@@ -6,8 +6,9 @@ with the torch model only because both round. For each output that failed, on th
 the review runs the torch model on the CPU again in float32 (twice) and in float64. It passes the output when:
 
 - the float32 reruns are identical, and agree with the reference's first run within the tolerance below (a
-  model that draws random numbers in eval, or normalizes over the batch, or ran in TF32 on a GPU, gets no
-  review: its own runs differ, so they cannot tell rounding from another computation);
+  model that draws random numbers in eval, or normalizes over the batch, gets no review: its own runs
+  differ, so they cannot tell rounding from another computation; the reference itself runs without TF32,
+  compress.exporting.exact_math);
 - ONNX Runtime's error against float64 is within FLOAT64_FACTOR times torch float32's own error there.
 
 Outputs that passed their tolerance keep it; only the failed ones are reviewed.

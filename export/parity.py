@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from compress.exporting.errors import ExportError, OnnxFileError, ParityError
+from compress.exporting.exact_math import exact_float32
 from compress.exporting.outputs import flatten_outputs
 
 FP32_ATOL = 1e-3
@@ -277,7 +278,7 @@ def _torch_fn(model, batch_size: int) -> Callable[[np.ndarray], list[tuple[str, 
         names: list[str] = []
         parts: list[list[np.ndarray]] = []
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), exact_float32():
                 for start in range(0, len(x), batch_size):
                     # A copy: a forward that scales its input in place would otherwise change the caller's
                     # array, and ONNX Runtime, which runs next, would see other inputs than the reference did.

@@ -22,7 +22,6 @@ rounding allowance is needed; its record is `float64`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError, first_line
+from compress.exporting.exact_math import exact_float32
 from compress.slimming.reference import (flatten_outputs, reference_outputs, relative_difference,
                                           silenced_outputs)
 
@@ -50,17 +50,6 @@ DEFAULT_TOLERANCE = 1e-4
 def tolerance_for(model: nn.Module) -> float:
     p = next(iter(model.parameters()), None)
     return TOLERANCE.get(p.dtype if p is not None else torch.float32, DEFAULT_TOLERANCE)
-
-
-@contextlib.contextmanager
-def _exact_math():
-    """TF32 convolutions and matmuls (CUDA's default for convolutions) would swamp the tolerance."""
-    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, probe: torch.Tensor, *,
@@ -84,7 +73,7 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
             if bad is not None:
                 raise SelfCheckError(f"the constant folded for {bad} is not the one compensation measured; "
                                      "the model is left unchanged", bad)
-        with _exact_math(), torch.no_grad():
+        with exact_float32(), torch.no_grad():
             try:
                 got = flatten_outputs(pruned(probe))
             except Exception as exc:  # a broken network: say where it breaks
@@ -132,7 +121,7 @@ def _approximation(pruned, reference, removal, x, compensate) -> float | None:
     """The pruned network against the unpruned one with the removed channels' γ silenced, on `x`; None
     where either network cannot take `x` (a classifier of one input size)."""
     try:
-        with _exact_math(), torch.no_grad():
+        with exact_float32(), torch.no_grad():
             got = flatten_outputs(pruned(x))
             loose = silenced_outputs(reference, removal, x, compensate=compensate)
     except Exception:  # noqa: BLE001 - an input this model does not take has no approximation to record

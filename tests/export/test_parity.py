@@ -189,3 +189,22 @@ def test_run_onnx_gives_the_logits_of_a_pair_and_refuses_two_outputs_that_are_no
     assert np.array_equal(run_onnx(onnx_session(tmp_path / "pair.onnx"), x), logits)
     with pytest.raises(ExportError, match="two outputs of one shape, and the first is not the softmax"):
         run_onnx(onnx_session(tmp_path / "not.onnx"), x)
+
+
+def test_the_torch_reference_runs_without_tf32_and_gives_the_settings_back(vgg_onnx):
+    """CUDA runs float32 convolutions in TF32 by default: a reference computed so is 1e-3 off."""
+    import torch
+
+    model, path = vgg_onnx
+    seen = []
+    hook = model.register_forward_hook(
+        lambda *_: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        assert check_parity(model, path, images(4)).passed
+        assert seen and set(seen) == {(False, False)}
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        hook.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
