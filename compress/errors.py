@@ -48,7 +48,7 @@ def one_error_class(func):
         except (ExportError, RuntimeBenchError) as exc:
             if isinstance(exc, CompressError):
                 raise
-            raise as_compress_error(exc).with_traceback(exc.__traceback__) from exc.__cause__
+            raise as_compress_error(exc) from exc
     return call
 
 

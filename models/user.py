@@ -57,7 +57,7 @@ def resolve(spec: str, *, search_cwd: bool = True, functions: bool = False):
     own = (module_name + ".").startswith(OWN_MODULES)
     if (functions or is_known_factory(spec)) and not own and inspect.isfunction(obj):
         return obj
-    hint = "" if inspect.isclass(obj) else (
+    hint = "" if inspect.isclass(obj) or own else (
         f"; a factory function is called only from a module you trust: COMPRESS_TRUSTED_CODE={module_name}, "
         f"compress --trust {module_name}, or a `with compress.models.trust.trusting({module_name!r})` block")
     raise UnknownArchError(f"{spec} is not an nn.Module class (it is {type(obj).__name__}){hint}")

@@ -26,7 +26,7 @@ from compress.cli.params import DEVICE, OUT_DIR, FiniteFloat, GivenPath
 @click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True,
               help="Plain-SGD learning rate for centroid fine-tuning.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Batch size of centroid fine-tuning and evaluation.")
+              help="Batch size of centroid fine-tuning.")
 @click.option("--data", "data_spec", default=None,
               help="Dataset for accuracy at each step and fine-tuning (cifar10, folder, .tar.gz).")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Use N training images (stratified).")

@@ -29,11 +29,22 @@ def test_export_of_a_corrupt_onnx_file_raises_a_compress_error_that_is_still_an_
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_bench_of_a_missing_backend_raises_a_compress_error(tmp_path):
-    from compress.runtime.bench import BenchSettings
+def test_a_runtime_error_from_inside_bench_is_a_compress_error_too(tmp_path, monkeypatch):
+    import onnx
+    from onnx_builders import tiny_cnn
 
-    with pytest.raises(compress.CompressError, match="tensorrt|trt"):
-        compress.bench([tmp_path / "x.engine"], BenchSettings(backend="trt"))
+    import compress.runtime.bench as runtime_bench
+    from compress.runtime.bench import BenchSettings
+    from compress.runtime.errors import ReportWriteError
+
+    def fails(*_args, **_kwargs):
+        raise ReportWriteError("cannot write report.json: disk full")
+
+    monkeypatch.setattr(runtime_bench, "run_benchmark", fails)
+    onnx.save(tiny_cnn(), str(tmp_path / "tiny.onnx"))
+    with pytest.raises(compress.CompressError, match="^cannot write report.json: disk full$") as caught:
+        compress.bench([tmp_path / "tiny.onnx"], BenchSettings(batches=(1,), iters=2, warmup=0, power="none"))
+    assert isinstance(caught.value, ReportWriteError) and isinstance(caught.value.__cause__, ReportWriteError)
 
 
 def test_a_compress_error_passes_through_unchanged():

@@ -191,20 +191,32 @@ def test_run_onnx_gives_the_logits_of_a_pair_and_refuses_two_outputs_that_are_no
         run_onnx(onnx_session(tmp_path / "not.onnx"), x)
 
 
-def test_the_torch_reference_runs_without_tf32_and_gives_the_settings_back(vgg_onnx):
-    """CUDA runs float32 convolutions in TF32 by default: a reference computed so is 1e-3 off."""
+def _precision_flags():
+    import torch
+
+    return torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+
+
+@pytest.mark.parametrize("user_sets", ["new", "legacy"])
+def test_the_torch_reference_runs_without_tf32_and_gives_the_settings_back(vgg_onnx, user_sets):
+    """CUDA runs float32 convolutions in TF32 by default: a reference computed so is 1e-3 off. A user may have
+    turned TF32 on with either of torch's two settings; reading the older one raises once the newer is set."""
     import torch
 
     model, path = vgg_onnx
     seen = []
-    hook = model.register_forward_hook(
-        lambda *_: seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
-    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    hook = model.register_forward_hook(lambda *_: seen.append(_precision_flags()))
+    before = _precision_flags()
+    if user_sets == "new":
+        torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     try:
         assert check_parity(model, path, images(4)).passed
-        assert seen and set(seen) == {(False, False)}
-        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        assert seen and set(seen) == {("ieee", "ieee")}
+        assert _precision_flags() == ("tf32", "tf32")
+        if user_sets == "legacy":  # still readable the old way
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         hook.remove()
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
