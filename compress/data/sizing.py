@@ -20,6 +20,11 @@ CROP_FRACTION = 0.875
 MIN_INPUT, MAX_INPUT = 8, 4096
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
+# Beyond this ratio of its sides an image is cut to it around its centre before resizing: a 1-pixel-high PNG
+# of a few hundred bytes, 400k pixels wide, became a 32 × 12.8M-pixel tensor (4 GB) on its way to a 32×32
+# square. The cut keeps far more than the square and the resize filter's reach, and images at or under the
+# ratio (every photograph) are resized exactly as before.
+MAX_ASPECT = 8
 
 
 def check_input_size(input_size) -> int | None:
@@ -50,6 +55,9 @@ def to_storage(image: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 C×H×W (any size) → uint8 C×side×side: resize the short side to `side`, center-crop."""
     from torchvision.transforms.v2 import functional as TF
 
+    h, w = image.shape[-2:]
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        image = TF.center_crop(image, [min(h, MAX_ASPECT * w), min(w, MAX_ASPECT * h)])
     image = TF.resize(image, side, antialias=True)
     return TF.center_crop(image, [side, side])
 
