@@ -228,6 +228,27 @@ def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]],
     return classes
 
 
+def _class_entries(folder: Path, below: str = ""):
+    """(name relative to the class folder, DirEntry) of everything in it and in its folders, as torchvision's
+    ImageFolder reads them: images one folder down were once left out without a word. Hidden folders are
+    skipped and linked folders are not followed (a link may loop)."""
+    for entry in os.scandir(folder):
+        name = f"{below}{entry.name}"
+        if entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith("."):
+                yield from _class_entries(Path(entry.path), f"{name}/")
+        else:
+            yield name, entry
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """"file", "dir" or "other" (a FIFO, a device, a broken link or a link loop), following links."""
+    try:
+        return "file" if entry.is_file() else "dir" if entry.is_dir() else "other"
+    except OSError:  # a link loop: ELOOP
+        return "other"
+
+
 def list_folder(root: Path, split: str) -> Source:
     layout: dict[str, dict[str, list]] = {}
     for top in os.scandir(root):
@@ -240,18 +261,19 @@ def list_folder(root: Path, split: str) -> Source:
     names, labels = [], []
     for cls in sorted(layout[prefix]):
         files, others = [], []
-        for entry in os.scandir(root / prefix / cls):
-            if _is_image(entry.name) and entry.is_file():
+        for name, entry in _class_entries(root / prefix / cls):
+            kind = _kind(entry)
+            if _is_image(entry.name) and kind == "file":
                 st = entry.stat()
                 _check_image_size(entry.path, st.st_size)  # a sparse file claims any size and reads as zeros
-                files.append((entry.name, st.st_size, st.st_mtime_ns))
-            elif _is_image(entry.name) and not entry.is_dir():
+                files.append((name, st.st_size, st.st_mtime_ns))
+            elif _is_image(entry.name) and kind == "other":
                 # A FIFO, a device or a dangling link named as an image: skipping it would train on other data
                 # than the folder lists, without a word.
-                raise CompressError(f"{entry.path} is named as an image but is not a regular file (a FIFO, a device "
-                                    "or a broken link); remove it or give it another name")
-            elif len(others) < 4:
-                others.append(entry.name)
+                raise CompressError(f"{entry.path} is named as an image but is not a regular file (a FIFO, a device, "
+                                    "a broken link or a link loop); remove it or give it another name")
+            elif len(others) < 4 and kind != "dir":
+                others.append(name)
         files.sort()
         layout[prefix][cls] = files
         present[f"{prefix}/{cls}"] = sorted(others)
@@ -350,9 +372,9 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
     members = _members(path, readable)
     normalized = [_normalized(m.name) for m in members]
     links = _resolve_links(path, members, normalized)
-    # Archives may wrap everything in one top folder; strip it when present. Only files in split/class/file
-    # positions are read (a link as the file it names, as a folder's symlink is read); paths that leave the
-    # archive ('..', absolute) are ignored, and a device or FIFO named as an image is refused (_resolve_links).
+    # Archives may wrap everything in one top folder; strip it when present. Only files under split/class/
+    # are read, in its folders too as ImageFolder reads them (a link as the file it names, as a folder's
+    # symlink is read); paths that leave the archive ('..', absolute) are ignored, and a device or FIFO named as an image is refused (_resolve_links).
     # A name given twice (an archive appended to with tar -r) is refused: extraction would keep the last copy,
     # the listing would count both.
     seen: set[str] = set()
@@ -381,8 +403,8 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
             present.setdefault(p[0], [])
         if is_dir and len(p) == 2:
             layout.setdefault(p[0], {}).setdefault(p[1], [])
-        elif is_file and len(p) == 3 and _is_image(p[2]):
-            layout.setdefault(p[0], {}).setdefault(p[1], []).append(("/".join(full), m))
+        elif is_file and len(p) >= 3 and _is_image(p[-1]) and not any(part.startswith(".") for part in p[2:]):
+            layout.setdefault(p[0], {}).setdefault(p[1], []).append(("/".join(full), m))  # nested as ImageFolder
         elif is_file and len(p) > 1:
             present[p[0]].append("/".join(p[1:]))
             if len(p) == 3:

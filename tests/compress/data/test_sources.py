@@ -202,3 +202,24 @@ def test_a_fifo_named_as_an_image_is_refused_in_a_folder_and_in_an_archive(tmp_p
         tar.addfile(fifo)
     with pytest.raises(CompressError, match="member train/dog/dev.png is named as an image but is a device or a FIFO"):
         D.load_dataset(str(archive), "train", mode="memory")
+
+
+def test_images_in_folders_of_a_class_are_read_as_imagefolder_reads_them(tmp_path):
+    """Images one folder down in a class folder were left out without a word, from a folder and a tar."""
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    (root / "train" / "dog" / "batch2" / "deeper").mkdir(parents=True)
+    (root / "train" / "dog" / ".ipynb_checkpoints").mkdir()
+    for where in ("batch2/4.png", "batch2/deeper/5.png", ".ipynb_checkpoints/6.png"):
+        (root / "train" / "dog" / where).write_bytes((root / "train" / "dog" / "0.png").read_bytes())
+    os.symlink(root / "train" / "cat", root / "train" / "dog" / "linked")  # a linked folder is not followed
+    folder = D.load_dataset(str(root), "train", mode="memory")
+    packed = D.load_dataset(str(_tar(root, tmp_path / "ds.tar")), "train", mode="memory")
+    assert len(folder) == len(packed) == 6  # 2 cats, 2 + 2 dogs; the hidden folder's image is skipped
+    assert torch.equal(packed.images, folder.images) and folder.labels.tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_a_link_loop_named_as_an_image_is_refused_in_one_line(tmp_path):
+    root = make_image_folder(tmp_path / "ds", per_class=2)
+    os.symlink("9.png", root / "train" / "dog" / "9.png")
+    with pytest.raises(CompressError, match="9.png is named as an image but is not a regular file .* a link loop"):
+        D.load_dataset(str(root), "train", mode="memory")
