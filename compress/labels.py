@@ -8,6 +8,8 @@ runtime/bench.py and reports it as a warning.)
 
 from __future__ import annotations
 
+import unicodedata
+
 from compress.errors import CompressError
 
 
@@ -23,6 +25,9 @@ def check_class_names(classes: list[str], data_classes: list[str], owner: str = 
             if list(classes) == placeholder_names(len(classes)):
                 hint = ("; its classes are unnamed (class0, class1, ...): give their names "
                         "(compress import --classes, or meta={'classes': [...]} when exporting a module)")
+            if unicodedata.normalize("NFC", ours) == unicodedata.normalize("NFC", theirs):
+                hint = ("; they are the same letters, written in two Unicode forms (NFC and NFD: macOS "
+                        f"writes folder names in NFD): {ascii(theirs)} against {ascii(ours)}")
             raise CompressError(f"the data's class names differ from {owner}'s (class {i} is {theirs!r} in the "
                                 f"data, {ours!r} in {where}); labels would not line up{hint}")
 

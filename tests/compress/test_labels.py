@@ -28,3 +28,13 @@ def test_a_model_nobody_named_is_told_how_to_name_it():
         check_class_names(placeholder_names(2), ["cat", "dog"])
     with pytest.raises(CompressError, match="labels would not line up$"):  # named classes get no hint
         check_class_names(["class0", "dog"], ["cat", "dog"])
+
+
+def test_names_that_differ_only_in_unicode_form_say_so():
+    nfc, nfd = "caf\u00e9", "cafe\u0301"  # macOS writes folder names in the second form
+    with pytest.raises(CompressError, match=r"same letters, written in two Unicode forms .* 'cafe\\u0301' against "
+                                            r"'caf\\xe9'"):
+        check_class_names(["a", nfc], ["a", nfd])
+    with pytest.raises(CompressError) as other:
+        check_class_names(["a", "cafe"], ["a", "café"])
+    assert "Unicode" not in str(other.value)

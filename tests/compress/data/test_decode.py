@@ -101,3 +101,10 @@ def test_a_damaged_file_of_an_allowed_format_names_what_its_decoder_said():
     damaged = buf.getvalue()[:8] + bytes(8) + buf.getvalue()[16:]  # the signature, then a broken header
     with pytest.raises(CompressError, match="^cannot decode image x.png: "):
         decode_image(damaged, "x.png")
+
+
+@pytest.mark.parametrize("data", [b"x", b"ab", b"\x00\x01\x02"])
+def test_a_file_of_a_few_bytes_is_named_as_no_image(data):
+    """Pillow's BMP/DIB check read past the end of a 1-3 byte file: 'unpack_from requires a buffer of ...'."""
+    with pytest.raises(CompressError, match="^image x.png is not a JPEG, PNG, BMP, WebP, GIF or TIFF file"):
+        decode_image(data, "x.png")
