@@ -190,7 +190,8 @@ def split_prefix(names, split: str, source: Path, present: dict[str, list[str]] 
             shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
             raise CompressError(f"{source}: {alias}/ holds no class folder with images (found {shown or 'nothing'}; "
                                 f"expected {alias}/CLASS/IMAGE with images {', '.join(IMAGE_SUFFIXES)})")
-    raise CompressError(f"{source} has no '{split}/' folder (found: {', '.join(sorted(names)) or 'nothing'})")
+    tops = set(names) | {k for k in (present or {}) if "/" not in k}  # a tar without folder entries has no layout
+    raise CompressError(f"{source} has no '{split}/' folder (found: {', '.join(sorted(tops)) or 'nothing'})")
 
 
 def _is_image(name: str) -> bool:
@@ -222,9 +223,11 @@ def _check_classes(source: Path, split: str, layout: dict[str, dict[str, list]],
     other_split = "test" if split == "train" else "train"
     other = next((a for a in SPLIT_ALIASES[other_split] if a in layout), None)
     if other is not None and sorted(layout[other]) != classes:
+        only = lambda a, b: ", ".join(sorted(set(a) - set(b))[:3]) or "none"  # noqa: E731
         raise CompressError(
             f"{source}: class folders differ between {split} and {other_split} "
-            f"({len(classes)} vs {len(layout[other])} classes); labels would not line up")
+            f"({len(classes)} vs {len(layout[other])} classes; only in {prefix}/: {only(classes, layout[other])}; "
+            f"only in {other}/: {only(layout[other], classes)}); labels would not line up")
     return classes
 
 

@@ -223,3 +223,23 @@ def test_a_link_loop_named_as_an_image_is_refused_in_one_line(tmp_path):
     os.symlink("9.png", root / "train" / "dog" / "9.png")
     with pytest.raises(CompressError, match="9.png is named as an image but is not a regular file .* a link loop"):
         D.load_dataset(str(root), "train", mode="memory")
+
+
+def test_class_folders_that_differ_between_the_splits_are_named(tmp_path):
+    root = make_image_folder(tmp_path / "ds", per_class=1)
+    (root / "test" / "dog").rename(root / "test" / "dogs")
+    with pytest.raises(CompressError, match=r"\(2 vs 2 classes; only in train/: dog; only in test/: dogs\)"):
+        D.load_dataset(str(root), "train", mode="memory")
+
+
+def test_a_tar_of_files_alone_names_the_folders_it_found(tmp_path):
+    """Without folder entries the message said 'found: nothing' for a tar holding two top folders."""
+    make_image_folder(tmp_path / "mydata", per_class=1)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "README.txt").write_text("x")
+    archive = tmp_path / "files.tar"
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(p for p in tmp_path.rglob("*") if p.is_file() and p != archive):
+            tar.add(path, arcname=str(path.relative_to(tmp_path)), recursive=False)
+    with pytest.raises(CompressError, match=r"has no 'train/' folder \(found: docs, mydata\)$"):
+        D.load_dataset(str(archive), "train", mode="memory")
