@@ -377,7 +377,8 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
     links = _resolve_links(path, members, normalized)
     # Archives may wrap everything in one top folder; strip it when present. Only files under split/class/
     # are read, in its folders too as ImageFolder reads them (a link as the file it names, as a folder's
-    # symlink is read); paths that leave the archive ('..', absolute) are ignored, and a device or FIFO named as an image is refused (_resolve_links).
+    # symlink is read); paths that leave the archive ('..', absolute) are ignored, and a device or FIFO named
+    # as an image is refused (_resolve_links).
     # A name given twice (an archive appended to with tar -r) is refused: extraction would keep the last copy,
     # the listing would count both.
     seen: set[str] = set()
