@@ -101,14 +101,21 @@ def apply_masks(model: nn.Module, masks: dict[str, np.ndarray]) -> None:
 
 
 def shareable_layers(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """(module name, 'conv' | 'fc', module) for every Conv2d and Linear layer."""
+    """(module name, 'conv' | 'fc', module) for every Conv2d and Linear layer whose weight learns (frozen_layers
+    are kept exact)."""
     out = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            out.append((name, "conv", m))
-        elif isinstance(m, nn.Linear):
-            out.append((name, "fc", m))
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad:
+            out.append((name, "conv" if isinstance(m, nn.Conv2d) else "fc", m))
     return out
+
+
+def frozen_layers(model: nn.Module) -> list[str]:
+    """Conv2d/Linear layers whose weight does not learn: a constant of the computation, such as YOLO's DFL
+    (box-bin weights 0..15). Clustering or pruning it moved a detector's boxes by up to 112 px, and centroid
+    fine-tuning cannot repair what has no gradient, so it is stored exact."""
+    return [name for name, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.requires_grad]
 
 
 def share_weights(model: nn.Module, bits: BitSpec, offset_bits: BitSpec | None = None,
@@ -119,6 +126,9 @@ def share_weights(model: nn.Module, bits: BitSpec, offset_bits: BitSpec | None =
     known = {name for name, _, _ in layers}
     named = set(bits.layers) | (set(offset_bits.layers) if offset_bits else set())
     unknown = sorted(named - known)
+    frozen = sorted(set(unknown) & set(frozen_layers(model)))
+    if frozen:
+        raise CompressError(f"{', '.join(frozen)} does not learn (requires_grad is False): it is kept exact, not shared")
     if unknown:
         raise CompressError(f"no Conv2d/Linear layer named {', '.join(unknown)}; layers are {', '.join(sorted(known))}")
     if masks and offset_bits is None:
@@ -307,6 +317,9 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
         _log(f"pruned {prune:.0%} of the weights of every layer" + (
             f": accuracy {accuracy['pruned']:.2%}" if accuracy["pruned"] is not None else ""))
     shared = share_weights(model, bit_spec, off_spec, masks)
+    frozen = frozen_layers(model)
+    if frozen:
+        _log(f"kept exact, as they do not learn: {', '.join(frozen)}")
     accuracy["quantized"] = _evaluate(model, data, meta, dev)
     if accuracy["quantized"] is not None:
         _log(f"shared weights: accuracy {accuracy['quantized']:.2%}")
@@ -341,7 +354,7 @@ def _share(model_dir: Path, out_dir: Path, req: _Request) -> dict:
         sizes = write_container(work / DCZ_NAME, embedded, shared, raw)
         _verify_roundtrip(work / DCZ_NAME, state)
         steps = size_steps(meta, model, shared, sizes["file"], accuracy)
-        report = {"schema": "compress.share/1", "source": str(model_dir), "output": str(out_dir),
+        report = {"schema": "compress.share/1", "source": str(model_dir), "output": str(out_dir), "kept_exact": frozen,
                   "compressed_file": str(out_dir / DCZ_NAME), "settings": sharing, "steps": steps,
                   "file_breakdown_bytes": sizes, "accuracy": accuracy, "finetune_history": history,
                   "layers": layer_table(shared), "data": data.describe() if data is not None else None}

@@ -208,3 +208,23 @@ def test_share_into_a_pruned_models_folder_is_refused(model_dir, tmp_path):
     (target / "plan.json").write_text("{}\n")
     with pytest.raises(CompressError, match=r"holds another model's files \(plan.json\)"):
         share_model(model_dir, target, ShareOptions(bits=4))
+
+
+def test_a_layer_that_does_not_learn_is_kept_exact():
+    """YOLO's DFL is a Conv2d of fixed weights 0..15 with requires_grad False: sharing or pruning it moved
+    a detector's boxes by up to 112 px, and centroid fine-tuning cannot repair what has no gradient."""
+    from compress.sharing.share import apply_masks, frozen_layers, share_weights, weight_masks
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 16, 1, bias=False))
+    fixed = model[1].weight
+    fixed.requires_grad_(False)
+    with torch.no_grad():
+        fixed.copy_(torch.arange(fixed.numel(), dtype=torch.float32).view_as(fixed))
+    before = fixed.clone()
+    masks = weight_masks(model, 0.5)
+    apply_masks(model, masks)
+    shared = share_weights(model, parse_bits(2), parse_bits("conv=8,fc=5", "--offset-bits"), masks)
+    assert frozen_layers(model) == ["1"] and [t.name for t in shared] == ["0.weight"] and set(masks) == {"0"}
+    assert torch.equal(model[1].weight, before) and len(torch.unique(model[0].weight)) <= 5
+    with pytest.raises(CompressError, match="^1 does not learn .*kept exact, not shared$"):
+        share_weights(model, parse_bits("1=4"))
