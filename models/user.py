@@ -10,8 +10,10 @@ directory is never searched for it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -120,6 +122,22 @@ def check_call(spec: str, target, kwargs: dict) -> None:
                          "arch_kwargs cannot give")
 
 
+@contextlib.contextmanager
+def _quiet_ultralytics(spec: str):
+    """ultralytics logs its model summary at INFO to the stdout it found at import, verbose=False or not:
+    `compress share --json` then printed no JSON. Its logger stays at WARNING while one is rebuilt."""
+    if not spec.startswith("ultralytics."):
+        yield
+        return
+    logger = logging.getLogger("ultralytics")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def build_user_model(spec: str, kwargs: dict, *, search_cwd: bool = True, functions: bool = False) -> nn.Module:
     """Call the class or factory `spec` names with the JSON arguments `kwargs` (checked first for known
     entry points)."""
@@ -129,7 +147,8 @@ def build_user_model(spec: str, kwargs: dict, *, search_cwd: bool = True, functi
     kwargs = check_arguments(spec, dict(kwargs))
     check_call(spec, target, kwargs)
     try:
-        model = target(**kwargs)
+        with _quiet_ultralytics(spec):
+            model = target(**kwargs)
     except TypeError as exc:
         raise ValueError(f"{spec} does not take the arguments {json_like(kwargs)}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a user's constructor may raise anything

@@ -204,3 +204,25 @@ def test_ultralytics_cfg_names_outside_the_package_are_refused(yolo, cfg, needle
     kwargs = {} if cfg is None else {"cfg": cfg}
     with pytest.raises(ValueError, match=needle):
         build_from_file("ultralytics.nn.tasks:DetectionModel", kwargs)
+
+
+def test_rebuilding_an_ultralytics_model_logs_nothing_at_info():
+    """ClassificationModel logs its summary at INFO whatever `verbose` says, to the stdout ultralytics found at
+    import: `compress share --json` printed it before its JSON. The logger's level comes back after."""
+    import logging
+
+    tasks = pytest.importorskip("ultralytics.nn.tasks", reason="ultralytics is optional (AGPL; the dev extra has it)")
+    records = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("ultralytics")
+    logger.addHandler(handler)
+    level = logger.level
+    try:
+        build_from_file("ultralytics.nn.tasks:ClassificationModel", {"cfg": "yolov8n-cls.yaml", "nc": 3, "verbose": False})
+        assert [r.getMessage() for r in records if r.levelno < logging.WARNING] == []
+        assert logger.level == level
+        tasks.ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False)  # what it logs when built directly
+        assert any("summary" in r.getMessage() for r in records)
+    finally:
+        logger.removeHandler(handler)
