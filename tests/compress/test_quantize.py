@@ -532,3 +532,22 @@ def test_a_graph_of_dynamic_height_and_width_is_quantized_at_its_metadatas_size(
     onnx.save(model, str(tmp_path / "bare.onnx"))
     with pytest.raises(CompressError, match=r"input is \['N', 3, '\?', '\?'\] \(dynamic\) and no compress.input_size"):
         quantize_model(tmp_path / "bare.onnx", tmp_path / "q2.onnx", opts)
+
+
+def test_probabilities_that_leave_the_graph_stay_float(image_folder, tmp_path):
+    """An ultralytics classifier returns (probabilities, logits): quantized, the probabilities fell to a few
+    int8 steps and their top class no longer matched the logits'."""
+    from onnx_builders import probabilities_and_logits
+
+    model = probabilities_and_logits()
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"n{i}"
+    onnx.save(model, str(tmp_path / "pair.onnx"))
+    prepare(tmp_path / "pair.onnx", tmp_path / "prep.onnx")
+    x, _ = calibration_inputs(str(image_folder), 16, 0, MEAN, STD, input_size=8)
+    calibrate(tmp_path / "prep.onnx", x, tmp_path / "c.json")
+    quantize_qdq(tmp_path / "prep.onnx", tmp_path / "q.onnx", tmp_path / "c.json")
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    makers = {o: n for n in graph.node for o in n.output}
+    assert makers["probs"].op_type == "Softmax"  # not a DequantizeLinear of its int8 copy
+    assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # the rest is quantized
