@@ -19,6 +19,7 @@ from compress.quantization.calibration import DEFAULT_PERCENTILE, METHODS
 from compress.quantization.graph import (
     META_PREFIX,
     PRECISION_KEY,
+    check_classifier_outputs,
     check_quantizable,
     classes_of,
     image_size,
@@ -222,6 +223,7 @@ def read_source(model: Path, work: Path, log) -> tuple[Path, object]:
     if props.get(PRECISION_KEY, "fp32") != "fp32":
         raise CompressError(f"{src} is {props[PRECISION_KEY]}; quantize the fp32 ONNX")
     check_quantizable(source, model)  # named as the user gave it, not as the scratch export
+    check_classifier_outputs(source, model)
     return src, source
 
 

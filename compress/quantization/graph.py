@@ -256,3 +256,18 @@ def resolve_layers(model, names) -> list[str]:
             raise CompressError(f"--exclude {name!r} {what}; layers are: {listing}")
         resolved.append(hits[0])
     return list(dict.fromkeys(resolved))
+
+
+def check_classifier_outputs(model, path) -> None:
+    """Refuse, before calibration, a graph whose outputs are not a classifier's: quantize measures the INT8
+    file's accuracy on labelled images, and a detector or a segmenter used to be calibrated and quantized
+    before that step refused it and threw the file away."""
+    from compress.runtime.accuracy import classifier_problem
+
+    shapes = [tuple(d.dim_value if d.dim_value > 0 else -1 for d in o.type.tensor_type.shape.dim)
+              for o in model.graph.output]
+    last = shapes[-1] if shapes else ()
+    problem = classifier_problem(shapes, last[1] if len(last) == 2 else 0)  # the class count is the data's to check
+    if problem is not None:
+        raise CompressError(f"{path}: {problem}; quantize measures INT8 accuracy on labelled images and makes no "
+                            "file for detectors or segmenters")

@@ -551,3 +551,26 @@ def test_probabilities_that_leave_the_graph_stay_float(image_folder, tmp_path):
     makers = {o: n for n in graph.node for o in n.output}
     assert makers["probs"].op_type == "Softmax"  # not a DequantizeLinear of its int8 copy
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)  # the rest is quantized
+
+
+def test_a_detector_is_refused_before_it_is_calibrated(image_folder, tmp_path, monkeypatch):
+    """A detector or a segmenter was calibrated and quantized, then refused at the accuracy step, its file
+    thrown away."""
+    from compress.quantization import calibration
+    from export_helpers import metadata
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y, y.mean((2, 3))
+
+    path = export_onnx(TwoHeads().eval(), tmp_path / "det.onnx", input_size=[3, 32, 32],
+                       metadata={k: v for k, v in metadata("det").items() if k != "classes"})
+    monkeypatch.setattr(calibration, "calibration_inputs", lambda *a, **k: pytest.fail("calibrated"))
+    with pytest.raises(CompressError, match=r"det.onnx: it returns 2 outputs; .* makes no file for detectors"):
+        quantize_model(path, tmp_path / "q.onnx", QuantizeOptions(data=str(image_folder), calib_images=8))
+    assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "q.quant.json").exists()
