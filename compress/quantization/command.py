@@ -258,7 +258,9 @@ def quantize_model(model: str | Path, out: str | Path, opts: QuantizeOptions, lo
         calib, calib_data = calibration.calibration_inputs(opts.data, opts.calib_images, opts.seed, mean, std,
                                                            input_size=input_size)
         if list(calib.shape[1:]) != list(input_size):
-            raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}")
+            square = " (images are sized to squares; quantize takes models of a square input)" \
+                if input_size[-1] != input_size[-2] else ""
+            raise CompressError(f"{opts.data} images are {list(calib.shape[1:])}, the model takes {input_size}{square}")
         if classes is not None:
             from compress.labels import check_class_names
 
