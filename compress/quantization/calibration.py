@@ -188,7 +188,8 @@ def quantize_qdq(prepared: str | Path, out: str | Path, cache: str | Path, *, me
                             "pip install -U onnxruntime")
     if not Path(cache).is_file():
         raise ValueError(f"no calibration ranges at {cache}; run calibrate() first")
-    exclude = [*exclude, *output_normalizers(prepared)]
+    if not only:  # `only` quantizes the named nodes alone (the sensitivity scan, once per layer): nothing to keep out
+        exclude = [*exclude, *output_normalizers(prepared)]
     q.quantize_static(
         str(prepared), str(out), None,
         quant_format=q.QuantFormat.QDQ,
