@@ -5,7 +5,8 @@ mode, a tensor and a dict holding a list of feature maps). Names follow the stru
 `logits` (the classifier convention of docs/ARTIFACTS.md); the items of a top-level tuple or list are
 `output0`, `output1`, ...; a dict's items are named by their keys; nested items join their parent's name
 with a dot (`output1.feats.0`). A top-level key of digits alone (torchvision's feature extractors return
-`{"0": ..., "1": ..., "pool": ...}`) is named `output.0`: TorchScript refuses a value named by a number. Works on torch tensors and numpy arrays alike (no torch import here).
+`{"0": ..., "1": ..., "pool": ...}`) is named `output.0`: TorchScript refuses a value named by a number.
+Works on torch tensors and numpy arrays alike (no torch import here).
 """
 
 from __future__ import annotations

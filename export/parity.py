@@ -116,7 +116,7 @@ def onnx_session(onnx_path: str | Path, threads: int | None = None):
         raise OnnxFileError(f"ONNX Runtime cannot load {path}: {readable(exc)}") from None
 
 
-def run_onnx(session, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def run_onnx(session, inputs: np.ndarray, batch_size: int = PARITY_BATCH) -> np.ndarray:
     """A classifier's logits for `inputs`, in chunks: the second of a (probabilities, logits) pair of outputs
     (an ultralytics classifier), else the first output."""
     from compress.runtime.accuracy import logits_in
@@ -131,7 +131,7 @@ def run_onnx(session, inputs: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return outputs[0]
 
 
-def run_onnx_outputs(session, inputs: np.ndarray, batch_size: int = 256) -> list[tuple[str, np.ndarray]]:
+def run_onnx_outputs(session, inputs: np.ndarray, batch_size: int = PARITY_BATCH) -> list[tuple[str, np.ndarray]]:
     """Every output, by name, for `inputs`, in chunks; a static batch dimension is honoured by padding the
     last chunk."""
     meta = session.get_inputs()[0]
@@ -149,13 +149,13 @@ def run_onnx_outputs(session, inputs: np.ndarray, batch_size: int = 256) -> list
     return [(name, np.concatenate(parts)) for name, parts in zip(names, outs)]
 
 
-def reference_fn(reference, batch_size: int = 256) -> Callable[[np.ndarray], np.ndarray]:
+def reference_fn(reference, batch_size: int = PARITY_BATCH) -> Callable[[np.ndarray], np.ndarray]:
     """Turn a torch module, an ONNX path or a numpy callable into `f(inputs) -> logits` (the first output)."""
     outputs = reference_outputs_fn(reference, batch_size)
     return lambda x: outputs(x)[0][1]
 
 
-def reference_outputs_fn(reference, batch_size: int = 256) -> Callable[[np.ndarray], list[tuple[str, np.ndarray]]]:
+def reference_outputs_fn(reference, batch_size: int = PARITY_BATCH) -> Callable[[np.ndarray], list[tuple[str, np.ndarray]]]:
     """Turn a torch module, an ONNX path or a numpy callable into `f(inputs) -> [(name, output), ...]`."""
     if isinstance(reference, (str, Path)):
         session = onnx_session(reference)
@@ -185,8 +185,8 @@ def check_parity(reference, onnx_path: str | Path, inputs: np.ndarray, atol: flo
     inputs = np.asarray(inputs, dtype=np.float32)
     if inputs.ndim != 4 or len(inputs) == 0:
         raise ValueError(f"inputs must be a non-empty N×C×H×W array, got shape {inputs.shape}")
-    ref = reference_outputs_fn(reference, PARITY_BATCH)(inputs)
-    got = run_onnx_outputs(onnx_session(onnx_path), inputs, PARITY_BATCH)
+    ref = reference_outputs_fn(reference)(inputs)
+    got = run_onnx_outputs(onnx_session(onnx_path), inputs)
     if len(ref) != len(got):
         raise ParityError(f"{onnx_path}: {len(got)} outputs ({', '.join(n for n, _ in got)}), the reference "
                           f"returns {len(ref)}")
