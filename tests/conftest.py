@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
 def _share_the_cores() -> None:
@@ -17,7 +18,6 @@ def _share_the_cores() -> None:
 
 
 _share_the_cores()
-SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 
 def cifar_archive() -> Path | None:
