@@ -31,6 +31,8 @@ def _check_paths(artifacts) -> None:
     for a in artifacts:
         path = Path(a)
         if not path.exists():
+            if path.is_symlink():
+                raise CompressError(f"{a}: a symbolic link to nothing (or a loop of links)")
             raise CompressError(f"{a}: no such file or model directory")
         if not path.is_dir():
             try:
@@ -55,8 +57,18 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     from compress.runtime.errors import RuntimeBenchError
     from compress.runtime.runners import ONNX_BACKENDS, check_backend
 
+    from compress.runtime.bench import BenchSettings
+
+    for what, given in (("artifacts", artifacts), ("backends", backends)):
+        if isinstance(given, (str, Path)):  # a string would be read as a list of one-letter names
+            raise CompressError(f"{what} is a list, got the single {type(given).__name__} {str(given)!r}: "
+                                f"pass [{str(given)!r}]")
+    if not isinstance(settings, BenchSettings):
+        raise CompressError(f"settings must be a compress.BenchSettings, got a {type(settings).__name__}")
     if not artifacts:
         raise CompressError("no artifacts to benchmark")
+    if settings.paired_blocks and len(artifacts) < 2:
+        raise CompressError("paired_blocks compares artifacts with the first one: give at least two")
     backends = list(dict.fromkeys(backends or [settings.backend]))
     try:
         for b in backends:

@@ -30,7 +30,8 @@ def precision_of(model: onnx.ModelProto) -> str:
 def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
     """Write an FP16 copy of an FP32 ONNX file; inputs and outputs stay float32 (Cast at the edges).
 
-    The metadata is carried over with `precision` fp16 and `source_sha256` the FP32 file's hash.
+    The metadata is carried over with `precision` fp16, `source_sha256` the FP32 file's hash and
+    `weights_sha256` the FP32 file's source_sha256 (the weights'), by which a report matches a model.json.
     """
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     model = load_onnx(onnx_in)
@@ -49,7 +50,8 @@ def convert_fp16(onnx_in: str | Path, onnx_out: str | Path) -> Path:
         # The converter's default clamps every value above 1e4 to 1e4, though FP16 holds up to 65504
         # (a BN's running variance can pass 1e4): clamp only where FP16 must.
         half = float16.convert_float_to_float16(model, keep_io_types=True, max_finite_val=FP16_MAX)
-    set_metadata(half, {"precision": "fp16", "source_sha256": sha256_file(onnx_in)})
+    carried = {"weights_sha256": metadata_of(model)["source_sha256"]} if metadata_of(model).get("source_sha256") else {}
+    set_metadata(half, {"precision": "fp16", "source_sha256": sha256_file(onnx_in), **carried})
     try:
         onnx.checker.check_model(half)
     except Exception as exc:  # noqa: BLE001

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
+from compress.runtime.errors import ArtifactError, NonFiniteOutputError, NotAClassifierError
 
 # How far a (probabilities, logits) pair's first output may sit from the softmax of its second: the rounding of
 # an fp16 or int8 engine's outputs, while probabilities of anything else sit much further off.
@@ -29,7 +29,14 @@ def normalize(images: np.ndarray, mean, std) -> np.ndarray:
     std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
     if mean.shape[1] != images.shape[1] or std.shape[1] != images.shape[1]:
         raise ValueError(f"mean/std have {mean.shape[1]}/{std.shape[1]} values for {images.shape[1]} channels")
-    return ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        out = ((images.astype(np.float32) / 255.0 - mean) / std).astype(np.float32)
+    if not np.isfinite(out).all():
+        # Finite metadata can still overflow float32 (a std of 1e-45, a mean of 1e38): the model would be
+        # blamed for the NaN outputs of an input that was never finite.
+        raise ValueError(f"the normalization (mean {mean.ravel().tolist()}, std {std.ravel().tolist()}) makes "
+                         "the input infinite in float32; the artifact's compress.mean/std are not usable")
+    return out
 
 
 def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | None) -> str | None:
@@ -112,6 +119,8 @@ def runner_accuracy(runner, images: np.ndarray, labels: np.ndarray, batch_size: 
         if logits is None:
             raise NotAClassifierError(f"no accuracy for {name}: its first output is not the softmax of its second, "
                                       "so they are not a classifier's probabilities and logits")
+        if len(logits) != len(x):  # one answer broadcast against every label would look like a score
+            raise ArtifactError(f"{name} returns {len(logits)} rows of logits for {len(x)} images")
         bad = ~np.isfinite(logits).all(axis=1)
         if bad.any():
             raise NonFiniteOutputError(f"{name} outputs NaN or infinite logits for {int(bad.sum())} of {len(x)} "

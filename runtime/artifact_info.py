@@ -13,6 +13,7 @@ from pathlib import Path
 
 from compress.runtime.engine_sidecar import read_sidecar, sidecar_path
 from compress.runtime.errors import RuntimeBenchError
+from compress.runtime.input_files import MAX_ONNX_BYTES, check_regular_file
 from compress.runtime.strict_json import read_json
 
 
@@ -30,9 +31,8 @@ def engine_onnx_path(engine: Path) -> Path | None:
     """The ONNX file an engine was built from: the sidecar's `onnx_path` (recorded as the build was given it,
     so tried beside the engine first, then from here) or its name beside the engine, whichever file has the
     sidecar's `onnx_sha256`; None when none has. A sidecar is a stranger's file too: a path it names is used
-    only for the bytes the engine was built from, never for another model's counts."""
-    from compress.runtime.file_hash import sha256_file
-
+    only for the bytes the engine was built from, never for another model's counts, and only when it is a
+    regular file within the ONNX bound."""
     if not sidecar_path(engine).exists():
         return None
     info = read_sidecar(engine)
@@ -41,9 +41,30 @@ def engine_onnx_path(engine: Path) -> Path | None:
         return None
     candidates = [engine.parent / recorded, Path(recorded), engine.parent / Path(recorded).name]
     for candidate in dict.fromkeys(candidates):
-        if candidate.is_file() and sha256_file(candidate) == digest:
+        try:  # the path is the sidecar's: only a regular file an ONNX file could be is read, never /proc/kcore
+            check_regular_file(candidate, "ONNX file", MAX_ONNX_BYTES)
+        except RuntimeBenchError:
+            continue
+        if _digest(candidate) == digest:
             return candidate
     return None
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a candidate, once per file version: a report reads an engine's ONNX file for its counts and
+    again for its model.json, and it may be large."""
+    from compress.runtime.file_hash import sha256_file
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        if len(_DIGESTS) >= 16:
+            _DIGESTS.clear()
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple, str] = {}
 
 
 def _count(value):
@@ -109,6 +130,9 @@ def attach_model_json(v: dict, path: Path, kind: str, model_dir, one_line) -> No
         v["warnings"].append(f"{found}: unreadable ({one_line(exc)})")
         return
     matched, why = _matched(path, kind, found)
+    if why is not None and matched and model_dir is None:
+        # Found beside the file and not matched: any model.json can sit there, so its figures are left out.
+        matched, why = False, f"{why}; its widths and accuracy are not reported (--model-dir names it to report them)"
     if why is not None:
         v["warnings"].append(why)
     if not matched:

@@ -16,6 +16,7 @@ It lives in runtime/ because every other room may import runtime/ (which imports
   `finally` clauses above run on `kill` and Ctrl-C alike. kill -9 cannot be caught: it may leave a
   hidden `.NAME.*.tmp` file, never a final name.
 * `write_problem(exc, where)` names a failed write in one line: disk full, read-only, not writable.
+  `check_writable_dir(dir)` finds that out before the work whose result would be written.
 
 Files get the permissions of a normally created file (0666 less the umask), not mkstemp's 0600.
 """
@@ -331,6 +332,19 @@ def write_files_into(out_dir: str | os.PathLike, files: Mapping[str, Any], *, ma
             except OSError:
                 break
         raise
+
+
+def check_writable_dir(out_dir: str | os.PathLike) -> None:
+    """Raise OSError (for `write_problem`) unless a file can be created in `out_dir`, or in the nearest folder
+    above it that exists when it does not: a long measurement should not end in a write that was never
+    possible. Creates and removes one hidden empty file; creates no folder."""
+    out_dir = Path(out_dir)
+    place = next((p for p in [out_dir, *out_dir.parents] if p.exists() or p.is_symlink()), Path("."))
+    if not place.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(place))
+    fd, probe = tempfile.mkstemp(prefix=".compress-write-check-", suffix=TMP_SUFFIX, dir=place)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_problem(exc: OSError, where: str | os.PathLike) -> str:

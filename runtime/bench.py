@@ -16,19 +16,18 @@ import numpy as np
 
 from compress.runtime.artifact_info import attach_model_json, file_info, find_model_json, model_counts
 from compress.runtime.backends import get_backend, parse_backends
+from compress.runtime.bench_input import benchmark_input
 from compress.runtime.bench_settings import BenchSettings
+from compress.runtime.errors import one_line
 from compress.runtime.input_files import check_regular_file
-from compress.runtime.runners import artifact_kind, open_runner
+from compress.runtime.runners import artifact_kind, check_artifact_fits, open_runner
 from compress.runtime.stats import noise_warning, summarize, throughput
 
 __all__ = ["BenchSettings", "EvalData", "bench_variant", "file_info", "find_model_json", "measured_anything",
            "one_line", "parse_backends", "run_benchmark"]
 
-INPUT_SEED = 0
 # Fewer power samples than this in a window give no trustworthy average.
 MIN_POWER_SAMPLES = 2
-# The random input of one timed batch is allocated before the run; its size is bounded first.
-MAX_INPUT_BYTES = 4 * 1024**3
 
 
 @dataclass
@@ -45,17 +44,6 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def one_line(exc: BaseException) -> str:
-    """One line of an error: the first line of ours; a runtime library's own exception with its type's name and
-    all its lines joined, without their C++ source locations (errors.readable)."""
-    from compress.runtime.errors import RuntimeBenchError, readable
-
-    text = str(exc).strip()
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, (RuntimeBenchError, ValueError, OSError)) and first:
-        return first[:500]
-    # A runtime library's own exception: its sentence, without its C++ source locations.
-    return f"{type(exc).__name__}: {readable(exc, 500)}"[:500] if text else type(exc).__name__
 
 
 def resolve_power(settings: BenchSettings, backends: list[str] | tuple[str, ...] = ()) -> str:
@@ -109,6 +97,7 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     report; variants are then named "ARTIFACT [BACKEND]" and the report marks the fastest runtime
     per artifact and batch size. An unknown, empty or repeated backend name is refused (ValueError).
     """
+    from compress.runtime.paired_pass import paired_pass
     from compress.runtime.report import build_report
     from compress.runtime.sysinfo import collect_system
 
@@ -145,7 +134,7 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     paired, paired_warnings = [], []
     if settings.paired_blocks and len(artifacts) >= 2:
         for backend in backends:
-            paired += _paired(variants, backend, settings, paired_warnings, log)
+            paired += paired_pass(variants, backend, settings, paired_warnings, log)
     run_settings = {**asdict(settings), "backend": backends[0], "backends": backends,
                     "batches": list(settings.batches), "power_source": power_kind,
                     "data": data.spec if data is not None else None,
@@ -156,67 +145,6 @@ def run_benchmark(artifacts: list[str | Path], settings: BenchSettings, *, data:
     return report
 
 
-def _paired(variants: list[dict], backend: str, settings: BenchSettings, warnings: list, log) -> list[dict]:
-    """The artifacts that ran on `backend`, timed again all open at once and in turns (compress.runtime.paired),
-    per batch size at which the first of them and at least one other were measured. Whatever is asked and
-    not compared is named in `warnings`."""
-    from compress.runtime import paired as pairing
-
-    on_backend = [v for v in variants if v["backend"] == backend]
-    if on_backend[0]["status"] == "failed":
-        warnings.append(f"paired comparison on {backend} not made: the first artifact, {on_backend[0]['name']}, "
-                        "failed, and every ratio is against it")
-        return []
-    group = [v for v in on_backend if v["status"] != "failed"]
-    if len(group) < 2:
-        warnings.append(f"paired comparison on {backend} not made: only {group[0]['name']} was measured")
-        return []
-    out = []
-    runners: list = []
-    try:
-        for v in group:  # by position: two artifacts may share a name
-            runners.append(open_runner(v["artifact"], backend, threads=settings.threads, device=settings.device,
-                                       cuda_graph=settings.cuda_graph, performance_hint=settings.performance_hint,
-                                       streams=settings.streams))
-        for batch in settings.batches:
-            measured = [i for i, v in enumerate(group)
-                        if any(r["batch"] == batch and r["status"] == "ok" for r in v["latency"])]
-            if len(measured) < 2 or measured[0] != 0:
-                warnings.append(f"paired comparison on {backend} at batch {batch} not made: "
-                                + ("the first artifact has no measurement there" if 0 not in measured
-                                   else "no other artifact was measured there"))
-                continue
-            missing = [group[i]["name"] for i in range(len(group)) if i not in measured]
-            if missing:
-                warnings.append(f"paired comparison on {backend} at batch {batch} leaves out {', '.join(missing)}: "
-                                "not measured there")
-            log(f"paired, {backend} batch {batch}: {len(measured)} artifacts in turns, {settings.paired_blocks} blocks")
-            keys = [str(i) for i in measured]
-            chosen = {str(i): runners[i] for i in measured}
-            inputs = {str(i): _input(runners[i], batch) for i in measured}
-            samples, iters, block_s = pairing.interleave(chosen, inputs, settings.paired_blocks,
-                                                         warmup=settings.warmup)
-            found = pairing.ratios(samples, keys[0])
-            rows = []
-            for k, key in enumerate(keys):
-                v = group[int(key)]
-                row = {"name": v["name"], "artifact": v["artifact"], "status": v["status"], **found[key],
-                       "verdict": pairing.verdict(found[key]) if k else "reference"}
-                rows.append(row)
-                if k:
-                    lo, hi = row["ratio_ci95"]
-                    log(f"  {row['name']}: ×{row['ratio_median']:.3f} of {rows[0]['name']} [{lo:.3f}–{hi:.3f}], "
-                        f"{row['verdict']}")
-            out.append({"backend": backend, "batch": batch, "reference": rows[0]["name"],
-                        "blocks": settings.paired_blocks, "iters": iters, "block_s": block_s, "rows": rows})
-    except Exception as exc:  # noqa: BLE001 - the paired pass is extra: its failure is named, the rows stand
-        message = f"paired comparison on {backend} not completed: {one_line(exc)}"
-        log(f"  warning: {message}")
-        warnings.append(message)
-    finally:
-        for runner in runners:
-            runner.close()
-    return out
 
 
 def measured_anything(report: dict) -> bool:
@@ -247,14 +175,15 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     v: dict = {"name": name or path.name, "artifact": str(path), "kind": kind, "backend": settings.backend,
                "status": "ok", "error": None, "warnings": [], "file": None, "model": None, "precision": None,
                "ran_at": None, "runner": None, "outputs": None, "latency": [], "memory": None, "power": None,
-               "accuracy": None, "reference_accuracy": None, "widths": None, "model_json": None}
+               "accuracy": None, "reference_accuracy": None, "widths": None, "model_json": None, "input_shape": None}
     if not path.exists():
         return _failed(v, f"artifact not found: {path}")
-    if not path.is_dir():
-        try:
+    try:
+        if not path.is_dir():
             check_regular_file(path, "artifact")  # a FIFO or a device would block or never end
-        except RuntimeBenchError as exc:
-            return _failed(v, one_line(exc))
+        check_artifact_fits(path, settings.backend)  # before any file it names is read for counts
+    except RuntimeBenchError as exc:
+        return _failed(v, one_line(exc))
     v["file"] = file_info(path, kind)
     v["model"] = model_counts(path, kind, v["warnings"], one_line)
     attach_model_json(v, path, kind, model_dir, one_line)
@@ -271,6 +200,11 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
     with runner:
         memory.mark("after_load")
         v["runner"] = runner.info()
+        v["input_shape"] = list(runner.input_shape) if runner.input_shape is not None else None
+        declared = (runner.metadata or {}).get("input_size")
+        if isinstance(declared, list) and v["input_shape"] is not None and declared != v["input_shape"]:
+            v["warnings"].append(f"{v['name']}: its compress.input_size {declared} disagrees with the graph's input "
+                                 f"{v['input_shape']}; the graph's is measured")
         v["precision"] = runner.metadata.get("precision")
         v["ran_at"] = runner.ran_at
         _note_quantization(v, runner.metadata, settings.backend)
@@ -293,7 +227,12 @@ def bench_variant(artifact: str | Path, settings: BenchSettings, *, name: str | 
 
 
 def _status(v: dict, data: EvalData | None) -> str:
-    """partial: a batch size failed, the outputs are not finite, or an accuracy asked of a classifier is missing."""
+    """failed: no batch size was measured; partial: a batch size failed, the outputs are not finite, or an
+    accuracy asked of a classifier is missing."""
+    if not any(row["status"] == "ok" for row in v["latency"]):
+        v["error"] = v["error"] or "no batch size could be measured: " + "; ".join(
+            f"batch {row['batch']}: {row['error']}" for row in v["latency"])[:500]
+        return "failed"
     if any(row["status"] != "ok" for row in v["latency"]) or v.get("nonfinite_outputs"):
         return "partial"
     if data is not None and v["accuracy"] is None and not v.get("accuracy_skipped"):
@@ -307,7 +246,7 @@ def _check_outputs(runner, batch: int, v: dict, log) -> None:
     from compress.runtime.accuracy import nonfinite_outputs
 
     try:
-        outs = runner.infer_all(_input(runner, batch))
+        outs = runner.infer_all(benchmark_input(runner, batch))
     except Exception as exc:  # noqa: BLE001 - the batch rows report the same failure
         v["warnings"].append(f"{v['name']}: outputs not checked: {one_line(exc)}")
         return
@@ -364,27 +303,13 @@ def _safe(fn, warnings: list, what: str):
         return None
 
 
-def _input(runner, batch: int) -> np.ndarray:
-    from compress.runtime.accuracy import normalize
-
-    if runner.input_shape is None:
-        raise ValueError(f"{runner.path.name}: input size unknown (no static shape, no compress.input_size)")
-    nbytes = 4 * batch * int(np.prod(runner.input_shape, dtype=np.int64))
-    if nbytes > MAX_INPUT_BYTES:
-        raise ValueError(f"batch {batch} of {list(runner.input_shape)} inputs needs {nbytes / 2**30:.1f} GiB, above "
-                         f"the bound of {MAX_INPUT_BYTES / 2**30:.0f} GiB for one timed batch")
-    meta = runner.metadata or {}
-    channels = runner.input_shape[0]
-    mean = meta.get("mean") or [0.5] * channels
-    std = meta.get("std") or [0.25] * channels
-    images = np.random.default_rng(INPUT_SEED).integers(0, 256, size=(batch, *runner.input_shape), dtype=np.uint8)
-    return normalize(images, mean, std)
 
 
 def _bench_batch(runner, batch: int, settings: BenchSettings, v: dict, sampler, log) -> dict:
     row: dict = {"batch": batch, "status": "ok", "error": None}
     try:
-        x = _input(runner, batch)
+        x = benchmark_input(runner, batch)
+        runner.infer_all(x)  # refuses outputs without this batch first before any of it is timed
         warmup = max(settings.warmup, 1) if runner.device != "cpu" else settings.warmup
         timings = runner.measure(x, warmup=warmup, iters=settings.iters, duration_s=settings.duration_s)
         t_end = time.perf_counter()

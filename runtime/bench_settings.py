@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from compress.runtime.backends import get_backend
 from compress.runtime.paired import MAX_BLOCKS as MAX_PAIRED_BLOCKS
 from compress.runtime.paired import MIN_BLOCKS as MIN_PAIRED_BLOCKS
+from compress.runtime.runner_base import MAX_ITERS
 
 MAX_THREADS = 1024  # intra-op threads (ONNX Runtime) / INFERENCE_NUM_THREADS (OpenVINO)
 MAX_STREAMS = 1024  # OpenVINO NUM_STREAMS
 MAX_DEVICE_INDEX = 255  # CUDA device ordinal
 MAX_BATCH = 65536
 MAX_BATCH_SIZES = 64  # how many batch sizes one run measures
-MAX_ITERS = 1_000_000
 MAX_WARMUP = 100_000
 MAX_DURATION_S = 24 * 3600.0  # per batch size
 POWER_INTERVAL_MS = (1, 60_000)

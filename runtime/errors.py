@@ -61,3 +61,14 @@ def readable(exc: BaseException, limit: int = 300) -> str:
     text = _SOURCE_NOISE.sub(" ", str(exc))
     line = " ".join(text.split())
     return (line or type(exc).__name__)[:limit]
+
+
+def one_line(exc: BaseException) -> str:
+    """One line of an error: the first line of ours; a runtime library's own exception with its type's name and
+    all its lines joined, without their C++ source locations (errors.readable)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, (RuntimeBenchError, ValueError, OSError)) and first:
+        return first[:500]
+    # A runtime library's own exception: its sentence, without its C++ source locations.
+    return f"{type(exc).__name__}: {readable(exc, 500)}"[:500] if text else type(exc).__name__

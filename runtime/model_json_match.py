@@ -4,8 +4,9 @@ A report takes an artifact's per-layer widths and its recorded accuracy from a m
 `--model-dir`, or found beside the file. Any model.json can sit there, so before its figures are reported
 for the artifact, the weights it sits beside are matched to the artifact: an exported ONNX file records
 the sha256 of the model.safetensors it came from (`compress.source_sha256`), and so does an INT8 file
-quantized from it. An FP16 file records the hash of the FP32 file it was converted from, so it cannot be
-matched this way.
+quantized from it; an FP16 file carries it over as `compress.weights_sha256` (its source_sha256 is the FP32
+file's). A model.json that cannot be matched (no hash recorded, no weights beside it) is reported only when
+the user names it with `--model-dir`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ def mismatch(path: Path, kind: str, found: Path, onnx_file: Path | None) -> tupl
         if onnx_file is None or not onnx_file.is_file():
             return True, f"{found} not matched to {path.name}: the ONNX file it was built from is not here"
         props = _props(onnx_file)
-        if props.get(PREFIX + "precision") == "fp16":
-            return True, (f"{found} not matched to {path.name}: an FP16 file records the hash of the FP32 file "
-                          "it was made from, not of the weights")
-        source = props.get(PREFIX + "source_sha256")
-        what = f"{onnx_file.name}'s {PREFIX}source_sha256"
+        # An FP16 file's source_sha256 is the FP32 file's hash; the weights' hash it carries over is its own key.
+        key = "weights_sha256" if props.get(PREFIX + "precision") == "fp16" else "source_sha256"
+        source = props.get(PREFIX + key)
+        what = f"{onnx_file.name}'s {PREFIX}{key}"
     if source is None:
         return True, f"{found} not matched to {path.name}: {what} is not recorded"
     if not weights.is_file():

@@ -61,6 +61,8 @@ def count_onnx(model: str | Path | onnx.ModelProto, per_layer: bool = False) -> 
     """{'params', 'macs', 'flops', 'batch', 'note'} (and 'layers' with per_layer=True) for one image."""
     if not isinstance(model, onnx.ModelProto):
         model = load_graph(model)
+    if not model.graph.node:  # an empty file parses as an empty model: nothing counted is not "0 MACs"
+        raise ValueError("the ONNX graph has no nodes")
     counter = _Counter(model)
     return counter.run(per_layer)
 

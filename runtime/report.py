@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compress.runtime.atomic import write_files_into, write_problem
+from compress.runtime.atomic import check_writable_dir, write_files_into, write_problem
 from compress.runtime.errors import InputFileError, ReportWriteError
 from compress.runtime.strict_json import read_json
 
@@ -24,6 +24,7 @@ MAX_REPORT_BYTES = 64 * 1024**2
 
 def build_report(variants: list[dict], settings: dict, system: dict, command: str | None = None) -> dict:
     warnings = [f"{v['name']}: {w}" if not w.startswith(v["name"]) else w for v in variants for w in v["warnings"]]
+    warnings += other_inputs(variants)
     return {
         "schema": SCHEMA,
         "date": system.get("date"),
@@ -39,11 +40,27 @@ def build_report(variants: list[dict], settings: dict, system: dict, command: st
     }
 
 
+def other_inputs(variants: list[dict]) -> list[str]:
+    """Warnings for variants that take another input shape than the first: their speed-ups compare other work."""
+    shapes = [(v["name"], v.get("input_shape")) for v in variants if v.get("input_shape")]
+    if not shapes:
+        return []
+    first, shape = shapes[0]
+    return [f"{name} takes {other} inputs and {first} {shape}: their ratios compare different work"
+            for name, other in shapes[1:] if other != shape]
+
+
 def _p50(variant: dict, batch: int, which: str = "end_to_end") -> float | None:
     for row in variant.get("latency") or []:
         if row.get("batch") == batch and row.get("status") == "ok" and row.get(which):
             return row[which]["p50_ms"]
     return None
+
+
+def _compared_p50(variant: dict, batch: int) -> float | None:
+    """The p50 that ratios and the fastest runtime use: none for a model whose outputs are NaN or infinite (its
+    timings stay in its row, but a broken model is never the faster one)."""
+    return None if variant.get("nonfinite_outputs") else _p50(variant, batch)
 
 
 def _macs(model: dict):
@@ -75,7 +92,7 @@ def compute_ratios(variants: list[dict]) -> list[dict]:
         speedup = {}
         for row in v.get("latency") or []:
             b = row["batch"]
-            speedup[str(b)] = _ratio(_p50(base, b), _p50(v, b))
+            speedup[str(b)] = _ratio(_compared_p50(base, b), _compared_p50(v, b))
         out.append({
             "name": v["name"], "vs": base["name"],
             "params_ratio": _ratio(m.get("params"), bm.get("params")),
@@ -98,11 +115,11 @@ def fastest_runtimes(variants: list[dict], batches: list[int]) -> list[dict]:
         if len({v.get("backend") for v in group}) < 2:
             continue
         for b in batches:
-            timed = [(p, v) for v in group if (p := _p50(v, b)) is not None]
+            timed = [(p, v) for v in group if (p := _compared_p50(v, b)) is not None]
             if not timed:
                 continue
             best_p50, best = min(timed, key=lambda t: t[0])
-            first = _p50(group[0], b)
+            first = _compared_p50(group[0], b)
             out.append({"artifact": artifact, "batch": b, "backend": best.get("backend"), "ran_at": best.get("ran_at"),
                         "p50_ms": best_p50, "vs_first_backend": _ratio(first, best_p50),
                         "first_backend": group[0].get("backend")})
@@ -131,7 +148,49 @@ def validate_report(report: dict) -> dict:
     for i, v in enumerate(report["variants"]):
         if not isinstance(v, dict) or "name" not in v or v.get("status") not in ("ok", "partial", "failed"):
             raise ValueError(f"report variant {i} lacks a name or a status of ok/partial/failed")
+    _check_types(report)
+    try:  # everything a renderer reads, read once: a stranger's report fails here in one line, not later
+        render_markdown(report)
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError, IndexError) as exc:
+        raise ValueError(f"report is not laid out as this toolkit writes it ({type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
     return report
+
+
+_CONTAINERS = {"settings": dict, "system": dict, "ratios": list, "fastest": list, "paired": list,
+               "warnings": list, "plots": list}
+_VARIANT_FIELDS = {"latency": list, "model": dict, "file": dict, "accuracy": dict, "memory": dict, "power": dict,
+                   "runner": dict, "warnings": list, "outputs": list}
+_TIMING_FIELDS = ("mean_ms", "std_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "cv")
+
+
+def _check_types(report: dict) -> None:
+    """The containers and the measured numbers of a report have the types this toolkit writes."""
+    for key, kind in _CONTAINERS.items():
+        if report.get(key) is not None and not isinstance(report[key], kind):
+            raise ValueError(f"report {key!r} must be a JSON {'object' if kind is dict else 'list'}")
+    if any(not isinstance(w, str) for w in report.get("warnings") or []):
+        raise ValueError("report 'warnings' must be a list of strings")
+    for i, v in enumerate(report["variants"]):
+        for key, kind in _VARIANT_FIELDS.items():
+            if v.get(key) is not None and not isinstance(v[key], kind):
+                raise ValueError(f"report variant {i} field {key!r} must be a JSON "
+                                 f"{'object' if kind is dict else 'list'}")
+        for row in v.get("latency") or []:
+            batch = row.get("batch") if isinstance(row, dict) else None
+            if not (isinstance(batch, int) and not isinstance(batch, bool) and batch > 0):
+                raise ValueError(f"report variant {i}: a latency row without a positive integer batch")
+            for which in ("end_to_end", "compute"):
+                stats = row.get(which)
+                if stats is None:
+                    continue
+                if not isinstance(stats, dict) or not all(_measured(stats.get(k)) for k in _TIMING_FIELDS):
+                    raise ValueError(f"report variant {i} batch {batch}: {which} must hold finite, non-negative "
+                                     f"numbers for {', '.join(_TIMING_FIELDS)}")
+
+
+def _measured(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x < 1e300
 
 
 def load_report(path: str | Path) -> dict:
@@ -164,6 +223,14 @@ def _json_default(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def check_report_dir(out_dir: str | Path) -> None:
+    """Raise ReportWriteError in one line unless a report can be written into out_dir (before measuring)."""
+    try:
+        check_writable_dir(out_dir)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write the report into {out_dir}: {write_problem(exc, out_dir)}") from None
 
 
 def write_report(report: dict, out_dir: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -211,7 +278,12 @@ def _mib(n) -> str:
 
 
 def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _line(text).replace("|", "\\|")
+
+
+def _line(text) -> str:
+    """Text on one Markdown line: a file name may hold a line break."""
+    return str(text).replace("\r", " ").replace("\n", " ")
 
 
 def _summary_lines(report: dict) -> list[str]:
@@ -222,7 +294,7 @@ def _summary_lines(report: dict) -> list[str]:
     libs = sysinfo.get("libraries") or {}
     git = sysinfo.get("git") or {}
     lines = ["# Benchmark report", ""]
-    lines += [f"- date: {report.get('date')}", f"- command: `{report.get('command') or '(library call)'}`",
+    lines += [f"- date: {report.get('date')}", f"- command: `{_line(report.get('command') or '(library call)')}`",
               f"- machine: {sysinfo.get('cpu_model')} ({sysinfo.get('cpu_count')} CPUs), {sysinfo.get('os')}"]
     cpu = sysinfo.get("cpu_features")
     if cpu:
@@ -347,10 +419,10 @@ def render_markdown(report: dict) -> str:
     variants = report.get("variants", [])
     ratios = {r["name"]: r for r in report.get("ratios", [])}
     for v in variants:
-        lines += [f"## {v['name']}", "", f"- artifact: `{v['artifact']}` ({v['kind']}), backend {v['backend']}, "
-                  f"status **{v['status']}**"]
+        lines += [f"## {_line(v['name'])}", "", f"- artifact: `{_line(v['artifact'])}` ({v['kind']}), backend "
+                  f"{v['backend']}, status **{v['status']}**"]
         if v.get("error"):
-            lines += [f"- error: {v['error']}", ""]
+            lines += [f"- error: {_line(v['error'])}", ""]
             continue
         runner = v.get("runner") or {}
         lines.append(f"- timer: {runner.get('timer')}; device {runner.get('device')}"

@@ -22,6 +22,9 @@ from compress.runtime.errors import ArtifactError
 
 # Fewest timed iterations in --duration mode, so a spread can always be computed.
 MIN_ITERS = 2
+# Most timed iterations of one batch size (--iters' bound; --duration stops there too, so that the samples
+# it keeps stay bounded).
+MAX_ITERS = 1_000_000
 
 
 @dataclass
@@ -129,6 +132,7 @@ class Runner:
                 part = np.concatenate([part, np.repeat(part[-1:], smallest - n, axis=0)])
             self.prepare(len(part))
             outs = [np.asarray(o) for o in self._infer(part)]
+            self.check_output_batch(outs, len(part))
             if len(part) != len(x):  # padded or chunked: every output must have the batch first to be cut
                 for k, o in enumerate(outs):
                     if o.ndim == 0 or o.shape[0] != len(part):
@@ -140,6 +144,15 @@ class Runner:
         if len(parts) <= 1:
             return parts[0] if parts else []
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+    def check_output_batch(self, outs: Sequence[np.ndarray], batch: int) -> None:
+        """Refuse a batch of several images for which no output has the batch first (docs/ARTIFACTS.md): a
+        model that answers one image for the whole batch would be timed as if it computed them all. An output
+        that does not grow with the batch (a constant, anchors) may sit beside those that do."""
+        if batch > 1 and outs and not any(o.ndim and o.shape[0] == batch for o in outs):
+            shapes = ", ".join(f"{self.output_name(k)} {list(o.shape)}" for k, o in enumerate(outs))
+            raise ArtifactError(f"{self.path.name}: no output has the batch of {batch} first ({shapes[:300]}); "
+                                "the model does not compute one answer per image")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """The output of a single-output model (logits) for any number of normalized float32 images."""
@@ -153,7 +166,8 @@ class Runner:
 
     def measure(self, x: np.ndarray, *, warmup: int = 10, iters: int | None = None,
                 duration_s: float | None = None) -> Timings:
-        """Warm up, then time `iters` iterations (default 100), or as many as fit in `duration_s`, on batch x."""
+        """Warm up, then time `iters` iterations (default 100), or as many as fit in `duration_s` (at most
+        MAX_ITERS, so that the samples kept stay bounded), on batch x."""
         if iters is not None and duration_s is not None:
             raise ValueError("give exactly one of iters and duration_s")
         if iters is None and duration_s is None:
@@ -178,7 +192,7 @@ class Runner:
                 append_c(b)
         else:
             deadline = t0 + float(duration_s)
-            while len(e2e) < MIN_ITERS or clock() < deadline:
+            while len(e2e) < MIN_ITERS or (clock() < deadline and len(e2e) < MAX_ITERS):
                 a, b = step()
                 append_e(a)
                 append_c(b)

@@ -26,8 +26,8 @@ from compress.runtime.errors import ArtifactError
 ONNX_BACKENDS = tuple(n for n in backend_names() if get_backend(n).artifacts == ("onnx",))
 GPU_BACKENDS = tuple(n for n in backend_names() if get_backend(n).gpu)
 
-_KIND_WORDS = {"onnx": "onnx file", "engine": "engine file", "model_dir": "model directory",
-               "unknown": "file of unknown kind"}
+_KIND_WORDS = {"onnx": "an ONNX file", "engine": "an engine file", "model_dir": "a model directory",
+               "unknown": "a file of unknown kind"}
 
 
 def open_runner(artifact: str | Path, backend: str = "ort-cpu", **options):
@@ -45,7 +45,7 @@ def check_artifact_fits(artifact: Path, backend: str | Backend) -> None:
         raise ArtifactError(f"artifact not found: {artifact}")
     kind = artifact_kind(artifact)
     if kind not in spec.artifacts:
-        raise ArtifactError(f"{spec.name} runs {spec.runs}, {artifact} is a {_KIND_WORDS[kind]}"
+        raise ArtifactError(f"{spec.name} runs {spec.runs}, {artifact} is {_KIND_WORDS[kind]}"
                             + (f"; {spec.hint}" if spec.hint else ""))
 
 

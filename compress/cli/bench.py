@@ -97,15 +97,15 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--iters", type=click.IntRange(min=2), default=None,
               help=f"Timed iterations per batch size (default {DEFAULT_ITERS}).")
 @click.option("--duration", type=FiniteFloat(min=0, min_open=True), default=None,
-              help="Instead of --iters: time each batch size for this many seconds.")
+              help="Instead of --iters: time each batch size for this many seconds (at most 1,000,000 iterations).")
 @click.option("--data", "data_spec", default=None,
               help="Also measure each artifact's accuracy on this dataset's test split (cifar10, a folder, a .tar.gz).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")
 @click.option("--report", "report_dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Write report.json, report.md and PNG plots into this directory.")
 @click.option("--model-dir", "model_dir_items", multiple=True, metavar="ARTIFACT=DIR",
-              help="Model directory whose model.json describes ARTIFACT (per-layer widths); by default a "
-                   "model.json beside the artifact is used.")
+              help="Model directory whose model.json describes ARTIFACT (per-layer widths, accuracy); by default "
+                   "a model.json beside the artifact is used when the artifact records its weights' sha256.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime intra-op threads; OpenVINO INFERENCE_NUM_THREADS.")
 @click.option("--cuda-graph", is_flag=True, help="TensorRT: replay the execution as a CUDA graph.")
 @click.option("--power", type=click.Choice(["auto", "tegrastats", "nvml", "none"]), default="auto",
@@ -116,7 +116,8 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--paired", "paired_blocks", type=click.IntRange(min=6, max=10_000), default=None, metavar="BLOCKS",
               help="Also time the artifacts again all loaded at once and in turns, BLOCKS short blocks per backend "
                    "and batch size (6 to 10000, e.g. 60), and give each one's time over the first's with a 95% "
-                   "interval, which cancels the machine's drifting speed where it slows every artifact alike.")
+                   "interval, which cancels the machine's drifting speed where it slows every artifact alike. A "
+                   "block runs each artifact at least 20 times, whatever --iters or --duration say.")
 @click.option("--no-plots", is_flag=True, help="With --report: skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json's content on stdout and nothing else.")
 def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmup, iters, duration, data_spec,
@@ -134,7 +135,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
     """
     from compress.benchmarking import bench_artifacts
     from compress.runtime.bench import BenchSettings, measured_anything
-    from compress.runtime.report import render_summary, to_json, write_report
+    from compress.runtime.report import check_report_dir, render_summary, to_json, write_report
 
     if iters is not None and duration is not None:
         raise click.UsageError("give --iters or --duration, not both")
@@ -143,6 +144,7 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
 
         check_outputs(inputs=[("ARTIFACT", Path(a)) for a in artifacts], out_dirs=[("--report", report_dir)],
                       dir_files=("report.json", "report.md"))
+        check_report_dir(report_dir)
     if paired_blocks is not None and len(artifacts) < 2:
         raise click.UsageError("--paired compares artifacts with the first one: give at least two")
     if no_plots and report_dir is None:
@@ -170,13 +172,12 @@ def bench(artifacts, backend_items, performance_hint, streams, batch_text, warmu
     command = "compress " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     report = bench_artifacts(list(artifacts), settings, backends=backends, data_spec=data_spec, test_limit=test_limit,
                              model_dirs=model_dirs, command=command, log=log)
-    if report_dir is not None:
-        written = write_report(report, report_dir, plots=not no_plots)
-        log(f"wrote {', '.join(str(p) for p in written.values())}")
-    if as_json:
-        click.echo(to_json(report), nl=False)
-    else:
-        click.echo(render_summary(report))
+    try:
+        if report_dir is not None:
+            written = write_report(report, report_dir, plots=not no_plots)
+            log(f"wrote {', '.join(str(p) for p in written.values())}")
+    finally:  # a report that could not be written is still printed: the measurement is not lost
+        click.echo(to_json(report) if as_json else render_summary(report), nl=not as_json)
     if not measured_anything(report):
         click.echo("Error: nothing was measured: every artifact or batch size failed (see the rows above)", err=True)
         sys.exit(1)

@@ -18,6 +18,8 @@ from compress.errors import CompressError
 
 DEBUG_ENV = environment.DEBUG_ENV
 
+# The commands that continue from their last finished stage or epoch when run again after a stop.
+RESUMABLE = frozenset({"slim", "train", "finetune"})
 # Commands that live in their own modules: (module, attribute).
 PLUGIN_COMMANDS = {
     "train": ("compress.cli.train", "train"),
@@ -72,7 +74,9 @@ class Main(click.Group):
             click.echo(f"Error: {missing_module_message(ctx.invoked_subcommand, exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            click.echo("interrupted; re-run the same command to continue", err=True)
+            resumes = ctx.invoked_subcommand in RESUMABLE
+            click.echo("interrupted; " + ("re-run the same command to continue" if resumes
+                                          else "nothing was written under an output's final name"), err=True)
             sys.exit(130)
         except BrokenPipeError as exc:
             if _stdout_closed():

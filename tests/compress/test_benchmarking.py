@@ -63,3 +63,25 @@ def test_a_size_the_data_cannot_take_is_named_with_its_artifact(tmp_path):
     with pytest.raises(CompressError, match=r"wide.onnx takes 16384x16384 images \(its input_size\); --data's"):
         _sized_for([tmp_path / "wide.onnx"])
     assert _sized_for([_model_dir(tmp_path / "m", {"input_size": [3, 40, 40]})]) == [3, 40, 40]
+
+
+def test_arguments_of_the_wrong_shape_are_refused_in_a_sentence(tmp_path):
+    """A string was taken as a list of one-letter paths ("g: no such file") or backends ("unknown backend
+    'o'"), a dict of settings raised AttributeError, and paired blocks with one artifact did nothing."""
+    import pytest
+
+    import compress
+
+    onnx.save(tiny_cnn(), tmp_path / "t.onnx")
+    settings = compress.BenchSettings(batches=(1,), iters=2)
+    path = str(tmp_path / "t.onnx")
+    for call, words in [(lambda: compress.bench(path, settings), "artifacts is a list"),
+                        (lambda: compress.bench([path], settings, backends="ort-cpu"), "backends is a list"),
+                        (lambda: compress.bench([path], {"iters": 2}), "must be a compress.BenchSettings"),
+                        (lambda: compress.bench([path], compress.BenchSettings(batches=(1,), iters=2, paired_blocks=6)),
+                         "give at least two")]:
+        with pytest.raises(compress.CompressError, match=words):
+            call()
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    with pytest.raises(compress.CompressError, match="a symbolic link to nothing"):
+        compress.bench([str(tmp_path / "loop")], settings)

@@ -87,3 +87,9 @@ def test_two_outputs_that_are_not_probabilities_and_logits_get_no_accuracy(tmp_p
     onnx.save(probabilities_and_logits(first, temperature), str(path))
     with pytest.raises(NotAClassifierError, match="pair.onnx: its first output is not the softmax of its second"):
         onnx_accuracy(path, IMAGES, np.zeros(9, np.int64))
+
+
+@pytest.mark.parametrize("mean, std", [([0.5] * 3, [1e-45] * 3), ([1e38] * 3, [1e-3] * 3)])
+def test_a_normalization_that_overflows_float32_is_named_not_blamed_on_the_model(mean, std):
+    with pytest.raises(ValueError, match="makes the input infinite in float32"):
+        normalize(np.full((1, 3, 2, 2), 200, np.uint8), mean, std)

@@ -3,6 +3,7 @@
 import json
 
 import onnx
+import pytest
 from onnx_builders import tiny_cnn
 
 from compress.runtime.artifact_info import attach_model_json, model_counts
@@ -20,7 +21,7 @@ def test_values_of_the_wrong_type_become_warnings_not_numbers(tmp_path):
         "widths": {"conv": {"type": "Conv2d", "out_channels": "4"}, "fc": {"type": "Linear", "out_features": 10},
                    "odd": ["x"], "bn": {"type": "BatchNorm2d", "num_features": 4}}}))
     v = _row()
-    attach_model_json(v, tmp_path / "m.onnx", "onnx", None, one_line)
+    attach_model_json(v, tmp_path / "m.onnx", "onnx", tmp_path, one_line)
     assert v["reference_accuracy"] is None and v["widths"] == {"fc": 10}
     assert any("accuracy '91' is not a fraction" in w for w in v["warnings"]) and any("conv" in w for w in v["warnings"])
     warnings = []
@@ -78,3 +79,22 @@ def test_an_engine_counts_only_the_onnx_file_its_sidecar_hashed(tmp_path, monkey
     assert model_counts(engine, "engine", warnings, one_line) is None and "onnx_sha256" in warnings[0]
     engine = _engine_with_sidecar(built, "elsewhere/m.onnx", digest)  # moved beside the engine since
     assert engine_onnx_path(engine) == built / "m.onnx"
+
+
+def test_a_sidecar_path_to_a_file_beyond_the_onnx_bound_is_not_hashed(tmp_path, monkeypatch):
+    """An 8 GB file named by a stranger's sidecar was hashed in full, twice."""
+    import compress.runtime.artifact_info as info
+    import compress.runtime.file_hash as file_hash
+
+    (tmp_path / "big.bin").write_bytes(b"x" * 4096)
+    engine = _engine_with_sidecar(tmp_path, "big.bin", "0" * 64)
+    monkeypatch.setattr(info, "MAX_ONNX_BYTES", 1024)
+    monkeypatch.setattr(file_hash, "sha256_file", lambda p: pytest.fail(f"hashed {p}"))
+    assert info.engine_onnx_path(engine) is None
+
+
+def test_an_empty_onnx_file_counts_nothing_rather_than_zero(tmp_path):
+    (tmp_path / "zero.onnx").write_bytes(b"")
+    warnings = []
+    assert model_counts(tmp_path / "zero.onnx", "onnx", warnings, one_line) is None
+    assert "has no nodes" in warnings[0]

@@ -47,9 +47,14 @@ def test_widths_and_reference_accuracy_come_from_model_json(tmp_path):
                    "bn": {"type": "BatchNorm2d", "num_features": 4},
                    "fc": {"type": "Linear", "in_features": 4, "out_features": 10}}}))
     assert find_model_json(d / "model.onnx", "onnx") == d / "model.json"
-    v = bench_variant(d / "model.onnx", BenchSettings(batches=(2,), iters=2, warmup=0), log=lambda m: None)
+    settings = BenchSettings(batches=(2,), iters=2, warmup=0)
+    v = bench_variant(d / "model.onnx", settings, model_dir=d, log=lambda m: None)
     assert v["status"] == "ok"
     assert v["widths"] == {"conv": 4, "fc": 10} and v["reference_accuracy"] == 0.91
+    # Found beside a file that records no weights' hash, it could describe any model: not reported.
+    beside = bench_variant(d / "model.onnx", settings, log=lambda m: None)
+    assert beside["widths"] is None and beside["reference_accuracy"] is None
+    assert any("not reported (--model-dir names it" in w for w in beside["warnings"])
 
 
 def test_missing_artifact_is_a_failed_row(tmp_path):
@@ -236,3 +241,45 @@ def test_no_accuracy_when_the_data_names_its_classes_otherwise(tmp_path):
     same = run_benchmark([path], BenchSettings(batches=(1,), iters=2, warmup=0, power="none"), data=data,
                          log=lambda m: None)["variants"][0]
     assert same["accuracy"]["images"] == 12
+
+
+def test_a_model_that_ignores_the_batch_is_not_measured_there(tmp_path):
+    from onnx_builders import first_image_only
+
+    from compress.runtime.accuracy import runner_accuracy
+    from compress.runtime.errors import ArtifactError
+    from compress.runtime.runners import open_runner
+
+    path = tmp_path / "first.onnx"
+    onnx.save(first_image_only(), str(path))
+    quiet = {"log": lambda m: None}
+    both = bench_variant(path, BenchSettings(batches=(1, 4), iters=2, warmup=0), **quiet)
+    assert both["status"] == "partial" and [r["status"] for r in both["latency"]] == ["ok", "failed"]
+    assert "no output has the batch of 4 first" in both["latency"][1]["error"]
+    only = bench_variant(path, BenchSettings(batches=(4,), iters=2, warmup=0), **quiet)
+    assert only["status"] == "failed" and only["error"].startswith("no batch size could be measured: batch 4: ")
+    images = np.zeros((8, 3, 8, 8), np.uint8)
+    with open_runner(path) as runner, pytest.raises(ArtifactError, match="no output has the batch of 4 first"):
+        runner_accuracy(runner, images, np.zeros(8, np.int64), batch_size=4)
+
+
+def test_an_input_size_the_graph_contradicts_is_named(tmp_path):
+    from onnx_builders import with_metadata
+
+    path = tmp_path / "m.onnx"
+    onnx.save(with_metadata(tiny_cnn(), input_size="[3, 16, 16]"), str(path))
+    v = bench_variant(path, BenchSettings(batches=(1,), iters=2, warmup=0), log=lambda m: None)
+    assert v["status"] == "ok" and v["input_shape"] == [3, 8, 8]
+    assert any("input_size [3, 16, 16] disagrees with the graph's input [3, 8, 8]" in w for w in v["warnings"])
+
+
+def test_an_engine_on_an_onnx_backend_is_refused_before_its_sidecar_is_read(tmp_path, monkeypatch):
+    """A sidecar's onnx_path may name any file (8 GB, /proc/kcore): it was hashed before the refusal."""
+    import compress.runtime.file_hash as file_hash
+
+    (tmp_path / "m.engine").write_bytes(b"plan")
+    (tmp_path / "m.engine.json").write_text(json.dumps({"format": "compress.engine/1", "onnx_path": "/etc/hostname",
+                                                        "onnx_sha256": "0" * 64}))
+    monkeypatch.setattr(file_hash, "sha256_file", lambda p: pytest.fail(f"hashed {p}"))
+    v = bench_variant(tmp_path / "m.engine", BenchSettings(batches=(1,), iters=2), log=lambda m: None)
+    assert v["status"] == "failed" and "is an engine file" in v["error"]

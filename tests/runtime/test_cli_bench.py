@@ -221,3 +221,51 @@ def test_options_that_would_do_nothing_are_refused(tiny_onnx, args, message):
     """bench --test-limit without --data, and a CUDA --device for CPU runtimes, were silently ignored."""
     result = CliRunner().invoke(main, ["bench", str(tiny_onnx), *args, *FAST])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_a_report_directory_that_cannot_be_written_is_refused_before_measuring(tiny_onnx, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    result = _invoke([str(tiny_onnx), "--batch", "1", *FAST, "--report", str(tmp_path / "file.txt" / "rep")])
+    assert result.exit_code == 2 and "Error: cannot write the report into" in result.stderr
+    assert "not a directory" in result.stderr and "[1/1]" not in result.stderr  # nothing was measured
+
+
+def test_a_report_write_that_fails_after_measuring_still_prints_the_results(tiny_onnx, tmp_path, monkeypatch):
+    """The measurement was lost: the error came after it, and nothing was printed."""
+    import errno
+
+    import compress.runtime.report as report_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report_module, "write_files_into", full)
+    result = _invoke([str(tiny_onnx), "--batch", "1", *FAST, "--report", str(tmp_path / "rep"), "--json"])
+    assert result.exit_code == 2 and "disk full" in result.stderr
+    assert json.loads(result.stdout)["variants"][0]["status"] == "ok"
+
+
+def test_an_fp16_file_is_matched_to_the_weights_it_came_from(tmp_path):
+    """An FP16 file records the FP32 file's hash: a model.json beside it could not be matched, and was
+    reported anyway; now the weights' hash is carried over and checked."""
+    pytest.importorskip("torch", reason="exporting needs PyTorch (runtime/ installs without it)")
+    import shutil
+
+    from compress.artifact import save_model_dir
+    from compress.exporting.fp16 import convert_fp16
+    from compress.models import create_model
+    from compress.stages.export import export
+
+    meta = {"arch": "vgg11", "classes": [f"k{i}" for i in range(10)], "input_size": [3, 32, 32],
+            "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}, "accuracy": 0.5}
+    for name, width in (("narrow", 0.0625), ("wide", 0.125)):
+        save_model_dir(create_model("vgg11", num_classes=10, width=width), tmp_path / name,
+                       {**meta, "arch_kwargs": {"num_classes": 10, "width": width}})
+    export(tmp_path / "narrow", tmp_path / "narrow.onnx", log=lambda _m: None)
+    convert_fp16(tmp_path / "narrow.onnx", tmp_path / "narrow" / "half.onnx")
+    shutil.copy(tmp_path / "narrow" / "half.onnx", tmp_path / "wide" / "half.onnx")
+    own = json.loads(_invoke([str(tmp_path / "narrow" / "half.onnx"), "--batch", "1", *FAST, "--json"]).stdout)
+    assert own["variants"][0]["widths"]["features.0"] == 4 and own["variants"][0]["reference_accuracy"] == 0.5
+    other = json.loads(_invoke([str(tmp_path / "wide" / "half.onnx"), "--batch", "1", *FAST, "--json"]).stdout)
+    assert other["variants"][0]["widths"] is None
+    assert any("describes other weights" in w for w in other["variants"][0]["warnings"])

@@ -87,6 +87,18 @@ def test_round_trip_through_files(report, tmp_path):
     (lambda r: r.update(schema="something/1"), "not a benchmark report"),
     (lambda r: r.pop("variants"), "lacks 'variants'"),
     (lambda r: r["variants"][0].update(status="great"), "status"),
+    # Fields a renderer reads, of another type: each crashed a renderer with a raw exception after loading.
+    (lambda r: r["variants"][0].update(latency="abc"), "field 'latency' must be a JSON list"),
+    (lambda r: r.update(settings="x"), "'settings' must be a JSON object"),
+    (lambda r: r.update(system=None), "laid out"),
+    (lambda r: r["variants"][0].update(model="x"), "field 'model' must be a JSON object"),
+    (lambda r: r.update(warnings=5), "'warnings' must be a JSON list"),
+    (lambda r: r["variants"][0].update(accuracy={"accuracy": "x"}), "laid out"),
+    (lambda r: r.update(paired=[{"rows": "x"}]), "laid out"),
+    (lambda r: r["variants"][0]["latency"][0]["end_to_end"].update(p50_ms=10**400), "finite, non-negative"),
+    (lambda r: r["variants"][0]["latency"][0]["end_to_end"].update(p50_ms="fast"), "finite, non-negative"),
+    (lambda r: r["variants"][0]["latency"][0]["end_to_end"].update(p50_ms=-5), "finite, non-negative"),
+    (lambda r: r["variants"][0]["latency"][0].update(batch="x"), "positive integer batch"),
 ])
 def test_load_refuses_other_schemas_and_malformed_reports(report, tmp_path, mutate, message):
     broken = json.loads(to_json(report))
@@ -127,3 +139,33 @@ def test_a_partial_mac_count_is_shown_as_a_lower_bound_and_gives_no_ratio(report
     assert ratios["small.onnx"]["macs_ratio"] is None and ratios["small.onnx"]["params_ratio"] == 1.0
     partial["ratios"] = list(ratios.values())
     assert "≥ 6,952 (1 layers not counted)" in render_markdown(partial)
+
+
+def test_a_broken_model_is_never_the_faster_one(report):
+    """Its timings stay in its row; a ratio or a fastest runtime made from them ranked a NaN model."""
+    from compress.runtime.report import compute_ratios, fastest_runtimes
+
+    first = json.loads(to_json(report))["variants"][0]
+    variants = [first, {**json.loads(json.dumps(first)), "name": "broken"}]
+    assert compute_ratios(variants)[1]["speedup_p50"] == {"1": 1.0, "3": 1.0}
+    variants[1]["nonfinite_outputs"] = ["logits"]
+    for row in variants[1]["latency"]:
+        row["end_to_end"]["p50_ms"] = 1e-6  # the fastest by far, if its timings were compared
+    assert compute_ratios(variants)[1]["speedup_p50"] == {"1": None, "3": None}
+    for v, backend in zip(variants, ("ort-cpu", "openvino")):
+        v.update(artifact_name="same", backend=backend)
+    assert [f["backend"] for f in fastest_runtimes(variants, [1, 3])] == ["ort-cpu", "ort-cpu"]
+
+
+def test_artifacts_that_take_other_inputs_are_named():
+    from compress.runtime.report import other_inputs
+
+    variants = [{"name": "a", "input_shape": [3, 32, 32]}, {"name": "b", "input_shape": [3, 64, 64]},
+                {"name": "c", "input_shape": [3, 32, 32]}, {"name": "d", "input_shape": None}]
+    assert other_inputs(variants) == ["b takes [3, 64, 64] inputs and a [3, 32, 32]: their ratios compare different work"]
+
+
+def test_a_line_break_in_a_name_stays_inside_its_markdown_line(report):
+    broken = json.loads(to_json(report))
+    broken["variants"][0]["name"] = "evil\n# Injected heading"
+    assert "\n# Injected heading" not in render_markdown(broken)

@@ -74,3 +74,25 @@ def test_openvino_gives_every_output_too(tmp_path):
         assert runner.output_names == ["boxes", "scores"]
         for got, want in zip(outs, _reference(detector_like(input_name="data"), x)):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_that_answers_one_image_for_a_batch_is_refused(tmp_path):
+    """It was timed as if it computed the whole batch (4× the throughput) and its one answer was broadcast
+    against every label."""
+    from onnx_builders import first_image_only
+
+    path = tmp_path / "first.onnx"
+    onnx.save(first_image_only(), str(path))
+    with open_runner(path) as runner:
+        assert runner.infer_all(_x(1))[0].shape == (1, 10)  # at batch 1 it is right
+        with pytest.raises(ArtifactError, match=r"no output has the batch of 4 first \(logits \[1, 10\]\)"):
+            runner.infer_all(_x(4))
+
+
+def test_duration_mode_stops_at_the_iteration_bound(tiny_onnx, monkeypatch):
+    import compress.runtime.runner_base as base
+
+    monkeypatch.setattr(base, "MAX_ITERS", 7)
+    with open_runner(tiny_onnx) as runner:
+        timings = runner.measure(_x(1), warmup=0, duration_s=60.0)
+    assert timings.iterations == 7 and timings.elapsed_s < 30

@@ -229,3 +229,17 @@ def with_metadata(model: onnx.ModelProto, **props: str) -> onnx.ModelProto:
     for k, v in held.items():
         out.metadata_props.add(key=k, value=v)
     return out
+
+
+def first_image_only(batch="batch") -> onnx.ModelProto:
+    """tiny_cnn behind a Slice that keeps input[0:1]: one answer, [1, 10], whatever the batch."""
+    model = tiny_cnn(batch)
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = ["first" if name == "input" else name for name in node.input]
+    graph.initializer.extend([_init("s_start", np.array([0], np.int64)), _init("s_end", np.array([1], np.int64)),
+                              _init("s_axis", np.array([0], np.int64))])
+    graph.node.insert(0, helper.make_node("Slice", ["input", "s_start", "s_end", "s_axis"], ["first"]))
+    graph.output[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.checker.check_model(model)
+    return model
