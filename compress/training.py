@@ -411,7 +411,9 @@ def _check_discardable(state_dir: Path, settings: dict | None) -> None:
     saved = state_settings(state_dir)
     if saved is None or settings is None:
         return
-    current = json.loads(json.dumps(settings, default=str))
+    from compress.data.fingerprint import as_recorded
+
+    current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ and not set(differ) <= set(INPUT_SETTINGS):
         raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "

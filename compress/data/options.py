@@ -102,7 +102,13 @@ class DataOptions:
         return data_source(self.spec)
 
     def describe(self) -> dict:
-        """What model.json and the resume checks record: the input size the images were sized for."""
+        """What model.json and the resume checks record: the input size the images were sized for, and a
+        fingerprint of the local files (none for torchvision's own download)."""
+        from compress.data.fingerprint import data_fingerprint
+
         size = self.input_size if self.input_size is not None else self.model_size
+        if "fingerprint" not in self._cache:  # shared by the copies: one walk of a large folder per run
+            source = self.source()
+            self._cache["fingerprint"] = data_fingerprint(source) if source is not None else None
         return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
-                "input_size": size}
+                "input_size": size, "fingerprint": self._cache["fingerprint"]}

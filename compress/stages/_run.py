@@ -56,10 +56,13 @@ def as_json(obj: Any) -> Any:
 def kept_stage(out: Path, settings: dict, run: "RunOptions", done_what: str) -> dict:
     """A finished stage kept on resume, refused when it was trained with other settings (a model.json
     that records none, from an older version, is kept)."""
+    from compress.data.fingerprint import as_recorded
+
     meta = read_meta(out)
     done = (meta.get("training") or {}).get("settings")
-    if done is not None and done != as_json(settings):
-        diff = sorted(k for k in set(settings) | set(done) if done.get(k) != as_json(settings.get(k)))
+    settings = as_recorded(as_json(settings), done) if done is not None else settings
+    if done is not None and done != settings:
+        diff = sorted(k for k in set(settings) | set(done) if done.get(k) != settings.get(k))
         raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
                             "use another --out or --no-resume")
     log(f"{out} is already {done_what}; keeping it")

@@ -33,7 +33,8 @@ def test_reductions_are_against_the_sparse_model_and_a_macs_budget_is_met_by_the
     assert s["stages"]["finetuned"]["macs_reduction"] == pytest.approx(0.52)
     assert s["stages"]["pruned"]["accuracy_uncalibrated"] == 0.5 and s["stages"]["sparse"]["wall_time_s"] == 3.0
     assert s["budget"]["met"] == 0.48 and s["budget"]["asked"] == 0.5
-    assert s["data"] == {"spec": "cifar10", "train_limit": 100, "test_limit": 50, "input_size": None}
+    assert s["data"] == {"spec": "cifar10", "train_limit": 100, "test_limit": 50, "input_size": None,
+                         "fingerprint": DataOptions("cifar10").describe()["fingerprint"]}
     assert (s["channels_before"], s["channels_after"], s["exact_removal"]) == (100, 40, True)
     md = summary_markdown({**s, "passes": 1})
     assert "pruned to a macs budget" in md and "Budget: macs at 50.0% of the sparse model's; met 48.00%" in md

@@ -1,0 +1,58 @@
+"""What a dataset holds, as one hash that the resume checks compare: a run resumed, or a finished stage kept,
+on other images or labels than it was trained on would mix two datasets in one result without a word.
+
+A folder's hash covers every visible file's path under it and its size (a file moved to another class folder
+changes it; a copy of the folder elsewhere, or touched files, do not). An archive's covers its size and
+its first and last MiB. A run computes it once (DataOptions keeps it with the images it loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+EDGE_BYTES = 1 << 20
+
+
+def data_fingerprint(source: Path) -> str:
+    return _folder(source) if source.is_dir() else _archive(source)
+
+
+def _folder(root: Path) -> str:
+    entries = []
+    for folder, dirs, files in os.walk(root):  # links to folders are not followed, as the loader does not
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        for name in files:
+            if name.startswith("."):
+                continue
+            try:
+                size = os.stat(os.path.join(folder, name)).st_size
+            except OSError:
+                size = -1  # a dangling link: the loader names it; here it is part of what the folder holds
+            entries.append(f"{rel}/{name}|{size}")
+    digest = hashlib.sha256()
+    for line in sorted(entries):
+        digest.update(line.encode("utf-8", "surrogateescape") + b"\n")
+    return "folder:" + digest.hexdigest()[:32]
+
+
+def _archive(path: Path) -> str:
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(EDGE_BYTES))
+        if size > 2 * EDGE_BYTES:
+            fh.seek(size - EDGE_BYTES)
+        digest.update(fh.read(EDGE_BYTES))
+    return "file:" + digest.hexdigest()[:32]
+
+
+def as_recorded(current: dict, recorded: dict) -> dict:
+    """`current` settings without the data fingerprint when `recorded` (written before fingerprints were
+    recorded) has none, so that a stage from an older version is compared on what it recorded."""
+    data, old = current.get("data"), recorded.get("data")
+    if isinstance(data, dict) and isinstance(old, dict) and "fingerprint" in data and "fingerprint" not in old:
+        return {**current, "data": {k: v for k, v in data.items() if k != "fingerprint"}}
+    return current
