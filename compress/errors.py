@@ -64,13 +64,15 @@ def write_failure(exc: BaseException, where: str | os.PathLike) -> str | None:
     An OSError names its file; safetensors' writer (Rust) wraps the OS error in its own exception type
     ("Error while serializing: I/O error: File too large (os error 27)"), which is recognised by its text.
     """
+    from compress.runtime.atomic import final_name
+
     if isinstance(exc, OSError):
-        name = exc.filename if exc.filename is not None else where
+        name = final_name(exc.filename) if exc.filename is not None else where
         return f"cannot write {name}: {exc.strerror or exc or type(exc).__name__}"
     text = str(exc)
     if type(exc).__name__ == "SafetensorError" and "I/O error:" in text:
         reason = text.split("I/O error:", 1)[1].strip()
-        return f"cannot write {where}: {reason}"
+        return f"cannot write a .safetensors file (weights) in {final_name(where)}: {reason}"
     return None
 
 

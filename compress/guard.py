@@ -192,7 +192,8 @@ def guarded_outputs(inputs: Iterable = (), outputs: Iterable = (), *, command: s
                              command="compress quantize") as job:
             fp32 = job.work / "fp32.onnx"          # never OUT.fp32.onnx beside the output
             ...                                    # write job.tmp[out] and job.tmp[report], check them
-        # here both exist under their final names, or neither does
+        # here both exist under their final names, or neither does (a kill -9 between the two renames
+        # leaves the new file alone: the old report is removed before them)
     """
     from compress.atomic import scratch_dir, signals_as_exceptions, staged
     from compress.errors import write_failure

@@ -412,13 +412,14 @@ def _check_discardable(state_dir: Path, settings: dict | None) -> None:
     if saved is None or settings is None:
         return
     from compress.data.fingerprint import as_recorded
+    from compress.restart import restart_advice
 
     current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
     differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differ and not set(differ) <= set(INPUT_SETTINGS):
         raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "
-                            f"({', '.join(differ)}); rerun with its settings to resume it, or use --no-resume "
-                            "(or another --out) to start over")
+                            f"({', '.join(differ)}); rerun with its settings to resume it, or "
+                            f"{restart_advice()} to start over")
 
 
 class _Tally:

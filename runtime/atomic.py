@@ -17,6 +17,7 @@ It lives in runtime/ because every other room may import runtime/ (which imports
   hidden `.NAME.*.tmp` file, never a final name.
 * `write_problem(exc, where)` names a failed write in one line: disk full, read-only, not writable.
   `check_writable_dir(dir)` finds that out before the work whose result would be written.
+* `remove_leftovers(dir, finals)` removes what a kill -9 left (hidden temporaries), under the folder's lock.
 
 Files get the permissions of a normally created file (0666 less the umask), not mkstemp's 0600.
 """
@@ -27,12 +28,13 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 TMP_SUFFIX = ".tmp"
 PARTIAL_SUFFIX = ".partial"
@@ -104,6 +106,41 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and (name.endswith(TMP_SUFFIX) or name.endswith(PARTIAL_SUFFIX))
 
 
+# mkstemp's names: the prefix ".NAME.", 8 random characters, the suffix.
+_TEMP = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}(?:\.tmp|\.partial)$")
+
+
+def final_name(path: str | os.PathLike) -> str:
+    """The name a temporary stands for, for messages: `DIR/.NAME.x1y2z3w4.tmp` is DIR/NAME, and a file
+    inside a hidden `.NAME.x1y2z3w4.partial` folder is the file that lands beside that folder."""
+    parts = [part for part in Path(path).parts if not (_TEMP.match(part) and part.endswith(PARTIAL_SUFFIX))]
+    if parts and (match := _TEMP.match(parts[-1])):
+        parts[-1] = match.group("name")
+    return str(Path(*parts)) if parts else str(path)
+
+
+def remove_leftovers(folder: str | os.PathLike, finals: Callable[[str], bool]) -> list[str]:
+    """Remove the temporaries that a killed writer left in `folder` (kill -9 runs no cleanup) for the final
+    names `finals` accepts; returns their names. Call it only while holding the folder's write lock: no
+    other writer of those names is then at work."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry.name)
+        if match is None or not finals(match.group("name")):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed
+
+
 def _finish(tmp: Path) -> None:
     """Durable contents and normal permissions before the rename makes the file visible."""
     if tmp.is_file():
@@ -145,8 +182,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def staged(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
     """Temporary names for several output files, renamed onto their final names (in order) only when the
-    block ends normally. On an exception, Ctrl-C or SIGTERM every temporary is removed and no final name
-    is touched. The temporaries exist (empty) on entry; writers may replace them."""
+    block ends normally, after the old files of all but the first name are removed. On an exception,
+    Ctrl-C or SIGTERM every temporary is removed and no final name is touched. The temporaries exist
+    (empty) on entry; writers may replace them."""
     finals = [Path(p) for p in paths]
     if len({os.path.realpath(p) for p in finals}) != len(finals):
         raise ValueError(f"two outputs share one name: {', '.join(map(str, finals))}")
@@ -158,6 +196,11 @@ def staged(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
             yield list(tmps)
             for tmp in tmps:
                 _finish(tmp)
+            for final in finals[1:]:
+                # An earlier run's later files go first: a kill between the renames below then leaves new
+                # files without their marker, never beside the old one (a report of another model).
+                if final.is_symlink() or final.is_file():
+                    final.unlink()
             for tmp, final in zip(tmps, finals):
                 os.replace(tmp, final)
             for parent in {f.parent for f in finals}:

@@ -73,6 +73,10 @@ def next_commands(final, start, out) -> str:
                    "convolution block here (16 with AVX-512, 8 with AVX2), which its fast kernels need "
                    "(default: auto for the quick preset, 1 for the paper's).")
 @shared_option(None)
+@click.option("--sparse-dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
+              help="Keep the sparse stage here instead of OUT/sparse. A finished one trained with the same settings "
+                   "is reused: another target for the same sparse model goes into another --out with --sparse-dir "
+                   "OUT/sparse.")
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
 @click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Multi-pass slimming (paper Table 4): prune --percent of the remaining channels per pass, "
@@ -82,7 +86,8 @@ def next_commands(final, start, out) -> str:
 @recipe_options(resume_help="Refuse an --out that exists rather than continue the run in it (start over with a "
                              "new --out: slim never deletes stages).")
 def slim(preset, arch, start_from, out, percent, target_macs, target_params, target_latency, backend, sparsity,
-         pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, shared, distill, passes,
+         pretrain_epochs, epochs, finetune_epochs, finetune_lr, width, min_keep, round_to, shared, sparse_dir, distill,
+         passes,
          arch_kwargs_json, data_spec, train_limit, test_limit, seed, input_size, data_mode, lr, batch_size,
          weight_decay, recipe, device, compile_, precision, no_resume):
     """Sparse training → pruning → fine-tuning, in one resumable run.
@@ -130,11 +135,11 @@ def slim(preset, arch, start_from, out, percent, target_macs, target_params, tar
         raise click.UsageError(f"--no-resume would mix with the stages already in {out}; choose another --out")
     data = _data(data_spec, settled.train_limit, settled.test_limit, seed, input_size, data_mode)
     summary = run_slim(settled.arch, data, out, settled.options, arch_kwargs=settled.arch_kwargs, start_from=start_from,
-                       run=_run(device, seed, no_resume, compile_, precision))
+                       sparse_dir=sparse_dir, run=_run(device, seed, no_resume, compile_, precision))
     click.echo(summary_markdown(summary))
     final = f"{out}/finetuned" if passes == 1 else f"{out}/pass{passes}/finetuned"
     click.echo(f"Wrote {out}/summary.md; the slimmed model is {final}")
-    start = start_from if start_from is not None else f"{out}/sparse"
+    start = start_from if start_from is not None else (sparse_dir or f"{out}/sparse")
     if settled.options.prune.round_to == 1:
         from compress.stages.prune import unrounded_note
 

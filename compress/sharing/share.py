@@ -258,9 +258,10 @@ def share_model(model_dir: str | Path, out_dir: str | Path, options: ShareOption
     if data is not None and data.spec and Path(data.spec).exists():
         inputs.append(("--data", Path(data.spec)))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=OUTPUT_FILES)
-    from compress.stages._run import check_no_training_run
+    from compress.stages._run import check_no_training_run, check_not_another_model
 
     check_no_training_run(out_dir, "share", also=("plan.json",))
+    check_not_another_model(out_dir, "share", same_kind="sharing")
     with output_lock(out_dir, command or "compress share", directory=True), signals_as_exceptions():
         try:
             return _share(Path(model_dir), out_dir, _Request(bit_spec, off_spec, o.prune, o.finetune_epochs, data,
@@ -400,9 +401,10 @@ def decompress(path: str | Path, out_dir: str | Path, command: str | None = None
                                      f"{path}; restoring into it would overwrite that model: choose another --out")
         inputs.append((None, path.parent))
     check_outputs(inputs=inputs, out_dirs=[("--out", out_dir)], dir_files=("model.safetensors", "model.json"))
-    from compress.stages._run import MADE_FILES, check_no_training_run
+    from compress.stages._run import MADE_FILES, check_no_training_run, check_not_another_model
 
     check_no_training_run(out_dir, "share --decompress", also=MADE_FILES)
+    check_not_another_model(out_dir, "share --decompress", same_kind="decompressed_from")
     blob = read_container_bytes(path)  # read once: the recorded hash is of the bytes decoded
     meta, shared, raw = decode_container(blob, str(path))
     validate_model_meta(meta, f"{path}: the embedded model.json", require_format=False)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from compress.artifact import is_model_dir, read_meta, save_model_dir
 from compress.errors import CompressError
 from compress.labels import check_class_names
+from compress.restart import restart_advice
 from compress.training import Distill, FitOptions, Recipe, finish, fit, is_main_process
 
 
@@ -64,7 +65,7 @@ def kept_stage(out: Path, settings: dict, run: "RunOptions", done_what: str) -> 
     if done is not None and done != settings:
         diff = sorted(k for k in set(settings) | set(done) if done.get(k) != settings.get(k))
         raise CompressError(f"{out} holds a model trained with other settings ({', '.join(diff)}); "
-                            "use another --out or --no-resume")
+                            f"{restart_advice()}")
     log(f"{out} is already {done_what}; keeping it")
     note_kept_precision(meta, run)
     return meta
@@ -80,7 +81,7 @@ def writing(out: str | Path, inputs=(), data=None):
     second writer gets one line naming this one, and turn SIGTERM/SIGHUP into exceptions so cleanup
     runs. `data` (DataOptions) adds the dataset's local files to the inputs. Under torchrun only rank 0
     writes, so only rank 0 locks."""
-    from compress.atomic import signals_as_exceptions
+    from compress.atomic import remove_leftovers, signals_as_exceptions
     from compress.guard import check_outputs
     from compress.lock import output_lock
 
@@ -93,14 +94,25 @@ def writing(out: str | Path, inputs=(), data=None):
         yield
         return
     with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
+        remove_leftovers(out, is_run_file)
         try:
             yield
         except Exception as exc:
             line = _disk_write_failure(exc, out)
             if line is None:
                 raise
-            raise CompressError(f"{line} (free space and run it again: training resumes from its last saved "
+            raise CompressError(f"{line} (free space and run it again: it goes on from its last saved stage or "
                                 "epoch)") from None
+
+
+# What the stages write into a folder they lock (a model directory, a run's summary and plots): a killed
+# writer's temporaries of these names are removed when the next one takes the lock.
+RUN_WRITES = ("model.json", "model.safetensors", "plan.json", "metrics.jsonl", "best.safetensors", "summary.json",
+              "summary.md")
+
+
+def is_run_file(name: str) -> bool:
+    return name in RUN_WRITES or name.endswith(".png")
 
 
 def _disk_write_failure(exc: BaseException, out) -> str | None:
@@ -147,7 +159,7 @@ def sync_and_read(out: Path) -> dict:
 
 
 def finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
-    """A finished stage is reused on resume only if it was made from the same parent weights."""
+    """Whether OUT holds the finished stage to reuse on resume; one made from other parent weights is refused."""
     if not resume or not is_model_dir(out):
         return False
     if (out / "train_state").exists():
@@ -160,8 +172,9 @@ def finished(out: Path, resume: bool, parent_sha: str | None = None) -> bool:
     made_from = (meta.get("parent") or {}).get("sha256")
     if made_from == parent_sha:
         return True
-    log(f"{out} was made from other weights than its parent has now; redoing it")
-    return False
+    # Redoing it would replace a finished model without being asked: refuse, as for other settings.
+    raise CompressError(f"{out} holds a model made from other weights than its parent has now; "
+                        f"{restart_advice()}")
 
 
 def note_kept_precision(meta: dict, run: RunOptions) -> None:
@@ -197,6 +210,20 @@ def check_no_training_run(out: Path, stage: str, also: tuple[str, ...] = ()) -> 
         kind = "a training run" if set(found) & set(RUN_FILES) else "another model's files"
         raise CompressError(f"{out} holds {kind} ({', '.join(found)}); {stage} would leave those files beside "
                             "a model they do not describe: choose a new folder")
+
+
+def check_not_another_model(out: Path, stage: str, same_kind: str | None = None) -> None:
+    """Refuse an --out that holds a model directory, unless its model.json records `same_kind` (this command's
+    own earlier output, which a rerun replaces): writing there would replace a model the user has."""
+    if not (Path(out) / "model.json").exists():
+        return
+    try:
+        meta = read_meta(Path(out))
+    except (CompressError, OSError, ValueError):
+        meta = {}
+    if same_kind is None or same_kind not in meta:
+        raise CompressError(f"--out {out} holds another model (model.json); {stage} would replace it: choose a new "
+                            "folder")
 
 
 def check_classes(meta: dict, data) -> None:

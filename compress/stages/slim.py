@@ -23,7 +23,9 @@ from compress.atomic import write_json, write_text
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.request import PruneRequest, RequestConflict, slimming_keywords
-from compress.stages._run import RunOptions, finished, log, sparsity_label, sparsity_on, sync_and_read, writing
+from compress.restart import restart_advice, stage_chain
+from compress.stages._run import (RunOptions, check_not_another_model, finished, log, sparsity_label, sparsity_on,
+                                 sync_and_read, writing)
 from compress.stages.finetune import finetune
 from compress.stages.prune import check_request, float64_note, prune
 from compress.stages.summary import build_summary, summary_markdown, write_plots
@@ -75,7 +77,8 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
     (pruning ratios) can share one sparse model. A latency target is measured on this machine."""
     options = checked_options(options)
     _check_from_is_not_a_stage(start_from, Path(out), sparse_dir, options.passes)
-    with writing(out, [("--from", start_from)], data):
+    check_not_another_model(Path(out), "slim")  # a run is stage folders; beside a model.json they describe nothing
+    with writing(out, [("--from", start_from)], data), stage_chain():
         return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
                      Path(sparse_dir) if sparse_dir is not None else None, run)
 
@@ -245,7 +248,10 @@ def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
     t = time.time()
     log(f"[{step}/{s.total}] pruning to {options.prune.text()} → {pruned_dir}")
     parent_sha = read_meta(source)["weights_sha256"]
-    if run.resume and finished(pruned_dir, True, parent_sha=parent_sha) and _same_prune(pruned_dir, options.prune):
+    if run.resume and finished(pruned_dir, True, parent_sha=parent_sha):
+        if not _same_prune(pruned_dir, options.prune):
+            raise CompressError(f"{pruned_dir} holds a prune made with other settings than {options.prune.text()}; "
+                                f"{restart_advice()} (--sparse-dir shares one sparse model between runs)")
         pruned = read_meta(pruned_dir)
     elif is_main_process():
         pruned = prune(source, pruned_dir, options.prune, data=s.data, device=run.device)

@@ -108,6 +108,12 @@ def test_slim_from_a_directory_into_itself(work):
                       "--out")
 
 
+def test_slim_into_a_model_directory(work):
+    """It wrote a whole run of stage folders beside the model's own model.json and metrics."""
+    refused_unchanged(work, ["slim", "--arch", "vgg11", "--width", "0.0625", "--data", work / "data", "--out",
+                             work / "vgg"], "holds another model (model.json); slim would replace it")
+
+
 def test_train_while_another_writer_holds_the_directory(work):
     from compress.lock import output_lock
 

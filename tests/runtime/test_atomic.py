@@ -49,6 +49,27 @@ def test_staged_renames_all_or_nothing_in_order(tmp_path, monkeypatch):
             pass
 
 
+def test_a_stop_between_the_renames_never_leaves_an_old_marker_beside_a_new_file(tmp_path, monkeypatch):
+    """quantize killed between renaming OUT.onnx and OUT.quant.json left the new INT8 file beside the last
+    run's report (another target, other accuracies)."""
+    (tmp_path / "q.onnx").write_text("old onnx")
+    (tmp_path / "q.quant.json").write_text("old report")
+    real, calls = os.replace, []
+
+    def stopped_after_one(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # kill -9 between the two renames
+        real(a, b)
+
+    monkeypatch.setattr(atomic.os, "replace", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.staged([tmp_path / "q.onnx", tmp_path / "q.quant.json"]) as (o, r):
+            o.write_text("new onnx")
+            r.write_text("new report")
+    assert names(tmp_path) == ["q.onnx"] and (tmp_path / "q.onnx").read_text() == "new onnx"
+
+
 def test_sigterm_inside_a_block_cleans_up(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(atomic.Terminated) as err:
@@ -278,3 +299,24 @@ def test_write_bytes_takes_any_buffer_and_write_many_is_all_or_nothing(tmp_path,
     with pytest.raises(OSError):
         atomic.write_many([(tmp_path / "x", b"x"), (tmp_path / "y", b"y")])
     assert names(tmp_path) == ["a.bin"]
+
+
+def test_what_a_killed_writer_left_is_removed_for_the_names_asked_only(tmp_path):
+    """A kill -9 runs no cleanup: full-size weights temporaries piled up under every resumed stage."""
+    with atomic.atomic_path(tmp_path / "model.safetensors") as tmp:
+        left = tmp.name
+    keep = atomic.temp_name(tmp_path / "other.onnx")  # another writer's, not asked for
+    (tmp_path / left).write_text("weights of a killed run")
+    partial = atomic._hidden_dir(tmp_path / "model.json")
+    (partial / "model.safetensors").write_text("x")
+    (tmp_path / ".hidden.txt").write_text("a user's file")
+    removed = atomic.remove_leftovers(tmp_path, lambda name: name in ("model.safetensors", "model.json"))
+    assert sorted(removed) == sorted([left, partial.name])
+    assert names(tmp_path) == sorted([".hidden.txt", keep.name, "model.safetensors"])
+
+
+def test_a_failed_write_is_named_by_the_file_it_stands_for():
+    """"cannot write pruned/.plan.json.i1ki9774.tmp" named a hidden temporary the user never sees."""
+    assert atomic.final_name("run/pruned/.plan.json.i1ki9774.tmp") == "run/pruned/plan.json"
+    assert atomic.final_name("ul/.q.onnx.mpu0hbqs.partial/fp32.onnx") == "ul/fp32.onnx"
+    assert atomic.final_name("run/pruned/model.json") == "run/pruned/model.json"

@@ -228,3 +228,23 @@ def test_a_layer_that_does_not_learn_is_kept_exact():
     assert torch.equal(model[1].weight, before) and len(torch.unique(model[0].weight)) <= 5
     with pytest.raises(CompressError, match="^1 does not learn .*kept exact, not shared$"):
         share_weights(model, parse_bits("1=4"))
+
+
+def test_a_folder_that_holds_another_model_is_not_replaced(model_dir, tmp_path):
+    """`share --decompress S/model.dcz --out MODEL` replaced MODEL's full-precision weights with the 2-bit
+    ones it was shared from, and `share A --out B` replaced B, with no flag and no word."""
+    import hashlib
+    import shutil
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("model.json", "model.safetensors"):
+        shutil.copy(model_dir / name, plain / name)
+    before = hashlib.sha256((plain / "model.safetensors").read_bytes()).hexdigest()
+    share_model(model_dir, tmp_path / "s", ShareOptions(bits=2))
+    with pytest.raises(CompressError, match="holds another model \\(model.json\\); share --decompress would"):
+        decompress(tmp_path / "s" / "model.dcz", plain)
+    with pytest.raises(CompressError, match="holds another model \\(model.json\\); share would replace it"):
+        share_model(model_dir, plain, ShareOptions(bits=2))
+    assert hashlib.sha256((plain / "model.safetensors").read_bytes()).hexdigest() == before
+    share_model(model_dir, tmp_path / "s", ShareOptions(bits=3))  # its own earlier output is replaced

@@ -47,7 +47,8 @@ def test_the_training_tail_writes_model_json_last_and_drops_the_resumable_state(
     assert saved["training"] == {"precision": "fp32"}  # added even where meta_for wrote no training record
     assert next(model.parameters()).device.type == "cpu"
     assert finished(out, resume=True) and not finished(out, resume=False)
-    assert not finished(out, resume=True, parent_sha="0" * 64)  # made from other weights than asked
+    with pytest.raises(CompressError, match="holds a model made from other weights than its parent has now"):
+        finished(out, resume=True, parent_sha="0" * 64)  # redone, it would replace a finished model unasked
 
 
 def test_the_guard_protects_the_dataset_compress_data_names(tmp_path, images, monkeypatch):
@@ -102,10 +103,20 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_naming_the_file(tmp_pat
                                   "--out", str(tmp_path / "t")])
     assert r.exit_code == 2, r.output
     assert f"cannot write {tmp_path / 't' / 'train_state' / 'model-1.safetensors'}: " in r.output
-    assert "training resumes from its last saved epoch" in r.output
+    assert "it goes on from its last saved stage or epoch" in r.output
 
 
 def test_a_missing_input_is_not_called_a_failed_write(tmp_path):
     with pytest.raises(FileNotFoundError):
         with writing(tmp_path / "out"):
             open(tmp_path / "absent.bin")
+
+
+def test_taking_a_stage_folder_removes_what_a_killed_run_left(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in (".model.safetensors.abcd1234.tmp", ".summary.json.x1y2z3w4.tmp", ".other.onnx.abcd1234.tmp"):
+        (out / name).write_text("left by kill -9")
+    with writing(out):
+        pass
+    assert sorted(os.listdir(out)) == [".other.onnx.abcd1234.tmp"]

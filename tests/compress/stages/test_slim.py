@@ -151,15 +151,21 @@ def test_tiny_slim_end_to_end_on_real_cifar10(tmp_path, cifar10_archive, monkeyp
     info = json.loads(run(["info", str(out / "pruned"), "--json"]).stdout)
     assert info["params"] == st["pruned"]["params"]
 
-    # Another percent on the same run directory: the sparse stage is reused, the later ones redone.
+    # Another percent on the same run directory replaced its finished prune and fine-tuned model; it is
+    # refused, and the same sparse model serves another --out through --sparse-dir.
     sparse_stamp = (out / "sparse" / "model.json").stat().st_mtime_ns
-    assert run([a if a != "0.5" else "0.9" for a in args]).exit_code == 0
-    redone = json.loads((out / "summary.json").read_text())
-    assert redone["percent"] == 0.9
+    other = [a if a != "0.5" else "0.9" for a in args]
+    refused_percent = run(other)
+    assert refused_percent.exit_code == 2 and "holds a prune made with other settings" in refused_percent.output
+    assert (out / "finetuned" / "model.json").stat().st_mtime_ns == stamp
+    assert json.loads((out / "summary.json").read_text())["percent"] == 0.5
+    beside = tmp_path / "run-0.9"
+    shared = run([*[a if a != str(out) else str(beside) for a in other], "--sparse-dir", str(out / "sparse")])
+    assert shared.exit_code == 0, shared.output
+    assert json.loads((beside / "summary.json").read_text())["percent"] == 0.9
     assert (out / "sparse" / "model.json").stat().st_mtime_ns == sparse_stamp
-    assert (out / "finetuned" / "model.json").stat().st_mtime_ns != stamp
-    finetuned = json.loads((out / "finetuned" / "model.json").read_text())
-    pruned = json.loads((out / "pruned" / "model.json").read_text())
+    finetuned = json.loads((beside / "finetuned" / "model.json").read_text())
+    pruned = json.loads((beside / "pruned" / "model.json").read_text())
     assert finetuned["parent"]["sha256"] == pruned["weights_sha256"]
 
     refused = CliRunner().invoke(main, [*args, "--no-resume"])
