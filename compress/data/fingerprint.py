@@ -50,9 +50,15 @@ def _archive(path: Path) -> str:
 
 
 def as_recorded(current: dict, recorded: dict) -> dict:
-    """`current` settings without the data fingerprint when `recorded` (written before fingerprints were
-    recorded) has none, so that a stage from an older version is compared on what it recorded."""
+    """`current` settings as `recorded` would have written them for the same data: without the fingerprint
+    when the record predates fingerprints (a stage from an older version is compared on what it recorded),
+    and with the recorded spec when the fingerprints agree (`--data imgs` and `--data /abs/imgs`, or a copy
+    of the folder, are the same images)."""
     data, old = current.get("data"), recorded.get("data")
-    if isinstance(data, dict) and isinstance(old, dict) and "fingerprint" in data and "fingerprint" not in old:
+    if not (isinstance(data, dict) and isinstance(old, dict) and "fingerprint" in data):
+        return current
+    if "fingerprint" not in old:
         return {**current, "data": {k: v for k, v in data.items() if k != "fingerprint"}}
+    if data["fingerprint"] is not None and data["fingerprint"] == old["fingerprint"] and "spec" in old:
+        return {**current, "data": {**data, "spec": old["spec"]}}
     return current

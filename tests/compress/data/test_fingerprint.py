@@ -45,3 +45,5 @@ def test_settings_recorded_before_fingerprints_compare_without_one():
     old = {"epochs": 1, "data": {"spec": "imgs"}}
     assert as_recorded(current, old) == old
     assert as_recorded(current, {"epochs": 1, "data": {"spec": "imgs", "fingerprint": "folder:cd"}}) == current
+    same_images = {"epochs": 1, "data": {"spec": "/abs/imgs", "fingerprint": "folder:ab"}}
+    assert as_recorded(current, same_images) == same_images  # the same files under another spelling
