@@ -53,11 +53,9 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
     A failed export becomes that artifact's failed row. Raises CompressError for unusable settings
     (an unknown or unavailable backend).
     """
-    from compress.runtime.bench import resolve_power, run_benchmark
+    from compress.runtime.bench import BenchSettings, resolve_power, run_benchmark
     from compress.runtime.errors import RuntimeBenchError
     from compress.runtime.runners import ONNX_BACKENDS, check_backend
-
-    from compress.runtime.bench import BenchSettings
 
     for what, given in (("artifacts", artifacts), ("backends", backends)):
         if isinstance(given, (str, Path)):  # a string would be read as a list of one-letter names

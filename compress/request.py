@@ -133,19 +133,22 @@ class PruneRequest:
     def matches(self, plan: dict) -> bool:
         """Whether `plan` (plan.json) was made for this request: target, floor, rounding (resolved),
         compensation and importance (a plan that does not record one of these was made with its default)."""
-        if (plan.get("min_keep"), plan.get("round_to")) != (self.min_keep, self.round_to):
-            return False
-        if plan.get("shared", "select") != self.shared:
-            return False
-        if (plan.get("min_channels", 1), plan.get("compensated", True)) != (self.min_channels, self.compensate):
-            return False
-        if plan.get("importance", "|γ|") != importance_label(self.importance):
-            return False
+        return not self.differences(plan)
+
+    def differences(self, plan: dict) -> list[str]:
+        """What `plan` was made with that this request asks otherwise, as "field recorded → asked" words."""
+        pairs = [("min_keep", plan.get("min_keep"), self.min_keep), ("round_to", plan.get("round_to"), self.round_to),
+                 ("shared", plan.get("shared", "select"), self.shared),
+                 ("min_channels", plan.get("min_channels", 1), self.min_channels),
+                 ("compensate", plan.get("compensated", True), self.compensate),
+                 ("importance", plan.get("importance", "|γ|"), importance_label(self.importance))]
         recorded = self.recorded()
         if recorded is None:
-            return plan.get("budget") is None and plan.get("percent") == self.percent
-        budget = plan.get("budget") or {}
-        return all(budget.get(key) == value for key, value in recorded.items())
+            pairs += [("budget", plan.get("budget"), None), ("percent", plan.get("percent"), self.percent)]
+        else:
+            budget = plan.get("budget") or {}
+            pairs += [(key, budget.get(key), value) for key, value in recorded.items()]
+        return [f"{name} {was} → {asked}" for name, was, asked in pairs if was != asked]
 
 
 def importance_label(importance) -> str:

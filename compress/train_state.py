@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from compress.atomic import atomic_path, write_json
+from compress.data.fingerprint import as_recorded
 from compress.errors import CompressError
+from compress.restart import restart_advice
 
 STATE_DIR = "train_state"
 
@@ -35,6 +37,11 @@ def save_weights(state: dict[str, torch.Tensor] | nn.Module, path: Path) -> None
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp))
+
+
+def is_state_file(name: str) -> bool:
+    """The names saved state is written under (for removing what a killed writer left of them)."""
+    return name == "state.json" or re.fullmatch(r"(?:model|optimizer|best)-[0-9]{1,9}\.safetensors", name) is not None
 
 
 def state_tag(state_dir: Path) -> str | None:
@@ -157,3 +164,29 @@ def rewrite_metrics(out_dir: Path, history: list[dict]) -> None:
     from compress.atomic import write_text
 
     write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+# Settings that name a stage's input: state saved for other inputs is stale, and starting over loses nothing.
+INPUT_SETTINGS = ("parent", "from", "like")
+
+
+def same_run(state_dir: Path, settings: dict | None) -> bool:
+    """Saved state whose tag differs only because of how its settings were recorded (before the data
+    fingerprint, another spelling of --data): the same run, so it is resumed, not started over."""
+    saved = state_settings(state_dir)
+    if saved is None or settings is None:
+        return False
+    return as_recorded(json.loads(json.dumps(settings, default=str)), saved) == saved
+
+
+def check_discardable(state_dir: Path, settings: dict | None) -> None:
+    """Refuse to discard an interrupted run that differs in more than its inputs."""
+    saved = state_settings(state_dir)
+    if saved is None or settings is None:
+        return
+    current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
+    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differ and not set(differ) <= set(INPUT_SETTINGS):
+        raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "
+                            f"({', '.join(differ)}); rerun with its settings to resume it, or "
+                            f"{restart_advice()} to start over")

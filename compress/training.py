@@ -33,8 +33,8 @@ from compress.precision import autocast_for, check_precision, resolved
 from compress.progress import Progress, say
 from compress.recipe import FINETUNE_LR, Recipe  # noqa: F401 - both still importable from here
 from compress.sparsity import optimizer_groups, regularizer_for
-from compress.train_state import (STATE_DIR, finish, load_state, publish_best, rewrite_metrics, state_settings,
-                                  state_tag)
+from compress.train_state import (STATE_DIR, check_discardable, finish, load_state, publish_best, rewrite_metrics,
+                                  same_run, state_tag)
 from compress.train_state import save_state as _save_state  # looked up at call time: tests pause here
 
 # The loss is checked for NaN/inf every this many steps (one host sync) and at the end of every epoch.
@@ -276,8 +276,8 @@ class _Run:
     def _resume_or_reset(self) -> None:
         opts, state_dir = self.opts, self.state_dir
         resume = opts.resume and (state_dir / "state.json").exists()
-        if resume and state_tag(state_dir) not in (None, opts.tag):
-            _check_discardable(state_dir, opts.settings)
+        if resume and state_tag(state_dir) not in (None, opts.tag) and not same_run(state_dir, opts.settings):
+            check_discardable(state_dir, opts.settings)
             print(f"{state_dir} belongs to another run (other parent weights or, from an older version, other "
                   "settings); starting over", file=sys.stderr)
             resume = False
@@ -400,26 +400,6 @@ def _call_tag(model: nn.Module, recipe: Recipe, options: FitOptions) -> str:
                 "distill": None if options.distill is None else [options.distill.temperature, options.distill.alpha],
                 "shapes": [list(p.shape) for p in model.parameters()]}
     return "fit-" + hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:16]
-
-
-# Settings that name a stage's input: state saved for other inputs is stale, and starting over loses nothing.
-INPUT_SETTINGS = ("parent", "from", "like")
-
-
-def _check_discardable(state_dir: Path, settings: dict | None) -> None:
-    """Refuse to discard an interrupted run that differs in more than its inputs."""
-    saved = state_settings(state_dir)
-    if saved is None or settings is None:
-        return
-    from compress.data.fingerprint import as_recorded
-    from compress.restart import restart_advice
-
-    current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
-    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-    if differ and not set(differ) <= set(INPUT_SETTINGS):
-        raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "
-                            f"({', '.join(differ)}); rerun with its settings to resume it, or "
-                            f"{restart_advice()} to start over")
 
 
 class _Tally:

@@ -131,7 +131,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, profile: Bat
         "timing_cache": None if timing_cache is None else str(timing_cache),
         "metadata": meta,
     }
-    # The sidecar lands first: an engine at its final name always has its sidecar beside it.
+    # The sidecar lands first, the old engine removed before it: an engine at its final name always has its
+    # own sidecar beside it.
     atomic_write_many([(sidecar_path(engine_path), sidecar_text(info).encode()), (engine_path, plan)])
     return info
 

@@ -182,9 +182,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def staged(paths: Iterable[str | os.PathLike]) -> Iterator[list[Path]]:
     """Temporary names for several output files, renamed onto their final names (in order) only when the
-    block ends normally, after the old files of all but the first name are removed. On an exception,
-    Ctrl-C or SIGTERM every temporary is removed and no final name is touched. The temporaries exist
-    (empty) on entry; writers may replace them."""
+    block ends normally, after the old files of all but the first name are removed (so a stop between the
+    renames never leaves an old file beside a new one; a reader may find a later name missing meanwhile).
+    On an exception, Ctrl-C or SIGTERM inside the block every temporary is removed and no final name is
+    touched. The temporaries exist (empty) on entry; writers may replace them."""
     finals = [Path(p) for p in paths]
     if len({os.path.realpath(p) for p in finals}) != len(finals):
         raise ValueError(f"two outputs share one name: {', '.join(map(str, finals))}")

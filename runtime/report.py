@@ -403,7 +403,8 @@ def _runtime_lines(report: dict) -> list[str]:
                 text = f"**{text}**"
             cells.append(text)
         if v["status"] == "failed":
-            cells[-1] = f"not measured: {v.get('error')}"
+            cells[-1] = "not measured: " + (v.get("error") or "; ".join(
+                f"b{r.get('batch')}: {r.get('error')}" for r in v.get("latency") or [] if r.get("status") != "ok"))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
     return lines

@@ -145,14 +145,26 @@ class Runner:
             return parts[0] if parts else []
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
-    def check_output_batch(self, outs: Sequence[np.ndarray], batch: int) -> None:
-        """Refuse a batch of several images for which no output has the batch first (docs/ARTIFACTS.md): a
-        model that answers one image for the whole batch would be timed as if it computed them all. An output
-        that does not grow with the batch (a constant, anchors) may sit beside those that do."""
+    def output_batch_problem(self, outs: Sequence[np.ndarray], batch: int) -> str | None:
+        """Why outputs for a batch of several images look like one answer for the whole batch: no output
+        has the batch first. None when one has, or for a batch of one."""
         if batch > 1 and outs and not any(o.ndim and o.shape[0] == batch for o in outs):
             shapes = ", ".join(f"{self.output_name(k)} {list(o.shape)}" for k, o in enumerate(outs))
-            raise ArtifactError(f"{self.path.name}: no output has the batch of {batch} first ({shapes[:300]}); "
-                                "the model does not compute one answer per image")
+            return f"{self.path.name}: no output has the batch of {batch} first ({shapes[:300]})"
+        return None
+
+    @property
+    def promises_batch_first(self) -> bool:
+        """Files this toolkit wrote give every output the batch first (docs/ARTIFACTS.md); other tools' may
+        flatten a batch's detections into rows that carry their image index."""
+        return "toolkit_version" in (self.metadata or {})
+
+    def check_output_batch(self, outs: Sequence[np.ndarray], batch: int) -> None:
+        """Refuse, for a file that promises the batch first, outputs that look like one answer for the batch:
+        it would be timed as if it computed every image."""
+        problem = self.output_batch_problem(outs, batch)
+        if problem and self.promises_batch_first:
+            raise ArtifactError(f"{problem}; the model does not compute one answer per image")
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         """The output of a single-output model (logits) for any number of normalized float32 images."""

@@ -15,6 +15,7 @@ import click
 from compress.cli.options import _given, only_with
 from compress.cli.params import FiniteFloat, GivenPath
 from compress.errors import CompressError
+from compress.runtime.runner_base import MAX_ITERS
 
 BACKEND_CHOICES = ("ort-cpu", "ort-cuda", "ort-trt", "trt", "torch", "torch-compile", "openvino", "openvino-bf16")
 DEFAULT_ITERS = 100
@@ -97,7 +98,8 @@ def _check_backend_options(backends: list[str], streams, hint, cuda_graph) -> No
 @click.option("--iters", type=click.IntRange(min=2), default=None,
               help=f"Timed iterations per batch size (default {DEFAULT_ITERS}).")
 @click.option("--duration", type=FiniteFloat(min=0, min_open=True), default=None,
-              help="Instead of --iters: time each batch size for this many seconds (at most 1,000,000 iterations).")
+              help=f"Instead of --iters: time each batch size for this many seconds (at most {MAX_ITERS:,} "
+                   "iterations).")
 @click.option("--data", "data_spec", default=None,
               help="Also measure each artifact's accuracy on this dataset's test split (cifar10, a folder, a .tar.gz).")
 @click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Use N test images (stratified).")

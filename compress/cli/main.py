@@ -75,8 +75,7 @@ class Main(click.Group):
             sys.exit(2)
         except KeyboardInterrupt:
             resumes = ctx.invoked_subcommand in RESUMABLE
-            click.echo("interrupted; " + ("re-run the same command to continue" if resumes
-                                          else "nothing was written under an output's final name"), err=True)
+            click.echo("interrupted" + ("; re-run the same command to continue" if resumes else ""), err=True)
             sys.exit(130)
         except BrokenPipeError as exc:
             if _stdout_closed():

@@ -1,8 +1,8 @@
 """What a dataset holds, as one hash that the resume checks compare: a run resumed, or a finished stage kept,
 on other images or labels than it was trained on would mix two datasets in one result without a word.
 
-A folder's hash covers every visible file's path under it and its size (a file moved to another class folder
-changes it; a copy of the folder elsewhere, or touched files, do not). An archive's covers its size and
+A folder's hash covers every image's path under it and its size (an image moved to another class folder
+changes it; a copy of the folder elsewhere, touched files, or a README added beside do not). An archive's covers its size and
 its first and last MiB. A run computes it once (DataOptions keeps it with the images it loaded).
 """
 
@@ -12,20 +12,32 @@ import hashlib
 import os
 from pathlib import Path
 
+from compress.data.sources import is_image_name
+
 EDGE_BYTES = 1 << 20
 
 
 def data_fingerprint(source: Path) -> str:
+    from compress.limits import regular_file
+
+    regular_file(source, "dataset", directory_ok=True)  # a FIFO would block the first read forever
     return _folder(source) if source.is_dir() else _archive(source)
 
 
 def _folder(root: Path) -> str:
     entries = []
-    for folder, dirs, files in os.walk(root):  # links to folders are not followed, as the loader does not
+    seen = set()
+    # Linked split and class folders are followed, as the loader follows them; a loop is walked once.
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = os.path.relpath(folder, root)
         for name in files:
-            if name.startswith("."):
+            if not is_image_name(name):  # what the loader reads: a README or Thumbs.db added later is not data
                 continue
             try:
                 size = os.stat(os.path.join(folder, name)).st_size

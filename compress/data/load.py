@@ -34,6 +34,10 @@ DATA_DIR_ENV = "COMPRESS_DATA_DIR"
 MODES = ("auto", "memory", "stream")
 
 
+# Names that torchvision downloads itself (never a local folder of that name).
+TORCHVISION_SETS = ("cifar10", "cifar100")
+
+
 def resolve_spec(spec: str) -> str:
     """Map the ``cifar10`` name to the local copy named by COMPRESS_DATA when set."""
     if spec.lower() == "cifar10" and os.environ.get(DATA_ENV):
@@ -60,7 +64,7 @@ def load_dataset(spec: str, split: str, limit: int | None = None, seed: int = 0,
     if limit is not None:
         stratified_indices(torch.zeros(1, dtype=torch.int64), limit)  # validates the number early
     source = resolve_spec(spec)
-    if source.lower() in ("cifar10", "cifar100"):
+    if source.lower() in TORCHVISION_SETS:
         data = _load_torchvision_cifar(source.lower(), split, side)
         if len(data) == 0:
             raise CompressError(f"dataset {spec!r} has no images in its {split} split")

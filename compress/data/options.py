@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from compress.data.load import load_dataset, resolve_spec
+from compress.data.load import TORCHVISION_SETS, load_dataset, resolve_spec
 from compress.data.protocol import ImageData
 from compress.errors import MixedImageSizes
 
@@ -108,7 +108,8 @@ class DataOptions:
 
         size = self.input_size if self.input_size is not None else self.model_size
         if "fingerprint" not in self._cache:  # shared by the copies: one walk of a large folder per run
-            source = self.source()
-            self._cache["fingerprint"] = data_fingerprint(source) if source is not None else None
+            source = resolve_spec(self.spec)
+            local = None if source.lower() in TORCHVISION_SETS else Path(source).expanduser()
+            self._cache["fingerprint"] = data_fingerprint(local) if local is not None and local.exists() else None
         return {"spec": self.spec, "train_limit": self.train_limit, "test_limit": self.test_limit,
                 "input_size": size, "fingerprint": self._cache["fingerprint"]}

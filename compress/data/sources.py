@@ -194,7 +194,7 @@ def split_prefix(names, split: str, source: Path, present: dict[str, list[str]] 
     raise CompressError(f"{source} has no '{split}/' folder (found: {', '.join(sorted(tops)) or 'nothing'})")
 
 
-def _is_image(name: str) -> bool:
+def is_image_name(name: str) -> bool:
     return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -266,11 +266,11 @@ def list_folder(root: Path, split: str) -> Source:
         files, others = [], []
         for name, entry in _class_entries(root / prefix / cls):
             kind = _kind(entry)
-            if _is_image(entry.name) and kind == "file":
+            if is_image_name(entry.name) and kind == "file":
                 st = entry.stat()
                 _check_image_size(entry.path, st.st_size)  # a sparse file claims any size and reads as zeros
                 files.append((name, st.st_size, st.st_mtime_ns))
-            elif _is_image(entry.name) and kind == "other":
+            elif is_image_name(entry.name) and kind == "other":
                 # A FIFO, a device or a dangling link named as an image: skipping it would train on other data
                 # than the folder lists, without a word.
                 raise CompressError(f"{entry.path} is named as an image but is not a regular file (a FIFO, a device, "
@@ -350,7 +350,7 @@ def _resolve_links(path: Path, members: list[tarfile.TarInfo], names: list[str |
     regular = {name: m for m, name in zip(members, names) if name is not None and m.isreg() and not m.issparse()}
     targets = {}
     for i, (m, name) in enumerate(zip(members, names)):
-        if name is None or not _is_image(PurePosixPath(name).name):
+        if name is None or not is_image_name(PurePosixPath(name).name):
             continue
         if m.issparse():
             raise CompressError(f"{path}: member {name} is stored sparse (tar -S), which this reader cannot place "
@@ -388,7 +388,7 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
             continue
         target = links.get(i, m)
         is_file = m.isreg() or i in links
-        if is_file and _is_image(PurePosixPath(name).name):
+        if is_file and is_image_name(PurePosixPath(name).name):
             if name in seen:
                 raise CompressError(f"{path}: {name} appears twice in the archive (appended with tar -r?); "
                                     "extracting it would keep only the last copy")
@@ -407,7 +407,7 @@ def list_archive(path: Path, split: str, *, plain_copy: Path | None = None) -> S
             present.setdefault(p[0], [])
         if is_dir and len(p) == 2:
             layout.setdefault(p[0], {}).setdefault(p[1], [])
-        elif is_file and len(p) >= 3 and _is_image(p[-1]) and not any(part.startswith(".") for part in p[2:]):
+        elif is_file and len(p) >= 3 and is_image_name(p[-1]) and not any(part.startswith(".") for part in p[2:]):
             layout.setdefault(p[0], {}).setdefault(p[1], []).append(("/".join(full), m))  # nested as ImageFolder
         elif is_file and len(p) > 1:
             present[p[0]].append("/".join(p[1:]))

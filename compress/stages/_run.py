@@ -81,7 +81,7 @@ def writing(out: str | Path, inputs=(), data=None):
     second writer gets one line naming this one, and turn SIGTERM/SIGHUP into exceptions so cleanup
     runs. `data` (DataOptions) adds the dataset's local files to the inputs. Under torchrun only rank 0
     writes, so only rank 0 locks."""
-    from compress.atomic import remove_leftovers, signals_as_exceptions
+    from compress.atomic import signals_as_exceptions
     from compress.guard import check_outputs
     from compress.lock import output_lock
 
@@ -94,7 +94,7 @@ def writing(out: str | Path, inputs=(), data=None):
         yield
         return
     with signals_as_exceptions(), output_lock(out, command_line(), directory=True):
-        remove_leftovers(out, is_run_file)
+        _remove_leftovers(Path(out))
         try:
             yield
         except Exception as exc:
@@ -105,14 +105,21 @@ def writing(out: str | Path, inputs=(), data=None):
                                 "epoch)") from None
 
 
-# What the stages write into a folder they lock (a model directory, a run's summary and plots): a killed
-# writer's temporaries of these names are removed when the next one takes the lock.
-RUN_WRITES = ("model.json", "model.safetensors", "plan.json", "metrics.jsonl", "best.safetensors", "summary.json",
-              "summary.md")
-
-
 def is_run_file(name: str) -> bool:
-    return name in RUN_WRITES or name.endswith(".png")
+    """What the stages write into a folder they lock (a model directory, a run's summary and plots): a
+    killed writer's temporaries of these names are removed when the next one takes the lock."""
+    from compress.guard import MODEL_DIR_FILES
+
+    return name in MODEL_DIR_FILES or name in ("best.safetensors", "summary.json", "summary.md") or name.endswith(".png")
+
+
+def _remove_leftovers(out: Path) -> None:
+    from compress.atomic import remove_leftovers
+    from compress.train_state import STATE_DIR, is_state_file
+
+    removed = remove_leftovers(out, is_run_file) + remove_leftovers(Path(out) / STATE_DIR, is_state_file)
+    if removed:
+        log(f"{out}: removed {len(removed)} temporary file(s) a stopped run left")
 
 
 def _disk_write_failure(exc: BaseException, out) -> str | None:

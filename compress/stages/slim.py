@@ -76,6 +76,9 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
     summary.json. `sparse_dir` puts the sparse stage elsewhere than OUT/sparse, so that several runs
     (pruning ratios) can share one sparse model. A latency target is measured on this machine."""
     options = checked_options(options)
+    if not run.resume and sparse_dir is not None and Path(sparse_dir).exists():
+        raise CompressError(f"--no-resume would train the sparse stage in {sparse_dir} again, over a stage another "
+                            "run may use: drop --no-resume to reuse it, or give a new --sparse-dir")
     _check_from_is_not_a_stage(start_from, Path(out), sparse_dir, options.passes)
     check_not_another_model(Path(out), "slim")  # a run is stage folders; beside a model.json they describe nothing
     with writing(out, [("--from", start_from)], data), stage_chain():
@@ -249,9 +252,10 @@ def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
     log(f"[{step}/{s.total}] pruning to {options.prune.text()} → {pruned_dir}")
     parent_sha = read_meta(source)["weights_sha256"]
     if run.resume and finished(pruned_dir, True, parent_sha=parent_sha):
-        if not _same_prune(pruned_dir, options.prune):
-            raise CompressError(f"{pruned_dir} holds a prune made with other settings than {options.prune.text()}; "
-                                f"{restart_advice()} (--sparse-dir shares one sparse model between runs)")
+        differ = _prune_differences(pruned_dir, options.prune)
+        if differ:
+            raise CompressError(f"{pruned_dir} holds a prune made with other settings ({', '.join(differ)}); "
+                                f"{restart_advice()}")
         pruned = read_meta(pruned_dir)
     elif is_main_process():
         pruned = prune(source, pruned_dir, options.prune, data=s.data, device=run.device)
@@ -274,12 +278,13 @@ def _pass(s: _Slimming, k: int, source: Path, step: int) -> Path:
     return tuned_dir
 
 
-def _same_prune(pruned_dir: Path, request: PruneRequest) -> bool:
+def _prune_differences(pruned_dir: Path, request: PruneRequest) -> list[str]:
+    """What the finished prune in `pruned_dir` was made with that `request` asks otherwise (its plan.json)."""
     try:
         plan = json.loads((pruned_dir / "plan.json").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return request.matches(plan)
+        return ["its plan.json is missing or unreadable"]
+    return request.differences(plan) if isinstance(plan, dict) else ["its plan.json is not a JSON object"]
 
 
 def warn_if_collapsed(sparse_dir: Path) -> None:

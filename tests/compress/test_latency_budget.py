@@ -193,15 +193,17 @@ def test_the_summary_shows_the_latency_asked_and_met():
 
 
 def test_a_slimming_run_resumes_pruning_only_for_the_same_latency_target(tmp_path):
-    from compress.stages.slim import _same_prune
+    from compress.stages.slim import _prune_differences
 
     plan = {"min_keep": 0.2, "round_to": 1, "percent": None,
             "budget": {"target": "latency_ms", "asked": 2.0, "backend": "ort-cpu"}}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    same = lambda budget: _same_prune(  # noqa: E731
+    same = lambda budget: not _prune_differences(  # noqa: E731
         tmp_path, PruneRequest(min_keep=0.2, round_to=1, **(budget or {"percent": 0.5})))
     assert same({"target_latency_ms": 2.0, "backend": "ort-cpu"})
     assert not same({"target_latency_ms": 1.5, "backend": "ort-cpu"})
+    assert _prune_differences(tmp_path, PruneRequest(min_keep=0.2, round_to=8, target_latency_ms=2.0)) == [
+        "round_to 1 → 8"]  # resumed on a CPU whose --round-to auto resolves otherwise: the message says so
     assert not same({"target_latency_ms": 2.0, "backend": "openvino"})
     assert not same({"target_macs": 0.5})
     assert not same(None)

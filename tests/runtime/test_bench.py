@@ -257,7 +257,7 @@ def test_a_model_that_ignores_the_batch_is_not_measured_there(tmp_path):
     assert both["status"] == "partial" and [r["status"] for r in both["latency"]] == ["ok", "failed"]
     assert "no output has the batch of 4 first" in both["latency"][1]["error"]
     only = bench_variant(path, BenchSettings(batches=(4,), iters=2, warmup=0), **quiet)
-    assert only["status"] == "failed" and only["error"].startswith("no batch size could be measured: batch 4: ")
+    assert only["status"] == "failed" and "no output has the batch of 4 first" in only["latency"][0]["error"]
     images = np.zeros((8, 3, 8, 8), np.uint8)
     with open_runner(path) as runner, pytest.raises(ArtifactError, match="no output has the batch of 4 first"):
         runner_accuracy(runner, images, np.zeros(8, np.int64), batch_size=4)
@@ -283,3 +283,26 @@ def test_an_engine_on_an_onnx_backend_is_refused_before_its_sidecar_is_read(tmp_
     monkeypatch.setattr(file_hash, "sha256_file", lambda p: pytest.fail(f"hashed {p}"))
     v = bench_variant(tmp_path / "m.engine", BenchSettings(batches=(1,), iters=2), log=lambda m: None)
     assert v["status"] == "failed" and "is an engine file" in v["error"]
+
+
+def test_another_tools_file_without_the_batch_first_is_timed_with_a_warning(tmp_path):
+    """Other tools' detectors flatten a batch's detections into rows that carry the image index (ONNX
+    NonMaxSuppression, end-to-end YOLO exports): refusing them would refuse models that compute every image.
+    A classifier's accuracy is still refused when the rows are not one per image."""
+    from onnx_builders import first_image_only
+
+    from compress.runtime.accuracy import runner_accuracy
+    from compress.runtime.errors import ArtifactError
+    from compress.runtime.runners import open_runner
+
+    model = first_image_only()
+    kept = [p for p in model.metadata_props if p.key != "compress.toolkit_version"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    path = tmp_path / "foreign.onnx"
+    onnx.save(model, str(path))
+    v = bench_variant(path, BenchSettings(batches=(1, 4), iters=2, warmup=0), log=lambda m: None)
+    assert v["status"] == "ok" and [r["status"] for r in v["latency"]] == ["ok", "ok"]
+    assert any("no output has the batch of 4 first" in w and "not per image" in w for w in v["latency"][1]["warnings"])
+    with open_runner(path) as runner, pytest.raises(ArtifactError, match="returns 1 rows of logits for 4 images"):
+        runner_accuracy(runner, np.zeros((8, 3, 8, 8), np.uint8), np.zeros(8, np.int64), batch_size=4)

@@ -115,8 +115,11 @@ def test_a_missing_input_is_not_called_a_failed_write(tmp_path):
 def test_taking_a_stage_folder_removes_what_a_killed_run_left(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for name in (".model.safetensors.abcd1234.tmp", ".summary.json.x1y2z3w4.tmp", ".other.onnx.abcd1234.tmp"):
+    (out / "train_state").mkdir()
+    for name in (".model.safetensors.abcd1234.tmp", ".summary.json.x1y2z3w4.tmp", ".other.onnx.abcd1234.tmp",
+                 "train_state/.model-3.safetensors.q1w2e3r4.tmp", "train_state/.state.json.q1w2e3r4.tmp"):
         (out / name).write_text("left by kill -9")
     with writing(out):
         pass
-    assert sorted(os.listdir(out)) == [".other.onnx.abcd1234.tmp"]
+    assert sorted(os.listdir(out)) == [".other.onnx.abcd1234.tmp", "train_state"]
+    assert os.listdir(out / "train_state") == []
