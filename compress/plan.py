@@ -109,7 +109,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest |
 
     `example_input` is one batch of the shape the model takes (e.g. ``torch.zeros(1, 3, 224, 224)``).
     What to prune to is a :class:`compress.request.PruneRequest`, or its fields as keywords (which replace
-    the request's): ``percent=0.3`` removes that fraction of BN channels under one global |γ| threshold;
+    the request's): ``percent=0.3`` sets one global threshold at that quantile of the scored channels' |γ|
+    (a channel several BNs read is scored once; the floors keep some under it);
     ``target_macs=0.5`` / ``target_params=0.5`` keep that fraction of the cost; ``target_latency_ms=MS``
     (with ``backend="ort-cpu"``, ``batch``, ``iters``, ``warmup``, ``threads``) keeps the most MACs whose
     p50 latency, measured on this machine, is at most MS (compress.latency_budget; `measure` replaces the
@@ -119,7 +120,8 @@ def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest |
     are each layer's floor; `round_to` rounds kept widths up to a multiple; ``"auto"`` is ONNX Runtime's
     CPU convolution block on this machine (16 with AVX-512, 8 with AVX2). ``shared`` is "select" (channel
     selections where several BNs read one tensor, the paper's way) or "narrow" (that tensor narrowed for
-    every reader); ``compensate`` (True) folds the constant output of removed channels forward.
+    every reader); ``compensate`` (True) folds the constant output of removed channels forward. Pruned
+    layers get new parameters: build the optimizer (and a SparsityRegularizer) for fine-tuning afterwards.
     """
     if not isinstance(model, nn.Module):
         raise CompressError(f"prune needs an nn.Module, got {type(model).__name__}")

@@ -108,6 +108,11 @@ def lambda_for_budget(budget: float, lrs: Sequence[float], ramp=None) -> float:
     n = len(lrs)
     if n == 0:
         raise CompressError("a sparsity budget needs the learning-rate schedule (lrs) of at least one step")
+    bad = next((i for i, lr in enumerate(lrs) if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0)),
+               None)
+    if bad is not None:  # a NaN made λ NaN (and every γ NaN), an Inf made it 0: no penalty, without a word
+        raise CompressError(f"the learning-rate schedule (lrs) must hold finite rates >= 0; step {bad} has "
+                            f"{lrs[bad]!r}")
     weighted = sum(lr * ramp_factor(i / n, ramp) for i, lr in enumerate(lrs))
     if weighted <= 0:
         raise CompressError("the learning-rate schedule sums to zero where the sparsity ramp is on; "
@@ -159,7 +164,7 @@ class SparsityRegularizer:
         self.step_index = 0
         self.pull_applied = 0.0  # Σ λ_t·lr_t actually applied (proximal) — a check on the budget
         self._hooked: dict[int, object] = {}
-        self._groups: dict[int, list[list[torch.Tensor]]] = {}
+        self._groups: dict[tuple, list[list[torch.Tensor]]] = {}
         self._pending = 0.0
         self.start_quantile = None  # "auto": the goal quantile when steering began
         self._last_quantile = None
@@ -235,10 +240,16 @@ class SparsityRegularizer:
         """Apply this step's penalty: call after backward (and after unscaling under AMP), before step."""
         lam = self.lam_at(self.step_index)
         self.step_index += 1
+        if optimizer is not None:
+            self._check_holds_gammas(optimizer)
         if self.mode == "subgradient":
             if lam > 0:
                 # One multi-tensor kernel per op (the same arithmetic as a loop of add_), not a few per BN.
                 with_grad = [g for g in self.gammas if g.grad is not None]
+                if not with_grad and any(g.requires_grad for g in self.gammas):
+                    raise CompressError("SparsityRegularizer.step found no gradient on any BN γ, so the penalty "
+                                        "would do nothing: call it after loss.backward() and before "
+                                        "optimizer.step()")
                 if with_grad:
                     torch._foreach_add_([g.grad for g in with_grad], torch._foreach_sign(with_grad), alpha=lam)
             return
@@ -255,6 +266,7 @@ class SparsityRegularizer:
             return
         applied = 0.0
         for group, gammas in zip(optimizer.param_groups, self._gammas_by_group(optimizer)):
+            gammas = [g for g in gammas if g.grad is not None]  # what the optimizer stepped, nothing else
             if not gammas:
                 continue
             t = group["lr"] * lam
@@ -270,11 +282,20 @@ class SparsityRegularizer:
             self._steer()
 
     def _gammas_by_group(self, optimizer) -> list[list[torch.Tensor]]:
-        key = id(optimizer)
+        """Per param group, the γ it steps: kept ones only (a frozen γ the optimizer skips is left alone too),
+        found again when a group is added (`add_param_group` after the first step)."""
+        key = (id(optimizer), len(optimizer.param_groups), sum(len(g["params"]) for g in optimizer.param_groups))
         if key not in self._groups:
-            self._groups[key] = [[p for p in group["params"] if id(p) in self._ids]
+            self._groups[key] = [[p for p in group["params"] if id(p) in self._ids and p.requires_grad]
                                  for group in optimizer.param_groups]
         return self._groups[key]
+
+    def _check_holds_gammas(self, optimizer) -> None:
+        if any(self._gammas_by_group(optimizer)) or not self.gammas:
+            return
+        if not any(id(p) in self._ids for g in optimizer.param_groups for p in g["params"]):
+            raise CompressError("the optimizer given to SparsityRegularizer.step holds none of the model's BN γ, "
+                                "so the penalty would never reach them: give it the model's parameters")
 
     def close(self) -> None:
         """Remove the optimizer hooks (proximal mode)."""

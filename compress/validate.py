@@ -37,6 +37,7 @@ MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
 LAYER_TYPES = {
     "Conv2d": ("in_channels", "out_channels", "groups"),
     "BatchNorm2d": ("num_features",),
+    "BatchNorm1d": ("num_features",),
     "SelectBatchNorm2d": ("num_features", "in_channels"),
     "Linear": ("in_features", "out_features"),
 }

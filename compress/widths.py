@@ -1,4 +1,4 @@
-"""Per-layer widths in model.json: what each Conv2d, BatchNorm2d and Linear looks like after pruning, and
+"""Per-layer widths in model.json: what each Conv2d, BatchNorm2d, BatchNorm1d and Linear looks like after pruning, and
 how an unpruned network is resized to them.
 
 A layer's kind (the `type` of its entry) is the class it derives from, so subclasses that carry more than
@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.errors import CompressError
 
-BASES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+BASES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear)
 
 
 def qualified_class(m: nn.Module) -> str:
@@ -35,9 +35,9 @@ def layer_spec(m: nn.Module) -> dict | None:
         spec = {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
                 "groups": m.groups, "bias": m.bias is not None}
         base = nn.Conv2d
-    elif isinstance(m, nn.BatchNorm2d):
-        spec = {"type": "BatchNorm2d", "num_features": m.num_features}
-        base = nn.BatchNorm2d
+    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):  # a BatchNorm1d after a Linear head prunes too
+        base = nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else nn.BatchNorm1d
+        spec = {"type": base.__name__, "num_features": m.num_features}
     elif isinstance(m, nn.Linear):
         spec = {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features,
                 "bias": m.bias is not None}
@@ -92,11 +92,11 @@ def _resized(m: nn.Module, spec: dict) -> nn.Module:
             return nn.Conv2d(spec["in_channels"], spec["out_channels"], m.kernel_size, m.stride, m.padding,
                              m.dilation, spec["groups"], bias, m.padding_mode)
         return _resized_conv(m, spec["in_channels"], spec["out_channels"], spec["groups"], bias)
-    if isinstance(m, nn.BatchNorm2d):
+    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
         if m.num_features == spec["num_features"]:
             return m
-        if type(m) is nn.BatchNorm2d:
-            return nn.BatchNorm2d(spec["num_features"], m.eps, m.momentum, m.affine, m.track_running_stats)
+        if type(m) in (nn.BatchNorm2d, nn.BatchNorm1d):
+            return type(m)(spec["num_features"], m.eps, m.momentum, m.affine, m.track_running_stats)
         return _resized_bn(m, spec["num_features"])
     if isinstance(m, nn.Linear):
         bias = spec.get("bias", m.bias is not None)

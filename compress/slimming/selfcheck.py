@@ -88,6 +88,10 @@ def self_check(pruned: nn.Module, reference: nn.Module, removal, deltas: dict, p
             loose, want, forwards = reference_outputs(reference, removal, deltas, probe, compensate=compensate,
                                                       shapes=[t.shape for t in got])
             forwards += 1
+        if want and not any(bool(torch.isfinite(t).any()) for t in want if t.numel()):
+            # relative_difference compares finite values only: with none, it would report 0.0 and pass.
+            raise SelfCheckError(f"the unpruned {type(reference).__name__}'s outputs on the probe hold no finite "
+                                 "value, so nothing could be compared; the model is left unchanged", None)
         diff = relative_difference(got, want)
         if not diff <= tol:
             from compress.slimming.diagnose import first_divergence

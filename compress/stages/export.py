@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from compress.errors import CompressError, one_error_class, write_failure
+from compress.errors import CompressError, first_line, one_error_class, write_failure
 from compress.labels import check_class_names, placeholder_names
 from compress.limits import MAX_BATCH, check_allocation, check_count
 
@@ -325,13 +325,20 @@ def _probe(model, input_size):
     """The model's output on one zero image, in eval mode (a module in training mode is put back)."""
     import torch
 
+
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else "cpu"
+    if param is not None and param.dtype != torch.float32:
+        raise CompressError(f"{type(model).__name__} holds {param.dtype} weights; export takes a float32 model "
+                            "(model.float()), and FP16 comes from precision='fp16' (--fp16)")
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             return model(torch.zeros(1, *input_size, device=device))
+    except Exception as exc:  # noqa: BLE001 - a user's forward: named in one line, not a traceback
+        raise CompressError(f"{type(model).__name__}'s forward fails on a {[1, *input_size]} input "
+                            f"({type(exc).__name__}: {first_line(exc)})") from None
     finally:
         model.train(was_training)
 

@@ -2,6 +2,7 @@ import copy
 
 import pytest
 import torch
+from torch import nn
 from tests_support import randomize_bn
 
 from compress import slimming
@@ -178,3 +179,42 @@ def test_grouped_convolution_runs_keep_the_same_positions():
     # The floor counts positions: 50% of four positions, in both runs.
     low = choose_kept(torch.zeros(8), 0.5, min_keep=0.5, min_channels=1, round_to=1, conv_groups=2)
     assert len(low) == 4 and {i % 4 for i in low[:2]} == {i % 4 for i in low[2:]}
+
+
+@pytest.mark.parametrize("where", ["weight", "running_var"])
+def test_a_network_with_nan_is_refused_not_passed_by_a_check_of_nothing(where):
+    """Every output NaN: the self-check compared no value, reported 0.0 and passed the prune."""
+    import compress
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    with torch.no_grad():
+        getattr(model[4], where)[0] = float("nan") if where == "weight" else float("inf")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(compress.CompressError, match=f"4.{where} holds NaN or Inf values"):
+        compress.prune(model, torch.zeros(1, 3, 16, 16), percent=0.3)
+    after = model.state_dict()
+    assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)  # left unchanged
+    assert [m.num_features for m in model if isinstance(m, nn.BatchNorm2d)] == [8, 8]
+
+
+def test_a_network_whose_outputs_are_never_finite_is_refused():
+    import compress
+    from compress.slimming.selfcheck import SelfCheckError
+
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            y = self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+            return y * float("inf") * 0  # NaN everywhere, from finite weights
+
+    model = Broken().eval()
+    with torch.no_grad():
+        model.bn.weight.uniform_(0.05, 1)
+    with pytest.raises(SelfCheckError, match="hold no finite value"):
+        compress.prune(model, torch.zeros(1, 3, 16, 16), percent=0.3)

@@ -289,3 +289,62 @@ def test_slim_aims_the_auto_controller_at_the_percent_it_will_prune():
     # Under a MACs budget the percent is unknown in advance: the config keeps its own.
     assert steer_to(auto, PruneRequest(target_macs=0.5)).percent == auto.percent
     assert steer_to(1e-4, PruneRequest(percent=0.7)) == 1e-4
+
+
+def _small():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.05, 1)
+    return model, torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+
+
+def test_a_penalty_that_would_reach_no_gamma_is_refused():
+    """Called before backward, or given an optimizer without the BN parameters, it did nothing, silently."""
+    model, x, y = _small()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = SparsityRegularizer(model, 0.05)
+    opt.zero_grad()
+    with pytest.raises(CompressError, match="found no gradient on any BN γ, so the penalty would do nothing: call it after loss.backward"):
+        reg.step(opt)
+    others = torch.optim.SGD([p for n, p in model.named_parameters() if not n.startswith("1.")], lr=0.1)
+    for mode in ("subgradient", "proximal"):
+        with pytest.raises(CompressError, match="holds none of the model's BN γ"):
+            SparsityRegularizer(model, 10.0, mode=mode).step(others)
+
+
+def test_the_proximal_update_leaves_frozen_gammas_and_finds_added_groups():
+    import torch.nn.functional as F
+
+    model, x, y = _small()
+    model[1].weight.requires_grad_(False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = SparsityRegularizer(model, 1.0, mode="proximal")
+    frozen = model[1].weight.detach().clone()
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    reg.step(opt)
+    opt.step()
+    assert torch.equal(model[1].weight, frozen)  # it was soft-thresholded by lr·λ every step
+    model[1].weight.requires_grad_(True)
+    late = torch.optim.SGD([p for n, p in model.named_parameters() if not n.startswith("1.")], lr=0.1)
+    reg = SparsityRegularizer(model, 1.0, mode="proximal")
+    late.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    with pytest.raises(CompressError, match="holds none"):
+        reg.step(late)
+    late.add_param_group({"params": [model[1].weight, model[1].bias], "lr": 0.1})
+    before = model[1].weight.detach().abs().clone()
+    reg.step(late)
+    late.step()
+    assert float((before - model[1].weight.detach().abs()).min()) > 0.05  # shrunk by about lr·λ = 0.1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1])
+def test_a_schedule_with_a_rate_that_is_not_finite_and_positive_is_refused(bad):
+    from compress.sparsity import Budget
+
+    model, _, _ = _small()
+    with pytest.raises(CompressError, match="step 1 has"):
+        SparsityRegularizer(model, Budget(1.0), mode="proximal", lrs=[0.1, bad, 0.1])

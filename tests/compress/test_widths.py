@@ -112,3 +112,27 @@ def test_a_layer_that_rebuilds_as_another_class_is_named_with_the_class_it_becam
         apply_widths(rebuilt, layer_widths(saved))
     with pytest.raises(CompressError, match=r"that Sequential does not have$"):
         apply_widths(nn.Sequential(nn.Conv2d(3, 4, 3)), layer_widths(saved))
+
+
+def test_a_batchnorm1d_that_slimming_narrowed_is_recorded_and_rebuilt():
+    """prune narrowed a BatchNorm1d after a Linear, which model.json did not record: save_model then refused
+    the model, blaming its constructor arguments."""
+    from compress.widths import layer_spec
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+
+    model = build()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.05, 1)
+        model[6].weight.uniform_(0.05, 1)
+    compress.prune(model.eval(), torch.zeros(1, 3, 16, 16), percent=0.3)
+    assert layer_spec(model[6]) == {"type": "BatchNorm1d", "num_features": model[6].num_features} and \
+        model[6].num_features < 16
+    fresh = build()
+    apply_widths(fresh, {name: spec for name, m in model.named_modules() if (spec := layer_spec(m))})
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(fresh.eval()(x), model(x))

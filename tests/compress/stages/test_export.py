@@ -1,6 +1,8 @@
 """compress.export: one function for an nn.Module, a model directory or an ONNX file; parity-checked, guarded,
 with the ONNX metadata built once."""
 
+import re
+
 import pytest
 import torch
 
@@ -159,3 +161,16 @@ def test_a_module_with_several_outputs_is_exported_with_one_output_each_and_no_c
     assert report["onnx"]["parity"]["passed"]
     assert len(onnx.load(str(tmp_path / "two.onnx")).graph.output) == 2
     assert read_metadata(tmp_path / "two.onnx").get("classes") is None
+
+
+@pytest.mark.parametrize("model, example, words", [
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), torch.zeros(1, 1, 8, 8),
+     "forward fails on a [1, 1, 8, 8] input (RuntimeError"),
+    (lambda: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).half(), torch.zeros(1, 3, 8, 8),
+     "holds torch.float16 weights; export takes a float32 model"),
+])
+def test_a_module_that_cannot_run_the_example_is_refused_in_one_line(tmp_path, model, example, words):
+    """A wrong example shape, or a half-precision model, escaped as a raw RuntimeError with a traceback."""
+    with pytest.raises(compress.CompressError, match=re.escape(words)):
+        compress.export(model().eval(), tmp_path / "m.onnx", example=example)
+    assert not (tmp_path / "m.onnx").exists()
