@@ -45,10 +45,12 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) 
         raise ValueError(f"model metadata lacks {', '.join(missing)}")
     from safetensors.torch import save_file
 
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CompressError(f"{out_dir} is a file; a model directory needs a folder")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     check_finite(state, f"the model to save in {out_dir}")
     attributes = _rebuilds(model, meta)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / META).unlink(missing_ok=True)
     with atomic_path(out_dir / WEIGHTS) as tmp:

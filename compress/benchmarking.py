@@ -50,8 +50,9 @@ def bench_artifacts(artifacts: list[str | Path], settings, *, backends: list[str
 
     `settings` is a runtime.bench.BenchSettings. Model directories become temporary ONNX files for
     the ONNX backends (ort-*, openvino*); their rows keep the directory as the artifact and say so.
-    A failed export becomes that artifact's failed row. Raises CompressError for unusable settings
-    (an unknown or unavailable backend).
+    A failed export becomes that artifact's failed row. Raises CompressError for a backend or power source
+    this machine lacks, or arguments of the wrong kind; BenchSettings itself refuses an unknown backend or a
+    count out of bounds when it is made (a ValueError).
     """
     from compress.runtime.bench import BenchSettings, resolve_power, run_benchmark
     from compress.runtime.errors import RuntimeBenchError

@@ -25,6 +25,7 @@ ask again with. A slimming run keeps its sparse model, so asking again costs no 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import platform
 import tempfile
@@ -173,7 +174,11 @@ class _Trials:
     def time(self, fraction: float) -> Candidate:
         trial, structure, macs = self._build(fraction)
         if structure not in self._by_structure:
-            self._by_structure[structure] = self.measure(trial, self.example)
+            stats = self.measure(trial, self.example)
+            if not (isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float)) and
+                                                    math.isfinite(stats[k]) and stats[k] >= 0 for k in ("p50_ms", "cv"))):
+                raise CompressError(f"measure must return a dict of finite p50_ms and cv (>= 0), got {stats!r:.80}")
+            self._by_structure[structure] = stats
         stats = self._by_structure[structure]
         found = Candidate(fraction, macs, float(stats["p50_ms"]), float(stats["cv"]))
         self.tried.append(found)

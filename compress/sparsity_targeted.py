@@ -188,6 +188,10 @@ class TargetedSparsity(SparsityConfig):
         self.check_ready()
         if input_size is None:
             raise CompressError("targeted sparsity needs the input size (C, H, W) of the training images")
+        if isinstance(input_size, int) and not isinstance(input_size, bool):
+            input_size = (3, input_size, input_size)  # N, as save_model takes it: N×N RGB images
+        if not (isinstance(input_size, (tuple, list)) and len(input_size) == 3):
+            raise CompressError(f"targeted sparsity's input_size is (C, H, W) or N, got {input_size!r}")
         return TargetedRegularizer(model, self.prune, tuple(int(s) for s in input_size), lrs=lrs,
                                    selections=self.selections, reach=self.reach)
 

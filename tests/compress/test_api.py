@@ -117,3 +117,22 @@ def test_no_module_of_ours_shadows_a_public_name():
             importlib.import_module(info.name)
     shadowed = [name for name in compress.__all__ if inspect.ismodule(getattr(compress, name))]
     assert shadowed == []
+
+
+def test_plausible_arguments_of_another_form_are_taken_or_named(tmp_path):
+    """An int input_size for TargetedSparsity (save_model takes one), a measure returning a float, and a file
+    where a model directory goes each escaped as a raw TypeError or FileExistsError."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4))
+    request = compress.PruneRequest(percent=0.3)
+    reg = compress.TargetedSparsity(prune=request).build(model, [0.1] * 4, input_size=16)
+    assert reg.gammas
+    with pytest.raises(compress.CompressError, match="measure must return a dict of finite p50_ms and cv"):
+        compress.prune(model.eval(), torch.zeros(1, 3, 16, 16), target_latency_ms=1.0, measure=lambda m, x: 0.5)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(compress.CompressError, match="is a file; a model directory needs a folder"):
+        compress.save_model(model, tmp_path / "file", classes=list("abcd"), input_size=16, mean=[0.5] * 3,
+                            std=[0.25] * 3)
