@@ -80,6 +80,17 @@ def check_finite(state: Mapping[str, torch.Tensor], where: str) -> None:
                             "with them computes nothing meaningful")
 
 
+def refuse_nonfinite(model: nn.Module) -> None:
+    """Refuse a model to prune whose weights or BN statistics hold NaN or Inf: every output is then NaN, a
+    self-check compares nothing and passes, and a threshold over a NaN γ means nothing."""
+    tensors = {**dict(model.named_parameters()),
+               **{n: b for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))}}
+    name = first_nonfinite(tensors)
+    if name is not None:
+        raise CompressError(f"{type(model).__name__}.{name} holds NaN or Inf values; a network with them computes "
+                            "nothing meaningful, so its pruning cannot be checked (the model is left unchanged)")
+
+
 def read_weights(path: str | Path, model: nn.Module, device: str | torch.device = "cpu",
                  where: str | None = None) -> None:
     """Load a model.safetensors into `model` strictly, after checking its header, every tensor's name, dtype

@@ -75,8 +75,8 @@ def next_commands(final, start, out) -> str:
 @shared_option(None)
 @click.option("--sparse-dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Keep the sparse stage here instead of OUT/sparse. A finished one trained with the same settings "
-                   "is reused: another target for the same sparse model goes into another --out with --sparse-dir "
-                   "OUT/sparse.")
+                   "is reused: with a fixed --sparsity λ, another target for the same sparse model goes into another "
+                   "--out with --sparse-dir OUT/sparse (targeted and auto sparsity are steered to the target).")
 @click.option("--distill", is_flag=True, help="Fine-tune with the sparse model as teacher.")
 @click.option("--passes", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Multi-pass slimming (paper Table 4): prune --percent of the remaining channels per pass, "

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from compress.errors import CompressError
+from compress.weights_file import refuse_nonfinite
 from compress.measure import count_params_macs
 from compress.request import SHARED, check_shared, importance_label
 from compress.slimming import importance as imp
@@ -54,19 +55,6 @@ class PruneOptions:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params)) if v is not None}
 
 
-def refuse_nonfinite(model: nn.Module) -> None:
-    """A NaN or Inf weight or BN statistic makes every output NaN: the self-check would compare nothing and
-    pass, and the threshold over a NaN γ means nothing."""
-    from compress.weights_file import first_nonfinite
-
-    tensors = {**dict(model.named_parameters()),
-               **{n: b for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))}}
-    name = first_nonfinite(tensors)
-    if name is not None:
-        raise CompressError(f"{type(model).__name__}.{name} holds NaN or Inf values; a network with them computes "
-                            "nothing meaningful, so its pruning cannot be checked (the model is left unchanged)")
-
-
 def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, **options) -> tuple[nn.Module, dict]:
     """Prune `model` in place: BN channels under one global threshold; returns the model and its plan.
 
@@ -89,7 +77,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
 
     opts, importance = _options(percent, options, "prune")
     refuse_lazy(model)
-    refuse_nonfinite(model)
+    refuse_nonfinite(model)  # every output NaN: the self-check would compare nothing and pass
     modes = modes_of(model)
     original = objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
     model.eval()

@@ -251,7 +251,7 @@ META_MESSAGES = [
      "d: normalization.std must be > 0.0, got 0"),
     (lambda m: {**m, "normalization": []}, "d: normalization must be an object, got list"),
     (lambda m: {**m, "widths": {"features.0": {"type": "Conv3d"}}},
-     "d: widths.features.0.type must be one of Conv2d, BatchNorm2d, SelectBatchNorm2d, Linear, got 'Conv3d'"),
+     "d: widths.features.0.type must be one of Conv2d, BatchNorm2d, BatchNorm1d, SelectBatchNorm2d, Linear, got 'Conv3d'"),
     (lambda m: {**m, "widths": {"f": {"type": "Conv2d", "in_channels": 3, "out_channels": 16, "groups": 2}}},
      "d: widths.f has 3 → 16 channels, not divisible by groups 2"),
     (lambda m: {**m, "classes": "abc"}, "d: classes must be a list, got str"),
