@@ -386,7 +386,11 @@ def check_writable_dir(out_dir: str | os.PathLike) -> None:
     place = next((p for p in [out_dir, *out_dir.parents] if p.exists() or p.is_symlink()), Path("."))
     if not place.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(place))
-    fd, probe = tempfile.mkstemp(prefix=".compress-write-check-", suffix=TMP_SUFFIX, dir=place)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".compress-write-check-", suffix=TMP_SUFFIX, dir=place)
+    except OSError as exc:
+        exc.filename = str(place)  # the folder the user gave, not the name of the probe
+        raise
     os.close(fd)
     os.unlink(probe)
 
