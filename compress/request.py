@@ -108,6 +108,9 @@ class PruneRequest:
             return cls(**options)
         if not isinstance(request, cls):
             raise CompressError(f"request must be a PruneRequest, got {type(request).__name__}")
+        if any(options.get(name) is not None for name in TARGETS):
+            # A target given as a keyword replaces the request's target, whichever field that was in.
+            options = {**{name: None for name in TARGETS}, **options}
         return replace(request, **options) if options else request
 
     # --- in words, and as plan.json records it -----------------------------------------------------

@@ -51,7 +51,8 @@ class Budget:
     pull: float
 
     def __post_init__(self):
-        if not (isinstance(self.pull, (int, float)) and math.isfinite(self.pull) and self.pull >= 0):
+        if isinstance(self.pull, bool) or not (isinstance(self.pull, (int, float)) and math.isfinite(self.pull)
+                                                and self.pull >= 0):
             raise CompressError(f"sparsity budget must be a finite number >= 0, got {self.pull!r}")
 
 

@@ -176,3 +176,14 @@ def test_a_plan_matches_only_the_request_that_made_it():
     assert not PruneRequest(target_macs=0.5, importance="cost").matches(budget)
     assert PruneRequest(percent=0.5).matches({k: v for k, v in plan.items()
                                               if k not in ("min_channels", "compensated", "importance")})
+
+
+def test_a_target_given_as_a_keyword_replaces_the_requests_target():
+    """The docstring says keywords replace the request's fields; target_macs on a percent request was
+    refused as "two targets"."""
+    import compress
+
+    request = compress.PruneRequest(percent=0.5, min_keep=0.3)
+    merged = PruneRequest.from_keywords(request, target_macs=0.4)
+    assert (merged.percent, merged.target_macs, merged.min_keep) == (None, 0.4, 0.3)
+    assert PruneRequest.from_keywords(request, min_keep=0.1).percent == 0.5

@@ -348,3 +348,10 @@ def test_a_schedule_with_a_rate_that_is_not_finite_and_positive_is_refused(bad):
     model, _, _ = _small()
     with pytest.raises(CompressError, match="step 1 has"):
         SparsityRegularizer(model, Budget(1.0), mode="proximal", lrs=[0.1, bad, 0.1])
+
+
+def test_a_budget_of_true_is_not_a_pull_of_one():
+    from compress.sparsity import Budget
+
+    with pytest.raises(CompressError, match="finite number >= 0, got True"):
+        Budget(True)
