@@ -7,10 +7,22 @@ import contextlib
 import contextvars
 
 _IN_CHAIN = contextvars.ContextVar("compress_in_stage_chain", default=False)
+_OPTION = contextvars.ContextVar("compress_stage_option", default="--out")
 
 
 def restart_advice() -> str:
-    return "use another --out" if _IN_CHAIN.get() else "use another --out or --no-resume"
+    option = _OPTION.get()
+    return f"use another {option}" if _IN_CHAIN.get() else f"use another {option} or --no-resume"
+
+
+@contextlib.contextmanager
+def stage_option(option: str):
+    """Within this block, the stage being written was named by `option` (slim's --sparse-dir), not --out."""
+    token = _OPTION.set(option)
+    try:
+        yield
+    finally:
+        _OPTION.reset(token)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ polarizes γ without an accuracy cost on short schedules (benchmarks/results/spa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from compress.atomic import write_json, write_text
 from compress.data.options import DataOptions
 from compress.errors import CompressError
 from compress.request import PruneRequest, RequestConflict, slimming_keywords
-from compress.restart import restart_advice, stage_chain
+from compress.restart import restart_advice, stage_chain, stage_option
 from compress.stages._run import (RunOptions, check_not_another_model, finished, log, sparsity_label, sparsity_on,
                                  sync_and_read, writing)
 from compress.stages.finetune import finetune
@@ -227,8 +228,9 @@ def _stages(arch, data: DataOptions, out: Path, options: SlimOptions, arch_kwarg
     first = 1 + pretrain
     log(f"[{first}/{s.total}] sparse training {arch} ({sparsity_label(options.sparsity)}, "
         f"{options.train_recipe.epochs} epochs) → {s.sparse_dir}")
-    s.stages["sparse"] = train(arch, data, s.sparse_dir, options.train_recipe, sparsity=options.sparsity,
-                               arch_kwargs=arch_kwargs, start_from=start_from, run=run)
+    with stage_option("--sparse-dir") if sparse_dir is not None else contextlib.nullcontext():
+        s.stages["sparse"] = train(arch, data, s.sparse_dir, options.train_recipe, sparsity=options.sparsity,
+                                   arch_kwargs=arch_kwargs, start_from=start_from, run=run)
     s.times["sparse"] = s.stages["sparse"]["training"]["wall_time_s"]
     warn_if_collapsed(s.sparse_dir)
     source = s.sparse_dir
