@@ -170,22 +170,25 @@ def rewrite_metrics(out_dir: Path, history: list[dict]) -> None:
 INPUT_SETTINGS = ("parent", "from", "like")
 
 
+def _differences(state_dir: Path, settings: dict | None) -> list[str] | None:
+    """The settings the saved state was trained with otherwise than `settings` (as they would be recorded
+    now: compress.data.fingerprint.as_recorded); None when either side records none."""
+    saved = state_settings(state_dir)
+    if saved is None or settings is None:
+        return None
+    current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
+    return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+
 def same_run(state_dir: Path, settings: dict | None) -> bool:
     """Saved state whose tag differs only because of how its settings were recorded (before the data
     fingerprint, another spelling of --data): the same run, so it is resumed, not started over."""
-    saved = state_settings(state_dir)
-    if saved is None or settings is None:
-        return False
-    return as_recorded(json.loads(json.dumps(settings, default=str)), saved) == saved
+    return _differences(state_dir, settings) == []
 
 
 def check_discardable(state_dir: Path, settings: dict | None) -> None:
     """Refuse to discard an interrupted run that differs in more than its inputs."""
-    saved = state_settings(state_dir)
-    if saved is None or settings is None:
-        return
-    current = as_recorded(json.loads(json.dumps(settings, default=str)), saved)
-    differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    differ = _differences(state_dir, settings)
     if differ and not set(differ) <= set(INPUT_SETTINGS):
         raise CompressError(f"{state_dir.parent} holds an interrupted run with other settings "
                             f"({', '.join(differ)}); rerun with its settings to resume it, or "

@@ -14,15 +14,13 @@ def paired_pass(variants: list[dict], backend: str, settings, warnings: list, lo
     per batch size at which the first of them and at least one other were measured. Whatever is asked and
     not compared is named in `warnings`."""
     on_backend = [v for v in variants if v["backend"] == backend]
-    if on_backend[0]["status"] == "failed":
-        warnings.append(f"paired comparison on {backend} not made: the first artifact, {on_backend[0]['name']}, "
-                        "failed, and every ratio is against it")
+    first = on_backend[0]
+    if first["status"] == "failed" or first.get("nonfinite_outputs"):
+        why = "failed" if first["status"] == "failed" else "outputs NaN or infinite values"
+        warnings.append(f"paired comparison on {backend} not made: the first artifact, {first['name']}, {why}, "
+                        "and every ratio is against it")
         return []
     broken = [v["name"] for v in on_backend if v.get("nonfinite_outputs")]
-    if on_backend[0].get("nonfinite_outputs"):
-        warnings.append(f"paired comparison on {backend} not made: the first artifact, {on_backend[0]['name']}, "
-                        "outputs NaN or infinite values, and every ratio is against it")
-        return []
     if broken:
         warnings.append(f"paired comparison on {backend} leaves out {', '.join(broken)}: NaN or infinite outputs")
     group = [v for v in on_backend if v["status"] != "failed" and not v.get("nonfinite_outputs")]

@@ -332,8 +332,7 @@ def _summary_lines(report: dict) -> list[str]:
         last_row = next((r for r in v.get("latency") or [] if r.get("batch") == last_b and r.get("status") == "ok"),
                         None)
         speed = (ratios.get(v["name"]) or {}).get("speedup_p50", {}).get(str(first_b))
-        note = v.get("error") or "; ".join(f"b{r['batch']}: {r['error']}" for r in v.get("latency") or []
-                                          if r.get("status") == "failed")
+        note = _failures(v)
         if not note and v.get("nonfinite_outputs"):
             note = "NaN/infinite outputs: the model is broken, no accuracy"
         if not note and v.get("warnings"):
@@ -373,6 +372,12 @@ def _paired_lines(report: dict) -> list[str]:
     return lines
 
 
+def _failures(v: dict) -> str:
+    """Why a variant, or some of its batch sizes, has no figures: its load error, else each failed row's."""
+    return v.get("error") or "; ".join(f"b{r.get('batch')}: {r.get('error')}" for r in v.get("latency") or []
+                                       if r.get("status") == "failed")
+
+
 def _precision_cell(v: dict) -> str:
     file_precision, ran_at = v.get("precision"), v.get("ran_at")
     if ran_at and ran_at != file_precision:
@@ -403,8 +408,7 @@ def _runtime_lines(report: dict) -> list[str]:
                 text = f"**{text}**"
             cells.append(text)
         if v["status"] == "failed":
-            cells[-1] = "not measured: " + (v.get("error") or "; ".join(
-                f"b{r.get('batch')}: {r.get('error')}" for r in v.get("latency") or [] if r.get("status") != "ok"))
+            cells[-1] = f"not measured: {_failures(v)}"
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines.append("")
     return lines

@@ -172,3 +172,22 @@ def tiny_data(n=64, seed=0):
     from compress.data import ImageSet
 
     return ImageSet(images, labels, ["a", "b", "c", "d"])
+
+
+def stopped_after_first_save(monkeypatch, call) -> None:
+    """Run `call()` (a training stage) stopped by KeyboardInterrupt right after it saved its first resumable
+    state, as a kill between epochs would stop it; later calls train normally."""
+    import pytest
+
+    import compress.training as training
+
+    real = training._save_state
+
+    def save_then_stop(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        call()
+    monkeypatch.setattr(training, "_save_state", real)

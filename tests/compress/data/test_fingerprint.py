@@ -57,8 +57,8 @@ def test_an_interrupted_run_is_resumed_not_started_over(tmp_path, monkeypatch, c
     """Its tag hashes the settings: state saved without the fingerprint, or under `--data imgs` resumed as
     `--data /abs/imgs`, had another tag and was deleted ("starting over"), hours of training with it."""
     import torch
+    from tests_support import stopped_after_first_save
 
-    import compress.training as training
     from compress.artifact import save_model_dir
     from compress.data.options import DataOptions
     from compress.models import create_model
@@ -74,16 +74,8 @@ def test_an_interrupted_run_is_resumed_not_started_over(tmp_path, monkeypatch, c
                    {"arch": "vgg11", "arch_kwargs": {"num_classes": 2, "width": 0.0625}, "classes": ["cat", "dog"],
                     "input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}})
     recipe, run = Recipe.named("fast", epochs=2, batch_size=4), RunOptions(progress=False)
-    real = training._save_state
-
-    def save_then_stop(*args, **kwargs):
-        real(*args, **kwargs)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "_save_state", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(tmp_path / "m", DataOptions("imgs"), tmp_path / "ft", recipe, run=run)
-    monkeypatch.setattr(training, "_save_state", real)
+    stopped_after_first_save(monkeypatch, lambda: finetune(tmp_path / "m", DataOptions("imgs"), tmp_path / "ft",
+                                                           recipe, run=run))
     spec = "imgs"
     if how == "saved before fingerprints":
         state_file = tmp_path / "ft" / "train_state" / "state.json"

@@ -75,20 +75,12 @@ def test_a_finished_fine_tune_made_with_other_settings_is_refused_not_kept(work)
 
 def test_an_interrupted_fine_tune_is_not_discarded_by_a_rerun_with_other_settings(work, monkeypatch):
     """A rerun with a mistyped option deleted the interrupted run's state before training one step."""
-    import compress.training as training
+    from tests_support import stopped_after_first_save
 
     data = DataOptions(str(work / "imgs"))
     two = Recipe.named("fast", epochs=2, batch_size=4)
-    real = training._save_state
-
-    def stop_after_first(*args, **kw):
-        real(*args, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(training, "_save_state", stop_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        finetune(work / "m", data, work / "ft", two, run=RunOptions(progress=False))
-    monkeypatch.setattr(training, "_save_state", real)
+    stopped_after_first_save(monkeypatch, lambda: finetune(work / "m", data, work / "ft", two,
+                                                           run=RunOptions(progress=False)))
     state = work / "ft" / "train_state" / "state.json"
     before = state.read_bytes()
     with pytest.raises(CompressError, match=r"holds an interrupted run with other settings \(recipe\); rerun"):
