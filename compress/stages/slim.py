@@ -81,6 +81,7 @@ def slim(arch: str | None, data: DataOptions, out: str | Path, options: SlimOpti
         raise CompressError(f"--no-resume would train the sparse stage in {sparse_dir} again, over a stage another "
                             "run may use: drop --no-resume to reuse it, or give a new --sparse-dir")
     _check_from_is_not_a_stage(start_from, Path(out), sparse_dir, options.passes)
+    _check_sparse_dir(sparse_dir, Path(out), options.passes)
     check_not_another_model(Path(out), "slim")  # a run is stage folders; beside a model.json they describe nothing
     with writing(out, [("--from", start_from)], data), stage_chain():
         return _slim(arch, data, Path(out), options, arch_kwargs, start_from,
@@ -124,6 +125,19 @@ def _check_from_is_not_a_stage(start_from, out: Path, sparse_dir, passes: int) -
         if source == stage.resolve() or stage.resolve() in source.parents:
             raise CompressError(f"--from {start_from} is {stage}, a stage this run writes; copy it elsewhere "
                                 "or use another --out")
+
+
+def _check_sparse_dir(sparse_dir, out: Path, passes: int) -> None:
+    """--sparse-dir names a sparse stage's own folder: one that is a run (its summary.json), OUT itself or
+    another stage of this run would get a model directory written among files it does not describe."""
+    if sparse_dir is None:
+        return
+    where = Path(sparse_dir).resolve()
+    others = [out] + [(out if passes == 1 else out / f"pass{k}") / name for k in range(1, passes + 1)
+                      for name in ("pruned", "finetuned")] + [out / "pretrained"]
+    if where in {o.resolve() for o in others} or (where / "summary.json").exists():
+        raise CompressError(f"--sparse-dir {sparse_dir} is a run folder or another stage, not a sparse stage's own "
+                            "folder: give RUN/sparse, or a new folder")
 
 
 def steer_to(sparsity, request: PruneRequest):

@@ -2,6 +2,7 @@
 the paper's multi-pass scheme (`--passes N`); and the options it refuses before any training."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -301,3 +302,16 @@ def test_the_quick_preset_rounds_says_its_limits_and_ends_with_the_speed_check(t
     q = tmp_path / "q"
     assert (f"  compress --trust mymodule export {q}/finetuned --onnx {q}/slim.onnx && compress --trust mymodule "
             f"bench {q}/sparse {q}/slim.onnx --batch 1,32 --paired 30") in result.stdout.splitlines()
+
+
+def test_a_sparse_dir_that_is_a_run_or_another_stage_is_refused_before_any_work(tmp_path):
+    """`--sparse-dir RUN` (not RUN/sparse) wrote a model directory among another run's summary and stages."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    common = ["slim", "--arch", "vgg11", "--width", "0.0625", "--data", str(tmp_path / "nothing-read"),
+              "--sparsity", "1e-4", "--percent", "0.3"]
+    for out, sparse_dir in ((tmp_path / "new", tmp_path / "run"), (tmp_path / "new", tmp_path / "new" / "pruned"),
+                            (tmp_path / "new", tmp_path / "new")):
+        result = run([*common, "--out", str(out), "--sparse-dir", str(sparse_dir)])
+        assert result.exit_code == 2 and "is a run folder or another stage" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and os.listdir(tmp_path / "run") == ["summary.json"]
