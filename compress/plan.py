@@ -21,9 +21,20 @@ class Plan:
     """The pruning decision for one network; ``to_dict()`` is what ``plan.json`` holds."""
 
     def __init__(self, data: dict[str, Any]):
+        """`data` is a plan's dict (what ``plan.json`` holds); one that cannot be a plan is refused here,
+        not at the first property that misses a field."""
         if not isinstance(data, dict):
             raise CompressError(f"a plan is a JSON object, got {type(data).__name__}")
         self.data = data
+        self.validate()
+
+    @classmethod
+    def _of(cls, data: dict[str, Any]) -> "Plan":
+        """A plan that prune() has just written: already checked, and a bound meant for a stranger's file
+        must not fail a prune that has changed the model."""
+        plan = cls.__new__(cls)
+        plan.data = data
+        return plan
 
     # --- what it says -------------------------------------------------------------------------
     @property
@@ -82,7 +93,9 @@ class Plan:
             raise CompressError(f"plan not found: {path}") from None
         except OSError as exc:
             raise CompressError(f"cannot read plan {path}: {exc.strerror or exc}") from None
-        plan = cls(data)
+        if not isinstance(data, dict):
+            raise CompressError(f"{path}: a plan is a JSON object, got {type(data).__name__}")
+        plan = cls._of(data)
         plan.validate(source=str(path))
         return plan
 
@@ -134,11 +147,11 @@ def prune(model: nn.Module, example_input: torch.Tensor, request: PruneRequest |
         from compress.latency_budget import prune_to_latency
 
         _, data = prune_to_latency(model, example_input, request, measure=measure, log=log or (lambda _msg: None))
-        return Plan(data)
+        return Plan._of(data)
     if measure is not None or log is not None:
         raise CompressError("measure and log time a latency target: give target_latency_ms")
     from compress.slimming import prune as prune_module
 
     _, data = prune_module(model, request.percent, example_input, target_macs=request.target_macs,
                            target_params=request.target_params, **slimming_keywords(request))
-    return Plan(data)
+    return Plan._of(data)

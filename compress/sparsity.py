@@ -126,7 +126,9 @@ class SparsityRegularizer:
 
     `strength` is λ (a float), a `Budget`, or "auto" (the measured budget for `mode`). A budget and a
     ramp need the run's schedule: `lrs`, the learning rate of every step, or `total_steps` for a ramp
-    alone. `step_index` counts calls; set it when resuming.
+    alone; a step past that schedule is refused, since the budget and the ramp were laid over it.
+    `percent` is the fraction of γ that "auto" (proximal) steers to zero, and where the logged
+    polarization is read for any strength. `step_index` counts calls; set it when resuming.
     """
 
     def __init__(self, model: nn.Module, strength: Strength = 1e-4, *, mode: str = "subgradient",
@@ -239,6 +241,11 @@ class SparsityRegularizer:
     @torch.no_grad()
     def step(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Apply this step's penalty: call after backward (and after unscaling under AMP), before step."""
+        if self.total_steps and self.step_index >= self.total_steps and \
+                (self.budget is not None or self.adaptive or self.ramp):
+            raise CompressError(f"SparsityRegularizer.step was called more often than the {self.total_steps} "
+                                "steps of its schedule (lrs or total_steps), over which its budget or ramp was "
+                                "laid: give the learning rate of every step of the run")
         lam = self.lam_at(self.step_index)
         self.step_index += 1
         if optimizer is not None:

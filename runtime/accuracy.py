@@ -43,6 +43,17 @@ def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | 
     """Why outputs of these shapes (batch first) are not a classifier's over `num_classes`; None if they are."""
     if num_classes is None:
         return "it names no classes (compress.classes), so its output cannot be checked against a class count"
+    shape_problem = not_a_classifier(output_shapes)
+    if shape_problem:
+        return shape_problem
+    logits = logit_count(output_shapes)
+    if logits != num_classes:
+        return f"it outputs {logits} logits for {num_classes} classes"
+    return None
+
+
+def not_a_classifier(output_shapes: list[tuple[int, ...]]) -> str | None:
+    """Why outputs of these shapes (batch first) are no classifier's at all, whatever the class count."""
     if len(output_shapes) == 2 and tuple(output_shapes[0]) == tuple(output_shapes[1]):
         output_shapes = output_shapes[1:]  # (probabilities, logits): logits_in checks their values
     if len(output_shapes) != 1:
@@ -51,9 +62,12 @@ def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | 
     shape = tuple(output_shapes[0])
     if len(shape) != 2:
         return f"its output is {' x '.join(['N', *map(str, shape[1:])])}; a classifier's is N x classes"
-    if shape[1] != num_classes:
-        return f"it outputs {shape[1]} logits for {num_classes} classes"
     return None
+
+
+def logit_count(output_shapes: list[tuple[int, ...]]) -> int | None:
+    """The number of logits per image of a classifier's outputs; None for outputs no classifier has."""
+    return None if not_a_classifier(output_shapes) else int(output_shapes[-1][1])
 
 
 def logits_in(outputs: list[np.ndarray]) -> np.ndarray | None:

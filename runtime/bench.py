@@ -379,7 +379,7 @@ def _finish_power(v: dict, sampler) -> None:
 
 def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> dict | None:
     """Top-1 accuracy of a classifier with finite outputs; anything else says why it has none."""
-    from compress.runtime.accuracy import classifier_problem, runner_accuracy
+    from compress.runtime.accuracy import classifier_problem, logit_count, runner_accuracy
     from compress.runtime.errors import NonFiniteOutputError, NotAClassifierError
 
     if v.get("nonfinite_outputs"):
@@ -397,7 +397,15 @@ def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> 
                              f"{classes[i]!r} in {v['name']}; labels would not line up")
         return None
     count = len(classes) if classes else (len(data.classes) or None)
-    problem = classifier_problem([(1, *o["shape"]) for o in v["outputs"]], count) if v["outputs"] else None
+    shapes = [(1, *o["shape"]) for o in v["outputs"]]
+    logits = logit_count(shapes) if v["outputs"] else None
+    if count is not None and logits is not None and logits != count:
+        # A classifier of other classes than the data's: an accuracy was asked and cannot be had, as when its
+        # class names disagree (above), whether or not it names them.
+        v["warnings"].append(f"accuracy skipped: {'the model names' if classes else data.spec + ' has'} "
+                             f"{count} classes, {v['name']} outputs {logits} logits")
+        return None
+    problem = classifier_problem(shapes, count) if v["outputs"] else None
     try:
         if problem:
             raise NotAClassifierError(f"no accuracy for {v['name']}: {problem}")

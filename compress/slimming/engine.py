@@ -26,8 +26,8 @@ from compress.slimming import importance as imp
 from compress.slimming.batchnorm import check_floor, global_threshold, quantile_threshold, resolve_round_to
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
 from compress.slimming.restore import modes_of, objects_of, put_back, put_modes
-from compress.slimming.refusals import (TIE_SLACK, refuse_floor_keeping_all, refuse_lazy, refuse_nothing_removed,
-                                       refuse_ties)
+from compress.slimming.refusals import (TIE_SLACK, refuse_floor_keeping_all, refuse_nothing_removed, refuse_ties,
+                                       refuse_uncuttable)
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
@@ -76,7 +76,7 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
     from compress.slimming.other_inputs import untraced_runs
 
     opts, importance = _options(percent, options, "prune")
-    refuse_lazy(model)
+    refuse_uncuttable(model)
     refuse_nonfinite(model)  # every output NaN: the self-check would compare nothing and pass
     modes = modes_of(model)
     original = objects_of(model)  # what a failure puts back: the same modules, parameters and buffers
@@ -365,7 +365,7 @@ def least_budget(model: nn.Module, example_input: torch.Tensor, target: str = "m
 
     round_to = resolve_round_to(round_to)
     check_floor(round_to=round_to, min_channels=min_channels)
-    refuse_lazy(model)
+    refuse_uncuttable(model)
     modes = modes_of(model)
     model.eval()
     try:
@@ -456,7 +456,7 @@ def removal_preview(model: nn.Module, percent: float | None, example_input: torc
     if options.get("plan") is not None:
         raise CompressError("removal_preview decides afresh; a plan already says what it removes")
     opts, importance = _options(percent, options, "removal_preview")
-    refuse_lazy(model)
+    refuse_uncuttable(model)
     untraced = untraced_runs(model, example_input) if training_only_check else None
     modes = modes_of(model)
     model.eval()

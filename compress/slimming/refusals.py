@@ -24,6 +24,33 @@ def refuse_lazy(model: nn.Module) -> None:
                             f"{', ...' if len(lazy) > 3 else ''}): run one forward pass on an example first")
 
 
+def refuse_uncuttable(model: nn.Module) -> None:
+    """Layers whose channels cannot be counted or cut as they stand: lazy or reparametrized ones."""
+    refuse_lazy(model)
+    refuse_reparametrized(model)
+
+
+def refuse_reparametrized(model: nn.Module) -> None:
+    """A layer whose weight is computed from other tensors (weight_norm, spectral_norm, any
+    torch.nn.utils.parametrize) cannot have channels cut out of its weight: the tensors it is computed from
+    would keep their widths. Refused up front, with the way out, rather than failing half-way."""
+    from torch.nn.utils import parametrize
+
+    found = []
+    for name, m in model.named_modules():
+        if parametrize.is_parametrized(m):
+            found.append((name or type(model).__name__, "parametrize.remove_parametrizations(layer, "
+                          f"{next(iter(m.parametrizations))!r})"))
+        elif any(type(h).__name__ in ("WeightNorm", "SpectralNorm") for h in m._forward_pre_hooks.values()):
+            found.append((name or type(model).__name__, "torch.nn.utils.remove_weight_norm(layer) or "
+                          "remove_spectral_norm(layer)"))
+    if found:
+        names = ", ".join(n for n, _ in found[:3]) + (", ..." if len(found) > 3 else "")
+        raise CompressError(f"{type(model).__name__} has layers whose weight is computed from other tensors "
+                            f"(weight_norm, spectral_norm or a parametrization: {names}), which pruning cannot "
+                            f"cut: remove it first ({found[0][1]}), prune, then apply it again")
+
+
 def refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:
     """A floor that keeps every channel of every unit whatever the threshold would hand back the model
     unpruned as the answer to `percent`: refused, as a budget the floor cannot meet is."""

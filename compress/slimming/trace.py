@@ -333,9 +333,17 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> Trace:
         first = str(exc).strip().splitlines()
         raise CompressError(f"{type(model).__name__}'s forward failed on a batch shaped like the example input "
                             f"{tuple(example_input.shape)}: {type(exc).__name__}: {first[0] if first else ''}"
-                            ) from None
+                            f"{_unbatched_hint(model, example_input)}") from None
     finally:
         model.train(was_training)
+
+
+def _unbatched_hint(model: nn.Module, example_input: torch.Tensor) -> str:
+    """One image given where a batch of them is expected: the first dimension was read as the batch."""
+    if example_input.dim() == 3 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        return (f" (example_input is a batch, its first dimension the batch: for one image of "
+                f"{tuple(example_input.shape)}, give example_input.unsqueeze(0))")
+    return ""
 
 
 def spec_tensors(spec: Any) -> list[Value]:

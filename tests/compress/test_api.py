@@ -57,6 +57,19 @@ def test_a_plan_replays_its_own_channels_on_a_model_with_other_gammas(tmp_path):
         compress.prune(other, example, percent=0.01, min_keep=1.0)
 
 
+def test_a_plan_made_from_a_dict_is_checked_when_made(tmp_path):
+    """Plan({}) was accepted, and its first property raised a bare KeyError."""
+    with pytest.raises(compress.CompressError, match=r"^plan is not a compress pruning plan \(format None\)$"):
+        compress.Plan({})
+    with pytest.raises(compress.CompressError, match="a plan is a JSON object, got list"):
+        compress.Plan([])
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(compress.CompressError, match="list.json: a plan is a JSON object, got list"):
+        compress.Plan.load(tmp_path / "list.json")
+    plan = compress.prune(_randomized(0), torch.zeros(1, 3, 32, 32), percent=0.5)
+    assert compress.Plan(plan.to_dict()).kept() == plan.kept()
+
+
 def test_prune_refuses_what_it_cannot_use():
     with pytest.raises(compress.CompressError, match="percent"):
         compress.prune(_randomized(0), torch.zeros(1, 3, 32, 32))

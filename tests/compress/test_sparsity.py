@@ -355,3 +355,31 @@ def test_a_budget_of_true_is_not_a_pull_of_one():
 
     with pytest.raises(CompressError, match="finite number >= 0, got True"):
         Budget(True)
+
+
+@pytest.mark.parametrize("strength, options", [(Budget(0.5), {"mode": "proximal"}), ("auto", {"mode": "proximal"}),
+                                               (Budget(0.5), {}), (1e-4, {"ramp": 0.5})])
+def test_a_step_past_the_schedule_is_refused(strength, options):
+    """lrs shorter than the run: the budget (or the ramp) was laid over fewer steps than were taken, and the
+    pull went on past it without a word."""
+    model = small_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    reg = SparsityRegularizer(model, strength, lrs=[0.1] * 3, **options)
+    for _ in range(3):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        reg.step(opt)
+        opt.step()
+    with pytest.raises(CompressError, match=r"^SparsityRegularizer.step was called more often than the 3 steps of "
+                                            r"its schedule \(lrs or total_steps\)"):
+        reg.step(opt)
+
+
+def test_a_fixed_lambda_without_a_ramp_has_no_schedule_to_outrun():
+    model = small_net()
+    reg = SparsityRegularizer(model, 1e-4, lrs=[0.1] * 2)
+    for _ in range(4):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        reg.step()
+    assert reg.step_index == 4

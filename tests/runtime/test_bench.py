@@ -190,6 +190,32 @@ def test_a_multi_output_model_is_timed_and_gets_no_accuracy(tmp_path):
     assert any("2 outputs" in w for w in v["warnings"])
 
 
+@pytest.mark.parametrize("named", [True, False])
+def test_a_classifier_of_other_classes_than_the_data_is_partial_whether_it_names_them_or_not(tmp_path, named):
+    """Without compress.classes, 10 logits on 3-class data was `ok` (accuracy "not applicable"), and with them
+    `partial`: the same missing accuracy got two statuses."""
+    from onnx_builders import tiny_cnn
+
+    from compress.runtime.bench import EvalData, run_benchmark
+
+    model = tiny_cnn()
+    if not named:
+        kept = [(p.key, p.value) for p in model.metadata_props if p.key != "compress.classes"]
+        del model.metadata_props[:]
+        for k, value in kept:
+            model.metadata_props.add(key=k, value=value)
+    path = tmp_path / "ten.onnx"
+    onnx.save(model, str(path))
+    rng = np.random.default_rng(0)
+    data = EvalData(rng.integers(0, 256, (6, 3, 8, 8), dtype=np.uint8), rng.integers(0, 3, 6), ["a", "b", "c"],
+                    "three")
+    v = run_benchmark([path], BenchSettings(batches=(2,), iters=2, warmup=0, power="none"), data=data,
+                      log=lambda m: None)["variants"][0]
+    assert v["status"] == "partial" and v["accuracy"] is None and "accuracy_skipped" not in v
+    said = "three has 3 classes, ten.onnx 10" if named else "three has 3 classes, ten.onnx outputs 10 logits"
+    assert [w for w in v["warnings"] if w.startswith("accuracy")] == [f"accuracy skipped: {said}"]
+
+
 @pytest.mark.parametrize("outputs,words", [(("boxes",), "output is N x 4 x 8 x 8"), (("scores",), None)])
 def test_one_output_is_a_classifier_only_when_it_is_batch_by_classes(tmp_path, outputs, words):
     from onnx_builders import detector_like

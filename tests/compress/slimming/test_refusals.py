@@ -80,3 +80,33 @@ def test_a_lazy_layer_not_yet_initialized_is_refused_in_one_line():
     model(EXAMPLE)  # initialized (and its γ spread out, as training leaves them): it prunes
     slimming.prune(randomize_bn(model).eval(), 0.5, EXAMPLE)
     assert model[0].out_channels < 8
+
+
+@pytest.mark.parametrize("wrap, way_out", [
+    (lambda conv: nn.utils.parametrizations.weight_norm(conv), r"parametrize.remove_parametrizations\(layer, 'weight'\)"),
+    (lambda conv: nn.utils.parametrizations.spectral_norm(conv), r"parametrize.remove_parametrizations"),
+    (lambda conv: nn.utils.weight_norm(conv), r"torch.nn.utils.remove_weight_norm\(layer\)"),
+])
+def test_a_layer_whose_weight_is_computed_is_refused_with_the_way_out(wrap, way_out):
+    """weight_norm's parametrization failed half-way ("attribute 'weight' already exists"), and its older hook
+    form escaped as a bare RuntimeError from deepcopy."""
+    torch.manual_seed(0)
+    model = nn.Sequential(wrap(nn.Conv2d(3, 8, 3)), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 2)).eval()
+    randomize_bn(model)
+    before = model(EXAMPLE)
+    for call in (lambda: slimming.prune(model, 0.5, EXAMPLE), lambda: slimming.least_budget(model, EXAMPLE),
+                 lambda: slimming.removal_preview(model, 0.5, EXAMPLE)):
+        with pytest.raises(CompressError, match=r"^Sequential has layers whose weight is computed from other "
+                                                r"tensors \(weight_norm, spectral_norm or a parametrization: 0\).*"
+                                                + way_out):
+            call()
+    torch.testing.assert_close(model(EXAMPLE), before, rtol=0, atol=0)
+    assert model[1].num_features == 8
+
+
+def test_an_example_without_its_batch_dimension_is_named():
+    model = create_model("vgg11", width=0.125)
+    with pytest.raises(CompressError, match=r"\(example_input is a batch, its first dimension the batch: for one "
+                                            r"image of \(3, 32, 32\), give example_input.unsqueeze\(0\)\)$"):
+        slimming.prune(randomize_bn(model).eval(), 0.5, torch.zeros(3, 32, 32))
