@@ -279,10 +279,12 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
         by_class = not guessed and not arch_kwargs
         arch_kwargs = {**guessed, **(arch_kwargs or {})}
     classes = _classes_of(model, classes)
+    given = dict(arch_kwargs or {})
     try:
-        arch_kwargs = resolved_kwargs(arch, dict(arch_kwargs or {}))
+        arch_kwargs = resolved_kwargs(arch, given)
     except ValueError as exc:
         raise CompressError(str(exc)) from None
+    added = {k: v for k, v in arch_kwargs.items() if k not in given}
     try:
         json.dumps(arch_kwargs, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -299,6 +301,13 @@ def save_model(model: nn.Module, path: str | Path, *, classes: list[str] | None 
     try:
         return save_model_dir(model, path, meta)
     except RebuildMismatch as exc:
+        if added and not by_class:
+            # The registry's defaults (its CIFAR ResNets' stem, say) are not the arguments a model of the same
+            # name from elsewhere was built with; the mismatch alone named a tensor and not why.
+            raise CompressError(f"{exc}; the registry's {arch} adds "
+                                f"{', '.join(f'{k}={v!r}' for k, v in added.items())} unless arch_kwargs give "
+                                "them: pass the arguments the model was built with, or leave arch out to rebuild "
+                                "it from its own class") from None
         if not by_class:
             raise
         raise CompressError(f"{exc}; {arch} was rebuilt with its constructor's defaults, since no arch or arch_kwargs "

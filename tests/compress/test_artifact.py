@@ -238,3 +238,22 @@ def test_a_class_rebuilt_with_its_defaults_that_differs_says_to_pass_its_argumen
     save_model(model, tmp_path / "sq", classes=["a", "b", "c"], input_size=64, mean=[0.5] * 3, std=[0.25] * 3,
                arch_kwargs={"version": "1_1", "num_classes": 3})
     assert (tmp_path / "sq" / "model.json").is_file()
+
+
+def test_a_registry_name_whose_defaults_differ_from_the_model_says_which_it_added(tmp_path):
+    """torchvision's ResNet-18 saved as arch="resnet18" was refused by a tensor's shape alone: the registry's
+    resnet18 adds the CIFAR stem, which the line did not say."""
+    import torchvision
+
+    from compress.artifact import save_model
+
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    with pytest.raises(CompressError, match=r"tensor conv1.weight is \(64, 3, 3, 3\) there and \(64, 3, 7, 7\) in the "
+                                            r"model; the registry's resnet18 adds image_size=32, cifar_stem=True "
+                                            r"unless arch_kwargs give them"):
+        save_model(model, tmp_path / "r", classes=["a", "b", "c"], input_size=32, mean=[0.5] * 3, std=[0.25] * 3,
+                   arch="resnet18")
+    assert not (tmp_path / "r").exists()
+    save_model(model, tmp_path / "r", classes=["a", "b", "c"], input_size=32, mean=[0.5] * 3, std=[0.25] * 3,
+               arch="resnet18", arch_kwargs={"num_classes": 3, "cifar_stem": False})
+    assert (tmp_path / "r" / "model.json").is_file()
