@@ -32,6 +32,7 @@ channels held at zero, which is what makes pruning them lossless.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -169,6 +170,7 @@ class SparsityRegularizer:
         self._hooked: dict[int, object] = {}
         self._groups: dict[tuple, list[list[torch.Tensor]]] = {}
         self._pending = 0.0
+        self._stepped_grads = None  # subgradient: the γ gradients as the optimizer's last step left them
         self.start_quantile = None  # "auto": the goal quantile when steering began
         self._last_quantile = None
 
@@ -251,6 +253,8 @@ class SparsityRegularizer:
         if optimizer is not None:
             self._check_holds_gammas(optimizer)
         if self.mode == "subgradient":
+            if optimizer is not None and lam > 0:
+                self._refuse_after_optimizer_step(optimizer)
             if lam > 0:
                 # One multi-tensor kernel per op (the same arithmetic as a loop of add_), not a few per BN.
                 with_grad = [g for g in self.gammas if g.grad is not None]
@@ -288,6 +292,25 @@ class SparsityRegularizer:
         self.pull_applied += applied
         if self.adaptive:
             self._steer()
+
+    def _refuse_after_optimizer_step(self, optimizer) -> None:
+        """A subgradient added after optimizer.step() goes into gradients already used, and the next
+        zero_grad() clears it: training would run without the penalty, without a word. Told apart from
+        the right order by the gradients: no backward() since the optimizer's last step leaves them the
+        same tensors at the same version."""
+        if id(optimizer) not in self._hooked:
+            self._hooked[id(optimizer)] = optimizer.register_step_post_hook(self._note_step)
+        stepped, self._stepped_grads = self._stepped_grads, None
+        now = [g.grad for g in self.gammas if g.grad is not None]
+        if stepped and len(stepped) == len(now) and \
+                all(ref() is grad and version == grad._version for (ref, version), grad in zip(stepped, now)):
+            raise CompressError("SparsityRegularizer.step came after optimizer.step(): its penalty goes into "
+                                "gradients already used, and zero_grad() clears it; call it after loss.backward() "
+                                "and before optimizer.step()")
+
+    def _note_step(self, _optimizer, _args, _kwargs) -> None:
+        # Weak references: holding the gradients would keep them alive, and a freed one's id can come back.
+        self._stepped_grads = [(weakref.ref(g.grad), g.grad._version) for g in self.gammas if g.grad is not None]
 
     def _gammas_by_group(self, optimizer) -> list[list[torch.Tensor]]:
         """Per param group, the γ it steps: kept ones only (a frozen γ the optimizer skips is left alone too),

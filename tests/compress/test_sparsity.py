@@ -383,3 +383,25 @@ def test_a_fixed_lambda_without_a_ramp_has_no_schedule_to_outrun():
             p.grad = torch.zeros_like(p)
         reg.step()
     assert reg.step_index == 4
+
+
+def _train_steps(model, reg, opt, order, steps=3):
+    for _ in range(steps):
+        opt.zero_grad()
+        model(torch.randn(2, 3, 8, 8)).sum().backward()
+        for call in order:
+            reg.step(opt) if call == "reg" else opt.step()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_a_subgradient_step_after_the_optimizer_step_is_refused(set_to_none):
+    """The penalty went into gradients already used, and zero_grad() cleared it: no sparsity, no word."""
+    torch.manual_seed(0)
+    model = small_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    opt.zero_grad = lambda f=opt.zero_grad: f(set_to_none=set_to_none)
+    _train_steps(model, SparsityRegularizer(model, 1e-4), opt, ("reg", "opt"), steps=4)  # the right order
+    reg = SparsityRegularizer(model, 1e-4)
+    with pytest.raises(CompressError, match=r"^SparsityRegularizer.step came after optimizer.step\(\)"):
+        _train_steps(model, reg, opt, ("opt", "reg"))
+    assert reg.step_index == 2  # its first call met the optimizer; the second, after its step, is refused
