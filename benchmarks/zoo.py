@@ -9,6 +9,9 @@ Each network runs in its own `nice`d one-thread subprocess with a timeout (a han
    `CompressError` here is a refusal, which is allowed when it names why;
 3. exactness: in an unpruned copy, set γ = β = 0 on exactly the channels the plan removes, replay the plan
    on it (`Plan.apply`), and compare the outputs (every output of a detector): ≤ 1e-5 relative is exact;
+   and at zero: in another copy, 40% of every BN's channels at γ = β = 0 (seeded), so that the 30% threshold
+   is 0; its prune must remove no channel above zero and leave the outputs as they were (since 2026-12-07:
+   the silenced copy silences what the prune chose, so it could not see a choice of live channels);
 4. save and load the pruned network as a model directory without a wrapper class, outputs equal;
 5. ONNX export of the loaded network with parity on every output (`compress.export`);
 6. Torch-Pruning's own BNScalePruner on the same network (global, 30%, classifier kept), judged the same
@@ -175,6 +178,7 @@ def ours(spec: str, model, size: int, work: Path, row: dict) -> None:
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     example = x[:1]
     reference_model = copy.deepcopy(model)
+    at_zero = copy.deepcopy(model)
     row["step"] = "prune"
     t0 = time.perf_counter()
     try:
@@ -199,6 +203,9 @@ def ours(spec: str, model, size: int, work: Path, row: dict) -> None:
     if not row["exact_rel_diff"] <= EXACT_REL:
         raise RuntimeError(f"pruned network differs from the silenced unpruned one by {row['exact_rel_diff']:.3g} "
                            f"(relative) although γ = β = 0 on every removed channel")
+
+    row["step"] = "at zero"
+    _prune_at_zero(at_zero, x, row)
 
     row["step"] = "save/load"
     directory = work / "model"
@@ -226,6 +233,41 @@ def ours(spec: str, model, size: int, work: Path, row: dict) -> None:
     row["onnx_parity"] = (report.get("onnx") or {}).get("parity")
     row["step"] = "done"
     row["status"] = "ok"
+
+
+ZERO_SHARE = 0.4  # of every BN's channels at γ = β = 0, above PERCENT: the threshold is then 0
+
+
+def _prune_at_zero(model, x, row: dict) -> None:
+    """Prune a copy whose removable channels compute nothing: the pruned network must equal the unpruned
+    one itself, with no channel above the threshold removed."""
+    import torch
+    from torch import nn
+
+    import compress
+
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.affine:
+                gone = torch.randperm(m.num_features, generator=gen)[:int(ZERO_SHARE * m.num_features)]
+                m.weight[gone] = 0.0
+                m.bias[gone] = 0.0
+    before = outputs(model.eval(), x)
+    try:
+        data = compress.prune(model, x[:1], percent=PERCENT).to_dict()
+    except compress.CompressError as exc:
+        row["at_zero"] = {"refused": str(exc).splitlines()[0][:300]}
+        return
+    row["at_zero"] = {"threshold": data["threshold"], "removed_gamma_max": data["removed_gamma_max"],
+                      "channels_after": data["channels_after"],
+                      "rel_diff": max_rel_diff(before, outputs(model.eval(), x))}
+    if data["threshold"] == 0 and data["removed_gamma_max"] > 0:
+        raise RuntimeError(f"at a threshold of 0 the prune removed channels with |γ| up to "
+                           f"{data['removed_gamma_max']:.3g}")
+    if not row["at_zero"]["rel_diff"] <= EXACT_REL:
+        raise RuntimeError(f"with 40% of the channels at γ = β = 0 the pruned network differs from the unpruned one "
+                           f"by {row['at_zero']['rel_diff']:.3g} (relative)")
 
 
 def torch_pruning(spec: str, model, size: int, row: dict) -> None:
@@ -392,10 +434,12 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
         f"Random weights (seed 0) and random BN statistics, eval mode; 30% of the BN channels by |γ|. *exact*: the "
         f"pruned network against the unpruned one with γ = β = 0 on the removed channels (≤ {EXACT_REL:g} relative "
         f"to the largest output). ONNX parity on 64 random images within max(1e-3, {PARITY_REL:g} × the largest "
-        "output). TP BNScale: `ok` when its pruned network matches the same silenced copy, `changed` when it "
+        "output). *at zero*: another copy with 40% of every BN's channels at γ = β = 0, pruned at 30% (threshold 0), "
+        "against itself unpruned: no channel above zero may go, and the outputs must stay within the same "
+        "tolerance. TP BNScale: `ok` when its pruned network matches the same silenced copy, `changed` when it "
         f"does not, `exception`/`timeout` ({TP_BUDGET_S} s) otherwise.", "",
-        "| network | px | ours | prune s | channels | exact (rel) | self-check | float64 look | TP BNScale | TP exact (rel) | reason |",
-        "| --- | ---: | --- | ---: | --- | ---: | --- | --- | --- | ---: | --- |",
+        "| network | px | ours | prune s | channels | exact (rel) | at zero (rel) | self-check | float64 look | TP BNScale | TP exact (rel) | reason |",
+        "| --- | ---: | --- | ---: | --- | ---: | ---: | --- | --- | --- | ---: | --- |",
     ]
     for r in rows:
         tp_row = r.get("torch_pruning", {})
@@ -408,12 +452,15 @@ def markdown(rows: list[dict], info: dict, command: str) -> str:
                         f"not run: {exact64['not_run']}" if "not_run" in exact64 else "")
         chans = f"{r.get('channels_before', '')} → {r.get('channels_after', '')}" if "channels_after" in r else ""
         exact = f"{r['exact_rel_diff']:.1e}" if "exact_rel_diff" in r else ""
+        zero = r.get("at_zero") or {}
+        zero_text = (f"{zero['rel_diff']:.1e}" if "rel_diff" in zero else
+                     f"refused: {zero['refused']}" if "refused" in zero else "")
         tp_exact = f"{tp_row['exact_rel_diff']:.1e}" if "exact_rel_diff" in tp_row else ""
         reason = r.get("reason", "")
         if tp_row.get("reason"):
             reason = (reason + "; " if reason else "") + "TP: " + tp_row["reason"]
         lines.append(f"| {r['name']} | {r.get('size', '')} | {r.get('status', '')} | {r.get('prune_s', '')} | {chans} "
-                     f"| {exact} | {check_text} | {exact64_text.replace('|', '/')} | {tp_row.get('status', '')} | {tp_exact} | {reason.replace('|', '/')} |")
+                     f"| {exact} | {zero_text.replace('|', '/')} | {check_text} | {exact64_text.replace('|', '/')} | {tp_row.get('status', '')} | {tp_exact} | {reason.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,8 @@ def test_the_zoo_writes_its_table_and_reruns_one_row(tmp_path):
     for row in rows.values():
         assert row["status"] == "ok" and row["exact_rel_diff"] <= 1e-5 and row["onnx_parity"]["passed"]
         assert row["channels_after"] < row["channels_before"] and row["torch_pruning"]["status"]
+        zero = row["at_zero"]
+        assert zero["threshold"] == 0 and zero["removed_gamma_max"] == 0 and zero["rel_diff"] <= 1e-5
     table = (tmp_path / "README.md").read_text()
     assert "| timm:mobilenetv3_small_050 | 224 | ok |" in table and "0 FAIL" in table
     again = _zoo("--names", "tv:mobilenet_v3_small", "--out", str(tmp_path), "--rerun")

@@ -45,8 +45,40 @@ def test_a_chunked_tensor_keeps_equal_halves_and_prunes_exactly():
         model.cv1[1].weight[:8] = torch.linspace(0.01, 0.1, 8)  # the first half would go first, alone
     pruned, _, plan, rel = prune_exactly(model, EXAMPLE, percent=0.3, min_keep=0.0)
     assert rel <= 1e-5
-    width = pruned.cv1[0].out_channels
-    assert width < 16 and width % 2 == 0 and pruned.m[0].in_channels == width // 2
+    # The second half keeps all 8 above the threshold, so the first keeps 8 as well: equal by keeping.
+    assert pruned.cv1[0].out_channels == 16 and plan["channels_after"] < plan["channels_before"]
+
+
+class ChunkBranches(nn.Module):
+    """One BN'd convolution chunked in two, each half into its own convolution (CSP's and Res2Net's split)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.a, self.b = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        p, q = self.conv(x).chunk(2, dim=1)
+        return self.fc(torch.cat([self.a(p), self.b(q)], 1).mean((2, 3)))
+
+
+def test_equal_halves_never_remove_a_channel_above_the_threshold():
+    """Half A with 6 channels at γ = β = 0, half B with 2: the threshold is 0, and the halves were made equal
+    at the mean count (4 each), which removed two of B's live channels; the output moved by 2.4% while
+    the self-check (which silences the same channels) passed. timm's CSP and Res2Net networks moved 0.9-4.6%."""
+    model = randomize_bn(ChunkBranches(), seed=1).eval()
+    with torch.no_grad():
+        for i in (0, 1, 2, 3, 4, 5, 8, 9):
+            model.conv[1].weight[i] = 0.0
+            model.conv[1].bias[i] = 0.0
+    reference = copy.deepcopy(model)
+    _, plan = slimming.prune(model, 0.3, EXAMPLE, min_keep=0.0)
+    assert plan["threshold"] == 0.0 and plan["removed_gamma_max"] == 0.0
+    assert model.conv[0].out_channels == 12 and model.a.in_channels == model.b.in_channels == 6  # B's 6 each
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-6)
 
 
 def test_split_sizes_fixed_in_code_leave_their_channels_alone_with_the_reason():
@@ -73,6 +105,25 @@ def test_timm_mixnet_updates_its_split_sizes_and_prunes_exactly():
     assert any(list(m.splits) != list(o.splits) for m, o in zip(mixed, unpruned))
     rewritten = {(r["module"], r["attribute"]): r["sizes"] for r in plan["split_sizes"]}
     assert rewritten and all(list(dict(pruned.named_modules())[m].splits) == v for (m, a), v in rewritten.items())
+
+
+def test_timm_cross_stage_partial_split_removes_only_channels_at_zero():
+    """cs3darknet_s splits its stages' expansion into equal parts (`expand_chs`): with 40% of every BN's
+    channels at γ = β = 0, the prune at a threshold of 0 removed live channels (γ up to 0.6) from the fuller
+    part and moved the output by 0.9%."""
+    model = randomize_bn(timm.create_model("cs3darknet_s", pretrained=False, num_classes=5), seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            gone = torch.randperm(bn.num_features, generator=g)[:int(0.4 * bn.num_features)]
+            bn.weight[gone] = 0.0
+            bn.bias[gone] = 0.0
+    reference = copy.deepcopy(model)
+    _, plan = slimming.prune(model, 0.3, torch.zeros(1, 3, 64, 64))
+    assert plan["threshold"] == 0.0 and plan["removed_gamma_max"] == 0.0 and plan["pruned_fraction"] > 0.2
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-5 * float(reference(x).abs().max()))
 
 
 ultralytics = pytest.importorskip("ultralytics", reason="ultralytics is optional; the dev extra installs it")
