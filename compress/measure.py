@@ -103,7 +103,7 @@ def count_params_macs(model: nn.Module, input_size=(3, 32, 32), *, checked: bool
 
 
 def layer_widths(model: nn.Module) -> dict[str, dict]:
-    """Shape-defining attributes of every Conv2d, BatchNorm2d and Linear (and their subclasses, whose entry
+    """Shape-defining attributes of every convolution, BatchNorm and Linear (and their subclasses, whose entry
     also names their class), keyed by module name. A BN pruned by consumer-side selection is recorded with
     its input width and selected channels. See compress.widths."""
     from compress.widths import layer_spec

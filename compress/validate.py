@@ -34,10 +34,12 @@ from compress.request import SHARED
 
 PLAN_FORMATS = ("compress.plan/1", "compress.plan/2")  # compress.slimming.OLD_PLAN_FORMAT, PLAN_FORMAT
 MODEL_FORMAT = "compress.model/1"  # compress.artifact.FORMAT
+CONV_TYPES = ("Conv1d", "Conv2d", "Conv3d")
 LAYER_TYPES = {
-    "Conv2d": ("in_channels", "out_channels", "groups"),
-    "BatchNorm2d": ("num_features",),
+    **{kind: ("in_channels", "out_channels", "groups") for kind in CONV_TYPES},
     "BatchNorm1d": ("num_features",),
+    "BatchNorm2d": ("num_features",),
+    "BatchNorm3d": ("num_features",),
     "SelectBatchNorm2d": ("num_features", "in_channels"),
     "Linear": ("in_features", "out_features"),
 }
@@ -241,7 +243,7 @@ def _validate_widths(widths, where) -> int:
         values = {k: _int(spec.get(k), where, f"{field}.{k}", 1, MAX_WIDTH) for k in LAYER_TYPES[kind]}
         if "bias" in spec and not isinstance(spec["bias"], bool):
             raise InvalidFileError(f"{where}: {field}.bias must be true or false, got {spec['bias']!r}")
-        if kind == "Conv2d":
+        if kind in CONV_TYPES:
             g = values["groups"]
             if values["in_channels"] % g or values["out_channels"] % g:
                 raise InvalidFileError(f"{where}: {field} has {values['in_channels']} → {values['out_channels']} "

@@ -1,5 +1,5 @@
-"""Per-layer widths in model.json: what each Conv2d, BatchNorm2d, BatchNorm1d and Linear looks like after pruning, and
-how an unpruned network is resized to them.
+"""Per-layer widths in model.json: what each convolution (1-, 2- or 3-d), BatchNorm (1-, 2- or 3-d) and Linear looks
+like after pruning, and how an unpruned network is resized to them.
 
 A layer's kind (the `type` of its entry) is the class it derives from, so subclasses that carry more than
 their base (timm's BatchNormAct2d with its activation, timm's Conv2dSame with its padding) keep their class,
@@ -17,7 +17,13 @@ from torch import nn
 
 from compress.errors import CompressError
 
-BASES = (nn.Conv2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.Linear)
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)  # a Conv1d or Conv3d that reads pruned channels is cut too
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BASES = (*CONVS, *NORMS, nn.Linear)
+
+
+def _base(m: nn.Module, bases: tuple[type, ...]) -> type | None:
+    return next((b for b in bases if isinstance(m, b)), None)
 
 
 def qualified_class(m: nn.Module) -> str:
@@ -31,12 +37,12 @@ def layer_spec(m: nn.Module) -> dict | None:
     if isinstance(m, SelectBatchNorm2d):  # a BN reading some channels of a wider input
         spec = width_spec(m)
         base = SelectBatchNorm2d
-    elif isinstance(m, nn.Conv2d):
-        spec = {"type": "Conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
+    elif _base(m, CONVS):
+        base = _base(m, CONVS)
+        spec = {"type": base.__name__, "in_channels": m.in_channels, "out_channels": m.out_channels,
                 "groups": m.groups, "bias": m.bias is not None}
-        base = nn.Conv2d
-    elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):  # a BatchNorm1d after a Linear head prunes too
-        base = nn.BatchNorm2d if isinstance(m, nn.BatchNorm2d) else nn.BatchNorm1d
+    elif _base(m, NORMS):  # a BatchNorm1d after a Linear head prunes too
+        base = _base(m, NORMS)
         spec = {"type": base.__name__, "num_features": m.num_features}
     elif isinstance(m, nn.Linear):
         spec = {"type": "Linear", "in_features": m.in_features, "out_features": m.out_features,
@@ -83,19 +89,19 @@ def _resized(m: nn.Module, spec: dict) -> nn.Module:
             raise CompressError(f"a channel selection on a {qualified_class(m)} cannot be rebuilt without "
                                 "changing what that layer computes")
         return new
-    if isinstance(m, nn.Conv2d):
+    if _base(m, CONVS):
         bias = spec.get("bias", m.bias is not None)
         if (m.in_channels, m.out_channels, m.groups, m.bias is not None) == (
                 spec["in_channels"], spec["out_channels"], spec["groups"], bias):
             return m
-        if type(m) is nn.Conv2d:
-            return nn.Conv2d(spec["in_channels"], spec["out_channels"], m.kernel_size, m.stride, m.padding,
-                             m.dilation, spec["groups"], bias, m.padding_mode)
+        if type(m) in CONVS:
+            return type(m)(spec["in_channels"], spec["out_channels"], m.kernel_size, m.stride, m.padding,
+                           m.dilation, spec["groups"], bias, m.padding_mode)
         return _resized_conv(m, spec["in_channels"], spec["out_channels"], spec["groups"], bias)
-    if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+    if _base(m, NORMS):
         if m.num_features == spec["num_features"]:
             return m
-        if type(m) in (nn.BatchNorm2d, nn.BatchNorm1d):
+        if type(m) in NORMS:
             return type(m)(spec["num_features"], m.eps, m.momentum, m.affine, m.track_running_stats)
         return _resized_bn(m, spec["num_features"])
     if isinstance(m, nn.Linear):
@@ -129,7 +135,7 @@ def _like(t: torch.Tensor | None, shape) -> torch.Tensor:
                        device=t.device if t is not None else "cpu")
 
 
-def _resized_bn(m: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
+def _resized_bn(m: nn.modules.batchnorm._BatchNorm, n: int) -> nn.modules.batchnorm._BatchNorm:
     new = _copy_without(m, ("weight", "bias", "running_mean", "running_var"))
     new.num_features = n
     if m.weight is not None:
@@ -138,16 +144,16 @@ def _resized_bn(m: nn.BatchNorm2d, n: int) -> nn.BatchNorm2d:
     if m.running_mean is not None:
         new.running_mean = _like(m.running_mean, (n,))
         new.running_var = _like(m.running_var, (n,))
-    nn.BatchNorm2d.reset_parameters(new)
+    _base(m, NORMS).reset_parameters(new)
     return new
 
 
-def _resized_conv(m: nn.Conv2d, c_in: int, c_out: int, groups: int, bias: bool) -> nn.Conv2d:
+def _resized_conv(m: nn.modules.conv._ConvNd, c_in: int, c_out: int, groups: int, bias: bool) -> nn.Module:
     new = _copy_without(m, ("weight", "bias"))
     new.in_channels, new.out_channels, new.groups = c_in, c_out, groups
     new.weight = nn.Parameter(_like(m.weight, (c_out, c_in // groups, *m.kernel_size)))
     new.bias = nn.Parameter(_like(m.weight, (c_out,))) if bias else None
-    nn.Conv2d.reset_parameters(new)
+    _base(m, CONVS).reset_parameters(new)
     return new
 
 

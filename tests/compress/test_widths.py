@@ -136,3 +136,36 @@ def test_a_batchnorm1d_that_slimming_narrowed_is_recorded_and_rebuilt():
     fresh.load_state_dict(model.state_dict())
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(fresh.eval()(x), model(x))
+
+
+@pytest.mark.parametrize("kind", ["conv1d", "conv3d"])
+def test_a_pruned_conv1d_conv3d_or_batchnorm3d_is_recorded_and_rebuilt(kind):
+    """prune cut a Conv1d reading pruned channels (and a BatchNorm3d's own channels), which model.json did not
+    record: save_model then refused the model, blaming constructor arguments that could not fix it."""
+    from compress.validate import _validate_widths
+    from compress.widths import layer_spec
+
+    def build():
+        torch.manual_seed(0)
+        stem = [nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU()]
+        if kind == "conv1d":  # the channels become a sequence's features
+            return nn.Sequential(*stem, nn.Flatten(2), nn.Conv1d(16, 8, 3, padding=1), nn.AdaptiveAvgPool1d(1),
+                                 nn.Flatten(), nn.Linear(8, 4))
+        return nn.Sequential(*stem, nn.Unflatten(1, (1, 16)), nn.Conv3d(1, 6, 3, padding=1), nn.BatchNorm3d(6),
+                             nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(6, 4))
+
+    model = build()
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        with torch.no_grad():
+            bn.weight.uniform_(0.05, 1)
+    compress.prune(model.eval(), torch.zeros(1, 3, 8, 8), percent=0.3)
+    widths = {name: spec for name, m in model.named_modules() if (spec := layer_spec(m))}
+    assert (model[4].in_channels < 16) if kind == "conv1d" else (model[4].out_channels < 6 and
+                                                                 model[5].num_features < 6)
+    assert widths["4"]["type"] == ("Conv1d" if kind == "conv1d" else "Conv3d")
+    _validate_widths(json.loads(json.dumps(widths)), "model.json")
+    fresh = build()
+    apply_widths(fresh, widths)
+    fresh.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(fresh.eval()(x), model(x))
