@@ -259,11 +259,16 @@ def _getitem(cm, node: Node) -> bool:
         return False
     cm.uf.union_ranges(cm.offsets[src.id] + start, cm.offsets[out.id], out.channels)
     # The code slices with the same numbers after pruning: the channels before the slice must stay, and
-    # those inside it too unless it runs to the end.
+    # those inside it too unless it runs to the end. A bound that counts from the end ([-6:]) moves with
+    # every channel removed anywhere, so all of them stay.
     keep = range(0, start) if stop >= src.channels else range(0, stop)
+    reason = f"a slice [{start}:{stop}] in {node.where} keeps fixed bounds"
+    if any(isinstance(b, int) and b < 0 for b in (second.start, second.stop)):
+        keep = range(0, src.channels)
+        written = ":".join("" if b is None else str(b) for b in (second.start, second.stop))
+        reason = f"a slice [{written}] in {node.where} counts from the end"
     base = cm.offsets[src.id]
-    cm.freeze(src, f"a slice [{start}:{stop}] in {node.where} keeps fixed bounds",
-              only=range(base + keep.start, base + keep.stop))
+    cm.freeze(src, reason, only=range(base + keep.start, base + keep.stop))
     return True
 
 

@@ -65,3 +65,18 @@ def test_slices_with_fixed_bounds_keep_the_channels_before_their_end():
     assert rel <= 1e-5
     assert pruned.a[0].out_channels >= 6 and pruned.b[0].out_channels < 8
     assert any(s["reason"] == "a slice [0:6] in the model's forward keeps fixed bounds" for s in plan["skipped"])
+
+
+
+class FromTheEnd(SliceHead):
+    def forward(self, x):
+        return self.fc(self.b(self.a(x)[:, -6:]).mean((2, 3)))
+
+
+def test_a_slice_counting_from_the_end_keeps_its_layer_and_the_rest_still_prunes():
+    """`[:, -6:]` was read as the fixed range [2:8] with only the channels before it kept; after pruning the
+    code's own -6 counts from the new end and read other channels, so the self-check refused the whole model."""
+    pruned, _, plan, rel = prune_exactly(randomize_bn(FromTheEnd(), seed=5), EXAMPLE, percent=0.4, min_keep=0.0)
+    assert rel <= 1e-5
+    assert pruned.a[0].out_channels == 8 and pruned.b[0].out_channels < 8
+    assert any(s["reason"] == "a slice [-6:] in the model's forward counts from the end" for s in plan["skipped"])
