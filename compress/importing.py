@@ -7,6 +7,9 @@ files, which refuses anything but tensors and plain containers: nothing a user h
 
 from __future__ import annotations
 
+import argparse
+import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +25,13 @@ PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from a training checkpoint's dict when needed."""
     path = Path(path)
+    if path.is_dir():
+        raise CompressError(f"{path} is a folder, not a weights file")
     if not path.is_file():
         raise CompressError(f"weights file not found: {path}")
-    suffix = path.suffix.lower()
+    if path.stat().st_size == 0:
+        raise CompressError(f"{path} is empty")
+    suffix = ".pth" if path.name.lower().endswith(".pth.tar") else path.suffix.lower()  # timm's checkpoint names
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -36,12 +43,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     elif suffix in (".pt", ".pth", ".bin", ".ckpt"):
         _check_zip_entries(path)
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            # argparse.Namespace (the `args` timm and many training scripts save beside the weights) only sets
+            # attributes: allowed to the weights-only reader, which still refuses any other object.
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - corrupt zips, pickles with code, truncated files
             raise CompressError(f"{path} cannot be read as a weights-only checkpoint "
-                                f"(pickled code is refused): {_first(exc)}") from None
+                                f"(pickled code is refused): {_unpickling_cause(exc)}") from None
     else:
-        raise CompressError(f"{path}: weights must be .safetensors, .pt or .pth")
+        raise CompressError(f"{path}: weights must be .safetensors, .pt, .pth or .pth.tar")
     return _unwrap(state, path)
 
 
@@ -100,21 +110,66 @@ def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
     odd = next((k for k in state if not isinstance(k, str)), None)
     if odd is not None:
         raise CompressError(f"{path}: key {odd!r} is a {type(odd).__name__}, not a tensor name")
-    out = {}
-    shared = [p for p in PREFIXES if all(k.startswith(p) for k in state)]  # once, not once per key
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise CompressError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
-        for prefix in PREFIXES:
-            if prefix in shared and key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
+    bad = next((k for k, v in state.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CompressError(f"{path}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor")
+    for key, t in state.items():
+        # A stride-0 tensor of 4 stored bytes can claim any shape, and a class count or a Linear is made of
+        # its shape: no tensor may claim more elements than the file stored for it.
+        if t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            raise CompressError(f"{path}: tensor {key!r} claims {list(t.shape)} ({t.numel():,} values) over "
+                                f"{t.untyped_storage().nbytes():,} stored bytes; save plain tensors (.contiguous())")
+    # The per-module versions torch.save keeps beside a state dict: MNASNet's loader needs its own.
+    return _with_metadata(state, getattr(state, "_metadata", None))
+
+
+def _with_metadata(state: dict, metadata) -> dict:
+    out = OrderedDict(state)
+    if isinstance(metadata, dict):
+        out._metadata = metadata
     return out
 
 
-def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
-    """Load `state` into `model`, or fail on the first tensor that does not fit, by name."""
+def fitted_keys(state: dict[str, torch.Tensor], expected: dict) -> dict[str, torch.Tensor]:
+    """`state` under the model's names: as it is when they match, else with the wrappers' prefixes that every
+    key shares stripped, however nested (DistributedDataParallel around torch.compile: module._orig_mod.).
+    A model whose own names all begin with module. keeps them."""
+    names = {k for k in expected if not k.endswith("num_batches_tracked")}
+    for _ in range(4):
+        have = set(state)
+        if names <= have or not state:
+            return state
+        prefix = next((p for p in PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            return state
+        metadata = getattr(state, "_metadata", None)
+        state = _with_metadata({k[len(prefix):]: v for k, v in state.items()},
+                               None if metadata is None else {_strip(k, prefix): v for k, v in metadata.items()})
+    return state
+
+
+def _strip(module_name: str, prefix: str) -> str:
+    return "" if module_name == prefix[:-1] else module_name[len(prefix):] if module_name.startswith(prefix) \
+        else module_name
+
+
+def fits(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Whether every tensor of `model` is in `state` (under the names load_strict reads) with its shape."""
     expected = model.state_dict()
+    state = fitted_keys(state, expected)
+    return set(state) <= set(expected) and all(
+        tuple(state[k].shape) == tuple(t.shape) if k in state else k.endswith("num_batches_tracked")
+        for k, t in expected.items())
+
+
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
+    """Load `state` into `model`, or fail on the first tensor that does not fit, by name. A BatchNorm's
+    num_batches_tracked, which checkpoints from before PyTorch 0.4.1 lack, is taken from the model."""
+    expected = model.state_dict()
+    state = fitted_keys(state, expected)
+    metadata = getattr(state, "_metadata", None)
+    missing_counters = {k: v for k, v in expected.items() if k.endswith("num_batches_tracked") and k not in state}
+    state = _with_metadata({**state, **missing_counters}, metadata)
     for key, tensor in expected.items():
         if key not in state:
             raise CompressError(f"{source} does not fit {arch}: tensor {key} {list(tensor.shape)} is missing")
@@ -128,13 +183,33 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, a
     for key, value in state.items():
         if value.is_floating_point() != expected[key].is_floating_point():
             raise CompressError(f"{source}: tensor {key} is {value.dtype}, the model holds {expected[key].dtype}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    converted = _with_metadata({k: v.to(expected[k].dtype) for k, v in state.items()},
+                               metadata if metadata is not None else getattr(expected, "_metadata", None))
+    model.load_state_dict(converted, strict=True)
 
 
 def output_width(state: dict[str, torch.Tensor]) -> int | None:
-    """Rows of the last 2-D weight in the file: the class count of a classifier."""
+    """Rows of the last 2-D weight in the file: the class count of a classifier, bounded before anything is
+    made of it (a stride-0 tensor of a kilobyte can claim any shape)."""
+    from compress.limits import MAX_CLASSES, check_count
+
     last = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
-    return int(last[-1].shape[0]) if last else None
+    if not last:
+        return None
+    check_count(int(last[-1].shape[0]), MAX_CLASSES, "the class count the weights file's last layer gives",
+                "MAX_CLASSES")
+    return int(last[-1].shape[0])
+
+
+def check_statistics(model: nn.Module, source: str) -> None:
+    """A BatchNorm whose running variance plus eps is not positive divides by the square root of a negative:
+    every output NaN, refused by name rather than as "the output holds NaN"."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
+            bad = int((m.running_var + m.eps <= 0).sum())
+            if bad:
+                raise CompressError(f"{source}: tensor {name}.running_var holds {bad} negative variance(s); a "
+                                    "BatchNorm's running variance is never below zero")
 
 
 @torch.no_grad()
@@ -153,6 +228,16 @@ def check_input_size(model: nn.Module, arch: str, input_size: int) -> None:
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise CompressError(f"{arch} must return a (batch, classes) tensor of logits, got "
                             f"{type(out).__name__}{list(out.shape) if isinstance(out, torch.Tensor) else ''}")
+
+
+def _unpickling_cause(exc: BaseException) -> str:
+    """torch's weights-only refusal says what it refused several lines down ("Unsupported global: GLOBAL
+    x.y"), after advice to load with weights_only=False, which this toolkit never does."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if found:
+        return (f"it holds a {found.group(1)} object; save the state dict alone "
+                "(torch.save(model.state_dict(), path))")
+    return re.sub(r"\x1b\[[0-9;]*m", "", _first(exc))
 
 
 def _first(exc: BaseException) -> str:

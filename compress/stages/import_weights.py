@@ -7,8 +7,10 @@ from pathlib import Path
 
 from compress.data.options import DataOptions
 from compress.errors import CompressError
-from compress.importing import check_input_size, load_strict, logits_width, output_width, read_state_dict
+from compress.importing import (check_input_size, check_statistics, load_strict, logits_width, output_width,
+                                read_state_dict)
 from compress.labels import placeholder_names
+from compress.weights_file import check_finite
 from compress.stages._run import MADE_FILES, check_no_training_run, command_line, save_model_into, writing
 from compress.stages.train import model_kwargs
 
@@ -26,6 +28,7 @@ def import_weights(weights: str | Path, arch: str, out: str | Path, *, arch_kwar
     with writing(out, [("WEIGHTS", weights)], data):
         check_no_training_run(Path(out), "import", also=MADE_FILES)
         state = read_state_dict(weights)
+        check_finite(state, str(weights))
         train = test = None
         if data is not None:
             data = data.with_input_size(input_size)
@@ -79,11 +82,35 @@ def _built(weights, arch: str, arch_kwargs: dict | None, state: dict, classes: l
     logit per class; and the constructor arguments that rebuild it."""
     from compress.artifact import construct
 
-    kwargs = model_kwargs(arch, dict(arch_kwargs or {}), len(classes), input_size)
+    kwargs = _stem_that_fits(arch, arch_kwargs or {}, model_kwargs(arch, dict(arch_kwargs or {}), len(classes),
+                                                                   input_size), state, weights)
     model = construct(arch, kwargs)
     load_strict(model, state, str(weights), arch)
+    check_statistics(model, str(weights))
     check_input_size(model, arch, input_size)
     out_width = logits_width(model, input_size)
     if out_width != len(classes):
         raise CompressError(f"{arch} outputs {out_width} classes, but {len(classes)} class names were given")
     return model, kwargs
+
+
+def _stem_that_fits(arch: str, given: dict, kwargs: dict, state: dict, weights) -> dict:
+    """A torchvision network's stem, which the registry makes small (stride 1) below 64 px: a checkpoint of
+    torchvision's own stem loaded into it computes something else. Where one stem fits the file it is the
+    one; where both do (MobileNets' first convolution has one shape either way), the user says which."""
+    from compress.artifact import construct
+    from compress.importing import fits
+    from compress.models import parse_name
+    from compress.models.tv import supports_cifar_stem
+
+    family, fixed = parse_name(arch) if "cifar_stem" in kwargs else (None, {})
+    if family != "torchvision" or "cifar_stem" in given or not supports_cifar_stem(fixed["name"]):
+        return kwargs
+    fitting = [stem for stem in (bool(kwargs["cifar_stem"]), not kwargs["cifar_stem"])
+               if fits(construct(arch, {**kwargs, "cifar_stem": stem}), state)]
+    if len(fitting) == 2:
+        raise CompressError(f"{weights} fits {arch} with either stem, which compute different things: pass "
+                            "--arch-kwargs '{\"cifar_stem\": false}' for torchvision's own (weights trained with "
+                            "torchvision), or true for the small CIFAR stem (stride 1; this toolkit's default below "
+                            "64 px)")
+    return {**kwargs, "cifar_stem": fitting[0]} if fitting else kwargs

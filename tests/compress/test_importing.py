@@ -5,7 +5,7 @@ import torch
 import torchvision
 
 from compress.errors import CompressError
-from compress.importing import read_state_dict
+from compress.importing import fitted_keys, read_state_dict
 
 
 def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path):
@@ -13,7 +13,48 @@ def test_wrapped_and_data_parallel_checkpoints_are_unwrapped(tmp_path):
     state = {f"module.{k}": v for k, v in net.state_dict().items()}
     torch.save({"epoch": 3, "state_dict": state}, tmp_path / "ckpt.pt")
     unwrapped = read_state_dict(tmp_path / "ckpt.pt")
-    assert set(unwrapped) == set(net.state_dict())
+    assert set(fitted_keys(unwrapped, net.state_dict())) == set(net.state_dict())
+
+
+def test_prefixes_are_stripped_only_where_the_model_lacks_them_and_however_nested():
+    """DistributedDataParallel around torch.compile (module._orig_mod.) kept one prefix; a model whose own
+    names all begin with module. had it stripped, and was refused for a tensor the file held."""
+    own = {"module.conv.weight": torch.zeros(1), "module.bn.weight": torch.zeros(1)}
+    assert set(fitted_keys(dict(own), own)) == set(own)
+    nested = {f"module._orig_mod.{k}": v for k, v in own.items()}
+    assert set(fitted_keys(nested, {k[len("module."):]: v for k, v in own.items()})) == {"conv.weight", "bn.weight"}
+
+
+def test_a_tensor_claiming_more_values_than_its_file_stored_is_refused(tmp_path):
+    """A stride-0 (fc.weight) of a kilobyte claimed a million rows: the class count and the classifier were
+    made of that shape (2.7 GB for N = 1e6)."""
+    torch.save({"fc.weight": torch.zeros(1).expand(100_000, 512)}, tmp_path / "tiny.pth")
+    assert (tmp_path / "tiny.pth").stat().st_size < 4096
+    with pytest.raises(CompressError, match=r"tensor 'fc.weight' claims \[100000, 512\] \(51,200,000 values\) over "
+                                            r"4 stored bytes"):
+        read_state_dict(tmp_path / "tiny.pth")
+
+
+def test_a_training_checkpoint_with_its_arguments_and_timms_name_is_read(tmp_path):
+    """timm's model_best.pth.tar holds the run's argparse.Namespace beside the weights: refused by its suffix,
+    then by torch's weights-only reader with advice to turn that reader off."""
+    import argparse
+
+    net = torchvision.models.resnet18(num_classes=2)
+    torch.save({"epoch": 3, "state_dict": net.state_dict(), "args": argparse.Namespace(lr=0.1)},
+               tmp_path / "model_best.pth.tar")
+    assert set(read_state_dict(tmp_path / "model_best.pth.tar")) == set(net.state_dict())
+
+
+def test_refusals_name_what_is_wrong_with_the_file(tmp_path):
+    (tmp_path / "dir.pth").mkdir()
+    (tmp_path / "empty.pth").write_bytes(b"")
+    torch.save({"w": torch.zeros(1), "extra": torch.nn.Identity()}, tmp_path / "module.pth")
+    for name, message in (("dir.pth", "is a folder, not a weights file"), ("empty.pth", r"empty.pth is empty$"),
+                          ("module.pth", r"\(pickled code is refused\): it holds a torch.nn.modules.linear.Identity "
+                                         r"object; save the state dict alone")):
+        with pytest.raises(CompressError, match=message):
+            read_state_dict(tmp_path / name)
 
 
 def test_pickled_code_is_refused(tmp_path):
@@ -61,7 +102,8 @@ def test_prefixes_are_found_once_for_many_keys(tmp_path):
     from compress.importing import _unwrap
 
     state = {f"module.layer{i}.weight": torch.zeros(0) for i in range(20_000)}
-    assert next(iter(_unwrap(state, tmp_path / "x.pt"))) == "layer0.weight"
+    expected = {k[len("module."):]: v for k, v in state.items()}
+    assert next(iter(fitted_keys(_unwrap(state, tmp_path / "x.pt"), expected))) == "layer0.weight"
     with pytest.raises(CompressError, match="key 3 is a int, not a tensor name"):
         _unwrap({3: torch.zeros(1)}, tmp_path / "x.pt")
 

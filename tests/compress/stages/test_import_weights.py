@@ -120,3 +120,63 @@ def test_normalization_is_required_without_data(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=2).state_dict(), tmp_path / "r.pth")
     with pytest.raises(CompressError, match="--mean and --std"):
         import_weights(tmp_path / "r.pth", "resnet18", tmp_path / "m", input_size=96, classes=["a", "b"])
+
+
+def _imported(tmp_path, net, arch, size, name="w.pth", state=None, **kwargs):
+    torch.save(net.state_dict() if state is None else state, tmp_path / name)
+    out = tmp_path / f"m-{name}"
+    import_weights(tmp_path / name, arch, out, input_size=size, classes=[str(i) for i in range(3)],
+                   mean=[0.5] * 3, std=[0.25] * 3, **kwargs)
+    model, meta = load_model_dir(out)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net.eval()(x), rtol=1e-5, atol=1e-5)
+    return meta
+
+
+def test_a_torchvision_mobilenet_at_cifar_size_is_refused_until_its_stem_is_named(tmp_path):
+    """Both stems have a 3x3 first convolution: torchvision's weights went into the registry's stride-1 stem
+    below 64 px, accepted, with outputs 0.7-185% off and other predictions."""
+    torch.manual_seed(0)
+    net = torchvision.models.mobilenet_v3_small(num_classes=3)
+    with pytest.raises(CompressError, match=r"fits mobilenet_v3_small with either stem, which compute different "
+                                            r"things: pass --arch-kwargs '\{\"cifar_stem\": false\}'"):
+        _imported(tmp_path, net, "mobilenet_v3_small", 32)
+    assert not (tmp_path / "m-w.pth").exists()
+    meta = _imported(tmp_path, net, "mobilenet_v3_small", 32, arch_kwargs={"cifar_stem": False})
+    assert meta["arch_kwargs"]["cifar_stem"] is False
+
+
+def test_a_torchvision_resnet_at_cifar_size_takes_the_stem_its_weights_fit(tmp_path):
+    """Refused before ("conv1.weight is [64, 3, 7, 7] in the file and [64, 3, 3, 3]"): only torchvision's own
+    stem fits the file, so it is that one."""
+    torch.manual_seed(0)
+    assert _imported(tmp_path, torchvision.models.resnet18(num_classes=3), "resnet18", 32)["arch_kwargs"][
+        "cifar_stem"] is False
+
+
+def test_checkpoints_as_people_have_them_load_exactly(tmp_path):
+    """MNASNet's loader needs the per-module versions torch.save keeps (a raw ValueError); checkpoints from
+    before PyTorch 0.4.1 lack num_batches_tracked; DDP around torch.compile prefixes module._orig_mod."""
+    torch.manual_seed(0)
+    _imported(tmp_path, torchvision.models.mnasnet0_5(num_classes=3), "mnasnet0_5", 64)
+    net = torchvision.models.resnet18(num_classes=3)
+    old = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    _imported(tmp_path, net, "resnet18", 64, name="old.pth", state=old)
+    _imported(tmp_path, net, "resnet18", 64, name="ddp.pth",
+              state={f"module._orig_mod.{k}": v for k, v in net.state_dict().items()})
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda v: v.fill_(float("nan")), r"bad.pth: tensor bn1.running_var holds 64 non-finite value"),
+    (lambda v: v.mul_(-1), r"bad.pth: tensor bn1.running_var holds 64 negative variance\(s\)"),
+])
+def test_broken_batchnorm_statistics_are_named_with_the_file(tmp_path, broken, message):
+    """A NaN was named in a temporary file of the output folder; a negative variance as "the output holds NaN"."""
+    state = torchvision.models.resnet18(num_classes=3).state_dict()
+    broken(state["bn1.running_var"])
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CompressError, match=message):
+        import_weights(tmp_path / "bad.pth", "resnet18", tmp_path / "m", input_size=64, classes=["a", "b", "c"],
+                       mean=[0.5] * 3, std=[0.25] * 3)
+    assert not (tmp_path / "m").exists()
