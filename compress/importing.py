@@ -36,6 +36,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from compress.weights_file import check_header
+
+        check_header(path)  # a name listed twice would load one of two tensors without a word
         try:
             state: Any = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as exc:

@@ -149,6 +149,10 @@ def test_a_duplicated_tensor_name_is_refused(tmp_path):
     assert list(load_file(str(tmp_path / "dup.safetensors"))) == ["w"]  # what we guard against
     with pytest.raises(CompressError, match="lists tensor 'w' twice"):
         check_header(tmp_path / "dup.safetensors")
+    from compress.importing import read_state_dict
+
+    with pytest.raises(CompressError, match="lists tensor 'w' twice"):  # compress import read it merged
+        read_state_dict(tmp_path / "dup.safetensors")
     save_model_dir(create_model("vgg11", width=0.25), tmp_path / "m", META)
     weights = tmp_path / "m" / "model.safetensors"
     blob = weights.read_bytes()
