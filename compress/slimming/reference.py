@@ -38,8 +38,12 @@ def replacement_hooks(reference: nn.Module, removal, deltas: dict, start: int, f
     for name, idx in removal.inputs.items():
         mod = modules[name]
 
-        def pre(m, args, idx=idx):
+        def pre(m, args, idx=idx, name=name):
             x = args[0].clone()
+            if x.dim() < 2:
+                raise CompressError(f"{name} receives a tensor of shape {list(x.shape)}, with no batch dimension, "
+                                    "when the model runs on one image (a squeeze() that drops the batch?): the "
+                                    "self-check runs single images; use flatten(1) or squeeze(-1)")
             x[start:, torch.as_tensor(idx, device=x.device)] = 0
             return (x, *args[1:])
 

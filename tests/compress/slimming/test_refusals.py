@@ -110,3 +110,21 @@ def test_an_example_without_its_batch_dimension_is_named():
     with pytest.raises(CompressError, match=r"\(example_input is a batch, its first dimension the batch: for one "
                                             r"image of \(3, 32, 32\), give example_input.unsqueeze\(0\)\)$"):
         slimming.prune(randomize_bn(model).eval(), 0.5, torch.zeros(3, 32, 32))
+
+
+class SqueezedHead(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean((2, 3)).squeeze())  # drops the batch at one image
+
+
+def test_a_head_that_drops_the_batch_of_one_image_is_named():
+    """Refused as "pruning SqueezedHead failed (IndexError: too many indices for tensor of dimension 1)"."""
+    model = randomize_bn(SqueezedHead()).eval()
+    with pytest.raises(CompressError, match=r"^fc receives a tensor of shape \[8\], with no batch dimension, when "
+                                            r"the model runs on one image \(a squeeze\(\) that drops the batch\?\)"):
+        slimming.prune(model, 0.3, EXAMPLE)
+    assert model.bn.num_features == 8
