@@ -1,7 +1,7 @@
 """Model directories: ``model.safetensors`` + ``model.json``, rebuilt without unpickling anything.
 
-A pruned network is rebuilt by constructing its unpruned architecture, resizing every Conv2d,
-BatchNorm2d and Linear to the widths recorded in ``model.json`` (compress.widths), and loading the weights
+A pruned network is rebuilt by constructing its unpruned architecture, resizing every convolution,
+BatchNorm (1-, 2- or 3-d) and Linear to the widths recorded in ``model.json`` (compress.widths), and loading the weights
 strictly (compress.weights_file). The code a directory names is imported only when the user trusts it
 (compress.models.trust). See docs/ARTIFACTS.md and docs/SECURITY.md.
 """

@@ -1,8 +1,9 @@
 """Trained weights from files: a state dict of a registry network or of the user's own class, checked
 against the module it must fit (compress.stages.import_weights makes a model directory of them).
 
-Weights are read with safetensors, or with ``torch.load(..., weights_only=True)`` for ``.pt``/``.pth``
-files, which refuses anything but tensors and plain containers: nothing a user hands us is unpickled.
+Weights are read with safetensors, or with ``torch.load(..., weights_only=True)`` for ``.pt``, ``.pth``,
+``.pth.tar``, ``.bin`` and ``.ckpt`` files, which refuses anything but tensors, plain containers and
+argparse's Namespace: nothing a user hands us is unpickled.
 """
 
 from __future__ import annotations
@@ -122,15 +123,7 @@ def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
         if t.numel() * t.element_size() > t.untyped_storage().nbytes():
             raise CompressError(f"{path}: tensor {key!r} claims {list(t.shape)} ({t.numel():,} values) over "
                                 f"{t.untyped_storage().nbytes():,} stored bytes; save plain tensors (.contiguous())")
-    # The per-module versions torch.save keeps beside a state dict: MNASNet's loader needs its own.
-    return _with_metadata(state, getattr(state, "_metadata", None))
-
-
-def _with_metadata(state: dict, metadata) -> dict:
-    out = OrderedDict(state)
-    if isinstance(metadata, dict):
-        out._metadata = metadata
-    return out
+    return dict(state)
 
 
 def fitted_keys(state: dict[str, torch.Tensor], expected: dict) -> dict[str, torch.Tensor]:
@@ -139,40 +132,40 @@ def fitted_keys(state: dict[str, torch.Tensor], expected: dict) -> dict[str, tor
     A model whose own names all begin with module. keeps them."""
     names = {k for k in expected if not k.endswith("num_batches_tracked")}
     for _ in range(4):
-        have = set(state)
-        if names <= have or not state:
+        if names <= set(state) or not state:
             return state
         prefix = next((p for p in PREFIXES if all(k.startswith(p) for k in state)), None)
         if prefix is None:
             return state
-        metadata = getattr(state, "_metadata", None)
-        state = _with_metadata({k[len(prefix):]: v for k, v in state.items()},
-                               None if metadata is None else {_strip(k, prefix): v for k, v in metadata.items()})
+        state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
-def _strip(module_name: str, prefix: str) -> str:
-    return "" if module_name == prefix[:-1] else module_name[len(prefix):] if module_name.startswith(prefix) \
-        else module_name
-
-
 def fits(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    """Whether every tensor of `model` is in `state` (under the names load_strict reads) with its shape."""
-    expected = model.state_dict()
-    state = fitted_keys(state, expected)
-    return set(state) <= set(expected) and all(
-        tuple(state[k].shape) == tuple(t.shape) if k in state else k.endswith("num_batches_tracked")
-        for k, t in expected.items())
+    """Whether load_strict would take `state` into `model`."""
+    try:
+        _fitted(model.state_dict(), state, "", "")
+    except CompressError:
+        return False
+    return True
 
 
 def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, arch: str) -> None:
     """Load `state` into `model`, or fail on the first tensor that does not fit, by name. A BatchNorm's
     num_batches_tracked, which checkpoints from before PyTorch 0.4.1 lack, is taken from the model."""
     expected = model.state_dict()
+    state = _fitted(expected, state, source, arch)
+    # The module versions are the model's own: a file's `_metadata` is a stranger's word that drives torch's
+    # loaders (MNASNet rebuilds its stem for version 1), and MNASNet refuses a state dict without any.
+    converted = OrderedDict((k, v.to(expected[k].dtype)) for k, v in state.items())
+    converted._metadata = getattr(expected, "_metadata", None)
+    model.load_state_dict(converted, strict=True)
+
+
+def _fitted(expected: dict, state: dict[str, torch.Tensor], source: str, arch: str) -> dict[str, torch.Tensor]:
+    """`state` under the model's names with its missing counters filled, once every tensor fits."""
     state = fitted_keys(state, expected)
-    metadata = getattr(state, "_metadata", None)
-    missing_counters = {k: v for k, v in expected.items() if k.endswith("num_batches_tracked") and k not in state}
-    state = _with_metadata({**state, **missing_counters}, metadata)
+    state = {**state, **{k: v for k, v in expected.items() if k.endswith("num_batches_tracked") and k not in state}}
     for key, tensor in expected.items():
         if key not in state:
             raise CompressError(f"{source} does not fit {arch}: tensor {key} {list(tensor.shape)} is missing")
@@ -186,9 +179,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, a
     for key, value in state.items():
         if value.is_floating_point() != expected[key].is_floating_point():
             raise CompressError(f"{source}: tensor {key} is {value.dtype}, the model holds {expected[key].dtype}")
-    converted = _with_metadata({k: v.to(expected[k].dtype) for k, v in state.items()},
-                               metadata if metadata is not None else getattr(expected, "_metadata", None))
-    model.load_state_dict(converted, strict=True)
+    return state
 
 
 def output_width(state: dict[str, torch.Tensor]) -> int | None:

@@ -42,7 +42,7 @@ def _floats(text: str | None, hint: str) -> list[float] | None:
 @click.option("--device", type=DEVICE, default=None,
               help="Where --data's accuracy is measured: cpu, cuda, cuda:1 (default: cuda when available).")
 def import_cmd(weights, arch, out, arch_kwargs_json, input_size, data_spec, classes, mean, std, test_limit, device):
-    """Make a model directory from a state dict (.safetensors, or .pt/.pth read weights-only).
+    """Make a model directory from a state dict (.safetensors, or .pt/.pth/.pth.tar read weights-only).
 
     \b
       compress import resnet18.pth --arch resnet18 --input-size 224 --classes cat,dog \\

@@ -27,7 +27,7 @@ from compress.slimming.batchnorm import check_floor, global_threshold, quantile_
 from compress.slimming.decide import Chooser, apply_plan, check_round_to
 from compress.slimming.restore import modes_of, objects_of, put_back, put_modes
 from compress.slimming.refusals import (TIE_SLACK, refuse_floor_keeping_all, refuse_nothing_removed, refuse_ties,
-                                       refuse_uncuttable)
+                                       refuse_uncuttable, reparametrized_hint)
 from compress.slimming.units import COMPENSATION_IMAGES, PruningUnits, probe_batch, pruning_units
 
 PLAN_FORMAT = "compress.plan/2"
@@ -92,7 +92,8 @@ def prune(model: nn.Module, percent: float | None, example_input: torch.Tensor, 
         put_back(model, original, backup)
         lines = str(exc).strip().splitlines()
         raise CompressError(f"pruning {type(model).__name__} failed ({type(exc).__name__}: "
-                            f"{lines[0] if lines else ''}); the model is left unchanged") from exc
+                            f"{lines[0] if lines else ''}); the model is left unchanged"
+                            f"{reparametrized_hint(model)}") from exc
     except BaseException:
         put_back(model, original, backup)
         raise

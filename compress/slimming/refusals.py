@@ -31,24 +31,33 @@ def refuse_uncuttable(model: nn.Module) -> None:
 
 
 def refuse_reparametrized(model: nn.Module) -> None:
-    """A layer whose weight is computed from other tensors (weight_norm, spectral_norm, any
-    torch.nn.utils.parametrize) cannot have channels cut out of its weight: the tensors it is computed from
-    would keep their widths. Refused up front, with the way out, rather than failing half-way."""
+    """torch.nn.utils.weight_norm's and spectral_norm's older form computes the weight in a forward hook from
+    tensors of other names; such a module cannot even be copied (deepcopy raises), and the self-check
+    needs a copy. Refused up front, with the way out. Their parametrize form copies, and is named only if
+    pruning it fails (reparametrized_hint): a parametrized layer that keeps its width prunes as any other."""
+    hooked = [name or type(model).__name__ for name, m in model.named_modules()
+              if any(type(h).__name__ in ("WeightNorm", "SpectralNorm") for h in m._forward_pre_hooks.values())]
+    if hooked:
+        raise CompressError(f"{type(model).__name__} has layers whose weight a hook computes from other tensors "
+                            f"(torch.nn.utils.weight_norm or spectral_norm: {_listed(hooked)}), which pruning "
+                            "cannot cut or copy: remove it first (torch.nn.utils.remove_weight_norm(layer) or "
+                            "remove_spectral_norm(layer)), prune, then apply it again")
+
+
+def reparametrized_hint(model: nn.Module) -> str:
+    """Why a prune that failed may have failed: layers whose weight a parametrization computes."""
     from torch.nn.utils import parametrize
 
-    found = []
-    for name, m in model.named_modules():
-        if parametrize.is_parametrized(m):
-            found.append((name or type(model).__name__, "parametrize.remove_parametrizations(layer, "
-                          f"{next(iter(m.parametrizations))!r})"))
-        elif any(type(h).__name__ in ("WeightNorm", "SpectralNorm") for h in m._forward_pre_hooks.values()):
-            found.append((name or type(model).__name__, "torch.nn.utils.remove_weight_norm(layer) or "
-                          "remove_spectral_norm(layer)"))
-    if found:
-        names = ", ".join(n for n, _ in found[:3]) + (", ..." if len(found) > 3 else "")
-        raise CompressError(f"{type(model).__name__} has layers whose weight is computed from other tensors "
-                            f"(weight_norm, spectral_norm or a parametrization: {names}), which pruning cannot "
-                            f"cut: remove it first ({found[0][1]}), prune, then apply it again")
+    found = [name or type(model).__name__ for name, m in model.named_modules() if parametrize.is_parametrized(m)]
+    if not found:
+        return ""
+    return (f"; {_listed(found)} compute their weight from other tensors (weight_norm, spectral_norm or another "
+            "parametrization), which pruning cannot cut: remove it first "
+            "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight')), prune, then apply it again")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:

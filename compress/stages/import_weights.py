@@ -102,12 +102,14 @@ def _stem_that_fits(arch: str, given: dict, kwargs: dict, state: dict, weights) 
     from compress.importing import fits
     from compress.models import parse_name
     from compress.models.tv import supports_cifar_stem
+    from compress.models.user import is_import_path
 
-    family, fixed = parse_name(arch) if "cifar_stem" in kwargs else (None, {})
-    if family != "torchvision" or "cifar_stem" in given or not supports_cifar_stem(fixed["name"]):
+    if "cifar_stem" in given or not kwargs.get("cifar_stem") or is_import_path(arch):
+        return kwargs  # the user's word, torchvision's own stem (64 px and above), or the user's own class
+    family, fixed = parse_name(arch)
+    if family != "torchvision" or not supports_cifar_stem(fixed["name"]):
         return kwargs
-    fitting = [stem for stem in (bool(kwargs["cifar_stem"]), not kwargs["cifar_stem"])
-               if fits(construct(arch, {**kwargs, "cifar_stem": stem}), state)]
+    fitting = [stem for stem in (True, False) if fits(construct(arch, {**kwargs, "cifar_stem": stem}), state)]
     if len(fitting) == 2:
         raise CompressError(f"{weights} fits {arch} with either stem, which compute different things: pass "
                             "--arch-kwargs '{\"cifar_stem\": false}' for torchvision's own (weights trained with "

@@ -82,26 +82,47 @@ def test_a_lazy_layer_not_yet_initialized_is_refused_in_one_line():
     assert model[0].out_channels < 8
 
 
-@pytest.mark.parametrize("wrap, way_out", [
-    (lambda conv: nn.utils.parametrizations.weight_norm(conv), r"parametrize.remove_parametrizations\(layer, 'weight'\)"),
-    (lambda conv: nn.utils.parametrizations.spectral_norm(conv), r"parametrize.remove_parametrizations"),
-    (lambda conv: nn.utils.weight_norm(conv), r"torch.nn.utils.remove_weight_norm\(layer\)"),
-])
-def test_a_layer_whose_weight_is_computed_is_refused_with_the_way_out(wrap, way_out):
-    """weight_norm's parametrization failed half-way ("attribute 'weight' already exists"), and its older hook
-    form escaped as a bare RuntimeError from deepcopy."""
+def _wrapped_first_conv(wrap):
     torch.manual_seed(0)
     model = nn.Sequential(wrap(nn.Conv2d(3, 8, 3)), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(8, 2)).eval()
-    randomize_bn(model)
+    return randomize_bn(model)
+
+
+@pytest.mark.parametrize("wrap", [nn.utils.parametrizations.weight_norm, nn.utils.parametrizations.spectral_norm])
+def test_a_parametrized_layer_that_pruning_cuts_is_named_with_the_way_out(wrap):
+    """weight_norm's parametrization failed as "pruning Sequential failed (KeyError: "attribute 'weight' already
+    exists")", which named neither the layer nor the way out."""
+    model = _wrapped_first_conv(wrap)
     before = model(EXAMPLE)
+    with pytest.raises(CompressError, match=r"the model is left unchanged; 0 compute their weight from other tensors "
+                                            r"\(weight_norm, spectral_norm or another parametrization\), which pruning "
+                                            r"cannot cut: remove it first \(torch.nn.utils.parametrize."
+                                            r"remove_parametrizations\(layer, 'weight'\)\)"):
+        slimming.prune(model, 0.5, EXAMPLE)
+    torch.testing.assert_close(model(EXAMPLE), before, rtol=0, atol=0)
+    assert model[1].num_features == 8
+
+
+def test_a_parametrized_layer_that_keeps_its_width_prunes_as_any_other():
+    """The review found a first version of the refusal above refusing every parametrized model, and this one
+    had pruned exactly before it."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.utils.parametrizations.orthogonal(nn.Linear(8, 8)), nn.Linear(8, 2)).eval()
+    _, plan = slimming.prune(randomize_bn(model), 0.5, EXAMPLE)
+    assert model[1].num_features < 8 and plan["check"]["max_relative_difference"] <= plan["check"]["tolerance"]
+
+
+def test_the_hooked_weight_norm_is_refused_up_front_with_the_way_out():
+    """Its older, hook-based form cannot be copied: a bare RuntimeError from deepcopy escaped."""
+    model = _wrapped_first_conv(nn.utils.weight_norm)
     for call in (lambda: slimming.prune(model, 0.5, EXAMPLE), lambda: slimming.least_budget(model, EXAMPLE),
                  lambda: slimming.removal_preview(model, 0.5, EXAMPLE)):
-        with pytest.raises(CompressError, match=r"^Sequential has layers whose weight is computed from other "
-                                                r"tensors \(weight_norm, spectral_norm or a parametrization: 0\).*"
-                                                + way_out):
+        with pytest.raises(CompressError, match=r"^Sequential has layers whose weight a hook computes from other "
+                                                r"tensors \(torch.nn.utils.weight_norm or spectral_norm: 0\).*"
+                                                r"torch.nn.utils.remove_weight_norm\(layer\)"):
             call()
-    torch.testing.assert_close(model(EXAMPLE), before, rtol=0, atol=0)
     assert model[1].num_features == 8
 
 

@@ -147,6 +147,44 @@ def test_a_torchvision_mobilenet_at_cifar_size_is_refused_until_its_stem_is_name
     assert meta["arch_kwargs"]["cifar_stem"] is False
 
 
+def test_a_torchvision_mobilenet_at_its_own_sizes_needs_no_word_and_a_users_class_is_not_asked(
+        tmp_path, monkeypatch):
+    """A first version asked at every size (both 3x3 stems always fit) and sent a user's class that takes
+    cifar_stem to the registry's name parser (a bare ValueError); the review found both."""
+    torch.manual_seed(0)
+    assert _imported(tmp_path, torchvision.models.mobilenet_v3_small(num_classes=3), "mobilenet_v3_small",
+                     96)["arch_kwargs"]["cifar_stem"] is False
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "stemnets.py").write_text(
+        "import torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, num_classes=3, cifar_stem=False):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3, stride=1 if cifar_stem else 2)\n"
+        "        self.fc = nn.Linear(4, num_classes)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.conv(x).mean((2, 3)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    monkeypatch.setenv("COMPRESS_TRUSTED_CODE", "stemnets")
+    import stemnets
+
+    try:
+        _imported(tmp_path, stemnets.Net(cifar_stem=True), "stemnets:Net", 32, name="own.pth",
+                  arch_kwargs={"cifar_stem": True})
+    finally:
+        sys.modules.pop("stemnets", None)
+
+
+def test_a_files_module_versions_are_not_taken_from_the_file(tmp_path):
+    """The file's `_metadata` drove torch's loaders: a version "x" raised a bare TypeError, MNASNet's version 1
+    rebuilt its stem inside the model being loaded."""
+    torch.manual_seed(0)
+    for net, arch in ((torchvision.models.resnet18(num_classes=3), "resnet18"),
+                      (torchvision.models.mnasnet0_5(num_classes=3), "mnasnet0_5")):
+        state = net.state_dict()
+        state._metadata = {k: {"version": "x" if arch == "resnet18" else 1} for k in state._metadata}
+        _imported(tmp_path, net, arch, 64, name=f"{arch}.pth", state=state)
+
+
 def test_a_torchvision_resnet_at_cifar_size_takes_the_stem_its_weights_fit(tmp_path):
     """Refused before ("conv1.weight is [64, 3, 7, 7] in the file and [64, 3, 3, 3]"): only torchvision's own
     stem fits the file, so it is that one."""
