@@ -55,7 +55,7 @@ def slim(cfg: dict, seed: int, start: Path, out: Path, device: str | None, extra
     """`compress slim --from START` with the quick preset's defaults and the scale's data and epochs."""
     chosen = ["--finetune-lr", repr(cfg["finetune_lr"])] if cfg.get("finetune_lr") else []
     return compress_cli(["slim", "--from", str(start), "--out", str(out), "--epochs", str(cfg["sparse_epochs"]),
-                         "--finetune-epochs", str(cfg["finetune_epochs"]), "--round-to", "auto",
+                         "--finetune-epochs", str(cfg["finetune_epochs"]), "--round-to", str(cfg["round_to"]),
                          *data_args(cfg, seed), *chosen, *extra], out.parent / f"{out.name}.log", device)
 
 
@@ -63,7 +63,7 @@ def prune(cfg: dict, sparse: Path, out: Path, device: str | None, extra: list[st
     """`compress prune` of a sparse model into OUT/pruned (`--round-to auto`, the default floor)."""
     if (out / "pruned" / "model.json").exists():
         return 0.0
-    return compress_cli(["prune", str(sparse), "--out", str(out / "pruned"), "--round-to", "auto",
+    return compress_cli(["prune", str(sparse), "--out", str(out / "pruned"), "--round-to", str(cfg["round_to"]),
                          "--data", cfg["data"], "--test-limit", str(cfg["test_limit"]), *extra], out.parent / f"{out.name}.log", device)
 
 

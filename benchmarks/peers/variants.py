@@ -155,7 +155,7 @@ def _cost_weighted(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     plain, _ = compress.load_model(where / "pretrained")
     round_to = results.target_of(where)[1]
     goal = percent_for(plain, fraction, min_keep=cfg["min_keep"], round_to=round_to)
-    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
+    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to=cfg["round_to"],
                                   shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune,
                             CostWeightedConfig(percent=goal, min_keep=cfg["min_keep"], round_to=round_to))
@@ -168,7 +168,7 @@ def _targeted(where: Path, out: Path, cfg: dict, seed: int, args, importance, re
     import compress
 
     prune = compress.PruneRequest(target_macs=fraction or _macs_fraction(where), min_keep=cfg["min_keep"],
-                                  round_to="auto", importance=importance, shared=_default_shared(where))
+                                  round_to=cfg["round_to"], importance=importance, shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity(reach=reach))
 
 
@@ -179,7 +179,7 @@ def _latency(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
 
     plain, meta = compress.load_model(where / "pretrained")
     speeds = latency_aware.speeds_for(where)
-    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
+    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to=cfg["round_to"],
                                   importance=latency_aware.importance(plain, speeds, meta["input_size"]),
                                   shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
@@ -192,7 +192,7 @@ def _fullres(where: Path, out: Path, cfg: dict, seed: int, args, power: float) -
     import fullres_cost
 
     plain, meta = compress.load_model(where / "pretrained")
-    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to="auto",
+    prune = compress.PruneRequest(target_macs=_macs_fraction(where), min_keep=cfg["min_keep"], round_to=cfg["round_to"],
                                   importance=fullres_cost.importance(plain, meta["input_size"], power),
                                   shared=_default_shared(where))
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
@@ -206,7 +206,7 @@ def _select(where: Path, out: Path, cfg: dict, seed: int, args) -> float:
     import compress
 
     fraction = _matched_fraction(where, cfg, shared="select")
-    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto", shared="select")
+    prune = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to=cfg["round_to"], shared="select")
     return _slim_from_plain(where, out, cfg, seed, args, prune, compress.TargetedSparsity())
 
 
@@ -228,7 +228,7 @@ def _prune_peer_stage(name: str, where: Path, out: Path, cfg: dict, seed: int, a
         from relative_importance import relative
 
         fraction = _matched_fraction(where, cfg, shared=shared, source=out / "sparse", importance=relative)
-        request = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to="auto",
+        request = compress.PruneRequest(target_macs=fraction, min_keep=cfg["min_keep"], round_to=cfg["round_to"],
                                         shared=shared, importance=relative)
         prune(out / "sparse", out / "pruned", request, data=results.data_for(cfg, seed), device=args.device)
         return time.time() - t0
