@@ -501,7 +501,8 @@ def bench_yolo(out: Path, iters: int) -> int:
             dirs[name] = Path(tmp) / name
             compress.save_model(net, dirs[name], input_size=size, mean=[0.0] * 3, std=[1.0] * 3)
         macs = {n: json.loads((d / "model.json").read_text())["macs"] for n, d in dirs.items()}
-        settings = BenchSettings(backend="ort-cpu", batches=(1,), warmup=10, iters=iters)
+        # In turns as well (--paired): on a VM whose speed switches between states, one pass each is no verdict.
+        settings = BenchSettings(backend="ort-cpu", batches=(1,), warmup=10, iters=iters, paired_blocks=30)
         command = f"python benchmarks/zoo.py --bench-yolo --iters {iters}"
         report = compress.bench(list(dirs.values()), settings, command=command)
         write_report(report, out)
@@ -510,11 +511,18 @@ def bench_yolo(out: Path, iters: int) -> int:
     base, slim = (p50[n] for n in sorted(p50, key=lambda n: "slim" in n))
     macs_ratio = macs["yolov8n"] / macs["yolov8n-slim30"]
     info = {**machine(), "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    pair = next((row for section in report.get("paired") or [] for row in section["rows"]
+                 if row["verdict"] != "reference"), None)
+    paired = pair and {"time_ratio": round(pair["ratio_median"], 4),
+                       "ratio_ci95": [round(v, 4) for v in pair["ratio_ci95"]], "verdict": pair["verdict"]}
     summary = {"command": command, "machine": info, "prune_s": round(prune_s, 2), "macs": macs,
-               "macs_ratio": round(macs_ratio, 3), "p50_ms": p50, "speedup": round(base / slim, 3)}
+               "macs_ratio": round(macs_ratio, 3), "p50_ms": p50, "speedup": round(base / slim, 3),
+               "paired": paired}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    in_turns = (f"; in turns ×{1 / paired['time_ratio']:.2f} (the pruned one's time ×{paired['time_ratio']:.3f}, "
+                f"95% interval {paired['ratio_ci95'][0]:.3f}–{paired['ratio_ci95'][1]:.3f})" if paired else "")
     print(f"YOLOv8n 30%: MACs {macs['yolov8n'] / 1e9:.2f} G → {macs['yolov8n-slim30'] / 1e9:.2f} G "
-          f"(×{macs_ratio:.2f}); ORT CPU batch 1 p50 {base:.2f} → {slim:.2f} ms (×{base / slim:.2f}); "
+          f"(×{macs_ratio:.2f}); ORT CPU batch 1 p50 {base:.2f} → {slim:.2f} ms (×{base / slim:.2f}){in_turns}; "
           f"pruned in {prune_s:.1f} s; report in {out}")
     return 0
 
