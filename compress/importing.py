@@ -118,6 +118,8 @@ def _unwrap(state: Any, path: Path) -> dict[str, torch.Tensor]:
     if bad is not None:
         raise CompressError(f"{path}: entry {bad!r} is a {type(state[bad]).__name__}, not a tensor")
     for key, t in state.items():
+        if t.layout != torch.strided:
+            raise CompressError(f"{path}: tensor {key!r} is {t.layout}, not a dense tensor; save it with .to_dense()")
         # A stride-0 tensor of 4 stored bytes can claim any shape, and a class count or a Linear is made of
         # its shape: no tensor may claim more elements than the file stored for it.
         if t.numel() * t.element_size() > t.untyped_storage().nbytes():

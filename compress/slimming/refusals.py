@@ -25,7 +25,7 @@ def refuse_lazy(model: nn.Module) -> None:
 
 
 def refuse_uncuttable(model: nn.Module) -> None:
-    """Layers whose channels cannot be counted or cut as they stand: lazy or reparametrized ones."""
+    """Layers that cannot be counted or copied as they stand: lazy ones, and the hook-based weight_norm."""
     refuse_lazy(model)
     refuse_reparametrized(model)
 
