@@ -329,7 +329,7 @@ class SparsityRegularizer:
                                 "so the penalty would never reach them: give it the model's parameters")
 
     def close(self) -> None:
-        """Remove the optimizer hooks (proximal mode)."""
+        """Remove the optimizer hooks: the proximal update, and the subgradient order check."""
         for handle in self._hooked.values():
             handle.remove()
         self._hooked.clear()
