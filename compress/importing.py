@@ -25,12 +25,14 @@ PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel, 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped from a training checkpoint's dict when needed."""
+    from compress.limits import regular_file
+
     path = Path(path)
-    if path.is_dir():
-        raise CompressError(f"{path} is a folder, not a weights file")
-    if not path.is_file():
-        raise CompressError(f"weights file not found: {path}")
-    if path.stat().st_size == 0:
+    try:
+        size = regular_file(path, "weights file").st_size  # a folder, a FIFO or a device, refused by kind
+    except FileNotFoundError:
+        raise CompressError(f"weights file not found: {path}") from None
+    if size == 0:
         raise CompressError(f"{path} is empty")
     suffix = ".pth" if path.name.lower().endswith(".pth.tar") else path.suffix.lower()  # timm's checkpoint names
     if suffix == ".safetensors":

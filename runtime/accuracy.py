@@ -46,7 +46,7 @@ def classifier_problem(output_shapes: list[tuple[int, ...]], num_classes: int | 
     shape_problem = not_a_classifier(output_shapes)
     if shape_problem:
         return shape_problem
-    logits = logit_count(output_shapes)
+    logits = int(output_shapes[-1][1])
     if logits != num_classes:
         return f"it outputs {logits} logits for {num_classes} classes"
     return None

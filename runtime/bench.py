@@ -399,11 +399,12 @@ def _accuracy(runner, data: EvalData, settings: BenchSettings, v: dict, log) -> 
     count = len(classes) if classes else (len(data.classes) or None)
     shapes = [(1, *o["shape"]) for o in v["outputs"]]
     problem = classifier_problem(shapes, count) if v["outputs"] else None
-    if problem and count is not None and logit_count(shapes) is not None:
+    logits = logit_count(shapes) if problem else None
+    if count is not None and logits is not None:
         # A classifier of other classes than the data's: an accuracy was asked and cannot be had, as when its
         # class names disagree (above), whether or not it names them.
         v["warnings"].append(f"accuracy skipped: {'the model names' if classes else data.spec + ' has'} "
-                             f"{count} classes, {v['name']} outputs {logit_count(shapes)} logits")
+                             f"{count} classes, {v['name']} outputs {logits} logits")
         return None
     try:
         if problem:

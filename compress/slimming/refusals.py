@@ -10,6 +10,7 @@ from torch import nn
 
 from compress.errors import CompressError
 from compress.slimming.decide import Chooser
+from compress.slimming.training_only import listed
 from compress.slimming.units import PruningUnits
 
 TIE_SLACK = 0.05  # how far past the request a prune may land before ties at its threshold are refused
@@ -20,8 +21,8 @@ def refuse_lazy(model: nn.Module) -> None:
     lazy = [n or type(model).__name__ for n, m in model.named_modules()
             if isinstance(m, nn.modules.lazy.LazyModuleMixin) and m.has_uninitialized_params()]
     if lazy:
-        raise CompressError(f"{type(model).__name__} has lazy layers not initialized yet ({', '.join(lazy[:3])}"
-                            f"{', ...' if len(lazy) > 3 else ''}): run one forward pass on an example first")
+        raise CompressError(f"{type(model).__name__} has lazy layers not initialized yet ({listed(lazy)}): run one "
+                            "forward pass on an example first")
 
 
 def refuse_uncuttable(model: nn.Module) -> None:
@@ -39,7 +40,7 @@ def refuse_reparametrized(model: nn.Module) -> None:
               if any(type(h).__name__ in ("WeightNorm", "SpectralNorm") for h in m._forward_pre_hooks.values())]
     if hooked:
         raise CompressError(f"{type(model).__name__} has layers whose weight a hook computes from other tensors "
-                            f"(torch.nn.utils.weight_norm or spectral_norm: {_listed(hooked)}), which pruning "
+                            f"(torch.nn.utils.weight_norm or spectral_norm: {listed(hooked)}), which pruning "
                             "cannot cut or copy: remove it first (torch.nn.utils.remove_weight_norm(layer) or "
                             "remove_spectral_norm(layer)), prune, then apply it again")
 
@@ -51,13 +52,9 @@ def reparametrized_hint(model: nn.Module) -> str:
     found = [name or type(model).__name__ for name, m in model.named_modules() if parametrize.is_parametrized(m)]
     if not found:
         return ""
-    return (f"; {_listed(found)} compute their weight from other tensors (weight_norm, spectral_norm or another "
+    return (f"; {listed(found)} compute their weight from other tensors (weight_norm, spectral_norm or another "
             "parametrization), which pruning cannot cut: remove it first "
             "(torch.nn.utils.parametrize.remove_parametrizations(layer, 'weight')), prune, then apply it again")
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def refuse_floor_keeping_all(units: PruningUnits, chooser: Chooser, percent: float) -> None:

@@ -51,7 +51,7 @@ def test_refusals_name_what_is_wrong_with_the_file(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     torch.save({"w": torch.zeros(1), "extra": torch.nn.Identity()}, tmp_path / "module.pth")
     torch.save({"w": torch.eye(3).to_sparse()}, tmp_path / "sparse.pth")
-    for name, message in (("dir.pth", "is a folder, not a weights file"), ("empty.pth", r"empty.pth is empty$"),
+    for name, message in (("dir.pth", r"^weights file .*dir.pth is a directory, not a regular file$"), ("empty.pth", r"empty.pth is empty$"),
                           ("module.pth", r"\(pickled code is refused\): it holds a torch.nn.modules.linear.Identity "
                                          r"object; save the state dict alone"),
                           ("sparse.pth", r"tensor 'w' is torch.sparse_coo, not a dense tensor")):
